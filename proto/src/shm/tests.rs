@@ -1,0 +1,61 @@
+use super::*;
+
+fn small() -> Geometry {
+    Geometry { slot_count: 2, slot_size: 4096, shard_capacity: 4 }
+}
+
+#[test]
+fn publish_then_read_then_ack() {
+    let seg = Segment::new_in_memory(small()).unwrap();
+    assert_eq!(seg.read_current(0), ReadOutcome::Empty);
+    assert_eq!(seg.publish(b"one").unwrap(), 1);
+    assert_eq!(seg.read_current(0), ReadOutcome::New { generation: 1, bytes: b"one".to_vec() });
+    assert_eq!(seg.read_current(1), ReadOutcome::Unchanged);
+    seg.set_dataplane(2, 42);
+    assert!(!seg.all_applied(1));
+    seg.ack(0, 1);
+    seg.ack(1, 1);
+    assert!(seg.all_applied(1));
+    assert_eq!(seg.publish(b"two").unwrap(), 2);
+    assert_eq!(seg.read_current(1), ReadOutcome::New { generation: 2, bytes: b"two".to_vec() });
+}
+
+#[test]
+fn corrupted_slot_is_refused() {
+    let seg = Segment::new_in_memory(small()).unwrap();
+    seg.publish(b"snapshot bytes").unwrap();
+    seg.corrupt_current_slot_for_test(3, 0xff);
+    assert_eq!(seg.read_current(0), ReadOutcome::Corrupt { generation: 1, reason: "checksum mismatch" });
+}
+
+#[test]
+fn oversized_snapshot_is_refused_by_the_writer() {
+    let seg = Segment::new_in_memory(small()).unwrap();
+    assert!(matches!(seg.publish(&[0; 4097]), Err(PublishError::TooLarge { .. })));
+}
+
+#[test]
+fn file_segment_is_shared_and_reattached() {
+    let dir = std::env::temp_dir().join(format!("zerohop-shm-test-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let a = Segment::create_or_attach(&dir, small()).unwrap();
+    a.publish(b"x").unwrap();
+    let b = Segment::open(&dir).unwrap();
+    assert_eq!(b.current_generation(), 1);
+    b.shard_counters(3)[0].store(7, Ordering::Relaxed);
+    assert_eq!(a.shard_counters(3)[0].load(Ordering::Relaxed), 7);
+    drop(a);
+    let c = Segment::create_or_attach(&dir, small()).unwrap();
+    assert_eq!(c.publish(b"y").unwrap(), 2, "a re-attached writer continues the sequence");
+    assert!(Segment::create_or_attach(&dir, Geometry { slot_count: 3, ..small() }).is_err());
+    std::fs::remove_file(&dir).unwrap();
+}
+
+#[test]
+fn garbage_headers_are_refused() {
+    assert!(Segment::from_words(vec![0u64; 8].into_boxed_slice()).is_err());
+    assert!(Segment::from_words(vec![u64::MAX; 1024].into_boxed_slice()).is_err());
+    let mut words = vec![0u64; 1024].into_boxed_slice();
+    words[0] = MAGIC;
+    assert!(Segment::from_words(words).is_err());
+}

@@ -1,0 +1,101 @@
+//! Per-shard counters kept in shared memory.
+//!
+//! Each shard writes only its own block (plain relaxed load + store: one writer, so no locked
+//! instruction), and control sums the blocks for display. The index of a counter is its
+//! position in [`Counter::ALL`]; changing that order is a layout change.
+
+/// A shard-wide counter or gauge. Names follow Envoy's where Envoy has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Connections accepted from downstream.
+    DownstreamCxTotal,
+    /// Downstream connections currently open (gauge).
+    DownstreamCxActive,
+    /// Bytes received from downstream clients.
+    DownstreamCxRxBytes,
+    /// Bytes sent to downstream clients.
+    DownstreamCxTxBytes,
+    /// Upstream connections established.
+    UpstreamCxTotal,
+    /// Upstream connect attempts that failed (refused, unreachable, reset).
+    UpstreamCxConnectFail,
+    /// Upstream connect attempts that hit the cluster's connect_timeout.
+    UpstreamCxConnectTimeout,
+    /// Connections closed because the target cluster had no endpoint.
+    UpstreamCxNoHealthyUpstream,
+    /// Connections closed by the tcp_proxy idle_timeout.
+    IdleTimeout,
+    /// Connections closed with a reset forwarded from one side to the other.
+    ResetForwarded,
+    /// Bytes moved through a pipe with splice(2) (no copy through user space).
+    BytesSpliced,
+    /// Bytes moved with recv/send through a pooled buffer.
+    BytesCopied,
+    /// Connections still open when the drain deadline passed and were closed.
+    DrainForcedClose,
+    /// Snapshot generations this shard applied.
+    ConfigApplied,
+    /// Snapshot generations this shard refused (bad checksum, layout, or decode error).
+    ConfigRejected,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 15] = [
+        Counter::DownstreamCxTotal,
+        Counter::DownstreamCxActive,
+        Counter::DownstreamCxRxBytes,
+        Counter::DownstreamCxTxBytes,
+        Counter::UpstreamCxTotal,
+        Counter::UpstreamCxConnectFail,
+        Counter::UpstreamCxConnectTimeout,
+        Counter::UpstreamCxNoHealthyUpstream,
+        Counter::IdleTimeout,
+        Counter::ResetForwarded,
+        Counter::BytesSpliced,
+        Counter::BytesCopied,
+        Counter::DrainForcedClose,
+        Counter::ConfigApplied,
+        Counter::ConfigRejected,
+    ];
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::DownstreamCxTotal => "downstream_cx_total",
+            Counter::DownstreamCxActive => "downstream_cx_active",
+            Counter::DownstreamCxRxBytes => "downstream_cx_rx_bytes_total",
+            Counter::DownstreamCxTxBytes => "downstream_cx_tx_bytes_total",
+            Counter::UpstreamCxTotal => "upstream_cx_total",
+            Counter::UpstreamCxConnectFail => "upstream_cx_connect_fail",
+            Counter::UpstreamCxConnectTimeout => "upstream_cx_connect_timeout",
+            Counter::UpstreamCxNoHealthyUpstream => "upstream_cx_none_healthy",
+            Counter::IdleTimeout => "idle_timeout",
+            Counter::ResetForwarded => "reset_forwarded",
+            Counter::BytesSpliced => "bytes_spliced",
+            Counter::BytesCopied => "bytes_copied",
+            Counter::DrainForcedClose => "drain_forced_close",
+            Counter::ConfigApplied => "config_applied",
+            Counter::ConfigRejected => "config_rejected",
+        }
+    }
+
+    /// Gauges go up and down; everything else only counts up.
+    pub const fn is_gauge(self) -> bool {
+        matches!(self, Counter::DownstreamCxActive)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counter;
+
+    #[test]
+    fn all_is_in_index_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "{}", c.name());
+        }
+    }
+}

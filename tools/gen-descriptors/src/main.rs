@@ -1,0 +1,71 @@
+//! Compiles the Envoy v3 API protos that `envoy-types` ships in its crate source into one
+//! FileDescriptorSet (`control/descriptors/envoy.bin`).
+//!
+//! Usage: `cargo run --manifest-path tools/gen-descriptors/Cargo.toml -- OUT`
+//! The `envoy-types` crate is a dependency here only so that cargo downloads its source;
+//! the proto tree is located next to it in the cargo registry.
+
+use std::path::PathBuf;
+
+/// The root files zerohop decodes; their imports are pulled in transitively.
+const ROOTS: &[&str] = &[
+    "envoy/config/bootstrap/v3/bootstrap.proto",
+    "envoy/service/discovery/v3/ads.proto",
+    "envoy/service/discovery/v3/discovery.proto",
+    "envoy/service/secret/v3/sds.proto",
+    "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
+    "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
+    "envoy/extensions/filters/network/rbac/v3/rbac.proto",
+    "envoy/extensions/filters/http/router/v3/router.proto",
+    "envoy/extensions/filters/http/fault/v3/fault.proto",
+    "envoy/extensions/filters/http/rbac/v3/rbac.proto",
+    "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
+    "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
+    "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.proto",
+    "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+    "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto",
+    "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+    "envoy/extensions/access_loggers/file/v3/file.proto",
+    "envoy/extensions/access_loggers/stream/v3/stream.proto",
+    "udpa/type/v1/typed_struct.proto",
+    "xds/type/v3/typed_struct.proto",
+];
+
+fn main() {
+    let out = std::env::args().nth(1).expect("usage: gen-descriptors OUT");
+    let root = envoy_types_proto_root();
+    let includes: Vec<PathBuf> = [
+        "data-plane-api",
+        "xds",
+        "protoc-gen-validate",
+        "googleapis",
+        "client_model",
+        "opentelemetry-proto",
+        "cel-spec",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .filter(|p| p.exists())
+    .collect();
+    let mut includes = includes;
+    includes.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protos"));
+    let mut compiler = protox::Compiler::new(&includes).expect("include paths");
+    compiler.include_imports(true).include_source_info(false);
+    compiler.open_files(ROOTS).expect("compile Envoy protos");
+    let bytes = compiler.encode_file_descriptor_set();
+    std::fs::write(&out, &bytes).expect("write output");
+    eprintln!("wrote {} ({} bytes, {} files)", out, bytes.len(), compiler.files().len());
+}
+
+fn envoy_types_proto_root() -> PathBuf {
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    for entry in std::fs::read_dir(home.join("registry/src")).expect("cargo registry") {
+        let dir = entry.unwrap().path().join("envoy-types-0.7.7/proto");
+        if dir.exists() {
+            return dir;
+        }
+    }
+    panic!("envoy-types-0.7.7 source not found in the cargo registry (run `cargo fetch` here)");
+}
