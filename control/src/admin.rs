@@ -1,0 +1,144 @@
+//! The admin endpoint, served by control (never by the data plane's shards).
+//!
+//! `GET /ready` (200 once every shard applied the current generation, else 503),
+//! `/stats`, `/stats?format=json`, `/stats/prometheus`, and `/config_dump` (the active
+//! configuration with its generation and every shard's applied generation). One request per
+//! connection on a plain thread: it is an operator's tool, not a traffic path.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use zerohop_proto::shm::Segment;
+use zerohop_proto::{NetworkFilter, Snapshot};
+
+use crate::stats;
+
+/// What admin shows besides the segment: the compiled config that is in force.
+#[derive(Debug, Default)]
+pub struct State {
+    pub snapshot: Snapshot,
+    pub generation: u64,
+    pub node_id: String,
+}
+
+pub type Shared = Arc<Mutex<State>>;
+
+/// Binds `addr` and serves on a background thread. Returns the bound address.
+pub fn spawn(addr: SocketAddr, seg: Arc<Segment>, state: Shared) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name("admin".into()).spawn(move || {
+        for conn in listener.incoming().flatten() {
+            if let Err(e) = serve(conn, &seg, &state) {
+                log::debug!("admin connection: {e}");
+            }
+        }
+    })?;
+    Ok(bound)
+}
+
+fn serve(mut conn: TcpStream, seg: &Segment, state: &Shared) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 || buf.len() > 16 * 1024 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\r').unwrap_or(0)]).into_owned();
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = if method != "GET" {
+        (405, "text/plain", "only GET is supported\n".to_owned())
+    } else {
+        route(target, seg, state)
+    };
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, String) {
+    let shards = stats::read(seg);
+    match target {
+        "/ready" => {
+            let g = seg.current_generation();
+            if g > 0 && seg.active_shards() > 0 && seg.all_applied(g) {
+                (200, "text/plain", "LIVE\n".into())
+            } else {
+                (503, "text/plain", "NOT READY\n".into())
+            }
+        }
+        "/stats" => (200, "text/plain", stats::text(&shards)),
+        "/stats?format=json" => (200, "application/json", format!("{:#}\n", stats::json(&shards))),
+        "/stats/prometheus" => (200, "text/plain; version=0.0.4", stats::prometheus(&shards)),
+        "/config_dump" => {
+            let st = state.lock().expect("admin state lock");
+            (200, "application/json", format!("{:#}\n", config_dump(&st, seg)))
+        }
+        _ => (404, "text/plain", "endpoints: /ready /stats /stats?format=json /stats/prometheus /config_dump\n".into()),
+    }
+}
+
+/// The active configuration as JSON, with the generation every shard applied.
+pub fn config_dump(st: &State, seg: &Segment) -> serde_json::Value {
+    let s = &st.snapshot;
+    let clusters: Vec<_> = s
+        .clusters
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
+                "lb_policy": format!("{:?}", c.lb_policy),
+                "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
+                    "address": e.address.to_string(), "weight": e.weight })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let listeners: Vec<_> = s
+        .listeners
+        .iter()
+        .map(|l| {
+            let NetworkFilter::TcpProxy(t) = &l.filter;
+            serde_json::json!({
+                "name": l.name,
+                "address": l.address.to_string(),
+                "tcp_proxy": {
+                    "stat_prefix": t.stat_prefix,
+                    "clusters": t.targets.iter().map(|w| serde_json::json!({
+                        "name": s.clusters[w.cluster.index()].name, "weight": w.weight })).collect::<Vec<_>>(),
+                    "idle_timeout_ms": t.idle_timeout.map(|d| d.as_millis() as u64),
+                },
+            })
+        })
+        .collect();
+    let shards: Vec<_> = (0..seg.active_shards())
+        .map(|i| {
+            let (applied, rejected, _) = seg.shard_ack(i);
+            serde_json::json!({ "shard": i, "applied_generation": applied, "rejected_generation": rejected })
+        })
+        .collect();
+    serde_json::json!({
+        "node_id": st.node_id,
+        "generation": st.generation,
+        "published_generation": seg.current_generation(),
+        "dataplane_pid": seg.dataplane_pid(),
+        "shards": shards,
+        "listeners": listeners,
+        "clusters": clusters,
+    })
+}

@@ -1,0 +1,79 @@
+//! Envoy v3 configuration in, [`Snapshot`] out.
+//!
+//! One path serves every source: text is decoded against the Envoy API descriptors
+//! ([`envoy`]), checked field by field against what zerohop implements ([`supported`]), and
+//! compiled ([`compile`]). xDS resources will enter at the second step as decoded messages.
+
+mod compile;
+mod envoy;
+mod supported;
+
+use std::fmt;
+
+use prost_reflect::DynamicMessage;
+use zerohop_proto::Snapshot;
+
+pub use envoy::{descriptor_pool, Format};
+
+/// The embedded default configuration that `zerohop` runs with no `-c`: a TCP listener on
+/// 127.0.0.1:10000 in front of a demo upstream on 127.0.0.1:10001.
+pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+/// A configuration that zerohop refuses. Always the config author's fault; nothing is
+/// published and the previous configuration stays in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where, as a path from the document root, e.g.
+    /// `static_resources.clusters[1](backend).lb_policy`. Empty for whole-document errors.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What control knows about a loaded bootstrap beyond the snapshot it compiles to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub snapshot: Snapshot,
+    /// `node.id`, for logs and (later) xDS.
+    pub node_id: String,
+    /// `admin.address`, served by zerohop-control (not by the data plane).
+    pub admin_address: Option<std::net::SocketAddr>,
+}
+
+/// Decodes, checks and compiles an Envoy v3 bootstrap.
+pub fn load(text: &str, format: Format) -> Result<Bootstrap, ConfigError> {
+    let msg = envoy::decode_bootstrap(text, format)?;
+    check_and_compile(&msg)
+}
+
+/// Loads a bootstrap from raw bytes of unknown format (used by the fuzz target and for
+/// files without a telling extension).
+pub fn load_bytes(bytes: &[u8]) -> Result<Bootstrap, ConfigError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::at("", format!("config is not UTF-8: {e}")))?;
+    load(text, Format::sniff(text))
+}
+
+fn check_and_compile(msg: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
+    supported::check(msg)?;
+    compile::bootstrap(msg)
+}
+
+#[cfg(test)]
+mod tests;

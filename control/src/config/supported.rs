@@ -1,0 +1,137 @@
+//! Which Envoy fields zerohop implements.
+//!
+//! Every field set in a decoded resource must appear in [`FIELDS`] for its message type, and
+//! every `Any` must carry a type listed there; anything else is refused with the path of the
+//! field. Nothing is silently ignored: a config that loads is a config zerohop honours.
+//! Value-level limits (e.g. which `lb_policy` values) are checked in `compile`.
+
+use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+
+use super::ConfigError;
+
+/// Message type -> the fields zerohop implements for it.
+const FIELDS: &[(&str, &[&str])] = &[
+    ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "admin"]),
+    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters"]),
+    ("envoy.config.bootstrap.v3.Admin", &["address"]),
+    ("envoy.config.core.v3.Node", &["id", "cluster", "metadata"]),
+    ("envoy.config.core.v3.Address", &["socket_address"]),
+    ("envoy.config.core.v3.SocketAddress", &["address", "port_value"]),
+    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains"]),
+    ("envoy.config.listener.v3.FilterChain", &["name", "filters"]),
+    ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
+    (
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        &["stat_prefix", "cluster", "weighted_clusters", "idle_timeout"],
+    ),
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", &["clusters"]),
+    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", &["name", "weight"]),
+    ("envoy.config.cluster.v3.Cluster", &["name", "type", "connect_timeout", "lb_policy", "load_assignment"]),
+    ("envoy.config.endpoint.v3.ClusterLoadAssignment", &["cluster_name", "endpoints"]),
+    ("envoy.config.endpoint.v3.LocalityLbEndpoints", &["lb_endpoints"]),
+    ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint", "load_balancing_weight"]),
+    ("envoy.config.endpoint.v3.Endpoint", &["address"]),
+];
+
+/// Well-known types taken whole as values.
+const LEAVES: &[&str] = &[
+    "google.protobuf.Duration",
+    "google.protobuf.UInt32Value",
+    "google.protobuf.BoolValue",
+    "google.protobuf.Struct",
+];
+
+pub(super) fn check(bootstrap: &DynamicMessage) -> Result<(), ConfigError> {
+    walk(bootstrap, &mut String::new())
+}
+
+fn walk(msg: &DynamicMessage, path: &mut String) -> Result<(), ConfigError> {
+    let type_name = msg.descriptor().full_name().to_owned();
+    if LEAVES.contains(&type_name.as_str()) {
+        return Ok(());
+    }
+    if type_name == "google.protobuf.Any" {
+        let inner = unpack_any(msg).map_err(|e| ConfigError::at(path.clone(), e))?;
+        let inner_name = inner.descriptor().full_name().to_owned();
+        if !FIELDS.iter().any(|(t, _)| *t == inner_name) {
+            return Err(ConfigError::at(
+                path.clone(),
+                format!("extension type {inner_name} is not supported by zerohop"),
+            ));
+        }
+        return walk(&inner, path);
+    }
+    let allowed = FIELDS.iter().find(|(t, _)| *t == type_name).map(|(_, f)| *f).unwrap_or(&[]);
+    for (field, value) in msg.fields() {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(field.name());
+        if !allowed.contains(&field.name()) {
+            return Err(ConfigError::at(
+                path.clone(),
+                format!("field {}.{} is not supported by zerohop", type_name, field.name()),
+            ));
+        }
+        walk_value(value, path)?;
+        path.truncate(len);
+    }
+    Ok(())
+}
+
+fn walk_value(value: &Value, path: &mut String) -> Result<(), ConfigError> {
+    match value {
+        Value::Message(m) => walk(m, path),
+        Value::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&element_label(i, item));
+                walk_value(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Map(entries) => {
+            for v in entries.values() {
+                walk_value(v, path)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `[3]`, or `[3](backend)` when the element is a named resource.
+pub(super) fn element_label(index: usize, item: &Value) -> String {
+    let name = match item {
+        Value::Message(m) => match m.get_field_by_name("name").as_deref() {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match name {
+        Some(n) => format!("[{index}]({n})"),
+        None => format!("[{index}]"),
+    }
+}
+
+/// Decodes the message inside a `google.protobuf.Any` by its type URL.
+pub(super) fn unpack_any(any: &DynamicMessage) -> Result<DynamicMessage, String> {
+    let url = match any.get_field_by_name("type_url").as_deref() {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let type_name = url.rsplit('/').next().unwrap_or_default();
+    let desc = any
+        .descriptor()
+        .parent_pool()
+        .get_message_by_name(type_name)
+        .ok_or_else(|| format!("unknown type URL {url:?}"))?;
+    let bytes = match any.get_field_by_name("value").as_deref() {
+        Some(Value::Bytes(b)) => b.clone(),
+        _ => Default::default(),
+    };
+    DynamicMessage::decode(desc, bytes).map_err(|e| format!("{type_name}: {e}"))
+}

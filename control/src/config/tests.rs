@@ -1,0 +1,146 @@
+use super::*;
+use std::time::Duration;
+use zerohop_proto::{LbPolicy, NetworkFilter};
+
+const BASE: &str = r#"
+static_resources:
+  listeners:
+  - name: front
+    address: { socket_address: { address: 127.0.0.1, port_value: 10000 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: front
+          cluster: backend
+  clusters:
+  - name: backend
+    connect_timeout: 0.25s
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8080 } } }
+        - endpoint: { address: { socket_address: { address: "::1", port_value: 8081 } } }
+          load_balancing_weight: 3
+"#;
+
+fn err(yaml: &str) -> ConfigError {
+    load(yaml, Format::Yaml).expect_err("config should be refused")
+}
+
+#[test]
+fn envoy_bootstrap_compiles_with_defaults() {
+    let b = load(BASE, Format::Yaml).unwrap();
+    let s = &b.snapshot;
+    assert_eq!(s.clusters[0].connect_timeout, Duration::from_millis(250));
+    assert_eq!(s.clusters[0].lb_policy, LbPolicy::RoundRobin);
+    assert_eq!(s.clusters[0].endpoints[1].address, "[::1]:8081".parse().unwrap());
+    assert_eq!(s.clusters[0].endpoints[1].weight, 3);
+    assert_eq!(s.clusters[0].endpoints[0].weight, 1);
+    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter;
+    assert_eq!(t.idle_timeout, Some(Duration::from_secs(3600)), "Envoy's default idle timeout");
+    assert_eq!(t.targets.len(), 1);
+}
+
+#[test]
+fn json_and_camel_case_load_the_same_config() {
+    let value: serde_json::Value = serde_yaml::from_str(BASE).unwrap();
+    let json = serde_json::to_string(&value).unwrap().replace("connect_timeout", "connectTimeout");
+    assert_eq!(load(&json, Format::Json).unwrap(), load(BASE, Format::Yaml).unwrap());
+    assert_eq!(load_bytes(json.as_bytes()).unwrap(), load(BASE, Format::Yaml).unwrap());
+}
+
+#[test]
+fn the_embedded_default_config_loads() {
+    let b = load(DEFAULT_CONFIG, Format::Yaml).unwrap();
+    assert_eq!(b.snapshot.listeners[0].address, "127.0.0.1:10000".parse().unwrap());
+    assert_eq!(b.admin_address, Some("127.0.0.1:9901".parse().unwrap()));
+}
+
+#[test]
+fn weighted_clusters_and_disabled_idle_timeout() {
+    let yaml = BASE.replace(
+        "cluster: backend",
+        "idle_timeout: 0s\n          weighted_clusters: { clusters: [ { name: backend, weight: 3 }, { name: backend, weight: 1 } ] }",
+    );
+    let s = load(&yaml, Format::Yaml).unwrap().snapshot;
+    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter;
+    assert_eq!(t.targets.iter().map(|w| w.weight).collect::<Vec<_>>(), vec![3, 1]);
+    assert_eq!(t.idle_timeout, None);
+}
+
+#[test]
+fn misspelled_field_is_refused_with_its_path() {
+    let e = err(&BASE.replace("connect_timeout: 0.25s", "conect_timeout: 0.25s"));
+    assert_eq!(e.path, "static_resources.clusters[0].conect_timeout");
+}
+
+#[test]
+fn unimplemented_field_is_refused_naming_resource_and_field() {
+    let e = err(&BASE.replace("    type: STATIC", "    type: STATIC\n    per_connection_buffer_limit_bytes: 1024"));
+    assert_eq!(e.path, "static_resources.clusters[0](backend).per_connection_buffer_limit_bytes");
+    assert!(e.message.contains("not supported by zerohop"), "{e}");
+}
+
+#[test]
+fn unsupported_lb_policy_is_refused() {
+    let e = err(&BASE.replace("ROUND_ROBIN", "LEAST_REQUEST"));
+    assert_eq!(e.path, "static_resources.clusters[0](backend).lb_policy");
+    assert!(e.message.contains("LEAST_REQUEST"), "{e}");
+}
+
+#[test]
+fn unsupported_cluster_type_is_refused() {
+    let e = err(&BASE.replace("type: STATIC", "type: STRICT_DNS"));
+    assert_eq!(e.path, "static_resources.clusters[0](backend).type");
+    assert!(e.message.contains("STRICT_DNS"), "{e}");
+}
+
+#[test]
+fn undefined_cluster_reference_is_refused() {
+    let e = err(&BASE.replace("cluster: backend", "cluster: nowhere"));
+    assert_eq!(e.path, "static_resources.listeners[0](front).filter_chains[0].filters[0](envoy.filters.network.tcp_proxy).typed_config.cluster");
+    assert!(e.message.contains("\"nowhere\" is not defined"), "{e}");
+}
+
+#[test]
+fn unimplemented_extension_is_refused() {
+    let e = err(&BASE.replace(
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: front\n          cluster: backend",
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: front",
+    ));
+    assert!(e.message.contains("HttpConnectionManager is not supported"), "{e}");
+    assert!(e.path.ends_with("typed_config"), "{e}");
+}
+
+#[test]
+fn unknown_any_type_is_refused() {
+    let e = err(&BASE.replace("tcp_proxy.v3.TcpProxy", "tcp_proxy.v3.Nope"));
+    assert!(e.to_string().contains("tcp_proxy.v3.Nope"), "{e}");
+}
+
+#[test]
+fn malformed_values_are_refused_with_their_path() {
+    let e = err(&BASE.replace("0.25s", "quarter second"));
+    assert_eq!(e.path, "static_resources.clusters[0].connect_timeout");
+    let e = err(&BASE.replace("port_value: 8080", "port_value: 70000"));
+    assert!(e.path.ends_with("lb_endpoints[0].endpoint.address.socket_address.port_value"), "{e}");
+    let e = err(&BASE.replace("address: 127.0.0.1, port_value: 8080", "address: backend.local, port_value: 8080"));
+    assert!(e.message.contains("not an IP address"), "{e}");
+    let e = err(&BASE.replace("load_balancing_weight: 3", "load_balancing_weight: 0"));
+    assert!(e.path.ends_with("load_balancing_weight"), "{e}");
+}
+
+#[test]
+fn duplicate_names_and_structural_errors_are_refused() {
+    let dup = BASE.replace("  clusters:\n", "  clusters:\n  - name: backend\n");
+    assert!(err(&dup).message.contains("duplicate cluster name"));
+    assert!(err("- just\n- a list\n").message.contains("mapping"));
+    assert!(err("static_resources: [").message.contains("invalid YAML"));
+    let no_chain = BASE.replace("    filter_chains:\n", "    filter_chains: []\n    unused:\n");
+    assert!(load(&no_chain, Format::Yaml).is_err());
+}

@@ -1,0 +1,77 @@
+//! Publishing snapshots into the shared-memory segment and waiting for the shards.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use zerohop_proto::shm::{monotonic_ns, AttachError, Geometry, PublishError, Segment};
+use zerohop_proto::{codec, Snapshot};
+
+/// Control's handle on the segment.
+#[derive(Debug)]
+pub struct Publisher {
+    seg: Segment,
+}
+
+/// How a wait for the shards ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Every active shard applied the generation; the time from publish to the last ack.
+    All(Duration),
+    /// No data plane is attached yet; it will read the current generation when it starts.
+    NoDataPlane,
+    /// Some shard had not applied it when the wait gave up.
+    TimedOut { acked: usize, shards: usize },
+}
+
+impl Publisher {
+    pub fn create_or_attach(path: &Path, geometry: Geometry) -> Result<Publisher, AttachError> {
+        let seg = Segment::create_or_attach(path, geometry)?;
+        seg.set_control_pid(std::process::id());
+        Ok(Publisher { seg })
+    }
+
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Encodes and publishes `snapshot` as the next generation.
+    ///
+    /// Waits (up to `settle`) for the shards to apply the current generation first, so the
+    /// slot about to be reused is no longer being read.
+    pub fn publish(&self, snapshot: &Snapshot, settle: Duration) -> Result<u64, PublishError> {
+        let current = self.seg.current_generation();
+        if current > 0 {
+            if let Applied::TimedOut { acked, shards } = self.wait_applied(current, settle) {
+                log::warn!(
+                    "generation {current}: only {acked}/{shards} shards applied it; publishing anyway (readers detect torn slots)"
+                );
+            }
+        }
+        self.seg.publish(&codec::encode(snapshot))
+    }
+
+    /// Polls the ack words until every active shard applied `generation` (or newer).
+    pub fn wait_applied(&self, generation: u64, timeout: Duration) -> Applied {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let shards = self.seg.active_shards();
+            if shards == 0 {
+                return Applied::NoDataPlane;
+            }
+            if self.seg.all_applied(generation) {
+                let last = (0..shards).map(|s| self.seg.shard_ack(s).2).max().unwrap_or(0);
+                return Applied::All(Duration::from_nanos(last.saturating_sub(self.seg.published_ns())));
+            }
+            if Instant::now() >= deadline {
+                let acked = (0..shards).filter(|&s| self.seg.shard_ack(s).0 >= generation).count();
+                return Applied::TimedOut { acked, shards };
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Time since the current generation was published (for logs).
+    pub fn since_publish(&self) -> Duration {
+        Duration::from_nanos(monotonic_ns().saturating_sub(self.seg.published_ns()))
+    }
+}
