@@ -1,0 +1,174 @@
+//! Process start-up and shutdown: find the config (starting control if asked), attach to the
+//! segment, bind every listener once per shard, start the shards, wait for signals, drain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use zerohop_proto::shm::{ReadOutcome, Segment};
+use zerohop_proto::{codec, Snapshot};
+
+use crate::args::Args;
+use crate::control::{self, ControlCommand, Supervisor};
+use crate::net::sys;
+use crate::shard::{self, IoDriver, DRAINING};
+
+/// The demo upstream's address in the embedded default config.
+const DEMO_UPSTREAM: &str = "127.0.0.1:10001";
+const LISTEN_BACKLOG: i32 = 4096;
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why zerohop could not start. Start-up errors only; once serving, nothing here is fatal.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+fn err(msg: impl Into<String>) -> StartError {
+    StartError(msg.into())
+}
+
+pub fn run(args: Args) -> Result<(), StartError> {
+    match sys::raise_nofile_limit() {
+        Ok(n) => log::debug!("RLIMIT_NOFILE {n}"),
+        Err(e) => log::warn!("could not raise RLIMIT_NOFILE: {e}"),
+    }
+    let demo = args.config.is_none() && !args.attach;
+    let created_shm = args.shm.is_none();
+    let shm = args.shm.clone().unwrap_or_else(|| PathBuf::from(format!("/dev/shm/zerohop-{}", std::process::id())));
+
+    let supervisor = if args.attach {
+        None
+    } else {
+        let mut cargs = match &args.config {
+            Some(path) => vec!["-c".to_owned(), path.display().to_string()],
+            None => vec!["--default-config".to_owned()],
+        };
+        if let Some(n) = args.slot_size {
+            cargs.extend(["--shm-slot-size".to_owned(), n.to_string()]);
+        }
+        if let Some(l) = &args.log_level {
+            cargs.extend(["--log-level".to_owned(), l.clone()]);
+        }
+        let bin = args.control_bin.clone().unwrap_or_else(control::default_bin);
+        let probe = shm.clone();
+        let published = move || Segment::open(&probe).map(|s| s.current_generation() > 0).unwrap_or(false);
+        let cmd = ControlCommand { bin, args: cargs, shm: shm.clone() };
+        Some(Supervisor::start(cmd, published).map_err(|e| err(e.to_string()))?)
+    };
+
+    let result = serve(&args, &shm, demo, supervisor.as_ref());
+    if let Some(s) = supervisor {
+        s.stop();
+    }
+    if created_shm {
+        let _ = std::fs::remove_file(&shm);
+    }
+    result
+}
+
+fn serve(args: &Args, shm: &std::path::Path, demo: bool, supervisor: Option<&Supervisor>) -> Result<(), StartError> {
+    let (seg, snapshot) = attach(shm)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let shards = args.shards.unwrap_or(cores.len().max(1));
+    if shards == 0 || shards > seg.geometry().shard_capacity as usize {
+        return Err(err(format!("--shards must be 1..={}", seg.geometry().shard_capacity)));
+    }
+    seg.set_dataplane(shards, std::process::id());
+
+    if demo {
+        let addr: SocketAddr = DEMO_UPSTREAM.parse().expect("demo address");
+        demo_upstream(addr)?;
+    }
+
+    // Every shard gets its own SO_REUSEPORT socket per listener. Port 0 is resolved by the
+    // first bind and reused by the others, so all shards share the one ephemeral port.
+    let mut per_shard: Vec<Vec<(String, std::net::TcpListener)>> = (0..shards).map(|_| Vec::new()).collect();
+    for l in &snapshot.listeners {
+        let mut addr = l.address;
+        for (i, sockets) in per_shard.iter_mut().enumerate() {
+            let sock = sys::reuseport_listener(addr, LISTEN_BACKLOG)
+                .map_err(|e| err(format!("listener {} on {addr}: {e}", l.name)))?;
+            if i == 0 {
+                addr = sock.local_addr().map_err(|e| err(e.to_string()))?;
+                log::info!("listener {} listening on {addr}", l.name);
+            }
+            sockets.push((l.name.clone(), sock));
+        }
+    }
+
+    let driver = args.io_driver.unwrap_or(IoDriver::Auto);
+    let drain_timeout = args.drain_timeout.unwrap_or(Duration::from_secs(30));
+    let mut threads = Vec::new();
+    for (id, listeners) in per_shard.into_iter().enumerate() {
+        let spec = shard::Spec {
+            id,
+            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            seg,
+            listeners,
+            driver,
+            drain_timeout,
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || shard::run(spec))
+            .map_err(|e| err(format!("starting shard {id}: {e}")))?;
+        threads.push(t);
+    }
+    log::info!("zerohop serving generation {} on {shards} shards", seg.current_generation());
+
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(|e| err(e.to_string()))?;
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            match supervisor {
+                Some(s) => s.signal(SIGHUP),
+                None => log::info!("SIGHUP: control runs separately; send it there"),
+            }
+            continue;
+        }
+        log::info!("signal {sig}: draining for up to {drain_timeout:?}");
+        break;
+    }
+    DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+    log::info!("drained; exiting");
+    Ok(())
+}
+
+/// Waits for the segment and its first generation, then decodes it (to bind listeners).
+fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot), StartError> {
+    let deadline = Instant::now() + ATTACH_TIMEOUT;
+    let mut last_error = String::from("no segment yet");
+    while Instant::now() < deadline {
+        match Segment::open(shm) {
+            Ok(seg) => match seg.read_current(0) {
+                ReadOutcome::New { generation, bytes } => {
+                    let snapshot = codec::decode(&bytes)
+                        .map_err(|e| err(format!("generation {generation} in {}: {e}", shm.display())))?;
+                    // The mapping lives as long as the process: shards hold `&'static`.
+                    return Ok((Box::leak(Box::new(seg)), snapshot));
+                }
+                ReadOutcome::Corrupt { generation, reason } => {
+                    return Err(err(format!("generation {generation} in {}: {reason}", shm.display())))
+                }
+                _ => last_error = "nothing published yet".into(),
+            },
+            Err(e) => last_error = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(err(format!("no configuration at {} after {ATTACH_TIMEOUT:?}: {last_error}", shm.display())))
+}
+
+fn demo_upstream(addr: SocketAddr) -> Result<(), StartError> {
+    crate::demo::spawn(addr).map_err(|e| err(format!("demo upstream on {addr}: {e}")))
+}

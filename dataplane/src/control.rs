@@ -1,0 +1,107 @@
+//! Starting and supervising `zerohop-control` when zerohop is run with a config file.
+//!
+//! The control process is a child that dies with us (PR_SET_PDEATHSIG) but not we with it:
+//! if it exits after the first generation was published, the shards keep serving the last
+//! snapshot and it is restarted with backoff; the new one re-attaches to the segment and
+//! continues the generation sequence. If it exits before publishing anything, the config
+//! was refused (it printed why) and zerohop exits too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::net::sys;
+
+#[derive(Debug)]
+pub struct Supervisor {
+    pid: Arc<AtomicU32>,
+    stopping: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the supervisor runs: `zerohop-control <config args> --shm PATH`.
+#[derive(Clone, Debug)]
+pub struct ControlCommand {
+    pub bin: PathBuf,
+    /// `-c FILE` or `--default-config`, plus pass-through flags.
+    pub args: Vec<String>,
+    pub shm: PathBuf,
+}
+
+/// Finds zerohop-control next to our own executable, else on $PATH.
+pub fn default_bin() -> PathBuf {
+    let sibling = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("zerohop-control")));
+    match sibling {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from("zerohop-control"),
+    }
+}
+
+impl Supervisor {
+    /// Starts control. `published` tells whether a first generation exists yet.
+    pub fn start(cmd: ControlCommand, published: impl Fn() -> bool + Send + 'static) -> std::io::Result<Supervisor> {
+        let child = spawn(&cmd)?;
+        let pid = Arc::new(AtomicU32::new(child.id()));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (pid2, stopping2) = (pid.clone(), stopping.clone());
+        let thread = std::thread::Builder::new().name("control-supervisor".into()).spawn(move || {
+            let mut child = Some(child);
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                if let Some(mut c) = child.take() {
+                    let status = c.wait();
+                    if stopping2.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if !published() {
+                        log::error!("zerohop-control exited ({status:?}) before publishing a config; exiting");
+                        std::process::exit(1);
+                    }
+                    log::warn!("zerohop-control exited ({status:?}); serving the last snapshot, restarting it in {backoff:?}");
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                if stopping2.load(Ordering::SeqCst) {
+                    return;
+                }
+                match spawn(&cmd) {
+                    Ok(c) => {
+                        pid2.store(c.id(), Ordering::SeqCst);
+                        child = Some(c);
+                    }
+                    Err(e) => log::error!("restarting zerohop-control: {e}"),
+                }
+            }
+        })?;
+        Ok(Supervisor { pid, stopping, thread: Some(thread) })
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        let _ = sys::kill(self.pid.load(Ordering::SeqCst), sig);
+    }
+
+    /// Stops control (SIGTERM) and waits for it.
+    pub fn stop(mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.signal(libc::SIGTERM);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn(cmd: &ControlCommand) -> std::io::Result<std::process::Child> {
+    let mut c = Command::new(&cmd.bin);
+    c.args(&cmd.args).arg("--shm").arg(&cmd.shm).stdin(Stdio::null());
+    // Its own process group: a terminal's Ctrl-C reaches zerohop, which then stops control.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    sys::spawn_tied_to_parent(&mut c).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("starting {}: {e} (see --control-bin)", display(&cmd.bin)))
+    })
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}

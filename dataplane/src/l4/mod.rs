@@ -1,0 +1,113 @@
+//! `envoy.filters.network.tcp_proxy`: one accepted connection, end to end.
+//!
+//! Pick a cluster and endpoint, connect within `connect_timeout`, then run the two
+//! [`pump`](crate::net::pump)s until both directions have ended. A FIN is forwarded as a
+//! half-close and the other direction keeps flowing; a reset on either side is forwarded as
+//! a reset (SO_LINGER 0) to the other and ends both; `idle_timeout` closes both.
+
+use std::cell::Cell;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use zerohop_proto::stats::Counter;
+
+use crate::net::pump::{pump, Ctx, End};
+use crate::net::sys;
+use crate::shard::{config::ShardConfig, Shard};
+
+/// Serves one downstream connection accepted on bound-listener `slot`.
+pub async fn serve(shard: Rc<Shard>, cfg: Rc<ShardConfig>, slot: usize, down: TcpStream) {
+    let stats = shard.stats;
+    stats.inc(Counter::DownstreamCxTotal);
+    stats.inc(Counter::DownstreamCxActive);
+    shard.active.set(shard.active.get() + 1);
+    let _active = ActiveGuard(&shard);
+
+    let Some(route) = cfg.route(slot) else {
+        return; // listener removed in this generation: close
+    };
+    let (cluster, endpoint) = cfg.pick(&route, &shard.rng);
+    let Some(addr) = endpoint else {
+        stats.inc(Counter::UpstreamCxNoHealthyUpstream);
+        log::debug!("{}: cluster {} has no endpoint", route.listener_name, cluster.name);
+        return;
+    };
+    let up = match monoio::time::timeout(cluster.connect_timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            stats.inc(Counter::UpstreamCxConnectFail);
+            log::debug!("{}: connect to {addr} ({}): {e}", route.listener_name, cluster.name);
+            return;
+        }
+        Err(_) => {
+            stats.inc(Counter::UpstreamCxConnectTimeout);
+            log::debug!("{}: connect to {addr} ({}) timed out", route.listener_name, cluster.name);
+            return;
+        }
+    };
+    stats.inc(Counter::UpstreamCxTotal);
+    for s in [&down, &up] {
+        let _ = s.set_nodelay(true);
+        if let Err(e) = sys::set_nonblocking(s.as_raw_fd()) {
+            log::warn!("O_NONBLOCK: {e}");
+            return;
+        }
+    }
+    proxy(&shard, &down, &up, route.proxy.idle_timeout).await;
+}
+
+async fn proxy(shard: &Shard, down: &TcpStream, up: &TcpStream, idle: Option<Duration>) {
+    let last = Cell::new(Instant::now());
+    let ctx = |bytes| Ctx { pools: &shard.pools, stats: shard.stats, last_activity: &last, bytes };
+    let (rx, tx) = (ctx(Counter::DownstreamCxRxBytes), ctx(Counter::DownstreamCxTxBytes));
+    let mut upstream = pin!(pump(down, up, &rx));
+    let mut downstream = pin!(pump(up, down, &tx));
+    let mut idle_timer = pin!(idle_timeout(&last, idle));
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done) {
+        let (end, source, sink) = monoio::select! {
+            e = &mut upstream, if !up_done => { up_done = true; (e, down, up) }
+            e = &mut downstream, if !down_done => { down_done = true; (e, up, down) }
+            _ = &mut idle_timer => {
+                shard.stats.inc(Counter::IdleTimeout);
+                return; // dropping both streams closes them with FIN
+            }
+        };
+        match end {
+            End::Eof => {}
+            End::SourceReset => return reset(shard, sink),
+            End::SinkReset => return reset(shard, source),
+        }
+    }
+}
+
+/// Makes the close of `s` (when the session drops it) a RST.
+fn reset(shard: &Shard, s: &TcpStream) {
+    shard.stats.inc(Counter::ResetForwarded);
+    let _ = sys::set_linger_zero(s.as_raw_fd());
+}
+
+async fn idle_timeout(last: &Cell<Instant>, idle: Option<Duration>) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    loop {
+        let since = last.get().elapsed();
+        if since >= idle {
+            return;
+        }
+        monoio::time::sleep(idle - since).await;
+    }
+}
+
+struct ActiveGuard<'a>(&'a Shard);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.stats.dec(Counter::DownstreamCxActive);
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}

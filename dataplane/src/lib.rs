@@ -1,0 +1,23 @@
+//! The zerohop data plane.
+//!
+//! ```text
+//! main -> app (attach to the segment, bind, start shards)
+//!           shard (one pinned thread + monoio runtime each)
+//!             accept --> l4::serve --> cluster (pick endpoint) --> connect
+//!                                  \-> net::pump x2 (ring readiness, recv/send or splice)
+//!             tick   --> shard::maybe_reload (new generation from shared memory) --> ack
+//! ```
+//!
+//! Configuration arrives compiled, from `zerohop-control`, through the shared-memory segment
+//! defined in `zerohop-proto`. Nothing on the connection path crosses shards.
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod args;
+pub mod cluster;
+pub mod control;
+pub mod demo;
+pub mod l4;
+pub mod net;
+pub mod shard;
+pub mod stats;

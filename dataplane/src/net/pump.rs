@@ -1,0 +1,144 @@
+//! One direction of a proxied TCP connection: readiness from the ring, then non-blocking
+//! copies (small messages) or splices through a pipe (bulk), until EOF or a reset.
+
+use std::cell::Cell;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+use zerohop_proto::stats::Counter;
+
+use super::{sys, Pipe, Pools, BUF_SIZE};
+use crate::stats::ShardStats;
+
+/// How a direction ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The source sent FIN; it was forwarded as a half-close (shutdown SHUT_WR) to the sink.
+    Eof,
+    /// The source reset (or errored): the caller resets the sink.
+    SourceReset,
+    /// The sink refused bytes (reset or gone): the caller resets the source.
+    SinkReset,
+}
+
+/// What a pump needs from its connection and shard.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub pools: &'a Pools,
+    pub stats: ShardStats,
+    /// Updated on every transfer; the idle timer reads it.
+    pub last_activity: &'a Cell<Instant>,
+    /// Which byte counter this direction adds to.
+    pub bytes: Counter,
+}
+
+enum Step {
+    /// Bytes moved; `more` when the source probably has more (the read filled its buffer).
+    Moved { more: bool },
+    WouldBlock,
+    End(End),
+}
+
+/// Moves bytes from `from` to `to` until `from` ends.
+pub async fn pump(from: &TcpStream, to: &TcpStream, ctx: &Ctx<'_>) -> End {
+    let mut pipe: Option<Pipe> = None;
+    let mut ready = false;
+    let end = loop {
+        if !ready && from.readable(false).await.is_err() {
+            break End::SourceReset;
+        }
+        let step = match &pipe {
+            Some(p) => splice_once(from, to, p, ctx).await,
+            None => copy_once(from, to, ctx, &mut pipe).await,
+        };
+        match step {
+            Step::Moved { more } => ready = more,
+            Step::WouldBlock => ready = false,
+            Step::End(e) => break e,
+        }
+    };
+    if end == End::Eof {
+        let _ = sys::shutdown_write(to.as_raw_fd());
+        if let Some(p) = pipe {
+            ctx.pools.give_pipe(p); // empty: every splice in was spliced out
+        }
+    }
+    end
+}
+
+async fn copy_once(from: &TcpStream, to: &TcpStream, ctx: &Ctx<'_>, pipe: &mut Option<Pipe>) -> Step {
+    let mut buf = ctx.pools.take_buffer();
+    let step = match sys::recv(from.as_raw_fd(), &mut buf) {
+        Ok(0) => Step::End(End::Eof),
+        Ok(n) => {
+            ctx.moved(n, Counter::BytesCopied);
+            match send_all(to, &buf[..n]).await {
+                Ok(()) => {
+                    if n == BUF_SIZE {
+                        // A full buffer means bulk: move the rest of this direction by splice.
+                        *pipe = ctx.pools.take_pipe();
+                    }
+                    Step::Moved { more: n == BUF_SIZE }
+                }
+                Err(_) => Step::End(End::SinkReset),
+            }
+        }
+        Err(e) => read_error(e),
+    };
+    ctx.pools.give_buffer(buf);
+    step
+}
+
+async fn splice_once(from: &TcpStream, to: &TcpStream, pipe: &Pipe, ctx: &Ctx<'_>) -> Step {
+    let n = match sys::splice(from.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity) {
+        Ok(0) => return Step::End(End::Eof),
+        Ok(n) => n,
+        Err(e) => return read_error(e),
+    };
+    ctx.moved(n, Counter::BytesSpliced);
+    let mut left = n;
+    while left > 0 {
+        match sys::splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left) {
+            Ok(m) => left -= m,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if to.writable(false).await.is_err() {
+                    return Step::End(End::SinkReset);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Step::End(End::SinkReset),
+        }
+    }
+    Step::Moved { more: n == pipe.capacity }
+}
+
+fn read_error(e: io::Error) -> Step {
+    match e.kind() {
+        ErrorKind::WouldBlock => Step::WouldBlock,
+        ErrorKind::Interrupted => Step::Moved { more: true },
+        _ => Step::End(End::SourceReset),
+    }
+}
+
+async fn send_all(to: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    let fd: RawFd = to.as_raw_fd();
+    while !buf.is_empty() {
+        match sys::send(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => to.writable(false).await?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl Ctx<'_> {
+    fn moved(&self, n: usize, how: Counter) {
+        self.last_activity.set(Instant::now());
+        self.stats.add(self.bytes, n as u64);
+        self.stats.add(how, n as u64);
+    }
+}

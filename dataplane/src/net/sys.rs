@@ -1,0 +1,193 @@
+//! The raw syscalls under the byte pumps: non-blocking recv/send/splice on sockets whose
+//! readiness the ring reported, pipes for splicing, and a few socket options.
+//!
+//! Why not ring ops for the copies: a recv submitted to io_uring on a socket that has no data
+//! pins its buffer until data arrives (an idle connection would hold one), and a SPLICE op on
+//! a socket that isn't ready is punted to an io-wq kernel thread (DESIGN.md section 2: 1,000
+//! idle connections made ~2,000 kernel threads). So the ring waits for readiness (PollAdd,
+//! no buffer held), and the copy runs here as one non-blocking syscall that cannot block.
+#![allow(unsafe_code)] // Reason: libc calls on file descriptors we own; each has a SAFETY note.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Converts a libc return value into `io::Result`.
+fn check(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; F_GETFL/F_SETFL take an int argument.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) } as isize)? as libc::c_int;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } as isize)?;
+    Ok(())
+}
+
+/// `recv(2)` with MSG_DONTWAIT into `buf`.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid writable region of buf.len() bytes for the duration of the call.
+    check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+}
+
+/// `send(2)` with MSG_DONTWAIT | MSG_NOSIGNAL (a reset peer gives EPIPE, not SIGPIPE).
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid readable region of buf.len() bytes for the duration of the call.
+    check(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+}
+
+/// Non-blocking `splice(2)` of up to `len` bytes from `from` to `to` (one must be a pipe).
+/// Both descriptors must be O_NONBLOCK: SPLICE_F_NONBLOCK alone covers only the pipe side.
+pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: splice with null offsets (sockets and pipes have no offset); no memory is passed.
+    check(unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    })
+}
+
+/// A non-blocking pipe, used as the in-kernel buffer of a splicing pump.
+#[derive(Debug)]
+pub struct Pipe {
+    pub read: OwnedFd,
+    pub write: OwnedFd,
+    /// Bytes the pipe holds (what F_SETPIPE_SZ granted).
+    pub capacity: usize,
+}
+
+impl Pipe {
+    pub fn new(size: usize) -> io::Result<Pipe> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: pipe2 writes two descriptors into a valid [c_int; 2].
+        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } as isize)?;
+        // SAFETY: pipe2 succeeded, so both are fresh descriptors that nothing else owns.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // Best effort: a larger pipe moves more per splice; the default (64 KiB) also works,
+        // and an unprivileged user past fs.pipe-user-pages-soft gets less.
+        // SAFETY: fcntl F_SETPIPE_SZ on our own pipe, int argument.
+        let _ = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
+        // SAFETY: F_GETPIPE_SZ on our own pipe.
+        let capacity = check(unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) } as isize)?;
+        Ok(Pipe { read, write, capacity })
+    }
+}
+
+/// `shutdown(fd, SHUT_WR)`: forwards a half-close (FIN) to the peer.
+pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown on a socket descriptor the caller owns.
+    check(unsafe { libc::shutdown(fd, libc::SHUT_WR) } as isize).map(drop)
+}
+
+/// `SO_LINGER {on, 0}`: the next close sends RST instead of FIN (used to forward a reset).
+pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt with a pointer to a live `linger` and its exact size.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    } as isize)
+    .map(drop)
+}
+
+/// Creates a listening TCP socket with SO_REUSEADDR and SO_REUSEPORT, so that every shard
+/// can bind its own socket to the same address and the kernel spreads connections.
+pub fn reuseport_listener(addr: std::net::SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: socket() returns a new descriptor or -1.
+    let fd = check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) } as isize)? as RawFd;
+    // SAFETY: fd is a fresh socket that nothing else owns; OwnedFd closes it on error paths.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: setsockopt with a pointer to a live c_int and its size.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        } as isize)?;
+    }
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: storage holds a valid sockaddr of `len` bytes for addr's family.
+    check(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } as isize)?;
+    // SAFETY: listen on our bound socket.
+    check(unsafe { libc::listen(fd, backlog) } as isize)?;
+    Ok(std::net::TcpListener::from(owned))
+}
+
+fn sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit: every proxied connection costs two descriptors.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a pointer to a live rlimit.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } as isize)?;
+    r.rlim_cur = r.rlim_max;
+    // SAFETY: as above.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } as isize)?;
+    Ok(r.rlim_cur)
+}
+
+/// Asks the kernel to send SIGTERM to this (child) process when its parent dies. Called in
+/// the child between fork and exec, where only async-signal-safe calls are allowed; prctl is.
+pub fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG, sig) takes an integer signal number.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } as isize).map(drop)
+}
+
+/// Spawns `cmd` so that it gets SIGTERM if this process dies (even by SIGKILL).
+pub fn spawn_tied_to_parent(cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl, which is
+    // async-signal-safe; it touches no memory shared with the parent.
+    unsafe { cmd.pre_exec(die_with_parent) };
+    cmd.spawn()
+}
+
+/// Sends `sig` to process `pid` (the supervised control process).
+pub fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes a pid and a signal number; no memory is passed.
+    check(unsafe { libc::kill(pid as libc::pid_t, sig) } as isize).map(drop)
+}
