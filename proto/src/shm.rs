@@ -123,7 +123,7 @@ impl Geometry {
         if !(1..=MAX_SHARDS as u32).contains(&self.shard_capacity) {
             return Err(AttachError::Layout("shard_capacity must be 1..=256"));
         }
-        if self.slot_size == 0 || self.slot_size > MAX_SLOT_SIZE || self.slot_size % 8 != 0 {
+        if self.slot_size == 0 || self.slot_size > MAX_SLOT_SIZE || !self.slot_size.is_multiple_of(8) {
             return Err(AttachError::Layout("slot_size must be a multiple of 8 up to 1 GiB"));
         }
         Ok(())

@@ -96,7 +96,7 @@ pub fn run(spec: Spec) {
     match uring {
         Some(mut rt) => {
             log::info!("shard {}: io_uring driver, {cpu}", spec.id);
-            rt.block_on(main(spec))
+            rt.block_on(main(spec, false))
         }
         None => {
             log::info!("shard {}: epoll driver, {cpu}", spec.id);
@@ -104,12 +104,14 @@ pub fn run(spec: Spec) {
                 .enable_timer()
                 .build()
                 .expect("epoll driver");
-            rt.block_on(main(spec))
+            rt.block_on(main(spec, true))
         }
     }
 }
 
-async fn main(spec: Spec) {
+/// `epoll`: the shard runs monoio's legacy driver, which needs O_NONBLOCK listeners (its
+/// `from_std` keeps a blocking socket blocking, and a blocking accept4 would stall the shard).
+async fn main(spec: Spec, epoll: bool) {
     let Spec { id, seg, listeners, drain_timeout, .. } = spec;
     let bound: Vec<String> = listeners.iter().map(|(n, _)| n.clone()).collect();
     let seed = zerohop_proto::shm::monotonic_ns() ^ ((id as u64 + 1) << 32);
@@ -129,6 +131,12 @@ async fn main(spec: Spec) {
 
     let mut accepting = 0;
     for (slot, (name, std_listener)) in listeners.into_iter().enumerate() {
+        if epoll {
+            if let Err(e) = std_listener.set_nonblocking(true) {
+                log::error!("shard {id}: listener {name}: O_NONBLOCK: {e}");
+                continue;
+            }
+        }
         match TcpListener::from_std(std_listener) {
             Ok(l) => {
                 accepting += 1;

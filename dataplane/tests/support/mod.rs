@@ -1,0 +1,354 @@
+//! Test support: runs the real `zerohop` (which starts the real `zerohop-control`) on a
+//! config written to a temp file, with listeners on 127.0.0.1 port 0, and reads its
+//! per-shard counters from the shared-memory segment.
+#![allow(dead_code)] // Reason: each test binary uses a different part of this module.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zerohop_proto::shm::Segment;
+use zerohop_proto::stats::Counter;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zerohop"))
+}
+
+pub fn control_bin() -> PathBuf {
+    let p = bin().with_file_name("zerohop-control");
+    assert!(p.exists(), "{} is missing: run the tests with `cargo test --workspace`", p.display());
+    p
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("zerohop-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub shards: usize,
+    pub driver: &'static str,
+    pub memlock_zero: bool,
+    pub drain_timeout: &'static str,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts { shards: 1, driver: "auto", memlock_zero: false, drain_timeout: "5" }
+    }
+}
+
+/// A running zerohop (and its control child).
+pub struct Proxy {
+    child: Option<Child>,
+    pub listeners: HashMap<String, SocketAddr>,
+    pub shm: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proxy {
+    pub fn start(yaml: &str) -> Proxy {
+        Proxy::start_with(yaml, Opts::default())
+    }
+
+    pub fn start_with(yaml: &str, opts: Opts) -> Proxy {
+        let cfg = scratch("bootstrap.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let shm = PathBuf::from(format!(
+            "/dev/shm/zerohop-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let mut cmd = if opts.memlock_zero {
+            let mut c = Command::new("prlimit");
+            c.arg("--memlock=0:0").arg("--").arg(bin());
+            c
+        } else {
+            Command::new(bin())
+        };
+        cmd.arg("-c")
+            .arg(&cfg)
+            .arg("--shm")
+            .arg(&shm)
+            .args(["--shards", &opts.shards.to_string(), "--io-driver", opts.driver])
+            .args(["--drain-timeout", opts.drain_timeout, "--log-level", "info"])
+            .arg("--control-bin")
+            .arg(control_bin())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn zerohop");
+        let (log, lines) = capture(child.stderr.take().unwrap());
+        let mut proxy = Proxy { child: Some(child), listeners: HashMap::new(), shm, log, lines };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = proxy.next_line(deadline).unwrap_or_else(|| panic!("zerohop did not start:\n{}", proxy.log()));
+            if let Some(rest) = line.split("listener ").nth(1) {
+                if let Some((name, addr)) = rest.split_once(" listening on ") {
+                    proxy.listeners.insert(name.to_owned(), addr.trim().parse().unwrap());
+                }
+            }
+            if line.contains("zerohop serving generation") {
+                return proxy;
+            }
+        }
+    }
+
+    fn next_line(&self, deadline: Instant) -> Option<String> {
+        self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+    }
+
+    /// Waits until a log line containing `needle` appears.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        if self.log().contains(needle) {
+            return true;
+        }
+        while let Some(line) = self.next_line(deadline) {
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        *self.listeners.get(listener).unwrap_or_else(|| panic!("no listener {listener}: {:?}", self.listeners))
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// `[shard][counter]`.
+    pub fn counters(&self) -> Vec<Vec<u64>> {
+        let seg = Segment::open(&self.shm).expect("open segment");
+        (0..seg.active_shards())
+            .map(|s| seg.shard_counters(s).iter().map(|c| c.load(Ordering::Relaxed)).collect())
+            .collect()
+    }
+
+    pub fn total(&self, c: Counter) -> u64 {
+        self.counters().iter().map(|s| s[c.index()]).sum()
+    }
+
+    /// Polls until counter `c` reaches `want` (counters trail the sockets by a moment).
+    pub fn wait_counter(&self, c: Counter, want: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.total(c);
+            if v >= want || Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, then waits for exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(20)).expect("zerohop exits after SIGTERM")
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.shm);
+    }
+}
+
+fn capture(stderr: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, mpsc::Receiver<String>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let l2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("ZEROHOP_TEST_LOG").is_some() {
+                eprintln!("[zerohop] {line}");
+            }
+            l2.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    (log, rx)
+}
+
+/// An Envoy bootstrap with one tcp_proxy listener `front` (port 0) to cluster `backend`.
+pub fn tcp_proxy_config(endpoints: &[SocketAddr], tcp_extra: &str, connect_timeout: &str) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|a| {
+            format!(
+                "        - endpoint: {{ address: {{ socket_address: {{ address: \"{}\", port_value: {} }} }} }}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: front
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: front
+          cluster: backend
+{tcp_extra}
+  clusters:
+  - name: backend
+    connect_timeout: {connect_timeout}
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+{eps}"#
+    )
+}
+
+// === upstream peers ===
+
+/// A thread-per-connection upstream running `handler` on each accepted stream.
+pub fn upstream(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let handler = Arc::new(handler);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let h = handler.clone();
+            std::thread::spawn(move || h(s));
+        }
+    });
+    addr
+}
+
+/// An echo upstream on its own monoio runtime: cheap enough for thousands of connections.
+pub fn echo_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();
+        rt.block_on(async move {
+            use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+            l.set_nonblocking(true).unwrap(); // the legacy driver needs it (see shard::main)
+            let l = monoio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((mut s, _)) = l.accept().await else { continue };
+                monoio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let (r, b) = s.read(buf).await;
+                        buf = b;
+                        let n = match r {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let (r, b) = s.write_all(buf.slice(0..n)).await;
+                        buf = b.into_inner();
+                        if r.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
+
+use monoio::buf::IoBuf;
+
+/// A 127.0.0.1 port with nothing listening on it.
+pub fn refused_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+// === deterministic bulk data ===
+
+pub const BLOCK: usize = 64 * 1024;
+
+/// Block `i` of a deterministic pseudo-random stream.
+pub fn block(seed: u64, i: u64, out: &mut [u8; BLOCK]) {
+    let mut x = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in out.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// Writes `blocks` blocks of the stream `seed` and returns its CRC-32.
+pub fn send_stream(s: &mut TcpStream, seed: u64, blocks: u64) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = Box::new([0u8; BLOCK]);
+    for i in 0..blocks {
+        block(seed, i, &mut buf);
+        h.update(&buf[..]);
+        s.write_all(&buf[..]).unwrap();
+    }
+    h.finalize()
+}
+
+/// Reads to EOF; returns (bytes, CRC-32).
+pub fn drain_stream(s: &mut TcpStream) -> (u64, u32) {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            return (total, h.finalize());
+        }
+        total += n as u64;
+        h.update(&buf[..n]);
+    }
+}
+
+pub fn half_close(s: &TcpStream) {
+    s.shutdown(Shutdown::Write).unwrap();
+}
