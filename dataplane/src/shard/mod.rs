@@ -58,6 +58,8 @@ pub struct Shard {
     pub rng: Rng,
     /// Open downstream connections (for draining).
     pub active: Cell<usize>,
+    /// Accept loops still running; each owns (and on exit closes) one listener socket.
+    accepting: Cell<usize>,
     seg: &'static Segment,
     config: RefCell<Rc<ShardConfig>>,
     bound: Vec<String>,
@@ -121,6 +123,7 @@ async fn main(spec: Spec, epoll: bool) {
         pools: Pools::default(),
         rng: Rng::new(seed),
         active: Cell::new(0),
+        accepting: Cell::new(0),
         seg,
         config: RefCell::new(Rc::new(ShardConfig::build(0, Default::default(), &bound))),
         bound,
@@ -129,7 +132,6 @@ async fn main(spec: Spec, epoll: bool) {
     });
     shard.maybe_reload();
 
-    let mut accepting = 0;
     for (slot, (name, std_listener)) in listeners.into_iter().enumerate() {
         if epoll {
             if let Err(e) = std_listener.set_nonblocking(true) {
@@ -139,13 +141,13 @@ async fn main(spec: Spec, epoll: bool) {
         }
         match TcpListener::from_std(std_listener) {
             Ok(l) => {
-                accepting += 1;
+                shard.accepting.set(shard.accepting.get() + 1);
                 monoio::spawn(accept_loop(shard.clone(), slot, l));
             }
             Err(e) => log::error!("shard {id}: listener {name}: {e}"),
         }
     }
-    log::debug!("shard {id}: accepting on {accepting} listeners");
+    log::debug!("shard {id}: accepting on {} listeners", shard.accepting.get());
 
     while !DRAINING.load(Ordering::Relaxed) {
         monoio::time::sleep(TICK).await;
@@ -153,7 +155,14 @@ async fn main(spec: Spec, epoll: bool) {
     }
 
     // Drain: stop accepting (dropping the sockets), let open connections finish.
+    log::debug!("shard {id}: draining {} connections", shard.active.get());
     shard.stop.fire();
+    // Every listener must be closed before this shard may finish: monoio does not drop the
+    // tasks of a finished runtime, so a socket left in an accept loop would keep queueing
+    // connections that nobody accepts.
+    while shard.accepting.get() > 0 {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
     let deadline = Instant::now() + drain_timeout;
     while shard.active.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(TICK).await;
@@ -169,7 +178,12 @@ async fn accept_loop(shard: Rc<Shard>, slot: usize, listener: TcpListener) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = shard.stop.wait() => return,
+            _ = shard.stop.wait() => {
+                log::debug!("shard {}: listener {} stops accepting", shard.id, shard.bound[slot]);
+                drop(listener);
+                shard.accepting.set(shard.accepting.get() - 1);
+                return;
+            }
         };
         match accepted {
             Ok((stream, _peer)) => {
