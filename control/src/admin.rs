@@ -29,13 +29,15 @@ pub type Shared = Arc<Mutex<State>>;
 pub fn spawn(addr: SocketAddr, seg: Arc<Segment>, state: Shared) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new().name("admin".into()).spawn(move || {
-        for conn in listener.incoming().flatten() {
-            if let Err(e) = serve(conn, &seg, &state) {
-                log::debug!("admin connection: {e}");
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                if let Err(e) = serve(conn, &seg, &state) {
+                    log::debug!("admin connection: {e}");
+                }
             }
-        }
-    })?;
+        })?;
     Ok(bound)
 }
 
@@ -50,7 +52,8 @@ fn serve(mut conn: TcpStream, seg: &Segment, state: &Shared) -> std::io::Result<
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let line = String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\r').unwrap_or(0)]).into_owned();
+    let line = String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == b'\r').unwrap_or(0)])
+        .into_owned();
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, ctype, body) = if method != "GET" {
@@ -83,13 +86,25 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
             }
         }
         "/stats" => (200, "text/plain", stats::text(&shards)),
-        "/stats?format=json" => (200, "application/json", format!("{:#}\n", stats::json(&shards))),
+        "/stats?format=json" => (
+            200,
+            "application/json",
+            format!("{:#}\n", stats::json(&shards)),
+        ),
         "/stats/prometheus" => (200, "text/plain; version=0.0.4", stats::prometheus(&shards)),
         "/config_dump" => {
             let st = state.lock().expect("admin state lock");
-            (200, "application/json", format!("{:#}\n", config_dump(&st, seg)))
+            (
+                200,
+                "application/json",
+                format!("{:#}\n", config_dump(&st, seg)),
+            )
         }
-        _ => (404, "text/plain", "endpoints: /ready /stats /stats?format=json /stats/prometheus /config_dump\n".into()),
+        _ => (
+            404,
+            "text/plain",
+            "endpoints: /ready /stats /stats?format=json /stats/prometheus /config_dump\n".into(),
+        ),
     }
 }
 

@@ -77,13 +77,17 @@ fn parse_args() -> anyhow::Result<Args> {
 fn load(a: &Args) -> anyhow::Result<Bootstrap> {
     let result = match (&a.config, a.default_config) {
         (Some(path), false) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             config::load(&text, Format::from_path(path))
         }
         (None, true) => config::load(config::DEFAULT_CONFIG, Format::Yaml),
         _ => bail!("give exactly one of -c FILE or --default-config (see --help)"),
     };
-    let source = a.config.as_ref().map_or("<default config>".into(), |p| p.display().to_string());
+    let source = a
+        .config
+        .as_ref()
+        .map_or("<default config>".into(), |p| p.display().to_string());
     result.map_err(|e| anyhow::anyhow!("{source}: {e}"))
 }
 
@@ -96,8 +100,15 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let a = parse_args()?;
-    let level = a.log_level.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
-    env_logger::Builder::new().parse_filters(&level).format_target(false).init();
+    let level = a
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    env_logger::Builder::new()
+        .parse_filters(&level)
+        .format_target(false)
+        .init();
 
     if let Some(format) = a.stats {
         let shm = a.shm.as_ref().context("stats needs --shm PATH")?;
@@ -114,11 +125,18 @@ fn run() -> anyhow::Result<()> {
     let boot = load(&a)?;
     if a.check {
         let s = &boot.snapshot;
-        println!("ok: {} listeners, {} clusters", s.listeners.len(), s.clusters.len());
+        println!(
+            "ok: {} listeners, {} clusters",
+            s.listeners.len(),
+            s.clusters.len()
+        );
         return Ok(());
     }
 
-    let shm = a.shm.clone().context("--shm PATH is required (see --help)")?;
+    let shm = a
+        .shm
+        .clone()
+        .context("--shm PATH is required (see --help)")?;
     let mut geometry = Geometry::default();
     if let Some(n) = a.slot_size {
         geometry.slot_size = n;
@@ -129,12 +147,16 @@ fn run() -> anyhow::Result<()> {
 
     let admin_addr = match a.admin.as_deref() {
         Some("off") => None,
-        Some(s) => Some(s.parse::<SocketAddr>().with_context(|| format!("--admin {s}"))?),
+        Some(s) => Some(
+            s.parse::<SocketAddr>()
+                .with_context(|| format!("--admin {s}"))?,
+        ),
         None => boot.admin_address,
     };
     if let Some(addr) = admin_addr {
         let seg = Arc::new(Segment::open(&shm)?);
-        let bound = admin::spawn(addr, seg, state.clone()).with_context(|| format!("admin listener {addr}"))?;
+        let bound = admin::spawn(addr, seg, state.clone())
+            .with_context(|| format!("admin listener {addr}"))?;
         log::info!("admin listening on http://{bound}");
     }
 
@@ -148,7 +170,11 @@ fn run() -> anyhow::Result<()> {
             _ => break,
         }
     }
-    log::info!("exiting; the data plane keeps serving generation {}", publisher.segment().current_generation());
+    log::info!(
+        "exiting; generation {} stays published in {}",
+        publisher.segment().current_generation(),
+        shm.display()
+    );
     Ok(())
 }
 
@@ -168,10 +194,17 @@ fn publish(publisher: &Publisher, state: &admin::Shared, boot: Bootstrap) -> any
         st.node_id = boot.node_id;
     }
     match publisher.wait_applied(generation, Duration::from_secs(10)) {
-        Applied::All(took) => log::info!("generation {generation} applied by all shards in {took:?}"),
-        Applied::NoDataPlane => log::info!("no data plane attached yet; it will read generation {generation} when it starts"),
+        Applied::All(took) => {
+            log::info!("generation {generation} applied by all shards in {took:?}")
+        }
+        Applied::NoDataPlane => log::info!(
+            "no data plane attached yet; it will read generation {generation} when it starts"
+        ),
         Applied::TimedOut { acked, shards } => {
-            log::warn!("generation {generation} applied by {acked}/{shards} shards after {:?}", publisher.since_publish())
+            log::warn!(
+                "generation {generation} applied by {acked}/{shards} shards after {:?}",
+                publisher.since_publish()
+            )
         }
     }
     Ok(())

@@ -59,11 +59,18 @@ impl Publisher {
                 return Applied::NoDataPlane;
             }
             if self.seg.all_applied(generation) {
-                let last = (0..shards).map(|s| self.seg.shard_ack(s).2).max().unwrap_or(0);
-                return Applied::All(Duration::from_nanos(last.saturating_sub(self.seg.published_ns())));
+                let last = (0..shards)
+                    .map(|s| self.seg.shard_ack(s).2)
+                    .max()
+                    .unwrap_or(0);
+                return Applied::All(Duration::from_nanos(
+                    last.saturating_sub(self.seg.published_ns()),
+                ));
             }
             if Instant::now() >= deadline {
-                let acked = (0..shards).filter(|&s| self.seg.shard_ack(s).0 >= generation).count();
+                let acked = (0..shards)
+                    .filter(|&s| self.seg.shard_ack(s).0 >= generation)
+                    .count();
                 return Applied::TimedOut { acked, shards };
             }
             std::thread::sleep(Duration::from_micros(200));

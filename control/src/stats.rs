@@ -9,7 +9,12 @@ use zerohop_proto::stats::Counter;
 /// Counter values of every active shard, indexed `[shard][Counter::index()]`.
 pub fn read(seg: &Segment) -> Vec<Vec<u64>> {
     (0..seg.active_shards())
-        .map(|s| seg.shard_counters(s).iter().map(|c| c.load(Ordering::Relaxed)).collect())
+        .map(|s| {
+            seg.shard_counters(s)
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect()
+        })
         .collect()
 }
 
@@ -38,7 +43,12 @@ pub fn prometheus(shards: &[Vec<u64>]) -> String {
         let kind = if c.is_gauge() { "gauge" } else { "counter" };
         let _ = writeln!(out, "# TYPE zerohop_{} {kind}", c.name());
         for (i, s) in shards.iter().enumerate() {
-            let _ = writeln!(out, "zerohop_{}{{shard=\"{i}\"}} {}", c.name(), s[c.index()]);
+            let _ = writeln!(
+                out,
+                "zerohop_{}{{shard=\"{i}\"}} {}",
+                c.name(),
+                s[c.index()]
+            );
         }
     }
     out
@@ -47,7 +57,12 @@ pub fn prometheus(shards: &[Vec<u64>]) -> String {
 /// `{"total": {...}, "shards": [{...}, ...]}`.
 pub fn json(shards: &[Vec<u64>]) -> serde_json::Value {
     let obj = |f: &dyn Fn(Counter) -> u64| {
-        serde_json::Value::Object(Counter::ALL.iter().map(|&c| (c.name().to_owned(), f(c).into())).collect())
+        serde_json::Value::Object(
+            Counter::ALL
+                .iter()
+                .map(|&c| (c.name().to_owned(), f(c).into()))
+                .collect(),
+        )
     };
     serde_json::json!({
         "total": obj(&|c| total(shards, c)),

@@ -42,7 +42,10 @@ pub fn run(args: Args) -> Result<(), StartError> {
     }
     let demo = args.config.is_none() && !args.attach;
     let created_shm = args.shm.is_none();
-    let shm = args.shm.clone().unwrap_or_else(|| PathBuf::from(format!("/dev/shm/zerohop-{}", std::process::id())));
+    let shm = args
+        .shm
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/zerohop-{}", std::process::id())));
 
     let supervisor = if args.attach {
         None
@@ -57,10 +60,21 @@ pub fn run(args: Args) -> Result<(), StartError> {
         if let Some(l) = &args.log_level {
             cargs.extend(["--log-level".to_owned(), l.clone()]);
         }
-        let bin = args.control_bin.clone().unwrap_or_else(control::default_bin);
+        let bin = args
+            .control_bin
+            .clone()
+            .unwrap_or_else(control::default_bin);
         let probe = shm.clone();
-        let published = move || Segment::open(&probe).map(|s| s.current_generation() > 0).unwrap_or(false);
-        let cmd = ControlCommand { bin, args: cargs, shm: shm.clone() };
+        let published = move || {
+            Segment::open(&probe)
+                .map(|s| s.current_generation() > 0)
+                .unwrap_or(false)
+        };
+        let cmd = ControlCommand {
+            bin,
+            args: cargs,
+            shm: shm.clone(),
+        };
         Some(Supervisor::start(cmd, published).map_err(|e| err(e.to_string()))?)
     };
 
@@ -74,12 +88,20 @@ pub fn run(args: Args) -> Result<(), StartError> {
     result
 }
 
-fn serve(args: &Args, shm: &std::path::Path, demo: bool, supervisor: Option<&Supervisor>) -> Result<(), StartError> {
+fn serve(
+    args: &Args,
+    shm: &std::path::Path,
+    demo: bool,
+    supervisor: Option<&Supervisor>,
+) -> Result<(), StartError> {
     let (seg, snapshot) = attach(shm)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let shards = args.shards.unwrap_or(cores.len().max(1));
     if shards == 0 || shards > seg.geometry().shard_capacity as usize {
-        return Err(err(format!("--shards must be 1..={}", seg.geometry().shard_capacity)));
+        return Err(err(format!(
+            "--shards must be 1..={}",
+            seg.geometry().shard_capacity
+        )));
     }
     seg.set_dataplane(shards, std::process::id());
 
@@ -90,7 +112,8 @@ fn serve(args: &Args, shm: &std::path::Path, demo: bool, supervisor: Option<&Sup
 
     // Every shard gets its own SO_REUSEPORT socket per listener. Port 0 is resolved by the
     // first bind and reused by the others, so all shards share the one ephemeral port.
-    let mut per_shard: Vec<Vec<(String, std::net::TcpListener)>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut per_shard: Vec<Vec<(String, std::net::TcpListener)>> =
+        (0..shards).map(|_| Vec::new()).collect();
     for l in &snapshot.listeners {
         let mut addr = l.address;
         for (i, sockets) in per_shard.iter_mut().enumerate() {
@@ -122,9 +145,13 @@ fn serve(args: &Args, shm: &std::path::Path, demo: bool, supervisor: Option<&Sup
             .map_err(|e| err(format!("starting shard {id}: {e}")))?;
         threads.push(t);
     }
-    log::info!("zerohop serving generation {} on {shards} shards", seg.current_generation());
+    log::info!(
+        "zerohop serving generation {} on {shards} shards",
+        seg.current_generation()
+    );
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM]).map_err(|e| err(e.to_string()))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+        .map_err(|e| err(e.to_string()))?;
     for sig in signals.forever() {
         if sig == SIGHUP {
             match supervisor {
@@ -152,13 +179,17 @@ fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot), StartEr
         match Segment::open(shm) {
             Ok(seg) => match seg.read_current(0) {
                 ReadOutcome::New { generation, bytes } => {
-                    let snapshot = codec::decode(&bytes)
-                        .map_err(|e| err(format!("generation {generation} in {}: {e}", shm.display())))?;
+                    let snapshot = codec::decode(&bytes).map_err(|e| {
+                        err(format!("generation {generation} in {}: {e}", shm.display()))
+                    })?;
                     // The mapping lives as long as the process: shards hold `&'static`.
                     return Ok((Box::leak(Box::new(seg)), snapshot));
                 }
                 ReadOutcome::Corrupt { generation, reason } => {
-                    return Err(err(format!("generation {generation} in {}: {reason}", shm.display())))
+                    return Err(err(format!(
+                        "generation {generation} in {}: {reason}",
+                        shm.display()
+                    )))
                 }
                 _ => last_error = "nothing published yet".into(),
             },
@@ -166,7 +197,10 @@ fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot), StartEr
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err(err(format!("no configuration at {} after {ATTACH_TIMEOUT:?}: {last_error}", shm.display())))
+    Err(err(format!(
+        "no configuration at {} after {ATTACH_TIMEOUT:?}: {last_error}",
+        shm.display()
+    )))
 }
 
 fn demo_upstream(addr: SocketAddr) -> Result<(), StartError> {

@@ -53,13 +53,20 @@ impl Args {
                 Long("shm") => a.shm = Some(p.value()?.into()),
                 Long("attach") => a.attach = true,
                 Long("shards") => a.shards = Some(p.value()?.parse()?),
-                Long("drain-timeout") => a.drain_timeout = Some(Duration::from_secs_f64(p.value()?.parse()?)),
+                Long("drain-timeout") => {
+                    a.drain_timeout = Some(Duration::from_secs_f64(p.value()?.parse()?))
+                }
                 Long("io-driver") => {
                     a.io_driver = Some(match p.value()?.string()?.as_str() {
                         "auto" => IoDriver::Auto,
                         "uring" => IoDriver::Uring,
                         "epoll" => IoDriver::Epoll,
-                        other => return Err(format!("--io-driver {other}: expected auto, uring or epoll").into()),
+                        other => {
+                            return Err(format!(
+                                "--io-driver {other}: expected auto, uring or epoll"
+                            )
+                            .into())
+                        }
                     })
                 }
                 Long("control-bin") => a.control_bin = Some(p.value()?.into()),

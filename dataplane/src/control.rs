@@ -32,7 +32,9 @@ pub struct ControlCommand {
 
 /// Finds zerohop-control next to our own executable, else on $PATH.
 pub fn default_bin() -> PathBuf {
-    let sibling = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("zerohop-control")));
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("zerohop-control")));
     match sibling {
         Some(p) if p.exists() => p,
         _ => PathBuf::from("zerohop-control"),
@@ -41,7 +43,10 @@ pub fn default_bin() -> PathBuf {
 
 impl Supervisor {
     /// Starts control. `published` tells whether a first generation exists yet.
-    pub fn start(cmd: ControlCommand, published: impl Fn() -> bool + Send + 'static) -> std::io::Result<Supervisor> {
+    pub fn start(
+        cmd: ControlCommand,
+        published: impl Fn() -> bool + Send + 'static,
+    ) -> std::io::Result<Supervisor> {
         let child = spawn(&cmd)?;
         let pid = Arc::new(AtomicU32::new(child.id()));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -75,7 +80,11 @@ impl Supervisor {
                 }
             }
         })?;
-        Ok(Supervisor { pid, stopping, thread: Some(thread) })
+        Ok(Supervisor {
+            pid,
+            stopping,
+            thread: Some(thread),
+        })
     }
 
     pub fn signal(&self, sig: libc::c_int) {
@@ -94,11 +103,17 @@ impl Supervisor {
 
 fn spawn(cmd: &ControlCommand) -> std::io::Result<std::process::Child> {
     let mut c = Command::new(&cmd.bin);
-    c.args(&cmd.args).arg("--shm").arg(&cmd.shm).stdin(Stdio::null());
+    c.args(&cmd.args)
+        .arg("--shm")
+        .arg(&cmd.shm)
+        .stdin(Stdio::null());
     // Its own process group: a terminal's Ctrl-C reaches zerohop, which then stops control.
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
     sys::spawn_tied_to_parent(&mut c).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("starting {}: {e} (see --control-bin)", display(&cmd.bin)))
+        std::io::Error::new(
+            e.kind(),
+            format!("starting {}: {e} (see --control-bin)", display(&cmd.bin)),
+        )
     })
 }
 

@@ -8,11 +8,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 pub fn spawn(addr: SocketAddr) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     log::info!("demo upstream listening on {addr}");
-    std::thread::Builder::new().name("demo-upstream".into()).spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let _ = std::thread::Builder::new().name("demo-conn".into()).spawn(move || serve(conn));
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("demo-upstream".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = std::thread::Builder::new()
+                    .name("demo-conn".into())
+                    .spawn(move || serve(conn));
+            }
+        })?;
     Ok(())
 }
 
@@ -31,7 +35,11 @@ fn serve(mut conn: TcpStream) -> std::io::Result<()> {
                 "Hello from the zerohop demo upstream.\n\
                  This connection came through zerohop's tcp_proxy listener; its peer here is {peer}.\n"
             );
-            write!(conn, "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}", body.len())?;
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )?;
             buf.drain(..end + 4);
         }
         if buf.len() > 64 * 1024 {

@@ -28,7 +28,10 @@ impl ShardStats {
     #[inline]
     pub fn dec(&self, c: Counter) {
         let a = &self.0[c.index()];
-        a.store(a.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+        a.store(
+            a.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
     }
 
     pub fn get(&self, c: Counter) -> u64 {

@@ -18,12 +18,18 @@ fn expectation(path: &std::path::Path) -> String {
     }
     let text = std::fs::read_to_string(path).unwrap();
     let first = text.lines().next().unwrap_or_default();
-    first.strip_prefix("# expect: ").unwrap_or_else(|| panic!("{name}: first line must be `# expect: ...`")).to_owned()
+    first
+        .strip_prefix("# expect: ")
+        .unwrap_or_else(|| panic!("{name}: first line must be `# expect: ...`"))
+        .to_owned()
 }
 
 fn invalid_configs() -> Vec<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs/invalid");
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() >= 5);
     files
@@ -32,11 +38,20 @@ fn invalid_configs() -> Vec<std::path::PathBuf> {
 #[test]
 fn control_check_refuses_each_invalid_config_naming_the_field() {
     for path in invalid_configs() {
-        let out = Command::new(support::control_bin()).arg("--check").arg("-c").arg(&path).output().unwrap();
+        let out = Command::new(support::control_bin())
+            .arg("--check")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{}: {stderr}", path.display());
         let want = expectation(&path);
-        assert!(stderr.contains(&want), "{}:\n  want: {want}\n  got:  {stderr}", path.display());
+        assert!(
+            stderr.contains(&want),
+            "{}:\n  want: {want}\n  got:  {stderr}",
+            path.display()
+        );
     }
 }
 

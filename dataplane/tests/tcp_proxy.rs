@@ -34,8 +34,16 @@ fn upload(proxy: &Proxy, blocks: u64) {
     half_close(&c);
     let mut reply = [0u8; 12];
     c.read_exact(&mut reply).unwrap();
-    assert_eq!(u64::from_le_bytes(reply[..8].try_into().unwrap()), blocks * BLOCK as u64, "bytes upstream got");
-    assert_eq!(u32::from_le_bytes(reply[8..].try_into().unwrap()), sent, "checksum upstream computed");
+    assert_eq!(
+        u64::from_le_bytes(reply[..8].try_into().unwrap()),
+        blocks * BLOCK as u64,
+        "bytes upstream got"
+    );
+    assert_eq!(
+        u32::from_le_bytes(reply[8..].try_into().unwrap()),
+        sent,
+        "checksum upstream computed"
+    );
 }
 
 fn download(proxy: &Proxy, blocks: u64) {
@@ -67,9 +75,19 @@ fn one_gib_each_way_arrives_intact_and_is_spliced() {
 
 #[test]
 fn bulk_transfer_on_the_epoll_driver() {
-    let opts = Opts { driver: "epoll", ..Opts::default() };
-    let proxy = Proxy::start_with(&tcp_proxy_config(&[hashing_upstream()], "", "1s"), opts.clone());
-    assert!(proxy.wait_log("epoll driver", Duration::from_secs(5)), "{}", proxy.log());
+    let opts = Opts {
+        driver: "epoll",
+        ..Opts::default()
+    };
+    let proxy = Proxy::start_with(
+        &tcp_proxy_config(&[hashing_upstream()], "", "1s"),
+        opts.clone(),
+    );
+    assert!(
+        proxy.wait_log("epoll driver", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
     upload(&proxy, 1024);
     let proxy = Proxy::start_with(&tcp_proxy_config(&[source_upstream(1024)], "", "1s"), opts);
     download(&proxy, 1024);
@@ -107,10 +125,17 @@ fn half_close_is_forwarded_both_ways() {
     c.read_exact(&mut hello).unwrap();
     let mut rest = Vec::new();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0, "EOF forwarded to the client");
+    assert_eq!(
+        c.read_to_end(&mut rest).unwrap(),
+        0,
+        "EOF forwarded to the client"
+    );
     c.write_all(b"still talking after your FIN").unwrap();
     half_close(&c);
-    assert_eq!(proxy.wait_counter(Counter::DownstreamCxRxBytes, 28, Duration::from_secs(5)), 28);
+    assert_eq!(
+        proxy.wait_counter(Counter::DownstreamCxRxBytes, 28, Duration::from_secs(5)),
+        28
+    );
 }
 
 #[test]
@@ -120,16 +145,27 @@ fn refused_upstream_closes_the_client_promptly() {
     c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let t = Instant::now();
     let r = c.read(&mut [0u8; 16]);
-    assert!(matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{r:?}");
-    assert!(t.elapsed() < Duration::from_millis(500), "closed after {:?}", t.elapsed());
-    assert_eq!(proxy.wait_counter(Counter::UpstreamCxConnectFail, 1, Duration::from_secs(2)), 1);
+    assert!(
+        matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "closed after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        proxy.wait_counter(Counter::UpstreamCxConnectFail, 1, Duration::from_secs(2)),
+        1
+    );
 }
 
 #[test]
 fn connect_timeout_to_an_endpoint_that_never_answers() {
     // A listener with backlog 0 that never accepts: once its queue is full the kernel drops
     // further SYNs, so a connect hangs as it would towards a black-holed host.
-    let blackhole = zerohop::net::sys::reuseport_listener("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+    let blackhole =
+        zerohop::net::sys::reuseport_listener("127.0.0.1:0".parse().unwrap(), 0).unwrap();
     let addr = blackhole.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..4 {
@@ -143,8 +179,14 @@ fn connect_timeout_to_an_endpoint_that_never_answers() {
     let r = c.read(&mut [0u8; 16]);
     let took = t.elapsed();
     assert!(matches!(r, Ok(0)), "{r:?}");
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "closed after {took:?}");
-    assert_eq!(proxy.wait_counter(Counter::UpstreamCxConnectTimeout, 1, Duration::from_secs(2)), 1);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+    assert_eq!(
+        proxy.wait_counter(Counter::UpstreamCxConnectTimeout, 1, Duration::from_secs(2)),
+        1
+    );
     drop(blackhole);
 }
 
@@ -166,8 +208,14 @@ fn upstream_reset_is_forwarded_as_a_reset() {
     c.write_all(b"boom").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let r = c.read(&mut [0u8; 16]);
-    assert!(matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset), "expected a reset, got {r:?}");
-    assert_eq!(proxy.wait_counter(Counter::ResetForwarded, 1, Duration::from_secs(2)), 1);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected a reset, got {r:?}"
+    );
+    assert_eq!(
+        proxy.wait_counter(Counter::ResetForwarded, 1, Duration::from_secs(2)),
+        1
+    );
 }
 
 #[test]
@@ -178,12 +226,20 @@ fn idle_timeout_closes_both_sides() {
         let r = s.read(&mut [0u8; 16]);
         let _ = tx.send((r.map_err(|e| e.kind()), t.elapsed()));
     });
-    let proxy = Proxy::start(&tcp_proxy_config(&[up], "          idle_timeout: 0.3s", "1s"));
+    let proxy = Proxy::start(&tcp_proxy_config(
+        &[up],
+        "          idle_timeout: 0.3s",
+        "1s",
+    ));
     let mut c = TcpStream::connect(proxy.addr("front")).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let t = Instant::now();
     assert!(matches!(c.read(&mut [0u8; 16]), Ok(0)));
-    assert!(t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
     let (r, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(r, Ok(0), "upstream side closed too");
     assert_eq!(proxy.total(Counter::IdleTimeout), 1);
@@ -192,9 +248,18 @@ fn idle_timeout_closes_both_sides() {
 #[test]
 fn five_thousand_concurrent_echoing_connections() {
     const N: usize = 5000;
-    let proxy = Proxy::start_with(&tcp_proxy_config(&[echo_upstream()], "", "5s"), Opts { shards: 2, ..Opts::default() });
+    let proxy = Proxy::start_with(
+        &tcp_proxy_config(&[echo_upstream()], "", "5s"),
+        Opts {
+            shards: 2,
+            ..Opts::default()
+        },
+    );
     let front = proxy.addr("front");
-    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
     let echoed = rt.block_on(async move {
         use monoio::io::{AsyncReadRentExt, AsyncWriteRentExt};
         let mut conns = Vec::with_capacity(N);
@@ -224,7 +289,11 @@ fn five_thousand_concurrent_echoing_connections() {
         open
     });
     assert_eq!(echoed.len(), N);
-    assert_eq!(proxy.total(Counter::DownstreamCxActive), N as u64, "all connections open at once");
+    assert_eq!(
+        proxy.total(Counter::DownstreamCxActive),
+        N as u64,
+        "all connections open at once"
+    );
     drop(echoed);
     drop(rt);
     assert_eq!(proxy.total(Counter::DownstreamCxTotal), N as u64);
@@ -232,22 +301,39 @@ fn five_thousand_concurrent_echoing_connections() {
     while proxy.total(Counter::DownstreamCxActive) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(proxy.total(Counter::DownstreamCxActive), 0, "every close propagated");
+    assert_eq!(
+        proxy.total(Counter::DownstreamCxActive),
+        0,
+        "every close propagated"
+    );
 }
 
 #[test]
 fn both_shards_accept_connections() {
-    let proxy = Proxy::start_with(&tcp_proxy_config(&[echo_upstream()], "", "1s"), Opts { shards: 2, ..Opts::default() });
+    let proxy = Proxy::start_with(
+        &tcp_proxy_config(&[echo_upstream()], "", "1s"),
+        Opts {
+            shards: 2,
+            ..Opts::default()
+        },
+    );
     for _ in 0..200 {
         let mut c = TcpStream::connect(proxy.addr("front")).unwrap();
         c.write_all(b"x").unwrap();
         c.read_exact(&mut [0u8; 1]).unwrap();
     }
     proxy.wait_counter(Counter::DownstreamCxTotal, 200, Duration::from_secs(2));
-    let per_shard: Vec<u64> = proxy.counters().iter().map(|s| s[Counter::DownstreamCxTotal.index()]).collect();
+    let per_shard: Vec<u64> = proxy
+        .counters()
+        .iter()
+        .map(|s| s[Counter::DownstreamCxTotal.index()])
+        .collect();
     assert_eq!(per_shard.len(), 2);
     assert_eq!(per_shard.iter().sum::<u64>(), 200);
-    assert!(per_shard.iter().all(|&n| n > 0), "SO_REUSEPORT spreads accepts over both shards: {per_shard:?}");
+    assert!(
+        per_shard.iter().all(|&n| n > 0),
+        "SO_REUSEPORT spreads accepts over both shards: {per_shard:?}"
+    );
 }
 
 #[test]
@@ -257,7 +343,10 @@ fn round_robin_alternates_between_endpoints() {
     let order: String = (0..6)
         .map(|_| {
             let mut who = String::new();
-            TcpStream::connect(proxy.addr("front")).unwrap().read_to_string(&mut who).unwrap();
+            TcpStream::connect(proxy.addr("front"))
+                .unwrap()
+                .read_to_string(&mut who)
+                .unwrap();
             who
         })
         .collect();

@@ -158,7 +158,12 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
             let weight = r.weight()?;
             endpoints.push(Endpoint { address, weight });
         }
-        clusters.push(Cluster { name, connect_timeout, lb_policy, endpoints });
+        clusters.push(Cluster {
+            name,
+            connect_timeout,
+            lb_policy,
+            endpoints,
+        });
     }
 
     let n = r.count(MIN_LISTENER)?;
@@ -180,7 +185,10 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
                         return Err(r.err("cluster id out of range"));
                     }
                     let weight = r.weight()?;
-                    targets.push(WeightedCluster { cluster: ClusterId(id), weight });
+                    targets.push(WeightedCluster {
+                        cluster: ClusterId(id),
+                        weight,
+                    });
                 }
                 let idle = r.dur()?;
                 NetworkFilter::TcpProxy(TcpProxy {
@@ -191,12 +199,19 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
             }
             _ => return Err(r.err("unknown network filter kind")),
         };
-        listeners.push(Listener { name, address, filter });
+        listeners.push(Listener {
+            name,
+            address,
+            filter,
+        });
     }
     if r.pos != bytes.len() {
         return Err(r.err("trailing bytes"));
     }
-    Ok(Snapshot { listeners, clusters })
+    Ok(Snapshot {
+        listeners,
+        clusters,
+    })
 }
 
 struct Reader<'a> {
@@ -206,7 +221,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, what: &'static str) -> DecodeError {
-        DecodeError { offset: self.pos, what }
+        DecodeError {
+            offset: self.pos,
+            what,
+        }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.b.len() - self.pos < n {

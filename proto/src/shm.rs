@@ -93,7 +93,11 @@ impl Default for Geometry {
     /// Two 64 MiB slots: room for ~10,000 clusters with 100,000 endpoints. The file is sparse
     /// (tmpfs), so only the pages a snapshot touches take memory.
     fn default() -> Self {
-        Geometry { slot_count: 2, slot_size: 64 << 20, shard_capacity: MAX_SHARDS as u32 }
+        Geometry {
+            slot_count: 2,
+            slot_size: 64 << 20,
+            shard_capacity: MAX_SHARDS as u32,
+        }
     }
 }
 
@@ -123,8 +127,13 @@ impl Geometry {
         if !(1..=MAX_SHARDS as u32).contains(&self.shard_capacity) {
             return Err(AttachError::Layout("shard_capacity must be 1..=256"));
         }
-        if self.slot_size == 0 || self.slot_size > MAX_SLOT_SIZE || !self.slot_size.is_multiple_of(8) {
-            return Err(AttachError::Layout("slot_size must be a multiple of 8 up to 1 GiB"));
+        if self.slot_size == 0
+            || self.slot_size > MAX_SLOT_SIZE
+            || !self.slot_size.is_multiple_of(8)
+        {
+            return Err(AttachError::Layout(
+                "slot_size must be a multiple of 8 up to 1 GiB",
+            ));
         }
         Ok(())
     }
@@ -172,7 +181,10 @@ pub enum ReadOutcome {
     /// A complete, checksummed snapshot (still to be decoded).
     New { generation: u64, bytes: Vec<u8> },
     /// The published slot fails its checks; the generation must be refused.
-    Corrupt { generation: u64, reason: &'static str },
+    Corrupt {
+        generation: u64,
+        reason: &'static str,
+    },
 }
 
 /// Why control could not publish.
@@ -196,10 +208,14 @@ impl fmt::Display for PublishError {
 impl std::error::Error for PublishError {}
 
 enum Backing {
-    Mmap { _file: File },
+    Mmap {
+        _file: File,
+    },
     /// An in-memory segment (tests and fuzzing) of this many u64 words, from
     /// `Box::into_raw`; u64 elements give 8-byte alignment.
-    Heap { words: usize },
+    Heap {
+        words: usize,
+    },
 }
 
 /// A mapped segment. `Send + Sync`: every shared word is an atomic.
@@ -218,7 +234,10 @@ unsafe impl Sync for Segment {}
 
 impl fmt::Debug for Segment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Segment").field("len", &self.len).field("geometry", &self.geometry).finish()
+        f.debug_struct("Segment")
+            .field("len", &self.len)
+            .field("geometry", &self.geometry)
+            .finish()
     }
 }
 
@@ -232,7 +251,10 @@ impl Drop for Segment {
             // SAFETY: `base` came from `Box::into_raw` of a `[u64]` of `words` elements in
             // `heap`, and is released exactly once.
             Backing::Heap { words } => unsafe {
-                drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base.cast::<u64>(), words)));
+                drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    self.base.cast::<u64>(),
+                    words,
+                )));
             },
         }
     }
@@ -275,7 +297,15 @@ impl Segment {
         if len < HEADER_SIZE {
             return Err(AttachError::Layout("file is smaller than the header"));
         }
-        let seg = Segment::map_file(file, len, Geometry { slot_count: 0, slot_size: 0, shard_capacity: 0 })?;
+        let seg = Segment::map_file(
+            file,
+            len,
+            Geometry {
+                slot_count: 0,
+                slot_size: 0,
+                shard_capacity: 0,
+            },
+        )?;
         seg.validated()
     }
 
@@ -285,13 +315,24 @@ impl Segment {
         if words.len() * 8 < HEADER_SIZE {
             return Err(AttachError::Layout("segment is smaller than the header"));
         }
-        Segment::heap(words, Geometry { slot_count: 0, slot_size: 0, shard_capacity: 0 }).validated()
+        Segment::heap(
+            words,
+            Geometry {
+                slot_count: 0,
+                slot_size: 0,
+                shard_capacity: 0,
+            },
+        )
+        .validated()
     }
 
     /// A zeroed in-memory segment with `geometry`, initialised as `create_or_attach` would.
     pub fn new_in_memory(geometry: Geometry) -> Result<Segment, AttachError> {
         geometry.check()?;
-        let seg = Segment::heap(vec![0u64; geometry.total_size() / 8].into_boxed_slice(), geometry);
+        let seg = Segment::heap(
+            vec![0u64; geometry.total_size() / 8].into_boxed_slice(),
+            geometry,
+        );
         seg.init_header();
         Ok(seg)
     }
@@ -301,17 +342,25 @@ impl Segment {
         let (h, geometry) = (self.header(), self.geometry);
         h.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
         h.slot_count.store(geometry.slot_count, Ordering::Relaxed);
-        h.shard_capacity.store(geometry.shard_capacity, Ordering::Relaxed);
-        h.counters_per_shard.store(Counter::ALL.len() as u32, Ordering::Relaxed);
+        h.shard_capacity
+            .store(geometry.shard_capacity, Ordering::Relaxed);
+        h.counters_per_shard
+            .store(Counter::ALL.len() as u32, Ordering::Relaxed);
         h.slot_size.store(geometry.slot_size, Ordering::Relaxed);
-        h.total_size.store(geometry.total_size() as u64, Ordering::Relaxed);
+        h.total_size
+            .store(geometry.total_size() as u64, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
     }
 
     fn heap(words: Box<[u64]>, geometry: Geometry) -> Segment {
         let n = words.len();
         let base = Box::into_raw(words).cast::<u8>();
-        Segment { base, len: n * 8, geometry, backing: Backing::Heap { words: n } }
+        Segment {
+            base,
+            len: n * 8,
+            geometry,
+            backing: Backing::Heap { words: n },
+        }
     }
 
     fn map_file(file: File, len: usize, geometry: Geometry) -> Result<Segment, AttachError> {
@@ -330,7 +379,12 @@ impl Segment {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error().into());
         }
-        Ok(Segment { base: p.cast(), len, geometry, backing: Backing::Mmap { _file: file } })
+        Ok(Segment {
+            base: p.cast(),
+            len,
+            geometry,
+            backing: Backing::Mmap { _file: file },
+        })
     }
 
     /// Reads the geometry from the header and checks that it describes this mapping.
@@ -351,7 +405,9 @@ impl Segment {
             shard_capacity: h.shard_capacity.load(Ordering::Relaxed),
         };
         g.check()?;
-        if h.total_size.load(Ordering::Relaxed) != g.total_size() as u64 || g.total_size() > self.len {
+        if h.total_size.load(Ordering::Relaxed) != g.total_size() as u64
+            || g.total_size() > self.len
+        {
             return Err(AttachError::Layout("size does not match geometry"));
         }
         self.geometry = g;
@@ -369,7 +425,10 @@ impl Segment {
     }
 
     fn ack_line(&self, shard: usize) -> &AckLine {
-        assert!(shard < self.geometry.shard_capacity as usize, "shard index out of range");
+        assert!(
+            shard < self.geometry.shard_capacity as usize,
+            "shard index out of range"
+        );
         let off = self.geometry.acks_offset() + shard * ACK_LINE;
         // SAFETY: off + ACK_LINE <= slots_offset <= len (validated geometry); 8-aligned;
         // all-atomic struct.
@@ -399,25 +458,38 @@ impl Segment {
     pub fn publish(&self, bytes: &[u8]) -> Result<u64, PublishError> {
         let g = self.geometry;
         if bytes.len() as u64 > g.slot_size {
-            return Err(PublishError::TooLarge { len: bytes.len(), slot_size: g.slot_size });
+            return Err(PublishError::TooLarge {
+                len: bytes.len(),
+                slot_size: g.slot_size,
+            });
         }
         let h = self.header();
         let cur = h.current.load(Ordering::Acquire);
         let generation = (cur >> 8) + 1;
-        let slot = if cur == 0 { 0 } else { ((cur & 0xff) as usize + 1) % g.slot_count as usize };
+        let slot = if cur == 0 {
+            0
+        } else {
+            ((cur & 0xff) as usize + 1) % g.slot_count as usize
+        };
         let desc = &h.slots[slot];
         desc.seq.store(generation * 2 + 1, Ordering::Relaxed);
         fence(Ordering::Release);
         // SAFETY: slot_offset(slot) + slot_size <= len (validated geometry) and bytes.len() <=
         // slot_size. Readers may copy concurrently; they detect it through `seq`.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(g.slot_offset(slot)), bytes.len())
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.base.add(g.slot_offset(slot)),
+                bytes.len(),
+            )
         };
         desc.len.store(bytes.len() as u64, Ordering::Relaxed);
-        desc.checksum.store(u64::from(crc32fast::hash(bytes)), Ordering::Relaxed);
+        desc.checksum
+            .store(u64::from(crc32fast::hash(bytes)), Ordering::Relaxed);
         desc.seq.store(generation * 2, Ordering::Release);
         h.published_ns.store(monotonic_ns(), Ordering::Relaxed);
-        h.current.store((generation << 8) | slot as u64, Ordering::Release);
+        h.current
+            .store((generation << 8) | slot as u64, Ordering::Release);
         Ok(generation)
     }
 
@@ -435,7 +507,10 @@ impl Segment {
         }
         let slot = (cur & 0xff) as usize;
         if slot >= g.slot_count as usize {
-            return ReadOutcome::Corrupt { generation, reason: "slot index out of range" };
+            return ReadOutcome::Corrupt {
+                generation,
+                reason: "slot index out of range",
+            };
         }
         let desc = &h.slots[slot];
         let seq = desc.seq.load(Ordering::Acquire);
@@ -444,21 +519,31 @@ impl Segment {
         }
         let len = desc.len.load(Ordering::Relaxed);
         if len > g.slot_size {
-            return ReadOutcome::Corrupt { generation, reason: "length exceeds slot size" };
+            return ReadOutcome::Corrupt {
+                generation,
+                reason: "length exceeds slot size",
+            };
         }
         let mut bytes = vec![0u8; len as usize];
         // SAFETY: slot_offset(slot) + len <= slot_offset(slot) + slot_size <= self.len. Another
         // process may be writing the slot right now; the copy is then torn, which the seq
         // re-check below detects, and the bytes are treated as untrusted either way.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.base.add(g.slot_offset(slot)), bytes.as_mut_ptr(), bytes.len())
+            std::ptr::copy_nonoverlapping(
+                self.base.add(g.slot_offset(slot)),
+                bytes.as_mut_ptr(),
+                bytes.len(),
+            )
         };
         fence(Ordering::Acquire);
         if desc.seq.load(Ordering::Relaxed) != seq {
             return ReadOutcome::Torn;
         }
         if u64::from(crc32fast::hash(&bytes)) != desc.checksum.load(Ordering::Relaxed) {
-            return ReadOutcome::Corrupt { generation, reason: "checksum mismatch" };
+            return ReadOutcome::Corrupt {
+                generation,
+                reason: "checksum mismatch",
+            };
         }
         ReadOutcome::New { generation, bytes }
     }
@@ -483,7 +568,9 @@ impl Segment {
 
     /// Shard `shard` records that it refused `generation` and kept its previous config.
     pub fn reject(&self, shard: usize, generation: u64) {
-        self.ack_line(shard).rejected.store(generation, Ordering::Release);
+        self.ack_line(shard)
+            .rejected
+            .store(generation, Ordering::Release);
     }
 
     /// `(applied, rejected, applied_ns)` of one shard.
@@ -524,7 +611,9 @@ impl Segment {
     }
 
     pub fn set_control_pid(&self, pid: u32) {
-        self.header().control_pid.store(u64::from(pid), Ordering::Relaxed);
+        self.header()
+            .control_pid
+            .store(u64::from(pid), Ordering::Relaxed);
     }
 
     pub fn control_pid(&self) -> u32 {
@@ -533,17 +622,25 @@ impl Segment {
 
     /// The counter block of one shard, indexed by [`Counter::index`].
     pub fn shard_counters(&self, shard: usize) -> &[AtomicU64] {
-        assert!(shard < self.geometry.shard_capacity as usize, "shard index out of range");
+        assert!(
+            shard < self.geometry.shard_capacity as usize,
+            "shard index out of range"
+        );
         let off = self.geometry.stats_offset() + shard * self.geometry.stats_stride();
         // SAFETY: the block lies inside the validated mapping (total_size <= len), is
         // 8-aligned (offsets are multiples of 64) and holds only atomics.
-        unsafe { std::slice::from_raw_parts(self.base.add(off) as *const AtomicU64, Counter::ALL.len()) }
+        unsafe {
+            std::slice::from_raw_parts(self.base.add(off) as *const AtomicU64, Counter::ALL.len())
+        }
     }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable across processes on one host.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -30,8 +30,14 @@ pub(super) fn bootstrap(b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
         for (i, c) in list(&sr, "clusters").iter().enumerate() {
             let path = format!("static_resources.clusters{}", element_label(i, c));
             let cluster = cluster(as_msg(c), &path)?;
-            if ids.insert(cluster.name.clone(), ClusterId(i as u32)).is_some() {
-                return Err(ConfigError::at(path, format!("duplicate cluster name {:?}", cluster.name)));
+            if ids
+                .insert(cluster.name.clone(), ClusterId(i as u32))
+                .is_some()
+            {
+                return Err(ConfigError::at(
+                    path,
+                    format!("duplicate cluster name {:?}", cluster.name),
+                ));
             }
             snapshot.clusters.push(cluster);
         }
@@ -39,25 +45,39 @@ pub(super) fn bootstrap(b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
             let path = format!("static_resources.listeners{}", element_label(i, l));
             let listener = listener(as_msg(l), i, &path, &ids)?;
             if let Some(other) = snapshot.listeners.iter().find(|o| o.name == listener.name) {
-                return Err(ConfigError::at(path, format!("duplicate listener name {:?}", other.name)));
+                return Err(ConfigError::at(
+                    path,
+                    format!("duplicate listener name {:?}", other.name),
+                ));
             }
-            let bound = |o: &Listener| o.address == listener.address && listener.address.port() != 0;
+            let bound =
+                |o: &Listener| o.address == listener.address && listener.address.port() != 0;
             if let Some(other) = snapshot.listeners.iter().find(|o| bound(o)) {
                 return Err(ConfigError::at(
                     path,
-                    format!("address {} is already used by listener {:?}", listener.address, other.name),
+                    format!(
+                        "address {} is already used by listener {:?}",
+                        listener.address, other.name
+                    ),
                 ));
             }
             snapshot.listeners.push(listener);
         }
     }
-    Ok(Bootstrap { snapshot, node_id, admin_address })
+    Ok(Bootstrap {
+        snapshot,
+        node_id,
+        admin_address,
+    })
 }
 
 fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
     let name = string(c, "name");
     if name.is_empty() {
-        return Err(ConfigError::at(format!("{path}.name"), "a cluster needs a name"));
+        return Err(ConfigError::at(
+            format!("{path}.name"),
+            "a cluster needs a name",
+        ));
     }
     let kind = enum_name(c, "type");
     if kind != "STATIC" {
@@ -71,17 +91,20 @@ fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
         None => DEFAULT_CONNECT_TIMEOUT,
     };
     if connect_timeout.is_zero() {
-        return Err(ConfigError::at(format!("{path}.connect_timeout"), "must be greater than 0"));
+        return Err(ConfigError::at(
+            format!("{path}.connect_timeout"),
+            "must be greater than 0",
+        ));
     }
     let lb_policy = match enum_name(c, "lb_policy").as_str() {
         "ROUND_ROBIN" => LbPolicy::RoundRobin,
         "RANDOM" => LbPolicy::Random,
-        other => {
-            return Err(ConfigError::at(
-                format!("{path}.lb_policy"),
-                format!("lb_policy {other} is not supported by zerohop (supported: ROUND_ROBIN, RANDOM)"),
-            ))
-        }
+        other => return Err(ConfigError::at(
+            format!("{path}.lb_policy"),
+            format!(
+                "lb_policy {other} is not supported by zerohop (supported: ROUND_ROBIN, RANDOM)"
+            ),
+        )),
     };
     let mut endpoints = Vec::new();
     if let Some(la) = msg(c, "load_assignment") {
@@ -91,20 +114,33 @@ fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
                 let lbe = as_msg(lbe);
                 let address = match msg(lbe, "endpoint").and_then(|e| msg(&e, "address")) {
                     Some(a) => socket_address(&a, &format!("{p}.endpoint.address"))?,
-                    None => return Err(ConfigError::at(format!("{p}.endpoint.address"), "an endpoint needs an address")),
+                    None => {
+                        return Err(ConfigError::at(
+                            format!("{p}.endpoint.address"),
+                            "an endpoint needs an address",
+                        ))
+                    }
                 };
                 let weight = match msg(lbe, "load_balancing_weight") {
                     Some(w) => u32_value(&w),
                     None => 1,
                 };
                 if weight == 0 {
-                    return Err(ConfigError::at(format!("{p}.load_balancing_weight"), "must be at least 1"));
+                    return Err(ConfigError::at(
+                        format!("{p}.load_balancing_weight"),
+                        "must be at least 1",
+                    ));
                 }
                 endpoints.push(Endpoint { address, weight });
             }
         }
     }
-    Ok(Cluster { name, connect_timeout, lb_policy, endpoints })
+    Ok(Cluster {
+        name,
+        connect_timeout,
+        lb_policy,
+        endpoints,
+    })
 }
 
 fn listener(
@@ -119,13 +155,21 @@ fn listener(
     }
     let address = match msg(l, "address") {
         Some(a) => socket_address(&a, &format!("{path}.address"))?,
-        None => return Err(ConfigError::at(format!("{path}.address"), "a listener needs an address")),
+        None => {
+            return Err(ConfigError::at(
+                format!("{path}.address"),
+                "a listener needs an address",
+            ))
+        }
     };
     let chains = list(l, "filter_chains");
     if chains.len() != 1 {
         return Err(ConfigError::at(
             format!("{path}.filter_chains"),
-            format!("exactly one filter chain is supported (found {})", chains.len()),
+            format!(
+                "exactly one filter chain is supported (found {})",
+                chains.len()
+            ),
         ));
     }
     let filters = list(as_msg(&chains[0]), "filters");
@@ -133,7 +177,10 @@ fn listener(
     if filters.len() != 1 {
         return Err(ConfigError::at(
             fpath,
-            format!("exactly one network filter (tcp_proxy) is supported (found {})", filters.len()),
+            format!(
+                "exactly one network filter (tcp_proxy) is supported (found {})",
+                filters.len()
+            ),
         ));
     }
     let fpath = format!("{fpath}{}.typed_config", element_label(0, &filters[0]));
@@ -142,15 +189,32 @@ fn listener(
     };
     let tp = unpack_any(&any).map_err(|e| ConfigError::at(fpath.clone(), e))?;
     if tp.descriptor().full_name() != TCP_PROXY {
-        return Err(ConfigError::at(fpath, format!("network filter {} is not supported here", tp.descriptor().full_name())));
+        return Err(ConfigError::at(
+            fpath,
+            format!(
+                "network filter {} is not supported here",
+                tp.descriptor().full_name()
+            ),
+        ));
     }
-    Ok(Listener { name, address, filter: NetworkFilter::TcpProxy(tcp_proxy(&tp, &fpath, clusters)?) })
+    Ok(Listener {
+        name,
+        address,
+        filter: NetworkFilter::TcpProxy(tcp_proxy(&tp, &fpath, clusters)?),
+    })
 }
 
-fn tcp_proxy(tp: &DynamicMessage, path: &str, clusters: &HashMap<String, ClusterId>) -> Result<TcpProxy, ConfigError> {
+fn tcp_proxy(
+    tp: &DynamicMessage,
+    path: &str,
+    clusters: &HashMap<String, ClusterId>,
+) -> Result<TcpProxy, ConfigError> {
     let stat_prefix = string(tp, "stat_prefix");
     if stat_prefix.is_empty() {
-        return Err(ConfigError::at(format!("{path}.stat_prefix"), "tcp_proxy needs a stat_prefix"));
+        return Err(ConfigError::at(
+            format!("{path}.stat_prefix"),
+            "tcp_proxy needs a stat_prefix",
+        ));
     }
     let resolve = |name: &str, p: String| {
         clusters
@@ -170,23 +234,39 @@ fn tcp_proxy(tp: &DynamicMessage, path: &str, clusters: &HashMap<String, Cluster
             if weight == 0 {
                 return Err(ConfigError::at(format!("{p}.weight"), "must be at least 1"));
             }
-            targets.push(WeightedCluster { cluster: resolve(&string(cw, "name"), format!("{p}.name"))?, weight });
+            targets.push(WeightedCluster {
+                cluster: resolve(&string(cw, "name"), format!("{p}.name"))?,
+                weight,
+            });
         }
         if targets.is_empty() {
-            return Err(ConfigError::at(format!("{path}.weighted_clusters.clusters"), "needs at least one cluster"));
+            return Err(ConfigError::at(
+                format!("{path}.weighted_clusters.clusters"),
+                "needs at least one cluster",
+            ));
         }
     } else {
         let name = string(tp, "cluster");
         if name.is_empty() {
-            return Err(ConfigError::at(path, "tcp_proxy needs cluster or weighted_clusters"));
+            return Err(ConfigError::at(
+                path,
+                "tcp_proxy needs cluster or weighted_clusters",
+            ));
         }
-        targets.push(WeightedCluster { cluster: resolve(&name, format!("{path}.cluster"))?, weight: 1 });
+        targets.push(WeightedCluster {
+            cluster: resolve(&name, format!("{path}.cluster"))?,
+            weight: 1,
+        });
     }
     let idle_timeout = match msg(tp, "idle_timeout") {
         Some(d) => Some(duration(&d, &format!("{path}.idle_timeout"))?).filter(|d| !d.is_zero()),
         None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
     };
-    Ok(TcpProxy { stat_prefix, targets, idle_timeout })
+    Ok(TcpProxy {
+        stat_prefix,
+        targets,
+        idle_timeout,
+    })
 }
 
 // === reflective accessors (config time only) ===
@@ -223,7 +303,10 @@ fn string(m: &DynamicMessage, field: &str) -> String {
 }
 
 fn enum_name(m: &DynamicMessage, field: &str) -> String {
-    let fd = m.descriptor().get_field_by_name(field).expect("field exists");
+    let fd = m
+        .descriptor()
+        .get_field_by_name(field)
+        .expect("field exists");
     let n = match m.get_field_by_name(field).as_deref() {
         Some(Value::EnumNumber(n)) => *n,
         _ => 0,
@@ -264,14 +347,20 @@ fn socket_address(address: &DynamicMessage, path: &str) -> Result<SocketAddr, Co
     let ip: IpAddr = host.parse().map_err(|_| {
         ConfigError::at(
             format!("{path}.socket_address.address"),
-            format!("{host:?} is not an IP address (STATIC clusters and listeners take IP literals)"),
+            format!(
+                "{host:?} is not an IP address (STATIC clusters and listeners take IP literals)"
+            ),
         )
     })?;
     let port = match sa.get_field_by_name("port_value").as_deref() {
         Some(Value::U32(p)) => *p,
         _ => 0,
     };
-    let port = u16::try_from(port)
-        .map_err(|_| ConfigError::at(format!("{path}.socket_address.port_value"), format!("port {port} is out of range")))?;
+    let port = u16::try_from(port).map_err(|_| {
+        ConfigError::at(
+            format!("{path}.socket_address.port_value"),
+            format!("port {port} is out of range"),
+        )
+    })?;
     Ok(SocketAddr::new(ip, port))
 }

@@ -15,7 +15,9 @@ static DESCRIPTORS: &[u8] = include_bytes!("../../descriptors/envoy.bin");
 /// The Envoy v3 API descriptor pool, decoded once.
 pub fn descriptor_pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| DescriptorPool::decode(DESCRIPTORS).expect("embedded Envoy descriptors decode"))
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(DESCRIPTORS).expect("embedded Envoy descriptors decode")
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,17 +46,25 @@ impl Format {
 
 pub(super) fn decode_bootstrap(text: &str, format: Format) -> Result<DynamicMessage, ConfigError> {
     let value: serde_json::Value = match format {
-        Format::Json => serde_json::from_str(text).map_err(|e| ConfigError::at("", format!("invalid JSON: {e}")))?,
-        Format::Yaml => serde_yaml::from_str(text).map_err(|e| ConfigError::at("", format!("invalid YAML: {e}")))?,
+        Format::Json => serde_json::from_str(text)
+            .map_err(|e| ConfigError::at("", format!("invalid JSON: {e}")))?,
+        Format::Yaml => serde_yaml::from_str(text)
+            .map_err(|e| ConfigError::at("", format!("invalid YAML: {e}")))?,
     };
     if !value.is_object() {
-        return Err(ConfigError::at("", "the bootstrap must be a mapping at the top level"));
+        return Err(ConfigError::at(
+            "",
+            "the bootstrap must be a mapping at the top level",
+        ));
     }
     decode_message("envoy.config.bootstrap.v3.Bootstrap", value)
 }
 
 /// Decodes one JSON value as the named Envoy message; errors carry the JSON path.
-pub(super) fn decode_message(type_name: &str, value: serde_json::Value) -> Result<DynamicMessage, ConfigError> {
+pub(super) fn decode_message(
+    type_name: &str,
+    value: serde_json::Value,
+) -> Result<DynamicMessage, ConfigError> {
     let desc = descriptor_pool()
         .get_message_by_name(type_name)
         .unwrap_or_else(|| panic!("{type_name} is in the embedded descriptors"));
@@ -67,8 +77,15 @@ pub(super) fn decode_message(type_name: &str, value: serde_json::Value) -> Resul
             path.clear();
         }
         // The tracker stops at the object that holds an unknown field; name the field itself.
-        if let Some(field) = message.strip_prefix("unrecognized field name '").and_then(|r| r.strip_suffix('\'')) {
-            path = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+        if let Some(field) = message
+            .strip_prefix("unrecognized field name '")
+            .and_then(|r| r.strip_suffix('\''))
+        {
+            path = if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
         }
         ConfigError::at(path, message)
     })

@@ -31,7 +31,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), message: message.into() }
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -66,7 +69,8 @@ pub fn load(text: &str, format: Format) -> Result<Bootstrap, ConfigError> {
 /// Loads a bootstrap from raw bytes of unknown format (used by the fuzz target and for
 /// files without a telling extension).
 pub fn load_bytes(bytes: &[u8]) -> Result<Bootstrap, ConfigError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::at("", format!("config is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ConfigError::at("", format!("config is not UTF-8: {e}")))?;
     load(text, Format::sniff(text))
 }
 

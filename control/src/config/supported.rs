@@ -11,25 +11,66 @@ use super::ConfigError;
 
 /// Message type -> the fields zerohop implements for it.
 const FIELDS: &[(&str, &[&str])] = &[
-    ("envoy.config.bootstrap.v3.Bootstrap", &["node", "static_resources", "admin"]),
-    ("envoy.config.bootstrap.v3.Bootstrap.StaticResources", &["listeners", "clusters"]),
+    (
+        "envoy.config.bootstrap.v3.Bootstrap",
+        &["node", "static_resources", "admin"],
+    ),
+    (
+        "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
+        &["listeners", "clusters"],
+    ),
     ("envoy.config.bootstrap.v3.Admin", &["address"]),
     ("envoy.config.core.v3.Node", &["id", "cluster", "metadata"]),
     ("envoy.config.core.v3.Address", &["socket_address"]),
-    ("envoy.config.core.v3.SocketAddress", &["address", "port_value"]),
-    ("envoy.config.listener.v3.Listener", &["name", "address", "filter_chains"]),
+    (
+        "envoy.config.core.v3.SocketAddress",
+        &["address", "port_value"],
+    ),
+    (
+        "envoy.config.listener.v3.Listener",
+        &["name", "address", "filter_chains"],
+    ),
     ("envoy.config.listener.v3.FilterChain", &["name", "filters"]),
     ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
     (
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-        &["stat_prefix", "cluster", "weighted_clusters", "idle_timeout"],
+        &[
+            "stat_prefix",
+            "cluster",
+            "weighted_clusters",
+            "idle_timeout",
+        ],
     ),
-    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", &["clusters"]),
-    ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", &["name", "weight"]),
-    ("envoy.config.cluster.v3.Cluster", &["name", "type", "connect_timeout", "lb_policy", "load_assignment"]),
-    ("envoy.config.endpoint.v3.ClusterLoadAssignment", &["cluster_name", "endpoints"]),
-    ("envoy.config.endpoint.v3.LocalityLbEndpoints", &["lb_endpoints"]),
-    ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint", "load_balancing_weight"]),
+    (
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster",
+        &["clusters"],
+    ),
+    (
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight",
+        &["name", "weight"],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster",
+        &[
+            "name",
+            "type",
+            "connect_timeout",
+            "lb_policy",
+            "load_assignment",
+        ],
+    ),
+    (
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        &["cluster_name", "endpoints"],
+    ),
+    (
+        "envoy.config.endpoint.v3.LocalityLbEndpoints",
+        &["lb_endpoints"],
+    ),
+    (
+        "envoy.config.endpoint.v3.LbEndpoint",
+        &["endpoint", "load_balancing_weight"],
+    ),
     ("envoy.config.endpoint.v3.Endpoint", &["address"]),
 ];
 
@@ -61,7 +102,11 @@ fn walk(msg: &DynamicMessage, path: &mut String) -> Result<(), ConfigError> {
         }
         return walk(&inner, path);
     }
-    let allowed = FIELDS.iter().find(|(t, _)| *t == type_name).map(|(_, f)| *f).unwrap_or(&[]);
+    let allowed = FIELDS
+        .iter()
+        .find(|(t, _)| *t == type_name)
+        .map(|(_, f)| *f)
+        .unwrap_or(&[]);
     for (field, value) in msg.fields() {
         let len = path.len();
         if !path.is_empty() {
@@ -71,7 +116,11 @@ fn walk(msg: &DynamicMessage, path: &mut String) -> Result<(), ConfigError> {
         if !allowed.contains(&field.name()) {
             return Err(ConfigError::at(
                 path.clone(),
-                format!("field {}.{} is not supported by zerohop", type_name, field.name()),
+                format!(
+                    "field {}.{} is not supported by zerohop",
+                    type_name,
+                    field.name()
+                ),
             ));
         }
         walk_value(value, path)?;

@@ -38,26 +38,44 @@ fn envoy_bootstrap_compiles_with_defaults() {
     let s = &b.snapshot;
     assert_eq!(s.clusters[0].connect_timeout, Duration::from_millis(250));
     assert_eq!(s.clusters[0].lb_policy, LbPolicy::RoundRobin);
-    assert_eq!(s.clusters[0].endpoints[1].address, "[::1]:8081".parse().unwrap());
+    assert_eq!(
+        s.clusters[0].endpoints[1].address,
+        "[::1]:8081".parse().unwrap()
+    );
     assert_eq!(s.clusters[0].endpoints[1].weight, 3);
     assert_eq!(s.clusters[0].endpoints[0].weight, 1);
     let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter;
-    assert_eq!(t.idle_timeout, Some(Duration::from_secs(3600)), "Envoy's default idle timeout");
+    assert_eq!(
+        t.idle_timeout,
+        Some(Duration::from_secs(3600)),
+        "Envoy's default idle timeout"
+    );
     assert_eq!(t.targets.len(), 1);
 }
 
 #[test]
 fn json_and_camel_case_load_the_same_config() {
     let value: serde_json::Value = serde_yaml::from_str(BASE).unwrap();
-    let json = serde_json::to_string(&value).unwrap().replace("connect_timeout", "connectTimeout");
-    assert_eq!(load(&json, Format::Json).unwrap(), load(BASE, Format::Yaml).unwrap());
-    assert_eq!(load_bytes(json.as_bytes()).unwrap(), load(BASE, Format::Yaml).unwrap());
+    let json = serde_json::to_string(&value)
+        .unwrap()
+        .replace("connect_timeout", "connectTimeout");
+    assert_eq!(
+        load(&json, Format::Json).unwrap(),
+        load(BASE, Format::Yaml).unwrap()
+    );
+    assert_eq!(
+        load_bytes(json.as_bytes()).unwrap(),
+        load(BASE, Format::Yaml).unwrap()
+    );
 }
 
 #[test]
 fn the_embedded_default_config_loads() {
     let b = load(DEFAULT_CONFIG, Format::Yaml).unwrap();
-    assert_eq!(b.snapshot.listeners[0].address, "127.0.0.1:10000".parse().unwrap());
+    assert_eq!(
+        b.snapshot.listeners[0].address,
+        "127.0.0.1:10000".parse().unwrap()
+    );
     assert_eq!(b.admin_address, Some("127.0.0.1:9901".parse().unwrap()));
 }
 
@@ -69,7 +87,10 @@ fn weighted_clusters_and_disabled_idle_timeout() {
     );
     let s = load(&yaml, Format::Yaml).unwrap().snapshot;
     let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter;
-    assert_eq!(t.targets.iter().map(|w| w.weight).collect::<Vec<_>>(), vec![3, 1]);
+    assert_eq!(
+        t.targets.iter().map(|w| w.weight).collect::<Vec<_>>(),
+        vec![3, 1]
+    );
     assert_eq!(t.idle_timeout, None);
 }
 
@@ -81,8 +102,14 @@ fn misspelled_field_is_refused_with_its_path() {
 
 #[test]
 fn unimplemented_field_is_refused_naming_resource_and_field() {
-    let e = err(&BASE.replace("    type: STATIC", "    type: STATIC\n    per_connection_buffer_limit_bytes: 1024"));
-    assert_eq!(e.path, "static_resources.clusters[0](backend).per_connection_buffer_limit_bytes");
+    let e = err(&BASE.replace(
+        "    type: STATIC",
+        "    type: STATIC\n    per_connection_buffer_limit_bytes: 1024",
+    ));
+    assert_eq!(
+        e.path,
+        "static_resources.clusters[0](backend).per_connection_buffer_limit_bytes"
+    );
     assert!(e.message.contains("not supported by zerohop"), "{e}");
 }
 
@@ -113,7 +140,10 @@ fn unimplemented_extension_is_refused() {
         "\"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: front\n          cluster: backend",
         "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: front",
     ));
-    assert!(e.message.contains("HttpConnectionManager is not supported"), "{e}");
+    assert!(
+        e.message.contains("HttpConnectionManager is not supported"),
+        "{e}"
+    );
     assert!(e.path.ends_with("typed_config"), "{e}");
 }
 
@@ -128,8 +158,15 @@ fn malformed_values_are_refused_with_their_path() {
     let e = err(&BASE.replace("0.25s", "quarter second"));
     assert_eq!(e.path, "static_resources.clusters[0].connect_timeout");
     let e = err(&BASE.replace("port_value: 8080", "port_value: 70000"));
-    assert!(e.path.ends_with("lb_endpoints[0].endpoint.address.socket_address.port_value"), "{e}");
-    let e = err(&BASE.replace("address: 127.0.0.1, port_value: 8080", "address: backend.local, port_value: 8080"));
+    assert!(
+        e.path
+            .ends_with("lb_endpoints[0].endpoint.address.socket_address.port_value"),
+        "{e}"
+    );
+    let e = err(&BASE.replace(
+        "address: 127.0.0.1, port_value: 8080",
+        "address: backend.local, port_value: 8080",
+    ));
     assert!(e.message.contains("not an IP address"), "{e}");
     let e = err(&BASE.replace("load_balancing_weight: 3", "load_balancing_weight: 0"));
     assert!(e.path.ends_with("load_balancing_weight"), "{e}");
@@ -141,6 +178,9 @@ fn duplicate_names_and_structural_errors_are_refused() {
     assert!(err(&dup).message.contains("duplicate cluster name"));
     assert!(err("- just\n- a list\n").message.contains("mapping"));
     assert!(err("static_resources: [").message.contains("invalid YAML"));
-    let no_chain = BASE.replace("    filter_chains:\n", "    filter_chains: []\n    unused:\n");
+    let no_chain = BASE.replace(
+        "    filter_chains:\n",
+        "    filter_chains: []\n    unused:\n",
+    );
     assert!(load(&no_chain, Format::Yaml).is_err());
 }

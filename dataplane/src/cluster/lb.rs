@@ -62,11 +62,18 @@ impl WeightedPick {
 #[derive(Debug)]
 pub enum Balancer {
     /// All weights equal: a plain rotating index.
-    RoundRobin { next: Cell<usize>, len: usize },
+    RoundRobin {
+        next: Cell<usize>,
+        len: usize,
+    },
     /// Smooth weighted round robin (as nginx): each pick adds every weight to its running
     /// score and takes the highest, then lowers it by the total. Picks interleave in
     /// proportion to weight. O(endpoints) per pick, per connection, not per byte.
-    WeightedRoundRobin { weights: Vec<i64>, scores: RefCell<Vec<i64>>, total: i64 },
+    WeightedRoundRobin {
+        weights: Vec<i64>,
+        scores: RefCell<Vec<i64>>,
+        total: i64,
+    },
     Random(WeightedPick),
 }
 
@@ -76,12 +83,19 @@ impl Balancer {
         match policy {
             LbPolicy::Random => Balancer::Random(WeightedPick::new(weights())),
             LbPolicy::RoundRobin if endpoints.windows(2).all(|w| w[0].weight == w[1].weight) => {
-                Balancer::RoundRobin { next: Cell::new(0), len: endpoints.len() }
+                Balancer::RoundRobin {
+                    next: Cell::new(0),
+                    len: endpoints.len(),
+                }
             }
             LbPolicy::RoundRobin => {
                 let weights: Vec<i64> = weights().map(i64::from).collect();
                 let total = weights.iter().sum();
-                Balancer::WeightedRoundRobin { scores: RefCell::new(vec![0; weights.len()]), weights, total }
+                Balancer::WeightedRoundRobin {
+                    scores: RefCell::new(vec![0; weights.len()]),
+                    weights,
+                    total,
+                }
             }
         }
     }
@@ -95,7 +109,11 @@ impl Balancer {
                 next.set(if i + 1 == *len { 0 } else { i + 1 });
                 Some(i)
             }
-            Balancer::WeightedRoundRobin { weights, scores, total } => {
+            Balancer::WeightedRoundRobin {
+                weights,
+                scores,
+                total,
+            } => {
                 let mut scores = scores.borrow_mut();
                 let mut best = 0;
                 for i in 0..scores.len() {

@@ -32,22 +32,35 @@ pub async fn serve(shard: Rc<Shard>, cfg: Rc<ShardConfig>, slot: usize, down: Tc
     let (cluster, endpoint) = cfg.pick(&route, &shard.rng);
     let Some(addr) = endpoint else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
-        log::debug!("{}: cluster {} has no endpoint", route.listener_name, cluster.name);
+        log::debug!(
+            "{}: cluster {} has no endpoint",
+            route.listener_name,
+            cluster.name
+        );
         return;
     };
-    let up = match monoio::time::timeout(cluster.connect_timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            stats.inc(Counter::UpstreamCxConnectFail);
-            log::debug!("{}: connect to {addr} ({}): {e}", route.listener_name, cluster.name);
-            return;
-        }
-        Err(_) => {
-            stats.inc(Counter::UpstreamCxConnectTimeout);
-            log::debug!("{}: connect to {addr} ({}) timed out", route.listener_name, cluster.name);
-            return;
-        }
-    };
+    let up =
+        match monoio::time::timeout(cluster.connect_timeout, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                stats.inc(Counter::UpstreamCxConnectFail);
+                log::debug!(
+                    "{}: connect to {addr} ({}): {e}",
+                    route.listener_name,
+                    cluster.name
+                );
+                return;
+            }
+            Err(_) => {
+                stats.inc(Counter::UpstreamCxConnectTimeout);
+                log::debug!(
+                    "{}: connect to {addr} ({}) timed out",
+                    route.listener_name,
+                    cluster.name
+                );
+                return;
+            }
+        };
     stats.inc(Counter::UpstreamCxTotal);
     for s in [&down, &up] {
         let _ = s.set_nodelay(true);
@@ -61,8 +74,16 @@ pub async fn serve(shard: Rc<Shard>, cfg: Rc<ShardConfig>, slot: usize, down: Tc
 
 async fn proxy(shard: &Shard, down: &TcpStream, up: &TcpStream, idle: Option<Duration>) {
     let last = Cell::new(Instant::now());
-    let ctx = |bytes| Ctx { pools: &shard.pools, stats: shard.stats, last_activity: &last, bytes };
-    let (rx, tx) = (ctx(Counter::DownstreamCxRxBytes), ctx(Counter::DownstreamCxTxBytes));
+    let ctx = |bytes| Ctx {
+        pools: &shard.pools,
+        stats: shard.stats,
+        last_activity: &last,
+        bytes,
+    };
+    let (rx, tx) = (
+        ctx(Counter::DownstreamCxRxBytes),
+        ctx(Counter::DownstreamCxTxBytes),
+    );
     let mut upstream = pin!(pump(down, up, &rx));
     let mut downstream = pin!(pump(up, down, &tx));
     let mut idle_timer = pin!(idle_timeout(&last, idle));

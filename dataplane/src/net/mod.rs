@@ -28,7 +28,10 @@ pub struct Pools {
 
 impl Pools {
     pub fn take_buffer(&self) -> Box<[u8]> {
-        self.buffers.borrow_mut().pop().unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+        self.buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
     }
 
     pub fn give_buffer(&self, buf: Box<[u8]>) {
@@ -44,7 +47,9 @@ impl Pools {
         if let Some(p) = self.pipes.borrow_mut().pop() {
             return Some(p);
         }
-        Pipe::new(PIPE_SIZE).map_err(|e| log::debug!("pipe2: {e}; copying instead of splicing")).ok()
+        Pipe::new(PIPE_SIZE)
+            .map_err(|e| log::debug!("pipe2: {e}; copying instead of splicing"))
+            .ok()
     }
 
     /// Returns an empty pipe to the pool. A pipe that may still hold bytes must be dropped.

@@ -36,7 +36,9 @@ pub struct Ctx<'a> {
 
 enum Step {
     /// Bytes moved; `more` when the source probably has more (the read filled its buffer).
-    Moved { more: bool },
+    Moved {
+        more: bool,
+    },
     WouldBlock,
     End(End),
 }
@@ -68,7 +70,12 @@ pub async fn pump(from: &TcpStream, to: &TcpStream, ctx: &Ctx<'_>) -> End {
     end
 }
 
-async fn copy_once(from: &TcpStream, to: &TcpStream, ctx: &Ctx<'_>, pipe: &mut Option<Pipe>) -> Step {
+async fn copy_once(
+    from: &TcpStream,
+    to: &TcpStream,
+    ctx: &Ctx<'_>,
+    pipe: &mut Option<Pipe>,
+) -> Step {
     let mut buf = ctx.pools.take_buffer();
     let step = match sys::recv(from.as_raw_fd(), &mut buf) {
         Ok(0) => Step::End(End::Eof),
@@ -80,7 +87,9 @@ async fn copy_once(from: &TcpStream, to: &TcpStream, ctx: &Ctx<'_>, pipe: &mut O
                         // A full buffer means bulk: move the rest of this direction by splice.
                         *pipe = ctx.pools.take_pipe();
                     }
-                    Step::Moved { more: n == BUF_SIZE }
+                    Step::Moved {
+                        more: n == BUF_SIZE,
+                    }
                 }
                 Err(_) => Step::End(End::SinkReset),
             }
@@ -111,7 +120,9 @@ async fn splice_once(from: &TcpStream, to: &TcpStream, pipe: &Pipe, ctx: &Ctx<'_
             Err(_) => return Step::End(End::SinkReset),
         }
     }
-    Step::Moved { more: n == pipe.capacity }
+    Step::Moved {
+        more: n == pipe.capacity,
+    }
 }
 
 fn read_error(e: io::Error) -> Step {

@@ -37,7 +37,14 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// `send(2)` with MSG_DONTWAIT | MSG_NOSIGNAL (a reset peer gives EPIPE, not SIGPIPE).
 pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: buf is a valid readable region of buf.len() bytes for the duration of the call.
-    check(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
+    check(unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
 }
 
 /// Non-blocking `splice(2)` of up to `len` bytes from `from` to `to` (one must be a pipe).
@@ -69,7 +76,9 @@ impl Pipe {
     pub fn new(size: usize) -> io::Result<Pipe> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: pipe2 writes two descriptors into a valid [c_int; 2].
-        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } as isize)?;
+        check(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } as isize,
+        )?;
         // SAFETY: pipe2 succeeded, so both are fresh descriptors that nothing else owns.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // Best effort: a larger pipe moves more per splice; the default (64 KiB) also works,
@@ -77,8 +86,13 @@ impl Pipe {
         // SAFETY: fcntl F_SETPIPE_SZ on our own pipe, int argument.
         let _ = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
         // SAFETY: F_GETPIPE_SZ on our own pipe.
-        let capacity = check(unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) } as isize)?;
-        Ok(Pipe { read, write, capacity })
+        let capacity =
+            check(unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) } as isize)?;
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
     }
 }
 
@@ -90,7 +104,10 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
 
 /// `SO_LINGER {on, 0}`: the next close sends RST instead of FIN (used to forward a reset).
 pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt with a pointer to a live `linger` and its exact size.
     check(unsafe {
         libc::setsockopt(
@@ -106,10 +123,19 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
 
 /// Creates a listening TCP socket with SO_REUSEADDR and SO_REUSEPORT, so that every shard
 /// can bind its own socket to the same address and the kernel spreads connections.
-pub fn reuseport_listener(addr: std::net::SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+pub fn reuseport_listener(
+    addr: std::net::SocketAddr,
+    backlog: i32,
+) -> io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: socket() returns a new descriptor or -1.
-    let fd = check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) } as isize)? as RawFd;
+    let fd =
+        check(unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) } as isize)?
+            as RawFd;
     // SAFETY: fd is a fresh socket that nothing else owns; OwnedFd closes it on error paths.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
@@ -127,7 +153,9 @@ pub fn reuseport_listener(addr: std::net::SocketAddr, backlog: i32) -> io::Resul
     }
     let (storage, len) = sockaddr(addr);
     // SAFETY: storage holds a valid sockaddr of `len` bytes for addr's family.
-    check(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } as isize)?;
+    check(
+        unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } as isize,
+    )?;
     // SAFETY: listen on our bound socket.
     check(unsafe { libc::listen(fd, backlog) } as isize)?;
     Ok(std::net::TcpListener::from(owned))
@@ -139,18 +167,26 @@ fn sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::sockle
     let len = match addr {
         std::net::SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-            let sin = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
             std::mem::size_of::<libc::sockaddr_in>()
         }
         std::net::SocketAddr::V6(a) => {
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
             sin6.sin6_flowinfo = a.flowinfo();
             sin6.sin6_scope_id = a.scope_id();
             std::mem::size_of::<libc::sockaddr_in6>()
@@ -161,7 +197,10 @@ fn sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::sockle
 
 /// Raises RLIMIT_NOFILE to its hard limit: every proxied connection costs two descriptors.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit with a pointer to a live rlimit.
     check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } as isize)?;
     r.rlim_cur = r.rlim_max;

@@ -34,31 +34,53 @@ pub struct TcpRoute<'a> {
 impl ShardConfig {
     /// `bound` names the listeners whose sockets this shard holds, by slot.
     pub fn build(generation: u64, snapshot: Snapshot, bound: &[String]) -> ShardConfig {
-        let balancers = snapshot.clusters.iter().map(|c| Balancer::new(c.lb_policy, &c.endpoints)).collect();
+        let balancers = snapshot
+            .clusters
+            .iter()
+            .map(|c| Balancer::new(c.lb_policy, &c.endpoints))
+            .collect();
         let routes = bound
             .iter()
             .map(|name| {
                 let listener = snapshot.listeners.iter().position(|l| &l.name == name)?;
                 let NetworkFilter::TcpProxy(tp) = &snapshot.listeners[listener].filter;
-                Some(Route { listener, targets: WeightedPick::new(tp.targets.iter().map(|t| t.weight)) })
+                Some(Route {
+                    listener,
+                    targets: WeightedPick::new(tp.targets.iter().map(|t| t.weight)),
+                })
             })
             .collect();
-        ShardConfig { generation, snapshot, balancers, routes }
+        ShardConfig {
+            generation,
+            snapshot,
+            balancers,
+            routes,
+        }
     }
 
     pub fn route(&self, slot: usize) -> Option<TcpRoute<'_>> {
         let r = self.routes.get(slot)?.as_ref()?;
         let l = &self.snapshot.listeners[r.listener];
         let NetworkFilter::TcpProxy(proxy) = &l.filter;
-        Some(TcpRoute { listener_name: &l.name, proxy, targets: &r.targets })
+        Some(TcpRoute {
+            listener_name: &l.name,
+            proxy,
+            targets: &r.targets,
+        })
     }
 
     /// Picks the target cluster (weighted) and an endpoint in it.
-    pub fn pick(&self, route: &TcpRoute<'_>, rng: &crate::cluster::Rng) -> (&Cluster, Option<std::net::SocketAddr>) {
+    pub fn pick(
+        &self,
+        route: &TcpRoute<'_>,
+        rng: &crate::cluster::Rng,
+    ) -> (&Cluster, Option<std::net::SocketAddr>) {
         let t = route.targets.pick(rng).unwrap_or(0);
         let id = route.proxy.targets[t].cluster.index();
         let cluster = &self.snapshot.clusters[id];
-        let endpoint = self.balancers[id].pick(rng).map(|i| cluster.endpoints[i].address);
+        let endpoint = self.balancers[id]
+            .pick(rng)
+            .map(|i| cluster.endpoints[i].address);
         (cluster, endpoint)
     }
 }

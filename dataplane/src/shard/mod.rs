@@ -77,7 +77,11 @@ pub fn run(spec: Spec) {
     let uring = match spec.driver {
         IoDriver::Epoll => None,
         IoDriver::Uring | IoDriver::Auto => {
-            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build() {
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(1024)
+                .enable_timer()
+                .build()
+            {
                 Ok(rt) => Some(rt),
                 Err(e) if spec.driver == IoDriver::Auto => {
                     log::warn!(
@@ -88,13 +92,18 @@ pub fn run(spec: Spec) {
                     None
                 }
                 Err(e) => {
-                    log::error!("shard {}: io_uring unavailable ({e}) and --io-driver uring was given", spec.id);
+                    log::error!(
+                        "shard {}: io_uring unavailable ({e}) and --io-driver uring was given",
+                        spec.id
+                    );
                     std::process::exit(1);
                 }
             }
         }
     };
-    let cpu = spec.core.map_or("unpinned".to_owned(), |c| format!("cpu {}", c.id));
+    let cpu = spec
+        .core
+        .map_or("unpinned".to_owned(), |c| format!("cpu {}", c.id));
     match uring {
         Some(mut rt) => {
             log::info!("shard {}: io_uring driver, {cpu}", spec.id);
@@ -114,7 +123,13 @@ pub fn run(spec: Spec) {
 /// `epoll`: the shard runs monoio's legacy driver, which needs O_NONBLOCK listeners (its
 /// `from_std` keeps a blocking socket blocking, and a blocking accept4 would stall the shard).
 async fn main(spec: Spec, epoll: bool) {
-    let Spec { id, seg, listeners, drain_timeout, .. } = spec;
+    let Spec {
+        id,
+        seg,
+        listeners,
+        drain_timeout,
+        ..
+    } = spec;
     let bound: Vec<String> = listeners.iter().map(|(n, _)| n.clone()).collect();
     let seed = zerohop_proto::shm::monotonic_ns() ^ ((id as u64 + 1) << 32);
     let shard = Rc::new(Shard {
@@ -147,7 +162,10 @@ async fn main(spec: Spec, epoll: bool) {
             Err(e) => log::error!("shard {id}: listener {name}: {e}"),
         }
     }
-    log::debug!("shard {id}: accepting on {} listeners", shard.accepting.get());
+    log::debug!(
+        "shard {id}: accepting on {} listeners",
+        shard.accepting.get()
+    );
 
     while !DRAINING.load(Ordering::Relaxed) {
         monoio::time::sleep(TICK).await;
@@ -217,7 +235,8 @@ impl Shard {
             ReadOutcome::New { generation, bytes } => match codec::decode(&bytes) {
                 Ok(snapshot) => {
                     self.warn_listener_changes(&snapshot);
-                    *self.config.borrow_mut() = Rc::new(ShardConfig::build(generation, snapshot, &self.bound));
+                    *self.config.borrow_mut() =
+                        Rc::new(ShardConfig::build(generation, snapshot, &self.bound));
                     self.seg.ack(self.id, generation);
                     self.stats.inc(Counter::ConfigApplied);
                     log::debug!("shard {}: applied generation {generation}", self.id);
@@ -245,12 +264,17 @@ impl Shard {
         }
         for l in &s.listeners {
             if !self.bound.contains(&l.name) {
-                log::warn!("listener {} is new in this generation; it is bound only on restart", l.name);
+                log::warn!(
+                    "listener {} is new in this generation; it is bound only on restart",
+                    l.name
+                );
             }
         }
         for name in &self.bound {
             if !s.listeners.iter().any(|l| &l.name == name) {
-                log::warn!("listener {name} was removed; its new connections are closed until restart");
+                log::warn!(
+                    "listener {name} was removed; its new connections are closed until restart"
+                );
             }
         }
     }

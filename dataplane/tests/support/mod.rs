@@ -23,7 +23,11 @@ pub fn bin() -> PathBuf {
 
 pub fn control_bin() -> PathBuf {
     let p = bin().with_file_name("zerohop-control");
-    assert!(p.exists(), "{} is missing: run the tests with `cargo test --workspace`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        p.display()
+    );
     p
 }
 
@@ -44,7 +48,12 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { shards: 1, driver: "auto", memlock_zero: false, drain_timeout: "5" }
+        Opts {
+            shards: 1,
+            driver: "auto",
+            memlock_zero: false,
+            drain_timeout: "5",
+        }
     }
 }
 
@@ -81,7 +90,12 @@ impl Proxy {
             .arg(&cfg)
             .arg("--shm")
             .arg(&shm)
-            .args(["--shards", &opts.shards.to_string(), "--io-driver", opts.driver])
+            .args([
+                "--shards",
+                &opts.shards.to_string(),
+                "--io-driver",
+                opts.driver,
+            ])
             .args(["--drain-timeout", opts.drain_timeout, "--log-level", "info"])
             .arg("--control-bin")
             .arg(control_bin())
@@ -90,13 +104,23 @@ impl Proxy {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn zerohop");
         let (log, lines) = capture(child.stderr.take().unwrap());
-        let mut proxy = Proxy { child: Some(child), listeners: HashMap::new(), shm, log, lines };
+        let mut proxy = Proxy {
+            child: Some(child),
+            listeners: HashMap::new(),
+            shm,
+            log,
+            lines,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let line = proxy.next_line(deadline).unwrap_or_else(|| panic!("zerohop did not start:\n{}", proxy.log()));
+            let line = proxy
+                .next_line(deadline)
+                .unwrap_or_else(|| panic!("zerohop did not start:\n{}", proxy.log()));
             if let Some(rest) = line.split("listener ").nth(1) {
                 if let Some((name, addr)) = rest.split_once(" listening on ") {
-                    proxy.listeners.insert(name.to_owned(), addr.trim().parse().unwrap());
+                    proxy
+                        .listeners
+                        .insert(name.to_owned(), addr.trim().parse().unwrap());
                 }
             }
             if line.contains("zerohop serving generation") {
@@ -106,7 +130,9 @@ impl Proxy {
     }
 
     fn next_line(&self, deadline: Instant) -> Option<String> {
-        self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+        self.lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()
     }
 
     /// Waits until a log line containing `needle` appears.
@@ -124,7 +150,10 @@ impl Proxy {
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
-        *self.listeners.get(listener).unwrap_or_else(|| panic!("no listener {listener}: {:?}", self.listeners))
+        *self
+            .listeners
+            .get(listener)
+            .unwrap_or_else(|| panic!("no listener {listener}: {:?}", self.listeners))
     }
 
     pub fn log(&self) -> String {
@@ -135,7 +164,12 @@ impl Proxy {
     pub fn counters(&self) -> Vec<Vec<u64>> {
         let seg = Segment::open(&self.shm).expect("open segment");
         (0..seg.active_shards())
-            .map(|s| seg.shard_counters(s).iter().map(|c| c.load(Ordering::Relaxed)).collect())
+            .map(|s| {
+                seg.shard_counters(s)
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .collect()
+            })
             .collect()
     }
 
@@ -160,14 +194,18 @@ impl Proxy {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
     /// SIGTERM, then waits for exit.
     pub fn terminate(mut self) -> ExitStatus {
         self.signal("TERM");
-        self.wait_exit(Duration::from_secs(20)).expect("zerohop exits after SIGTERM")
+        self.wait_exit(Duration::from_secs(20))
+            .expect("zerohop exits after SIGTERM")
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
@@ -196,7 +234,9 @@ impl Drop for Proxy {
     }
 }
 
-fn capture(stderr: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, mpsc::Receiver<String>) {
+fn capture(
+    stderr: impl Read + Send + 'static,
+) -> (Arc<Mutex<Vec<String>>>, mpsc::Receiver<String>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
     let l2 = log.clone();
@@ -213,7 +253,11 @@ fn capture(stderr: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, mpsc
 }
 
 /// An Envoy bootstrap with one tcp_proxy listener `front` (port 0) to cluster `backend`.
-pub fn tcp_proxy_config(endpoints: &[SocketAddr], tcp_extra: &str, connect_timeout: &str) -> String {
+pub fn tcp_proxy_config(
+    endpoints: &[SocketAddr],
+    tcp_extra: &str,
+    connect_timeout: &str,
+) -> String {
     let eps: String = endpoints
         .iter()
         .map(|a| {
@@ -270,13 +314,17 @@ pub fn echo_upstream() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build().unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
             l.set_nonblocking(true).unwrap(); // the legacy driver needs it (see shard::main)
             let l = monoio::net::TcpListener::from_std(l).unwrap();
             loop {
-                let Ok((mut s, _)) = l.accept().await else { continue };
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
                 monoio::spawn(async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     loop {

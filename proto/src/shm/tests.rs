@@ -1,7 +1,11 @@
 use super::*;
 
 fn small() -> Geometry {
-    Geometry { slot_count: 2, slot_size: 4096, shard_capacity: 4 }
+    Geometry {
+        slot_count: 2,
+        slot_size: 4096,
+        shard_capacity: 4,
+    }
 }
 
 #[test]
@@ -9,7 +13,13 @@ fn publish_then_read_then_ack() {
     let seg = Segment::new_in_memory(small()).unwrap();
     assert_eq!(seg.read_current(0), ReadOutcome::Empty);
     assert_eq!(seg.publish(b"one").unwrap(), 1);
-    assert_eq!(seg.read_current(0), ReadOutcome::New { generation: 1, bytes: b"one".to_vec() });
+    assert_eq!(
+        seg.read_current(0),
+        ReadOutcome::New {
+            generation: 1,
+            bytes: b"one".to_vec()
+        }
+    );
     assert_eq!(seg.read_current(1), ReadOutcome::Unchanged);
     seg.set_dataplane(2, 42);
     assert!(!seg.all_applied(1));
@@ -17,7 +27,13 @@ fn publish_then_read_then_ack() {
     seg.ack(1, 1);
     assert!(seg.all_applied(1));
     assert_eq!(seg.publish(b"two").unwrap(), 2);
-    assert_eq!(seg.read_current(1), ReadOutcome::New { generation: 2, bytes: b"two".to_vec() });
+    assert_eq!(
+        seg.read_current(1),
+        ReadOutcome::New {
+            generation: 2,
+            bytes: b"two".to_vec()
+        }
+    );
 }
 
 #[test]
@@ -25,13 +41,22 @@ fn corrupted_slot_is_refused() {
     let seg = Segment::new_in_memory(small()).unwrap();
     seg.publish(b"snapshot bytes").unwrap();
     seg.corrupt_current_slot_for_test(3, 0xff);
-    assert_eq!(seg.read_current(0), ReadOutcome::Corrupt { generation: 1, reason: "checksum mismatch" });
+    assert_eq!(
+        seg.read_current(0),
+        ReadOutcome::Corrupt {
+            generation: 1,
+            reason: "checksum mismatch"
+        }
+    );
 }
 
 #[test]
 fn oversized_snapshot_is_refused_by_the_writer() {
     let seg = Segment::new_in_memory(small()).unwrap();
-    assert!(matches!(seg.publish(&[0; 4097]), Err(PublishError::TooLarge { .. })));
+    assert!(matches!(
+        seg.publish(&[0; 4097]),
+        Err(PublishError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -46,8 +71,19 @@ fn file_segment_is_shared_and_reattached() {
     assert_eq!(a.shard_counters(3)[0].load(Ordering::Relaxed), 7);
     drop(a);
     let c = Segment::create_or_attach(&dir, small()).unwrap();
-    assert_eq!(c.publish(b"y").unwrap(), 2, "a re-attached writer continues the sequence");
-    assert!(Segment::create_or_attach(&dir, Geometry { slot_count: 3, ..small() }).is_err());
+    assert_eq!(
+        c.publish(b"y").unwrap(),
+        2,
+        "a re-attached writer continues the sequence"
+    );
+    assert!(Segment::create_or_attach(
+        &dir,
+        Geometry {
+            slot_count: 3,
+            ..small()
+        }
+    )
+    .is_err());
     std::fs::remove_file(&dir).unwrap();
 }
 
