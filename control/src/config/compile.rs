@@ -99,12 +99,14 @@ fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
     let lb_policy = match enum_name(c, "lb_policy").as_str() {
         "ROUND_ROBIN" => LbPolicy::RoundRobin,
         "RANDOM" => LbPolicy::Random,
-        other => return Err(ConfigError::at(
-            format!("{path}.lb_policy"),
-            format!(
+        other => {
+            return Err(ConfigError::at(
+                format!("{path}.lb_policy"),
+                format!(
                 "lb_policy {other} is not supported by zerohop (supported: ROUND_ROBIN, RANDOM)"
             ),
-        )),
+            ))
+        }
     };
     let mut endpoints = Vec::new();
     if let Some(la) = msg(c, "load_assignment") {

@@ -76,37 +76,31 @@ pub fn run(spec: Spec) {
     }
     let uring = match spec.driver {
         IoDriver::Epoll => None,
-        IoDriver::Uring | IoDriver::Auto => {
-            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .with_entries(1024)
-                .enable_timer()
-                .build()
-            {
-                Ok(rt) => Some(rt),
-                Err(e) if spec.driver == IoDriver::Auto => {
-                    log::warn!(
-                        "shard {}: io_uring unavailable ({e}); falling back to the epoll driver \
-                         (raise RLIMIT_MEMLOCK, see tuning/README.md)",
-                        spec.id
-                    );
-                    None
-                }
-                Err(e) => {
-                    log::error!(
-                        "shard {}: io_uring unavailable ({e}) and --io-driver uring was given",
-                        spec.id
-                    );
-                    std::process::exit(1);
-                }
+        IoDriver::Uring | IoDriver::Auto => match uring_runtime() {
+            Ok(rt) => Some(rt),
+            Err(e) if spec.driver == IoDriver::Auto => {
+                log::warn!(
+                    "shard {}: io_uring unavailable ({e}); falling back to the epoll driver \
+                     (raise RLIMIT_MEMLOCK, see tuning/README.md)",
+                    spec.id
+                );
+                None
             }
-        }
+            Err(e) => {
+                log::error!(
+                    "shard {}: io_uring unavailable ({e}) and --io-driver uring was given",
+                    spec.id
+                );
+                std::process::exit(1);
+            }
+        },
     };
     let cpu = spec
         .core
         .map_or("unpinned".to_owned(), |c| format!("cpu {}", c.id));
     match uring {
-        Some(mut rt) => {
-            log::info!("shard {}: io_uring driver, {cpu}", spec.id);
+        Some((mut rt, mode)) => {
+            log::info!("shard {}: io_uring driver ({mode}), {cpu}", spec.id);
             rt.block_on(main(spec, false))
         }
         None => {
@@ -118,6 +112,46 @@ pub fn run(spec: Spec) {
             rt.block_on(main(spec, true))
         }
     }
+}
+
+/// io_uring set-up modes, best first. Measured with `zerohop-bench l4` (bench/RESULTS.md):
+/// by default the kernel interrupts the shard for every completion (task work signalled
+/// like a signal); COOP_TASKRUN defers that to the next kernel entry; SINGLE_ISSUER |
+/// DEFER_TASKRUN (Linux 6.1+) runs it only when the shard waits for completions, which cut
+/// proxy CPU per small exchange from 9.1 to 6.3 us. Older kernels refuse newer flags with
+/// EINVAL, so each mode is tried in turn.
+const URING_MODES: &[(&str, fn(&mut io_uring::Builder))] = &[
+    ("single-issuer, defer-taskrun", |b| {
+        b.setup_single_issuer().setup_defer_taskrun();
+    }),
+    ("coop-taskrun", |b| {
+        b.setup_coop_taskrun();
+    }),
+    ("default", |_| {}),
+];
+
+type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
+
+/// Builds an io_uring runtime in the best mode this kernel accepts.
+fn uring_runtime() -> std::io::Result<(UringRuntime, &'static str)> {
+    let mut last = None;
+    for (name, setup) in URING_MODES {
+        let mut urb = io_uring::IoUring::builder();
+        setup(&mut urb);
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .uring_builder(urb)
+            .with_entries(1024)
+            .enable_timer()
+            .build()
+        {
+            Ok(rt) => return Ok((rt, name)),
+            // EINVAL: this kernel does not know the flags. Anything else (ENOMEM from
+            // RLIMIT_MEMLOCK, EPERM from io_uring_disabled) will not improve with fewer flags.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no io_uring mode")))
 }
 
 /// `epoll`: the shard runs monoio's legacy driver, which needs O_NONBLOCK listeners (its

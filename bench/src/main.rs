@@ -1,0 +1,245 @@
+//! `zerohop-bench`: side-by-side benchmarks. Every figure is measured in one invocation
+//! against a baseline (a direct connection, HAProxy), in interleaved rounds, and reported
+//! with ratios: on a shared machine absolute numbers drift, ratios from one run hold.
+
+mod load;
+mod procstat;
+mod targets;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use targets::Kind;
+
+const HELP: &str = "\
+zerohop-bench: side-by-side benchmarks, reported as ratios
+
+USAGE:
+    zerohop-bench l4 [OPTIONS]
+
+    Runs direct, zerohop (1 shard), HAProxy (1 thread, TCP mode) and HAProxy with
+    `option splice-auto`, each proxy pinned to one CPU and the load on another, and measures:
+      (a) small request/response exchanges over persistent connections: exchanges/s and
+          proxy CPU microseconds per exchange;
+      (b) bulk upload: Gbit/s and GB moved per proxy CPU-second;
+      (c) proxy RSS per idle proxied connection (1,000 connections).
+
+OPTIONS:
+        --seconds N        length of each measurement [default: 5]
+        --rounds N         interleaved rounds; the median is reported [default: 3]
+        --conns N          connections for the exchange test [default: 50]
+        --size N           bytes per request and per response [default: 64]
+        --bulk-conns N     connections for the bulk test [default: 4]
+        --idle N           idle connections for the RSS test [default: 1000]
+        --zerohop PATH     the zerohop binary [default: next to zerohop-bench]
+        --zerohop-arg ARG  an extra flag for zerohop (repeatable), e.g. --zerohop-arg=--io-driver=epoll
+        --no-haproxy       skip HAProxy (when it is not installed)
+        --out FILE         also write the markdown report to FILE
+";
+
+#[derive(Debug)]
+struct Opts {
+    seconds: f64,
+    rounds: usize,
+    conns: usize,
+    size: usize,
+    bulk_conns: usize,
+    idle: usize,
+    zerohop: PathBuf,
+    zerohop_args: Vec<String>,
+    haproxy: bool,
+    out: Option<PathBuf>,
+}
+
+fn parse() -> Result<Opts, lexopt::Error> {
+    use lexopt::prelude::*;
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .unwrap_or_default();
+    let mut o = Opts {
+        seconds: 5.0,
+        rounds: 3,
+        conns: 50,
+        size: 64,
+        bulk_conns: 4,
+        idle: 1000,
+        zerohop: exe_dir.join("zerohop"),
+        zerohop_args: Vec::new(),
+        haproxy: true,
+        out: None,
+    };
+    let mut p = lexopt::Parser::from_env();
+    let mut cmd = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) if cmd.is_none() => cmd = Some(v.string()?),
+            Long("seconds") => o.seconds = p.value()?.parse()?,
+            Long("rounds") => o.rounds = p.value()?.parse()?,
+            Long("conns") => o.conns = p.value()?.parse()?,
+            Long("size") => o.size = p.value()?.parse()?,
+            Long("bulk-conns") => o.bulk_conns = p.value()?.parse()?,
+            Long("idle") => o.idle = p.value()?.parse()?,
+            Long("zerohop") => o.zerohop = p.value()?.into(),
+            Long("zerohop-arg") => o.zerohop_args.push(p.value()?.string()?),
+            Long("no-haproxy") => o.haproxy = false,
+            Long("out") => o.out = Some(p.value()?.into()),
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    match cmd.as_deref() {
+        Some("l4") => Ok(o),
+        _ => Err("expected the `l4` subcommand (see --help)".into()),
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    exch_per_s: f64,
+    cpu_us_per_exch: Option<f64>,
+    gbit_s: f64,
+    gb_per_cpu_s: Option<f64>,
+    rss_per_idle: Option<f64>,
+}
+
+fn main() {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("zerohop-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let proxy_cpu = cores.first().map_or(0, |c| c.id);
+    let load_core = cores.last().copied().filter(|_| cores.len() > 1);
+    let dur = Duration::from_secs_f64(o.seconds);
+
+    let echo = load::echo_server(load_core);
+    let sink = load::sink_server(load_core);
+    let mut kinds = vec![Kind::Direct, Kind::Zerohop];
+    if o.haproxy {
+        kinds.extend([
+            Kind::Haproxy { splice: false },
+            Kind::Haproxy { splice: true },
+        ]);
+    }
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); kinds.len()];
+    for round in 0..o.rounds {
+        for (i, &kind) in kinds.iter().enumerate() {
+            eprintln!("round {}/{}: {}", round + 1, o.rounds, kind.name());
+            samples[i].push(measure(kind, &o, echo, sink, proxy_cpu, load_core, dur));
+        }
+    }
+    let report = report(&o, &kinds, &samples);
+    print!("{report}");
+    if let Some(path) = &o.out {
+        std::fs::write(path, &report).expect("write report");
+    }
+}
+
+fn measure(
+    kind: Kind,
+    o: &Opts,
+    echo: std::net::SocketAddr,
+    sink: std::net::SocketAddr,
+    proxy_cpu: usize,
+    load_core: Option<core_affinity::CoreId>,
+    dur: Duration,
+) -> Sample {
+    let mut s = Sample::default();
+    let cpu = |pid: Option<u32>| pid.map(procstat::cpu_seconds);
+
+    // (a) exchanges
+    let t = targets::start(kind, echo, &o.zerohop, &o.zerohop_args, proxy_cpu);
+    let before = cpu(t.pid);
+    let n = load::exchanges(t.front, o.conns, o.size, dur, load_core);
+    let used = cpu(t.pid).zip(before).map(|(a, b)| a - b);
+    s.exch_per_s = n as f64 / dur.as_secs_f64();
+    s.cpu_us_per_exch = used.map(|c| c * 1e6 / n as f64);
+
+    // (c) idle connections, on the same (warmed-up) proxy
+    if let Some(pid) = t.pid {
+        let base = procstat::rss_bytes(pid);
+        let idle = load::idle_connections(t.front, o.idle);
+        std::thread::sleep(Duration::from_millis(300));
+        let with = procstat::rss_bytes(pid);
+        s.rss_per_idle = Some(with.saturating_sub(base) as f64 / o.idle as f64);
+        drop(idle);
+    }
+    drop(t);
+
+    // (b) bulk
+    let t = targets::start(kind, sink, &o.zerohop, &o.zerohop_args, proxy_cpu);
+    let before = cpu(t.pid);
+    let bytes = load::bulk(t.front, o.bulk_conns, dur, load_core);
+    let used = cpu(t.pid).zip(before).map(|(a, b)| a - b);
+    s.gbit_s = bytes as f64 * 8.0 / 1e9 / dur.as_secs_f64();
+    s.gb_per_cpu_s = used.map(|c| bytes as f64 / 1e9 / c.max(1e-3));
+    s
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn report(o: &Opts, kinds: &[Kind], samples: &[Vec<Sample>]) -> String {
+    let med = |i: usize, f: &dyn Fn(&Sample) -> Option<f64>| {
+        let v: Vec<f64> = samples[i].iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    let fmt = |v: Option<f64>, prec: usize| v.map_or("—".to_owned(), |x| format!("{x:.prec$}"));
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "L4 benchmark: {} rounds x {} s; exchanges: {} connections x {} B; bulk: {} connections; idle: {} connections\n",
+        o.rounds, o.seconds, o.conns, o.size, o.bulk_conns, o.idle
+    );
+    let _ = writeln!(r, "| target | exchanges/s | proxy CPU us/exchange | bulk Gbit/s | GB per proxy CPU-s | RSS per idle conn |");
+    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
+    for (i, k) in kinds.iter().enumerate() {
+        let _ = writeln!(
+            r,
+            "| {} | {} | {} | {} | {} | {} |",
+            k.name(),
+            fmt(med(i, &|s| Some(s.exch_per_s)), 0),
+            fmt(med(i, &|s| s.cpu_us_per_exch), 2),
+            fmt(med(i, &|s| Some(s.gbit_s)), 2),
+            fmt(med(i, &|s| s.gb_per_cpu_s), 2),
+            med(i, &|s| s.rss_per_idle)
+                .map_or("—".to_owned(), |b| format!("{:.1} KiB", b / 1024.0)),
+        );
+    }
+    let find = |k: Kind| kinds.iter().position(|&x| x == k);
+    if let Some(z) = find(Kind::Zerohop) {
+        let _ = writeln!(r, "\nRatios (zerohop / baseline; CPU and RSS: lower is better, the rest: higher is better):\n");
+        let _ = writeln!(
+            r,
+            "| baseline | exchanges/s | CPU per exchange | bulk Gbit/s | GB per CPU-s |"
+        );
+        let _ = writeln!(r, "|---|---:|---:|---:|---:|");
+        for b in kinds.iter().filter(|&&k| k != Kind::Zerohop) {
+            let bi = find(*b).unwrap();
+            let ratio = |f: &dyn Fn(&Sample) -> Option<f64>| match (med(z, f), med(bi, f)) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                _ => "—".to_owned(),
+            };
+            let _ = writeln!(
+                r,
+                "| {} | {} | {} | {} | {} |",
+                b.name(),
+                ratio(&|s| Some(s.exch_per_s)),
+                ratio(&|s| s.cpu_us_per_exch),
+                ratio(&|s| Some(s.gbit_s)),
+                ratio(&|s| s.gb_per_cpu_s),
+            );
+        }
+    }
+    r
+}
