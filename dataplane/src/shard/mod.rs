@@ -120,7 +120,10 @@ pub fn run(spec: Spec) {
 /// DEFER_TASKRUN (Linux 6.1+) runs it only when the shard waits for completions, which cut
 /// proxy CPU per small exchange from 9.1 to 6.3 us. Older kernels refuse newer flags with
 /// EINVAL, so each mode is tried in turn.
-const URING_MODES: &[(&str, fn(&mut io_uring::Builder))] = &[
+/// A named way to set up a ring.
+type UringMode = (&'static str, fn(&mut io_uring::Builder));
+
+const URING_MODES: &[UringMode] = &[
     ("single-issuer, defer-taskrun", |b| {
         b.setup_single_issuer().setup_defer_taskrun();
     }),
