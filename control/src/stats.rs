@@ -1,21 +1,13 @@
 //! Reading the per-shard counters out of the segment and rendering them.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
 use zerohop_proto::shm::Segment;
 use zerohop_proto::stats::Counter;
 
 /// Counter values of every active shard, indexed `[shard][Counter::index()]`.
 pub fn read(seg: &Segment) -> Vec<Vec<u64>> {
-    (0..seg.active_shards())
-        .map(|s| {
-            seg.shard_counters(s)
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .collect()
-        })
-        .collect()
+    seg.read_counters()
 }
 
 fn total(shards: &[Vec<u64>], c: Counter) -> u64 {

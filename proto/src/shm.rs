@@ -635,6 +635,20 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// A snapshot of every active shard's counters, indexed `[shard][Counter::index()]`.
+    pub fn read_counters(&self) -> Vec<Vec<u64>> {
+        (0..self.active_shards())
+            .map(|s| {
+                self.shard_counters(s)
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: comparable across processes on one host.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {

@@ -162,15 +162,9 @@ impl Proxy {
 
     /// `[shard][counter]`.
     pub fn counters(&self) -> Vec<Vec<u64>> {
-        let seg = Segment::open(&self.shm).expect("open segment");
-        (0..seg.active_shards())
-            .map(|s| {
-                seg.shard_counters(s)
-                    .iter()
-                    .map(|c| c.load(Ordering::Relaxed))
-                    .collect()
-            })
-            .collect()
+        Segment::open(&self.shm)
+            .expect("open segment")
+            .read_counters()
     }
 
     pub fn total(&self, c: Counter) -> u64 {
