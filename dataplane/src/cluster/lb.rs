@@ -100,6 +100,34 @@ impl Balancer {
         }
     }
 
+    /// A balancer for a new generation of a cluster, continuing `previous` (the old
+    /// balancer and the endpoints it balanced) where that makes sense: the rotation point of
+    /// round robin, and the running scores of weighted round robin if the endpoints are the
+    /// same. Random has no state.
+    pub fn carried(
+        policy: LbPolicy,
+        endpoints: &[Endpoint],
+        previous: Option<(&Balancer, &[Endpoint])>,
+    ) -> Balancer {
+        let b = Balancer::new(policy, endpoints);
+        match (&b, previous) {
+            (
+                Balancer::RoundRobin { next, len },
+                Some((Balancer::RoundRobin { next: old, .. }, _)),
+            ) if *len > 0 => {
+                next.set(old.get() % len);
+            }
+            (
+                Balancer::WeightedRoundRobin { scores, .. },
+                Some((Balancer::WeightedRoundRobin { scores: old, .. }, prev)),
+            ) if prev == endpoints => {
+                scores.borrow_mut().clone_from(&old.borrow());
+            }
+            _ => {}
+        }
+        b
+    }
+
     /// The index of the next endpoint, or `None` for a cluster without endpoints.
     pub fn pick(&self, rng: &Rng) -> Option<usize> {
         match self {

@@ -16,25 +16,31 @@ use zerohop_proto::stats::Counter;
 
 use crate::net::pump::{pump, Ctx, End};
 use crate::net::sys;
+use crate::shard::listeners::BoundListener;
 use crate::shard::{config::ShardConfig, Shard};
 
-/// Serves one downstream connection accepted on bound-listener `slot`.
-pub async fn serve(shard: Rc<Shard>, cfg: Rc<ShardConfig>, slot: usize, down: TcpStream) {
+/// Serves one downstream connection accepted on `listener`, which is listener `index` of
+/// `cfg`'s snapshot.
+pub async fn serve(
+    shard: Rc<Shard>,
+    cfg: Rc<ShardConfig>,
+    index: usize,
+    listener: Rc<BoundListener>,
+    down: TcpStream,
+) {
     let stats = shard.stats;
     stats.inc(Counter::DownstreamCxTotal);
     stats.inc(Counter::DownstreamCxActive);
     shard.active.set(shard.active.get() + 1);
     let _active = ActiveGuard(&shard);
 
-    let Some(route) = cfg.route(slot) else {
-        return; // listener removed in this generation: close
-    };
-    let (cluster, endpoint) = cfg.pick(&route, &shard.rng);
+    let proxy_cfg = cfg.tcp_proxy(index);
+    let (cluster, endpoint) = cfg.pick(index, &shard.rng);
     let Some(addr) = endpoint else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         log::debug!(
             "{}: cluster {} has no endpoint",
-            route.listener_name,
+            listener.name,
             cluster.name
         );
         return;
@@ -46,7 +52,7 @@ pub async fn serve(shard: Rc<Shard>, cfg: Rc<ShardConfig>, slot: usize, down: Tc
                 stats.inc(Counter::UpstreamCxConnectFail);
                 log::debug!(
                     "{}: connect to {addr} ({}): {e}",
-                    route.listener_name,
+                    listener.name,
                     cluster.name
                 );
                 return;
@@ -55,7 +61,7 @@ pub async fn serve(shard: Rc<Shard>, cfg: Rc<ShardConfig>, slot: usize, down: Tc
                 stats.inc(Counter::UpstreamCxConnectTimeout);
                 log::debug!(
                     "{}: connect to {addr} ({}) timed out",
-                    route.listener_name,
+                    listener.name,
                     cluster.name
                 );
                 return;
@@ -69,7 +75,24 @@ pub async fn serve(shard: Rc<Shard>, cfg: Rc<ShardConfig>, slot: usize, down: Tc
             return;
         }
     }
-    proxy(&shard, &down, &up, route.proxy.idle_timeout).await;
+    // Registered so that a removed listener's drain deadline can end it; forgotten (guard
+    // dropped) before `up` and `down` close.
+    let _tracked = Tracked::new(&listener, [down.as_raw_fd(), up.as_raw_fd()]);
+    proxy(&shard, &down, &up, proxy_cfg.idle_timeout).await;
+}
+
+struct Tracked<'a>(&'a BoundListener, usize);
+
+impl<'a> Tracked<'a> {
+    fn new(listener: &'a BoundListener, fds: [std::os::fd::RawFd; 2]) -> Self {
+        Tracked(listener, listener.track(fds))
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.0.untrack(self.1);
+    }
 }
 
 async fn proxy(shard: &Shard, down: &TcpStream, up: &TcpStream, idle: Option<Duration>) {

@@ -102,6 +102,13 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     check(unsafe { libc::shutdown(fd, libc::SHUT_WR) } as isize).map(drop)
 }
 
+/// `shutdown(fd, SHUT_RDWR)`: ends a connection whose owner is parked on it (its pending
+/// readiness wait completes and sees the end).
+pub fn shutdown_both(fd: RawFd) -> io::Result<()> {
+    // SAFETY: shutdown on a live socket descriptor (callers drop registrations before close).
+    check(unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } as isize).map(drop)
+}
+
 /// `SO_LINGER {on, 0}`: the next close sends RST instead of FIN (used to forward a reset).
 pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     let l = libc::linger {

@@ -1,10 +1,13 @@
 //! A shard's view of one snapshot generation: the decoded [`Snapshot`] plus the tables the
-//! request path indexes (balancers by `ClusterId`, routes by bound-listener slot). Built once
-//! per generation per shard; connections hold the `Rc` they started with until they end.
+//! connection path indexes (balancers by `ClusterId`, cluster choice by listener index).
+//! Built once per generation per shard; connections hold the `Rc` they started with until
+//! they end.
+
+use std::collections::HashMap;
 
 use zerohop_proto::{Cluster, NetworkFilter, Snapshot, TcpProxy};
 
-use crate::cluster::{Balancer, WeightedPick};
+use crate::cluster::{Balancer, Rng, WeightedPick};
 
 #[derive(Debug)]
 pub struct ShardConfig {
@@ -12,71 +15,64 @@ pub struct ShardConfig {
     pub snapshot: Snapshot,
     /// Indexed by `ClusterId`.
     balancers: Vec<Balancer>,
-    /// Indexed by the shard's bound-listener slot; `None` when the listener bound at start
-    /// is absent from this generation (its connections are then closed on accept).
-    routes: Vec<Option<Route>>,
-}
-
-#[derive(Debug)]
-struct Route {
-    listener: usize,
-    targets: WeightedPick,
-}
-
-/// What a new connection on one listener slot resolves to.
-#[derive(Debug)]
-pub struct TcpRoute<'a> {
-    pub listener_name: &'a str,
-    pub proxy: &'a TcpProxy,
-    targets: &'a WeightedPick,
+    /// Indexed like `snapshot.listeners`: the weighted choice among its tcp_proxy targets.
+    targets: Vec<WeightedPick>,
 }
 
 impl ShardConfig {
-    /// `bound` names the listeners whose sockets this shard holds, by slot.
-    pub fn build(generation: u64, snapshot: Snapshot, bound: &[String]) -> ShardConfig {
+    /// Builds the tables for `snapshot`. Load-balancer state is carried over from
+    /// `previous` by cluster name (and, for weighted round robin, by endpoint list), so a
+    /// new generation does not restart every rotation at the first endpoint.
+    pub fn build(
+        generation: u64,
+        snapshot: Snapshot,
+        previous: Option<&ShardConfig>,
+    ) -> ShardConfig {
+        let old: HashMap<&str, usize> = previous
+            .map(|p| {
+                p.snapshot
+                    .clusters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name.as_str(), i))
+                    .collect()
+            })
+            .unwrap_or_default();
         let balancers = snapshot
             .clusters
             .iter()
-            .map(|c| Balancer::new(c.lb_policy, &c.endpoints))
+            .map(|c| {
+                let prev = previous
+                    .zip(old.get(c.name.as_str()))
+                    .map(|(p, &i)| (&p.balancers[i], p.snapshot.clusters[i].endpoints.as_slice()));
+                Balancer::carried(c.lb_policy, &c.endpoints, prev)
+            })
             .collect();
-        let routes = bound
+        let targets = snapshot
+            .listeners
             .iter()
-            .map(|name| {
-                let listener = snapshot.listeners.iter().position(|l| &l.name == name)?;
-                let NetworkFilter::TcpProxy(tp) = &snapshot.listeners[listener].filter;
-                Some(Route {
-                    listener,
-                    targets: WeightedPick::new(tp.targets.iter().map(|t| t.weight)),
-                })
+            .map(|l| {
+                let NetworkFilter::TcpProxy(tp) = &l.filter;
+                WeightedPick::new(tp.targets.iter().map(|t| t.weight))
             })
             .collect();
         ShardConfig {
             generation,
             snapshot,
             balancers,
-            routes,
+            targets,
         }
     }
 
-    pub fn route(&self, slot: usize) -> Option<TcpRoute<'_>> {
-        let r = self.routes.get(slot)?.as_ref()?;
-        let l = &self.snapshot.listeners[r.listener];
-        let NetworkFilter::TcpProxy(proxy) = &l.filter;
-        Some(TcpRoute {
-            listener_name: &l.name,
-            proxy,
-            targets: &r.targets,
-        })
+    pub fn tcp_proxy(&self, listener: usize) -> &TcpProxy {
+        let NetworkFilter::TcpProxy(tp) = &self.snapshot.listeners[listener].filter;
+        tp
     }
 
-    /// Picks the target cluster (weighted) and an endpoint in it.
-    pub fn pick(
-        &self,
-        route: &TcpRoute<'_>,
-        rng: &crate::cluster::Rng,
-    ) -> (&Cluster, Option<std::net::SocketAddr>) {
-        let t = route.targets.pick(rng).unwrap_or(0);
-        let id = route.proxy.targets[t].cluster.index();
+    /// Picks listener `listener`'s target cluster (weighted) and an endpoint in it.
+    pub fn pick(&self, listener: usize, rng: &Rng) -> (&Cluster, Option<std::net::SocketAddr>) {
+        let t = self.targets[listener].pick(rng).unwrap_or(0);
+        let id = self.tcp_proxy(listener).targets[t].cluster.index();
         let cluster = &self.snapshot.clusters[id];
         let endpoint = self.balancers[id]
             .pick(rng)

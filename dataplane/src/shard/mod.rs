@@ -1,19 +1,18 @@
 //! A shard: one pinned OS thread, one monoio runtime (io_uring, or epoll as a fallback), its
 //! own SO_REUSEPORT listener sockets, pools, balancers and counters. Nothing here is shared
 //! with another shard; the only cross-thread words are the segment's `current` generation
-//! (one atomic load per accept and per tick) and the process-wide drain flag.
+//! (one atomic load per accept and per tick), the process-wide drain flag, and the
+//! listener mailbox, taken once per tick (never on the connection path).
 
 pub mod config;
+pub mod listeners;
+mod stop;
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpListener;
 use zerohop_proto::shm::{ReadOutcome, Segment};
 use zerohop_proto::{codec, stats::Counter};
 
@@ -21,6 +20,7 @@ use crate::cluster::Rng;
 use crate::net::Pools;
 use crate::stats::ShardStats;
 use config::ShardConfig;
+use listeners::{BoundListener, ListenerOp, Mailbox};
 
 /// Set by the main thread on SIGTERM/SIGINT: shards stop accepting and drain.
 pub static DRAINING: AtomicBool = AtomicBool::new(false);
@@ -43,8 +43,8 @@ pub struct Spec {
     pub id: usize,
     pub core: Option<core_affinity::CoreId>,
     pub seg: &'static Segment,
-    /// `(listener name, this shard's socket)`, by slot.
-    pub listeners: Vec<(String, std::net::TcpListener)>,
+    /// Listener operations for this shard (the initial listeners are already posted).
+    pub mailbox: &'static Mailbox,
     pub driver: IoDriver,
     pub drain_timeout: Duration,
 }
@@ -60,11 +60,17 @@ pub struct Shard {
     pub active: Cell<usize>,
     /// Accept loops still running; each owns (and on exit closes) one listener socket.
     accepting: Cell<usize>,
+    /// Listeners this shard accepts on.
+    listeners: RefCell<Vec<Rc<BoundListener>>>,
+    /// Listeners removed but whose connections may still run until their deadline.
+    draining: RefCell<Vec<(Instant, Rc<BoundListener>)>>,
+    /// The shard runs the epoll driver (listener sockets must be O_NONBLOCK).
+    epoll: bool,
     seg: &'static Segment,
+    mailbox: &'static Mailbox,
+    drain_timeout: Duration,
     config: RefCell<Rc<ShardConfig>>,
-    bound: Vec<String>,
     last_rejected: Cell<u64>,
-    stop: Stop,
 }
 
 /// Runs a shard on the current thread until it has drained.
@@ -157,17 +163,14 @@ fn uring_runtime() -> std::io::Result<(UringRuntime, &'static str)> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no io_uring mode")))
 }
 
-/// `epoll`: the shard runs monoio's legacy driver, which needs O_NONBLOCK listeners (its
-/// `from_std` keeps a blocking socket blocking, and a blocking accept4 would stall the shard).
 async fn main(spec: Spec, epoll: bool) {
     let Spec {
         id,
         seg,
-        listeners,
+        mailbox,
         drain_timeout,
         ..
     } = spec;
-    let bound: Vec<String> = listeners.iter().map(|(n, _)| n.clone()).collect();
     let seed = zerohop_proto::shm::monotonic_ns() ^ ((id as u64 + 1) << 32);
     let shard = Rc::new(Shard {
         id,
@@ -176,43 +179,35 @@ async fn main(spec: Spec, epoll: bool) {
         rng: Rng::new(seed),
         active: Cell::new(0),
         accepting: Cell::new(0),
+        listeners: RefCell::default(),
+        draining: RefCell::default(),
+        epoll,
         seg,
-        config: RefCell::new(Rc::new(ShardConfig::build(0, Default::default(), &bound))),
-        bound,
+        mailbox,
+        drain_timeout,
+        config: RefCell::new(Rc::new(ShardConfig::build(0, Default::default(), None))),
         last_rejected: Cell::new(0),
-        stop: Stop::default(),
     });
     shard.maybe_reload();
-
-    for (slot, (name, std_listener)) in listeners.into_iter().enumerate() {
-        if epoll {
-            if let Err(e) = std_listener.set_nonblocking(true) {
-                log::error!("shard {id}: listener {name}: O_NONBLOCK: {e}");
-                continue;
-            }
-        }
-        match TcpListener::from_std(std_listener) {
-            Ok(l) => {
-                shard.accepting.set(shard.accepting.get() + 1);
-                monoio::spawn(accept_loop(shard.clone(), slot, l));
-            }
-            Err(e) => log::error!("shard {id}: listener {name}: {e}"),
-        }
-    }
-    log::debug!(
-        "shard {id}: accepting on {} listeners",
-        shard.accepting.get()
-    );
+    shard.take_listener_ops();
 
     while !DRAINING.load(Ordering::Relaxed) {
         monoio::time::sleep(TICK).await;
         shard.maybe_reload();
+        shard.take_listener_ops();
+        shard.expire_drained_listeners(Instant::now());
     }
 
-    // Drain: stop accepting (dropping the sockets), let open connections finish.
+    // Drain: stop accepting (closing the sockets), let open connections finish.
     log::debug!("shard {id}: draining {} connections", shard.active.get());
-    shard.stop.fire();
-    // Every listener must be closed before this shard may finish: monoio does not drop the
+    for l in shard.listeners.borrow_mut().drain(..) {
+        l.stop_accepting.fire();
+        shard
+            .draining
+            .borrow_mut()
+            .push((Instant::now() + drain_timeout, l));
+    }
+    // Every socket must be closed before this shard may finish: monoio does not drop the
     // tasks of a finished runtime, so a socket left in an accept loop would keep queueing
     // connections that nobody accepts.
     while shard.accepting.get() > 0 {
@@ -224,33 +219,12 @@ async fn main(spec: Spec, epoll: bool) {
     }
     let left = shard.active.get();
     if left > 0 {
-        shard.stats.add(Counter::DrainForcedClose, left as u64);
         log::warn!("shard {id}: drain deadline passed; closing {left} connections");
-    }
-}
-
-async fn accept_loop(shard: Rc<Shard>, slot: usize, listener: TcpListener) {
-    loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = shard.stop.wait() => {
-                log::debug!("shard {}: listener {} stops accepting", shard.id, shard.bound[slot]);
-                drop(listener);
-                shard.accepting.set(shard.accepting.get() - 1);
-                return;
-            }
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                shard.maybe_reload();
-                let cfg = shard.config.borrow().clone();
-                monoio::spawn(crate::l4::serve(shard.clone(), cfg, slot, stream));
-            }
-            Err(e) => {
-                // EMFILE/ENFILE and friends: back off instead of spinning on the error.
-                log::warn!("shard {}: accept on {}: {e}", shard.id, shard.bound[slot]);
-                monoio::time::sleep(Duration::from_millis(10)).await;
-            }
+        shard.expire_drained_listeners(deadline + Duration::from_secs(1)); // counts them
+                                                                           // Let the shut-down connections observe their end and close their sockets.
+        let grace = Instant::now() + Duration::from_secs(1);
+        while shard.active.get() > 0 && Instant::now() < grace {
+            monoio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -271,9 +245,9 @@ impl Shard {
             ReadOutcome::Corrupt { generation, reason } => self.refuse(generation, reason),
             ReadOutcome::New { generation, bytes } => match codec::decode(&bytes) {
                 Ok(snapshot) => {
-                    self.warn_listener_changes(&snapshot);
-                    *self.config.borrow_mut() =
-                        Rc::new(ShardConfig::build(generation, snapshot, &self.bound));
+                    let next =
+                        ShardConfig::build(generation, snapshot, Some(&self.config.borrow()));
+                    *self.config.borrow_mut() = Rc::new(next);
                     self.seg.ack(self.id, generation);
                     self.stats.inc(Counter::ConfigApplied);
                     log::debug!("shard {}: applied generation {generation}", self.id);
@@ -294,61 +268,58 @@ impl Shard {
         );
     }
 
-    /// The listener set is bound at start-up; say so when a generation asks for another.
-    fn warn_listener_changes(&self, s: &zerohop_proto::Snapshot) {
-        if self.id != 0 || self.config.borrow().generation == 0 {
-            return;
+    pub fn config(&self) -> Rc<ShardConfig> {
+        self.config.borrow().clone()
+    }
+}
+
+// === impl Shard: listeners ===
+
+impl Shard {
+    /// Applies what the listener manager posted since the last tick.
+    fn take_listener_ops(self: &Rc<Self>) {
+        for op in self.mailbox.take() {
+            match op {
+                ListenerOp::Add {
+                    name,
+                    address,
+                    socket,
+                } => {
+                    listeners::start(self, BoundListener::new(name, address), socket);
+                }
+                ListenerOp::Remove { name } => {
+                    let mut bound = self.listeners.borrow_mut();
+                    if let Some(i) = bound.iter().position(|l| l.name == name) {
+                        let l = bound.remove(i);
+                        l.stop_accepting.fire();
+                        log::debug!(
+                            "shard {}: listener {name} removed; draining its connections",
+                            self.id
+                        );
+                        self.draining
+                            .borrow_mut()
+                            .push((Instant::now() + self.drain_timeout, l));
+                    }
+                }
+            }
         }
-        for l in &s.listeners {
-            if !self.bound.contains(&l.name) {
-                log::warn!(
-                    "listener {} is new in this generation; it is bound only on restart",
+    }
+
+    /// Shuts down the connections of removed listeners whose drain deadline passed.
+    fn expire_drained_listeners(&self, now: Instant) {
+        self.draining.borrow_mut().retain(|(deadline, l)| {
+            if *deadline > now {
+                return true;
+            }
+            let n = l.shutdown_connections();
+            if n > 0 {
+                self.stats.add(Counter::DrainForcedClose, n as u64);
+                log::info!(
+                    "listener {}: drain deadline passed; closed {n} connections",
                     l.name
                 );
             }
-        }
-        for name in &self.bound {
-            if !s.listeners.iter().any(|l| &l.name == name) {
-                log::warn!(
-                    "listener {name} was removed; its new connections are closed until restart"
-                );
-            }
-        }
-    }
-}
-
-/// A one-shot, shard-local stop signal for the accept loops.
-#[derive(Debug, Default)]
-struct Stop {
-    fired: Cell<bool>,
-    wakers: RefCell<Vec<Waker>>,
-}
-
-impl Stop {
-    fn fire(&self) {
-        self.fired.set(true);
-        for w in self.wakers.borrow_mut().drain(..) {
-            w.wake();
-        }
-    }
-
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
-        StopWait(self)
-    }
-}
-
-struct StopWait<'a>(&'a Stop);
-
-impl Future for StopWait<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.fired.get() {
-            return Poll::Ready(());
-        }
-        let mut wakers = self.0.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone()); // one per accept-loop task, however often polled
-        }
-        Poll::Pending
+            false
+        });
     }
 }

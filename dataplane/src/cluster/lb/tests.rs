@@ -51,3 +51,38 @@ fn empty_cluster_picks_nothing() {
     assert_eq!(Balancer::new(LbPolicy::RoundRobin, &[]).pick(&rng), None);
     assert_eq!(Balancer::new(LbPolicy::Random, &[]).pick(&rng), None);
 }
+
+#[test]
+fn round_robin_rotation_survives_a_new_generation() {
+    let eps = endpoints(&[1, 1, 1]);
+    let rng = Rng::new(1);
+    let old = Balancer::new(LbPolicy::RoundRobin, &eps);
+    assert_eq!(old.pick(&rng), Some(0));
+    let new = Balancer::carried(LbPolicy::RoundRobin, &eps, Some((&old, &eps)));
+    assert_eq!(
+        new.pick(&rng),
+        Some(1),
+        "continues where the old generation stopped"
+    );
+    let fewer = endpoints(&[1]);
+    let shrunk = Balancer::carried(LbPolicy::RoundRobin, &fewer, Some((&new, &eps)));
+    assert_eq!(shrunk.pick(&rng), Some(0));
+}
+
+#[test]
+fn weighted_round_robin_scores_carry_only_for_the_same_endpoints() {
+    let eps = endpoints(&[5, 1, 1]);
+    let rng = Rng::new(1);
+    let old = Balancer::new(LbPolicy::RoundRobin, &eps);
+    let first: Vec<_> = (0..3).map(|_| old.pick(&rng).unwrap()).collect();
+    let new = Balancer::carried(LbPolicy::RoundRobin, &eps, Some((&old, &eps)));
+    let rest: Vec<_> = (0..4).map(|_| new.pick(&rng).unwrap()).collect();
+    assert_eq!(
+        [first, rest].concat(),
+        vec![0, 0, 1, 0, 2, 0, 0],
+        "one smooth sequence across generations"
+    );
+    let other = endpoints(&[5, 1, 2]);
+    let fresh = Balancer::carried(LbPolicy::RoundRobin, &other, Some((&new, &eps)));
+    assert_eq!(fresh.pick(&rng), Some(0));
+}

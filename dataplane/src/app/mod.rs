@@ -1,5 +1,8 @@
 //! Process start-up and shutdown: find the config (starting control if asked), attach to the
-//! segment, bind every listener once per shard, start the shards, wait for signals, drain.
+//! segment, bind the listeners (through the [`listeners`] manager, which then follows every
+//! generation), start the shards, wait for signals, drain.
+
+mod listeners;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,11 +15,12 @@ use zerohop_proto::{codec, Snapshot};
 use crate::args::Args;
 use crate::control::{self, ControlCommand, Supervisor};
 use crate::net::sys;
+use crate::shard::listeners::Mailbox;
 use crate::shard::{self, IoDriver, DRAINING};
+use listeners::ListenerManager;
 
 /// The demo upstream's address in the embedded default config.
 const DEMO_UPSTREAM: &str = "127.0.0.1:10001";
-const LISTEN_BACKLOG: i32 = 4096;
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why zerohop could not start. Start-up errors only; once serving, nothing here is fatal.
@@ -94,7 +98,7 @@ fn serve(
     demo: bool,
     supervisor: Option<&Supervisor>,
 ) -> Result<(), StartError> {
-    let (seg, snapshot) = attach(shm)?;
+    let (seg, snapshot, generation) = attach(shm)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let shards = args.shards.unwrap_or(cores.len().max(1));
     if shards == 0 || shards > seg.geometry().shard_capacity as usize {
@@ -110,32 +114,27 @@ fn serve(
         demo_upstream(addr)?;
     }
 
-    // Every shard gets its own SO_REUSEPORT socket per listener. Port 0 is resolved by the
-    // first bind and reused by the others, so all shards share the one ephemeral port.
-    let mut per_shard: Vec<Vec<(String, std::net::TcpListener)>> =
-        (0..shards).map(|_| Vec::new()).collect();
-    for l in &snapshot.listeners {
-        let mut addr = l.address;
-        for (i, sockets) in per_shard.iter_mut().enumerate() {
-            let sock = sys::reuseport_listener(addr, LISTEN_BACKLOG)
-                .map_err(|e| err(format!("listener {} on {addr}: {e}", l.name)))?;
-            if i == 0 {
-                addr = sock.local_addr().map_err(|e| err(e.to_string()))?;
-                log::info!("listener {} listening on {addr}", l.name);
-            }
-            sockets.push((l.name.clone(), sock));
-        }
+    // The mailboxes and the segment live as long as the process; shards hold `&'static`.
+    let mailboxes: &'static [Mailbox] =
+        Vec::leak((0..shards).map(|_| Mailbox::default()).collect());
+    let mut manager = ListenerManager::new(mailboxes);
+    let failed = manager.apply(&snapshot);
+    if !failed.is_empty() {
+        return Err(err(format!(
+            "could not bind listeners: {}",
+            failed.join(", ")
+        )));
     }
 
     let driver = args.io_driver.unwrap_or(IoDriver::Auto);
     let drain_timeout = args.drain_timeout.unwrap_or(Duration::from_secs(30));
     let mut threads = Vec::new();
-    for (id, listeners) in per_shard.into_iter().enumerate() {
+    for (id, mailbox) in mailboxes.iter().enumerate() {
         let spec = shard::Spec {
             id,
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
             seg,
-            listeners,
+            mailbox,
             driver,
             drain_timeout,
         };
@@ -145,10 +144,10 @@ fn serve(
             .map_err(|e| err(format!("starting shard {id}: {e}")))?;
         threads.push(t);
     }
-    log::info!(
-        "zerohop serving generation {} on {shards} shards",
-        seg.current_generation()
-    );
+    let manager = manager
+        .spawn(seg, generation)
+        .map_err(|e| err(format!("listener manager: {e}")))?;
+    log::info!("zerohop serving generation {generation} on {shards} shards");
 
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
         .map_err(|e| err(e.to_string()))?;
@@ -167,12 +166,13 @@ fn serve(
     for t in threads {
         let _ = t.join();
     }
+    let _ = manager.join();
     log::info!("drained; exiting");
     Ok(())
 }
 
 /// Waits for the segment and its first generation, then decodes it (to bind listeners).
-fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot), StartError> {
+fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot, u64), StartError> {
     let deadline = Instant::now() + ATTACH_TIMEOUT;
     let mut last_error = String::from("no segment yet");
     while Instant::now() < deadline {
@@ -183,7 +183,7 @@ fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot), StartEr
                         err(format!("generation {generation} in {}: {e}", shm.display()))
                     })?;
                     // The mapping lives as long as the process: shards hold `&'static`.
-                    return Ok((Box::leak(Box::new(seg)), snapshot));
+                    return Ok((Box::leak(Box::new(seg)), snapshot, generation));
                 }
                 ReadOutcome::Corrupt { generation, reason } => {
                     return Err(err(format!(

@@ -1,0 +1,144 @@
+//! zerohop-control as a command: config checks, publishing into a segment, stats, reloads.
+//! (Its presence also makes `cargo test` build the binary the data-plane tests drive.)
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zerohop_proto::shm::Segment;
+
+fn control() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_zerohop-control"))
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("zerohop-control-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const CONFIG: &str = r#"
+static_resources:
+  listeners:
+  - name: front
+    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: front
+          cluster: backend
+  clusters:
+  - name: backend
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } }
+"#;
+
+#[test]
+fn check_summarises_a_valid_config_and_refuses_an_invalid_one() {
+    let out = control()
+        .args(["--check", "--default-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 1 listeners, 1 clusters\n"
+    );
+
+    let bad = scratch("bad.yaml");
+    std::fs::write(&bad, CONFIG.replace("cluster: backend", "cluster: nowhere")).unwrap();
+    let out = control()
+        .arg("--check")
+        .arg("-c")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cluster \"nowhere\" is not defined"));
+}
+
+#[test]
+fn publishes_into_the_segment_and_an_invalid_reload_publishes_nothing() {
+    let cfg = scratch("reload.yaml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let shm = scratch("reload.shm");
+    let _ = std::fs::remove_file(&shm);
+    let mut child = control()
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--shm")
+        .arg(&shm)
+        .args(["--admin", "off"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("generation 1", || {
+        Segment::open(&shm)
+            .map(|s| s.current_generation() == 1)
+            .unwrap_or(false)
+    });
+    let seg = Segment::open(&shm).unwrap();
+    assert_eq!(seg.control_pid(), child.id());
+
+    // A valid change, then SIGHUP: generation 2.
+    std::fs::write(&cfg, CONFIG.replace("port_value: 9", "port_value: 10")).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for("generation 2", || seg.current_generation() == 2);
+
+    // An invalid file and SIGHUP: refused, nothing published, control keeps running.
+    std::fs::write(&cfg, CONFIG.replace("lb_endpoints", "lb_endpoint")).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(seg.current_generation(), 2);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "control exited on an invalid reload"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("reload refused, previous config stays in force"),
+        "{log}"
+    );
+    assert!(
+        log.contains("lb_endpoint"),
+        "the error names the field: {log}"
+    );
+
+    // stats reads the segment (no data plane attached: no shards to show).
+    let out = control()
+        .arg("stats")
+        .arg("--shm")
+        .arg(&shm)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["shards"].as_array().unwrap().len(), 0);
+    std::fs::remove_file(&shm).unwrap();
+}

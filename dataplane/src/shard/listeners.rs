@@ -1,0 +1,193 @@
+//! Listener sockets on a shard: the accept loops, and the operations the data plane's
+//! listener manager posts when a generation adds or removes a listener.
+//!
+//! Each shard owns one SO_REUSEPORT socket per listener. A removed listener stops
+//! accepting at once (its socket closes); its open connections may finish until the drain
+//! deadline, when they are shut down through the listener's connection registry.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Mutex;
+
+use monoio::net::TcpListener;
+
+use super::config::ShardConfig;
+use super::stop::Stop;
+use super::Shard;
+use crate::net::sys;
+
+/// What the listener manager asks of a shard.
+#[derive(Debug)]
+pub enum ListenerOp {
+    /// Start accepting on this (already bound) socket.
+    Add {
+        name: String,
+        address: SocketAddr,
+        socket: std::net::TcpListener,
+    },
+    /// Stop accepting on the listener of this name and drain its connections.
+    Remove { name: String },
+}
+
+/// Operations posted to one shard, taken on its next tick. The only lock a shard touches,
+/// and never on the connection path.
+#[derive(Debug, Default)]
+pub struct Mailbox(Mutex<Vec<ListenerOp>>);
+
+impl Mailbox {
+    pub fn post(&self, op: ListenerOp) {
+        self.0.lock().expect("mailbox lock").push(op);
+    }
+
+    pub fn take(&self) -> Vec<ListenerOp> {
+        std::mem::take(&mut *self.0.lock().expect("mailbox lock"))
+    }
+}
+
+/// A listener bound on this shard.
+#[derive(Debug)]
+pub struct BoundListener {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Fired to stop the accept loop (listener removed, or the process drains).
+    pub stop_accepting: Stop,
+    /// `(generation, this listener's index in it)`: resolved once per generation, so an
+    /// accept costs a compare, not a name lookup.
+    route: Cell<(u64, Option<usize>)>,
+    conns: RefCell<ConnSet>,
+}
+
+/// The sockets of the listener's open connections, so they can be shut down at a deadline.
+#[derive(Debug, Default)]
+struct ConnSet {
+    slots: Vec<Option<[RawFd; 2]>>,
+    free: Vec<usize>,
+}
+
+impl BoundListener {
+    pub fn new(name: String, address: SocketAddr) -> Rc<BoundListener> {
+        Rc::new(BoundListener {
+            name,
+            address,
+            stop_accepting: Stop::default(),
+            route: Cell::new((u64::MAX, None)),
+            conns: RefCell::default(),
+        })
+    }
+
+    /// This listener's index in `cfg`'s snapshot, if the generation still has it.
+    pub fn index_in(&self, cfg: &ShardConfig) -> Option<usize> {
+        let (generation, index) = self.route.get();
+        if generation == cfg.generation {
+            return index;
+        }
+        let index = cfg
+            .snapshot
+            .listeners
+            .iter()
+            .position(|l| l.name == self.name);
+        self.route.set((cfg.generation, index));
+        index
+    }
+
+    /// Registers a proxied connection's two sockets; returns its key.
+    pub fn track(&self, fds: [RawFd; 2]) -> usize {
+        let mut c = self.conns.borrow_mut();
+        match c.free.pop() {
+            Some(k) => {
+                c.slots[k] = Some(fds);
+                k
+            }
+            None => {
+                c.slots.push(Some(fds));
+                c.slots.len() - 1
+            }
+        }
+    }
+
+    /// Forgets a connection (before its sockets are closed).
+    pub fn untrack(&self, key: usize) {
+        let mut c = self.conns.borrow_mut();
+        c.slots[key] = None;
+        c.free.push(key);
+    }
+
+    /// Shuts down both sockets of every open connection: their pumps see the end and the
+    /// connections close. Returns how many there were.
+    pub fn shutdown_connections(&self) -> usize {
+        let c = self.conns.borrow();
+        let mut n = 0;
+        for fds in c.slots.iter().flatten() {
+            for fd in fds {
+                let _ = sys::shutdown_both(*fd);
+            }
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Starts accepting on `socket` for `listener`.
+pub fn start(shard: &Rc<Shard>, listener: Rc<BoundListener>, socket: std::net::TcpListener) {
+    if shard.epoll {
+        // monoio's legacy driver keeps a blocking socket blocking, and a blocking accept4
+        // would stall the whole shard.
+        if let Err(e) = socket.set_nonblocking(true) {
+            log::error!(
+                "shard {}: listener {}: O_NONBLOCK: {e}",
+                shard.id,
+                listener.name
+            );
+            return;
+        }
+    }
+    match TcpListener::from_std(socket) {
+        Ok(socket) => {
+            shard.accepting.set(shard.accepting.get() + 1);
+            shard.listeners.borrow_mut().push(listener.clone());
+            monoio::spawn(accept_loop(shard.clone(), listener, socket));
+        }
+        Err(e) => log::error!("shard {}: listener {}: {e}", shard.id, listener.name),
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: Rc<BoundListener>, socket: TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = socket.accept() => r,
+            _ = listener.stop_accepting.wait() => break,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                shard.maybe_reload();
+                let cfg = shard.config();
+                match listener.index_in(&cfg) {
+                    Some(index) => {
+                        monoio::spawn(crate::l4::serve(
+                            shard.clone(),
+                            cfg,
+                            index,
+                            listener.clone(),
+                            stream,
+                        ));
+                    }
+                    None => drop(stream), // removed in this generation; its socket closes soon
+                }
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off instead of spinning on the error.
+                log::warn!("shard {}: accept on {}: {e}", shard.id, listener.name);
+                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+    log::debug!(
+        "shard {}: listener {} stops accepting",
+        shard.id,
+        listener.name
+    );
+    drop(socket);
+    shard.accepting.set(shard.accepting.get() - 1);
+}
