@@ -9,9 +9,11 @@
 //! any field zerohop does not implement, and compiles the rest into a
 //! [`zerohop_proto::Snapshot`]. [`publish`] writes it into the shared-memory segment and
 //! waits for every shard's acknowledgement. [`admin`] serves what an operator asks of a
-//! running proxy; [`stats`] reads the per-shard counters.
+//! running proxy; [`stats`] reads the per-shard counters; [`source`] watches the config
+//! file and keeps the last good snapshot on disk.
 
 pub mod admin;
 pub mod config;
 pub mod publish;
+pub mod source;
 pub mod stats;

@@ -9,8 +9,10 @@ use anyhow::{bail, Context};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use zerohop_control::config::{self, Bootstrap, Format};
 use zerohop_control::publish::{Applied, Publisher};
+use zerohop_control::source::{self, SnapshotCache};
 use zerohop_control::{admin, stats};
-use zerohop_proto::shm::{Geometry, Segment};
+use zerohop_proto::codec;
+use zerohop_proto::shm::{Geometry, ReadOutcome, Segment};
 
 const HELP: &str = "\
 zerohop-control: compiles Envoy v3 config and publishes it to the zerohop data plane
@@ -28,12 +30,22 @@ OPTIONS:
         --shm-slot-size N   bytes per snapshot slot when creating the segment [default: 67108864]
         --admin ADDR|off    admin listen address; overrides the bootstrap's admin.address
                             [default: the bootstrap's admin.address, else off]
+        --snapshot-cache PATH
+                            keep the last published snapshot in PATH, and start from it when
+                            the config cannot be read or is invalid at start-up
+        --no-watch          do not watch the config file for changes (SIGHUP still reloads)
         --check             validate the config, print a summary, and exit
         --log-level LEVEL   error, warn, info, debug or trace [default: info; env RUST_LOG]
     -h, --help              print this help
 
-SIGNALS:
-    SIGHUP reloads the config file and publishes it if valid; SIGTERM/SIGINT exit.
+RELOADS:
+    The config file is watched (polled every 200 ms) and SIGHUP reloads it; a valid change is
+    published as the next generation, an invalid one is logged with the field at fault and
+    nothing is published. SIGTERM/SIGINT exit; the data plane keeps serving.
+
+START-UP WHEN THE CONFIG CANNOT BE USED:
+    1. the --snapshot-cache file, if valid; else 2. the generation already in the segment
+    (a restarted control); else exit 1.
 ";
 
 #[derive(Debug, Default)]
@@ -43,6 +55,8 @@ struct Args {
     shm: Option<PathBuf>,
     slot_size: Option<u64>,
     admin: Option<String>,
+    snapshot_cache: Option<PathBuf>,
+    no_watch: bool,
     check: bool,
     log_level: Option<String>,
     stats: Option<&'static str>,
@@ -59,6 +73,8 @@ fn parse_args() -> anyhow::Result<Args> {
             Long("shm") => a.shm = Some(p.value()?.into()),
             Long("shm-slot-size") => a.slot_size = Some(p.value()?.parse()?),
             Long("admin") => a.admin = Some(p.value()?.string()?),
+            Long("snapshot-cache") => a.snapshot_cache = Some(p.value()?.into()),
+            Long("no-watch") => a.no_watch = true,
             Long("check") => a.check = true,
             Long("log-level") => a.log_level = Some(p.value()?.string()?),
             Long("json") if a.stats.is_some() => a.stats = Some("json"),
@@ -122,9 +138,8 @@ fn run() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let boot = load(&a)?;
     if a.check {
-        let s = &boot.snapshot;
+        let s = load(&a)?.snapshot;
         println!(
             "ok: {} listeners, {} clusters",
             s.listeners.len(),
@@ -142,8 +157,17 @@ fn run() -> anyhow::Result<()> {
         geometry.slot_size = n;
     }
     let publisher = Publisher::create_or_attach(&shm, geometry)?;
+    let cache = a.snapshot_cache.clone().map(|path| SnapshotCache { path });
     let state: admin::Shared = Arc::new(Mutex::new(admin::State::default()));
-    publish(&publisher, &state, boot.clone())?;
+
+    let admin_address = match load(&a) {
+        Ok(boot) => {
+            let admin_address = boot.admin_address;
+            publish(&publisher, &state, cache.as_ref(), boot)?;
+            admin_address
+        }
+        Err(e) => start_without_config(&publisher, &state, cache.as_ref(), e)?,
+    };
 
     let admin_addr = match a.admin.as_deref() {
         Some("off") => None,
@@ -151,7 +175,7 @@ fn run() -> anyhow::Result<()> {
             s.parse::<SocketAddr>()
                 .with_context(|| format!("--admin {s}"))?,
         ),
-        None => boot.admin_address,
+        None => admin_address,
     };
     if let Some(addr) = admin_addr {
         let seg = Arc::new(Segment::open(&shm)?);
@@ -160,14 +184,29 @@ fn run() -> anyhow::Result<()> {
         log::info!("admin listening on http://{bound}");
     }
 
+    // Reloads come from the file watcher and from SIGHUP; both land here, one at a time.
+    let (events, rx) = std::sync::mpsc::channel::<Option<i32>>();
+    if let (Some(path), false) = (a.config.clone(), a.no_watch) {
+        let tx = events.clone();
+        source::watch(path, move || tx.send(None).is_ok())?;
+    }
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
-    for sig in signals.forever() {
-        match sig {
-            SIGHUP => match load(&a) {
-                Ok(boot) => publish(&publisher, &state, boot)?,
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if events.send(Some(sig)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    for event in rx {
+        match event {
+            None | Some(SIGHUP) => match load(&a) {
+                Ok(boot) => publish(&publisher, &state, cache.as_ref(), boot)?,
                 Err(e) => log::error!("reload refused, previous config stays in force: {e:#}"),
             },
-            _ => break,
+            Some(_) => break,
         }
     }
     log::info!(
@@ -178,8 +217,61 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn publish(publisher: &Publisher, state: &admin::Shared, boot: Bootstrap) -> anyhow::Result<()> {
+/// The config cannot be used at start-up: serve the snapshot cache if there is one, else
+/// keep the generation a previous control left in the segment. Returns no admin address
+/// (only `--admin` can give one then).
+fn start_without_config(
+    publisher: &Publisher,
+    state: &admin::Shared,
+    cache: Option<&SnapshotCache>,
+    error: anyhow::Error,
+) -> anyhow::Result<Option<SocketAddr>> {
+    if let Some(cache) = cache {
+        match cache.load() {
+            Ok(snapshot) => {
+                log::warn!(
+                    "{error:#}; starting from the last good snapshot in {}",
+                    cache.path.display()
+                );
+                publish(
+                    publisher,
+                    state,
+                    None,
+                    Bootstrap {
+                        snapshot,
+                        ..Default::default()
+                    },
+                )?;
+                return Ok(None);
+            }
+            Err(e) => log::warn!("snapshot cache unusable: {e}"),
+        }
+    }
+    let seg = publisher.segment();
+    if let ReadOutcome::New { generation, bytes } = seg.read_current(0) {
+        if let Ok(snapshot) = codec::decode(&bytes) {
+            log::error!("{error:#}; generation {generation} already in the segment stays in force");
+            let mut st = state.lock().expect("admin state lock");
+            st.snapshot = snapshot;
+            st.generation = generation;
+            return Ok(None);
+        }
+    }
+    Err(error)
+}
+
+fn publish(
+    publisher: &Publisher,
+    state: &admin::Shared,
+    cache: Option<&SnapshotCache>,
+    boot: Bootstrap,
+) -> anyhow::Result<()> {
     let generation = publisher.publish(&boot.snapshot, Duration::from_secs(5))?;
+    if let Some(cache) = cache {
+        if let Err(e) = cache.store(&boot.snapshot) {
+            log::warn!("snapshot cache {}: {e}", cache.path.display());
+        }
+    }
     let s = &boot.snapshot;
     log::info!(
         "published generation {generation}: {} listeners, {} clusters, {} endpoints",

@@ -22,6 +22,9 @@ OPTIONS:
         --io-driver DRIVER   auto (io_uring, epoll if a ring can't be set up), uring, epoll [default: auto]
         --control-bin PATH   the zerohop-control executable [default: next to zerohop, else $PATH]
         --shm-slot-size N    passed to zerohop-control: bytes per snapshot slot
+        --snapshot-cache PATH
+                             passed to zerohop-control: keep the last good snapshot there and
+                             start from it when the config cannot be used
         --log-level LEVEL    error, warn, info, debug, trace [default: info; env RUST_LOG]
     -h, --help               print this help
 
@@ -39,6 +42,7 @@ pub struct Args {
     pub io_driver: Option<IoDriver>,
     pub control_bin: Option<PathBuf>,
     pub slot_size: Option<u64>,
+    pub snapshot_cache: Option<PathBuf>,
     pub log_level: Option<String>,
 }
 
@@ -71,6 +75,7 @@ impl Args {
                 }
                 Long("control-bin") => a.control_bin = Some(p.value()?.into()),
                 Long("shm-slot-size") => a.slot_size = Some(p.value()?.parse()?),
+                Long("snapshot-cache") => a.snapshot_cache = Some(p.value()?.into()),
                 Long("log-level") => a.log_level = Some(p.value()?.string()?),
                 Short('h') | Long("help") => {
                     print!("{HELP}");

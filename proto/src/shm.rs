@@ -456,6 +456,11 @@ impl Segment {
     /// generation (or the data plane is known to be gone), so that no shard still copies
     /// out of the slot being overwritten.
     pub fn publish(&self, bytes: &[u8]) -> Result<u64, PublishError> {
+        self.publish_inner(bytes, 0)
+    }
+
+    /// `publish`, with the stored checksum XORed with `checksum_xor` (0 outside tests).
+    fn publish_inner(&self, bytes: &[u8], checksum_xor: u64) -> Result<u64, PublishError> {
         let g = self.geometry;
         if bytes.len() as u64 > g.slot_size {
             return Err(PublishError::TooLarge {
@@ -484,8 +489,10 @@ impl Segment {
             )
         };
         desc.len.store(bytes.len() as u64, Ordering::Relaxed);
-        desc.checksum
-            .store(u64::from(crc32fast::hash(bytes)), Ordering::Relaxed);
+        desc.checksum.store(
+            u64::from(crc32fast::hash(bytes)) ^ checksum_xor,
+            Ordering::Relaxed,
+        );
         desc.seq.store(generation * 2, Ordering::Release);
         h.published_ns.store(monotonic_ns(), Ordering::Relaxed);
         h.current
@@ -546,6 +553,13 @@ impl Segment {
             };
         }
         ReadOutcome::New { generation, bytes }
+    }
+
+    /// Publishes `bytes` with a checksum that does not match: a test hook that simulates a
+    /// stray write into a slot. Returns the generation.
+    #[doc(hidden)]
+    pub fn publish_with_bad_checksum_for_test(&self, bytes: &[u8]) -> u64 {
+        self.publish_inner(bytes, !0).expect("fits a slot")
     }
 
     /// Flips bits of one byte of the current slot without updating its checksum: a test hook

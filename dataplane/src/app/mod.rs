@@ -61,6 +61,9 @@ pub fn run(args: Args) -> Result<(), StartError> {
         if let Some(n) = args.slot_size {
             cargs.extend(["--shm-slot-size".to_owned(), n.to_string()]);
         }
+        if let Some(c) = &args.snapshot_cache {
+            cargs.extend(["--snapshot-cache".to_owned(), c.display().to_string()]);
+        }
         if let Some(l) = &args.log_level {
             cargs.extend(["--log-level".to_owned(), l.clone()]);
         }
@@ -135,6 +138,7 @@ fn serve(
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
             seg,
             mailbox,
+            initial: (generation, snapshot.clone()),
             driver,
             drain_timeout,
         };

@@ -45,6 +45,9 @@ pub struct Spec {
     pub seg: &'static Segment,
     /// Listener operations for this shard (the initial listeners are already posted).
     pub mailbox: &'static Mailbox,
+    /// The generation the process started from (already decoded): a shard serves it from
+    /// its first accept, whatever the segment holds by the time the shard runs.
+    pub initial: (u64, zerohop_proto::Snapshot),
     pub driver: IoDriver,
     pub drain_timeout: Duration,
 }
@@ -169,6 +172,7 @@ async fn main(spec: Spec, epoll: bool) {
         seg,
         mailbox,
         drain_timeout,
+        initial,
         ..
     } = spec;
     let seed = zerohop_proto::shm::monotonic_ns() ^ ((id as u64 + 1) << 32);
@@ -185,9 +189,11 @@ async fn main(spec: Spec, epoll: bool) {
         seg,
         mailbox,
         drain_timeout,
-        config: RefCell::new(Rc::new(ShardConfig::build(0, Default::default(), None))),
+        config: RefCell::new(Rc::new(ShardConfig::build(initial.0, initial.1, None))),
         last_rejected: Cell::new(0),
     });
+    seg.ack(id, initial.0);
+    shard.stats.inc(Counter::ConfigApplied);
     shard.maybe_reload();
     shard.take_listener_ops();
 

@@ -40,6 +40,10 @@ pub fn scratch(name: &str) -> PathBuf {
 
 #[derive(Clone, Debug)]
 pub struct Opts {
+    /// Extra flags for zerohop.
+    pub args: Vec<String>,
+    /// Serve an existing segment (`--attach`) instead of starting control on a config.
+    pub attach: Option<PathBuf>,
     pub shards: usize,
     pub driver: &'static str,
     pub memlock_zero: bool,
@@ -49,6 +53,8 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
+            args: Vec::new(),
+            attach: None,
             shards: 1,
             driver: "auto",
             memlock_zero: false,
@@ -60,8 +66,11 @@ impl Default for Opts {
 /// A running zerohop (and its control child).
 pub struct Proxy {
     child: Option<Child>,
+    /// The bootstrap file zerohop runs (rewrite it to reload).
+    pub config: PathBuf,
     pub listeners: HashMap<String, SocketAddr>,
     pub shm: PathBuf,
+    owns_shm: bool,
     log: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
 }
@@ -74,11 +83,13 @@ impl Proxy {
     pub fn start_with(yaml: &str, opts: Opts) -> Proxy {
         let cfg = scratch("bootstrap.yaml");
         std::fs::write(&cfg, yaml).unwrap();
-        let shm = PathBuf::from(format!(
-            "/dev/shm/zerohop-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
+        let shm = opts.attach.clone().unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "/dev/shm/zerohop-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            ))
+        });
         let mut cmd = if opts.memlock_zero {
             let mut c = Command::new("prlimit");
             c.arg("--memlock=0:0").arg("--").arg(bin());
@@ -86,9 +97,12 @@ impl Proxy {
         } else {
             Command::new(bin())
         };
-        cmd.arg("-c")
-            .arg(&cfg)
-            .arg("--shm")
+        if opts.attach.is_some() {
+            cmd.arg("--attach");
+        } else {
+            cmd.arg("-c").arg(&cfg);
+        }
+        cmd.arg("--shm")
             .arg(&shm)
             .args([
                 "--shards",
@@ -99,13 +113,17 @@ impl Proxy {
             .args(["--drain-timeout", opts.drain_timeout, "--log-level", "info"])
             .arg("--control-bin")
             .arg(control_bin())
+            .args(&opts.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn zerohop");
         let (log, lines) = capture(child.stderr.take().unwrap());
+        let owns_shm = opts.attach.is_none();
         let mut proxy = Proxy {
             child: Some(child),
+            config: cfg,
+            owns_shm,
             listeners: HashMap::new(),
             shm,
             log,
@@ -126,6 +144,29 @@ impl Proxy {
             if line.contains("zerohop serving generation") {
                 return proxy;
             }
+        }
+    }
+
+    /// Rewrites the bootstrap; control notices the change by itself.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let tmp = self.config.with_extension("new");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// Waits for a `listener NAME listening on ADDR` line and returns the address.
+    pub fn wait_listener(&self, name: &str, timeout: Duration) -> SocketAddr {
+        let needle = format!("listener {name} listening on ");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().lines().rev().find(|l| l.contains(&needle)) {
+                return line.split(&needle).nth(1).unwrap().trim().parse().unwrap();
+            }
+            assert!(
+                self.next_line(deadline).is_some(),
+                "no {name} listener:\n{}",
+                self.log()
+            );
         }
     }
 
@@ -224,6 +265,60 @@ impl Drop for Proxy {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if self.owns_shm {
+            let _ = std::fs::remove_file(&self.shm);
+        }
+    }
+}
+
+/// A zerohop-control run on its own (for `zerohop --attach`).
+pub struct Control {
+    child: Child,
+    pub shm: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Control {
+    pub fn start(yaml: &str, args: &[&str]) -> Control {
+        let config = scratch("control.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let shm = PathBuf::from(format!(
+            "/dev/shm/zerohop-ctl-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let child = Command::new(control_bin())
+            .arg("-c")
+            .arg(&config)
+            .arg("--shm")
+            .arg(&shm)
+            .args(["--admin", "off"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Segment::open(&shm)
+            .map(|s| s.current_generation())
+            .unwrap_or(0)
+            == 0
+        {
+            assert!(Instant::now() < deadline, "control did not publish");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Control { child, shm, config }
+    }
+
+    pub fn segment(&self) -> Segment {
+        Segment::open(&self.shm).unwrap()
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.shm);
     }
 }
