@@ -2,6 +2,7 @@
 //! against a baseline (a direct connection, HAProxy), in interleaved rounds, and reported
 //! with ratios: on a shared machine absolute numbers drift, ratios from one run hold.
 
+mod config;
 mod load;
 mod procstat;
 mod targets;
@@ -17,6 +18,7 @@ zerohop-bench: side-by-side benchmarks, reported as ratios
 
 USAGE:
     zerohop-bench l4 [OPTIONS]
+    zerohop-bench config [OPTIONS]
 
     Runs direct, zerohop (1 shard), HAProxy (1 thread, TCP mode) and HAProxy with
     `option splice-auto`, each proxy pinned to one CPU and the load on another, and measures:
@@ -25,7 +27,19 @@ USAGE:
       (b) bulk upload: Gbit/s and GB moved per proxy CPU-second;
       (c) proxy RSS per idle proxied connection (1,000 connections).
 
-OPTIONS:
+    `config` measures the live-configuration path: publish -> applied-by-every-shard latency
+    for several config sizes (10 endpoints per cluster), the memory of both processes, the data
+    plane's RSS after many swaps, and the p99 of fixed-rate traffic with a config change every
+    second against the same traffic without changes.
+
+OPTIONS (config):
+        --sizes LIST       cluster counts [default: 10,1000,10000]
+        --updates N        updates measured per size [default: 50]
+        --swaps N          swaps for the memory-return check (1,000 clusters) [default: 100]
+        --rate N           exchanges/s for the churn comparison [default: 1000]
+        --churn-seconds N  length of each churn run [default: 20]
+
+OPTIONS (l4):
         --seconds N        length of each measurement [default: 5]
         --rounds N         interleaved rounds; the median is reported [default: 3]
         --conns N          connections for the exchange test [default: 50]
@@ -40,6 +54,12 @@ OPTIONS:
 
 #[derive(Debug)]
 struct Opts {
+    command: String,
+    sizes: Vec<usize>,
+    updates: usize,
+    swaps: usize,
+    rate: f64,
+    churn_seconds: f64,
     seconds: f64,
     rounds: usize,
     conns: usize,
@@ -59,6 +79,12 @@ fn parse() -> Result<Opts, lexopt::Error> {
         .and_then(|p| p.parent().map(PathBuf::from))
         .unwrap_or_default();
     let mut o = Opts {
+        command: String::new(),
+        sizes: vec![10, 1000, 10000],
+        updates: 50,
+        swaps: 100,
+        rate: 1000.0,
+        churn_seconds: 20.0,
         seconds: 5.0,
         rounds: 3,
         conns: 50,
@@ -76,6 +102,19 @@ fn parse() -> Result<Opts, lexopt::Error> {
         match arg {
             Value(v) if cmd.is_none() => cmd = Some(v.string()?),
             Long("seconds") => o.seconds = p.value()?.parse()?,
+            Long("sizes") => {
+                o.sizes = p
+                    .value()?
+                    .string()?
+                    .split(',')
+                    .map(|v| v.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("--sizes: {e}"))?
+            }
+            Long("updates") => o.updates = p.value()?.parse()?,
+            Long("swaps") => o.swaps = p.value()?.parse()?,
+            Long("rate") => o.rate = p.value()?.parse()?,
+            Long("churn-seconds") => o.churn_seconds = p.value()?.parse()?,
             Long("rounds") => o.rounds = p.value()?.parse()?,
             Long("conns") => o.conns = p.value()?.parse()?,
             Long("size") => o.size = p.value()?.parse()?,
@@ -93,8 +132,11 @@ fn parse() -> Result<Opts, lexopt::Error> {
         }
     }
     match cmd.as_deref() {
-        Some("l4") => Ok(o),
-        _ => Err("expected the `l4` subcommand (see --help)".into()),
+        Some(c @ ("l4" | "config")) => {
+            o.command = c.to_owned();
+            Ok(o)
+        }
+        _ => Err("expected the `l4` or `config` subcommand (see --help)".into()),
     }
 }
 
@@ -115,6 +157,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if o.command == "config" {
+        let report = config_report(&o);
+        print!("{report}");
+        if let Some(path) = &o.out {
+            std::fs::write(path, &report).expect("write report");
+        }
+        return;
+    }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let proxy_cpu = cores.first().map_or(0, |c| c.id);
     let load_core = cores.last().copied().filter(|_| cores.len() > 1);
@@ -241,5 +291,112 @@ fn report(o: &Opts, kinds: &[Kind], samples: &[Vec<Sample>]) -> String {
             );
         }
     }
+    r
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn config_report(o: &Opts) -> String {
+    let echo = load::echo_server(None);
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "Live configuration: {} updates per size, 10 endpoints per cluster, all shards\n",
+        o.updates
+    );
+    let _ = writeln!(
+        r,
+        "| clusters | endpoints | publish->applied p50 | p99 | max | zerohop RSS | control RSS |"
+    );
+    let _ = writeln!(r, "|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &o.sizes {
+        let front = free_addr();
+        let proxy = config::Proxy::start(&o.zerohop, &config::yaml(n, 10, front, echo, 0), front);
+        let mut lat: Vec<Duration> = (1..=o.updates)
+            .map(|i| {
+                eprint!("\r{n} clusters: update {i}/{}   ", o.updates);
+                proxy.update(&config::yaml(n, 10, front, echo, i))
+            })
+            .collect();
+        eprintln!();
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+        let _ = writeln!(
+            r,
+            "| {n} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} MiB | {:.1} MiB |",
+            n * 10,
+            ms(pct(0.5)),
+            ms(pct(0.99)),
+            ms(*lat.last().unwrap()),
+            config::rss_mib(proxy.pid()),
+            config::rss_mib(proxy.control_pid()),
+        );
+    }
+
+    // Is a retired snapshot's memory returned?
+    let front = free_addr();
+    let proxy = config::Proxy::start(&o.zerohop, &config::yaml(1000, 10, front, echo, 0), front);
+    proxy.update(&config::yaml(1000, 10, front, echo, 1));
+    let base = config::rss_mib(proxy.pid());
+    for i in 0..o.swaps {
+        eprint!("\rswap {}/{}   ", i + 1, o.swaps);
+        proxy.update(&config::yaml(1000, 10, front, echo, i + 2));
+    }
+    eprintln!();
+    std::thread::sleep(Duration::from_secs(1));
+    let after = config::rss_mib(proxy.pid());
+    let _ = writeln!(
+        r,
+        "\nData plane RSS with 1,000 clusters: {base:.1} MiB after the first swap, {after:.1} MiB after {} more ({:+.1} MiB).",
+        o.swaps,
+        after - base
+    );
+
+    // Traffic p99 with and without a config change every second.
+    let dur = Duration::from_secs_f64(o.churn_seconds);
+    eprintln!("steady traffic, no changes");
+    let steady = config::open_loop(front, o.rate, 10, dur, || {});
+    let mut i = 1000;
+    eprintln!("steady traffic, a change every second");
+    let churn = config::open_loop(front, o.rate, 10, dur, || {
+        i += 1;
+        std::fs::write(&proxy.config, config::yaml(1000, 10, front, echo, i)).unwrap();
+        let _ = std::process::Command::new("kill")
+            .args(["-HUP", &proxy.pid().to_string()])
+            .status();
+    });
+    let row = |name: &str, h: &hdrhistogram::Histogram<u64>| {
+        format!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        )
+    };
+    let _ = writeln!(
+        r,
+        "\nOpen-loop echo exchanges through zerohop at {} /s over 10 connections for {} s (1,000-cluster config), latency in us from the intended send time:\n",
+        o.rate, o.churn_seconds
+    );
+    let _ = writeln!(r, "| run | p50 | p90 | p99 | p99.9 | max |");
+    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(r, "{}", row("no config changes", &steady));
+    let _ = writeln!(r, "{}", row("a change every second", &churn));
+    let _ = writeln!(
+        r,
+        "\np99 with churn / without: {:.2}x",
+        churn.value_at_quantile(0.99) as f64 / steady.value_at_quantile(0.99).max(1) as f64
+    );
     r
 }

@@ -1,5 +1,8 @@
 //! `zerohop-control`: load config, publish it to the data plane, serve admin. See `--help`.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! Compiles a checked Envoy bootstrap into a [`Snapshot`]: names resolved to [`ClusterId`]s,
 //! durations and addresses parsed, Envoy's defaults filled in, value-level limits enforced.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -18,35 +19,54 @@ const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
-pub(super) fn bootstrap(b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
-    let node_id = msg(b, "node").map(|n| string(&n, "id")).unwrap_or_default();
-    let admin_address = match msg(b, "admin").and_then(|a| msg(&a, "address")) {
-        Some(a) => Some(socket_address(&a, "admin.address")?),
-        None => None,
-    };
-    let mut snapshot = Snapshot::default();
-    if let Some(sr) = msg(b, "static_resources") {
-        let mut ids = HashMap::new();
-        for (i, c) in list(&sr, "clusters").iter().enumerate() {
-            let path = format!("static_resources.clusters{}", element_label(i, c));
-            let cluster = cluster(as_msg(c), &path)?;
-            if ids
-                .insert(cluster.name.clone(), ClusterId(i as u32))
-                .is_some()
-            {
-                return Err(ConfigError::at(
-                    path,
-                    format!("duplicate cluster name {:?}", cluster.name),
-                ));
-            }
-            snapshot.clusters.push(cluster);
+/// Collects resources as the loader streams them and compiles the snapshot. Clusters are
+/// compiled as they arrive (their decoded messages are dropped at once); listeners refer to
+/// clusters by name, so they are compiled when everything has been read.
+#[derive(Debug, Default)]
+pub(super) struct Builder {
+    clusters: Vec<Cluster>,
+    ids: HashMap<String, ClusterId>,
+    listeners: Vec<(String, DynamicMessage)>,
+}
+
+impl Builder {
+    pub(super) fn add_cluster(
+        &mut self,
+        c: &DynamicMessage,
+        path: String,
+    ) -> Result<(), ConfigError> {
+        let cluster = cluster(c, &path)?;
+        let id = ClusterId(self.clusters.len() as u32);
+        if self.ids.insert(cluster.name.clone(), id).is_some() {
+            return Err(ConfigError::at(
+                path,
+                format!("duplicate cluster name {:?}", cluster.name),
+            ));
         }
-        for (i, l) in list(&sr, "listeners").iter().enumerate() {
-            let path = format!("static_resources.listeners{}", element_label(i, l));
-            let listener = listener(as_msg(l), i, &path, &ids)?;
+        self.clusters.push(cluster);
+        Ok(())
+    }
+
+    pub(super) fn add_listener(&mut self, l: DynamicMessage, path: String) {
+        self.listeners.push((path, l));
+    }
+
+    /// Compiles the listeners and the rest of the bootstrap (`node`, `admin`).
+    pub(super) fn finish(self, b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
+        let node_id = msg(b, "node").map(|n| string(n, "id")).unwrap_or_default();
+        let admin_address = match msg(b, "admin").and_then(|a| msg(a, "address")) {
+            Some(a) => Some(socket_address(a, "admin.address")?),
+            None => None,
+        };
+        let mut snapshot = Snapshot {
+            clusters: self.clusters,
+            listeners: Vec::new(),
+        };
+        for (i, (path, l)) in self.listeners.iter().enumerate() {
+            let listener = listener(l, i, path, &self.ids)?;
             if let Some(other) = snapshot.listeners.iter().find(|o| o.name == listener.name) {
                 return Err(ConfigError::at(
-                    path,
+                    path.clone(),
                     format!("duplicate listener name {:?}", other.name),
                 ));
             }
@@ -54,7 +74,7 @@ pub(super) fn bootstrap(b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
                 |o: &Listener| o.address == listener.address && listener.address.port() != 0;
             if let Some(other) = snapshot.listeners.iter().find(|o| bound(o)) {
                 return Err(ConfigError::at(
-                    path,
+                    path.clone(),
                     format!(
                         "address {} is already used by listener {:?}",
                         listener.address, other.name
@@ -63,12 +83,12 @@ pub(super) fn bootstrap(b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
             }
             snapshot.listeners.push(listener);
         }
+        Ok(Bootstrap {
+            snapshot,
+            node_id,
+            admin_address,
+        })
     }
-    Ok(Bootstrap {
-        snapshot,
-        node_id,
-        admin_address,
-    })
 }
 
 fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
@@ -87,7 +107,7 @@ fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
         ));
     }
     let connect_timeout = match msg(c, "connect_timeout") {
-        Some(d) => duration(&d, &format!("{path}.connect_timeout"))?,
+        Some(d) => duration(d, &format!("{path}.connect_timeout"))?,
         None => DEFAULT_CONNECT_TIMEOUT,
     };
     if connect_timeout.is_zero() {
@@ -110,12 +130,12 @@ fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
     };
     let mut endpoints = Vec::new();
     if let Some(la) = msg(c, "load_assignment") {
-        for (i, group) in list(&la, "endpoints").iter().enumerate() {
+        for (i, group) in list(la, "endpoints").iter().enumerate() {
             for (j, lbe) in list(as_msg(group), "lb_endpoints").iter().enumerate() {
                 let p = format!("{path}.load_assignment.endpoints[{i}].lb_endpoints[{j}]");
                 let lbe = as_msg(lbe);
-                let address = match msg(lbe, "endpoint").and_then(|e| msg(&e, "address")) {
-                    Some(a) => socket_address(&a, &format!("{p}.endpoint.address"))?,
+                let address = match msg(lbe, "endpoint").and_then(|e| msg(e, "address")) {
+                    Some(a) => socket_address(a, &format!("{p}.endpoint.address"))?,
                     None => {
                         return Err(ConfigError::at(
                             format!("{p}.endpoint.address"),
@@ -124,7 +144,7 @@ fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
                     }
                 };
                 let weight = match msg(lbe, "load_balancing_weight") {
-                    Some(w) => u32_value(&w),
+                    Some(w) => u32_value(w),
                     None => 1,
                 };
                 if weight == 0 {
@@ -156,7 +176,7 @@ fn listener(
         name = format!("listener_{index}");
     }
     let address = match msg(l, "address") {
-        Some(a) => socket_address(&a, &format!("{path}.address"))?,
+        Some(a) => socket_address(a, &format!("{path}.address"))?,
         None => {
             return Err(ConfigError::at(
                 format!("{path}.address"),
@@ -185,11 +205,14 @@ fn listener(
             ),
         ));
     }
-    let fpath = format!("{fpath}{}.typed_config", element_label(0, &filters[0]));
+    let fpath = format!(
+        "{fpath}{}.typed_config",
+        element_label(0, as_msg(&filters[0]))
+    );
     let Some(any) = msg(as_msg(&filters[0]), "typed_config") else {
         return Err(ConfigError::at(fpath, "a filter needs a typed_config"));
     };
-    let tp = unpack_any(&any).map_err(|e| ConfigError::at(fpath.clone(), e))?;
+    let tp = unpack_any(any).map_err(|e| ConfigError::at(fpath.clone(), e))?;
     if tp.descriptor().full_name() != TCP_PROXY {
         return Err(ConfigError::at(
             fpath,
@@ -226,8 +249,11 @@ fn tcp_proxy(
     };
     let mut targets = Vec::new();
     if let Some(wc) = msg(tp, "weighted_clusters") {
-        for (i, cw) in list(&wc, "clusters").iter().enumerate() {
-            let p = format!("{path}.weighted_clusters.clusters{}", element_label(i, cw));
+        for (i, cw) in list(wc, "clusters").iter().enumerate() {
+            let p = format!(
+                "{path}.weighted_clusters.clusters{}",
+                element_label(i, as_msg(cw))
+            );
             let cw = as_msg(cw);
             let weight = match cw.get_field_by_name("weight").as_deref() {
                 Some(Value::U32(w)) => *w,
@@ -261,7 +287,7 @@ fn tcp_proxy(
         });
     }
     let idle_timeout = match msg(tp, "idle_timeout") {
-        Some(d) => Some(duration(&d, &format!("{path}.idle_timeout"))?).filter(|d| !d.is_zero()),
+        Some(d) => Some(duration(d, &format!("{path}.idle_timeout"))?).filter(|d| !d.is_zero()),
         None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
     };
     Ok(TcpProxy {
@@ -271,14 +297,14 @@ fn tcp_proxy(
     })
 }
 
-// === reflective accessors (config time only) ===
+// === reflective accessors (config time only; they borrow, never copy a subtree) ===
 
-fn msg(m: &DynamicMessage, field: &str) -> Option<DynamicMessage> {
+fn msg<'a>(m: &'a DynamicMessage, field: &str) -> Option<&'a DynamicMessage> {
     if !m.has_field_by_name(field) {
         return None;
     }
-    match m.get_field_by_name(field).as_deref() {
-        Some(Value::Message(v)) => Some(v.clone()),
+    match m.get_field_by_name(field)? {
+        Cow::Borrowed(Value::Message(v)) => Some(v),
         _ => None,
     }
 }
@@ -290,10 +316,10 @@ fn as_msg(v: &Value) -> &DynamicMessage {
     }
 }
 
-fn list(m: &DynamicMessage, field: &str) -> Vec<Value> {
-    match m.get_field_by_name(field).as_deref() {
-        Some(Value::List(v)) => v.clone(),
-        _ => Vec::new(),
+fn list<'a>(m: &'a DynamicMessage, field: &str) -> &'a [Value] {
+    match m.get_field_by_name(field) {
+        Some(Cow::Borrowed(Value::List(v))) => v,
+        _ => &[],
     }
 }
 
@@ -345,7 +371,7 @@ fn socket_address(address: &DynamicMessage, path: &str) -> Result<SocketAddr, Co
     let Some(sa) = msg(address, "socket_address") else {
         return Err(ConfigError::at(path, "only socket_address is supported"));
     };
-    let host = string(&sa, "address");
+    let host = string(sa, "address");
     let ip: IpAddr = host.parse().map_err(|_| {
         ConfigError::at(
             format!("{path}.socket_address.address"),

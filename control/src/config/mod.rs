@@ -60,10 +60,33 @@ pub struct Bootstrap {
     pub admin_address: Option<std::net::SocketAddr>,
 }
 
-/// Decodes, checks and compiles an Envoy v3 bootstrap.
+/// Decodes, checks and compiles an Envoy v3 bootstrap, one resource at a time.
 pub fn load(text: &str, format: Format) -> Result<Bootstrap, ConfigError> {
-    let msg = envoy::decode_bootstrap(text, format)?;
-    check_and_compile(&msg)
+    let mut builder = Collect(compile::Builder::default());
+    let rest = envoy::decode_bootstrap(text, format, &mut builder)?;
+    supported::check(&rest, "")?;
+    builder.0.finish(&rest)
+}
+
+/// Checks each resource as it is decoded; compiles clusters at once.
+struct Collect(compile::Builder);
+
+impl envoy::Sink for Collect {
+    fn resource(
+        &mut self,
+        kind: envoy::Resource,
+        msg: DynamicMessage,
+        path: String,
+    ) -> Result<(), ConfigError> {
+        supported::check(&msg, &path)?;
+        match kind {
+            envoy::Resource::Cluster => self.0.add_cluster(&msg, path),
+            envoy::Resource::Listener => {
+                self.0.add_listener(msg, path);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Loads a bootstrap from raw bytes of unknown format (used by the fuzz target and for
@@ -72,11 +95,6 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Bootstrap, ConfigError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ConfigError::at("", format!("config is not UTF-8: {e}")))?;
     load(text, Format::sniff(text))
-}
-
-fn check_and_compile(msg: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
-    supported::check(msg)?;
-    compile::bootstrap(msg)
 }
 
 #[cfg(test)]

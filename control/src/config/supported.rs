@@ -82,8 +82,9 @@ const LEAVES: &[&str] = &[
     "google.protobuf.Struct",
 ];
 
-pub(super) fn check(bootstrap: &DynamicMessage) -> Result<(), ConfigError> {
-    walk(bootstrap, &mut String::new())
+/// Checks `msg`, a message found at `path` (empty for the bootstrap itself).
+pub(super) fn check(msg: &DynamicMessage, path: &str) -> Result<(), ConfigError> {
+    walk(msg, &mut path.to_owned())
 }
 
 fn walk(msg: &DynamicMessage, path: &mut String) -> Result<(), ConfigError> {
@@ -135,7 +136,10 @@ fn walk_value(value: &Value, path: &mut String) -> Result<(), ConfigError> {
         Value::List(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
-                path.push_str(&element_label(i, item));
+                match item {
+                    Value::Message(m) => path.push_str(&element_label(i, m)),
+                    _ => path.push_str(&format!("[{i}]")),
+                }
                 walk_value(item, path)?;
                 path.truncate(len);
             }
@@ -152,12 +156,9 @@ fn walk_value(value: &Value, path: &mut String) -> Result<(), ConfigError> {
 }
 
 /// `[3]`, or `[3](backend)` when the element is a named resource.
-pub(super) fn element_label(index: usize, item: &Value) -> String {
-    let name = match item {
-        Value::Message(m) => match m.get_field_by_name("name").as_deref() {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            _ => None,
-        },
+pub(super) fn element_label(index: usize, item: &DynamicMessage) -> String {
+    let name = match item.get_field_by_name("name").as_deref() {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
     match name {

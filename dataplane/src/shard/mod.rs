@@ -246,6 +246,7 @@ impl Shard {
         if current == applied || current == self.last_rejected.get() {
             return;
         }
+        let started = Instant::now();
         match self.seg.read_current(applied) {
             ReadOutcome::Empty | ReadOutcome::Unchanged | ReadOutcome::Torn => {}
             ReadOutcome::Corrupt { generation, reason } => self.refuse(generation, reason),
@@ -256,7 +257,11 @@ impl Shard {
                     *self.config.borrow_mut() = Rc::new(next);
                     self.seg.ack(self.id, generation);
                     self.stats.inc(Counter::ConfigApplied);
-                    log::debug!("shard {}: applied generation {generation}", self.id);
+                    log::debug!(
+                        "shard {}: applied generation {generation} in {:?}",
+                        self.id,
+                        started.elapsed()
+                    );
                 }
                 Err(e) => self.refuse(generation, &e.to_string()),
             },

@@ -1,0 +1,181 @@
+//! `zerohop-bench config`: the live-configuration path, measured from the segment itself.
+//!
+//! - publish -> applied by every shard, for configs of 10, 1,000 and 10,000 clusters (10
+//!   endpoints each: 100,000 at the top size), over many updates (SIGHUP to zerohop, which
+//!   passes it to control; each update changes one endpoint weight). The latency is the
+//!   segment's own record: the last shard's `applied_ns` minus `published_ns`, both
+//!   CLOCK_MONOTONIC.
+//! - memory of both processes at each size, and the data plane's RSS after 100 swaps
+//!   against its RSS after the first (is a retired snapshot's memory returned?).
+//! - p99 of an open-loop echo exchange through the proxy at a fixed rate, with a config change
+//!   every second against the same run without changes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::procstat;
+
+/// A running `zerohop -c` on a generated config, with its segment.
+pub struct Proxy {
+    child: Child,
+    pub config: PathBuf,
+    pub shm: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+impl Proxy {
+    pub fn start(zerohop: &Path, yaml: &str, front: SocketAddr) -> Proxy {
+        let tag = format!("{}-{}", std::process::id(), front.port());
+        let config = std::env::temp_dir().join(format!("zerohop-bench-config-{tag}.yaml"));
+        std::fs::write(&config, yaml).unwrap();
+        let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-config-{tag}"));
+        let child = Command::new(zerohop)
+            .arg("-c")
+            .arg(&config)
+            .arg("--shm")
+            .arg(&shm)
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start zerohop");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(front).is_err() {
+            assert!(Instant::now() < deadline, "zerohop did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Proxy { child, config, shm }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn segment(&self) -> zerohop_proto::shm::Segment {
+        zerohop_proto::shm::Segment::open(&self.shm).expect("segment")
+    }
+
+    pub fn control_pid(&self) -> u32 {
+        self.segment().control_pid()
+    }
+
+    /// Rewrites the config and sends SIGHUP; returns the publish->applied latency of the
+    /// resulting generation.
+    pub fn update(&self, yaml: &str) -> Duration {
+        let seg = self.segment();
+        let before = seg.current_generation();
+        std::fs::write(&self.config, yaml).unwrap();
+        let _ = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let g = seg.current_generation();
+            if g > before && seg.all_applied(g) {
+                let last = (0..seg.active_shards())
+                    .map(|s| seg.shard_ack(s).2)
+                    .max()
+                    .unwrap_or(0);
+                return Duration::from_nanos(last.saturating_sub(seg.published_ns()));
+            }
+            assert!(Instant::now() < deadline, "update not applied");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+/// A bootstrap with `clusters` clusters of `eps` endpoints each; listener `front` routes to
+/// cluster 0, whose endpoints are all `upstream`. `variant` changes one endpoint's weight.
+pub fn yaml(
+    clusters: usize,
+    eps: usize,
+    front: SocketAddr,
+    upstream: SocketAddr,
+    variant: usize,
+) -> String {
+    let mut y = String::with_capacity(clusters * (300 + eps * 110));
+    y.push_str(&format!(
+        "static_resources:\n  listeners:\n  - name: front\n    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: front\n          cluster: c0\n  clusters:\n",
+        front.port()
+    ));
+    for c in 0..clusters {
+        y.push_str(&format!(
+            "  - name: c{c}\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: c{c}\n      endpoints:\n      - lb_endpoints:\n"
+        ));
+        for e in 0..eps {
+            let (ip, port) = if c == 0 {
+                (upstream.ip().to_string(), upstream.port())
+            } else {
+                (
+                    format!("10.{}.{}.{}", (c >> 8) & 0xff, c & 0xff, e + 1),
+                    8080,
+                )
+            };
+            let weight = if c == variant % clusters && e == 0 {
+                2 + variant % 7
+            } else {
+                1
+            };
+            y.push_str(&format!(
+                "        - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }} }}\n          load_balancing_weight: {weight}\n"
+            ));
+        }
+    }
+    y
+}
+
+/// Open-loop echo exchanges at `rate`/s over `conns` persistent connections for `duration`.
+/// Latency is measured from each exchange's intended start, so a stall counts in full.
+pub fn open_loop(
+    front: SocketAddr,
+    rate: f64,
+    conns: usize,
+    duration: Duration,
+    mut each_second: impl FnMut(),
+) -> hdrhistogram::Histogram<u64> {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut streams: Vec<TcpStream> = (0..conns)
+        .map(|_| {
+            let s = TcpStream::connect(front).unwrap();
+            s.set_nodelay(true).unwrap();
+            s
+        })
+        .collect();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut next_tick = start + Duration::from_secs(1);
+    let mut buf = [0u8; 64];
+    for i in 0.. {
+        let intended = start + interval * i;
+        if intended >= start + duration {
+            break;
+        }
+        if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        if Instant::now() >= next_tick {
+            each_second();
+            next_tick += Duration::from_secs(1);
+        }
+        let s = &mut streams[i as usize % conns];
+        s.write_all(&[7u8; 64]).unwrap();
+        s.read_exact(&mut buf).unwrap();
+        h.record(intended.elapsed().as_micros() as u64).unwrap();
+    }
+    h
+}
+
+pub fn rss_mib(pid: u32) -> f64 {
+    procstat::rss_bytes(pid) as f64 / (1 << 20) as f64
+}
