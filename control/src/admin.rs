@@ -79,7 +79,7 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
     match target {
         "/ready" => {
             let g = seg.current_generation();
-            if g > 0 && seg.active_shards() > 0 && seg.all_applied(g) {
+            if g > 0 && seg.dataplane_pid() != 0 && seg.active_shards() > 0 && seg.all_applied(g) {
                 (200, "text/plain", "LIVE\n".into())
             } else {
                 (503, "text/plain", "NOT READY\n".into())

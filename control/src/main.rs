@@ -203,9 +203,20 @@ fn run() -> anyhow::Result<()> {
                 }
             }
         })?;
-    for event in rx {
+    while let Ok(first) = rx.recv() {
+        // Coalesce: one change is often seen twice (watcher and SIGHUP), and a burst of
+        // changes needs only the last. A pending SIGTERM/SIGINT wins.
+        let mut event = first;
+        while let Ok(next) = rx.try_recv() {
+            if !matches!(event, Some(sig) if sig != SIGHUP) {
+                event = next;
+            }
+        }
         match event {
             None | Some(SIGHUP) => match load(&a) {
+                Ok(boot) if unchanged(&publisher, &state, &boot) => {
+                    log::info!("config unchanged; nothing to publish")
+                }
                 Ok(boot) => publish(&publisher, &state, cache.as_ref(), boot)?,
                 Err(e) => log::error!("reload refused, previous config stays in force: {e:#}"),
             },
@@ -218,6 +229,13 @@ fn run() -> anyhow::Result<()> {
         shm.display()
     );
     Ok(())
+}
+
+/// True when `boot` compiles to the snapshot already in force (a file touched, or one change
+/// seen both by the watcher and by a SIGHUP): publishing it again would only churn.
+fn unchanged(publisher: &Publisher, state: &admin::Shared, boot: &Bootstrap) -> bool {
+    let st = state.lock().expect("admin state lock");
+    st.generation == publisher.segment().current_generation() && st.snapshot == boot.snapshot
 }
 
 /// The config cannot be used at start-up: serve the snapshot cache if there is one, else

@@ -55,7 +55,9 @@ impl Publisher {
         let deadline = Instant::now() + timeout;
         loop {
             let shards = self.seg.active_shards();
-            if shards == 0 {
+            let pid = self.seg.dataplane_pid();
+            // No data plane, one that exited (pid 0), or one that died without saying so.
+            if shards == 0 || pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 return Applied::NoDataPlane;
             }
             if self.seg.all_applied(generation) {

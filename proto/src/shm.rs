@@ -615,6 +615,19 @@ impl Segment {
         h.active_shards.store(shards as u64, Ordering::Release);
     }
 
+    /// The data plane `pid` marks itself gone at exit (pid 0), so control does not wait for
+    /// its acks; its shards' counters stay readable. Does nothing if another data plane has
+    /// attached since.
+    pub fn clear_dataplane(&self, pid: u32) {
+        let h = self.header();
+        let _ = h.dataplane_pid.compare_exchange(
+            u64::from(pid),
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
     pub fn active_shards(&self) -> usize {
         let n = self.header().active_shards.load(Ordering::Acquire) as usize;
         n.min(self.geometry.shard_capacity as usize)

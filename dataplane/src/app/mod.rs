@@ -167,6 +167,8 @@ fn serve(
         break;
     }
     DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Draining shards no longer apply generations: tell control not to wait for their acks.
+    seg.clear_dataplane(std::process::id());
     for t in threads {
         let _ = t.join();
     }

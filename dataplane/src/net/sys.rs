@@ -223,12 +223,30 @@ pub fn die_with_parent() -> io::Result<()> {
     check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } as isize).map(drop)
 }
 
-/// Spawns `cmd` so that it gets SIGTERM if this process dies (even by SIGKILL).
+/// Puts the calling thread (or, before exec, the child process) in SCHED_IDLE: it runs only
+/// on CPU time no normal thread wants, and a waking shard preempts it at once. For work that
+/// must never delay traffic: config parsing, snapshot decoding for listener management.
+pub fn sched_idle() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a pointer to a live
+    // sched_param; async-signal-safe, so also usable between fork and exec.
+    check(unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } as isize).map(drop)
+}
+
+/// Spawns `cmd` so that it gets SIGTERM if this process dies (even by SIGKILL), and runs
+/// under SCHED_IDLE (see [`sched_idle`]).
 pub fn spawn_tied_to_parent(cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and calls only prctl, which is
-    // async-signal-safe; it touches no memory shared with the parent.
-    unsafe { cmd.pre_exec(die_with_parent) };
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl and
+    // sched_setscheduler, which are async-signal-safe; it touches no memory shared with the
+    // parent. A refused SCHED_IDLE (seccomp) is not fatal.
+    unsafe {
+        cmd.pre_exec(|| {
+            die_with_parent()?;
+            let _ = sched_idle();
+            Ok(())
+        })
+    };
     cmd.spawn()
 }
 
