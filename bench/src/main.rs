@@ -33,11 +33,11 @@ USAGE:
     second against the same traffic without changes.
 
 OPTIONS (config):
-        --sizes LIST       cluster counts [default: 10,1000,10000]
+        --sizes LIST       cluster counts, or `none` [default: 10,1000,10000]
         --updates N        updates measured per size [default: 50]
         --swaps N          swaps for the memory-return check (1,000 clusters) [default: 100]
         --rate N           exchanges/s for the churn comparison [default: 1000]
-        --churn-seconds N  length of each churn run [default: 20]
+        --churn-seconds N  length of each churn run; 0 skips it [default: 20]
 
 OPTIONS (l4):
         --seconds N        length of each measurement [default: 5]
@@ -103,13 +103,11 @@ fn parse() -> Result<Opts, lexopt::Error> {
             Value(v) if cmd.is_none() => cmd = Some(v.string()?),
             Long("seconds") => o.seconds = p.value()?.parse()?,
             Long("sizes") => {
-                o.sizes = p
-                    .value()?
-                    .string()?
-                    .split(',')
-                    .map(|v| v.trim().parse())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("--sizes: {e}"))?
+                let v = p.value()?.string()?;
+                o.sizes = match v.as_str() {
+                    "none" => Vec::new(),
+                    list => list.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().map_err(|e| format!("--sizes: {e}"))?,
+                };
             }
             Long("updates") => o.updates = p.value()?.parse()?,
             Long("swaps") => o.swaps = p.value()?.parse()?,
@@ -319,6 +317,7 @@ fn config_report(o: &Opts) -> String {
     );
     let _ = writeln!(r, "|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &o.sizes {
+        // (the table below is empty with --sizes none)
         let front = free_addr();
         let proxy = config::Proxy::start(&o.zerohop, &config::yaml(n, 10, front, echo, 0), front);
         let mut lat: Vec<Duration> = (1..=o.updates)
@@ -342,25 +341,34 @@ fn config_report(o: &Opts) -> String {
         );
     }
 
-    // Is a retired snapshot's memory returned?
+    // Is a retired snapshot's memory returned? Baseline after 10 warm-up swaps (two
+    // generations have coexisted, allocator caches are filled), then `--swaps` more.
     let front = free_addr();
     let proxy = config::Proxy::start(&o.zerohop, &config::yaml(1000, 10, front, echo, 0), front);
-    proxy.update(&config::yaml(1000, 10, front, echo, 1));
+    for i in 1..=10 {
+        proxy.update(&config::yaml(1000, 10, front, echo, i));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     let base = config::rss_mib(proxy.pid());
+    let mut peak = base;
     for i in 0..o.swaps {
         eprint!("\rswap {}/{}   ", i + 1, o.swaps);
-        proxy.update(&config::yaml(1000, 10, front, echo, i + 2));
+        proxy.update(&config::yaml(1000, 10, front, echo, i + 11));
+        peak = peak.max(config::rss_mib(proxy.pid()));
     }
     eprintln!();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(500));
     let after = config::rss_mib(proxy.pid());
     let _ = writeln!(
         r,
-        "\nData plane RSS with 1,000 clusters: {base:.1} MiB after the first swap, {after:.1} MiB after {} more ({:+.1} MiB).",
+        "\nData plane RSS with 1,000 clusters: {base:.1} MiB after 10 warm-up swaps, {after:.1} MiB after {} more ({:+.1} MiB; peak {peak:.1} MiB).",
         o.swaps,
         after - base
     );
 
+    if o.churn_seconds <= 0.0 {
+        return r;
+    }
     // Traffic p99 with and without a config change every second.
     let dur = Duration::from_secs_f64(o.churn_seconds);
     eprintln!("steady traffic, no changes");
