@@ -106,7 +106,11 @@ fn parse() -> Result<Opts, lexopt::Error> {
                 let v = p.value()?.string()?;
                 o.sizes = match v.as_str() {
                     "none" => Vec::new(),
-                    list => list.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().map_err(|e| format!("--sizes: {e}"))?,
+                    list => list
+                        .split(',')
+                        .map(|n| n.trim().parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| format!("--sizes: {e}"))?,
                 };
             }
             Long("updates") => o.updates = p.value()?.parse()?,

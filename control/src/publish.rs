@@ -10,6 +10,10 @@ use zerohop_proto::{codec, Snapshot};
 #[derive(Debug)]
 pub struct Publisher {
     seg: Segment,
+    /// An exclusive flock on the segment file, held for the publisher's life: one writer per
+    /// segment. During a binary upgrade the new process's control waits here until the old
+    /// one exits, then continues the generation sequence.
+    _lock: std::fs::File,
 }
 
 /// How a wait for the shards ended.
@@ -26,8 +30,17 @@ pub enum Applied {
 impl Publisher {
     pub fn create_or_attach(path: &Path, geometry: Geometry) -> Result<Publisher, AttachError> {
         let seg = Segment::create_or_attach(path, geometry)?;
+        let lock = std::fs::File::open(path)?;
+        if lock.try_lock().is_err() {
+            log::info!(
+                "another zerohop-control (pid {}) publishes to {}; waiting for it to exit",
+                seg.control_pid(),
+                path.display()
+            );
+            lock.lock()?;
+        }
         seg.set_control_pid(std::process::id());
-        Ok(Publisher { seg })
+        Ok(Publisher { seg, _lock: lock })
     }
 
     pub fn segment(&self) -> &Segment {

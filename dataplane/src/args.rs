@@ -17,6 +17,8 @@ OPTIONS:
     -c, --config FILE        Envoy v3 bootstrap; zerohop starts and supervises zerohop-control on it
         --shm PATH           shared-memory segment [default: /dev/shm/zerohop-<pid>, removed at exit]
         --attach             do not start zerohop-control; attach to the segment at --shm
+        --upgrade            take the listening sockets of the zerohop serving --shm PATH (a
+                             binary upgrade); once this process serves, that one drains and exits
         --shards N           shards (threads, one per CPU) [default: the CPUs this process may use]
         --drain-timeout SECS on SIGTERM/SIGINT, how long open connections may finish [default: 30]
         --io-driver DRIVER   auto (io_uring, epoll if a ring can't be set up), uring, epoll [default: auto]
@@ -37,6 +39,7 @@ pub struct Args {
     pub config: Option<PathBuf>,
     pub shm: Option<PathBuf>,
     pub attach: bool,
+    pub upgrade: bool,
     pub shards: Option<usize>,
     pub drain_timeout: Option<Duration>,
     pub io_driver: Option<IoDriver>,
@@ -56,6 +59,7 @@ impl Args {
                 Short('c') | Long("config") => a.config = Some(p.value()?.into()),
                 Long("shm") => a.shm = Some(p.value()?.into()),
                 Long("attach") => a.attach = true,
+                Long("upgrade") => a.upgrade = true,
                 Long("shards") => a.shards = Some(p.value()?.parse()?),
                 Long("drain-timeout") => {
                     a.drain_timeout = Some(Duration::from_secs_f64(p.value()?.parse()?))
@@ -86,6 +90,11 @@ impl Args {
         }
         if a.attach && (a.config.is_some() || a.shm.is_none()) {
             return Err("--attach takes --shm PATH and no -c (control runs separately)".into());
+        }
+        if a.upgrade && a.shm.is_none() {
+            return Err(
+                "--upgrade takes --shm PATH: the segment of the zerohop to take over from".into(),
+            );
         }
         Ok(a)
     }

@@ -158,3 +158,117 @@ fn zero_memlock_falls_back_to_epoll_with_a_warning_and_serves() {
         );
     }
 }
+
+#[test]
+fn a_new_binary_takes_over_the_listeners_without_refusing_or_resetting_a_connection() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let up = echo_upstream();
+    let shm = std::path::PathBuf::from(format!(
+        "/dev/shm/zerohop-test-upgrade-{}",
+        std::process::id()
+    ));
+    // A fixed port: a new process that bound sockets of its own (instead of taking the old
+    // ones) would then join the same SO_REUSEPORT group, and the connections queued on the
+    // old sockets when they close would be reset: what this test must catch.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = tcp_proxy_config(&[up], "", "1s")
+        .replace("port_value: 0 }", &format!("port_value: {port} }}"));
+    let opts = Opts {
+        shm: Some(shm.clone()),
+        shards: 2,
+        ..Opts::default()
+    };
+    let mut old = Proxy::start_with(&yaml, opts.clone());
+    let front = old.addr("front");
+    let old_control = zerohop_proto::shm::Segment::open(&shm)
+        .unwrap()
+        .control_pid();
+
+    // Four clients, each opening a new connection with one exchange every millisecond,
+    // through the whole hand-over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failures) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let r = TcpStream::connect(front).and_then(|mut c| {
+                        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                        c.write_all(b"ping")?;
+                        let mut got = [0u8; 4];
+                        c.read_exact(&mut got)?;
+                        Ok(got)
+                    });
+                    match r {
+                        Ok(got) if &got == b"ping" => ok += 1,
+                        other => failures.push(format!("{other:?}")),
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                (ok, failures)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let new = Proxy::start_with(
+        &yaml,
+        Opts {
+            args: vec!["--upgrade".into()],
+            ..opts
+        },
+    );
+    assert_eq!(
+        new.addr("front"),
+        front,
+        "the same sockets, so the same port"
+    );
+    let status = old
+        .wait_exit(Duration::from_secs(15))
+        .expect("the old process exits after the hand-over");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        old.log().contains("listeners handed over to a new zerohop"),
+        "{}",
+        old.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failures) = (0, Vec::new());
+    for t in traffic {
+        let (o, f) = t.join().unwrap();
+        ok += o;
+        failures.extend(f);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failures.len(),
+        ok as usize + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 400, "only {ok} connections made it through");
+    assert!(
+        new.total(Counter::DownstreamCxTotal) > 0,
+        "the new process served"
+    );
+
+    // The new process's control took over the segment once the old control was gone.
+    let seg = zerohop_proto::shm::Segment::open(&shm).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seg.control_pid() == old_control && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_ne!(seg.control_pid(), old_control);
+    echo_once(&mut TcpStream::connect(front).unwrap(), b"after");
+    drop(new);
+    let _ = std::fs::remove_file(&shm);
+    let _ = std::fs::remove_file(format!("{}.upgrade", shm.display()));
+}

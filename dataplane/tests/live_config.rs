@@ -165,6 +165,15 @@ fn corrupt_or_undecodable_generations_are_refused_and_the_old_config_serves() {
         proxy.log()
     );
     echo(proxy.addr("front"), b"still serving");
+    // Every shard records the refusal in its ack line before the next generation comes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(0..2).all(|s| seg.shard_ack(s).1 == g) {
+        assert!(
+            Instant::now() < deadline,
+            "not every shard refused generation {g}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 
     let g2 = seg.publish(b"ZHSN\x01\x00\x00\x00 not a snapshot").unwrap();
     assert!(proxy.wait_log(&format!("refused generation {g2}"), Duration::from_secs(5)));

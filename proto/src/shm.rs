@@ -33,7 +33,7 @@ use crate::stats::Counter;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP\x01");
 /// Bumped on any change to the layout described above or to [`Counter::ALL`].
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 pub const MAX_SLOTS: usize = 8;
 pub const MAX_SHARDS: usize = 256;
 const HEADER_SIZE: usize = 4096;
@@ -56,6 +56,9 @@ struct Header {
     published_ns: AtomicU64,
     /// Shards the attached data plane runs; control waits for acks from these.
     active_shards: AtomicU64,
+    /// The first ack line and counter block of the attached data plane's shards. A data plane
+    /// started beside a running one (a binary upgrade) takes lines the other is not using.
+    shard_base: AtomicU64,
     dataplane_pid: AtomicU64,
     control_pid: AtomicU64,
     slots: [SlotDesc; MAX_SLOTS],
@@ -573,9 +576,9 @@ impl Segment {
         }
     }
 
-    /// Shard `shard` records that it now serves `generation`.
-    pub fn ack(&self, shard: usize, generation: u64) {
-        let a = self.ack_line(shard);
+    /// The shard on ack line `line` (its data plane's base + its id) now serves `generation`.
+    pub fn ack(&self, line: usize, generation: u64) {
+        let a = self.ack_line(line);
         a.applied_ns.store(monotonic_ns(), Ordering::Relaxed);
         a.applied.store(generation, Ordering::Release);
     }
@@ -587,9 +590,9 @@ impl Segment {
             .store(generation, Ordering::Release);
     }
 
-    /// `(applied, rejected, applied_ns)` of one shard.
+    /// `(applied, rejected, applied_ns)` of shard `shard` (0-based) of the attached data plane.
     pub fn shard_ack(&self, shard: usize) -> (u64, u64, u64) {
-        let a = self.ack_line(shard);
+        let a = self.ack_line(self.shard_base() + shard);
         (
             a.applied.load(Ordering::Acquire),
             a.rejected.load(Ordering::Acquire),
@@ -602,22 +605,41 @@ impl Segment {
         (0..self.active_shards()).all(|s| self.shard_ack(s).0 >= generation)
     }
 
-    /// The data plane announces how many shards it runs (and its pid) when it attaches.
-    pub fn set_dataplane(&self, shards: usize, pid: u32) {
-        let shards = shards.min(self.geometry.shard_capacity as usize);
-        for s in 0..shards {
-            let a = self.ack_line(s);
+    /// A data plane attaches with `shards` shards and gets its first line: 0, or the lines
+    /// after (or before) those of a data plane still running on this segment, so that both
+    /// can serve side by side during an upgrade. Its lines' acks and counters start at zero.
+    pub fn register_dataplane(&self, shards: usize, pid: u32) -> usize {
+        let cap = self.geometry.shard_capacity as usize;
+        let shards = shards.min(cap);
+        let h = self.header();
+        let (old_pid, old_base, old_n) = (
+            h.dataplane_pid.load(Ordering::Acquire) as u32,
+            h.shard_base.load(Ordering::Relaxed) as usize,
+            h.active_shards.load(Ordering::Relaxed) as usize,
+        );
+        let base = if old_pid != pid && pid_alive(old_pid) && old_base < shards {
+            old_base + old_n
+        } else {
+            0
+        };
+        let base = if base + shards > cap { 0 } else { base };
+        for line in base..base + shards {
+            let a = self.ack_line(line);
             a.applied.store(0, Ordering::Relaxed);
             a.rejected.store(0, Ordering::Relaxed);
+            for c in self.shard_counters(line) {
+                c.store(0, Ordering::Relaxed);
+            }
         }
-        let h = self.header();
         h.dataplane_pid.store(u64::from(pid), Ordering::Relaxed);
+        h.shard_base.store(base as u64, Ordering::Relaxed);
         h.active_shards.store(shards as u64, Ordering::Release);
+        base
     }
 
-    /// The data plane `pid` marks itself gone at exit (pid 0), so control does not wait for
-    /// its acks; its shards' counters stay readable. Does nothing if another data plane has
-    /// attached since.
+    /// The data plane `pid` marks itself gone (pid 0) when it stops applying generations, so
+    /// control does not wait for its acks; its shards' counters stay readable. Does nothing
+    /// if another data plane has attached since.
     pub fn clear_dataplane(&self, pid: u32) {
         let h = self.header();
         let _ = h.dataplane_pid.compare_exchange(
@@ -628,9 +650,16 @@ impl Segment {
         );
     }
 
+    /// Shards of the attached data plane.
     pub fn active_shards(&self) -> usize {
         let n = self.header().active_shards.load(Ordering::Acquire) as usize;
-        n.min(self.geometry.shard_capacity as usize)
+        n.min(self.geometry.shard_capacity as usize - self.shard_base())
+    }
+
+    /// First line of the attached data plane.
+    pub fn shard_base(&self) -> usize {
+        (self.header().shard_base.load(Ordering::Acquire) as usize)
+            .min(self.geometry.shard_capacity as usize - 1)
     }
 
     pub fn dataplane_pid(&self) -> u32 {
@@ -665,15 +694,21 @@ impl Segment {
 impl Segment {
     /// A snapshot of every active shard's counters, indexed `[shard][Counter::index()]`.
     pub fn read_counters(&self) -> Vec<Vec<u64>> {
+        let base = self.shard_base();
         (0..self.active_shards())
             .map(|s| {
-                self.shard_counters(s)
+                self.shard_counters(base + s)
                     .iter()
                     .map(|c| c.load(Ordering::Relaxed))
                     .collect()
             })
             .collect()
     }
+}
+
+/// Whether process `pid` exists (0 never does).
+pub fn pid_alive(pid: u32) -> bool {
+    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable across processes on one host.

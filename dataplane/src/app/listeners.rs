@@ -8,11 +8,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use zerohop_proto::shm::{ReadOutcome, Segment};
 use zerohop_proto::{codec, Snapshot};
 
+use super::upgrade::Inherited;
 use crate::net::sys;
 use crate::shard::listeners::{ListenerOp, Mailbox};
 use crate::shard::DRAINING;
@@ -23,15 +25,27 @@ const POLL: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 pub struct ListenerManager {
     mailboxes: &'static [Mailbox],
-    /// Bound listeners by name, with the address the config asked for (port 0 stays 0).
-    bound: HashMap<String, SocketAddr>,
+    /// Bound listeners by name.
+    bound: HashMap<String, Bound>,
+    /// Sockets taken over from a previous process, used before binding new ones.
+    inherited: Inherited,
+}
+
+#[derive(Debug)]
+struct Bound {
+    /// The address the config asked for (port 0 stays 0).
+    requested: SocketAddr,
+    resolved: SocketAddr,
+    /// Duplicates of the shards' sockets, kept to hand over in a binary upgrade.
+    sockets: Vec<std::net::TcpListener>,
 }
 
 impl ListenerManager {
-    pub fn new(mailboxes: &'static [Mailbox]) -> ListenerManager {
+    pub fn new(mailboxes: &'static [Mailbox], inherited: Inherited) -> ListenerManager {
         ListenerManager {
             mailboxes,
             bound: HashMap::new(),
+            inherited,
         }
     }
 
@@ -46,7 +60,7 @@ impl ListenerManager {
         let gone: Vec<String> = self
             .bound
             .iter()
-            .filter(|(name, addr)| wanted.get(name.as_str()) != Some(addr))
+            .filter(|(name, b)| wanted.get(name.as_str()) != Some(&b.requested))
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
@@ -61,17 +75,40 @@ impl ListenerManager {
             if self.bound.contains_key(&l.name) {
                 continue;
             }
-            match bind_per_shard(l.address, self.mailboxes.len()) {
-                Ok((address, sockets)) => {
-                    log::info!("listener {} listening on {address}", l.name);
-                    for (m, socket) in self.mailboxes.iter().zip(sockets) {
-                        m.post(ListenerOp::Add {
-                            name: l.name.clone(),
-                            address,
-                            socket,
-                        });
+            match self.sockets_for(&l.name, l.address) {
+                Ok((resolved, per_shard, inherited)) => {
+                    log::info!("listener {} listening on {resolved}", l.name);
+                    if inherited {
+                        log::info!(
+                            "listener {}: sockets taken over from the previous zerohop",
+                            l.name
+                        );
                     }
-                    self.bound.insert(l.name.clone(), l.address);
+                    let mut kept = Vec::new();
+                    for (m, sockets) in self.mailboxes.iter().zip(per_shard) {
+                        for socket in sockets {
+                            match socket.try_clone() {
+                                Ok(dup) => kept.push(dup),
+                                Err(e) => log::warn!(
+                                    "listener {}: keeping a copy for upgrades: {e}",
+                                    l.name
+                                ),
+                            }
+                            m.post(ListenerOp::Add {
+                                name: l.name.clone(),
+                                address: resolved,
+                                socket,
+                            });
+                        }
+                    }
+                    self.bound.insert(
+                        l.name.clone(),
+                        Bound {
+                            requested: l.address,
+                            resolved,
+                            sockets: kept,
+                        },
+                    );
                 }
                 Err(e) => {
                     log::error!("listener {} on {}: {e}; not serving it", l.name, l.address);
@@ -79,18 +116,83 @@ impl ListenerManager {
                 }
             }
         }
+        self.inherited.clear(); // taken-over sockets no generation wants close here
         failed
+    }
+
+    /// Sockets for `name` on `addr`, as one list per shard: the ones taken over from a
+    /// previous process (spread over the shards; a shard may get several), then new
+    /// SO_REUSEPORT sockets for shards left without one. Returns the resolved address.
+    fn sockets_for(
+        &mut self,
+        name: &str,
+        addr: SocketAddr,
+    ) -> std::io::Result<(SocketAddr, Vec<Vec<std::net::TcpListener>>, bool)> {
+        let shards = self.mailboxes.len();
+        let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+            (0..shards).map(|_| Vec::new()).collect();
+        let taken = match self.inherited.remove(name) {
+            Some((resolved, sockets)) if same_address(addr, resolved) && !sockets.is_empty() => {
+                for (i, s) in sockets.into_iter().enumerate() {
+                    per_shard[i % shards].push(s);
+                }
+                Some(resolved)
+            }
+            _ => None,
+        };
+        let resolved = match taken {
+            Some(r) => r,
+            None => {
+                let first = sys::reuseport_listener(addr, LISTEN_BACKLOG)?;
+                let r = first.local_addr()?;
+                per_shard[0].push(first);
+                r
+            }
+        };
+        for sockets in per_shard.iter_mut().filter(|s| s.is_empty()) {
+            sockets.push(sys::reuseport_listener(resolved, LISTEN_BACKLOG)?);
+        }
+        Ok((resolved, per_shard, taken.is_some()))
+    }
+
+    /// Closes the copies kept for upgrades: once the shards have closed theirs too, the
+    /// sockets are gone and new connections are refused (draining).
+    pub fn release_sockets(&mut self) {
+        for b in self.bound.values_mut() {
+            b.sockets.clear();
+        }
+    }
+
+    /// Duplicates of every bound listener socket, for a new process taking over.
+    pub fn handover(
+        &self,
+    ) -> std::io::Result<Vec<(String, SocketAddr, Vec<std::os::fd::OwnedFd>)>> {
+        self.bound
+            .iter()
+            .map(|(name, b)| {
+                let fds = b
+                    .sockets
+                    .iter()
+                    .map(|s| s.try_clone().map(std::os::fd::OwnedFd::from))
+                    .collect::<Result<_, _>>()?;
+                Ok((name.clone(), b.resolved, fds))
+            })
+            .collect()
     }
 
     /// Follows the segment's generations until the process drains.
     pub fn spawn(
-        mut self,
+        this: Arc<Mutex<ListenerManager>>,
         seg: &'static Segment,
         mut seen: u64,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("listeners".into())
             .spawn(move || {
+                // Decoding a large snapshot here must not take CPU from the shards.
+                if let Err(e) = sys::sched_idle() {
+                    log::debug!("listener manager: SCHED_IDLE: {e}");
+                }
                 while !DRAINING.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(POLL);
                     if seg.current_generation() == seen {
@@ -101,7 +203,7 @@ impl ListenerManager {
                             seen = generation;
                             // A bad generation is the shards' to refuse and report.
                             if let Ok(snapshot) = codec::decode(&bytes) {
-                                self.apply(&snapshot);
+                                this.lock().expect("listener manager").apply(&snapshot);
                             }
                         }
                         ReadOutcome::Corrupt { generation, .. } => seen = generation,
@@ -112,16 +214,7 @@ impl ListenerManager {
     }
 }
 
-/// One socket per shard on `addr`; returns the resolved address (port 0 made concrete).
-fn bind_per_shard(
-    addr: SocketAddr,
-    shards: usize,
-) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
-    let first = sys::reuseport_listener(addr, LISTEN_BACKLOG)?;
-    let resolved = first.local_addr()?;
-    let mut sockets = vec![first];
-    for _ in 1..shards {
-        sockets.push(sys::reuseport_listener(resolved, LISTEN_BACKLOG)?);
-    }
-    Ok((resolved, sockets))
+/// A listener's configured address matches a socket's bound one (port 0 matches any port).
+fn same_address(configured: SocketAddr, bound: SocketAddr) -> bool {
+    configured.ip() == bound.ip() && (configured.port() == 0 || configured.port() == bound.port())
 }

@@ -3,9 +3,11 @@
 //! generation), start the shards, wait for signals, drain.
 
 mod listeners;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -110,18 +112,29 @@ fn serve(
             seg.geometry().shard_capacity
         )));
     }
-    seg.set_dataplane(shards, std::process::id());
+    let base = seg.register_dataplane(shards, std::process::id());
 
     if demo {
         let addr: SocketAddr = DEMO_UPSTREAM.parse().expect("demo address");
         demo_upstream(addr)?;
     }
 
+    // A binary upgrade: take the listening sockets of the zerohop serving this segment.
+    let upgrade_path = upgrade::socket_path(shm);
+    let (upgrade_conn, inherited) = if args.upgrade {
+        let (conn, inherited) =
+            upgrade::take_over(&upgrade_path).map_err(|e| err(format!("--upgrade: {e}")))?;
+        log::info!("took over {} listeners", inherited.len());
+        (Some(conn), inherited)
+    } else {
+        (None, Default::default())
+    };
+
     // The mailboxes and the segment live as long as the process; shards hold `&'static`.
     let mailboxes: &'static [Mailbox] =
         Vec::leak((0..shards).map(|_| Mailbox::default()).collect());
-    let mut manager = ListenerManager::new(mailboxes);
-    let failed = manager.apply(&snapshot);
+    let manager = Arc::new(Mutex::new(ListenerManager::new(mailboxes, inherited)));
+    let failed = manager.lock().expect("listener manager").apply(&snapshot);
     if !failed.is_empty() {
         return Err(err(format!(
             "could not bind listeners: {}",
@@ -138,6 +151,7 @@ fn serve(
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
             seg,
             mailbox,
+            line: base + id,
             initial: (generation, snapshot.clone()),
             driver,
             drain_timeout,
@@ -148,8 +162,12 @@ fn serve(
             .map_err(|e| err(format!("starting shard {id}: {e}")))?;
         threads.push(t);
     }
-    let manager = manager
-        .spawn(seg, generation)
+    if let Some(conn) = upgrade_conn {
+        // Our shards serve the same sockets now: the old process may drain and go.
+        upgrade::ready(conn).map_err(|e| err(format!("--upgrade: {e}")))?;
+    }
+    upgrade::serve(&upgrade_path, manager.clone(), args.upgrade).map_err(|e| err(e.to_string()))?;
+    let manager_thread = ListenerManager::spawn(manager.clone(), seg, generation)
         .map_err(|e| err(format!("listener manager: {e}")))?;
     log::info!("zerohop serving generation {generation} on {shards} shards");
 
@@ -169,10 +187,11 @@ fn serve(
     DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
     // Draining shards no longer apply generations: tell control not to wait for their acks.
     seg.clear_dataplane(std::process::id());
+    manager.lock().expect("listener manager").release_sockets();
     for t in threads {
         let _ = t.join();
     }
-    let _ = manager.join();
+    let _ = manager_thread.join();
     log::info!("drained; exiting");
     Ok(())
 }

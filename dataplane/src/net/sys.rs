@@ -255,3 +255,112 @@ pub fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: kill takes a pid and a signal number; no memory is passed.
     check(unsafe { libc::kill(pid as libc::pid_t, sig) } as isize).map(drop)
 }
+
+/// Most descriptors one SCM_RIGHTS message may carry (the kernel's SCM_MAX_FD).
+pub const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// Sends `data` with `fds` attached (SCM_RIGHTS) on a connected Unix stream socket.
+pub fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    assert!(!data.is_empty() && fds.len() <= MAX_FDS_PER_MESSAGE);
+    let fd_bytes = std::mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+    let mut control = vec![0u8; space.max(1)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is valid before the fields are set.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `space` bytes, enough for one cmsghdr carrying
+        // `fd_bytes` of data (CMSG_SPACE), so CMSG_FIRSTHDR is non-null and CMSG_DATA has room
+        // for every descriptor; the buffer outlives the sendmsg call.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: msg points at live iovec and control buffers for the duration of the call.
+    let n = check(unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) })?;
+    if n != data.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short sendmsg"));
+    }
+    Ok(())
+}
+
+/// Receives one message into `buf` and up to `max_fds` descriptors passed with it.
+pub fn recv_fds(sock: RawFd, buf: &mut [u8], max_fds: usize) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let fd_bytes = max_fds * std::mem::size_of::<RawFd>();
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is valid before the fields are set.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg points at live, writable iovec and control buffers for the call.
+    let n = check(unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other(
+            "descriptors were truncated (too many for one message)",
+        ));
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages recvmsg filled in, within msg_controllen; each
+    // SCM_RIGHTS payload holds (cmsg_len - CMSG_LEN(0)) / 4 descriptors that are now ours.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n, fds))
+}
+
+/// Non-blocking `accept4(2)`: the accepted socket is O_NONBLOCK and close-on-exec.
+///
+/// The accept loops wait for readiness on the ring and then call this, instead of submitting
+/// an accept op: a readiness wait can be cancelled without consuming anything, whereas an
+/// accept op cancelled as a listener stops (removal, drain, upgrade) may already have taken a
+/// connection off the queue, leaving it to be reset.
+pub fn accept(listener: RawFd) -> io::Result<std::net::TcpStream> {
+    // SAFETY: accept4 with null address pointers returns a new descriptor or -1.
+    let fd = check(unsafe {
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    } as isize)? as RawFd;
+    // SAFETY: accept4 succeeded: a fresh descriptor that nothing else owns.
+    Ok(std::net::TcpStream::from(unsafe {
+        OwnedFd::from_raw_fd(fd)
+    }))
+}

@@ -131,9 +131,9 @@ impl BoundListener {
 
 /// Starts accepting on `socket` for `listener`.
 pub fn start(shard: &Rc<Shard>, listener: Rc<BoundListener>, socket: std::net::TcpListener) {
-    if shard.epoll {
-        // monoio's legacy driver keeps a blocking socket blocking, and a blocking accept4
-        // would stall the whole shard.
+    {
+        // accept4 runs after a readiness report; with O_NONBLOCK a connection taken by
+        // another shard (or process) in between gives EAGAIN instead of blocking the shard.
         if let Err(e) = socket.set_nonblocking(true) {
             log::error!(
                 "shard {}: listener {}: O_NONBLOCK: {e}",
@@ -153,35 +153,59 @@ pub fn start(shard: &Rc<Shard>, listener: Rc<BoundListener>, socket: std::net::T
     }
 }
 
+/// Accepts on `socket` until the listener is stopped: waits for readiness through the ring
+/// (cancelled safely on stop), then takes every queued connection with `accept4`.
 async fn accept_loop(shard: Rc<Shard>, listener: Rc<BoundListener>, socket: TcpListener) {
-    loop {
-        let accepted = monoio::select! {
-            r = socket.accept() => r,
+    /// Connections taken per wake-up before yielding to the shard's other tasks.
+    const BATCH: usize = 64;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    'outer: loop {
+        let ready = monoio::select! {
+            r = socket.readable(false) => r,
             _ = listener.stop_accepting.wait() => break,
         };
-        match accepted {
-            Ok((stream, _peer)) => {
-                shard.maybe_reload();
-                let cfg = shard.config();
-                match listener.index_in(&cfg) {
-                    Some(index) => {
-                        monoio::spawn(crate::l4::serve(
-                            shard.clone(),
-                            cfg,
-                            index,
-                            listener.clone(),
-                            stream,
-                        ));
+        if let Err(e) = ready {
+            log::warn!("shard {}: listener {}: {e}", shard.id, listener.name);
+            monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        }
+        for _ in 0..BATCH {
+            if listener.stop_accepting.fired() {
+                break 'outer;
+            }
+            match sys::accept(fd) {
+                Ok(stream) => match monoio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        shard.maybe_reload();
+                        let cfg = shard.config();
+                        match listener.index_in(&cfg) {
+                            Some(index) => {
+                                monoio::spawn(crate::l4::serve(
+                                    shard.clone(),
+                                    cfg,
+                                    index,
+                                    listener.clone(),
+                                    stream,
+                                ));
+                            }
+                            None => drop(stream), // removed in this generation; its socket closes soon
+                        }
                     }
-                    None => drop(stream), // removed in this generation; its socket closes soon
+                    Err(e) => log::warn!("shard {}: registering an accepted socket: {e}", shard.id),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue 'outer,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {} // gone before we took it
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: back off instead of spinning on the error.
+                    log::warn!("shard {}: accept on {}: {e}", shard.id, listener.name);
+                    monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue 'outer;
                 }
             }
-            Err(e) => {
-                // EMFILE/ENFILE and friends: back off instead of spinning on the error.
-                log::warn!("shard {}: accept on {}: {e}", shard.id, listener.name);
-                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
         }
+        // A full batch: let the shard's other tasks run, then take more without waiting.
+        monoio::time::sleep(std::time::Duration::ZERO).await;
     }
     log::debug!(
         "shard {}: listener {} stops accepting",

@@ -45,6 +45,8 @@ pub struct Spec {
     pub seg: &'static Segment,
     /// Listener operations for this shard (the initial listeners are already posted).
     pub mailbox: &'static Mailbox,
+    /// This shard's ack line and counter block in the segment (its data plane's base + id).
+    pub line: usize,
     /// The generation the process started from (already decoded): a shard serves it from
     /// its first accept, whatever the segment holds by the time the shard runs.
     pub initial: (u64, zerohop_proto::Snapshot),
@@ -56,6 +58,8 @@ pub struct Spec {
 #[derive(Debug)]
 pub struct Shard {
     pub id: usize,
+    /// Ack line and counter block in the segment.
+    line: usize,
     pub stats: ShardStats,
     pub pools: Pools,
     pub rng: Rng,
@@ -67,8 +71,6 @@ pub struct Shard {
     listeners: RefCell<Vec<Rc<BoundListener>>>,
     /// Listeners removed but whose connections may still run until their deadline.
     draining: RefCell<Vec<(Instant, Rc<BoundListener>)>>,
-    /// The shard runs the epoll driver (listener sockets must be O_NONBLOCK).
-    epoll: bool,
     seg: &'static Segment,
     mailbox: &'static Mailbox,
     drain_timeout: Duration,
@@ -110,7 +112,7 @@ pub fn run(spec: Spec) {
     match uring {
         Some((mut rt, mode)) => {
             log::info!("shard {}: io_uring driver ({mode}), {cpu}", spec.id);
-            rt.block_on(main(spec, false))
+            rt.block_on(main(spec))
         }
         None => {
             log::info!("shard {}: epoll driver, {cpu}", spec.id);
@@ -118,7 +120,7 @@ pub fn run(spec: Spec) {
                 .enable_timer()
                 .build()
                 .expect("epoll driver");
-            rt.block_on(main(spec, true))
+            rt.block_on(main(spec))
         }
     }
 }
@@ -166,33 +168,34 @@ fn uring_runtime() -> std::io::Result<(UringRuntime, &'static str)> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no io_uring mode")))
 }
 
-async fn main(spec: Spec, epoll: bool) {
+async fn main(spec: Spec) {
     let Spec {
         id,
         seg,
         mailbox,
         drain_timeout,
         initial,
+        line,
         ..
     } = spec;
     let seed = zerohop_proto::shm::monotonic_ns() ^ ((id as u64 + 1) << 32);
     let shard = Rc::new(Shard {
         id,
-        stats: ShardStats::new(seg.shard_counters(id)),
+        line,
+        stats: ShardStats::new(seg.shard_counters(line)),
         pools: Pools::default(),
         rng: Rng::new(seed),
         active: Cell::new(0),
         accepting: Cell::new(0),
         listeners: RefCell::default(),
         draining: RefCell::default(),
-        epoll,
         seg,
         mailbox,
         drain_timeout,
         config: RefCell::new(Rc::new(ShardConfig::build(initial.0, initial.1, None))),
         last_rejected: Cell::new(0),
     });
-    seg.ack(id, initial.0);
+    seg.ack(line, initial.0);
     shard.stats.inc(Counter::ConfigApplied);
     shard.maybe_reload();
     shard.take_listener_ops();
@@ -255,7 +258,7 @@ impl Shard {
                     let next =
                         ShardConfig::build(generation, snapshot, Some(&self.config.borrow()));
                     *self.config.borrow_mut() = Rc::new(next);
-                    self.seg.ack(self.id, generation);
+                    self.seg.ack(self.line, generation);
                     self.stats.inc(Counter::ConfigApplied);
                     log::debug!(
                         "shard {}: applied generation {generation} in {:?}",
@@ -270,7 +273,7 @@ impl Shard {
 
     fn refuse(&self, generation: u64, reason: &str) {
         self.last_rejected.set(generation);
-        self.seg.reject(self.id, generation);
+        self.seg.reject(self.line, generation);
         self.stats.inc(Counter::ConfigRejected);
         log::error!(
             "shard {}: refused generation {generation} ({reason}); keeping generation {}",
@@ -300,7 +303,8 @@ impl Shard {
                 }
                 ListenerOp::Remove { name } => {
                     let mut bound = self.listeners.borrow_mut();
-                    if let Some(i) = bound.iter().position(|l| l.name == name) {
+                    // A shard may hold several sockets of one listener (taken over in an upgrade).
+                    while let Some(i) = bound.iter().position(|l| l.name == name) {
                         let l = bound.remove(i);
                         l.stop_accepting.fire();
                         log::debug!(

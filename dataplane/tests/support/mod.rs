@@ -44,6 +44,8 @@ pub struct Opts {
     pub args: Vec<String>,
     /// Serve an existing segment (`--attach`) instead of starting control on a config.
     pub attach: Option<PathBuf>,
+    /// Use this segment path (the caller removes it) instead of a fresh one.
+    pub shm: Option<PathBuf>,
     pub shards: usize,
     pub driver: &'static str,
     pub memlock_zero: bool,
@@ -55,6 +57,7 @@ impl Default for Opts {
         Opts {
             args: Vec::new(),
             attach: None,
+            shm: None,
             shards: 1,
             driver: "auto",
             memlock_zero: false,
@@ -83,7 +86,7 @@ impl Proxy {
     pub fn start_with(yaml: &str, opts: Opts) -> Proxy {
         let cfg = scratch("bootstrap.yaml");
         std::fs::write(&cfg, yaml).unwrap();
-        let shm = opts.attach.clone().unwrap_or_else(|| {
+        let shm = opts.attach.clone().or(opts.shm.clone()).unwrap_or_else(|| {
             PathBuf::from(format!(
                 "/dev/shm/zerohop-test-{}-{}",
                 std::process::id(),
@@ -119,7 +122,7 @@ impl Proxy {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn zerohop");
         let (log, lines) = capture(child.stderr.take().unwrap());
-        let owns_shm = opts.attach.is_none();
+        let owns_shm = opts.attach.is_none() && opts.shm.is_none();
         let mut proxy = Proxy {
             child: Some(child),
             config: cfg,

@@ -21,7 +21,7 @@ fn publish_then_read_then_ack() {
         }
     );
     assert_eq!(seg.read_current(1), ReadOutcome::Unchanged);
-    seg.set_dataplane(2, 42);
+    assert_eq!(seg.register_dataplane(2, 42), 0);
     assert!(!seg.all_applied(1));
     seg.ack(0, 1);
     seg.ack(1, 1);
@@ -94,4 +94,21 @@ fn garbage_headers_are_refused() {
     let mut words = vec![0u64; 1024].into_boxed_slice();
     words[0] = MAGIC;
     assert!(Segment::from_words(words).is_err());
+}
+
+#[test]
+fn a_second_data_plane_gets_lines_of_its_own_while_the_first_runs() {
+    let seg = Segment::new_in_memory(small()).unwrap();
+    let me = std::process::id(); // alive
+    assert_eq!(seg.register_dataplane(2, me), 0);
+    seg.ack(0, 5);
+    seg.shard_counters(1)[0].store(9, Ordering::Relaxed);
+    // A new process beside a live one: lines 2..4, zeroed, and readers follow it.
+    assert_eq!(seg.register_dataplane(2, u32::MAX - 1), 2);
+    assert_eq!(seg.shard_ack(0).0, 0);
+    assert_eq!(seg.read_counters(), vec![vec![0; Counter::ALL.len()]; 2]);
+    // The first one's lines are untouched until it goes.
+    assert_eq!(seg.shard_counters(1)[0].load(Ordering::Relaxed), 9);
+    // Registering when the previous data plane is gone starts at line 0 again.
+    assert_eq!(seg.register_dataplane(2, 7), 0);
 }
