@@ -112,3 +112,21 @@ fn a_second_data_plane_gets_lines_of_its_own_while_the_first_runs() {
     // Registering when the previous data plane is gone starts at line 0 again.
     assert_eq!(seg.register_dataplane(2, 7), 0);
 }
+
+#[test]
+fn the_fuzz_seed_segment_image_is_valid() {
+    // fuzz/seeds/snapshot_read/raw-valid is a segment image (after its mode byte) that the
+    // reader must accept, so that fuzzing starts from a valid structure.
+    let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/snapshot_read/raw-valid")).unwrap();
+    let mut words = vec![0u64; 4096];
+    for (w, chunk) in words.iter_mut().zip(raw[1..].chunks(8)) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        *w = u64::from_le_bytes(b);
+    }
+    let seg = Segment::from_words(words.into_boxed_slice()).expect("valid header");
+    match seg.read_current(0) {
+        ReadOutcome::New { bytes, .. } => assert!(crate::codec::decode(&bytes).is_ok()),
+        other => panic!("{other:?}"),
+    }
+}
