@@ -5,6 +5,10 @@
 //! snapshot and it is restarted with backoff; the new one re-attaches to the segment and
 //! continues the generation sequence. If it exits before publishing anything, the config
 //! was refused (it printed why) and zerohop exits too.
+//!
+//! Priority: control starts at nice 19, so that its first publish happens even on a busy
+//! host; once a generation is being served it moves to SCHED_IDLE, so that a reload never
+//! takes a CPU slice from a shard (on a host saturated by the shards, reloads wait).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -74,6 +78,8 @@ impl Supervisor {
                 match spawn(&cmd) {
                     Ok(c) => {
                         pid2.store(c.id(), Ordering::SeqCst);
+                        // A generation is already served: the restarted control is no hurry.
+                        let _ = sys::set_sched_idle(c.id());
                         child = Some(c);
                     }
                     Err(e) => log::error!("restarting zerohop-control: {e}"),
@@ -85,6 +91,14 @@ impl Supervisor {
             stopping,
             thread: Some(thread),
         })
+    }
+
+    /// Moves control to SCHED_IDLE (once the data plane serves a generation).
+    pub fn deprioritize(&self) {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if let Err(e) = sys::set_sched_idle(pid) {
+            log::debug!("zerohop-control: SCHED_IDLE: {e}");
+        }
     }
 
     pub fn signal(&self, sig: libc::c_int) {

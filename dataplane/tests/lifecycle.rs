@@ -17,6 +17,65 @@ fn echo_once(c: &mut TcpStream, msg: &[u8]) {
     assert_eq!(got, msg);
 }
 
+/// Clients opening a new connection with one exchange each, every `interval`, until
+/// stopped; `stop` returns (successes, failures).
+struct FixedRate {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u32, Vec<String>)>>,
+}
+
+impl FixedRate {
+    fn start(front: std::net::SocketAddr, clients: usize, interval: Duration) -> FixedRate {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut ok, mut failures) = (0u32, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = TcpStream::connect(front).and_then(|mut c| {
+                            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                            c.write_all(b"ping")?;
+                            let mut got = [0u8; 4];
+                            c.read_exact(&mut got)?;
+                            Ok(got)
+                        });
+                        match r {
+                            Ok(got) if &got == b"ping" => ok += 1,
+                            other => failures.push(format!("{other:?}")),
+                        }
+                        std::thread::sleep(interval);
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        FixedRate { stop, threads }
+    }
+
+    fn stop(self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut ok, mut failures) = (0, Vec::new());
+        for t in self.threads {
+            let (o, f) = t.join().unwrap();
+            ok += o;
+            failures.extend(f);
+        }
+        (ok, failures)
+    }
+}
+
+fn assert_no_failures(ok: u32, failures: &[String], at_least: u32) {
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed: {:?}",
+        failures.len(),
+        ok as usize + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok >= at_least, "only {ok} connections made it through");
+}
+
 fn refused_within(addr: std::net::SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -92,15 +151,13 @@ fn data_plane_keeps_serving_when_control_is_killed_and_restarts_it() {
     let control = seg.control_pid();
     assert!(control > 0);
     let mut open = TcpStream::connect(front).unwrap();
+    // A new connection every 5 ms from each of two clients, across the kill and the restart.
+    let traffic = FixedRate::start(front, 2, Duration::from_millis(5));
+    std::thread::sleep(Duration::from_millis(200));
     std::process::Command::new("kill")
         .args(["-KILL", &control.to_string()])
         .status()
         .unwrap();
-    for _ in 0..50 {
-        let mut c = TcpStream::connect(front).unwrap();
-        echo_once(&mut c, b"no control needed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
     echo_once(&mut open, b"still here");
     assert!(
         proxy.wait_log("restarting it", Duration::from_secs(5)),
@@ -113,14 +170,16 @@ fn data_plane_keeps_serving_when_control_is_killed_and_restarts_it() {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, failures) = traffic.stop();
+    assert_no_failures(ok, &failures, 100);
     assert_ne!(seg.control_pid(), control, "a new control attached");
     assert_eq!(
         seg.current_generation(),
         2,
         "and continued the generation sequence"
     );
-    let mut c = TcpStream::connect(front).unwrap();
-    echo_once(&mut c, b"new generation");
+    echo_once(&mut TcpStream::connect(front).unwrap(), b"new generation");
 }
 
 #[test]
@@ -161,9 +220,6 @@ fn zero_memlock_falls_back_to_epoll_with_a_warning_and_serves() {
 
 #[test]
 fn a_new_binary_takes_over_the_listeners_without_refusing_or_resetting_a_connection() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
     let up = echo_upstream();
     let shm = std::path::PathBuf::from(format!(
         "/dev/shm/zerohop-test-upgrade-{}",
@@ -192,30 +248,7 @@ fn a_new_binary_takes_over_the_listeners_without_refusing_or_resetting_a_connect
 
     // Four clients, each opening a new connection with one exchange every millisecond,
     // through the whole hand-over.
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let (mut ok, mut failures) = (0u32, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    let r = TcpStream::connect(front).and_then(|mut c| {
-                        c.set_read_timeout(Some(Duration::from_secs(5)))?;
-                        c.write_all(b"ping")?;
-                        let mut got = [0u8; 4];
-                        c.read_exact(&mut got)?;
-                        Ok(got)
-                    });
-                    match r {
-                        Ok(got) if &got == b"ping" => ok += 1,
-                        other => failures.push(format!("{other:?}")),
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                (ok, failures)
-            })
-        })
-        .collect();
+    let traffic = FixedRate::start(front, 4, Duration::from_millis(1));
     std::thread::sleep(Duration::from_millis(300));
 
     let new = Proxy::start_with(
@@ -240,21 +273,8 @@ fn a_new_binary_takes_over_the_listeners_without_refusing_or_resetting_a_connect
         old.log()
     );
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failures) = (0, Vec::new());
-    for t in traffic {
-        let (o, f) = t.join().unwrap();
-        ok += o;
-        failures.extend(f);
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} connections failed: {:?}",
-        failures.len(),
-        ok as usize + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(ok > 400, "only {ok} connections made it through");
+    let (ok, failures) = traffic.stop();
+    assert_no_failures(ok, &failures, 400);
     assert!(
         new.total(Counter::DownstreamCxTotal) > 0,
         "the new process served"

@@ -190,7 +190,7 @@ impl ListenerManager {
             .name("listeners".into())
             .spawn(move || {
                 // Decoding a large snapshot here must not take CPU from the shards.
-                if let Err(e) = sys::sched_idle() {
+                if let Err(e) = sys::set_sched_idle(0) {
                     log::debug!("listener manager: SCHED_IDLE: {e}");
                 }
                 while !DRAINING.load(std::sync::atomic::Ordering::Relaxed) {

@@ -117,7 +117,11 @@ fn a_second_data_plane_gets_lines_of_its_own_while_the_first_runs() {
 fn the_fuzz_seed_segment_image_is_valid() {
     // fuzz/seeds/snapshot_read/raw-valid is a segment image (after its mode byte) that the
     // reader must accept, so that fuzzing starts from a valid structure.
-    let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/snapshot_read/raw-valid")).unwrap();
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/snapshot_read/raw-valid"
+    ))
+    .unwrap();
     let mut words = vec![0u64; 4096];
     for (w, chunk) in words.iter_mut().zip(raw[1..].chunks(8)) {
         let mut b = [0u8; 8];
