@@ -32,6 +32,7 @@ impl Drop for Proxy {
             .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(&self.shm); // given with --shm, so zerohop leaves it
     }
 }
 

@@ -225,6 +225,10 @@ fn a_new_binary_takes_over_the_listeners_without_refusing_or_resetting_a_connect
         "/dev/shm/zerohop-test-upgrade-{}",
         std::process::id()
     ));
+    let _cleanup = RemoveOnDrop(vec![
+        shm.clone(),
+        format!("{}.upgrade", shm.display()).into(),
+    ]);
     // A fixed port: a new process that bound sockets of its own (instead of taking the old
     // ones) would then join the same SO_REUSEPORT group, and the connections queued on the
     // old sockets when they close would be reset: what this test must catch.
@@ -288,7 +292,15 @@ fn a_new_binary_takes_over_the_listeners_without_refusing_or_resetting_a_connect
     }
     assert_ne!(seg.control_pid(), old_control);
     echo_once(&mut TcpStream::connect(front).unwrap(), b"after");
-    drop(new);
-    let _ = std::fs::remove_file(&shm);
-    let _ = std::fs::remove_file(format!("{}.upgrade", shm.display()));
+}
+
+/// Removes files when dropped, also when a test fails.
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }

@@ -195,6 +195,7 @@ fn serve(
         let _ = t.join();
     }
     let _ = manager_thread.join();
+    upgrade::remove_socket(&upgrade_path);
     log::info!("drained; exiting");
     Ok(())
 }

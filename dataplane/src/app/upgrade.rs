@@ -28,6 +28,17 @@ use crate::net::sys;
 /// Sockets taken over from the previous process, by listener name.
 pub type Inherited = HashMap<String, (SocketAddr, Vec<std::net::TcpListener>)>;
 
+/// Set once this process has handed its listeners over: the upgrade socket path then
+/// belongs to the new process and must not be removed at exit.
+static HANDED_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Removes this process's upgrade socket at exit (unless it now belongs to a successor).
+pub fn remove_socket(path: &Path) {
+    if !HANDED_OVER.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Where the upgrade socket of the data plane serving segment `shm` lives.
 pub fn socket_path(shm: &Path) -> PathBuf {
     let mut p = shm.as_os_str().to_owned();

@@ -45,28 +45,23 @@ pub async fn serve(
         );
         return;
     };
-    let up =
-        match monoio::time::timeout(cluster.connect_timeout, TcpStream::connect_addr(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                stats.inc(Counter::UpstreamCxConnectFail);
-                log::debug!(
-                    "{}: connect to {addr} ({}): {e}",
-                    listener.name,
-                    cluster.name
-                );
-                return;
-            }
-            Err(_) => {
-                stats.inc(Counter::UpstreamCxConnectTimeout);
-                log::debug!(
-                    "{}: connect to {addr} ({}) timed out",
-                    listener.name,
-                    cluster.name
-                );
-                return;
-            }
-        };
+    let connect = monoio::time::timeout(cluster.connect_timeout, TcpStream::connect_addr(addr));
+    let up = match connect.await {
+        Ok(Ok(s)) => s,
+        failed => {
+            let (counter, why) = match failed {
+                Ok(Err(e)) => (Counter::UpstreamCxConnectFail, e.to_string()),
+                _ => (Counter::UpstreamCxConnectTimeout, "timed out".to_owned()),
+            };
+            stats.inc(counter);
+            log::debug!(
+                "{}: connect to {addr} ({}): {why}",
+                listener.name,
+                cluster.name
+            );
+            return; // dropping `down` closes the client promptly
+        }
+    };
     stats.inc(Counter::UpstreamCxTotal);
     for s in [&down, &up] {
         let _ = s.set_nodelay(true);

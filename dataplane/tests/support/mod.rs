@@ -74,6 +74,7 @@ pub struct Proxy {
     pub listeners: HashMap<String, SocketAddr>,
     pub shm: PathBuf,
     owns_shm: bool,
+    killed: bool,
     log: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
 }
@@ -127,6 +128,7 @@ impl Proxy {
             child: Some(child),
             config: cfg,
             owns_shm,
+            killed: false,
             listeners: HashMap::new(),
             shm,
             log,
@@ -267,9 +269,14 @@ impl Drop for Proxy {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.killed = true;
         }
         if self.owns_shm {
             let _ = std::fs::remove_file(&self.shm);
+        }
+        // Killed, it could not remove its upgrade socket itself.
+        if self.owns_shm || self.killed {
+            let _ = std::fs::remove_file(format!("{}.upgrade", self.shm.display()));
         }
     }
 }
