@@ -63,12 +63,13 @@ pub async fn serve(
         }
     };
     stats.inc(Counter::UpstreamCxTotal);
-    for s in [&down, &up] {
-        let _ = s.set_nodelay(true);
-        if let Err(e) = sys::set_nonblocking(s.as_raw_fd()) {
-            log::warn!("O_NONBLOCK: {e}");
-            return;
-        }
+    // `down` came from accept4 with SOCK_NONBLOCK; `up` was connected through the ring,
+    // which leaves it blocking (splice needs O_NONBLOCK on both ends).
+    let _ = down.set_nodelay(true);
+    let _ = up.set_nodelay(true);
+    if let Err(e) = sys::set_nonblocking(up.as_raw_fd()) {
+        log::warn!("O_NONBLOCK: {e}");
+        return;
     }
     // Registered so that a removed listener's drain deadline can end it; forgotten (guard
     // dropped) before `up` and `down` close.

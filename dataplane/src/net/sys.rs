@@ -20,12 +20,12 @@ fn check(ret: isize) -> io::Result<usize> {
     }
 }
 
+/// Makes a *socket* non-blocking with one syscall: F_SETFL replaces only the status flags
+/// (O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME, O_NONBLOCK), and a socket uses none but
+/// O_NONBLOCK, so there is nothing to read back first.
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor the caller owns; F_GETFL/F_SETFL take an int argument.
-    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) } as isize)? as libc::c_int;
-    // SAFETY: as above.
-    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } as isize)?;
-    Ok(())
+    // SAFETY: fcntl F_SETFL on a descriptor the caller owns, int argument.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) } as isize).map(drop)
 }
 
 /// `recv(2)` with MSG_DONTWAIT into `buf`.
