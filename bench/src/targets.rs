@@ -97,7 +97,7 @@ pub fn start(
     let mut files = vec![cfg.clone()];
     let mut cmd = match kind {
         Kind::Zerohop => {
-            std::fs::write(&cfg, zerohop_config(port, upstream)).unwrap();
+            std::fs::write(&cfg, crate::config::yaml(1, 1, front, upstream, 0)).unwrap();
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
             files.push(shm.clone());
             let mut c = Command::new(zerohop);
@@ -140,33 +140,6 @@ fn with_cpu(c: Command, cpu: usize) -> Command {
         .arg(c.get_program())
         .args(c.get_args());
     t
-}
-
-fn zerohop_config(port: u16, upstream: SocketAddr) -> String {
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: bench
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: bench
-          cluster: upstream
-  clusters:
-  - name: upstream
-    connect_timeout: 5s
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}
-"#,
-        upstream.ip(),
-        upstream.port()
-    )
 }
 
 fn haproxy_config(port: u16, upstream: SocketAddr, splice: bool) -> String {

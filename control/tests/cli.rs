@@ -24,26 +24,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-const CONFIG: &str = r#"
-static_resources:
-  listeners:
-  - name: front
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: front
-          cluster: backend
-  clusters:
-  - name: backend
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } }
-"#;
+const CONFIG: &str = include_str!("fixtures/tcp_proxy.yaml");
 
 #[test]
 fn check_summarises_a_valid_config_and_refuses_an_invalid_one() {
@@ -93,7 +74,7 @@ fn publishes_into_the_segment_and_an_invalid_reload_publishes_nothing() {
     assert_eq!(seg.control_pid(), child.id());
 
     // A valid change, then SIGHUP: generation 2.
-    std::fs::write(&cfg, CONFIG.replace("port_value: 9", "port_value: 10")).unwrap();
+    std::fs::write(&cfg, CONFIG.replace("port_value: 8080", "port_value: 8082")).unwrap();
     Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -74,17 +74,6 @@ fn assert_no_failures(ok: u32, failures: &[String], at_least: u32) {
         &failures[..failures.len().min(5)]
     );
     assert!(ok >= at_least, "only {ok} connections made it through");
-}
-
-fn refused_within(addr: std::net::SocketAddr, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        match TcpStream::connect(addr) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return true,
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    false
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -18,34 +18,14 @@ fn echo(addr: SocketAddr, msg: &[u8]) {
     assert_eq!(got, msg);
 }
 
-fn refused_within(addr: SocketAddr, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        match TcpStream::connect(addr) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return true,
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    false
-}
-
 /// `front` to `up`, plus (when `extra`) a second listener `extra` to the same cluster.
 fn config(up: SocketAddr, extra: bool) -> String {
-    let base = tcp_proxy_config(&[up], "", "1s");
-    if !extra {
-        return base;
-    }
-    let second = r#"  - name: extra
-    address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: extra
-          cluster: backend
-  clusters:"#;
-    base.replacen("  clusters:", second, 1)
+    let names: &[&str] = if extra {
+        &["front", "extra"]
+    } else {
+        &["front"]
+    };
+    tcp_proxy_listeners(names, &[up], "", "1s")
 }
 
 #[test]

@@ -2,31 +2,7 @@ use super::*;
 use std::time::Duration;
 use zerohop_proto::{LbPolicy, NetworkFilter};
 
-const BASE: &str = r#"
-static_resources:
-  listeners:
-  - name: front
-    address: { socket_address: { address: 127.0.0.1, port_value: 10000 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: front
-          cluster: backend
-  clusters:
-  - name: backend
-    connect_timeout: 0.25s
-    type: STATIC
-    lb_policy: ROUND_ROBIN
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8080 } } }
-        - endpoint: { address: { socket_address: { address: "::1", port_value: 8081 } } }
-          load_balancing_weight: 3
-"#;
+const BASE: &str = include_str!("../../tests/fixtures/tcp_proxy.yaml");
 
 fn err(yaml: &str) -> ConfigError {
     load(yaml, Format::Yaml).expect_err("config should be refused")

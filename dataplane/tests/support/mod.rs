@@ -357,6 +357,35 @@ pub fn tcp_proxy_config(
     tcp_extra: &str,
     connect_timeout: &str,
 ) -> String {
+    tcp_proxy_listeners(&["front"], endpoints, tcp_extra, connect_timeout)
+}
+
+/// An Envoy bootstrap with a tcp_proxy listener per name (port 0, stat_prefix = name), all
+/// to cluster `backend`; `tcp_extra` is appended to each tcp_proxy config.
+pub fn tcp_proxy_listeners(
+    names: &[&str],
+    endpoints: &[SocketAddr],
+    tcp_extra: &str,
+    connect_timeout: &str,
+) -> String {
+    let listeners: String = names
+        .iter()
+        .map(|name| {
+            format!(
+                r#"  - name: {name}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: {name}
+          cluster: backend
+{tcp_extra}
+"#
+            )
+        })
+        .collect();
     let eps: String = endpoints
         .iter()
         .map(|a| {
@@ -370,17 +399,7 @@ pub fn tcp_proxy_config(
     format!(
         r#"static_resources:
   listeners:
-  - name: front
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: front
-          cluster: backend
-{tcp_extra}
-  clusters:
+{listeners}  clusters:
   - name: backend
     connect_timeout: {connect_timeout}
     type: STATIC
@@ -390,6 +409,18 @@ pub fn tcp_proxy_config(
       - lb_endpoints:
 {eps}"#
     )
+}
+
+/// True once connecting to `addr` is refused (its listener closed), polling until `timeout`.
+pub fn refused_within(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match TcpStream::connect(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    false
 }
 
 // === upstream peers ===
