@@ -6,9 +6,9 @@
 //! continues the generation sequence. If it exits before publishing anything, the config
 //! was refused (it printed why) and zerohop exits too.
 //!
-//! Priority: control starts at nice 19, so that its first publish happens even on a busy
-//! host; once a generation is being served it moves to SCHED_IDLE, so that a reload never
-//! takes a CPU slice from a shard (on a host saturated by the shards, reloads wait).
+//! Priority: control runs at background priority (nice 19 with a 100 us slice, see
+//! `sys::background_priority`): it never starves, and a waking shard gets the CPU from it
+//! within ~100 us.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -78,8 +78,6 @@ impl Supervisor {
                 match spawn(&cmd) {
                     Ok(c) => {
                         pid2.store(c.id(), Ordering::SeqCst);
-                        // A generation is already served: the restarted control is no hurry.
-                        let _ = sys::set_sched_idle(c.id());
                         child = Some(c);
                     }
                     Err(e) => log::error!("restarting zerohop-control: {e}"),
@@ -91,14 +89,6 @@ impl Supervisor {
             stopping,
             thread: Some(thread),
         })
-    }
-
-    /// Moves control to SCHED_IDLE (once the data plane serves a generation).
-    pub fn deprioritize(&self) {
-        let pid = self.pid.load(Ordering::SeqCst);
-        if let Err(e) = sys::set_sched_idle(pid) {
-            log::debug!("zerohop-control: SCHED_IDLE: {e}");
-        }
     }
 
     pub fn signal(&self, sig: libc::c_int) {

@@ -190,8 +190,8 @@ impl ListenerManager {
             .name("listeners".into())
             .spawn(move || {
                 // Decoding a large snapshot here must not take CPU from the shards.
-                if let Err(e) = sys::set_sched_idle(0) {
-                    log::debug!("listener manager: SCHED_IDLE: {e}");
+                if let Err(e) = sys::background_priority(0) {
+                    log::debug!("listener manager: background priority: {e}");
                 }
                 while !DRAINING.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(POLL);

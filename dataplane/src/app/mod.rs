@@ -113,9 +113,6 @@ fn serve(
         )));
     }
     let base = seg.register_dataplane(shards, std::process::id());
-    if let Some(s) = supervisor {
-        s.deprioritize(); // a generation is served from here on (see control.rs)
-    }
 
     if demo {
         let addr: SocketAddr = DEMO_UPSTREAM.parse().expect("demo address");
