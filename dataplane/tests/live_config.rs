@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 use support::*;
 use zerohop_proto::stats::Counter;
 
+/// How long a reload may take to reach the shards in these tests. Config work runs at
+/// background priority (nice 19, short slice) by design, so on a busy machine (a parallel
+/// test run) it is slow; the tests assert that it arrives, not how fast (bench/ measures that).
+const RELOAD: Duration = Duration::from_secs(30);
+
 fn echo(addr: SocketAddr, msg: &[u8]) {
     let mut c = TcpStream::connect(addr).unwrap();
     c.write_all(msg).unwrap();
@@ -39,7 +44,7 @@ fn a_listener_added_by_editing_the_file_is_served_on_every_shard() {
         },
     );
     proxy.rewrite_config(&config(up, true)); // no signal: control watches the file
-    let extra = proxy.wait_listener("extra", Duration::from_secs(10));
+    let extra = proxy.wait_listener("extra", RELOAD);
     let before: Vec<u64> = proxy
         .counters()
         .iter()
@@ -75,7 +80,7 @@ fn a_removed_listener_stops_accepting_and_its_connections_drain_until_the_deadli
 
     proxy.rewrite_config(&config(up, false));
     assert!(
-        refused_within(extra, Duration::from_secs(5)),
+        refused_within(extra, RELOAD),
         "removed listener still accepts"
     );
     open.write_all(b"b").unwrap(); // the open connection keeps working during its drain
@@ -111,7 +116,7 @@ fn a_changed_endpoint_takes_effect_for_new_connections_only() {
     assert_eq!(&who, b"A");
     let seg = zerohop_proto::shm::Segment::open(&proxy.shm).unwrap();
     proxy.rewrite_config(&tcp_proxy_config(&[b], "", "1s"));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + RELOAD;
     while !(seg.current_generation() == 2 && seg.all_applied(2)) {
         assert!(Instant::now() < deadline, "generation 2 not applied");
         std::thread::sleep(Duration::from_millis(10));
