@@ -33,8 +33,4 @@ impl ShardStats {
             Ordering::Relaxed,
         );
     }
-
-    pub fn get(&self, c: Counter) -> u64 {
-        self.0[c.index()].load(Ordering::Relaxed)
-    }
 }

@@ -567,6 +567,7 @@ impl Segment {
 
     /// Flips bits of one byte of the current slot without updating its checksum: a test hook
     /// that simulates a stray write or a torn slot.
+    #[cfg(test)]
     pub fn corrupt_current_slot_for_test(&self, offset: usize, byte: u8) {
         let cur = self.header().current.load(Ordering::Acquire);
         let slot = (cur & 0xff) as usize % self.geometry.slot_count as usize;
