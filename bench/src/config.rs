@@ -10,13 +10,12 @@
 //! - p99 of an open-loop echo exchange through the proxy at a fixed rate, with a config change
 //!   every second against the same run without changes.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::procstat;
+use crate::{gen, procstat};
 
 /// A running `zerohop -c` on a generated config, with its segment.
 pub struct Proxy {
@@ -136,8 +135,9 @@ pub fn yaml(
     y
 }
 
-/// Open-loop echo exchanges at `rate`/s over `conns` persistent connections for `duration`.
-/// Latency is measured from each exchange's intended start, so a stall counts in full.
+/// Open-loop echo exchanges at `rate`/s over `conns` connections for `duration` (the load
+/// generator's, latency from the intended send time); `each_second` runs once a second on the
+/// calling thread. Returns the latency histogram, in nanoseconds.
 pub fn open_loop(
     front: SocketAddr,
     rate: f64,
@@ -145,36 +145,23 @@ pub fn open_loop(
     duration: Duration,
     mut each_second: impl FnMut(),
 ) -> hdrhistogram::Histogram<u64> {
-    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-    let mut streams: Vec<TcpStream> = (0..conns)
-        .map(|_| {
-            let s = TcpStream::connect(front).unwrap();
-            s.set_nodelay(true).unwrap();
-            s
-        })
-        .collect();
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let start = Instant::now();
-    let mut next_tick = start + Duration::from_secs(1);
-    let mut buf = [0u8; 64];
-    for i in 0.. {
-        let intended = start + interval * i;
-        if intended >= start + duration {
-            break;
-        }
-        if let Some(wait) = intended.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        if Instant::now() >= next_tick {
-            each_second();
-            next_tick += Duration::from_secs(1);
-        }
-        let s = &mut streams[i as usize % conns];
-        s.write_all(&[7u8; 64]).unwrap();
-        s.read_exact(&mut buf).unwrap();
-        h.record(intended.elapsed().as_micros() as u64).unwrap();
-    }
-    h
+    let spec = gen::Spec {
+        proto: gen::Proto::Tcp,
+        addr: front,
+        authority: None,
+        path: String::new(),
+        rate,
+        connections: conns,
+        streams: 1,
+        threads: 1,
+        cpus: Vec::new(),
+        duration,
+        warmup: Duration::from_secs(1),
+        size: 64,
+        timeout: Duration::from_secs(10),
+        spin: Duration::from_micros(50),
+    };
+    gen::run(&spec, |_| each_second()).latency
 }
 
 pub fn rss_mib(pid: u32) -> f64 {

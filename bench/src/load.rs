@@ -1,10 +1,9 @@
-//! The load side of the benchmarks: upstreams (echo, sink) and drivers (request/response
-//! exchanges, bulk streams, idle connections). All of it runs on the load CPU, away from the
-//! proxy's.
+//! The closed-loop drivers of the L4 benchmark (request/response exchanges at full speed, bulk
+//! streams, idle connections). All of it runs on the load CPU, away from the proxy's.
 
 use std::cell::Cell;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -15,62 +14,11 @@ pub fn pin(core: Option<core_affinity::CoreId>) {
     }
 }
 
-fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+pub fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
     monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
         .build()
         .expect("epoll runtime")
-}
-
-/// An echo upstream on one thread (epoll, one task per connection).
-pub fn echo_server(core: Option<core_affinity::CoreId>) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        pin(core);
-        runtime().block_on(async move {
-            use monoio::buf::IoBuf;
-            use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-            let l = monoio::net::TcpListener::from_std(l).unwrap();
-            while let Ok((mut s, _)) = l.accept().await {
-                let _ = s.set_nodelay(true);
-                monoio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let (r, b) = s.read(buf).await;
-                        let n = match r {
-                            Ok(n) if n > 0 => n,
-                            _ => return,
-                        };
-                        let (r, b) = s.write_all(b.slice(0..n)).await;
-                        buf = b.into_inner();
-                        if r.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-    });
-    addr
-}
-
-/// A sink upstream: reads and discards, a thread per connection.
-pub fn sink_server(core: Option<core_affinity::CoreId>) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                pin(core);
-                let mut s = s;
-                let mut buf = vec![0u8; 256 * 1024];
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    addr
 }
 
 /// Closed-loop request/response exchanges of `size` bytes over `conns` persistent

@@ -2,16 +2,22 @@
 //! against a baseline (a direct connection, HAProxy), in interleaved rounds, and reported
 //! with ratios: on a shared machine absolute numbers drift, ratios from one run hold.
 
+mod chart;
 mod config;
+mod gen;
+mod hopcost;
 mod load;
+mod loadcmd;
 mod procstat;
 mod targets;
+mod upstreams;
+mod validate;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use targets::Kind;
+use targets::{Kind, Mode, Tools};
 
 const HELP: &str = "\
 zerohop-bench: side-by-side benchmarks, reported as ratios
@@ -19,6 +25,10 @@ zerohop-bench: side-by-side benchmarks, reported as ratios
 USAGE:
     zerohop-bench l4 [OPTIONS]
     zerohop-bench config [OPTIONS]
+    zerohop-bench load [OPTIONS] --rate N URL     (see `zerohop-bench load --help`)
+    zerohop-bench hop-cost [OPTIONS]              (see `zerohop-bench hop-cost --help`)
+    zerohop-bench validate [OPTIONS]              (see `zerohop-bench validate --help`)
+    zerohop-bench serve [OPTIONS]                 (see `zerohop-bench serve --help`)
 
     Runs direct, zerohop (1 shard), HAProxy (1 thread, TCP mode) and HAProxy with
     `option splice-auto`, each proxy pinned to one CPU and the load on another, and measures:
@@ -106,11 +116,7 @@ fn parse() -> Result<Opts, lexopt::Error> {
                 let v = p.value()?.string()?;
                 o.sizes = match v.as_str() {
                     "none" => Vec::new(),
-                    list => list
-                        .split(',')
-                        .map(|n| n.trim().parse())
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| format!("--sizes: {e}"))?,
+                    list => parse_list(list).map_err(|e| format!("--sizes: {e}"))?,
                 };
             }
             Long("updates") => o.updates = p.value()?.parse()?,
@@ -151,7 +157,49 @@ struct Sample {
     rss_per_idle: Option<f64>,
 }
 
+/// Parses a comma-separated list of numbers.
+fn parse_list<T: std::str::FromStr>(v: &str) -> Result<Vec<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.split(',')
+        .map(|n| n.trim().parse::<T>().map_err(|e| format!("{n:?}: {e}")))
+        .collect()
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("zerohop-bench: {e}");
+    std::process::exit(2);
+}
+
 fn main() {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        Some("load") => {
+            args.remove(0);
+            let a = loadcmd::parse_load(args).unwrap_or_else(|e| fail(e));
+            loadcmd::load(a).unwrap_or_else(|e| fail(e));
+            return;
+        }
+        Some("hop-cost") => {
+            args.remove(0);
+            let a = hopcost::parse(args).unwrap_or_else(|e| fail(e));
+            print!("{}", hopcost::run(&a).unwrap_or_else(|e| fail(e)));
+            return;
+        }
+        Some("validate") => {
+            args.remove(0);
+            let a = validate::parse(args).unwrap_or_else(|e| fail(e));
+            print!("{}", validate::run(&a).unwrap_or_else(|e| fail(e)));
+            return;
+        }
+        Some("serve") => {
+            args.remove(0);
+            loadcmd::serve(args).unwrap_or_else(|e| fail(e));
+            return;
+        }
+        _ => {}
+    }
     let o = match parse() {
         Ok(o) => o,
         Err(e) => {
@@ -172,8 +220,8 @@ fn main() {
     let load_core = cores.last().copied().filter(|_| cores.len() > 1);
     let dur = Duration::from_secs_f64(o.seconds);
 
-    let echo = load::echo_server(load_core);
-    let sink = load::sink_server(load_core);
+    let echo = upstreams::echo_server(load_core);
+    let sink = upstreams::sink_server(load_core);
     let mut kinds = vec![Kind::Direct, Kind::Zerohop];
     if o.haproxy {
         kinds.extend([
@@ -206,9 +254,14 @@ fn measure(
 ) -> Sample {
     let mut s = Sample::default();
     let cpu = |pid: Option<u32>| pid.map(procstat::cpu_seconds);
+    let tools = Tools {
+        zerohop: o.zerohop.clone(),
+        zerohop_args: o.zerohop_args.clone(),
+        envoy: targets::find_envoy(),
+    };
 
     // (a) exchanges
-    let t = targets::start(kind, echo, &o.zerohop, &o.zerohop_args, proxy_cpu);
+    let t = targets::start(kind, Mode::Tcp, echo, &tools, proxy_cpu);
     let before = cpu(t.pid);
     let n = load::exchanges(t.front, o.conns, o.size, dur, load_core);
     let used = cpu(t.pid).zip(before).map(|(a, b)| a - b);
@@ -227,7 +280,7 @@ fn measure(
     drop(t);
 
     // (b) bulk
-    let t = targets::start(kind, sink, &o.zerohop, &o.zerohop_args, proxy_cpu);
+    let t = targets::start(kind, Mode::Tcp, sink, &tools, proxy_cpu);
     let before = cpu(t.pid);
     let bytes = load::bulk(t.front, o.bulk_conns, dur, load_core);
     let used = cpu(t.pid).zip(before).map(|(a, b)| a - b);
@@ -308,7 +361,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn config_report(o: &Opts) -> String {
-    let echo = load::echo_server(None);
+    let echo = upstreams::echo_server(None);
     let mut r = String::new();
     let _ = writeln!(
         r,
@@ -388,12 +441,12 @@ fn config_report(o: &Opts) -> String {
     });
     let row = |name: &str, h: &hdrhistogram::Histogram<u64>| {
         format!(
-            "| {name} | {} | {} | {} | {} | {} |",
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.9),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999),
-            h.max()
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.9) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3,
+            h.value_at_quantile(0.999) as f64 / 1e3,
+            h.max() as f64 / 1e3
         )
     };
     let _ = writeln!(

