@@ -72,7 +72,7 @@ fn decode(c: &mut Criterion) {
 
 fn build(c: &mut Criterion) {
     let s = snapshot(1_000, 10);
-    let prev = ShardConfig::build(1, s.clone(), None);
+    let prev = ShardConfig::build(1, s.clone(), None).expect("valid snapshot");
     c.bench_function("shard_config_build/1000", |b| {
         b.iter_batched(
             || s.clone(),

@@ -128,16 +128,51 @@ pub fn config_dump(st: &State, seg: &Segment) -> serde_json::Value {
         .listeners
         .iter()
         .map(|l| {
-            let NetworkFilter::TcpProxy(t) = &l.filter;
+            let cluster_names = |targets: &[zerohop_proto::WeightedCluster]| {
+                targets.iter().map(|w| serde_json::json!({
+                    "name": s.clusters[w.cluster.index()].name, "weight": w.weight })).collect::<Vec<_>>()
+            };
+            let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+            let filter = match &l.filter {
+                NetworkFilter::TcpProxy(t) => ("tcp_proxy", serde_json::json!({
+                    "stat_prefix": t.stat_prefix,
+                    "clusters": cluster_names(&t.targets),
+                    "idle_timeout_ms": ms(t.idle_timeout),
+                })),
+                NetworkFilter::Http(h) => ("http_connection_manager", serde_json::json!({
+                    "stat_prefix": h.stat_prefix,
+                    "max_request_headers_bytes": h.max_request_headers_bytes,
+                    "max_headers_count": h.max_headers_count,
+                    "request_headers_timeout_ms": ms(h.request_headers_timeout),
+                    "idle_timeout_ms": ms(h.idle_timeout),
+                    "stream_idle_timeout_ms": ms(h.stream_idle_timeout),
+                    "request_timeout_ms": ms(h.request_timeout),
+                    "generate_request_id": h.generate_request_id,
+                    "use_remote_address": h.use_remote_address,
+                    "route_config": {
+                        "name": h.route_config.name,
+                        "virtual_hosts": h.route_config.virtual_hosts.iter().map(|vh| serde_json::json!({
+                            "name": vh.name,
+                            "domains": vh.domains,
+                            "routes": vh.routes.iter().map(|r| serde_json::json!({
+                                "name": r.name,
+                                "match": format!("{:?}", r.matcher),
+                                "action": match &r.action {
+                                    zerohop_proto::RouteAction::Forward(f) => serde_json::json!({
+                                        "clusters": cluster_names(&f.targets),
+                                        "timeout_ms": ms(f.timeout),
+                                    }),
+                                    other => serde_json::json!(format!("{other:?}")),
+                                },
+                            })).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    },
+                })),
+            };
             serde_json::json!({
                 "name": l.name,
                 "address": l.address.to_string(),
-                "tcp_proxy": {
-                    "stat_prefix": t.stat_prefix,
-                    "clusters": t.targets.iter().map(|w| serde_json::json!({
-                        "name": s.clusters[w.cluster.index()].name, "weight": w.weight })).collect::<Vec<_>>(),
-                    "idle_timeout_ms": t.idle_timeout.map(|d| d.as_millis() as u64),
-                },
+                filter.0: filter.1,
             })
         })
         .collect();

@@ -37,10 +37,36 @@ pub enum Counter {
     ConfigApplied,
     /// Snapshot generations this shard refused (bad checksum, layout, or decode error).
     ConfigRejected,
+    /// HTTP requests received (heads parsed).
+    DownstreamRqTotal,
+    /// Responses sent downstream, by class.
+    DownstreamRq1xx,
+    DownstreamRq2xx,
+    DownstreamRq3xx,
+    DownstreamRq4xx,
+    DownstreamRq5xx,
+    /// Requests refused as malformed or ambiguously framed (400, 431).
+    DownstreamRqMalformed,
+    /// Requests whose head did not arrive within `request_headers_timeout` (408).
+    DownstreamRqHeadersTimeout,
+    /// Requests that matched no virtual host or route (404).
+    RouteNotFound,
+    /// Requests sent upstream.
+    UpstreamRqTotal,
+    /// Upstream requests sent on a pooled (kept-alive) connection.
+    UpstreamCxReused,
+    /// Requests that hit the route timeout (504).
+    UpstreamRqTimeout,
+    /// Upstream connections that failed or closed before a whole response (502).
+    UpstreamRqReset,
+    /// Upstream responses refused as malformed or ambiguously framed (502).
+    UpstreamRespMalformed,
+    /// Upgraded connections (WebSocket) tunnelled.
+    UpgradesTotal,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 30] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -56,6 +82,21 @@ impl Counter {
         Counter::DrainForcedClose,
         Counter::ConfigApplied,
         Counter::ConfigRejected,
+        Counter::DownstreamRqTotal,
+        Counter::DownstreamRq1xx,
+        Counter::DownstreamRq2xx,
+        Counter::DownstreamRq3xx,
+        Counter::DownstreamRq4xx,
+        Counter::DownstreamRq5xx,
+        Counter::DownstreamRqMalformed,
+        Counter::DownstreamRqHeadersTimeout,
+        Counter::RouteNotFound,
+        Counter::UpstreamRqTotal,
+        Counter::UpstreamCxReused,
+        Counter::UpstreamRqTimeout,
+        Counter::UpstreamRqReset,
+        Counter::UpstreamRespMalformed,
+        Counter::UpgradesTotal,
     ];
 
     pub const fn index(self) -> usize {
@@ -79,6 +120,21 @@ impl Counter {
             Counter::DrainForcedClose => "drain_forced_close",
             Counter::ConfigApplied => "config_applied",
             Counter::ConfigRejected => "config_rejected",
+            Counter::DownstreamRqTotal => "downstream_rq_total",
+            Counter::DownstreamRq1xx => "downstream_rq_1xx",
+            Counter::DownstreamRq2xx => "downstream_rq_2xx",
+            Counter::DownstreamRq3xx => "downstream_rq_3xx",
+            Counter::DownstreamRq4xx => "downstream_rq_4xx",
+            Counter::DownstreamRq5xx => "downstream_rq_5xx",
+            Counter::DownstreamRqMalformed => "downstream_rq_malformed",
+            Counter::DownstreamRqHeadersTimeout => "downstream_rq_headers_timeout",
+            Counter::RouteNotFound => "rq_route_not_found",
+            Counter::UpstreamRqTotal => "upstream_rq_total",
+            Counter::UpstreamCxReused => "upstream_cx_pool_reuse",
+            Counter::UpstreamRqTimeout => "upstream_rq_timeout",
+            Counter::UpstreamRqReset => "upstream_rq_reset",
+            Counter::UpstreamRespMalformed => "upstream_resp_malformed",
+            Counter::UpgradesTotal => "downstream_cx_upgrades_total",
         }
     }
 

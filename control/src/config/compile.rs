@@ -18,6 +18,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const HCM: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 /// Collects resources as the loader streams them and compiles the snapshot. Clusters are
 /// compiled as they arrive (their decoded messages are dropped at once); listeners refer to
@@ -200,7 +202,7 @@ fn listener(
         return Err(ConfigError::at(
             fpath,
             format!(
-                "exactly one network filter (tcp_proxy) is supported (found {})",
+                "exactly one network filter (tcp_proxy or http_connection_manager) is supported (found {})",
                 filters.len()
             ),
         ));
@@ -213,19 +215,20 @@ fn listener(
         return Err(ConfigError::at(fpath, "a filter needs a typed_config"));
     };
     let tp = unpack_any(any).map_err(|e| ConfigError::at(fpath.clone(), e))?;
-    if tp.descriptor().full_name() != TCP_PROXY {
-        return Err(ConfigError::at(
-            fpath,
-            format!(
-                "network filter {} is not supported here",
-                tp.descriptor().full_name()
-            ),
-        ));
-    }
+    let filter = match tp.descriptor().full_name() {
+        TCP_PROXY => NetworkFilter::TcpProxy(tcp_proxy(&tp, &fpath, clusters)?),
+        HCM => NetworkFilter::Http(super::http::http_manager(&tp, &fpath, clusters)?),
+        other => {
+            return Err(ConfigError::at(
+                fpath,
+                format!("network filter {other} is not supported here"),
+            ))
+        }
+    };
     Ok(Listener {
         name,
         address,
-        filter: NetworkFilter::TcpProxy(tcp_proxy(&tp, &fpath, clusters)?),
+        filter,
     })
 }
 
@@ -299,7 +302,7 @@ fn tcp_proxy(
 
 // === reflective accessors (config time only; they borrow, never copy a subtree) ===
 
-fn msg<'a>(m: &'a DynamicMessage, field: &str) -> Option<&'a DynamicMessage> {
+pub(super) fn msg<'a>(m: &'a DynamicMessage, field: &str) -> Option<&'a DynamicMessage> {
     if !m.has_field_by_name(field) {
         return None;
     }
@@ -309,28 +312,28 @@ fn msg<'a>(m: &'a DynamicMessage, field: &str) -> Option<&'a DynamicMessage> {
     }
 }
 
-fn as_msg(v: &Value) -> &DynamicMessage {
+pub(super) fn as_msg(v: &Value) -> &DynamicMessage {
     match v {
         Value::Message(m) => m,
         other => panic!("descriptor says message, found {other:?}"),
     }
 }
 
-fn list<'a>(m: &'a DynamicMessage, field: &str) -> &'a [Value] {
+pub(super) fn list<'a>(m: &'a DynamicMessage, field: &str) -> &'a [Value] {
     match m.get_field_by_name(field) {
         Some(Cow::Borrowed(Value::List(v))) => v,
         _ => &[],
     }
 }
 
-fn string(m: &DynamicMessage, field: &str) -> String {
+pub(super) fn string(m: &DynamicMessage, field: &str) -> String {
     match m.get_field_by_name(field).as_deref() {
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),
     }
 }
 
-fn enum_name(m: &DynamicMessage, field: &str) -> String {
+pub(super) fn enum_name(m: &DynamicMessage, field: &str) -> String {
     let fd = m
         .descriptor()
         .get_field_by_name(field)
@@ -345,14 +348,14 @@ fn enum_name(m: &DynamicMessage, field: &str) -> String {
     }
 }
 
-fn u32_value(wrapper: &DynamicMessage) -> u32 {
+pub(super) fn u32_value(wrapper: &DynamicMessage) -> u32 {
     match wrapper.get_field_by_name("value").as_deref() {
         Some(Value::U32(v)) => *v,
         _ => 0,
     }
 }
 
-fn duration(d: &DynamicMessage, path: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration(d: &DynamicMessage, path: &str) -> Result<Duration, ConfigError> {
     let secs = match d.get_field_by_name("seconds").as_deref() {
         Some(Value::I64(s)) => *s,
         _ => 0,

@@ -6,6 +6,7 @@
 
 mod compile;
 mod envoy;
+mod http;
 mod supported;
 
 use std::fmt;

@@ -72,6 +72,157 @@ const FIELDS: &[(&str, &[&str])] = &[
         &["endpoint", "load_balancing_weight"],
     ),
     ("envoy.config.endpoint.v3.Endpoint", &["address"]),
+    // HTTP (issue #4).
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        &[
+            "stat_prefix",
+            "codec_type",
+            "route_config",
+            "http_filters",
+            "max_request_headers_kb",
+            "common_http_protocol_options",
+            "request_headers_timeout",
+            "stream_idle_timeout",
+            "request_timeout",
+            "generate_request_id",
+            "use_remote_address",
+        ],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+        &["name", "typed_config"],
+    ),
+    ("envoy.extensions.filters.http.router.v3.Router", &[]),
+    (
+        "envoy.config.core.v3.HttpProtocolOptions",
+        &["idle_timeout", "max_headers_count"],
+    ),
+    (
+        "envoy.config.route.v3.RouteConfiguration",
+        &[
+            "name",
+            "virtual_hosts",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.VirtualHost",
+        &[
+            "name",
+            "domains",
+            "routes",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.Route",
+        &[
+            "name",
+            "match",
+            "route",
+            "direct_response",
+            "redirect",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.RouteMatch",
+        &[
+            "prefix",
+            "path",
+            "safe_regex",
+            "case_sensitive",
+            "headers",
+            "query_parameters",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.HeaderMatcher",
+        &[
+            "name",
+            "string_match",
+            "exact_match",
+            "prefix_match",
+            "suffix_match",
+            "contains_match",
+            "safe_regex_match",
+            "present_match",
+            "invert_match",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.QueryParameterMatcher",
+        &["name", "string_match", "present_match"],
+    ),
+    (
+        "envoy.type.matcher.v3.StringMatcher",
+        &[
+            "exact",
+            "prefix",
+            "suffix",
+            "contains",
+            "safe_regex",
+            "ignore_case",
+        ],
+    ),
+    (
+        "envoy.type.matcher.v3.RegexMatcher",
+        &["google_re2", "regex"],
+    ),
+    ("envoy.type.matcher.v3.RegexMatcher.GoogleRE2", &[]),
+    (
+        "envoy.type.matcher.v3.RegexMatchAndSubstitute",
+        &["pattern", "substitution"],
+    ),
+    (
+        "envoy.config.route.v3.RouteAction",
+        &[
+            "cluster",
+            "weighted_clusters",
+            "prefix_rewrite",
+            "regex_rewrite",
+            "host_rewrite_literal",
+            "timeout",
+        ],
+    ),
+    ("envoy.config.route.v3.WeightedCluster", &["clusters"]),
+    (
+        "envoy.config.route.v3.WeightedCluster.ClusterWeight",
+        &["name", "weight"],
+    ),
+    (
+        "envoy.config.route.v3.DirectResponseAction",
+        &["status", "body"],
+    ),
+    ("envoy.config.core.v3.DataSource", &["inline_string"]),
+    (
+        "envoy.config.route.v3.RedirectAction",
+        &[
+            "https_redirect",
+            "scheme_redirect",
+            "host_redirect",
+            "port_redirect",
+            "path_redirect",
+            "prefix_rewrite",
+            "response_code",
+            "strip_query",
+        ],
+    ),
+    (
+        "envoy.config.core.v3.HeaderValueOption",
+        &["header", "append", "append_action"],
+    ),
+    ("envoy.config.core.v3.HeaderValue", &["key", "value"]),
 ];
 
 /// Well-known types taken whole as values.

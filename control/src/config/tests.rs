@@ -1,6 +1,6 @@
 use super::*;
 use std::time::Duration;
-use zerohop_proto::{LbPolicy, NetworkFilter};
+use zerohop_proto::{LbPolicy, NetworkFilter, RouteAction};
 
 const BASE: &str = include_str!("../../tests/fixtures/tcp_proxy.yaml");
 
@@ -20,7 +20,9 @@ fn envoy_bootstrap_compiles_with_defaults() {
     );
     assert_eq!(s.clusters[0].endpoints[1].weight, 3);
     assert_eq!(s.clusters[0].endpoints[0].weight, 1);
-    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter;
+    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter else {
+        panic!("tcp_proxy expected")
+    };
     assert_eq!(
         t.idle_timeout,
         Some(Duration::from_secs(3600)),
@@ -62,7 +64,9 @@ fn weighted_clusters_and_disabled_idle_timeout() {
         "idle_timeout: 0s\n          weighted_clusters: { clusters: [ { name: backend, weight: 3 }, { name: backend, weight: 1 } ] }",
     );
     let s = load(&yaml, Format::Yaml).unwrap().snapshot;
-    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter;
+    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter else {
+        panic!("tcp_proxy expected")
+    };
     assert_eq!(
         t.targets.iter().map(|w| w.weight).collect::<Vec<_>>(),
         vec![3, 1]
@@ -114,12 +118,9 @@ fn undefined_cluster_reference_is_refused() {
 fn unimplemented_extension_is_refused() {
     let e = err(&BASE.replace(
         "\"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: front\n          cluster: backend",
-        "\"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: front",
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC\n          stat_prefix: front",
     ));
-    assert!(
-        e.message.contains("HttpConnectionManager is not supported"),
-        "{e}"
-    );
+    assert!(e.message.contains("RBAC is not supported"), "{e}");
     assert!(e.path.ends_with("typed_config"), "{e}");
 }
 
@@ -162,4 +163,44 @@ fn duplicate_names_and_structural_errors_are_refused() {
         "    filter_chains: []\n    unused:\n",
     );
     assert!(load(&no_chain, Format::Yaml).is_err());
+}
+
+const HTTP: &str = include_str!("../../tests/fixtures/http.yaml");
+
+#[test]
+fn http_connection_manager_compiles_with_envoy_defaults() {
+    let b = load(HTTP, Format::Yaml).unwrap();
+    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter else {
+        panic!("http expected")
+    };
+    assert_eq!(h.max_request_headers_bytes, 60 * 1024);
+    assert_eq!(h.max_headers_count, 100);
+    assert_eq!(h.request_headers_timeout, Some(std::time::Duration::from_secs(10)));
+    assert!(h.generate_request_id);
+    let vh = &h.route_config.virtual_hosts[3];
+    assert_eq!(vh.domains, ["*"]);
+    let names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.contains(&"weighted") && names.contains(&"redirect"), "{names:?}");
+    let RouteAction::Forward(f) = &vh.routes.iter().find(|r| r.name == "weighted").unwrap().action else {
+        panic!("forward expected")
+    };
+    assert_eq!(f.targets.len(), 2);
+    assert_eq!(f.timeout, Some(std::time::Duration::from_secs(15)), "Envoy's default route timeout");
+}
+
+#[test]
+fn http_config_errors_name_the_field() {
+    let cases = [
+        ("regex: \"/rx/[0-9]+\"", "regex: \"(unclosed\"", ".match.safe_regex.regex", "invalid regex"),
+        ("codec_type: AUTO", "codec_type: HTTP2", ".codec_type", "HTTP2"),
+        ("cluster: b, timeout: 2s", "cluster: nowhere, timeout: 2s", ".route.cluster", "\"nowhere\" is not defined"),
+        ("cluster: b, timeout: 2s", "cluster: b, retry_policy: {num_retries: 2}", ".route.retry_policy", "not supported"),
+        ("domains: [\"*\"]", "domains: [\"a*b\"]", ".domains[0]", "wildcard"),
+    ];
+    for (from, to, path, msg) in cases {
+        assert!(HTTP.contains(from), "fixture lacks {from}");
+        let e = err(&HTTP.replacen(from, to, 1));
+        assert!(e.path.ends_with(path), "{to}: {e}");
+        assert!(e.message.contains(msg), "{to}: {e}");
+    }
 }

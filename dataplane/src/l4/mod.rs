@@ -77,10 +77,10 @@ pub async fn serve(
     proxy(&shard, &down, &up, proxy_cfg.idle_timeout).await;
 }
 
-struct Tracked<'a>(&'a BoundListener, usize);
+pub(crate) struct Tracked<'a>(&'a BoundListener, usize);
 
 impl<'a> Tracked<'a> {
-    fn new(listener: &'a BoundListener, fds: [std::os::fd::RawFd; 2]) -> Self {
+    pub(crate) fn new(listener: &'a BoundListener, fds: [std::os::fd::RawFd; 2]) -> Self {
         Tracked(listener, listener.track(fds))
     }
 }
@@ -91,7 +91,8 @@ impl Drop for Tracked<'_> {
     }
 }
 
-async fn proxy(shard: &Shard, down: &TcpStream, up: &TcpStream, idle: Option<Duration>) {
+/// Runs both directions until both end (or one resets, or `idle` passes with no bytes).
+pub(crate) async fn proxy(shard: &Shard, down: &TcpStream, up: &TcpStream, idle: Option<Duration>) {
     let last = Cell::new(Instant::now());
     let ctx = |bytes| Ctx {
         pools: &shard.pools,
@@ -143,7 +144,7 @@ async fn idle_timeout(last: &Cell<Instant>, idle: Option<Duration>) {
     }
 }
 
-struct ActiveGuard<'a>(&'a Shard);
+pub(crate) struct ActiveGuard<'a>(pub(crate) &'a Shard);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {

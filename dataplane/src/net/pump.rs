@@ -133,7 +133,8 @@ fn read_error(e: io::Error) -> Step {
     }
 }
 
-async fn send_all(to: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+/// Writes all of `buf` (readiness from the ring, non-blocking sends).
+pub async fn send_all(to: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
     let fd: RawFd = to.as_raw_fd();
     while !buf.is_empty() {
         match sys::send(fd, buf) {
@@ -152,4 +153,114 @@ impl Ctx<'_> {
         self.stats.add(self.bytes, n as u64);
         self.stats.add(how, n as u64);
     }
+}
+
+/// Reads what is available (waiting for readiness first if nothing is) and appends it to
+/// `buf`. `Ok(0)` at end of stream.
+pub async fn recv_into(from: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    const CHUNK: usize = 16 * 1024;
+    let fd = from.as_raw_fd();
+    loop {
+        let len = buf.len();
+        buf.resize(len + CHUNK, 0);
+        let r = sys::recv(fd, &mut buf[len..]);
+        buf.truncate(len + *r.as_ref().unwrap_or(&0));
+        match r {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => from.readable(false).await?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Moves exactly `n` bytes from `from` to `to`: through a pooled buffer, or by splice(2)
+/// through a pooled pipe when more than a buffer's worth remains.
+pub async fn copy_exact(from: &TcpStream, to: &TcpStream, mut n: u64, ctx: &Ctx<'_>) -> End {
+    let mut pipe: Option<Pipe> = None;
+    let end = loop {
+        if n == 0 {
+            break End::Eof;
+        }
+        if from.readable(false).await.is_err() {
+            break End::SourceReset;
+        }
+        if pipe.is_none() && n > BUF_SIZE as u64 {
+            pipe = ctx.pools.take_pipe();
+        }
+        let moved = match &pipe {
+            Some(p) => splice_at_most(from, to, p, n, ctx).await,
+            None => copy_at_most(from, to, n, ctx).await,
+        };
+        match moved {
+            Ok(m) => n -= m as u64,
+            Err(e) => break e,
+        }
+    };
+    if let Some(p) = pipe {
+        if end == End::Eof {
+            ctx.pools.give_pipe(p); // empty: every splice in was spliced out
+        }
+    }
+    if end == End::Eof && n > 0 {
+        return End::SourceReset;
+    }
+    end
+}
+
+async fn copy_at_most(
+    from: &TcpStream,
+    to: &TcpStream,
+    n: u64,
+    ctx: &Ctx<'_>,
+) -> Result<usize, End> {
+    let mut buf = ctx.pools.take_buffer();
+    let want = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+    let r = match sys::recv(from.as_raw_fd(), &mut buf[..want]) {
+        Ok(0) => Err(End::SourceReset), // ended before the promised length
+        Ok(m) => {
+            ctx.moved(m, Counter::BytesCopied);
+            match send_all(to, &buf[..m]).await {
+                Ok(()) => Ok(m),
+                Err(_) => Err(End::SinkReset),
+            }
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => Ok(0),
+        Err(_) => Err(End::SourceReset),
+    };
+    ctx.pools.give_buffer(buf);
+    r
+}
+
+async fn splice_at_most(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &Pipe,
+    n: u64,
+    ctx: &Ctx<'_>,
+) -> Result<usize, End> {
+    let want = pipe.capacity.min(usize::try_from(n).unwrap_or(usize::MAX));
+    let m = match sys::splice(from.as_raw_fd(), pipe.write.as_raw_fd(), want) {
+        Ok(0) => return Err(End::SourceReset),
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+            return Ok(0)
+        }
+        Err(_) => return Err(End::SourceReset),
+    };
+    ctx.moved(m, Counter::BytesSpliced);
+    let mut left = m;
+    while left > 0 {
+        match sys::splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left) {
+            Ok(k) => left -= k,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if to.writable(false).await.is_err() {
+                    return Err(End::SinkReset);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Err(End::SinkReset),
+        }
+    }
+    Ok(m)
 }

@@ -34,6 +34,22 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
 }
 
+/// Whether an idle pooled connection is still usable: nothing to read (EAGAIN). A peer that
+/// closed (EOF), sent unsolicited bytes, or errored makes it unusable.
+pub fn idle_alive(fd: RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: byte is a valid writable 1-byte region for the duration of the call.
+    let r = check(unsafe {
+        libc::recv(
+            fd,
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_PEEK,
+        )
+    });
+    matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
 /// `send(2)` with MSG_DONTWAIT | MSG_NOSIGNAL (a reset peer gives EPIPE, not SIGPIPE).
 pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: buf is a valid readable region of buf.len() bytes for the duration of the call.

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use monoio::net::TcpListener;
 
-use super::config::ShardConfig;
+use super::config::{ShardConfig, Tables};
 use super::stop::Stop;
 use super::Shard;
 use crate::net::sys;
@@ -179,15 +179,26 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<BoundListener>, socket: TcpL
                         shard.maybe_reload();
                         let cfg = shard.config();
                         match listener.index_in(&cfg) {
-                            Some(index) => {
-                                monoio::spawn(crate::l4::serve(
-                                    shard.clone(),
-                                    cfg,
-                                    index,
-                                    listener.clone(),
-                                    stream,
-                                ));
-                            }
+                            Some(index) => match cfg.tables(index) {
+                                Tables::Tcp(_) => {
+                                    monoio::spawn(crate::l4::serve(
+                                        shard.clone(),
+                                        cfg,
+                                        index,
+                                        listener.clone(),
+                                        stream,
+                                    ));
+                                }
+                                Tables::Http(_) => {
+                                    monoio::spawn(crate::http1::serve(
+                                        shard.clone(),
+                                        cfg,
+                                        index,
+                                        listener.clone(),
+                                        stream,
+                                    ));
+                                }
+                            },
                             None => drop(stream), // removed in this generation; its socket closes soon
                         }
                     }

@@ -62,6 +62,8 @@ pub struct Shard {
     line: usize,
     pub stats: ShardStats,
     pub pools: Pools,
+    /// Idle upstream HTTP/1.1 connections.
+    pub upstreams: crate::http1::pool::UpstreamPool,
     pub rng: Rng,
     /// Open downstream connections (for draining).
     pub active: Cell<usize>,
@@ -184,6 +186,7 @@ async fn main(spec: Spec) {
         line,
         stats: ShardStats::new(seg.shard_counters(line)),
         pools: Pools::default(),
+        upstreams: Default::default(),
         rng: Rng::new(seed),
         active: Cell::new(0),
         accepting: Cell::new(0),
@@ -192,11 +195,17 @@ async fn main(spec: Spec) {
         seg,
         mailbox,
         drain_timeout,
-        config: RefCell::new(Rc::new(ShardConfig::build(initial.0, initial.1, None))),
+        config: RefCell::new(Rc::new(ShardConfig::empty())),
         last_rejected: Cell::new(0),
     });
-    seg.ack(line, initial.0);
-    shard.stats.inc(Counter::ConfigApplied);
+    match ShardConfig::build(initial.0, initial.1, None) {
+        Ok(cfg) => {
+            *shard.config.borrow_mut() = Rc::new(cfg);
+            seg.ack(line, initial.0);
+            shard.stats.inc(Counter::ConfigApplied);
+        }
+        Err(e) => shard.refuse(initial.0, &e),
+    }
     shard.maybe_reload();
     shard.take_listener_ops();
 
@@ -256,7 +265,11 @@ impl Shard {
             ReadOutcome::New { generation, bytes } => match codec::decode(&bytes) {
                 Ok(snapshot) => {
                     let next =
-                        ShardConfig::build(generation, snapshot, Some(&self.config.borrow()));
+                        match ShardConfig::build(generation, snapshot, Some(&self.config.borrow()))
+                        {
+                            Ok(next) => next,
+                            Err(e) => return self.refuse(generation, &e),
+                        };
                     *self.config.borrow_mut() = Rc::new(next);
                     self.seg.ack(self.line, generation);
                     self.stats.inc(Counter::ConfigApplied);

@@ -25,24 +25,165 @@ fn sample() -> Snapshot {
                 endpoints: vec![],
             },
         ],
-        listeners: vec![Listener {
-            name: "l".into(),
-            address: "0.0.0.0:10000".parse().unwrap(),
-            filter: NetworkFilter::TcpProxy(TcpProxy {
-                stat_prefix: "tcp".into(),
-                targets: vec![
-                    WeightedCluster {
-                        cluster: ClusterId(0),
-                        weight: 9,
+        listeners: vec![
+            Listener {
+                name: "l".into(),
+                address: "0.0.0.0:10000".parse().unwrap(),
+                filter: NetworkFilter::TcpProxy(TcpProxy {
+                    stat_prefix: "tcp".into(),
+                    targets: vec![
+                        WeightedCluster {
+                            cluster: ClusterId(0),
+                            weight: 9,
+                        },
+                        WeightedCluster {
+                            cluster: ClusterId(1),
+                            weight: 1,
+                        },
+                    ],
+                    idle_timeout: Some(Duration::from_secs(3600)),
+                }),
+            },
+            http_listener(),
+        ],
+    }
+}
+
+/// An HTTP listener using every route feature the encoding carries.
+fn http_listener() -> Listener {
+    let add = |n: &str, a| HeaderAdd {
+        name: n.into(),
+        value: "v".into(),
+        append: a,
+    };
+    let edits = HeaderEdits {
+        request_add: vec![
+            add("x-a", AppendAction::AppendIfExistsOrAdd),
+            add("x-b", AppendAction::AddIfAbsent),
+        ],
+        request_remove: vec!["x-drop".into()],
+        response_add: vec![
+            add("x-c", AppendAction::OverwriteIfExistsOrAdd),
+            add("x-d", AppendAction::OverwriteIfExists),
+        ],
+        response_remove: vec!["server".into()],
+    };
+    let route = |name: &str, path, action| Route {
+        name: name.into(),
+        matcher: RouteMatch {
+            path,
+            case_sensitive: false,
+            headers: vec![
+                HeaderMatcher {
+                    name: "x-v".into(),
+                    rule: StringRule::Exact {
+                        value: "1".into(),
+                        ignore_case: true,
                     },
-                    WeightedCluster {
-                        cluster: ClusterId(1),
-                        weight: 1,
+                    invert: true,
+                },
+                HeaderMatcher {
+                    name: "x-p".into(),
+                    rule: StringRule::Present(true),
+                    invert: false,
+                },
+                HeaderMatcher {
+                    name: "x-r".into(),
+                    rule: StringRule::Regex("a+".into()),
+                    invert: false,
+                },
+                HeaderMatcher {
+                    name: "x-s".into(),
+                    rule: StringRule::Suffix {
+                        value: "z".into(),
+                        ignore_case: false,
                     },
-                ],
-                idle_timeout: Some(Duration::from_secs(3600)),
-            }),
-        }],
+                    invert: false,
+                },
+            ],
+            query_parameters: vec![
+                QueryMatcher {
+                    name: "q".into(),
+                    rule: None,
+                },
+                QueryMatcher {
+                    name: "r".into(),
+                    rule: Some(StringRule::Contains {
+                        value: "c".into(),
+                        ignore_case: false,
+                    }),
+                },
+            ],
+        },
+        action,
+        headers: edits.clone(),
+    };
+    Listener {
+        name: "web".into(),
+        address: "127.0.0.1:8000".parse().unwrap(),
+        filter: NetworkFilter::Http(HttpManager {
+            stat_prefix: "web".into(),
+            max_request_headers_bytes: 60 * 1024,
+            max_headers_count: 100,
+            request_headers_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: None,
+            stream_idle_timeout: Some(Duration::from_secs(300)),
+            request_timeout: None,
+            generate_request_id: true,
+            use_remote_address: false,
+            route_config: RouteConfig {
+                name: "rc".into(),
+                headers: edits.clone(),
+                virtual_hosts: vec![VirtualHost {
+                    name: "vh".into(),
+                    domains: vec!["*.example.com".into(), "*".into()],
+                    headers: HeaderEdits::default(),
+                    routes: vec![
+                        route(
+                            "fwd",
+                            PathMatch::Prefix("/a".into()),
+                            RouteAction::Forward(Forward {
+                                targets: vec![
+                                    WeightedCluster {
+                                        cluster: ClusterId(0),
+                                        weight: 3,
+                                    },
+                                    WeightedCluster {
+                                        cluster: ClusterId(1),
+                                        weight: 1,
+                                    },
+                                ],
+                                prefix_rewrite: Some("/b".into()),
+                                regex_rewrite: Some(("x(.)".into(), "\\1".into())),
+                                host_rewrite: Some("h".into()),
+                                timeout: Some(Duration::from_millis(1500)),
+                            }),
+                        ),
+                        route(
+                            "direct",
+                            PathMatch::Path("/d".into()),
+                            RouteAction::Direct {
+                                status: 418,
+                                body: "teapot".into(),
+                            },
+                        ),
+                        route(
+                            "redirect",
+                            PathMatch::Regex("/r/.*".into()),
+                            RouteAction::Redirect(Redirect {
+                                scheme: Some("https".into()),
+                                host: None,
+                                port: Some(8443),
+                                path: None,
+                                prefix_rewrite: Some("/s/".into()),
+                                status: 308,
+                                strip_query: true,
+                            }),
+                        ),
+                    ],
+                }],
+            },
+        }),
     }
 }
 
@@ -74,8 +215,22 @@ fn trailing_bytes_are_rejected() {
 #[test]
 fn dangling_cluster_id_is_rejected() {
     let mut s = sample();
-    let NetworkFilter::TcpProxy(t) = &mut s.listeners[0].filter;
+    let NetworkFilter::TcpProxy(t) = &mut s.listeners[0].filter else {
+        unreachable!()
+    };
     t.targets[0].cluster = ClusterId(7);
+    assert_eq!(
+        decode(&encode(&s)).unwrap_err().what,
+        "cluster id out of range"
+    );
+    let mut s = sample();
+    let NetworkFilter::Http(h) = &mut s.listeners[1].filter else {
+        unreachable!()
+    };
+    let RouteAction::Forward(f) = &mut h.route_config.virtual_hosts[0].routes[0].action else {
+        unreachable!()
+    };
+    f.targets[1].cluster = ClusterId(2);
     assert_eq!(
         decode(&encode(&s)).unwrap_err().what,
         "cluster id out of range"

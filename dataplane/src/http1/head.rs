@@ -1,0 +1,445 @@
+//! Request and response heads, parsed with httparse and then held to RFC 9112's framing rules,
+//! which httparse alone does not enforce: a message whose body length is ambiguous is never
+//! forwarded. Sans-I/O: bytes in, a verdict out.
+
+use std::ops::Range;
+
+/// Envoy's defaults: `max_request_headers_kb` 60, `max_headers_count` 100.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_head_bytes: 60 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// How the body that follows a head is delimited (RFC 9112 section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// A response body that runs to the end of the connection.
+    UntilClose,
+}
+
+/// Why a head was refused. The client's fault in every case; none is retryable as sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// 400, naming the rule that was broken.
+    Malformed(&'static str),
+    /// 431: the head is larger than `max_head_bytes`, or has more than `max_headers` fields.
+    TooLarge,
+}
+
+impl HeadError {
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::Malformed(_) => 400,
+            HeadError::TooLarge => 431,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+}
+
+/// A parsed request head; the ranges index the buffer it was parsed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: Range<usize>,
+    pub target: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: Vec<Header>,
+    pub framing: Framing,
+    /// The head's length in the buffer, final CRLF included.
+    pub len: usize,
+}
+
+fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Where the head ends (after its empty line), once it has all arrived. Refuses bare LF and
+/// bare CR anywhere in it, and obs-fold.
+fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HeadError> {
+    let mut line_start = 0;
+    let mut i = 0;
+    while i < buf.len() {
+        if i >= limits.max_head_bytes {
+            return Err(HeadError::TooLarge);
+        }
+        match buf[i] {
+            b'\n' => return Err(HeadError::Malformed("bare LF in the head")),
+            b'\r' => {
+                let Some(&next) = buf.get(i + 1) else {
+                    return Ok(None);
+                };
+                if next != b'\n' {
+                    return Err(HeadError::Malformed("bare CR in the head"));
+                }
+                if i == line_start {
+                    // The empty line. (An empty first line is refused by the parser.)
+                    return Ok(Some(i + 2));
+                }
+                i += 2;
+                line_start = i;
+                if matches!(buf.get(line_start), Some(b' ' | b'\t')) {
+                    return Err(HeadError::Malformed(
+                        "obs-fold (a header line starting with whitespace)",
+                    ));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(None)
+}
+
+/// Parses a request head at the start of `buf`: `Ok(None)` until it has all arrived.
+pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+    let Some(end) = head_end(buf, limits)? else {
+        return Ok(None);
+    };
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut storage);
+    match req.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(n)) if n == end => {}
+        Ok(_) => return Err(HeadError::Malformed("request head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::HeaderName) => {
+            return Err(HeadError::Malformed("invalid character in a header name"))
+        }
+        Err(httparse::Error::HeaderValue) => {
+            return Err(HeadError::Malformed("invalid character in a header value"))
+        }
+        Err(httparse::Error::Version) => return Err(HeadError::Malformed("HTTP version")),
+        Err(httparse::Error::Token) => return Err(HeadError::Malformed("method")),
+        Err(_) => return Err(HeadError::Malformed("request line")),
+    }
+    let minor_version = req.version.unwrap_or(1);
+    let framing = body_framing(req.headers, minor_version, None)?;
+    Ok(Some(RequestHead {
+        method: range_of(buf, req.method.unwrap_or("").as_bytes()),
+        target: range_of(buf, req.path.unwrap_or("").as_bytes()),
+        minor_version,
+        headers: req
+            .headers
+            .iter()
+            .map(|h| Header {
+                name: range_of(buf, h.name.as_bytes()),
+                value: range_of(buf, h.value),
+            })
+            .collect(),
+        framing,
+        len: end,
+    }))
+}
+
+/// A response head's status and framing (`request_method` decides HEAD and CONNECT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub minor_version: u8,
+    pub headers: Vec<Header>,
+    pub framing: Framing,
+    pub len: usize,
+}
+
+/// Parses a response head from an upstream, under the same framing rules as requests.
+pub fn parse_response(
+    buf: &[u8],
+    limits: &Limits,
+    request_method: &[u8],
+) -> Result<Option<ResponseHead>, HeadError> {
+    let Some(end) = head_end(buf, limits)? else {
+        return Ok(None);
+    };
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut resp = httparse::Response::new(&mut storage);
+    match resp.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(n)) if n == end => {}
+        Ok(_) => return Err(HeadError::Malformed("response head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::HeaderName) => {
+            return Err(HeadError::Malformed("invalid character in a header name"))
+        }
+        Err(_) => return Err(HeadError::Malformed("status line")),
+    }
+    let status = resp.code.unwrap_or(0);
+    let minor_version = resp.version.unwrap_or(1);
+    let no_body = request_method == b"HEAD"
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
+        || (request_method == b"CONNECT" && (200..300).contains(&status));
+    let framing = body_framing(resp.headers, minor_version, Some(no_body))?;
+    Ok(Some(ResponseHead {
+        status,
+        minor_version,
+        headers: resp
+            .headers
+            .iter()
+            .map(|h| Header {
+                name: range_of(buf, h.name.as_bytes()),
+                value: range_of(buf, h.value),
+            })
+            .collect(),
+        framing,
+        len: end,
+    }))
+}
+
+/// RFC 9112 section 6.3. `response` is `Some(no_body)` for a response.
+fn body_framing(
+    headers: &[httparse::Header<'_>],
+    minor_version: u8,
+    response: Option<bool>,
+) -> Result<Framing, HeadError> {
+    let mut length: Option<u64> = None;
+    let mut codings: Vec<&[u8]> = Vec::new();
+    let mut has_te = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            // A list (`5, 5`) or repeated fields must all carry the same value.
+            for v in h.value.split(|&b| b == b',') {
+                let v = v.trim_ascii();
+                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                    return Err(HeadError::Malformed("invalid Content-Length"));
+                }
+                let n: u64 = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(HeadError::Malformed("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(HeadError::Malformed("differing Content-Length values"));
+                }
+                length = Some(n);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            has_te = true;
+            for c in h.value.split(|&b| b == b',') {
+                let c = c.trim_ascii();
+                if !c.is_empty() {
+                    codings.push(c);
+                }
+            }
+        }
+    }
+    if has_te {
+        if length.is_some() {
+            return Err(HeadError::Malformed(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if minor_version == 0 {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 message",
+            ));
+        }
+        let chunked = |c: &&[u8]| c.eq_ignore_ascii_case(b"chunked");
+        match codings.last() {
+            Some(last) if chunked(last) => {
+                if codings.iter().filter(|c| chunked(c)).count() > 1 {
+                    return Err(HeadError::Malformed("chunked applied more than once"));
+                }
+            }
+            // A response may end its body with the connection instead.
+            _ if response.is_some() => {}
+            _ => {
+                return Err(HeadError::Malformed(
+                    "Transfer-Encoding whose final coding is not chunked",
+                ))
+            }
+        }
+    }
+    Ok(match response {
+        Some(true) => Framing::Empty,
+        _ if has_te
+            && codings
+                .last()
+                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) =>
+        {
+            Framing::Chunked
+        }
+        Some(false) if has_te => Framing::UntilClose,
+        _ => match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None if response == Some(false) => Framing::UntilClose,
+            None => Framing::Empty,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(s: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse_request(s.as_bytes(), &Limits::default())
+    }
+
+    fn refused(s: &str) -> &'static str {
+        match req(s) {
+            Err(HeadError::Malformed(why)) => why,
+            other => panic!("{s:?} was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_request_and_its_framing() {
+        let h = req("GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        let buf = b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\nrest";
+        assert_eq!(&buf[h.target.clone()], b"/a?b");
+        assert_eq!(&buf[h.headers[0].value.clone()], b"x");
+        assert_eq!((h.framing, h.len), (Framing::Empty, buf.len() - 4));
+        let post = req("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(post.framing, Framing::Length(5));
+        let ch = req("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ch.framing, Framing::Chunked);
+        assert_eq!(req("GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None), "incomplete");
+        assert_eq!(req("GET / HTTP/1.1\r\nHost: x\r"), Ok(None), "incomplete");
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "both Content-Length and Transfer-Encoding"
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+            "differing Content-Length values"
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n"),
+            "differing Content-Length values"
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n"),
+            "invalid Content-Length"
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nContent-Length: \r\n\r\n"),
+            "invalid Content-Length"
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            "Transfer-Encoding whose final coding is not chunked"
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+            "chunked applied more than once"
+        );
+        assert_eq!(
+            refused("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "Transfer-Encoding in an HTTP/1.0 message"
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\nHost: x\r\n\r\n"),
+            "bare LF in the head"
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost: x\n\r\n"),
+            "bare LF in the head"
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n"),
+            "bare CR in the head"
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n"),
+            "obs-fold (a header line starting with whitespace)"
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nBad Name: a\r\n\r\n"),
+            "invalid character in a header name"
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost : a\r\n\r\n"),
+            "invalid character in a header name"
+        );
+    }
+
+    #[test]
+    fn limits_give_431() {
+        let tight = Limits {
+            max_head_bytes: 64,
+            max_headers: 2,
+        };
+        let many = "GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
+        assert_eq!(
+            parse_request(many.as_bytes(), &tight),
+            Err(HeadError::TooLarge)
+        );
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100));
+        assert_eq!(
+            parse_request(long.as_bytes(), &tight),
+            Err(HeadError::TooLarge)
+        );
+        assert_eq!(HeadError::TooLarge.status(), 431);
+    }
+
+    #[test]
+    fn response_framing() {
+        let l = Limits::default();
+        let r = |s: &str, m: &[u8]| {
+            parse_response(s.as_bytes(), &l, m)
+                .unwrap()
+                .unwrap()
+                .framing
+        };
+        assert_eq!(
+            r("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", b"GET"),
+            Framing::Length(7)
+        );
+        assert_eq!(
+            r("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", b"HEAD"),
+            Framing::Empty
+        );
+        assert_eq!(r("HTTP/1.1 204 No Content\r\n\r\n", b"GET"), Framing::Empty);
+        assert_eq!(r("HTTP/1.1 200 OK\r\n\r\n", b"GET"), Framing::UntilClose);
+        assert_eq!(
+            r("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", b"GET"),
+            Framing::UntilClose
+        );
+        assert_eq!(
+            r(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"GET"
+            ),
+            Framing::Chunked
+        );
+        let bad = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &l,
+            b"GET",
+        );
+        assert_eq!(
+            bad,
+            Err(HeadError::Malformed(
+                "both Content-Length and Transfer-Encoding"
+            ))
+        );
+    }
+}

@@ -1,0 +1,405 @@
+//! A listener's route table, compiled once per generation per shard from the snapshot's
+//! `RouteConfig`: virtual hosts by domain (exact, then the longest `*.suffix`, then the longest
+//! `prefix.*`, then `*`, as Envoy orders them), routes in order with their path, header and
+//! query matchers (regexes compiled here, never on the request path), and each route's
+//! header edits merged with its virtual host's and the route configuration's.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+use zerohop_proto::{
+    AppendAction, Forward, HeaderAdd, HeaderEdits, PathMatch, Redirect, RouteAction, RouteConfig,
+    StringRule,
+};
+
+use crate::cluster::WeightedPick;
+
+/// What a matched route does, with everything the request path needs precompiled.
+#[derive(Debug)]
+pub enum Action {
+    Forward {
+        forward: Forward,
+        pick: WeightedPick,
+        regex_rewrite: Option<(Regex, String)>,
+    },
+    Direct {
+        status: u16,
+        body: String,
+    },
+    Redirect(Redirect),
+}
+
+#[derive(Debug)]
+enum PathMatcher {
+    Prefix(String),
+    Path(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+enum Rule {
+    Exact(String, bool),
+    Prefix(String, bool),
+    Suffix(String, bool),
+    Contains(String, bool),
+    Regex(Regex),
+    Present(bool),
+}
+
+impl Rule {
+    fn compile(r: &StringRule) -> Result<Rule, regex::Error> {
+        let lower = |v: &str, ic: bool| {
+            if ic {
+                v.to_ascii_lowercase()
+            } else {
+                v.to_owned()
+            }
+        };
+        Ok(match r {
+            StringRule::Exact { value, ignore_case } => {
+                Rule::Exact(lower(value, *ignore_case), *ignore_case)
+            }
+            StringRule::Prefix { value, ignore_case } => {
+                Rule::Prefix(lower(value, *ignore_case), *ignore_case)
+            }
+            StringRule::Suffix { value, ignore_case } => {
+                Rule::Suffix(lower(value, *ignore_case), *ignore_case)
+            }
+            StringRule::Contains { value, ignore_case } => {
+                Rule::Contains(lower(value, *ignore_case), *ignore_case)
+            }
+            StringRule::Regex(p) => Rule::Regex(full(p)?),
+            StringRule::Present(p) => Rule::Present(*p),
+        })
+    }
+
+    /// `value` is `None` when the header (or parameter) is absent.
+    fn matches(&self, value: Option<&str>) -> bool {
+        let Some(v) = value else {
+            return matches!(self, Rule::Present(false));
+        };
+        let fold = |ic: bool| {
+            if ic {
+                std::borrow::Cow::Owned(v.to_ascii_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(v)
+            }
+        };
+        match self {
+            Rule::Exact(want, ic) => *fold(*ic) == **want,
+            Rule::Prefix(want, ic) => fold(*ic).starts_with(want.as_str()),
+            Rule::Suffix(want, ic) => fold(*ic).ends_with(want.as_str()),
+            Rule::Contains(want, ic) => fold(*ic).contains(want.as_str()),
+            Rule::Regex(re) => re.is_match(v),
+            Rule::Present(p) => *p,
+        }
+    }
+}
+
+/// Envoy's regex matchers match the whole value.
+fn full(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    path: PathMatcher,
+    case_sensitive: bool,
+    headers: Vec<(String, Rule, bool)>,
+    query: Vec<(String, Option<Rule>)>,
+    pub action: Action,
+    /// Route, then virtual host, then route configuration level: applied in that order.
+    pub edits: Vec<HeaderEdits>,
+}
+
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    routes: Vec<Route>,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: HashMap<String, usize>,
+    /// `*.foo.com` as ".foo.com", longest first.
+    suffixes: Vec<(String, usize)>,
+    /// `foo.*` as "foo.", longest first.
+    prefixes: Vec<(String, usize)>,
+    any: Option<usize>,
+    vhosts: Vec<VirtualHost>,
+}
+
+/// The request attributes routing looks at.
+pub struct Request<'a> {
+    /// The Host header (or `:authority`), as sent.
+    pub host: &'a str,
+    /// The path without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// Header lookup by lower-case name (first value).
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteTable {
+    pub fn build(
+        rc: &RouteConfig,
+        clusters_weight: impl Fn(&Forward) -> WeightedPick,
+    ) -> Result<RouteTable, regex::Error> {
+        let mut t = RouteTable::default();
+        for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+            for d in &vh.domains {
+                if d == "*" {
+                    t.any = Some(i);
+                } else if let Some(suffix) = d.strip_prefix('*') {
+                    t.suffixes.push((suffix.to_owned(), i));
+                } else if let Some(prefix) = d.strip_suffix('*') {
+                    t.prefixes.push((prefix.to_owned(), i));
+                } else {
+                    t.exact.insert(d.clone(), i);
+                }
+            }
+            let mut routes = Vec::with_capacity(vh.routes.len());
+            for r in &vh.routes {
+                let m = &r.matcher;
+                let lower = |p: &str| {
+                    if m.case_sensitive {
+                        p.to_owned()
+                    } else {
+                        p.to_ascii_lowercase()
+                    }
+                };
+                let path = match &m.path {
+                    PathMatch::Prefix(p) => PathMatcher::Prefix(lower(p)),
+                    PathMatch::Path(p) => PathMatcher::Path(lower(p)),
+                    PathMatch::Regex(p) => PathMatcher::Regex(full(p)?),
+                };
+                let headers = m
+                    .headers
+                    .iter()
+                    .map(|h| Ok((h.name.clone(), Rule::compile(&h.rule)?, h.invert)))
+                    .collect::<Result<_, regex::Error>>()?;
+                let query = m
+                    .query_parameters
+                    .iter()
+                    .map(|q| {
+                        Ok((
+                            q.name.clone(),
+                            q.rule.as_ref().map(Rule::compile).transpose()?,
+                        ))
+                    })
+                    .collect::<Result<_, regex::Error>>()?;
+                let action = match &r.action {
+                    RouteAction::Forward(f) => Action::Forward {
+                        pick: clusters_weight(f),
+                        regex_rewrite: match &f.regex_rewrite {
+                            Some((p, sub)) => Some((Regex::new(p)?, re2_substitution(sub))),
+                            None => None,
+                        },
+                        forward: f.clone(),
+                    },
+                    RouteAction::Direct { status, body } => Action::Direct {
+                        status: *status,
+                        body: body.clone(),
+                    },
+                    RouteAction::Redirect(rd) => Action::Redirect(rd.clone()),
+                };
+                routes.push(Route {
+                    name: r.name.clone(),
+                    path,
+                    case_sensitive: m.case_sensitive,
+                    headers,
+                    query,
+                    action,
+                    edits: vec![r.headers.clone(), vh.headers.clone(), rc.headers.clone()],
+                });
+            }
+            t.vhosts.push(VirtualHost {
+                name: vh.name.clone(),
+                routes,
+            });
+        }
+        t.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        t.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        Ok(t)
+    }
+
+    /// The virtual host for `host` (compared case-insensitively, port included, as Envoy).
+    pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        let host = host.to_ascii_lowercase();
+        let i = self
+            .exact
+            .get(&host)
+            .copied()
+            // A wildcard stands for at least one character.
+            .or_else(|| {
+                self.suffixes
+                    .iter()
+                    .find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
+                    .map(|x| x.1)
+            })
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str()))
+                    .map(|x| x.1)
+            })
+            .or(self.any)?;
+        Some(&self.vhosts[i])
+    }
+
+    pub fn route<'t>(&'t self, req: &Request<'_>) -> Option<(&'t VirtualHost, &'t Route)> {
+        let vh = self.virtual_host(req.host)?;
+        vh.routes.iter().find(|r| r.matches(req)).map(|r| (vh, r))
+    }
+}
+
+impl Route {
+    fn matches(&self, req: &Request<'_>) -> bool {
+        let path_ok = match &self.path {
+            PathMatcher::Regex(re) => re.is_match(req.path),
+            PathMatcher::Prefix(p) | PathMatcher::Path(p) => {
+                let exact = matches!(self.path, PathMatcher::Path(_));
+                let candidate = if self.case_sensitive {
+                    std::borrow::Cow::Borrowed(req.path)
+                } else {
+                    std::borrow::Cow::Owned(req.path.to_ascii_lowercase())
+                };
+                if exact {
+                    *candidate == **p
+                } else {
+                    candidate.starts_with(p.as_str())
+                }
+            }
+        };
+        path_ok
+            && self
+                .headers
+                .iter()
+                .all(|(name, rule, invert)| rule.matches((req.header)(name)) != *invert)
+            && self.query.iter().all(|(name, rule)| {
+                let value = query_value(req.query, name);
+                match rule {
+                    None => value.is_some(),
+                    Some(r) => r.matches(value),
+                }
+            })
+    }
+
+    /// The path (and query) sent upstream: `prefix_rewrite` replaces the matched prefix (the
+    /// whole path for a `path` match), `regex_rewrite` every match of its pattern in the
+    /// path; the query is kept.
+    pub fn rewrite_path(&self, path: &str, query: Option<&str>) -> Option<String> {
+        let Action::Forward {
+            forward,
+            regex_rewrite,
+            ..
+        } = &self.action
+        else {
+            return None;
+        };
+        let new_path = if let Some(rw) = &forward.prefix_rewrite {
+            self.replace_prefix(path, rw)
+        } else if let Some((re, sub)) = regex_rewrite {
+            re.replace_all(path, sub.as_str()).into_owned()
+        } else {
+            return None;
+        };
+        Some(match query {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        })
+    }
+}
+
+impl Route {
+    /// `path` with the part this route matched (its prefix; the whole path for a `path` or
+    /// regex match) replaced by `rewrite`.
+    pub fn replace_prefix(&self, path: &str, rewrite: &str) -> String {
+        let matched = match &self.path {
+            PathMatcher::Prefix(p) => p.len(),
+            _ => path.len(),
+        };
+        let rest = path.get(matched.min(path.len())..).unwrap_or("");
+        // Rewriting "/prefix/" to "/" must not produce "//rest".
+        if rewrite.ends_with('/') && rest.starts_with('/') {
+            format!("{rewrite}{}", &rest[1..])
+        } else {
+            format!("{rewrite}{rest}")
+        }
+    }
+}
+
+/// RE2 substitutions name groups `\1`; the regex crate's are `${1}`.
+fn re2_substitution(sub: &str) -> String {
+    let mut out = String::with_capacity(sub.len());
+    let mut chars = sub.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            ('\\', Some('\\')) => {
+                out.push('\\');
+                chars.next();
+            }
+            ('$', _) => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The first value of query parameter `name` (not percent-decoded, as Envoy compares).
+fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// Applies header edits to a header list (lower-case names), most specific level first.
+pub fn apply_edits(headers: &mut Vec<(String, String)>, levels: &[HeaderEdits], response: bool) {
+    for e in levels {
+        let (remove, add): (&[String], &[HeaderAdd]) = if response {
+            (&e.response_remove, &e.response_add)
+        } else {
+            (&e.request_remove, &e.request_add)
+        };
+        headers.retain(|(n, _)| !remove.contains(n));
+        for a in add {
+            let exists = headers.iter().any(|(n, _)| *n == a.name);
+            match a.append {
+                AppendAction::AppendIfExistsOrAdd => {
+                    headers.push((a.name.clone(), a.value.clone()))
+                }
+                AppendAction::AddIfAbsent if !exists => {
+                    headers.push((a.name.clone(), a.value.clone()))
+                }
+                AppendAction::OverwriteIfExistsOrAdd => {
+                    headers.retain(|(n, _)| *n != a.name);
+                    headers.push((a.name.clone(), a.value.clone()));
+                }
+                AppendAction::OverwriteIfExists if exists => {
+                    headers.retain(|(n, _)| *n != a.name);
+                    headers.push((a.name.clone(), a.value.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
