@@ -175,27 +175,68 @@ fn http_connection_manager_compiles_with_envoy_defaults() {
     };
     assert_eq!(h.max_request_headers_bytes, 60 * 1024);
     assert_eq!(h.max_headers_count, 100);
-    assert_eq!(h.request_headers_timeout, Some(std::time::Duration::from_secs(10)));
+    assert_eq!(
+        h.request_headers_timeout,
+        Some(std::time::Duration::from_secs(10))
+    );
     assert!(h.generate_request_id);
     let vh = &h.route_config.virtual_hosts[3];
     assert_eq!(vh.domains, ["*"]);
     let names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
-    assert!(names.contains(&"weighted") && names.contains(&"redirect"), "{names:?}");
-    let RouteAction::Forward(f) = &vh.routes.iter().find(|r| r.name == "weighted").unwrap().action else {
+    assert!(
+        names.contains(&"weighted") && names.contains(&"redirect"),
+        "{names:?}"
+    );
+    let RouteAction::Forward(f) = &vh
+        .routes
+        .iter()
+        .find(|r| r.name == "weighted")
+        .unwrap()
+        .action
+    else {
         panic!("forward expected")
     };
     assert_eq!(f.targets.len(), 2);
-    assert_eq!(f.timeout, Some(std::time::Duration::from_secs(15)), "Envoy's default route timeout");
+    assert_eq!(
+        f.timeout,
+        Some(std::time::Duration::from_secs(15)),
+        "Envoy's default route timeout"
+    );
 }
 
 #[test]
 fn http_config_errors_name_the_field() {
     let cases = [
-        ("regex: \"/rx/[0-9]+\"", "regex: \"(unclosed\"", ".match.safe_regex.regex", "invalid regex"),
-        ("codec_type: AUTO", "codec_type: HTTP2", ".codec_type", "HTTP2"),
-        ("cluster: b, timeout: 2s", "cluster: nowhere, timeout: 2s", ".route.cluster", "\"nowhere\" is not defined"),
-        ("cluster: b, timeout: 2s", "cluster: b, retry_policy: {num_retries: 2}", ".route.retry_policy", "not supported"),
-        ("domains: [\"*\"]", "domains: [\"a*b\"]", ".domains[0]", "wildcard"),
+        (
+            "regex: \"/rx/[0-9]+\"",
+            "regex: \"(unclosed\"",
+            ".match.safe_regex.regex",
+            "invalid regex",
+        ),
+        (
+            "codec_type: AUTO",
+            "codec_type: HTTP2",
+            ".codec_type",
+            "HTTP2",
+        ),
+        (
+            "cluster: b, timeout: 2s",
+            "cluster: nowhere, timeout: 2s",
+            ".route.cluster",
+            "\"nowhere\" is not defined",
+        ),
+        (
+            "cluster: b, timeout: 2s",
+            "cluster: b, retry_policy: {num_retries: 2}",
+            ".route.retry_policy",
+            "not supported",
+        ),
+        (
+            "domains: [\"*\"]",
+            "domains: [\"a*b\"]",
+            ".domains[0]",
+            "wildcard",
+        ),
     ];
     for (from, to, path, msg) in cases {
         assert!(HTTP.contains(from), "fixture lacks {from}");

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use zerohop_proto::shm::Segment;
 use zerohop_proto::stats::Counter;
 
+pub mod http;
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 pub fn bin() -> PathBuf {

@@ -1,0 +1,318 @@
+//! HTTP test peers: an upstream that describes each request it receives (so tests can see
+//! the rewritten path and headers), counts its connections and serves a few special paths;
+//! a raw HTTP/1.1 client; and the shared HTTP fixture with its ports substituted.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const FIXTURE: &str = include_str!("../../../control/tests/fixtures/http.yaml");
+
+/// The fixture with its listener on port 0 and clusters `a` and `b` at these addresses.
+pub fn fixture(a: SocketAddr, b: SocketAddr) -> String {
+    FIXTURE
+        .replace("port_value: 10080", "port_value: 0")
+        .replace("port_value: 18081", &format!("port_value: {}", a.port()))
+        .replace("port_value: 18082", &format!("port_value: {}", b.port()))
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub conns: Arc<AtomicUsize>,
+    /// Requests received so far.
+    pub requests: Arc<AtomicUsize>,
+}
+
+/// Reads one request head (lines up to the empty one); `None` at EOF.
+fn read_head(r: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        if line.is_empty() {
+            return Some(lines);
+        }
+        lines.push(line);
+    }
+}
+
+fn header<'a>(lines: &'a [String], name: &str) -> Option<&'a str> {
+    lines[1..].iter().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Reads a request body (Content-Length or chunked); returns (length, CRC-32), or `None`
+/// if the connection ended first or the chunking is broken.
+fn read_body(r: &mut BufReader<TcpStream>, lines: &[String]) -> Option<(u64, u32)> {
+    let mut h = crc32fast::Hasher::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut take =
+        |r: &mut BufReader<TcpStream>, mut n: u64, h: &mut crc32fast::Hasher| -> Option<()> {
+            while n > 0 {
+                let want = buf.len().min(n as usize);
+                let got = r.read(&mut buf[..want]).ok().filter(|&g| g > 0)?;
+                h.update(&buf[..got]);
+                n -= got as u64;
+            }
+            Some(())
+        };
+    if header(lines, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            if r.read_line(&mut size).ok()? == 0 {
+                return None;
+            }
+            let n = u64::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            if n == 0 {
+                let mut end = String::new();
+                while r.read_line(&mut end).ok()? > 0 && end != "\r\n" {
+                    end.clear();
+                }
+                break;
+            }
+            take(r, n, &mut h)?;
+            total += n;
+            let mut crlf = [0u8; 2];
+            r.read_exact(&mut crlf).ok()?;
+        }
+    } else if let Some(n) = header(lines, "content-length") {
+        let n: u64 = n.parse().ok()?;
+        take(r, n, &mut h)?;
+        total = n;
+    }
+    Some((total, h.finalize()))
+}
+
+/// An upstream named `name`. Every response carries `x-upstream: NAME` and a secret header;
+/// the body describes the request: its line, then each header, then the body's size and
+/// CRC. Special paths: `/slow*` answers after 1 s, `/big/N` sends N deterministic bytes,
+/// `/chunked-response` a chunked body, `/ws` switches protocols and echoes, `/bad-framing`
+/// answers with both Content-Length and Transfer-Encoding.
+pub fn upstream(name: &'static str) -> Upstream {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (c, q) = (conns.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            c.fetch_add(1, Ordering::SeqCst);
+            let q = q.clone();
+            std::thread::spawn(move || serve(name, s, &q));
+        }
+    });
+    Upstream {
+        addr,
+        conns,
+        requests,
+    }
+}
+
+fn serve(name: &str, s: TcpStream, requests: &AtomicUsize) {
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    while let Some(lines) = read_head(&mut r) {
+        let path = lines[0].split(' ').nth(1).unwrap_or("").to_owned();
+        if path == "/ws" {
+            requests.fetch_add(1, Ordering::SeqCst);
+            w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n").unwrap();
+            // Echo whatever arrives, through the tunnel, until the client closes.
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = match r.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if w.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+        let Some((len, crc)) = read_body(&mut r, &lines) else {
+            return;
+        };
+        requests.fetch_add(1, Ordering::SeqCst);
+        if path.starts_with("/slow") {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let head =
+            format!("HTTP/1.1 200 OK\r\nx-upstream: {name}\r\nx-upstream-secret: s3cr3t\r\n");
+        if let Some(n) = path.strip_prefix("/big/") {
+            let n: u64 = n.parse().unwrap();
+            w.write_all(format!("{head}content-length: {n}\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut block = Box::new([0u8; super::BLOCK]);
+            let mut left = n;
+            let mut i = 0;
+            while left > 0 {
+                super::block(7, i, &mut block);
+                let k = left.min(super::BLOCK as u64) as usize;
+                if w.write_all(&block[..k]).is_err() {
+                    return;
+                }
+                left -= k as u64;
+                i += 1;
+            }
+            continue;
+        }
+        let mut body = format!("{}\n", lines[0]);
+        for l in &lines[1..] {
+            body.push_str(l);
+            body.push('\n');
+        }
+        body.push_str(&format!("body-bytes: {len}\nbody-crc: {crc}\n"));
+        let out = match path.as_str() {
+            "/chunked-response" => {
+                let mut out = format!("{head}transfer-encoding: chunked\r\n\r\n");
+                for part in body.as_bytes().chunks(7) {
+                    out.push_str(&format!("{:x}\r\n{}\r\n", part.len(), String::from_utf8_lossy(part)));
+                }
+                out.push_str("0\r\n\r\n");
+                out
+            }
+            "/bad-framing" => format!("{head}content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            _ => format!("{head}content-length: {}\r\n\r\n{body}", body.len()),
+        };
+        if w.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A response as a client sees it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The request line the upstream saw.
+    pub fn upstream_request_line(&self) -> String {
+        self.text().lines().next().unwrap_or("").to_owned()
+    }
+
+    /// Headers the upstream saw (lower-case names, in order).
+    pub fn upstream_headers(&self) -> Vec<(String, String)> {
+        self.text()
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("body-bytes:"))
+            .filter_map(|l| {
+                l.split_once(':')
+                    .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+            })
+            .collect()
+    }
+}
+
+/// A keep-alive HTTP/1.1 client on one connection.
+pub struct Client {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Client {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+        }
+    }
+
+    /// Sends raw bytes and reads one response.
+    pub fn raw(&mut self, bytes: &[u8]) -> Option<Response> {
+        self.w.write_all(bytes).ok()?;
+        self.response()
+    }
+
+    pub fn get(&mut self, host: &str, path: &str, extra: &[(&str, &str)]) -> Response {
+        let mut req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n");
+        for (n, v) in extra {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.raw(req.as_bytes()).expect("a response")
+    }
+
+    /// Reads one response; `None` if the connection closed first.
+    pub fn response(&mut self) -> Option<Response> {
+        let mut line = String::new();
+        if self.r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            self.r.read_line(&mut l).ok()?;
+            let l = l.trim_end_matches(['\r', '\n']);
+            if l.is_empty() {
+                break;
+            }
+            let (n, v) = l.split_once(':')?;
+            headers.push((n.to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let mut body = Vec::new();
+        if status == 101 || status == 204 || status == 304 || (100..200).contains(&status) {
+            // no body
+        } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let mut size = String::new();
+                self.r.read_line(&mut size).ok()?;
+                let n = usize::from_str_radix(size.trim(), 16).ok()?;
+                if n == 0 {
+                    let mut end = String::new();
+                    self.r.read_line(&mut end).ok()?;
+                    break;
+                }
+                let mut chunk = vec![0u8; n + 2];
+                self.r.read_exact(&mut chunk).ok()?;
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else if let Some(n) = get("content-length") {
+            body = vec![0u8; n.parse().ok()?];
+            self.r.read_exact(&mut body).ok()?;
+        } else {
+            self.r.read_to_end(&mut body).ok()?;
+        }
+        Some(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// True when the server closed the connection (EOF within `timeout`).
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        self.r.get_ref().set_read_timeout(Some(timeout)).unwrap();
+        let mut b = [0u8; 1];
+        matches!(self.r.read(&mut b), Ok(0))
+            || matches!(self.r.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    }
+}
