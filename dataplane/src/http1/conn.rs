@@ -397,7 +397,7 @@ impl Conn<'_> {
             if let Some(peer) = self.peer {
                 let ip = peer.ip().to_string();
                 match headers.iter_mut().find(|(n, _)| n == "x-forwarded-for") {
-                    Some((_, v)) => *v = format!("{v}, {ip}"),
+                    Some((_, v)) => *v = format!("{v},{ip}"), // Envoy's separator
                     None => headers.push(("x-forwarded-for".into(), ip)),
                 }
             }
