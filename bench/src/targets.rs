@@ -18,7 +18,8 @@ pub enum Kind {
     /// nginx, one process (`master_process off`): the stream module in TCP mode,
     /// `proxy_pass` with upstream keep-alive in HTTP mode.
     Nginx,
-    /// Envoy with `--concurrency 1`: tcp_proxy, or the HTTP connection manager and router.
+    /// Envoy with `--concurrency 1`: tcp_proxy, or the HTTP connection manager and router
+    /// (zerohop runs the same two configs).
     Envoy,
 }
 
@@ -143,8 +144,11 @@ pub fn start(
     let mut files = vec![cfg.clone()];
     let cmd = match kind {
         Kind::Zerohop => {
-            // zerohop has no HTTP proxying yet: in HTTP mode it carries HTTP as an L4 hop.
-            std::fs::write(&cfg, crate::config::yaml(1, 1, front, upstream, 0)).unwrap();
+            let yaml = match mode {
+                Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
+                Mode::Http => envoy_http_config(port, upstream),
+            };
+            std::fs::write(&cfg, yaml).unwrap();
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
             files.push(shm.clone());
             let mut c = Command::new(&tools.zerohop);
@@ -244,6 +248,7 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
     }
 }
 
+/// The HTTP connection manager with one route to the upstream: Envoy and zerohop both run it.
 fn envoy_http_config(port: u16, upstream: SocketAddr) -> String {
     format!(
         r#"static_resources:

@@ -127,7 +127,8 @@ fn the_fixture_routes_as_envoy_routes_it() {
     let yaml = fixture(a.addr, b.addr);
     let zerohop = Proxy::start(&yaml);
     let (_envoy, envoy_addr) = start_envoy(&yaml);
-    let requests: &[(&str, &str, &[(&str, &str)])] = &[
+    type Request<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let requests: &[Request] = &[
         ("api.example.com", "/v1/users?id=3", &[]),
         ("api.example.com", "/v2/users", &[]),
         ("x.example.com", "/any", &[]),

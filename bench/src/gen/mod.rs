@@ -65,7 +65,8 @@ pub struct Spec {
     /// HTTP `Host` / `:authority` (default: the address).
     pub authority: Option<String>,
     pub path: String,
-    /// Requests per second, all threads together.
+    /// Requests per second, all threads together. 0: closed loop (each connection sends its
+    /// next request as soon as the previous one completes, as wrk does), for throughput.
     pub rate: f64,
     pub connections: usize,
     /// h2c: concurrent streams per connection.
@@ -121,6 +122,7 @@ impl Interval {
 struct Thread {
     req: Request,
     queue: pace::Queue,
+    closed_loop: bool,
     timeout: Duration,
     /// Intended send times before this are warm-up.
     measure_from: Instant,
@@ -129,6 +131,15 @@ struct Thread {
 }
 
 impl Thread {
+    /// The next request's intended send time: from the schedule, or now in closed loop.
+    async fn next(&self, worker: usize) -> Option<Instant> {
+        if self.closed_loop {
+            let now = Instant::now();
+            return (now < self.end).then_some(now);
+        }
+        self.queue.pop(worker).await
+    }
+
     fn done(&self, intended: Instant, sent: Instant, outcome: Result<u16, Failure>) {
         let now = Instant::now();
         let mut cur = self.current.borrow_mut();
@@ -298,6 +309,7 @@ fn thread_main(spec: &Spec, i: usize, start: Instant, tx: mpsc::Sender<Interval>
             spec.size,
         ),
         queue: pace::Queue::default(),
+        closed_loop: spec.rate <= 0.0,
         timeout: spec.timeout,
         measure_from,
         end,
@@ -330,7 +342,9 @@ fn thread_main(spec: &Spec, i: usize, start: Instant, tx: mpsc::Sender<Interval>
             }));
         }
         monoio::spawn(ticks(th.clone(), start, tx.clone()));
-        if let Err(e) = pace::pace(&th.queue, rate, start, end, spin).await {
+        if th.closed_loop {
+            monoio::time::sleep(end.saturating_duration_since(Instant::now())).await;
+        } else if let Err(e) = pace::pace(&th.queue, rate, start, end, spin).await {
             eprintln!("zerohop-bench: pacer: {e}");
             th.queue.close();
         }
@@ -384,7 +398,7 @@ async fn with_timeout<T>(
 
 async fn tcp_worker(th: &Thread, id: usize) {
     let mut conn: Option<TcpConn> = None;
-    while let Some(intended) = th.queue.pop(id).await {
+    while let Some(intended) = th.next(id).await {
         let sent = Instant::now();
         let r = with_timeout(th, async {
             let c = match &mut conn {
@@ -403,7 +417,7 @@ async fn tcp_worker(th: &Thread, id: usize) {
 
 async fn http1_worker(th: &Thread, id: usize, proto: Proto) {
     let mut conn: Option<Http1Conn> = None;
-    while let Some(intended) = th.queue.pop(id).await {
+    while let Some(intended) = th.next(id).await {
         let sent = Instant::now();
         let r = with_timeout(th, async {
             let c = match &mut conn {
@@ -430,7 +444,7 @@ async fn http1_worker(th: &Thread, id: usize, proto: Proto) {
 }
 
 async fn h2_worker(th: &Thread, id: usize, slot: &Rc<H2Slot>) {
-    while let Some(intended) = th.queue.pop(id).await {
+    while let Some(intended) = th.next(id).await {
         let sent = Instant::now();
         let r = with_timeout(th, slot.exchange(&th.req)).await;
         if matches!(r, Err(Failure::Connect | Failure::Read | Failure::Protocol)) {

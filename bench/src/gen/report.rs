@@ -86,14 +86,21 @@ pub fn summary(o: &Outcome) -> Summary {
 
 pub fn table(s: &Summary) -> String {
     let mut r = String::new();
+    let rate = if s.intended_rate > 0.0 {
+        format!(
+            "{:.0}/s intended, {:.1}/s achieved ({:.1}%)",
+            s.intended_rate,
+            s.achieved_rate,
+            100.0 * s.achieved_rate / s.intended_rate
+        )
+    } else {
+        format!("closed loop, {:.1}/s achieved", s.achieved_rate)
+    };
     let _ = writeln!(
         r,
-        "{} to {}: {:.0}/s intended, {:.1}/s achieved ({:.1}%), {} s after {} s warm-up, {} connections, {} threads",
+        "{} to {}: {rate}, {} s after {} s warm-up, {} connections, {} threads",
         s.protocol.name(),
         s.target,
-        s.intended_rate,
-        s.achieved_rate,
-        100.0 * s.achieved_rate / s.intended_rate,
         s.duration_s,
         s.warmup_s,
         s.connections,

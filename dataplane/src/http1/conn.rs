@@ -265,7 +265,10 @@ impl Conn<'_> {
             if first_byte.is_none() {
                 wait = wait.min(Duration::from_secs(1));
             }
-            match monoio::time::timeout(wait, recv_into(self.down, &mut self.buf)).await {
+            // Right after a response nothing can have arrived: wait for readiness first.
+            let wait_first = self.buf.is_empty();
+            match monoio::time::timeout(wait, recv_into(self.down, &mut self.buf, wait_first)).await
+            {
                 Err(_) => continue, // re-check the deadline and the drain
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     if !self.buf.is_empty() {
@@ -275,8 +278,9 @@ impl Conn<'_> {
                 }
                 Ok(Ok(n)) => {
                     self.shard.stats.add(Counter::DownstreamCxRxBytes, n as u64);
-                    self.last.set(Instant::now());
-                    first_byte.get_or_insert_with(Instant::now);
+                    let now = Instant::now();
+                    self.last.set(now);
+                    first_byte.get_or_insert(now);
                 }
             }
         }
@@ -495,7 +499,7 @@ impl Conn<'_> {
         // A pooled connection the upstream closed a moment ago fails before any byte of a
         // response: that (bodiless) request is sent again once, on a new connection.
         let mut attempt = 0;
-        let (up, mut ubuf, resp) = loop {
+        let (up, mut ubuf, mut resp) = loop {
             attempt += 1;
             let pooled = self.shard.upstreams.checkout(addr);
             let reused = pooled.is_some();
@@ -507,7 +511,16 @@ impl Conn<'_> {
                 None => self.connect(cluster, addr).await?,
             };
             stats.inc(Counter::UpstreamRqTotal);
-            if send_all(&up, &head).await.is_err() {
+            // A small body that has already arrived whole goes out with the head.
+            let mut first = head.clone();
+            let mut body_sent = false;
+            if let Framing::Length(n) = req.framing {
+                if self.buf.len() as u64 >= n && n <= 64 * 1024 {
+                    first.extend_from_slice(&self.buf[..n as usize]);
+                    body_sent = true;
+                }
+            }
+            if send_all(&up, &first).await.is_err() {
                 if reused && attempt == 1 && req.framing == Framing::Empty {
                     continue;
                 }
@@ -517,7 +530,17 @@ impl Conn<'_> {
                     "upstream connect error or disconnect/reset before headers",
                 ));
             }
-            match self.send_body(&req, &up).await {
+            if body_sent {
+                if let Framing::Length(n) = req.framing {
+                    self.buf.drain(..n as usize);
+                }
+            }
+            let body = if body_sent {
+                BodyEnd::Done
+            } else {
+                self.send_body(&req, &up).await
+            };
+            match body {
                 BodyEnd::Done => {}
                 BodyEnd::Source(Some(_)) => {
                     stats.inc(Counter::DownstreamRqMalformed);
@@ -568,9 +591,18 @@ impl Conn<'_> {
         }
 
         let close = req.close || self.draining() || resp.framing == Framing::UntilClose;
-        let out = self.downstream_head(route, &resp, &ubuf[..resp.len], close, false);
+        let mut out = self.downstream_head(route, &resp, &ubuf[..resp.len], close, false);
         self.count_status(resp.status);
         ubuf.drain(..resp.len);
+        // A body that has already arrived whole (a small response) goes out with the head, in
+        // one send.
+        if let Framing::Length(n) = resp.framing {
+            if ubuf.len() as u64 >= n && n <= 64 * 1024 {
+                out.extend_from_slice(&ubuf[..n as usize]);
+                ubuf.drain(..n as usize);
+                resp.framing = Framing::Empty;
+            }
+        }
         if send_all(self.down, &out).await.is_err() {
             return Ok(false);
         }
@@ -708,7 +740,7 @@ impl Conn<'_> {
                 },
                 None => Duration::from_secs(24 * 3600),
             };
-            match monoio::time::timeout(wait, recv_into(up, ubuf)).await {
+            match monoio::time::timeout(wait, recv_into(up, ubuf, true)).await {
                 Err(_) => {
                     stats.inc(Counter::UpstreamRqTimeout);
                     return Err(Fail::Reply(504, "upstream request timeout"));
@@ -839,7 +871,7 @@ async fn relay_chunked(from: &TcpStream, buf: &mut Vec<u8>, to: &TcpStream) -> B
         if dec.is_done() {
             return BodyEnd::Done;
         }
-        match recv_into(from, buf).await {
+        match recv_into(from, buf, false).await {
             Ok(0) | Err(_) => return BodyEnd::Source(None),
             Ok(_) => {}
         }

@@ -74,39 +74,57 @@ fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 /// Where the head ends (after its empty line), once it has all arrived. Refuses bare LF and
-/// bare CR anywhere in it, and obs-fold.
+/// bare CR anywhere in it, and obs-fold. Scans only the CR and LF bytes (memchr).
 fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HeadError> {
     let mut line_start = 0;
-    let mut i = 0;
-    while i < buf.len() {
+    for i in memchr::memchr2_iter(b'\r', b'\n', buf) {
         if i >= limits.max_head_bytes {
             return Err(HeadError::TooLarge);
         }
-        match buf[i] {
-            b'\n' => return Err(HeadError::Malformed("bare LF in the head")),
-            b'\r' => {
-                let Some(&next) = buf.get(i + 1) else {
-                    return Ok(None);
-                };
-                if next != b'\n' {
-                    return Err(HeadError::Malformed("bare CR in the head"));
-                }
-                if i == line_start {
-                    // The empty line. (An empty first line is refused by the parser.)
-                    return Ok(Some(i + 2));
-                }
-                i += 2;
-                line_start = i;
-                if matches!(buf.get(line_start), Some(b' ' | b'\t')) {
-                    return Err(HeadError::Malformed(
-                        "obs-fold (a header line starting with whitespace)",
-                    ));
-                }
+        if buf[i] == b'\n' {
+            // Every LF is consumed as part of a CRLF below; one met here is bare.
+            if i == 0 || buf[i - 1] != b'\r' {
+                return Err(HeadError::Malformed("bare LF in the head"));
             }
-            _ => i += 1,
+            continue;
+        }
+        let Some(&next) = buf.get(i + 1) else {
+            return Ok(None);
+        };
+        if next != b'\n' {
+            return Err(HeadError::Malformed("bare CR in the head"));
+        }
+        if i == line_start {
+            // The empty line. (An empty first line is refused by the parser.)
+            return Ok(Some(i + 2));
+        }
+        line_start = i + 2;
+        if matches!(buf.get(line_start), Some(b' ' | b'\t')) {
+            return Err(HeadError::Malformed(
+                "obs-fold (a header line starting with whitespace)",
+            ));
         }
     }
+    if buf.len() > limits.max_head_bytes {
+        return Err(HeadError::TooLarge);
+    }
     Ok(None)
+}
+
+/// Header slots kept on the stack; a larger `max_headers` is allocated per parse.
+const STACK_HEADERS: usize = 128;
+
+fn header_storage<'s, 'b>(
+    stack: &'s mut [httparse::Header<'b>; STACK_HEADERS],
+    heap: &'s mut Vec<httparse::Header<'b>>,
+    n: usize,
+) -> &'s mut [httparse::Header<'b>] {
+    if n <= STACK_HEADERS {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, httparse::EMPTY_HEADER);
+        heap
+    }
 }
 
 /// Parses a request head at the start of `buf`: `Ok(None)` until it has all arrived.
@@ -114,8 +132,9 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     let Some(end) = head_end(buf, limits)? else {
         return Ok(None);
     };
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut storage);
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let mut req = httparse::Request::new(header_storage(&mut stack, &mut heap, limits.max_headers));
     match req.parse(&buf[..end]) {
         Ok(httparse::Status::Complete(n)) if n == end => {}
         Ok(_) => return Err(HeadError::Malformed("request head")),
@@ -168,8 +187,10 @@ pub fn parse_response(
     let Some(end) = head_end(buf, limits)? else {
         return Ok(None);
     };
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut resp = httparse::Response::new(&mut storage);
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let mut resp =
+        httparse::Response::new(header_storage(&mut stack, &mut heap, limits.max_headers));
     match resp.parse(&buf[..end]) {
         Ok(httparse::Status::Complete(n)) if n == end => {}
         Ok(_) => return Err(HeadError::Malformed("response head")),

@@ -16,6 +16,10 @@ pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// An idle connection older than this is closed instead of reused (Envoy's upstream
 /// `idle_timeout` default is 1 h; upstreams usually close sooner, which `checkout` notices).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// A connection idle for less than this is reused without a liveness check (a syscall):
+/// upstreams close idle connections after seconds, not microseconds, and a request without
+/// a body that meets a just-closed connection is sent again on a new one.
+const CHECK_AFTER: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Default)]
 pub struct UpstreamPool {
@@ -28,7 +32,8 @@ impl UpstreamPool {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.get_mut(&addr)?;
         while let Some((s, since)) = conns.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && sys::idle_alive(s.as_raw_fd()) {
+            let idle = since.elapsed();
+            if idle < CHECK_AFTER || (idle < IDLE_TIMEOUT && sys::idle_alive(s.as_raw_fd())) {
                 return Some(s);
             }
         }

@@ -155,17 +155,17 @@ impl Ctx<'_> {
     }
 }
 
-/// Reads what is available (waiting for readiness first if nothing is) and appends it to
-/// `buf`. `Ok(0)` at end of stream.
-pub async fn recv_into(from: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// Appends what `from` has to `buf`. `wait_first` waits for readiness before the first
+/// read, for when nothing can have arrived yet (a request just sent, a response just
+/// relayed): it saves a read that would fail. `Ok(0)` at end of stream.
+pub async fn recv_into(from: &TcpStream, buf: &mut Vec<u8>, wait_first: bool) -> io::Result<usize> {
     const CHUNK: usize = 16 * 1024;
     let fd = from.as_raw_fd();
+    if wait_first {
+        from.readable(false).await?;
+    }
     loop {
-        let len = buf.len();
-        buf.resize(len + CHUNK, 0);
-        let r = sys::recv(fd, &mut buf[len..]);
-        buf.truncate(len + *r.as_ref().unwrap_or(&0));
-        match r {
+        match sys::recv_spare(fd, buf, CHUNK) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == ErrorKind::WouldBlock => from.readable(false).await?,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}

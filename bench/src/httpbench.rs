@@ -1,0 +1,238 @@
+//! `zerohop-bench http`: HTTP/1.1 keep-alive throughput and proxy CPU per request, for
+//! several response sizes, through zerohop, HAProxy (HTTP mode), nginx (proxy_pass with
+//! upstream keep-alive) and Envoy (`--concurrency 1`), against a direct connection.
+//!
+//! Each proxy runs one worker pinned to one CPU; the load (closed loop: every connection
+//! sends its next request when the previous one completes) and the upstream share the other.
+//! On a 2-CPU machine the load side may saturate before a proxy does, so the figure that
+//! compares proxies is *requests per proxy CPU-second* (req/s per core): the requests
+//! completed in the measured window divided by the CPU time the proxy used in that window.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::gen::{self, Proto, Spec};
+use crate::procstat;
+use crate::targets::{self, Kind, Mode, Tools};
+
+pub const HELP: &str = "\
+zerohop-bench http: HTTP/1.1 keep-alive req/s and proxy CPU per request
+
+USAGE:
+    zerohop-bench http [OPTIONS]
+
+OPTIONS:
+        --sizes LIST       response body sizes in bytes [default: 100,16384,1048576]
+        --targets LIST     [default: direct,zerohop,haproxy,nginx,envoy]
+    -c, --connections N    [default: 50]
+    -d, --duration SECS    measured time per target, size and round [default: 5]
+        --rounds N         [default: 3]
+        --zerohop PATH     [default: next to zerohop-bench]
+        --envoy PATH       [default: `envoy` on PATH]
+        --out FILE         also write the report to FILE
+";
+
+pub struct Args {
+    sizes: Vec<usize>,
+    targets: Vec<Kind>,
+    connections: usize,
+    duration: f64,
+    rounds: usize,
+    tools: Tools,
+    out: Option<std::path::PathBuf>,
+}
+
+pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(std::path::PathBuf::from))
+        .unwrap_or_default();
+    let mut a = Args {
+        sizes: vec![100, 16384, 1 << 20],
+        targets: vec![
+            Kind::Direct,
+            Kind::Zerohop,
+            Kind::Haproxy { splice: false },
+            Kind::Nginx,
+            Kind::Envoy,
+        ],
+        connections: 50,
+        duration: 5.0,
+        rounds: 3,
+        tools: Tools {
+            zerohop: exe_dir.join("zerohop"),
+            zerohop_args: Vec::new(),
+            envoy: targets::find_envoy(),
+        },
+        out: None,
+    };
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("sizes") => a.sizes = crate::parse_list(&p.value()?.string()?)?,
+            Long("targets") => {
+                a.targets = p
+                    .value()?
+                    .string()?
+                    .split(',')
+                    .map(|t| Kind::parse(t.trim()))
+                    .collect::<Result<_, _>>()?
+            }
+            Short('c') | Long("connections") => a.connections = p.value()?.parse()?,
+            Short('d') | Long("duration") => a.duration = p.value()?.parse()?,
+            Long("rounds") => a.rounds = p.value()?.parse()?,
+            Long("zerohop") => a.tools.zerohop = p.value()?.into(),
+            Long("envoy") => a.tools.envoy = p.value()?.into(),
+            Long("out") => a.out = Some(p.value()?.into()),
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if a.rounds == 0 || a.connections == 0 || a.sizes.is_empty() {
+        return Err("--rounds, --connections and --sizes must be non-empty".into());
+    }
+    Ok(a)
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    rps: f64,
+    /// Proxy CPU seconds in the measured window.
+    cpu: Option<f64>,
+    requests: u64,
+    errors: u64,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+pub fn run(a: &Args) -> Result<String, String> {
+    crate::hopcost::check_available(&a.targets, Mode::Http, &a.tools)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let proxy_cpu = cores.first().map_or(0, |c| c.id);
+    let load_cpu = cores.last().copied().filter(|_| cores.len() > 1);
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "HTTP/1.1 keep-alive, closed loop over {} connections, {} rounds x {} s per target and size (after 1 s warm-up), order rotated each round. Proxies: one worker pinned to one CPU; load and upstream on the other.\n",
+        a.connections, a.rounds, a.duration
+    );
+    for &size in &a.sizes {
+        let upstream = crate::upstreams::http_server(load_cpu, size);
+        let running: Vec<targets::Target> = a
+            .targets
+            .iter()
+            .map(|&k| targets::start(k, Mode::Http, upstream, &a.tools, proxy_cpu))
+            .collect();
+        let n = a.targets.len();
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); n];
+        for round in 0..a.rounds {
+            for j in 0..n {
+                let i = (j + round) % n;
+                let t = &running[i];
+                eprint!(
+                    "\r{size} B, round {}/{}: {:<16}",
+                    round + 1,
+                    a.rounds,
+                    a.targets[i].name()
+                );
+                let spec = Spec {
+                    proto: Proto::Http1,
+                    addr: t.front,
+                    authority: None,
+                    path: "/".into(),
+                    rate: 0.0,
+                    connections: a.connections,
+                    streams: 1,
+                    threads: 1,
+                    cpus: load_cpu.map(|c| vec![c.id]).unwrap_or_default(),
+                    duration: Duration::from_secs_f64(a.duration),
+                    warmup: Duration::from_secs(1),
+                    size: 0,
+                    timeout: Duration::from_secs(10),
+                    spin: Duration::ZERO,
+                };
+                // Proxy CPU at the end of the warm-up second and at the end of the run.
+                let mut marks: Vec<f64> = Vec::new();
+                let outcome = gen::run(&spec, |p| {
+                    if let Some(pid) = t.pid {
+                        if p.second == 1 || !p.warmup {
+                            marks.push(procstat::cpu_seconds(pid));
+                        }
+                    }
+                });
+                let cpu = (marks.len() >= 2).then(|| marks[marks.len() - 1] - marks[0]);
+                samples[i].push(Sample {
+                    rps: outcome.achieved_rate,
+                    cpu,
+                    requests: outcome.ok,
+                    errors: outcome.failures.values().sum(),
+                });
+            }
+        }
+        eprintln!();
+        drop(running);
+        let _ = writeln!(r, "Responses of {size} B:\n");
+        let _ = writeln!(r, "| target | req/s | proxy CPU | proxy CPU us per request | req per proxy CPU-second | errors |");
+        let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
+        let per_core = |s: &[Sample]| {
+            median(
+                s.iter()
+                    .filter_map(|x| x.cpu.map(|c| x.requests as f64 / c.max(1e-3)))
+                    .collect(),
+            )
+        };
+        for (k, s) in a.targets.iter().zip(&samples) {
+            let rps = median(s.iter().map(|x| x.rps).collect()).unwrap_or(0.0);
+            let util = median(
+                s.iter()
+                    .filter_map(|x| x.cpu.map(|c| c / a.duration))
+                    .collect(),
+            );
+            let us = median(
+                s.iter()
+                    .filter_map(|x| x.cpu.map(|c| c * 1e6 / x.requests.max(1) as f64))
+                    .collect(),
+            );
+            let errors: u64 = s.iter().map(|x| x.errors).sum();
+            let fmt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("—".to_owned(), f);
+            let _ = writeln!(
+                r,
+                "| {} | {rps:.0} | {} | {} | {} | {errors} |",
+                k.name(),
+                fmt(util, &|u| format!("{:.0}%", u * 100.0)),
+                fmt(us, &|u| format!("{u:.1}")),
+                fmt(per_core(s), &|v| format!("{v:.0}")),
+            );
+        }
+        if let Some(z) = a.targets.iter().position(|&k| k == Kind::Zerohop) {
+            let _ = writeln!(r, "\nzerohop / baseline: req per proxy CPU-second (higher is better), CPU per request (lower is better):\n");
+            let _ = writeln!(r, "| baseline | req per CPU-second | CPU per request |");
+            let _ = writeln!(r, "|---|---:|---:|");
+            for (i, k) in a.targets.iter().enumerate() {
+                if i == z || *k == Kind::Direct {
+                    continue;
+                }
+                match (per_core(&samples[z]), per_core(&samples[i])) {
+                    (Some(zv), Some(bv)) => {
+                        let _ = writeln!(r, "| {} | {:.2}x | {:.2}x |", k.name(), zv / bv, bv / zv);
+                    }
+                    _ => {
+                        let _ = writeln!(r, "| {} | — | — |", k.name());
+                    }
+                }
+            }
+        }
+        let _ = writeln!(r);
+    }
+    if let Some(p) = &a.out {
+        std::fs::write(p, &r).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(r)
+}
