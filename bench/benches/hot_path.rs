@@ -114,5 +114,58 @@ fn pick(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decode, build, pick);
+/// A browser-like request head: request line and 8 headers.
+const REQUEST: &[u8] = b"GET /api/v1/items/42?expand=owner HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: application/json\r\nAccept-Encoding: gzip, deflate\r\nAccept-Language: en-US,en;q=0.9\r\nCookie: session=0123456789abcdef0123456789abcdef\r\nX-Request-Id: 7b0e3f4a-4c1d-4b59-9c1a-1b8a2f9e6d10\r\nConnection: keep-alive\r\n\r\n";
+
+fn http(c: &mut Criterion) {
+    use zerohop::http1::head::{parse_request, Limits};
+    let limits = Limits::default();
+    let mut g = c.benchmark_group("http1_parse_request");
+    g.throughput(Throughput::Bytes(REQUEST.len() as u64));
+    g.bench_function("8 headers", |b| {
+        b.iter(|| parse_request(black_box(REQUEST), &limits).unwrap().unwrap())
+    });
+    g.finish();
+
+    // The shared HTTP fixture's route table: 4 virtual hosts, 16 routes.
+    let yaml = include_str!("../../control/tests/fixtures/http.yaml");
+    let boot = zerohop_control::config::load(yaml, zerohop_control::config::Format::Yaml).unwrap();
+    let cfg = ShardConfig::build(1, boot.snapshot, None).unwrap();
+    let (_, table) = cfg.http(0).unwrap();
+    fn no_headers(_: &str) -> Option<&'static str> {
+        None
+    }
+    fn canary(n: &str) -> Option<&'static str> {
+        (n == "x-canary").then_some("yes")
+    }
+    let mut g = c.benchmark_group("route_match");
+    type Lookup = fn(&str) -> Option<&'static str>;
+    let cases: [(&str, &str, &str, Lookup); 4] = [
+        (
+            "exact host, first route",
+            "api.example.com",
+            "/v1/users",
+            no_headers,
+        ),
+        ("wildcard host", "x.example.com", "/a", no_headers),
+        ("header match, 3rd route", "other", "/h", canary),
+        ("catch-all, 12th route", "other", "/zzz", no_headers),
+    ];
+    for (name, host, path, header) in cases {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let req = zerohop::route::Request {
+                    host: black_box(host),
+                    path: black_box(path),
+                    query: None,
+                    header: &header,
+                };
+                table.route(&req).is_some()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, build, pick, http);
 criterion_main!(benches);

@@ -396,7 +396,7 @@ fn local_replies_for_limits_routes_and_upstream_failures() {
     let s = setup_with(|y| {
         y.replace(
             "          use_remote_address: true\n",
-            "          use_remote_address: true\n          request_headers_timeout: 0.5s\n          common_http_protocol_options: { max_headers_count: 20 }\n",
+            "          use_remote_address: true\n          request_headers_timeout: 0.5s\n          stream_idle_timeout: 0.5s\n          common_http_protocol_options: { max_headers_count: 20 }\n",
         )
     });
     // 431: more header fields than max_headers_count, or more bytes than 60 KiB.
@@ -419,6 +419,15 @@ fn local_replies_for_limits_routes_and_upstream_failures() {
     assert_eq!(r.status, 408);
     assert!(start.elapsed() < Duration::from_secs(3));
     assert_eq!(s.proxy.total(Counter::DownstreamRqHeadersTimeout), 1);
+    // 408: a request body that stops arriving (stream_idle_timeout).
+    let mut c = s.client();
+    let start = Instant::now();
+    let r = c
+        .raw(b"POST /x HTTP/1.1\r\nhost: h\r\ncontent-length: 10\r\n\r\nabc")
+        .unwrap();
+    assert_eq!(r.status, 408);
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(c.closed_within(Duration::from_secs(3)));
     // 404: no route (an asterisk-form target matches no prefix).
     let mut c = s.client();
     assert_eq!(
@@ -440,10 +449,25 @@ fn local_replies_for_limits_routes_and_upstream_failures() {
         start.elapsed()
     );
     assert_eq!(s.proxy.total(Counter::UpstreamRqTimeout), 1);
-    // 502: an upstream response with both Content-Length and Transfer-Encoding.
+    // 502: upstream responses held to the same framing rules as requests.
+    for path in ["/bad-framing", "/bad-lengths", "/bad-lf"] {
+        let mut c = s.client();
+        assert_eq!(c.get("other", path, &[]).status, 502, "{path}");
+    }
+    assert_eq!(s.proxy.total(Counter::UpstreamRespMalformed), 3);
+    // A malformed chunk after the response head has gone out: the client gets the head and
+    // the valid first chunk, then the connection ends; the second chunk never arrives.
     let mut c = s.client();
-    assert_eq!(c.get("other", "/bad-framing", &[]).status, 502);
-    assert_eq!(s.proxy.total(Counter::UpstreamRespMalformed), 1);
+    c.w.write_all(b"GET /bad-chunk HTTP/1.1\r\nhost: other\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = c.r.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        got.contains("5\r\nhello\r\n") && !got.contains("world"),
+        "{got}"
+    );
 }
 
 #[test]

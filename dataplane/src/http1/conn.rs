@@ -10,6 +10,7 @@
 //! after a complete, delimited exchange. A `101 Switching Protocols` answer to an Upgrade
 //! request turns the connection into a tunnel.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -55,7 +56,7 @@ pub async fn serve(
         down: &down,
         peer: down.peer_addr().ok(),
         buf: Vec::with_capacity(4096),
-        last: std::cell::Cell::new(Instant::now()),
+        last: Cell::new(Instant::now()),
     };
     while conn.one_request().await {}
 }
@@ -70,7 +71,7 @@ struct Conn<'a> {
     peer: Option<SocketAddr>,
     /// Bytes read from downstream and not yet consumed (the next head, or body bytes).
     buf: Vec<u8>,
-    last: std::cell::Cell<Instant>,
+    last: Cell<Instant>,
 }
 
 /// A request, copied out of the read buffer.
@@ -97,6 +98,12 @@ impl Req {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// Bytes read at a time into a head buffer.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Bodies up to this size are read whole and sent with their head.
+const SMALL_BODY: u64 = 64 * 1024;
 
 /// Headers that describe one hop (RFC 9110 section 7.6.1), never forwarded as such.
 const HOP_BY_HOP: &[&str] = &[
@@ -132,6 +139,8 @@ enum Fail {
 
 enum BodyEnd {
     Done,
+    /// `stream_idle_timeout`, `request_timeout` or the route timeout passed.
+    TimedOut,
     /// The source ended early, reset, or sent a malformed chunk.
     Source(Option<ChunkError>),
     /// The sink refused bytes.
@@ -267,7 +276,11 @@ impl Conn<'_> {
             }
             // Right after a response nothing can have arrived: wait for readiness first.
             let wait_first = self.buf.is_empty();
-            match monoio::time::timeout(wait, recv_into(self.down, &mut self.buf, wait_first)).await
+            match monoio::time::timeout(
+                wait,
+                recv_into(self.down, &mut self.buf, wait_first, READ_CHUNK),
+            )
+            .await
             {
                 Err(_) => continue, // re-check the deadline and the drain
                 Ok(Ok(0)) | Ok(Err(_)) => {
@@ -499,7 +512,7 @@ impl Conn<'_> {
         // A pooled connection the upstream closed a moment ago fails before any byte of a
         // response: that (bodiless) request is sent again once, on a new connection.
         let mut attempt = 0;
-        let (up, mut ubuf, mut resp) = loop {
+        let (up, mut ubuf, mut resp, deadline) = loop {
             attempt += 1;
             let pooled = self.shard.upstreams.checkout(addr);
             let reused = pooled.is_some();
@@ -538,7 +551,14 @@ impl Conn<'_> {
             let body = if body_sent {
                 BodyEnd::Done
             } else {
-                self.send_body(&req, &up).await
+                let deadline = self.hcm.request_timeout.map(|t| Instant::now() + t);
+                let mut buf = std::mem::take(&mut self.buf);
+                let r = {
+                    let relay = send_body(self, &req, &up, &mut buf, &self.last);
+                    self.timed(relay, deadline).await
+                };
+                self.buf = buf;
+                r
             };
             match body {
                 BodyEnd::Done => {}
@@ -547,6 +567,7 @@ impl Conn<'_> {
                     return Err(Fail::Reply(400, "malformed chunked body"));
                 }
                 BodyEnd::Source(None) => return Err(Fail::Abort),
+                BodyEnd::TimedOut => return Err(Fail::Reply(408, "request timeout")),
                 BodyEnd::Sink => {
                     stats.inc(Counter::UpstreamRqReset);
                     return Err(Fail::Reply(
@@ -561,7 +582,7 @@ impl Conn<'_> {
                 .read_response_head(&up, &mut ubuf, &req, deadline)
                 .await
             {
-                Ok(resp) => break (up, ubuf, resp),
+                Ok(resp) => break (up, ubuf, resp, deadline),
                 Err(Fail::Reply(502, _))
                     if reused
                         && attempt == 1
@@ -594,10 +615,29 @@ impl Conn<'_> {
         let mut out = self.downstream_head(route, &resp, &ubuf[..resp.len], close, false);
         self.count_status(resp.status);
         ubuf.drain(..resp.len);
-        // A body that has already arrived whole (a small response) goes out with the head, in
-        // one send.
+        // A small body (up to 64 KiB) is read whole and goes out with the head, in one send.
         if let Framing::Length(n) = resp.framing {
-            if ubuf.len() as u64 >= n && n <= 64 * 1024 {
+            while (ubuf.len() as u64) < n && n <= SMALL_BODY {
+                let want = n as usize - ubuf.len();
+                let wait = deadline.map_or(Duration::from_secs(24 * 3600), |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                match monoio::time::timeout(wait, recv_into(&up, &mut ubuf, false, want)).await {
+                    Ok(Ok(m)) if m > 0 => {}
+                    Ok(_) => {
+                        stats.inc(Counter::UpstreamRqReset);
+                        return Err(Fail::Reply(
+                            502,
+                            "upstream reset before the response body completed",
+                        ));
+                    }
+                    Err(_) => {
+                        stats.inc(Counter::UpstreamRqTimeout);
+                        return Err(Fail::Reply(504, "upstream request timeout"));
+                    }
+                }
+            }
+            if ubuf.len() as u64 >= n && n <= SMALL_BODY {
                 out.extend_from_slice(&ubuf[..n as usize]);
                 ubuf.drain(..n as usize);
                 resp.framing = Framing::Empty;
@@ -609,13 +649,18 @@ impl Conn<'_> {
         self.shard
             .stats
             .add(Counter::DownstreamCxTxBytes, out.len() as u64);
+        // The route timeout runs until the whole response has been relayed, as Envoy's does.
         let body = match resp.framing {
             Framing::Empty => BodyEnd::Done,
             Framing::Length(n) => {
-                self.relay_length(&up, &mut ubuf, self.down, n, Counter::DownstreamCxTxBytes)
-                    .await
+                let relay =
+                    self.relay_length(&up, &mut ubuf, self.down, n, Counter::DownstreamCxTxBytes);
+                self.timed(relay, deadline).await
             }
-            Framing::Chunked => relay_chunked(&up, &mut ubuf, self.down).await,
+            Framing::Chunked => {
+                let relay = relay_chunked(&up, &mut ubuf, self.down, &self.last);
+                self.timed(relay, deadline).await
+            }
             Framing::UntilClose => {
                 if send_all(self.down, &ubuf).await.is_err() {
                     return Ok(false);
@@ -633,12 +678,38 @@ impl Conn<'_> {
                 }
                 Ok(!close)
             }
-            BodyEnd::Source(_) => {
-                self.shard.stats.inc(Counter::UpstreamRqReset);
+            BodyEnd::Source(_) | BodyEnd::TimedOut => {
+                // Too late for a status: the client sees the connection reset.
+                self.shard.stats.inc(if matches!(body, BodyEnd::TimedOut) {
+                    Counter::UpstreamRqTimeout
+                } else {
+                    Counter::UpstreamRqReset
+                });
                 let _ = sys::set_linger_zero(self.down.as_raw_fd());
                 Ok(false)
             }
             BodyEnd::Sink => Ok(false),
+        }
+    }
+
+    /// Runs a body relay under the stream idle timeout (no bytes either way for that long)
+    /// and an overall `deadline`; either one ends it as `TimedOut`.
+    async fn timed(
+        &self,
+        relay: impl std::future::Future<Output = BodyEnd>,
+        deadline: Option<Instant>,
+    ) -> BodyEnd {
+        let idle = crate::l4::idle_timeout(&self.last, self.hcm.stream_idle_timeout);
+        let overall = async {
+            match deadline {
+                Some(d) => monoio::time::sleep(d.saturating_duration_since(Instant::now())).await,
+                None => std::future::pending().await,
+            }
+        };
+        monoio::select! {
+            r = relay => r,
+            _ = idle => BodyEnd::TimedOut,
+            _ = overall => BodyEnd::TimedOut,
         }
     }
 
@@ -650,22 +721,6 @@ impl Conn<'_> {
             400..=499 => Counter::DownstreamRq4xx,
             _ => Counter::DownstreamRq5xx,
         });
-    }
-
-    /// The request body, from the buffer and then the socket, to `up`.
-    async fn send_body(&mut self, req: &Req, up: &TcpStream) -> BodyEnd {
-        match req.framing {
-            Framing::Empty | Framing::UntilClose => BodyEnd::Done,
-            Framing::Length(n) => {
-                let mut buf = std::mem::take(&mut self.buf);
-                let r = self
-                    .relay_length(self.down, &mut buf, up, n, Counter::DownstreamCxRxBytes)
-                    .await;
-                self.buf = buf;
-                r
-            }
-            Framing::Chunked => relay_chunked(self.down, &mut self.buf, up).await,
-        }
     }
 
     /// `n` bytes from `buf` (consumed) and then from `from`.
@@ -740,7 +795,7 @@ impl Conn<'_> {
                 },
                 None => Duration::from_secs(24 * 3600),
             };
-            match monoio::time::timeout(wait, recv_into(up, ubuf, true)).await {
+            match monoio::time::timeout(wait, recv_into(up, ubuf, true, READ_CHUNK)).await {
                 Err(_) => {
                     stats.inc(Counter::UpstreamRqTimeout);
                     return Err(Fail::Reply(504, "upstream request timeout"));
@@ -852,28 +907,59 @@ struct Resp {
     headers: Vec<head::Header>,
 }
 
+/// The request body, from `buf` and then the downstream socket, to `up`.
+async fn send_body(
+    conn: &Conn<'_>,
+    req: &Req,
+    up: &TcpStream,
+    buf: &mut Vec<u8>,
+    last: &Cell<Instant>,
+) -> BodyEnd {
+    match req.framing {
+        Framing::Empty | Framing::UntilClose => BodyEnd::Done,
+        Framing::Length(n) => {
+            conn.relay_length(conn.down, buf, up, n, Counter::DownstreamCxRxBytes)
+                .await
+        }
+        Framing::Chunked => relay_chunked(conn.down, buf, up, last).await,
+    }
+}
+
 /// A chunked body from `buf` and then `from`, validated and passed on as sent.
-async fn relay_chunked(from: &TcpStream, buf: &mut Vec<u8>, to: &TcpStream) -> BodyEnd {
+async fn relay_chunked(
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    to: &TcpStream,
+    last: &Cell<Instant>,
+) -> BodyEnd {
     let mut dec = ChunkedDecoder::default();
     loop {
         let mut at = 0;
+        let mut bad = None;
         while !dec.is_done() {
             match dec.decode(&buf[at..]) {
                 Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
                 Ok(step) => at += step.consumed,
-                Err(e) => return BodyEnd::Source(Some(e)),
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
             }
         }
+        // What validated so far goes on; nothing after a malformed line does.
         if send_all(to, &buf[..at]).await.is_err() {
             return BodyEnd::Sink;
+        }
+        if let Some(e) = bad {
+            return BodyEnd::Source(Some(e));
         }
         buf.drain(..at);
         if dec.is_done() {
             return BodyEnd::Done;
         }
-        match recv_into(from, buf, false).await {
+        match recv_into(from, buf, false, READ_CHUNK).await {
             Ok(0) | Err(_) => return BodyEnd::Source(None),
-            Ok(_) => {}
+            Ok(_) => last.set(Instant::now()),
         }
     }
 }

@@ -131,7 +131,8 @@ fn reset(shard: &Shard, s: &TcpStream) {
     let _ = sys::set_linger_zero(s.as_raw_fd());
 }
 
-async fn idle_timeout(last: &Cell<Instant>, idle: Option<Duration>) {
+/// Resolves once `idle` has passed since `last` (never when `idle` is `None`).
+pub(crate) async fn idle_timeout(last: &Cell<Instant>, idle: Option<Duration>) {
     let Some(idle) = idle else {
         return std::future::pending().await;
     };

@@ -155,17 +155,21 @@ impl Ctx<'_> {
     }
 }
 
-/// Appends what `from` has to `buf`. `wait_first` waits for readiness before the first
+/// Appends what `from` has (at most `max` bytes) to `buf`. `wait_first` waits for readiness before the first
 /// read, for when nothing can have arrived yet (a request just sent, a response just
 /// relayed): it saves a read that would fail. `Ok(0)` at end of stream.
-pub async fn recv_into(from: &TcpStream, buf: &mut Vec<u8>, wait_first: bool) -> io::Result<usize> {
-    const CHUNK: usize = 16 * 1024;
+pub async fn recv_into(
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    wait_first: bool,
+    max: usize,
+) -> io::Result<usize> {
     let fd = from.as_raw_fd();
     if wait_first {
         from.readable(false).await?;
     }
     loop {
-        match sys::recv_spare(fd, buf, CHUNK) {
+        match sys::recv_spare(fd, buf, max) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == ErrorKind::WouldBlock => from.readable(false).await?,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}

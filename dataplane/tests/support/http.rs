@@ -96,7 +96,9 @@ fn read_body(r: &mut BufReader<TcpStream>, lines: &[String]) -> Option<(u64, u32
 /// the body describes the request: its line, then each header, then the body's size and
 /// CRC. Special paths: `/slow*` answers after 1 s, `/big/N` sends N deterministic bytes,
 /// `/chunked-response` a chunked body, `/ws` switches protocols and echoes, `/bad-framing`
-/// answers with both Content-Length and Transfer-Encoding.
+/// answers with both Content-Length and Transfer-Encoding, `/bad-lengths` with two different
+/// Content-Lengths, `/bad-lf` with a bare LF in its head, `/bad-chunk` with an empty chunk-size
+/// line after its first chunk.
 pub fn upstream(name: &'static str) -> Upstream {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -180,6 +182,9 @@ fn serve(name: &str, s: TcpStream, requests: &AtomicUsize) {
                 out
             }
             "/bad-framing" => format!("{head}content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            "/bad-lengths" => format!("{head}content-length: 5\r\ncontent-length: 6\r\n\r\nhello!"),
+            "/bad-lf" => "HTTP/1.1 200 OK\nx-upstream: a\r\ncontent-length: 0\r\n\r\n".to_owned(),
+            "/bad-chunk" => format!("{head}transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n\r\nworld\r\n0\r\n\r\n"),
             _ => format!("{head}content-length: {}\r\n\r\n{body}", body.len()),
         };
         if w.write_all(out.as_bytes()).is_err() {
