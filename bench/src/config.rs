@@ -146,20 +146,11 @@ pub fn open_loop(
     mut each_second: impl FnMut(),
 ) -> hdrhistogram::Histogram<u64> {
     let spec = gen::Spec {
-        proto: gen::Proto::Tcp,
-        addr: front,
-        authority: None,
-        path: String::new(),
-        rate,
         connections: conns,
         streams: 1,
-        threads: 1,
-        cpus: Vec::new(),
         duration,
         warmup: Duration::from_secs(1),
-        size: 64,
-        timeout: Duration::from_secs(10),
-        spin: Duration::from_micros(50),
+        ..gen::Spec::new(gen::Proto::Tcp, front, rate)
     };
     gen::run(&spec, |_| each_second()).latency
 }

@@ -202,57 +202,38 @@ pub fn run(a: &Args) -> Result<String, String> {
             Proto::Http1,
         ),
     };
-    let running: Vec<targets::Target> = a
-        .targets
-        .iter()
-        .map(|&k| targets::start(k, a.mode, upstream, &a.tools, proxy_cpu))
-        .collect();
-    let mut samples: Vec<Vec<Sample>> = a.targets.iter().map(|_| Vec::new()).collect();
-    let n = a.targets.len();
-    for round in 0..a.rounds {
-        for j in 0..n {
-            let i = (j + round) % n;
-            let t = &running[i];
-            eprint!(
-                "\rround {}/{}: {:<16}",
-                round + 1,
-                a.rounds,
-                a.targets[i].name()
-            );
-            let spec = Spec {
-                proto,
-                addr: t.front,
-                authority: None,
-                path: "/".into(),
-                rate: a.rate,
-                connections: a.connections,
-                streams: 1,
-                threads: 1,
-                cpus: load_cpu.map(|c| vec![c.id]).unwrap_or_default(),
-                duration: Duration::from_secs_f64(a.duration),
-                warmup: Duration::from_secs_f64(a.warmup),
-                size: a.size.unwrap_or(if a.mode == Mode::Tcp { 64 } else { 0 }),
-                timeout: Duration::from_secs(10),
-                spin: Duration::from_micros(50),
-            };
-            let before = t.pid.map(procstat::cpu_seconds);
-            let outcome = gen::run(&spec, |_| {});
-            let used = t
-                .pid
-                .map(procstat::cpu_seconds)
-                .zip(before)
-                .map(|(a, b)| a - b);
-            let loaded = a.warmup + a.duration;
-            samples[i].push(Sample {
-                summary: report::summary(&outcome),
-                latency: outcome.latency,
-                vcpu_per_krps: used.map(|c| c / loaded / (a.rate / 1000.0)),
-                rss: t.pid.map(procstat::rss_bytes),
-            });
-        }
+    let samples = targets::Lineup {
+        kinds: &a.targets,
+        mode: a.mode,
+        upstream,
+        tools: &a.tools,
+        proxy_cpu,
     }
-    eprintln!();
-    drop(running);
+    .interleaved(a.rounds, "", |t| {
+        let spec = Spec {
+            connections: a.connections,
+            streams: 1,
+            cpus: load_cpu.map(|c| vec![c.id]).unwrap_or_default(),
+            duration: Duration::from_secs_f64(a.duration),
+            warmup: Duration::from_secs_f64(a.warmup),
+            size: a.size.unwrap_or(if a.mode == Mode::Tcp { 64 } else { 0 }),
+            ..Spec::new(proto, t.front, a.rate)
+        };
+        let before = t.pid.map(procstat::cpu_seconds);
+        let outcome = gen::run(&spec, |_| {});
+        let used = t
+            .pid
+            .map(procstat::cpu_seconds)
+            .zip(before)
+            .map(|(a, b)| a - b);
+        let loaded = a.warmup + a.duration;
+        Sample {
+            summary: report::summary(&outcome),
+            latency: outcome.latency,
+            vcpu_per_krps: used.map(|c| c / loaded / (a.rate / 1000.0)),
+            rss: t.pid.map(procstat::rss_bytes),
+        }
+    });
     Ok(write_report(a, &samples))
 }
 

@@ -125,59 +125,39 @@ pub fn run(a: &Args) -> Result<String, String> {
     );
     for &size in &a.sizes {
         let upstream = crate::upstreams::http_server(load_cpu, size);
-        let running: Vec<targets::Target> = a
-            .targets
-            .iter()
-            .map(|&k| targets::start(k, Mode::Http, upstream, &a.tools, proxy_cpu))
-            .collect();
-        let n = a.targets.len();
-        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); n];
-        for round in 0..a.rounds {
-            for j in 0..n {
-                let i = (j + round) % n;
-                let t = &running[i];
-                eprint!(
-                    "\r{size} B, round {}/{}: {:<16}",
-                    round + 1,
-                    a.rounds,
-                    a.targets[i].name()
-                );
-                let spec = Spec {
-                    proto: Proto::Http1,
-                    addr: t.front,
-                    authority: None,
-                    path: "/".into(),
-                    rate: 0.0,
-                    connections: a.connections,
-                    streams: 1,
-                    threads: 1,
-                    cpus: load_cpu.map(|c| vec![c.id]).unwrap_or_default(),
-                    duration: Duration::from_secs_f64(a.duration),
-                    warmup: Duration::from_secs(1),
-                    size: 0,
-                    timeout: Duration::from_secs(10),
-                    spin: Duration::ZERO,
-                };
-                // Proxy CPU at the end of the warm-up second and at the end of the run.
-                let mut marks: Vec<f64> = Vec::new();
-                let outcome = gen::run(&spec, |p| {
-                    if let Some(pid) = t.pid {
-                        if p.second == 1 || !p.warmup {
-                            marks.push(procstat::cpu_seconds(pid));
-                        }
-                    }
-                });
-                let cpu = (marks.len() >= 2).then(|| marks[marks.len() - 1] - marks[0]);
-                samples[i].push(Sample {
-                    rps: outcome.achieved_rate,
-                    cpu,
-                    requests: outcome.ok,
-                    errors: outcome.failures.values().sum(),
-                });
-            }
+        let samples = targets::Lineup {
+            kinds: &a.targets,
+            mode: Mode::Http,
+            upstream,
+            tools: &a.tools,
+            proxy_cpu,
         }
-        eprintln!();
-        drop(running);
+        .interleaved(a.rounds, &format!("{size} B, "), |t| {
+            let spec = Spec {
+                connections: a.connections,
+                streams: 1,
+                cpus: load_cpu.map(|c| vec![c.id]).unwrap_or_default(),
+                duration: Duration::from_secs_f64(a.duration),
+                warmup: Duration::from_secs(1),
+                spin: Duration::ZERO,
+                ..Spec::new(Proto::Http1, t.front, 0.0)
+            };
+            // Proxy CPU at the end of the warm-up second and at the end of the run.
+            let mut marks: Vec<f64> = Vec::new();
+            let outcome = gen::run(&spec, |p| {
+                if let Some(pid) = t.pid {
+                    if p.second == 1 || !p.warmup {
+                        marks.push(procstat::cpu_seconds(pid));
+                    }
+                }
+            });
+            Sample {
+                rps: outcome.achieved_rate,
+                cpu: (marks.len() >= 2).then(|| marks[marks.len() - 1] - marks[0]),
+                requests: outcome.ok,
+                errors: outcome.failures.values().sum(),
+            }
+        });
         let _ = writeln!(r, "Responses of {size} B:\n");
         let _ = writeln!(r, "| target | req/s | proxy CPU | proxy CPU us per request | req per proxy CPU-second | errors |");
         let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");

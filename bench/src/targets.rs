@@ -210,6 +210,49 @@ pub fn start(
     }
 }
 
+/// The targets of one comparison, all in front of the same upstream.
+pub struct Lineup<'a> {
+    pub kinds: &'a [Kind],
+    pub mode: Mode,
+    pub upstream: SocketAddr,
+    pub tools: &'a Tools,
+    /// The CPU every proxy is pinned to.
+    pub proxy_cpu: usize,
+}
+
+impl Lineup<'_> {
+    /// Starts every target, then measures each in `rounds` rounds, the order rotated every
+    /// round so that machine drift hits all alike. Returns each target's samples, in `kinds`
+    /// order. `label` prefixes the progress line.
+    pub fn interleaved<S>(
+        &self,
+        rounds: usize,
+        label: &str,
+        mut measure: impl FnMut(&Target) -> S,
+    ) -> Vec<Vec<S>> {
+        let running: Vec<Target> = self
+            .kinds
+            .iter()
+            .map(|&k| start(k, self.mode, self.upstream, self.tools, self.proxy_cpu))
+            .collect();
+        let n = self.kinds.len();
+        let mut samples: Vec<Vec<S>> = (0..n).map(|_| Vec::new()).collect();
+        for round in 0..rounds {
+            for j in 0..n {
+                let i = (j + round) % n;
+                eprint!(
+                    "\r{label}round {}/{rounds}: {:<16}",
+                    round + 1,
+                    self.kinds[i].name()
+                );
+                samples[i].push(measure(&running[i]));
+            }
+        }
+        eprintln!();
+        samples
+    }
+}
+
 fn with_cpu(c: Command, cpu: usize) -> Command {
     let mut t = Command::new("taskset");
     t.arg("-c")

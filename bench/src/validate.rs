@@ -167,20 +167,13 @@ fn ours(
     spin: Duration,
 ) -> report::Summary {
     let spec = Spec {
-        proto,
-        addr,
-        authority: None,
-        path: "/".into(),
-        rate,
         connections: conns,
         streams: 1,
-        threads: 1,
         cpus: vec![cpu],
         duration: Duration::from_secs_f64(secs),
         warmup: Duration::from_secs(1),
-        size: if proto == Proto::Tcp { 64 } else { 0 },
-        timeout: Duration::from_secs(10),
         spin,
+        ..Spec::new(proto, addr, rate)
     };
     report::summary(&gen::run(&spec, |_| {}))
 }

@@ -239,14 +239,9 @@ fn a_stall_counts_against_every_request_scheduled_during_it() {
     );
 }
 
-#[test]
-fn failures_are_counted_by_kind() {
-    // Nothing listening: every request fails to connect.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let j = tmp("dead.json");
+/// `load` at 100/s for 1 s (no warm-up) against `url`: its JSON summary.
+fn one_second_at_100(url: &str) -> serde_json::Value {
+    let j = tmp("one-second.json");
     let out = bench(&[
         "load",
         "--rate",
@@ -258,10 +253,20 @@ fn failures_are_counted_by_kind() {
         "--quiet",
         "--json",
         j.to_str().unwrap(),
-        &format!("http://{dead}/"),
+        url,
     ]);
     assert_ok(&out);
-    let v = json(&j);
+    json(&j)
+}
+
+#[test]
+fn failures_are_counted_by_kind() {
+    // Nothing listening: every request fails to connect.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let v = one_second_at_100(&format!("http://{dead}/"));
     assert_eq!(v["requests_ok"], 0);
     assert_eq!(v["errors"]["connect"], 100, "{v}");
 
@@ -273,21 +278,7 @@ fn failures_are_counted_by_kind() {
             drop(s);
         }
     });
-    let out = bench(&[
-        "load",
-        "--rate",
-        "100",
-        "-d",
-        "1",
-        "--warmup",
-        "0",
-        "--quiet",
-        "--json",
-        j.to_str().unwrap(),
-        &format!("http://{addr}/"),
-    ]);
-    assert_ok(&out);
-    let v = json(&j);
+    let v = one_second_at_100(&format!("http://{addr}/"));
     let errors: u64 = v["errors"]
         .as_object()
         .unwrap()

@@ -82,6 +82,30 @@ pub struct Spec {
     pub spin: Duration,
 }
 
+impl Spec {
+    /// A run against `addr` with the defaults of `zerohop-bench load`: 10 connections, one
+    /// thread (not pinned), 10 s after 2 s of warm-up, `GET /` (64 B each way for tcp), 10 s
+    /// request timeout, 50 us early wake-up; `rate` is required.
+    pub fn new(proto: Proto, addr: SocketAddr, rate: f64) -> Spec {
+        Spec {
+            proto,
+            addr,
+            authority: None,
+            path: "/".into(),
+            rate,
+            connections: 10,
+            streams: 10,
+            threads: 1,
+            cpus: Vec::new(),
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            size: if proto == Proto::Tcp { 64 } else { 0 },
+            timeout: Duration::from_secs(10),
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
 /// A second (or the last part of one) of one thread's results.
 struct Interval {
     index: usize,

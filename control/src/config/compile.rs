@@ -244,51 +244,7 @@ fn tcp_proxy(
             "tcp_proxy needs a stat_prefix",
         ));
     }
-    let resolve = |name: &str, p: String| {
-        clusters
-            .get(name)
-            .copied()
-            .ok_or_else(|| ConfigError::at(p, format!("cluster {name:?} is not defined")))
-    };
-    let mut targets = Vec::new();
-    if let Some(wc) = msg(tp, "weighted_clusters") {
-        for (i, cw) in list(wc, "clusters").iter().enumerate() {
-            let p = format!(
-                "{path}.weighted_clusters.clusters{}",
-                element_label(i, as_msg(cw))
-            );
-            let cw = as_msg(cw);
-            let weight = match cw.get_field_by_name("weight").as_deref() {
-                Some(Value::U32(w)) => *w,
-                _ => 0,
-            };
-            if weight == 0 {
-                return Err(ConfigError::at(format!("{p}.weight"), "must be at least 1"));
-            }
-            targets.push(WeightedCluster {
-                cluster: resolve(&string(cw, "name"), format!("{p}.name"))?,
-                weight,
-            });
-        }
-        if targets.is_empty() {
-            return Err(ConfigError::at(
-                format!("{path}.weighted_clusters.clusters"),
-                "needs at least one cluster",
-            ));
-        }
-    } else {
-        let name = string(tp, "cluster");
-        if name.is_empty() {
-            return Err(ConfigError::at(
-                path,
-                "tcp_proxy needs cluster or weighted_clusters",
-            ));
-        }
-        targets.push(WeightedCluster {
-            cluster: resolve(&name, format!("{path}.cluster"))?,
-            weight: 1,
-        });
-    }
+    let targets = cluster_targets(tp, path, clusters, "tcp_proxy")?;
     let idle_timeout = match msg(tp, "idle_timeout") {
         Some(d) => Some(duration(d, &format!("{path}.idle_timeout"))?).filter(|d| !d.is_zero()),
         None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
@@ -298,6 +254,61 @@ fn tcp_proxy(
         targets,
         idle_timeout,
     })
+}
+
+/// The `cluster` or `weighted_clusters.clusters` of a tcp_proxy or a route action (`what`
+/// names it in errors), resolved to cluster ids. A weight is a plain `uint32` in tcp_proxy
+/// and a `UInt32Value` in routes; both must be at least 1.
+pub(super) fn cluster_targets(
+    m: &DynamicMessage,
+    path: &str,
+    clusters: &HashMap<String, ClusterId>,
+    what: &str,
+) -> Result<Vec<WeightedCluster>, ConfigError> {
+    let resolve = |name: &str, p: String| {
+        clusters
+            .get(name)
+            .copied()
+            .ok_or_else(|| ConfigError::at(p, format!("cluster {name:?} is not defined")))
+    };
+    let mut targets = Vec::new();
+    let Some(wc) = msg(m, "weighted_clusters") else {
+        let name = string(m, "cluster");
+        if name.is_empty() {
+            return Err(ConfigError::at(
+                path,
+                format!("{what} needs cluster or weighted_clusters"),
+            ));
+        }
+        targets.push(WeightedCluster {
+            cluster: resolve(&name, format!("{path}.cluster"))?,
+            weight: 1,
+        });
+        return Ok(targets);
+    };
+    for (i, cw) in list(wc, "clusters").iter().enumerate() {
+        let cw = as_msg(cw);
+        let p = format!("{path}.weighted_clusters.clusters{}", element_label(i, cw));
+        let weight = match cw.get_field_by_name("weight").as_deref() {
+            Some(Value::U32(w)) => *w,
+            Some(Value::Message(wrapper)) => u32_value(wrapper),
+            _ => 0,
+        };
+        if weight == 0 {
+            return Err(ConfigError::at(format!("{p}.weight"), "must be at least 1"));
+        }
+        targets.push(WeightedCluster {
+            cluster: resolve(&string(cw, "name"), format!("{p}.name"))?,
+            weight,
+        });
+    }
+    if targets.is_empty() {
+        return Err(ConfigError::at(
+            format!("{path}.weighted_clusters.clusters"),
+            "needs at least one cluster",
+        ));
+    }
+    Ok(targets)
 }
 
 // === reflective accessors (config time only; they borrow, never copy a subtree) ===

@@ -332,45 +332,7 @@ fn forward(
     path: &str,
     clusters: &HashMap<String, ClusterId>,
 ) -> Result<Forward, ConfigError> {
-    let resolve = |name: &str, p: String| {
-        clusters
-            .get(name)
-            .copied()
-            .ok_or_else(|| ConfigError::at(p, format!("cluster {name:?} is not defined")))
-    };
-    let mut targets = Vec::new();
-    if let Some(wc) = msg(ra, "weighted_clusters") {
-        for (i, cw) in list(wc, "clusters").iter().enumerate() {
-            let cw = as_msg(cw);
-            let p = format!("{path}.weighted_clusters.clusters{}", element_label(i, cw));
-            let weight = msg(cw, "weight").map_or(0, u32_value);
-            if weight == 0 {
-                return Err(ConfigError::at(format!("{p}.weight"), "must be at least 1"));
-            }
-            targets.push(WeightedCluster {
-                cluster: resolve(&string(cw, "name"), format!("{p}.name"))?,
-                weight,
-            });
-        }
-        if targets.is_empty() {
-            return Err(ConfigError::at(
-                format!("{path}.weighted_clusters.clusters"),
-                "needs at least one cluster",
-            ));
-        }
-    } else {
-        let name = string(ra, "cluster");
-        if name.is_empty() {
-            return Err(ConfigError::at(
-                path,
-                "a route action needs cluster or weighted_clusters",
-            ));
-        }
-        targets.push(WeightedCluster {
-            cluster: resolve(&name, format!("{path}.cluster"))?,
-            weight: 1,
-        });
-    }
+    let targets = super::compile::cluster_targets(ra, path, clusters, "a route action")?;
     let prefix_rewrite = ra
         .has_field_by_name("prefix_rewrite")
         .then(|| string(ra, "prefix_rewrite"));

@@ -37,11 +37,7 @@ pub async fn serve(
     listener: Rc<BoundListener>,
     down: TcpStream,
 ) {
-    let stats = shard.stats;
-    stats.inc(Counter::DownstreamCxTotal);
-    stats.inc(Counter::DownstreamCxActive);
-    shard.active.set(shard.active.get() + 1);
-    let _active = ActiveGuard(&shard);
+    let _active = ActiveGuard::enter(&shard);
     let Some((hcm, table)) = cfg.http(index) else {
         return;
     };

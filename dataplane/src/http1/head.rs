@@ -73,6 +73,16 @@ fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
+fn header_ranges(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|h| Header {
+            name: range_of(buf, h.name.as_bytes()),
+            value: range_of(buf, h.value),
+        })
+        .collect()
+}
+
 /// Where the head ends (after its empty line), once it has all arrived. Refuses bare LF and
 /// bare CR anywhere in it, and obs-fold. Scans only the CR and LF bytes (memchr).
 fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HeadError> {
@@ -155,14 +165,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         method: range_of(buf, req.method.unwrap_or("").as_bytes()),
         target: range_of(buf, req.path.unwrap_or("").as_bytes()),
         minor_version,
-        headers: req
-            .headers
-            .iter()
-            .map(|h| Header {
-                name: range_of(buf, h.name.as_bytes()),
-                value: range_of(buf, h.value),
-            })
-            .collect(),
+        headers: header_ranges(buf, req.headers),
         framing,
         len: end,
     }))
@@ -211,14 +214,7 @@ pub fn parse_response(
     Ok(Some(ResponseHead {
         status,
         minor_version,
-        headers: resp
-            .headers
-            .iter()
-            .map(|h| Header {
-                name: range_of(buf, h.name.as_bytes()),
-                value: range_of(buf, h.value),
-            })
-            .collect(),
+        headers: header_ranges(buf, resp.headers),
         framing,
         len: end,
     }))

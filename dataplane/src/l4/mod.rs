@@ -29,10 +29,7 @@ pub async fn serve(
     down: TcpStream,
 ) {
     let stats = shard.stats;
-    stats.inc(Counter::DownstreamCxTotal);
-    stats.inc(Counter::DownstreamCxActive);
-    shard.active.set(shard.active.get() + 1);
-    let _active = ActiveGuard(&shard);
+    let _active = ActiveGuard::enter(&shard);
 
     let proxy_cfg = cfg.tcp_proxy(index);
     let (cluster, endpoint) = cfg.pick(index, &shard.rng);
@@ -145,7 +142,17 @@ pub(crate) async fn idle_timeout(last: &Cell<Instant>, idle: Option<Duration>) {
     }
 }
 
-pub(crate) struct ActiveGuard<'a>(pub(crate) &'a Shard);
+/// A downstream connection, counted from `enter` until dropped.
+pub(crate) struct ActiveGuard<'a>(&'a Shard);
+
+impl<'a> ActiveGuard<'a> {
+    pub(crate) fn enter(shard: &'a Shard) -> Self {
+        shard.stats.inc(Counter::DownstreamCxTotal);
+        shard.stats.inc(Counter::DownstreamCxActive);
+        shard.active.set(shard.active.get() + 1);
+        ActiveGuard(shard)
+    }
+}
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
