@@ -62,10 +62,6 @@ pub struct Args {
 
 pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .unwrap_or_default();
     let mut a = Args {
         mode: Mode::Tcp,
         targets: vec![
@@ -82,11 +78,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
         rounds: 3,
         size: None,
         body: 100,
-        tools: Tools {
-            zerohop: exe_dir.join("zerohop"),
-            zerohop_args: Vec::new(),
-            envoy: targets::find_envoy(),
-        },
+        tools: Tools::default(),
         out: None,
     };
     let mut p = lexopt::Parser::from_args(args);

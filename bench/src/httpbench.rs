@@ -44,10 +44,6 @@ pub struct Args {
 
 pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(std::path::PathBuf::from))
-        .unwrap_or_default();
     let mut a = Args {
         sizes: vec![100, 16384, 1 << 20],
         targets: vec![
@@ -60,11 +56,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
         connections: 50,
         duration: 5.0,
         rounds: 3,
-        tools: Tools {
-            zerohop: exe_dir.join("zerohop"),
-            zerohop_args: Vec::new(),
-            envoy: targets::find_envoy(),
-        },
+        tools: Tools::default(),
         out: None,
     };
     let mut p = lexopt::Parser::from_args(args);

@@ -38,6 +38,21 @@ pub struct Tools {
     pub envoy: PathBuf,
 }
 
+impl Default for Tools {
+    /// zerohop next to this binary; Envoy on PATH.
+    fn default() -> Tools {
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_default();
+        Tools {
+            zerohop: exe_dir.join("zerohop"),
+            zerohop_args: Vec::new(),
+            envoy: find_envoy(),
+        }
+    }
+}
+
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {

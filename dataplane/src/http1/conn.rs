@@ -454,34 +454,12 @@ impl Conn<'_> {
         cluster: &zerohop_proto::Cluster,
         addr: SocketAddr,
     ) -> Result<TcpStream, Fail> {
-        let stats = self.shard.stats;
-        match monoio::time::timeout(cluster.connect_timeout, TcpStream::connect_addr(addr)).await {
-            Ok(Ok(s)) => {
-                stats.inc(Counter::UpstreamCxTotal);
-                let _ = s.set_nodelay(true);
-                // Connected through the ring, which leaves it blocking (splice needs O_NONBLOCK).
-                if sys::set_nonblocking(s.as_raw_fd()).is_err() {
-                    return Err(Fail::Reply(502, "upstream connect error"));
-                }
-                Ok(s)
-            }
-            failed => {
-                let (counter, why) = match failed {
-                    Ok(Err(e)) => (Counter::UpstreamCxConnectFail, e.to_string()),
-                    _ => (Counter::UpstreamCxConnectTimeout, "timed out".to_owned()),
-                };
-                stats.inc(counter);
-                log::debug!(
-                    "{}: connect to {addr} ({}): {why}",
-                    self.listener.name,
-                    cluster.name
-                );
-                Err(Fail::Reply(
-                    502,
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-                ))
-            }
-        }
+        crate::net::connect_upstream(self.shard.stats, &self.listener.name, cluster, addr)
+            .await
+            .ok_or(Fail::Reply(
+                502,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            ))
     }
 
     /// Forwards `req`; `Ok(keep_alive)` once the response has been relayed.

@@ -42,32 +42,11 @@ pub async fn serve(
         );
         return;
     };
-    let connect = monoio::time::timeout(cluster.connect_timeout, TcpStream::connect_addr(addr));
-    let up = match connect.await {
-        Ok(Ok(s)) => s,
-        failed => {
-            let (counter, why) = match failed {
-                Ok(Err(e)) => (Counter::UpstreamCxConnectFail, e.to_string()),
-                _ => (Counter::UpstreamCxConnectTimeout, "timed out".to_owned()),
-            };
-            stats.inc(counter);
-            log::debug!(
-                "{}: connect to {addr} ({}): {why}",
-                listener.name,
-                cluster.name
-            );
-            return; // dropping `down` closes the client promptly
-        }
+    let Some(up) = crate::net::connect_upstream(stats, &listener.name, cluster, addr).await else {
+        return; // dropping `down` closes the client promptly
     };
-    stats.inc(Counter::UpstreamCxTotal);
-    // `down` came from accept4 with SOCK_NONBLOCK; `up` was connected through the ring,
-    // which leaves it blocking (splice needs O_NONBLOCK on both ends).
+    // `down` came from accept4 with SOCK_NONBLOCK.
     let _ = down.set_nodelay(true);
-    let _ = up.set_nodelay(true);
-    if let Err(e) = sys::set_nonblocking(up.as_raw_fd()) {
-        log::warn!("O_NONBLOCK: {e}");
-        return;
-    }
     // Registered so that a removed listener's drain deadline can end it; forgotten (guard
     // dropped) before `up` and `down` close.
     let _tracked = Tracked::new(&listener, [down.as_raw_fd(), up.as_raw_fd()]);
