@@ -497,3 +497,43 @@ fn connect_failures_and_empty_clusters() {
     let mut c = Client::connect(proxy.addr("web"));
     assert_eq!(c.get("other", "/", &[]).status, 200);
 }
+
+/// On SIGTERM an idle keep-alive connection is closed at once (not held to the drain
+/// deadline), and a request in flight finishes with `connection: close`.
+#[test]
+fn draining_closes_idle_keep_alive_connections() {
+    let (a, b) = (upstream("a"), upstream("b"));
+    let mut proxy = Proxy::start_with(
+        &fixture(a.addr, b.addr),
+        support::Opts {
+            drain_timeout: "30",
+            ..Default::default()
+        },
+    );
+    let mut idle = Client::connect(proxy.addr("web"));
+    assert_eq!(idle.get("other", "/", &[]).status, 200);
+    let mut busy = Client::connect(proxy.addr("web"));
+    // The "header" route (2 s timeout) to an upstream that answers after 1 s.
+    busy.w
+        .write_all(b"GET /h/slow HTTP/1.1\r\nhost: other\r\nx-canary: yes\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    proxy.signal("TERM");
+    assert!(
+        idle.closed_within(Duration::from_secs(5)),
+        "idle keep-alive connection left open"
+    );
+    let r = busy.response().expect("the request in flight completes");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits well before the 30 s deadline");
+    assert!(status.success(), "{status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}

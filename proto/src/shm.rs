@@ -355,6 +355,14 @@ impl Segment {
         h.magic.store(MAGIC, Ordering::Release);
     }
 
+    /// The segment's bytes (for writing fuzz seeds). Test builds only.
+    #[cfg(test)]
+    pub(crate) fn image_for_test(&self) -> Vec<u8> {
+        // SAFETY: `base` is valid for `len` bytes for the lifetime of `self`; the tests that
+        // call this are single-threaded, so no word changes while it is copied.
+        unsafe { std::slice::from_raw_parts(self.base, self.len) }.to_vec()
+    }
+
     fn heap(words: Box<[u64]>, geometry: Geometry) -> Segment {
         let n = words.len();
         let base = Box::into_raw(words).cast::<u8>();

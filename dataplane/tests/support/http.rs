@@ -94,7 +94,7 @@ fn read_body(r: &mut BufReader<TcpStream>, lines: &[String]) -> Option<(u64, u32
 
 /// An upstream named `name`. Every response carries `x-upstream: NAME` and a secret header;
 /// the body describes the request: its line, then each header, then the body's size and
-/// CRC. Special paths: `/slow*` answers after 1 s, `/big/N` sends N deterministic bytes,
+/// CRC. Special paths: any containing `/slow` answers after 1 s, `/big/N` sends N deterministic bytes,
 /// `/chunked-response` a chunked body, `/ws` switches protocols and echoes, `/bad-framing`
 /// answers with both Content-Length and Transfer-Encoding, `/bad-lengths` with two different
 /// Content-Lengths, `/bad-lf` with a bare LF in its head, `/bad-chunk` with an empty chunk-size
@@ -143,7 +143,7 @@ fn serve(name: &str, s: TcpStream, requests: &AtomicUsize) {
             return;
         };
         requests.fetch_add(1, Ordering::SeqCst);
-        if path.starts_with("/slow") {
+        if path.contains("/slow") {
             std::thread::sleep(Duration::from_secs(1));
         }
         let head =

@@ -134,3 +134,49 @@ fn the_fuzz_seed_segment_image_is_valid() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Rewrites fuzz/seeds/snapshot_read after a layout or snapshot format change (the test above
+/// then checks them): `cargo test -p zerohop-proto -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "a generator, run by hand after a layout or format change"]
+fn write_fuzz_seeds() {
+    use crate::snapshot::*;
+    let snapshot = Snapshot {
+        clusters: vec![Cluster {
+            name: "backend".into(),
+            connect_timeout: std::time::Duration::from_millis(250),
+            lb_policy: LbPolicy::RoundRobin,
+            endpoints: vec![Endpoint {
+                address: "127.0.0.1:8080".parse().unwrap(),
+                weight: 1,
+            }],
+        }],
+        listeners: vec![Listener {
+            name: "front".into(),
+            address: "127.0.0.1:10000".parse().unwrap(),
+            filter: NetworkFilter::TcpProxy(TcpProxy {
+                stat_prefix: "front".into(),
+                targets: vec![WeightedCluster {
+                    cluster: ClusterId(0),
+                    weight: 1,
+                }],
+                idle_timeout: None,
+            }),
+        }],
+    };
+    let bytes = crate::codec::encode(&snapshot);
+    let seg = Segment::new_in_memory(Geometry {
+        slot_count: 2,
+        slot_size: 4096,
+        shard_capacity: 1,
+    })
+    .unwrap();
+    seg.publish(&bytes).unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/snapshot_read");
+    let mut raw = vec![0u8];
+    raw.extend(seg.image_for_test());
+    std::fs::write(format!("{dir}/raw-valid"), raw).unwrap();
+    let mut published = vec![1u8];
+    published.extend(bytes);
+    std::fs::write(format!("{dir}/published"), published).unwrap();
+}
