@@ -33,7 +33,7 @@ fn serve(mut conn: TcpStream) -> std::io::Result<()> {
         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let body = format!(
                 "Hello from the zerohop demo upstream.\n\
-                 This connection came through zerohop's tcp_proxy listener; its peer here is {peer}.\n"
+                 This connection came through zerohop; its peer here is {peer}.\n"
             );
             write!(
                 conn,

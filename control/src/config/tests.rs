@@ -55,6 +55,9 @@ fn the_embedded_default_config_loads() {
         "127.0.0.1:10000".parse().unwrap()
     );
     assert_eq!(b.admin_address, Some("127.0.0.1:9901".parse().unwrap()));
+    let web = &b.snapshot.listeners[1];
+    assert_eq!(web.address, "127.0.0.1:10080".parse().unwrap());
+    assert!(matches!(web.filter, NetworkFilter::Http(_)));
 }
 
 #[test]
