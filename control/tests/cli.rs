@@ -35,7 +35,7 @@ fn check_summarises_a_valid_config_and_refuses_an_invalid_one() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "ok: 1 listeners, 1 clusters\n"
+        "ok: 2 listeners, 1 clusters\n"
     );
 
     let bad = scratch("bad.yaml");
