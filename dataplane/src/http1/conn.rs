@@ -42,6 +42,9 @@ pub async fn serve(
         return;
     };
     let _ = down.set_nodelay(true);
+    // Only the downstream socket is registered for the drain deadline: upstream connections
+    // change per request (idle ones belong to the shard's pool), and shutting the downstream
+    // one ends whatever exchange is in flight.
     let _tracked = Tracked::new(&listener, [down.as_raw_fd(), down.as_raw_fd()]);
     let mut conn = Conn {
         shard: &shard,
@@ -84,6 +87,8 @@ struct Req {
     expect_continue: bool,
     /// The `Upgrade` value when the client asked to switch protocols.
     upgrade: Option<String>,
+    /// The tokens of its `Connection` header(s), lower-case: hop-by-hop header names among them.
+    connection: Vec<String>,
 }
 
 impl Req {
@@ -304,7 +309,11 @@ impl Conn<'_> {
         let mut headers: Vec<(String, String)> = h
             .headers
             .iter()
-            .map(|x| (text(&x.name).to_ascii_lowercase(), text(&x.value)))
+            .map(|x| {
+                let mut name = text(&x.name);
+                name.make_ascii_lowercase();
+                (name, text(&x.value))
+            })
             .collect();
         let (mut host, path_and_query) = if let Some(rest) = target
             .strip_prefix("http://")
@@ -374,6 +383,7 @@ impl Conn<'_> {
             close,
             expect_continue,
             upgrade,
+            connection,
         })
     }
 
@@ -389,12 +399,7 @@ impl Conn<'_> {
                 None => req.path.clone(),
             });
         // Drop hop-by-hop headers, and any the client named in Connection.
-        let named: Vec<String> = req
-            .headers
-            .iter()
-            .filter(|(n, _)| n == "connection")
-            .flat_map(|(_, v)| tokens(v).collect::<Vec<_>>())
-            .collect();
+        let named = &req.connection;
         let mut headers: Vec<(String, String)> = req
             .headers
             .iter()
@@ -473,7 +478,17 @@ impl Conn<'_> {
             stats.inc(Counter::UpstreamCxNoHealthyUpstream);
             return Err(Fail::Reply(503, "no healthy upstream"));
         };
-        let head = self.upstream_head(route, &req);
+        let mut head = self.upstream_head(route, &req);
+        // A small body that has already arrived whole goes out with the head, in one send.
+        // (Only a bodiless request is ever sent twice, so the head is built once.)
+        let mut body_sent = false;
+        if let Framing::Length(n) = req.framing {
+            if self.buf.len() as u64 >= n && n <= SMALL_BODY {
+                head.extend_from_slice(&self.buf[..n as usize]);
+                self.buf.drain(..n as usize);
+                body_sent = true;
+            }
+        }
         if req.expect_continue && req.framing != Framing::Empty {
             // Answered here (Envoy's default): the client sends the body at once.
             if send_all(self.down, b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -498,16 +513,7 @@ impl Conn<'_> {
                 None => self.connect(cluster, addr).await?,
             };
             stats.inc(Counter::UpstreamRqTotal);
-            // A small body that has already arrived whole goes out with the head.
-            let mut first = head.clone();
-            let mut body_sent = false;
-            if let Framing::Length(n) = req.framing {
-                if self.buf.len() as u64 >= n && n <= 64 * 1024 {
-                    first.extend_from_slice(&self.buf[..n as usize]);
-                    body_sent = true;
-                }
-            }
-            if send_all(&up, &first).await.is_err() {
+            if send_all(&up, &head).await.is_err() {
                 if reused && attempt == 1 && req.framing == Framing::Empty {
                     continue;
                 }
@@ -516,11 +522,6 @@ impl Conn<'_> {
                     502,
                     "upstream connect error or disconnect/reset before headers",
                 ));
-            }
-            if body_sent {
-                if let Framing::Length(n) = req.framing {
-                    self.buf.drain(..n as usize);
-                }
             }
             let body = if body_sent {
                 BodyEnd::Done
@@ -739,16 +740,22 @@ impl Conn<'_> {
                     continue;
                 }
                 Ok(Some(h)) => {
-                    let close = h.headers.iter().any(|x| {
-                        ubuf[x.name.clone()].eq_ignore_ascii_case(b"connection")
-                            && tokens(&String::from_utf8_lossy(&ubuf[x.value.clone()]))
-                                .any(|t| t == "close")
-                    }) || h.minor_version == 0;
+                    let connection: Vec<String> = h
+                        .headers
+                        .iter()
+                        .filter(|x| ubuf[x.name.clone()].eq_ignore_ascii_case(b"connection"))
+                        .flat_map(|x| {
+                            tokens(&String::from_utf8_lossy(&ubuf[x.value.clone()]))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect();
+                    let close = h.minor_version == 0 || connection.iter().any(|t| t == "close");
                     return Ok(Resp {
                         status: h.status,
                         framing: h.framing,
                         len: h.len,
                         close,
+                        connection,
                         headers: h.headers,
                     });
                 }
@@ -794,16 +801,15 @@ impl Conn<'_> {
     ) -> Vec<u8> {
         let text =
             |r: &std::ops::Range<usize>| String::from_utf8_lossy(&raw[r.clone()]).into_owned();
-        let named: Vec<String> = resp
-            .headers
-            .iter()
-            .filter(|h| raw[h.name.clone()].eq_ignore_ascii_case(b"connection"))
-            .flat_map(|h| tokens(&text(&h.value)).collect::<Vec<_>>())
-            .collect();
+        let named = &resp.connection;
         let mut headers: Vec<(String, String)> = resp
             .headers
             .iter()
-            .map(|h| (text(&h.name).to_ascii_lowercase(), text(&h.value)))
+            .map(|h| {
+                let mut name = text(&h.name);
+                name.make_ascii_lowercase();
+                (name, text(&h.value))
+            })
             .filter(|(n, _)| {
                 n != "content-length"
                     && ((upgrade && n == "upgrade")
@@ -878,6 +884,8 @@ struct Resp {
     framing: Framing,
     len: usize,
     close: bool,
+    /// The tokens of its `Connection` header(s), lower-case.
+    connection: Vec<String>,
     headers: Vec<head::Header>,
 }
 

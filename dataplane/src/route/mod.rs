@@ -78,22 +78,43 @@ impl Rule {
         let Some(v) = value else {
             return matches!(self, Rule::Present(false));
         };
-        let fold = |ic: bool| {
-            if ic {
-                std::borrow::Cow::Owned(v.to_ascii_lowercase())
-            } else {
-                std::borrow::Cow::Borrowed(v)
-            }
-        };
+        // Case-insensitive rules hold their value lower-cased and compare byte-wise, without
+        // copying the request's value.
         match self {
-            Rule::Exact(want, ic) => *fold(*ic) == **want,
-            Rule::Prefix(want, ic) => fold(*ic).starts_with(want.as_str()),
-            Rule::Suffix(want, ic) => fold(*ic).ends_with(want.as_str()),
-            Rule::Contains(want, ic) => fold(*ic).contains(want.as_str()),
+            Rule::Exact(want, ic) => eq(v.as_bytes(), want.as_bytes(), *ic),
+            Rule::Prefix(want, ic) => starts_with(v, want, *ic),
+            Rule::Suffix(want, ic) => {
+                v.len() >= want.len()
+                    && eq(&v.as_bytes()[v.len() - want.len()..], want.as_bytes(), *ic)
+            }
+            Rule::Contains(want, true) => {
+                want.is_empty()
+                    || v.as_bytes()
+                        .windows(want.len())
+                        .any(|w| w.eq_ignore_ascii_case(want.as_bytes()))
+            }
+            Rule::Contains(want, false) => v.contains(want.as_str()),
             Rule::Regex(re) => re.is_match(v),
             Rule::Present(p) => *p,
         }
     }
+}
+
+fn eq(a: &[u8], b: &[u8], ignore_case: bool) -> bool {
+    if ignore_case {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
+}
+
+fn starts_with(v: &str, prefix: &str, ignore_case: bool) -> bool {
+    v.len() >= prefix.len()
+        && eq(
+            &v.as_bytes()[..prefix.len()],
+            prefix.as_bytes(),
+            ignore_case,
+        )
 }
 
 /// Envoy's regex matchers match the whole value.
@@ -236,10 +257,15 @@ impl RouteTable {
 
     /// The virtual host for `host` (compared case-insensitively, port included, as Envoy).
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        let host = host.to_ascii_lowercase();
+        // Domains are stored lower-case; a host that already is needs no copy.
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.into()
+        };
         let i = self
             .exact
-            .get(&host)
+            .get(host.as_ref())
             .copied()
             // A wildcard stands for at least one character.
             .or_else(|| {
@@ -268,19 +294,8 @@ impl Route {
     fn matches(&self, req: &Request<'_>) -> bool {
         let path_ok = match &self.path {
             PathMatcher::Regex(re) => re.is_match(req.path),
-            PathMatcher::Prefix(p) | PathMatcher::Path(p) => {
-                let exact = matches!(self.path, PathMatcher::Path(_));
-                let candidate = if self.case_sensitive {
-                    std::borrow::Cow::Borrowed(req.path)
-                } else {
-                    std::borrow::Cow::Owned(req.path.to_ascii_lowercase())
-                };
-                if exact {
-                    *candidate == **p
-                } else {
-                    candidate.starts_with(p.as_str())
-                }
-            }
+            PathMatcher::Prefix(p) => starts_with(req.path, p, !self.case_sensitive),
+            PathMatcher::Path(p) => eq(req.path.as_bytes(), p.as_bytes(), !self.case_sensitive),
         };
         path_ok
             && self
