@@ -89,7 +89,13 @@ pub fn parse_load(args: Vec<std::ffi::OsString>) -> Result<LoadArgs, lexopt::Err
     let (mut connections, mut streams, mut threads) = (10, 10, 1);
     let (mut cpus, mut duration, mut warmup, mut size, mut timeout) =
         (Vec::new(), 10.0, 2.0, None, 10.0);
-    let (mut json, mut hlog, mut hgrm, mut quiet, mut spin) = (None, None, None, false, 50);
+    let (mut json, mut hlog, mut hgrm, mut quiet, mut spin) = (
+        None,
+        None,
+        None,
+        false,
+        gen::DEFAULT_SPIN.as_micros() as u64,
+    );
     while let Some(arg) = p.next()? {
         match arg {
             Value(v) if url.is_none() => url = Some(v.string()?),

@@ -18,9 +18,6 @@ use std::time::Duration;
 
 use crate::gen::{self, report, Proto, Spec};
 
-/// The generator's default early wake-up (see `gen::pace`).
-const SPIN: Duration = Duration::from_micros(50);
-
 pub const HELP: &str = "\
 zerohop-bench validate: the generator against wrk and h2load, and its own ceiling
 
@@ -211,7 +208,15 @@ pub fn run(a: &Args) -> Result<String, String> {
                 .arg(&url),
         )?;
         let w = parse_wrk(&out).ok_or_else(|| format!("could not read wrk's output:\n{out}"))?;
-        let o = ours(Proto::Http1, http, w.rate, 1, a.duration, gen_cpu, SPIN);
+        let o = ours(
+            Proto::Http1,
+            http,
+            w.rate,
+            1,
+            a.duration,
+            gen_cpu,
+            gen::DEFAULT_SPIN,
+        );
         rows.push(("wrk (HTTP/1.1)", w, o));
 
         eprintln!(
@@ -229,7 +234,15 @@ pub fn run(a: &Args) -> Result<String, String> {
         )?;
         let h =
             parse_h2load(&out).ok_or_else(|| format!("could not read h2load's output:\n{out}"))?;
-        let o = ours(Proto::H2c, http, a.rps, 1, a.duration, gen_cpu, SPIN);
+        let o = ours(
+            Proto::H2c,
+            http,
+            a.rps,
+            1,
+            a.duration,
+            gen_cpu,
+            gen::DEFAULT_SPIN,
+        );
         rows.push(("h2load (h2c)", h, o));
     }
     let _ = std::fs::remove_file(&script);

@@ -82,6 +82,9 @@ pub struct Spec {
     pub spin: Duration,
 }
 
+/// How early the pacer wakes by default (see `pace::pace`).
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
 impl Spec {
     /// A run against `addr` with the defaults of `zerohop-bench load`: 10 connections, one
     /// thread (not pinned), 10 s after 2 s of warm-up, `GET /` (64 B each way for tcp), 10 s
@@ -101,7 +104,7 @@ impl Spec {
             warmup: Duration::from_secs(2),
             size: if proto == Proto::Tcp { 64 } else { 0 },
             timeout: Duration::from_secs(10),
-            spin: Duration::from_micros(50),
+            spin: DEFAULT_SPIN,
         }
     }
 }
@@ -343,7 +346,7 @@ fn thread_main(
 ) {
     let cpu_at_start = crate::procstat::thread_cpu_seconds();
     if let Some(&cpu) = spec.cpus.get(i % spec.cpus.len().max(1)) {
-        core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+        crate::load::pin(Some(core_affinity::CoreId { id: cpu }));
     }
     let threads = spec.threads.max(1);
     // This thread's share of connections (at least one) and of the rate.
@@ -370,10 +373,7 @@ fn thread_main(
         end,
         current: RefCell::new(Interval::new(0, false)),
     });
-    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .enable_timer()
-        .build()
-        .expect("generator runtime");
+    let mut rt = crate::load::runtime();
     let proto = spec.proto;
     let streams = spec.streams.max(1);
     let spin = spec.spin;
