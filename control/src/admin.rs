@@ -21,6 +21,8 @@ pub struct State {
     pub snapshot: Snapshot,
     pub generation: u64,
     pub node_id: String,
+    /// The ADS client's counters, under `dynamic_resources`.
+    pub xds: Option<Arc<Mutex<crate::xds::Stats>>>,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -85,13 +87,34 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
                 (503, "text/plain", "NOT READY\n".into())
             }
         }
-        "/stats" => (200, "text/plain", stats::text(&shards)),
-        "/stats?format=json" => (
-            200,
-            "application/json",
-            format!("{:#}\n", stats::json(&shards)),
-        ),
-        "/stats/prometheus" => (200, "text/plain; version=0.0.4", stats::prometheus(&shards)),
+        "/stats" => {
+            let mut out = stats::text(&shards);
+            for (name, v) in xds_lines(state) {
+                out.push_str(&format!("{name}: {v}\n"));
+            }
+            (200, "text/plain", out)
+        }
+        "/stats?format=json" => {
+            let mut v = stats::json(&shards);
+            let xds: serde_json::Map<_, _> = xds_lines(state)
+                .into_iter()
+                .map(|(n, v)| (n, v.into()))
+                .collect();
+            if !xds.is_empty() {
+                v["xds"] = xds.into();
+            }
+            (200, "application/json", format!("{v:#}\n"))
+        }
+        "/stats/prometheus" => {
+            let mut out = stats::prometheus(&shards);
+            for (name, v) in xds_lines(state) {
+                let name = name.replace('.', "_");
+                out.push_str(&format!(
+                    "# TYPE zerohop_{name} gauge\nzerohop_{name} {v}\n"
+                ));
+            }
+            (200, "text/plain; version=0.0.4", out)
+        }
         "/config_dump" => {
             let st = state.lock().expect("admin state lock");
             (
@@ -106,6 +129,13 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
             "endpoints: /ready /stats /stats?format=json /stats/prometheus /config_dump\n".into(),
         ),
     }
+}
+
+/// The ADS client's counters (empty without dynamic_resources).
+fn xds_lines(state: &Shared) -> Vec<(String, u64)> {
+    let xds = state.lock().expect("admin state lock").xds.clone();
+    xds.map(|x| x.lock().expect("xds stats").lines())
+        .unwrap_or_default()
 }
 
 /// The active configuration as JSON, with the generation every shard applied.
@@ -182,8 +212,23 @@ pub fn config_dump(st: &State, seg: &Segment) -> serde_json::Value {
             serde_json::json!({ "shard": i, "applied_generation": applied, "rejected_generation": rejected })
         })
         .collect();
+    let xds = st.xds.as_ref().map(|x| {
+        let x = x.lock().expect("xds stats");
+        serde_json::json!({
+            "server": x.server,
+            "connected": x.connected,
+            "initialized": x.initialized,
+            "warming": x.warming,
+            "last_nack": x.last_nack,
+            "resources": x.versions.iter().map(|(k, version, count)| serde_json::json!({
+                "type": crate::xds::short(*k), "version": version, "count": count,
+            })).collect::<Vec<_>>(),
+            "no_op_filters": crate::config::ISTIO_NO_OPS,
+        })
+    });
     serde_json::json!({
         "node_id": st.node_id,
+        "xds": xds,
         "generation": st.generation,
         "published_generation": seg.current_generation(),
         "dataplane_pid": seg.dataplane_pid(),

@@ -17,3 +17,4 @@ pub mod config;
 pub mod publish;
 pub mod source;
 pub mod stats;
+pub mod xds;

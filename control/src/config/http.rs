@@ -9,7 +9,7 @@ use std::time::Duration;
 use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use zerohop_proto::*;
 
-use super::compile::{as_msg, duration, enum_name, list, msg, string, u32_value};
+use super::compile::{as_msg, duration, enum_name, list, msg, string, u32_value, Names, Routes};
 use super::supported::{element_label, unpack_any};
 use super::ConfigError;
 
@@ -65,10 +65,39 @@ fn regex_of(m: &DynamicMessage, path: &str) -> Result<String, ConfigError> {
     Ok(pattern)
 }
 
+/// The Istio filters that arrive wrapped in a `TypedStruct` and have no effect on traffic
+/// zerohop serves (peer metadata exchange, ALPN override, Istio's own stats): accepted as
+/// no-ops so that Istio's listeners load. Listed in the docs and in config_dump.
+pub const ISTIO_NO_OPS: &[&str] = &["istio.metadata_exchange", "istio.alpn", "istio.stats"];
+
+const TYPED_STRUCTS: &[&str] = &[
+    "type.googleapis.com/udpa.type.v1.TypedStruct",
+    "type.googleapis.com/xds.type.v3.TypedStruct",
+];
+
+/// True for a network or HTTP filter that is one of [`ISTIO_NO_OPS`] carried as a TypedStruct.
+pub(crate) fn istio_no_op(filter: &DynamicMessage) -> bool {
+    let type_url = msg(filter, "typed_config").map(|a| string(a, "type_url"));
+    ISTIO_NO_OPS.contains(&string(filter, "name").as_str())
+        && type_url.is_some_and(|u| TYPED_STRUCTS.contains(&u.as_str()))
+}
+
+/// An HTTP filter marked `is_optional` whose type zerohop does not implement is skipped, as
+/// Envoy does; any other unknown filter is refused.
+pub(crate) fn optional_unknown(filter: &DynamicMessage) -> bool {
+    plain_bool(filter, "is_optional")
+        && msg(filter, "typed_config").is_some_and(|a| {
+            let url = string(a, "type_url");
+            let name = url.rsplit('/').next().unwrap_or_default();
+            name != ROUTER
+        })
+}
+
 pub(super) fn http_manager(
     hcm: &DynamicMessage,
     path: &str,
-    clusters: &HashMap<String, ClusterId>,
+    clusters: &Names,
+    routes: Routes,
 ) -> Result<HttpManager, ConfigError> {
     let stat_prefix = string(hcm, "stat_prefix");
     if stat_prefix.is_empty() {
@@ -86,19 +115,23 @@ pub(super) fn http_manager(
             ))
         }
     }
-    let filters = list(hcm, "http_filters");
     let fpath = format!("{path}.http_filters");
-    if filters.len() != 1 {
+    let filters: Vec<_> = list(hcm, "http_filters")
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !istio_no_op(as_msg(f)) && !optional_unknown(as_msg(f)))
+        .collect();
+    let [(i, f)] = filters[..] else {
         return Err(ConfigError::at(
             fpath,
             format!(
-                "exactly one HTTP filter, envoy.filters.http.router, is supported (found {})",
+                "exactly one HTTP filter, envoy.filters.http.router, is supported besides Istio's no-op filters (found {})",
                 filters.len()
             ),
         ));
-    }
-    let f = as_msg(&filters[0]);
-    let fpath = format!("{fpath}{}", element_label(0, f));
+    };
+    let f = as_msg(f);
+    let fpath = format!("{fpath}{}", element_label(i, f));
     let router = match msg(f, "typed_config") {
         Some(any) => {
             unpack_any(any).map_err(|e| ConfigError::at(format!("{fpath}.typed_config"), e))?
@@ -145,11 +178,39 @@ pub(super) fn http_manager(
         )?,
         None => Some(DEFAULT_IDLE_TIMEOUT),
     };
-    let Some(rc) = msg(hcm, "route_config") else {
-        return Err(ConfigError::at(
-            format!("{path}.route_config"),
-            "an inline route_config is required (RDS arrives with xDS)",
-        ));
+    let route_config = match (msg(hcm, "route_config"), msg(hcm, "rds")) {
+        (Some(rc), _) => route_config(rc, &format!("{path}.route_config"), clusters)?,
+        (None, Some(rds)) => {
+            let name = string(rds, "route_config_name");
+            let rpath = format!("{path}.rds");
+            if !msg(rds, "config_source").is_some_and(|c| c.has_field_by_name("ads")) {
+                return Err(ConfigError::at(
+                    format!("{rpath}.config_source"),
+                    "RDS is supported over ADS only (config_source: { ads: {} })",
+                ));
+            }
+            match routes {
+                Routes::Static => {
+                    return Err(ConfigError::at(
+                        rpath,
+                        "rds needs dynamic_resources.ads_config in the bootstrap",
+                    ))
+                }
+                Routes::Rds(by_name) => match by_name.get(&name) {
+                    Some(rc) => route_config(rc, &format!("RouteConfiguration({name})"), clusters)?,
+                    None => RouteConfig {
+                        name,
+                        ..Default::default()
+                    },
+                },
+            }
+        }
+        (None, None) => {
+            return Err(ConfigError::at(
+                path,
+                "http_connection_manager needs route_config or rds",
+            ))
+        }
     };
     Ok(HttpManager {
         stat_prefix,
@@ -171,14 +232,14 @@ pub(super) fn http_manager(
         request_timeout: timeout(hcm, "request_timeout", path, None)?,
         generate_request_id: bool_value(hcm, "generate_request_id", true),
         use_remote_address: bool_value(hcm, "use_remote_address", false),
-        route_config: route_config(rc, &format!("{path}.route_config"), clusters)?,
+        route_config,
     })
 }
 
-fn route_config(
+pub(crate) fn route_config(
     rc: &DynamicMessage,
     path: &str,
-    clusters: &HashMap<String, ClusterId>,
+    clusters: &Names,
 ) -> Result<RouteConfig, ConfigError> {
     let mut virtual_hosts = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -239,11 +300,7 @@ fn route_config(
     })
 }
 
-fn route(
-    r: &DynamicMessage,
-    path: &str,
-    clusters: &HashMap<String, ClusterId>,
-) -> Result<Route, ConfigError> {
+fn route(r: &DynamicMessage, path: &str, clusters: &Names) -> Result<Route, ConfigError> {
     let Some(m) = msg(r, "match") else {
         return Err(ConfigError::at(
             format!("{path}.match"),
@@ -327,11 +384,7 @@ fn route(
     })
 }
 
-fn forward(
-    ra: &DynamicMessage,
-    path: &str,
-    clusters: &HashMap<String, ClusterId>,
-) -> Result<Forward, ConfigError> {
+fn forward(ra: &DynamicMessage, path: &str, clusters: &Names) -> Result<Forward, ConfigError> {
     let targets = super::compile::cluster_targets(ra, path, clusters, "a route action")?;
     let prefix_rewrite = ra
         .has_field_by_name("prefix_rewrite")

@@ -5,6 +5,7 @@
 //! compiled ([`compile`]). xDS resources will enter at the second step as decoded messages.
 
 mod compile;
+mod dynamic;
 mod envoy;
 mod http;
 mod supported;
@@ -14,7 +15,9 @@ use std::fmt;
 use prost_reflect::DynamicMessage;
 use zerohop_proto::Snapshot;
 
+pub use dynamic::{Ads, AdsApi, AdsTarget, Checked, Dynamic, Kind, Resources};
 pub use envoy::{descriptor_pool, Format};
+pub use http::ISTIO_NO_OPS;
 
 /// The embedded default configuration that `zerohop` runs with no `-c`: a TCP listener on
 /// 127.0.0.1:10000 in front of a demo upstream on 127.0.0.1:10001.
@@ -52,13 +55,16 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// What control knows about a loaded bootstrap beyond the snapshot it compiles to.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Bootstrap {
     pub snapshot: Snapshot,
     /// `node.id`, for logs and (later) xDS.
     pub node_id: String,
     /// `admin.address`, served by zerohop-control (not by the data plane).
     pub admin_address: Option<std::net::SocketAddr>,
+    /// `dynamic_resources`: the ADS server, and the static resources every xDS update is
+    /// compiled with. `snapshot` is then the static part alone.
+    pub dynamic: Option<Dynamic>,
 }
 
 /// Decodes, checks and compiles an Envoy v3 bootstrap, one resource at a time.

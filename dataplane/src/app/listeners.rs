@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use zerohop_proto::{codec, Snapshot};
 
 use super::upgrade::Inherited;
 use crate::net::sys;
-use crate::shard::listeners::{ListenerOp, Mailbox};
+use crate::shard::listeners::{ListenerOp, Mailbox, LISTENERS_AT};
 use crate::shard::DRAINING;
 
 const LISTEN_BACKLOG: i32 = 4096;
@@ -193,7 +194,7 @@ impl ListenerManager {
                 if let Err(e) = sys::background_priority(0) {
                     log::debug!("listener manager: background priority: {e}");
                 }
-                while !DRAINING.load(std::sync::atomic::Ordering::Relaxed) {
+                while !DRAINING.load(Ordering::Relaxed) {
                     std::thread::sleep(POLL);
                     if seg.current_generation() == seen {
                         continue;
@@ -205,8 +206,12 @@ impl ListenerManager {
                             if let Ok(snapshot) = codec::decode(&bytes) {
                                 this.lock().expect("listener manager").apply(&snapshot);
                             }
+                            LISTENERS_AT.store(generation, Ordering::Release);
                         }
-                        ReadOutcome::Corrupt { generation, .. } => seen = generation,
+                        ReadOutcome::Corrupt { generation, .. } => {
+                            seen = generation;
+                            LISTENERS_AT.store(generation, Ordering::Release);
+                        }
                         ReadOutcome::Torn | ReadOutcome::Empty | ReadOutcome::Unchanged => {}
                     }
                 }

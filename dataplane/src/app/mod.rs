@@ -135,6 +135,7 @@ fn serve(
         Vec::leak((0..shards).map(|_| Mailbox::default()).collect());
     let manager = Arc::new(Mutex::new(ListenerManager::new(mailboxes, inherited)));
     let failed = manager.lock().expect("listener manager").apply(&snapshot);
+    crate::shard::listeners::LISTENERS_AT.store(generation, std::sync::atomic::Ordering::Release);
     if !failed.is_empty() {
         return Err(err(format!(
             "could not bind listeners: {}",

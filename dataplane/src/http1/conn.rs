@@ -30,34 +30,60 @@ use crate::shard::listeners::BoundListener;
 use crate::shard::{config::ShardConfig, Shard};
 
 /// Serves one downstream connection accepted on HTTP listener `index` of `cfg`.
+///
+/// Each request is routed with the newest generation that still has this listener, as
+/// Envoy routes each new stream with the current route configuration and cluster
+/// membership: once a generation is applied (and control has acknowledged it to the xDS
+/// server), no request that starts afterwards reaches an endpoint it removed. A
+/// connection whose listener a generation removed (or made a TCP proxy) keeps the
+/// configuration it had, as a draining connection.
 pub async fn serve(
     shard: Rc<Shard>,
-    cfg: Rc<ShardConfig>,
-    index: usize,
+    mut cfg: Rc<ShardConfig>,
+    mut index: usize,
     listener: Rc<BoundListener>,
     down: TcpStream,
 ) {
     let _active = ActiveGuard::enter(&shard);
-    let Some((hcm, table)) = cfg.http(index) else {
-        return;
-    };
     let _ = down.set_nodelay(true);
     // Only the downstream socket is registered for the drain deadline: upstream connections
     // change per request (idle ones belong to the shard's pool), and shutting the downstream
     // one ends whatever exchange is in flight.
     let _tracked = Tracked::new(&listener, [down.as_raw_fd(), down.as_raw_fd()]);
-    let mut conn = Conn {
-        shard: &shard,
-        cfg: &cfg,
-        hcm,
-        table,
-        listener: &listener,
-        down: &down,
-        peer: down.peer_addr().ok(),
-        buf: Vec::with_capacity(4096),
-        last: Cell::new(Instant::now()),
-    };
-    while conn.one_request().await {}
+    let peer = down.peer_addr().ok();
+    let mut buf = Vec::with_capacity(4096);
+    let mut last = Instant::now();
+    let mut follow = true;
+    loop {
+        let Some((hcm, table)) = cfg.http(index) else {
+            return;
+        };
+        let mut conn = Conn {
+            shard: &shard,
+            cfg: &cfg,
+            hcm,
+            table,
+            listener: &listener,
+            down: &down,
+            peer,
+            buf,
+            last: Cell::new(last),
+            follow,
+        };
+        loop {
+            match conn.one_request().await {
+                Next::Again => {}
+                Next::Close => return,
+                Next::Reconfigure => break,
+            }
+        }
+        (buf, last) = (std::mem::take(&mut conn.buf), conn.last.get());
+        let next = shard.config();
+        match listener.index_in(&next).filter(|&i| next.http(i).is_some()) {
+            Some(i) => (cfg, index) = (next, i),
+            None => follow = false,
+        }
+    }
 }
 
 struct Conn<'a> {
@@ -71,6 +97,8 @@ struct Conn<'a> {
     /// Bytes read from downstream and not yet consumed (the next head, or body bytes).
     buf: Vec<u8>,
     last: Cell<Instant>,
+    /// Whether requests move to newer generations (false once the listener left them).
+    follow: bool,
 }
 
 /// A request, copied out of the read buffer.
@@ -123,6 +151,14 @@ fn tokens(v: &str) -> impl Iterator<Item = String> + '_ {
         .filter(|t| !t.is_empty())
 }
 
+/// What a connection does after one request.
+enum Next {
+    Again,
+    Close,
+    /// A newer generation applies: serve the request already read with it.
+    Reconfigure,
+}
+
 enum ReadHead {
     Head(RequestHead),
     /// The client closed or went idle between requests: close quietly.
@@ -170,10 +206,13 @@ impl Conn<'_> {
     }
 
     /// Serves one request; false when the connection is done.
-    async fn one_request(&mut self) -> bool {
+    /// Reads the next request head and serves the request. Stops before serving when a
+    /// newer generation was applied meanwhile (the head stays in the buffer, to be served
+    /// with it).
+    async fn one_request(&mut self) -> Next {
         let head = match self.read_head().await {
             ReadHead::Head(h) => h,
-            ReadHead::Closed => return false,
+            ReadHead::Closed => return Next::Close,
             ReadHead::Refuse(status, why) => {
                 self.shard.stats.inc(if status == 408 {
                     Counter::DownstreamRqHeadersTimeout
@@ -182,9 +221,19 @@ impl Conn<'_> {
                 });
                 log::debug!("{}: refused a request: {status} {why}", self.listener.name);
                 self.local_reply(status, why, &[], true).await;
-                return false;
+                return Next::Close;
             }
         };
+        if self.follow && self.shard.generation() != self.cfg.generation {
+            return Next::Reconfigure;
+        }
+        match self.serve_request(head).await {
+            true => Next::Again,
+            false => Next::Close,
+        }
+    }
+
+    async fn serve_request(&mut self, head: RequestHead) -> bool {
         self.shard.stats.inc(Counter::DownstreamRqTotal);
         let req = match self.take_request(&head) {
             Ok(r) => r,

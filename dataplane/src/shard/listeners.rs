@@ -18,6 +18,12 @@ use super::stop::Stop;
 use super::Shard;
 use crate::net::sys;
 
+/// The newest generation the listener manager has carried out: its new listeners bound and
+/// every operation for it posted. A shard applies (and acknowledges) a generation only once
+/// this reaches it, after taking those operations, so an acknowledgement means the
+/// listener set is in force too (control ACKs an xDS response only after that).
+pub static LISTENERS_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// What the listener manager asks of a shard.
 #[derive(Debug)]
 pub enum ListenerOp {
@@ -53,6 +59,8 @@ pub struct BoundListener {
     pub address: SocketAddr,
     /// Fired to stop the accept loop (listener removed, or the process drains).
     pub stop_accepting: Stop,
+    /// The listening socket, once a shard accepts on it (-1 before).
+    pub fd: Cell<RawFd>,
     /// `(generation, this listener's index in it)`: resolved once per generation, so an
     /// accept costs a compare, not a name lookup.
     route: Cell<(u64, Option<usize>)>,
@@ -72,6 +80,7 @@ impl BoundListener {
             name,
             address,
             stop_accepting: Stop::default(),
+            fd: Cell::new(-1),
             route: Cell::new((u64::MAX, None)),
             conns: RefCell::default(),
         })
@@ -145,6 +154,7 @@ pub fn start(shard: &Rc<Shard>, listener: Rc<BoundListener>, socket: std::net::T
     }
     match TcpListener::from_std(socket) {
         Ok(socket) => {
+            listener.fd.set(std::os::fd::AsRawFd::as_raw_fd(&socket));
             shard.accepting.set(shard.accepting.get() + 1);
             shard.listeners.borrow_mut().push(listener.clone());
             monoio::spawn(accept_loop(shard.clone(), listener, socket));
@@ -223,6 +233,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<BoundListener>, socket: TcpL
         shard.id,
         listener.name
     );
+    listener.fd.set(-1); // the number may be reused once the socket closes
     drop(socket);
     shard.accepting.set(shard.accepting.get() - 1);
 }

@@ -211,8 +211,8 @@ async fn main(spec: Spec) {
 
     while !DRAINING.load(Ordering::Relaxed) {
         monoio::time::sleep(TICK).await;
-        shard.maybe_reload();
         shard.take_listener_ops();
+        shard.maybe_reload();
         shard.expire_drained_listeners(Instant::now());
     }
 
@@ -251,13 +251,19 @@ async fn main(spec: Spec) {
 
 impl Shard {
     /// One atomic load when nothing changed; otherwise copies, checks and decodes the new
-    /// generation, swaps it in for new connections, and acknowledges it.
-    pub fn maybe_reload(&self) {
+    /// generation, swaps it in for new connections, and acknowledges it. A generation waits
+    /// until the listener manager has carried it out ([`listeners::LISTENERS_AT`]); the
+    /// listener operations it posted are taken first.
+    pub fn maybe_reload(self: &Rc<Self>) {
         let applied = self.config.borrow().generation;
         let current = self.seg.current_generation();
         if current == applied || current == self.last_rejected.get() {
             return;
         }
+        if listeners::LISTENERS_AT.load(Ordering::Acquire) < current {
+            return;
+        }
+        self.take_listener_ops();
         let started = Instant::now();
         match self.seg.read_current(applied) {
             ReadOutcome::Empty | ReadOutcome::Unchanged | ReadOutcome::Torn => {}
@@ -298,6 +304,11 @@ impl Shard {
     pub fn config(&self) -> Rc<ShardConfig> {
         self.config.borrow().clone()
     }
+
+    /// The generation this shard serves.
+    pub fn generation(&self) -> u64 {
+        self.config.borrow().generation
+    }
 }
 
 // === impl Shard: listeners ===
@@ -320,6 +331,11 @@ impl Shard {
                     while let Some(i) = bound.iter().position(|l| l.name == name) {
                         let l = bound.remove(i);
                         l.stop_accepting.fire();
+                        // Refuse new connections now, not when the accept loop next runs:
+                        // the generation that removed it is acknowledged right after this.
+                        if l.fd.get() >= 0 {
+                            let _ = crate::net::sys::shutdown_both(l.fd.get());
+                        }
                         log::debug!(
                             "shard {}: listener {name} removed; draining its connections",
                             self.id

