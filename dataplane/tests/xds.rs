@@ -234,9 +234,33 @@ fn scenario(peer: Peer, api: &str) -> Option<Vec<String>> {
     t.answer(&ads, "cds", "4");
     t.traffic(listen, "/api", "503 -");
     t.traffic(listen, "/", "200 b");
-    ads.set("lds", "2", vec![]);
+    // Filters neither proxy implements: refused, unless marked optional.
+    let other: SocketAddr = ([127, 0, 0, 1], envoy::free_port()).into();
+    let main = x::http_listener("http", listen.port(), "local");
+    ads.set(
+        "lds",
+        "2",
+        vec![
+            main.clone(),
+            x::with_unknown_filter(x::http_listener("strict", other.port(), "local"), false),
+        ],
+    );
     t.answer(&ads, "lds", "2");
+    t.traffic(other, "/", "refused");
+    ads.set(
+        "lds",
+        "3",
+        vec![
+            main,
+            x::with_unknown_filter(x::http_listener("lenient", other.port(), "local"), true),
+        ],
+    );
+    t.answer(&ads, "lds", "3");
+    t.traffic(other, "/", "200 b");
+    ads.set("lds", "4", vec![]);
+    t.answer(&ads, "lds", "4");
     t.traffic(listen, "/", "refused");
+    t.traffic(other, "/", "refused");
     if let Some(p) = running.zerohop() {
         assert!(
             !p.log().contains("panicked"),
@@ -259,6 +283,33 @@ fn parity(api: &str) {
         "GET /api -> 503 -",
         "GET / -> refused",
     ];
+    assert!(
+        z.ends_with(&[
+            "lds v2: NACK".to_string()
+                + if api == "GRPC" {
+                    " version_info=\"1\""
+                } else {
+                    ""
+                },
+            "GET / -> refused".into(),
+            "lds v3: ACK".to_string()
+                + if api == "GRPC" {
+                    " version_info=\"3\""
+                } else {
+                    ""
+                },
+            "GET / -> 200 b".into(),
+            "lds v4: ACK".to_string()
+                + if api == "GRPC" {
+                    " version_info=\"4\""
+                } else {
+                    ""
+                },
+            "GET / -> refused".into(),
+            "GET / -> refused".into(),
+        ]),
+        "{z:#?}"
+    );
     for w in want {
         assert!(z.iter().any(|l| l == w), "zerohop: no {w:?} in {z:#?}");
     }
@@ -270,10 +321,12 @@ fn parity(api: &str) {
             "a NACK echoes the last accepted version: {nack}"
         );
     }
+    let lds = z.iter().find(|l| l.starts_with("lds v2")).unwrap();
+    assert!(lds.contains("NACK"), "an unknown filter is refused: {lds}");
     assert_eq!(
         z.iter().filter(|l| l.contains("NACK")).count(),
-        1,
-        "only cds v3 is refused: {z:#?}"
+        2,
+        "only cds v3 and lds v2 are refused: {z:#?}"
     );
     if !envoy::available() {
         return;

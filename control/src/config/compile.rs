@@ -276,7 +276,7 @@ pub(crate) fn cluster(
         (kind, _) => {
             let supported = match eds_allowed {
                 true => "STATIC, EDS",
-                false => "STATIC; EDS needs dynamic_resources.ads_config",
+                false => "STATIC here; EDS for clusters that arrive by CDS",
             };
             return Err(ConfigError::at(
                 format!("{path}.type"),

@@ -85,17 +85,18 @@ pub(super) fn ads(
         ));
     };
     let apath = format!("{path}.ads_config");
-    let api =
-        match enum_name(ac, "api_type").as_str() {
-            "GRPC" => AdsApi::Sotw,
-            "DELTA_GRPC" => AdsApi::Delta,
-            other => return Err(ConfigError::at(
+    let api = match enum_name(ac, "api_type").as_str() {
+        "GRPC" => AdsApi::Sotw,
+        "DELTA_GRPC" => AdsApi::Delta,
+        other => {
+            return Err(ConfigError::at(
                 format!("{apath}.api_type"),
                 format!(
                     "api_type {other} is not supported by zerohop (supported: GRPC, DELTA_GRPC)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let services = list(ac, "grpc_services");
     let cluster_name = match services {
         [one] => msg(as_msg(one), "envoy_grpc")

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, Value};
 use zerohop_proto::*;
 
 use super::compile::{as_msg, duration, enum_name, list, msg, string, u32_value, Names, Routes};
@@ -82,15 +82,24 @@ pub(crate) fn istio_no_op(filter: &DynamicMessage) -> bool {
         && type_url.is_some_and(|u| TYPED_STRUCTS.contains(&u.as_str()))
 }
 
+/// The type a filter's `typed_config` carries (inside a TypedStruct, the type it names).
+fn filter_type(filter: &DynamicMessage) -> String {
+    let Some(any) = msg(filter, "typed_config") else {
+        return "(no typed_config)".into();
+    };
+    let mut url = string(any, "type_url");
+    if TYPED_STRUCTS.contains(&url.as_str()) {
+        if let Ok(ts) = unpack_any(any) {
+            url = string(&ts, "type_url");
+        }
+    }
+    url.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
 /// An HTTP filter marked `is_optional` whose type zerohop does not implement is skipped, as
 /// Envoy does; any other unknown filter is refused.
 pub(crate) fn optional_unknown(filter: &DynamicMessage) -> bool {
-    plain_bool(filter, "is_optional")
-        && msg(filter, "typed_config").is_some_and(|a| {
-            let url = string(a, "type_url");
-            let name = url.rsplit('/').next().unwrap_or_default();
-            name != ROUTER
-        })
+    plain_bool(filter, "is_optional") && filter_type(filter) != ROUTER
 }
 
 pub(super) fn http_manager(
@@ -121,34 +130,23 @@ pub(super) fn http_manager(
         .enumerate()
         .filter(|(_, f)| !istio_no_op(as_msg(f)) && !optional_unknown(as_msg(f)))
         .collect();
-    let [(i, f)] = filters[..] else {
+    // Every filter but the router is one zerohop lacks: name it and its type.
+    for (i, f) in &filters {
+        let f = as_msg(f);
+        let ty = filter_type(f);
+        if ty != ROUTER {
+            return Err(ConfigError::at(
+                format!("{fpath}{}.typed_config", element_label(*i, f)),
+                format!("HTTP filter {:?} of type {ty} is not supported by zerohop (only envoy.filters.http.router; a filter marked is_optional is skipped)", string(f, "name")),
+            ));
+        }
+    }
+    if filters.len() != 1 {
         return Err(ConfigError::at(
             fpath,
             format!(
                 "exactly one HTTP filter, envoy.filters.http.router, is supported besides Istio's no-op filters (found {})",
                 filters.len()
-            ),
-        ));
-    };
-    let f = as_msg(f);
-    let fpath = format!("{fpath}{}", element_label(i, f));
-    let router = match msg(f, "typed_config") {
-        Some(any) => {
-            unpack_any(any).map_err(|e| ConfigError::at(format!("{fpath}.typed_config"), e))?
-        }
-        None => {
-            return Err(ConfigError::at(
-                format!("{fpath}.typed_config"),
-                "the router filter needs a typed_config",
-            ))
-        }
-    };
-    if router.descriptor().full_name() != ROUTER {
-        return Err(ConfigError::at(
-            format!("{fpath}.typed_config"),
-            format!(
-                "HTTP filter {} is not supported by zerohop",
-                router.descriptor().full_name()
             ),
         ));
     }

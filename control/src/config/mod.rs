@@ -106,3 +106,5 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Bootstrap, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod dynamic_tests;

@@ -282,3 +282,24 @@ pub fn routes(name: &str, table: &[(&str, &str)]) -> Value {
         "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
     })
 }
+
+/// `listener` with an HTTP filter of a type neither zerohop nor Envoy implements before its
+/// router, marked `is_optional` or not.
+pub fn with_unknown_filter(mut listener: Value, optional: bool) -> Value {
+    let filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_array_mut()
+        .unwrap();
+    filters.insert(
+        0,
+        json!({
+            "name": "acme.rewrite",
+            "is_optional": optional,
+            "typed_config": {
+                "@type": "type.googleapis.com/xds.type.v3.TypedStruct",
+                "type_url": "type.googleapis.com/acme.filters.Rewrite",
+                "value": {"mode": "strict"},
+            },
+        }),
+    );
+    listener
+}
