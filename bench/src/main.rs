@@ -13,6 +13,7 @@ mod procstat;
 mod targets;
 mod upstreams;
 mod validate;
+mod xdsbench;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ USAGE:
     zerohop-bench load [OPTIONS] --rate N URL     (see `zerohop-bench load --help`)
     zerohop-bench hop-cost [OPTIONS]              (see `zerohop-bench hop-cost --help`)
     zerohop-bench http [OPTIONS]                  (see `zerohop-bench http --help`)
+    zerohop-bench xds [OPTIONS]                   (see `zerohop-bench xds --help`)
     zerohop-bench validate [OPTIONS]              (see `zerohop-bench validate --help`)
     zerohop-bench serve [OPTIONS]                 (see `zerohop-bench serve --help`)
 
@@ -187,6 +189,12 @@ fn main() {
             args.remove(0);
             let a = hopcost::parse(args).unwrap_or_else(|e| fail(e));
             print!("{}", hopcost::run(&a).unwrap_or_else(|e| fail(e)));
+            return;
+        }
+        Some("xds") => {
+            args.remove(0);
+            let a = xdsbench::parse(args).unwrap_or_else(|e| fail(e));
+            print!("{}", xdsbench::run(&a).unwrap_or_else(|e| fail(e)));
             return;
         }
         Some("http") => {

@@ -319,7 +319,7 @@ fn start_xds(
     state.lock().expect("admin state lock").xds = Some(stats.clone());
     let (publisher, state) = (publisher.clone(), state.clone());
     let publish_fn: zerohop_control::xds::Publish =
-        Arc::new(move |s| publish(&publisher, &state, cache.as_ref(), s));
+        Arc::new(move |s| publish_as(&publisher, &state, cache.as_ref(), s, true));
     std::thread::Builder::new()
         .name("xds".into())
         .spawn(move || {
@@ -335,6 +335,18 @@ fn publish(
     state: &admin::Shared,
     cache: Option<&SnapshotCache>,
     snapshot: Snapshot,
+) -> anyhow::Result<()> {
+    publish_as(publisher, state, cache, snapshot, false)
+}
+
+/// Publishes and waits for the shards; `served` also waits for a data plane that has not
+/// attached yet (xDS: the ACK that follows must mean "serving").
+fn publish_as(
+    publisher: &Publisher,
+    state: &admin::Shared,
+    cache: Option<&SnapshotCache>,
+    snapshot: Snapshot,
+    served: bool,
 ) -> anyhow::Result<()> {
     let generation = publisher.publish(&snapshot, Duration::from_secs(5))?;
     if let Some(cache) = cache {
@@ -354,7 +366,12 @@ fn publish(
         st.snapshot = snapshot;
         st.generation = generation;
     }
-    match publisher.wait_applied(generation, Duration::from_secs(10)) {
+    let wait = Duration::from_secs(10);
+    let applied = match served {
+        true => publisher.wait_served(generation, wait),
+        false => publisher.wait_applied(generation, wait),
+    };
+    match applied {
         Applied::All(took) => {
             log::info!("generation {generation} applied by all shards in {took:?}")
         }

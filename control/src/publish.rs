@@ -92,6 +92,22 @@ impl Publisher {
         }
     }
 
+    /// Like [`Publisher::wait_applied`], but a data plane that has not attached yet is
+    /// waited for too (until `timeout`): under xDS an ACK must mean "serving", and at start-up
+    /// the data plane attaches only once the first generation exists.
+    pub fn wait_served(&self, generation: u64, timeout: Duration) -> Applied {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait_applied(generation, left) {
+                Applied::NoDataPlane if !left.is_zero() => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Time since the current generation was published (for logs).
     pub fn since_publish(&self) -> Duration {
         Duration::from_nanos(monotonic_ns().saturating_sub(self.seg.published_ns()))

@@ -23,6 +23,8 @@ stdout (events):
   {"event": "response", "api": ..., "type": ..., "version": ..., "nonce": ..., "names": [...],
    "removed": [...], "t": monotonic seconds}
   {"event": "set", "type": ..., "version": ..., "t": monotonic seconds}
+Every event also carries "mono_ns", CLOCK_MONOTONIC in nanoseconds, which other processes
+on the host read on the same clock (the benchmark compares it with the shards' ack times).
 """
 
 import argparse
@@ -67,7 +69,9 @@ START = time.monotonic()
 
 
 def emit(**event):
-    event.setdefault("t", time.monotonic() - START)
+    now = time.monotonic_ns()  # CLOCK_MONOTONIC, comparable with other processes
+    event.setdefault("t", now / 1e9 - START)
+    event["mono_ns"] = now
     with OUT:
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()

@@ -21,8 +21,14 @@ fn dynamic() -> Dynamic {
     load(ADS, Format::Yaml).unwrap().dynamic.unwrap()
 }
 
-fn check(r: &Resources, d: &Dynamic, kind: Kind, json: serde_json::Value) -> Result<Checked, String> {
-    r.check(d, kind, &any(json), "").map_err(|(n, e)| format!("{n}: {e}"))
+fn check(
+    r: &Resources,
+    d: &Dynamic,
+    kind: Kind,
+    json: serde_json::Value,
+) -> Result<Checked, String> {
+    r.check(d, kind, &any(json), "")
+        .map_err(|(n, e)| format!("{n}: {e}"))
 }
 
 pub(crate) fn eds_cluster(name: &str) -> serde_json::Value {
@@ -91,8 +97,17 @@ fn an_ads_bootstrap_compiles_to_its_server_and_node() {
         ads.node.as_slice(),
     )
     .unwrap();
-    let field = |f: &str| node.get_field_by_name(f).unwrap().as_str().unwrap().to_owned();
-    assert_eq!(field("id"), "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local");
+    let field = |f: &str| {
+        node.get_field_by_name(f)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        field("id"),
+        "sidecar~10.0.0.1~app-1.default~default.svc.cluster.local"
+    );
     assert_eq!(field("user_agent_name"), "zerohop");
     assert!(node.has_field_by_name("metadata"));
 }
@@ -179,7 +194,10 @@ fn each_resource_is_checked_alone_naming_resource_and_field() {
     let mut unknown = eds_cluster("web");
     unknown["per_connection_buffer_limit_bytes"] = 1024.into();
     let e = check(&r, &d, Kind::Cluster, unknown).unwrap_err();
-    assert!(e.contains("Cluster(web).per_connection_buffer_limit_bytes"), "{e}");
+    assert!(
+        e.contains("Cluster(web).per_connection_buffer_limit_bytes"),
+        "{e}"
+    );
     // A resource of another type in the response.
     let e = r
         .check(&d, Kind::Listener, &any(eds_cluster("web")), "")
@@ -192,7 +210,12 @@ fn each_resource_is_checked_alone_naming_resource_and_field() {
     regex["virtual_hosts"][0]["routes"][0]["match"] =
         serde_json::json!({"safe_regex": {"regex": "(unclosed"}});
     let e = check(&r, &d, Kind::Route, regex).unwrap_err();
-    assert!(e.contains("RouteConfiguration(routes).virtual_hosts[0](all).routes[0].match.safe_regex.regex"), "{e}");
+    assert!(
+        e.contains(
+            "RouteConfiguration(routes).virtual_hosts[0](all).routes[0].match.safe_regex.regex"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -216,9 +239,16 @@ fn istio_filters_are_no_ops_unknown_filters_refused_unless_optional() {
             router(),
         ])
     };
-    let e = check(&r, &d, Kind::Listener, listener("in", 15006, unknown(false))).unwrap_err();
+    let e = check(
+        &r,
+        &d,
+        Kind::Listener,
+        listener("in", 15006, unknown(false)),
+    )
+    .unwrap_err();
     assert!(
-        e.contains("http_filters[0](acme.auth).typed_config") && e.contains("acme.Auth is not supported"),
+        e.contains("http_filters[0](acme.auth).typed_config")
+            && e.contains("acme.Auth is not supported"),
         "{e}"
     );
     assert!(check(&r, &d, Kind::Listener, listener("in", 15006, unknown(true))).is_ok());
@@ -241,7 +271,11 @@ fn clusters_warm_for_endpoints_and_listeners_for_routes() {
         r.apply(c);
     };
     apply(&mut r, Kind::Cluster, eds_cluster("web"));
-    apply(&mut r, Kind::Listener, listener("in", 15006, serde_json::json!([router()])));
+    apply(
+        &mut r,
+        Kind::Listener,
+        listener("in", 15006, serde_json::json!([router()])),
+    );
     assert_eq!(r.warming(), 2);
     assert_eq!(r.wanted(&d, Kind::Endpoint), ["web".to_string()].into());
     assert_eq!(r.wanted(&d, Kind::Route), ["routes".to_string()].into());
@@ -284,5 +318,9 @@ fn clusters_warm_for_endpoints_and_listeners_for_routes() {
     apply(&mut r, Kind::Cluster, eds_cluster("api"));
     r.finish_warming();
     assert_eq!(r.warming(), 0);
-    assert!(r.assemble(&d).clusters.iter().any(|c| c.name == "api" && c.endpoints.is_empty()));
+    assert!(r
+        .assemble(&d)
+        .clusters
+        .iter()
+        .any(|c| c.name == "api" && c.endpoints.is_empty()));
 }

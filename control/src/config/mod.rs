@@ -105,6 +105,6 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Bootstrap, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 pub(crate) mod dynamic_tests;
+#[cfg(test)]
+mod tests;

@@ -251,25 +251,29 @@ async fn main(spec: Spec) {
 
 impl Shard {
     /// One atomic load when nothing changed; otherwise copies, checks and decodes the new
-    /// generation, swaps it in for new connections, and acknowledges it. A generation waits
-    /// until the listener manager has carried it out ([`listeners::LISTENERS_AT`]); the
-    /// listener operations it posted are taken first.
+    /// generation, swaps it in for new connections, and acknowledges it. A generation that
+    /// adds or removes listeners waits until the listener manager has carried it out
+    /// ([`listeners::LISTENERS_AT`]); the listener operations it posted are taken first.
     pub fn maybe_reload(self: &Rc<Self>) {
         let applied = self.config.borrow().generation;
         let current = self.seg.current_generation();
         if current == applied || current == self.last_rejected.get() {
             return;
         }
-        if listeners::LISTENERS_AT.load(Ordering::Acquire) < current {
-            return;
-        }
-        self.take_listener_ops();
         let started = Instant::now();
         match self.seg.read_current(applied) {
             ReadOutcome::Empty | ReadOutcome::Unchanged | ReadOutcome::Torn => {}
             ReadOutcome::Corrupt { generation, reason } => self.refuse(generation, reason),
             ReadOutcome::New { generation, bytes } => match codec::decode(&bytes) {
                 Ok(snapshot) => {
+                    // A generation that changes the listener set waits (a tick at a time)
+                    // for the listener manager, whose operations are taken first.
+                    if listeners_changed(&self.config.borrow().snapshot, &snapshot)
+                        && listeners::LISTENERS_AT.load(Ordering::Acquire) < generation
+                    {
+                        return;
+                    }
+                    self.take_listener_ops();
                     let next =
                         match ShardConfig::build(generation, snapshot, Some(&self.config.borrow()))
                         {
@@ -309,6 +313,20 @@ impl Shard {
     pub fn generation(&self) -> u64 {
         self.config.borrow().generation
     }
+}
+
+/// True when `next` binds a different set of listeners (by name and address) than `current`.
+fn listeners_changed(current: &zerohop_proto::Snapshot, next: &zerohop_proto::Snapshot) -> bool {
+    let key = |s: &zerohop_proto::Snapshot| {
+        let mut k: Vec<_> = s
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.address))
+            .collect();
+        k.sort();
+        k
+    };
+    current.listeners.len() != next.listeners.len() || key(current) != key(next)
 }
 
 // === impl Shard: listeners ===
