@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -357,7 +357,7 @@ fn envoy_serving(admin: u16, n: usize, v: usize, timeout: Duration) -> Result<u6
 }
 
 /// When the last shard applied the generation that followed `before` (CLOCK_MONOTONIC ns).
-fn zerohop_applied(shm: &PathBuf, before: u64, timeout: Duration) -> Result<u64, String> {
+fn zerohop_applied(shm: &Path, before: u64, timeout: Duration) -> Result<u64, String> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(seg) = Segment::open(shm) {
@@ -377,7 +377,7 @@ fn zerohop_applied(shm: &PathBuf, before: u64, timeout: Duration) -> Result<u64,
     }
 }
 
-fn generation(shm: &PathBuf) -> u64 {
+fn generation(shm: &Path) -> u64 {
     Segment::open(shm).map_or(0, |s| s.current_generation())
 }
 

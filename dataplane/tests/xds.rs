@@ -30,28 +30,25 @@ enum Peer {
 }
 
 /// A running proxy of either kind; dropped, it stops.
-enum Running {
-    Zerohop(Proxy),
-    Envoy(Envoy),
-}
-
-impl Running {
-    fn zerohop(&self) -> Option<&Proxy> {
-        match self {
-            Running::Zerohop(p) => Some(p),
-            Running::Envoy(_) => None,
-        }
-    }
+struct Running {
+    zerohop: Option<Proxy>,
+    _envoy: Option<Envoy>,
 }
 
 fn start(peer: Peer, ads: &AdsServer, api: &str, listen: SocketAddr) -> Running {
     let yaml = x::bootstrap(ads.addr(), api, envoy::free_port());
     match peer {
-        Peer::Zerohop => Running::Zerohop(Proxy::start_with(&yaml, Opts::default())),
+        Peer::Zerohop => Running {
+            zerohop: Some(Proxy::start_with(&yaml, Opts::default())),
+            _envoy: None,
+        },
         Peer::Envoy => {
             let mut e = envoy::spawn(&yaml);
             envoy::wait_accepting(&mut e, listen, WAIT);
-            Running::Envoy(e)
+            Running {
+                zerohop: None,
+                _envoy: Some(e),
+            }
         }
     }
 }
@@ -261,7 +258,7 @@ fn scenario(peer: Peer, api: &str) -> Option<Vec<String>> {
     t.answer(&ads, "lds", "4");
     t.traffic(listen, "/", "refused");
     t.traffic(other, "/", "refused");
-    if let Some(p) = running.zerohop() {
+    if let Some(p) = &running.zerohop {
         assert!(
             !p.log().contains("panicked"),
             "zerohop panicked:\n{}",

@@ -260,6 +260,12 @@ pub struct Resources {
     routes: HashMap<String, DynamicMessage>,
     clusters: BTreeMap<String, Slot<(Cluster, Discovery)>>,
     endpoints: HashMap<String, Vec<Endpoint>>,
+    /// EDS service name -> clusters that may be warming for it; route configuration name
+    /// -> listeners that may be warming for it. Checked against the slot when used, so an
+    /// entry left by a replaced or removed resource is harmless; an assignment or route
+    /// configuration costs its own waiters, not a scan of every cluster or listener.
+    cluster_waiters: HashMap<String, Vec<String>>,
+    listener_waiters: HashMap<String, Vec<String>>,
 }
 
 impl Resources {
@@ -394,18 +400,26 @@ impl Resources {
                     Discovery::Static => true,
                     Discovery::Eds(service) => self.endpoints.contains_key(service),
                 };
-                let slot = self.clusters.entry(c.name).or_insert(Slot {
+                let slot = self.clusters.entry(c.name.clone()).or_insert(Slot {
                     active: None,
                     warming: None,
                 });
-                match warm {
-                    true => (slot.active, slot.warming) = (Some((cluster, discovery)), None),
-                    false => slot.warming = Some((cluster, discovery)),
+                match (warm, &discovery) {
+                    (true, _) => (slot.active, slot.warming) = (Some((cluster, discovery)), None),
+                    (false, Discovery::Eds(service)) => {
+                        let waiters = self.cluster_waiters.entry(service.clone()).or_default();
+                        waiters.push(c.name.clone());
+                        slot.warming = Some((cluster, discovery));
+                    }
+                    (false, Discovery::Static) => unreachable!("a static cluster is warm"),
                 }
             }
             Body::Endpoints(endpoints) => {
-                for slot in self.clusters.values_mut() {
-                    let waits = |w: &(Cluster, Discovery)| w.1 == Discovery::Eds(c.name.clone());
+                for name in self.cluster_waiters.remove(&c.name).unwrap_or_default() {
+                    let Some(slot) = self.clusters.get_mut(&name) else {
+                        continue;
+                    };
+                    let waits = |w: &(Cluster, Discovery)| matches!(&w.1, Discovery::Eds(s) if *s == c.name);
                     if slot.warming.as_ref().is_some_and(waits) {
                         slot.active = slot.warming.take();
                     }
@@ -413,7 +427,10 @@ impl Resources {
                 self.endpoints.insert(c.name, endpoints);
             }
             Body::Route(m) => {
-                for slot in self.listeners.values_mut() {
+                for name in self.listener_waiters.remove(&c.name).unwrap_or_default() {
+                    let Some(slot) = self.listeners.get_mut(&name) else {
+                        continue;
+                    };
                     let waits = |w: &DynListener| w.rds.as_deref() == Some(c.name.as_str());
                     if slot.warming.as_ref().is_some_and(waits) {
                         slot.active = slot.warming.take();
@@ -423,13 +440,17 @@ impl Resources {
             }
             Body::Listener(l) => {
                 let warm = l.rds.as_ref().is_none_or(|r| self.routes.contains_key(r));
-                let slot = self.listeners.entry(c.name).or_insert(Slot {
+                let slot = self.listeners.entry(c.name.clone()).or_insert(Slot {
                     active: None,
                     warming: None,
                 });
-                match warm {
-                    true => (slot.active, slot.warming) = (Some(l), None),
-                    false => slot.warming = Some(l),
+                match (warm, &l.rds) {
+                    (false, Some(route)) => {
+                        let waiters = self.listener_waiters.entry(route.clone()).or_default();
+                        waiters.push(c.name.clone());
+                        slot.warming = Some(l);
+                    }
+                    _ => (slot.active, slot.warming) = (Some(l), None),
                 }
             }
         }
@@ -497,6 +518,8 @@ impl Resources {
     /// Ends warming (the initial fetch timed out): what waits is activated as it is, an
     /// EDS cluster with no endpoints and a listener with an empty route configuration.
     pub fn finish_warming(&mut self) {
+        self.cluster_waiters.clear();
+        self.listener_waiters.clear();
         for slot in self.clusters.values_mut() {
             if slot.warming.is_some() {
                 slot.active = slot.warming.take();

@@ -166,12 +166,12 @@ impl Client {
         }
     }
 
-    /// Applies a state-of-the-world response. `None` for a type zerohop does not take
-    /// (answered with a NACK by [`Client::unknown_type`]).
-    pub fn sotw(&mut self, r: DiscoveryResponse) -> Result<Pending, Request> {
+    /// Applies a state-of-the-world response. For a type zerohop does not take, the NACK
+    /// to send at once.
+    pub fn sotw(&mut self, r: DiscoveryResponse) -> Result<Pending, Box<Request>> {
         let received = Instant::now();
         let Some(kind) = Kind::from_type_url(&r.type_url) else {
-            return Err(self.unknown_type(&r.type_url, &r.nonce));
+            return Err(Box::new(self.unknown_type(&r.type_url, &r.nonce)));
         };
         let mut p = Pending {
             kind,
@@ -208,10 +208,10 @@ impl Client {
     }
 
     /// Applies a delta response.
-    pub fn delta(&mut self, r: DeltaDiscoveryResponse) -> Result<Pending, Request> {
+    pub fn delta(&mut self, r: DeltaDiscoveryResponse) -> Result<Pending, Box<Request>> {
         let received = Instant::now();
         let Some(kind) = Kind::from_type_url(&r.type_url) else {
-            return Err(self.unknown_type(&r.type_url, &r.nonce));
+            return Err(Box::new(self.unknown_type(&r.type_url, &r.nonce)));
         };
         let mut p = Pending {
             kind,
@@ -400,5 +400,190 @@ impl Client {
             .iter()
             .map(|(k, t)| (*k, t.version.clone(), self.resources.names(*k).len()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::dynamic_tests::{any, assignment, eds_cluster};
+    use crate::config::{load, Format};
+    use crate::xds::wire::Resource;
+
+    fn client(api: &str) -> Client {
+        let yaml = include_str!("../../tests/fixtures/ads.yaml").replace("DELTA_GRPC", api);
+        Client::new(load(&yaml, Format::Yaml).unwrap().dynamic.unwrap())
+    }
+
+    fn sotw(r: Request) -> DiscoveryRequest {
+        match r {
+            Request::Sotw(r) => r,
+            other => panic!("expected a SotW request, got {other:?}"),
+        }
+    }
+
+    fn delta(r: Request) -> DeltaDiscoveryRequest {
+        match r {
+            Request::Delta(r) => r,
+            other => panic!("expected a delta request, got {other:?}"),
+        }
+    }
+
+    fn cds(version: &str, nonce: &str, clusters: Vec<serde_json::Value>) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: version.into(),
+            resources: clusters.into_iter().map(any).collect(),
+            type_url: Kind::Cluster.type_url().into(),
+            nonce: nonce.into(),
+        }
+    }
+
+    #[test]
+    fn sotw_ack_nack_subscriptions_and_removal() {
+        let mut c = client("GRPC");
+        let first: Vec<_> = c.connected().into_iter().map(sotw).collect();
+        assert_eq!(first.len(), 2, "CDS and LDS, wildcard");
+        assert_eq!(first[0].type_url, Kind::Cluster.type_url());
+        assert_eq!(first[1].type_url, Kind::Listener.type_url());
+        assert!(first[0].resource_names.is_empty() && first[0].version_info.is_empty());
+        assert!(
+            first[0].node.is_some(),
+            "the first request carries the node"
+        );
+        assert!(first[1].node.is_none(), "set_node_on_first_message_only");
+
+        let p = c.sotw(cds("1", "n1", vec![eds_cluster("web")])).unwrap();
+        assert_eq!((p.applied, p.errors.len()), (1, 0));
+        let out: Vec<_> = c.settle(p).into_iter().map(sotw).collect();
+        assert_eq!(out[0].version_info, "1");
+        assert_eq!(out[0].response_nonce, "n1");
+        assert!(out[0].error_detail.is_none());
+        assert_eq!(out[1].type_url, Kind::Endpoint.type_url());
+        assert_eq!(out[1].resource_names, ["web"], "EDS follows the cluster");
+        assert!(!c.initialized(), "web warms, LDS has not answered");
+
+        // An invalid cluster: NACK with the last accepted version; the valid one applies.
+        let mut bad = eds_cluster("bad");
+        bad["lb_policy"] = "MAGLEV".into();
+        let p = c
+            .sotw(cds(
+                "2",
+                "n2",
+                vec![eds_cluster("web"), eds_cluster("api"), bad],
+            ))
+            .unwrap();
+        assert_eq!((p.applied, p.errors.len()), (2, 1));
+        let out: Vec<_> = c.settle(p).into_iter().map(sotw).collect();
+        assert_eq!(out[0].version_info, "1");
+        assert_eq!(out[0].response_nonce, "n2");
+        let detail = &out[0].error_detail.as_ref().unwrap().message;
+        assert!(
+            detail.starts_with("Cluster \"bad\": Cluster(bad).lb_policy"),
+            "{detail}"
+        );
+        assert_eq!(out[1].resource_names, ["api", "web"]);
+        assert_eq!(out[1].response_nonce, "", "no EDS response seen yet");
+
+        // Absent from the next response: removed, and unsubscribed.
+        let p = c.sotw(cds("3", "n3", vec![eds_cluster("api")])).unwrap();
+        assert_eq!(p.removed, 1);
+        let out: Vec<_> = c.settle(p).into_iter().map(sotw).collect();
+        assert_eq!(out[0].version_info, "3");
+        assert_eq!(out[1].resource_names, ["api"]);
+
+        // Reconnect: the accepted version, the subscriptions held.
+        let again: Vec<_> = c.connected().into_iter().map(sotw).collect();
+        assert_eq!(again[0].version_info, "3");
+        assert_eq!(again[1].type_url, Kind::Endpoint.type_url());
+        assert_eq!(again[1].resource_names, ["api"]);
+    }
+
+    #[test]
+    fn delta_versions_removal_and_reconnect() {
+        let mut c = client("DELTA_GRPC");
+        let first: Vec<_> = c.connected().into_iter().map(delta).collect();
+        assert!(first[0].resource_names_subscribe.is_empty(), "wildcard");
+        let resource = |name: &str, version: &str, json| Resource {
+            name: name.into(),
+            version: version.into(),
+            resource: Some(any(json)),
+            ..Default::default()
+        };
+        let p = c
+            .delta(DeltaDiscoveryResponse {
+                resources: vec![resource("web", "a1", eds_cluster("web"))],
+                type_url: Kind::Cluster.type_url().into(),
+                nonce: "n1".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let out: Vec<_> = c.settle(p).into_iter().map(delta).collect();
+        assert_eq!(out[0].response_nonce, "n1");
+        assert!(out[0].error_detail.is_none());
+        assert_eq!(out[1].resource_names_subscribe, ["web"]);
+        let p = c
+            .delta(DeltaDiscoveryResponse {
+                resources: vec![resource("web", "e1", assignment("web", 8080))],
+                type_url: Kind::Endpoint.type_url().into(),
+                nonce: "n2".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        c.settle(p);
+        assert_eq!(c.snapshot().clusters.len(), 1, "web is warm");
+
+        // A name that does not match the resource is refused.
+        let p = c
+            .delta(DeltaDiscoveryResponse {
+                resources: vec![resource("other", "a2", eds_cluster("web"))],
+                type_url: Kind::Cluster.type_url().into(),
+                nonce: "n3".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let out: Vec<_> = c.settle(p).into_iter().map(delta).collect();
+        assert!(out[0]
+            .error_detail
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("differs"));
+
+        // Reconnect: what is held, with its versions.
+        let again: Vec<_> = c.connected().into_iter().map(delta).collect();
+        assert_eq!(again[0].initial_resource_versions.get("web").unwrap(), "a1");
+        assert_eq!(again[1].type_url, Kind::Endpoint.type_url());
+        assert_eq!(again[1].resource_names_subscribe, ["web"]);
+        assert_eq!(again[1].initial_resource_versions.get("web").unwrap(), "e1");
+
+        // Removal: the cluster goes, its assignment is unsubscribed.
+        let p = c
+            .delta(DeltaDiscoveryResponse {
+                removed_resources: vec!["web".into()],
+                type_url: Kind::Cluster.type_url().into(),
+                nonce: "n4".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(p.removed, 1);
+        let out: Vec<_> = c.settle(p).into_iter().map(delta).collect();
+        assert_eq!(out[1].resource_names_unsubscribe, ["web"]);
+        assert!(c.snapshot().clusters.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_type_is_nacked() {
+        let mut c = client("GRPC");
+        let nack = c
+            .sotw(DiscoveryResponse {
+                type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+                    .into(),
+                nonce: "s1".into(),
+                ..Default::default()
+            })
+            .unwrap_err();
+        let nack = sotw(*nack);
+        assert_eq!(nack.response_nonce, "s1");
+        assert!(nack.error_detail.unwrap().message.contains("not supported"));
     }
 }

@@ -90,7 +90,7 @@ async fn stream<Q, S>(
     path: &'static str,
     d: &mut Driver,
     unwrap: fn(Request) -> Q,
-    apply: fn(&mut Client, S) -> Result<Pending, Request>,
+    apply: fn(&mut Client, S) -> Result<Pending, Box<Request>>,
 ) -> anyhow::Result<bool>
 where
     Q: prost::Message + Send + Sync + 'static,
@@ -126,7 +126,7 @@ where
                 got = true;
                 let out = match apply(&mut d.client, resp) {
                     Ok(p) => d.settle(p).await,
-                    Err(nack) => vec![nack],
+                    Err(nack) => vec![*nack],
                 };
                 for r in out {
                     let _ = tx.send(unwrap(r));
