@@ -174,6 +174,8 @@ fn run() -> anyhow::Result<()> {
     let state: admin::Shared = Arc::new(Mutex::new(admin::State::default()));
 
     let mut dynamic = false;
+    // Stamped before the first read: a change made while control starts is not missed.
+    let initial_stamp = a.config.as_deref().and_then(source::stamp);
     let admin_address = match load(&a) {
         Ok(boot) => {
             let admin_address = boot.admin_address;
@@ -213,7 +215,7 @@ fn run() -> anyhow::Result<()> {
         );
     } else if let (Some(path), false) = (a.config.clone(), a.no_watch) {
         let tx = events.clone();
-        source::watch(path, move || tx.send(None).is_ok())?;
+        source::watch(path, initial_stamp, move || tx.send(None).is_ok())?;
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     std::thread::Builder::new()

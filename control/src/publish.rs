@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use zerohop_proto::shm::{monotonic_ns, AttachError, Geometry, PublishError, Segment};
+use zerohop_proto::shm::{
+    monotonic_ns, wake_address, AttachError, Geometry, PublishError, Segment,
+};
 use zerohop_proto::{codec, Snapshot};
 
 /// Control's handle on the segment.
@@ -14,6 +16,9 @@ pub struct Publisher {
     /// segment. During a binary upgrade the new process's control waits here until the old
     /// one exits, then continues the generation sequence.
     _lock: std::fs::File,
+    path: std::path::PathBuf,
+    /// Sends the shards their wake-up after a publish ([`wake_address`]).
+    waker: Option<std::os::unix::net::UnixDatagram>,
 }
 
 /// How a wait for the shards ended.
@@ -40,7 +45,15 @@ impl Publisher {
             lock.lock()?;
         }
         seg.set_control_pid(std::process::id());
-        Ok(Publisher { seg, _lock: lock })
+        let waker = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|w| w.set_nonblocking(true).map(|()| w))
+            .ok();
+        Ok(Publisher {
+            seg,
+            _lock: lock,
+            path: path.to_owned(),
+            waker,
+        })
     }
 
     pub fn segment(&self) -> &Segment {
@@ -60,7 +73,21 @@ impl Publisher {
                 );
             }
         }
-        self.seg.publish(&codec::encode(snapshot))
+        let generation = self.seg.publish(&codec::encode(snapshot))?;
+        self.wake();
+        Ok(generation)
+    }
+
+    /// Tells each active shard a generation is waiting. Best effort: a shard that misses it
+    /// applies the generation at its next tick.
+    fn wake(&self) {
+        let Some(waker) = &self.waker else { return };
+        let base = self.seg.shard_base();
+        for line in base..base + self.seg.active_shards() {
+            if let Ok(addr) = wake_address(&self.path, line) {
+                let _ = waker.send_to_addr(&[1], &addr);
+            }
+        }
     }
 
     /// Polls the ack words until every active shard applied `generation` (or newer).

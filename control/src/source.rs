@@ -15,15 +15,17 @@ use zerohop_proto::{codec, Snapshot};
 /// How often the config file's metadata is checked.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
+/// What identifies one version of the file: taken before the file is read, so that a change
+/// made while control starts up is seen by the watcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     mtime: SystemTime,
     len: u64,
     ino: u64,
     dev: u64,
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+pub fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some(Stamp {
         mtime: m.modified().ok()?,
@@ -33,17 +35,19 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Calls `changed` (on a background thread) whenever `path` changes. A file that is briefly
-/// missing (mid-rename) is waited for; a change is reported once it has held still for one
-/// interval, so a file still being written is not read half-way.
+/// Calls `changed` (on a background thread) whenever `path` differs from `seen` (the stamp
+/// taken before the file was last read). A file that is briefly missing (mid-rename) is
+/// waited for; a change is reported once it has held still for one interval, so a file still
+/// being written is not read half-way.
 pub fn watch(
     path: PathBuf,
+    seen: Option<Stamp>,
     mut changed: impl FnMut() -> bool + Send + 'static,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("config-watch".into())
         .spawn(move || {
-            let mut seen = stamp(&path);
+            let mut seen = seen;
             loop {
                 std::thread::sleep(WATCH_INTERVAL);
                 let now = stamp(&path);

@@ -81,7 +81,8 @@ fn a_removed_listener_stops_accepting_and_its_connections_drain_until_the_deadli
     proxy.rewrite_config(&config(up, false));
     assert!(
         refused_within(extra, RELOAD),
-        "removed listener still accepts"
+        "removed listener still accepts:\n{}",
+        proxy.log()
     );
     open.write_all(b"b").unwrap(); // the open connection keeps working during its drain
     open.read_exact(&mut [0u8; 1]).unwrap();

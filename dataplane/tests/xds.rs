@@ -525,3 +525,28 @@ fn sotw_endpoints_change_under_load() {
 fn delta_endpoints_change_under_load() {
     endpoints_under_load("DELTA_GRPC");
 }
+
+/// Delta ADS over a Unix socket, as Istio's pilot-agent serves it (`pipe` in the cluster).
+#[test]
+fn delta_over_a_unix_socket() {
+    let socket = support::scratch("XDS");
+    let Some(mut ads) = AdsServer::start_on(Some(&socket)) else {
+        return;
+    };
+    let u = upstreams();
+    let listen: SocketAddr = ([127, 0, 0, 1], envoy::free_port()).into();
+    initial(&mut ads, &u, listen);
+    let yaml = x::bootstrap(ads.addr(), "DELTA_GRPC", envoy::free_port()).replace(
+        &format!(
+            "{{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}",
+            ads.port
+        ),
+        &format!("{{ pipe: {{ path: {} }} }}", socket.display()),
+    );
+    assert!(yaml.contains("pipe"), "{yaml}");
+    let _proxy = Proxy::start_with(&yaml, Opts::default());
+    ads.answer("rds", "1", WAIT);
+    assert_eq!(get(listen, "/"), "200 a");
+    let stream = ads.wait(WAIT, |e| e["event"] == "stream");
+    assert_eq!(stream["node"], "xds-test");
+}

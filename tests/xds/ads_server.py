@@ -15,7 +15,7 @@ stdin (commands):
   {"op": "quit"}
 
 stdout (events):
-  {"event": "listening", "port": N}
+  {"event": "listening", "port": N, "unix": "path or null"}    (--unix PATH: a Unix socket)
   {"event": "stream", "api": "sotw"|"delta", "peer": "...", "node": "node id or empty"}
   {"event": "request", "api": ..., "type": "cds", "version_info": ..., "nonce": ...,
    "names": [...], "subscribe": [...], "unsubscribe": [...], "initial_versions": {...},
@@ -264,11 +264,11 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 s.done = True
 
 
-def start(state, port):
+def start(state, port, unix=None):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     servicer = Ads(state)
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"unix:{unix}" if unix else f"127.0.0.1:{port}")
     server.start()
     return server, servicer, bound
 
@@ -276,10 +276,11 @@ def start(state, port):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--unix", help="listen on this Unix socket path instead of TCP")
     args = p.parse_args()
     state = State()
-    server, servicer, port = start(state, args.port)
-    emit(event="listening", port=port)
+    server, servicer, port = start(state, args.port, args.unix)
+    emit(event="listening", port=port, unix=args.unix)
     for line in sys.stdin:
         cmd = json.loads(line)
         op = cmd["op"]
@@ -289,7 +290,7 @@ def main():
         elif op == "restart":
             server.stop(grace=None).wait()
             time.sleep(cmd.get("down_seconds", 0))
-            server, servicer, _ = start(state, port)
+            server, servicer, _ = start(state, port, args.unix)
             emit(event="restarted", port=port)
         elif op == "close":
             servicer.close_all()

@@ -587,3 +587,76 @@ mod tests {
         assert!(nack.error_detail.unwrap().message.contains("not supported"));
     }
 }
+
+/// Writes the xds_response fuzz target's seeds (fuzz/seeds/xds_response):
+/// `cargo test -p zerohop-control -- --ignored write_xds_fuzz_seeds`.
+#[cfg(test)]
+mod seeds {
+    use super::*;
+    use crate::config::dynamic_tests::{any, assignment, eds_cluster, listener, router, routes};
+    use crate::xds::wire::Resource;
+    use prost::Message as _;
+
+    fn framed(mode: u8, responses: Vec<Vec<u8>>) -> Vec<u8> {
+        let mut out = vec![mode];
+        for r in responses {
+            out.extend_from_slice(&(r.len() as u16).to_le_bytes());
+            out.extend_from_slice(&r);
+        }
+        out
+    }
+
+    #[test]
+    #[ignore = "writes fuzz seeds"]
+    fn write_xds_fuzz_seeds() {
+        let sets = [
+            (Kind::Cluster, vec![eds_cluster("web"), eds_cluster("api")]),
+            (Kind::Endpoint, vec![assignment("web", 8080)]),
+            (
+                Kind::Listener,
+                vec![listener("in", 15006, serde_json::json!([router()]))],
+            ),
+            (Kind::Route, vec![routes("web")]),
+        ];
+        let sotw: Vec<Vec<u8>> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, res))| {
+                DiscoveryResponse {
+                    version_info: format!("{i}"),
+                    resources: res.iter().cloned().map(any).collect(),
+                    type_url: kind.type_url().into(),
+                    nonce: format!("n{i}"),
+                }
+                .encode_to_vec()
+            })
+            .collect();
+        let delta: Vec<Vec<u8>> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, res))| {
+                DeltaDiscoveryResponse {
+                    resources: res
+                        .iter()
+                        .cloned()
+                        .map(|r| Resource {
+                            resource: Some(any(r)),
+                            version: format!("v{i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    type_url: kind.type_url().into(),
+                    nonce: format!("n{i}"),
+                    removed_resources: if i == 3 { vec!["api".into()] } else { vec![] },
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            })
+            .collect();
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/xds_response");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sotw"), framed(0, sotw)).unwrap();
+        std::fs::write(dir.join("delta"), framed(1, delta)).unwrap();
+    }
+}

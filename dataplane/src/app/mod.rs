@@ -156,6 +156,7 @@ fn serve(
             initial: (generation, snapshot.clone()),
             driver,
             drain_timeout,
+            wake: wake_socket(shm, base + id),
         };
         let t = std::thread::Builder::new()
             .name(format!("shard-{id}"))
@@ -196,6 +197,22 @@ fn serve(
     upgrade::remove_socket(&upgrade_path);
     log::info!("drained; exiting");
     Ok(())
+}
+
+/// The shard's wake-up socket (see [`zerohop_proto::shm::wake_address`]); `None` (the shard
+/// then relies on its tick) if it cannot be bound, e.g. while the process it replaces in an
+/// upgrade still holds the same line.
+fn wake_socket(shm: &std::path::Path, line: usize) -> Option<std::os::unix::net::UnixDatagram> {
+    let bound = zerohop_proto::shm::wake_address(shm, line)
+        .and_then(|a| std::os::unix::net::UnixDatagram::bind_addr(&a))
+        .and_then(|s| s.set_nonblocking(true).map(|()| s));
+    match bound {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::debug!("wake-up socket for line {line}: {e}");
+            None
+        }
+    }
 }
 
 /// Waits for the segment and its first generation, then decodes it (to bind listeners).

@@ -52,6 +52,9 @@ pub struct Spec {
     pub initial: (u64, zerohop_proto::Snapshot),
     pub driver: IoDriver,
     pub drain_timeout: Duration,
+    /// Bound to [`zerohop_proto::shm::wake_address`] for this shard's line: control's
+    /// wake-up after a publish. `None`: the shard finds new generations at its tick only.
+    pub wake: Option<std::os::unix::net::UnixDatagram>,
 }
 
 /// Per-shard state shared by the shard's tasks (`Rc`, `!Send` on purpose).
@@ -178,8 +181,16 @@ async fn main(spec: Spec) {
         drain_timeout,
         initial,
         line,
+        wake,
         ..
     } = spec;
+    let wake = wake.and_then(|w| match monoio::net::unix::UnixDatagram::from_std(w) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::debug!("shard {id}: wake-up socket: {e}; new generations are found at each tick");
+            None
+        }
+    });
     let seed = zerohop_proto::shm::monotonic_ns() ^ ((id as u64 + 1) << 32);
     let shard = Rc::new(Shard {
         id,
@@ -210,7 +221,18 @@ async fn main(spec: Spec) {
     shard.take_listener_ops();
 
     while !DRAINING.load(Ordering::Relaxed) {
-        monoio::time::sleep(TICK).await;
+        match &wake {
+            Some(w) => {
+                monoio::select! {
+                    _ = monoio::time::sleep(TICK) => {}
+                    _ = w.readable(false) => {
+                        let fd = std::os::fd::AsRawFd::as_raw_fd(w);
+                        while crate::net::sys::recv(fd, &mut [0u8; 8]).is_ok_and(|n| n > 0) {}
+                    }
+                }
+            }
+            None => monoio::time::sleep(TICK).await,
+        }
         shard.take_listener_ops();
         shard.maybe_reload();
         shard.expire_drained_listeners(Instant::now());

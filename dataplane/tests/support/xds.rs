@@ -61,9 +61,18 @@ impl Drop for AdsServer {
 impl AdsServer {
     /// `None` when the server's Python is missing (and peers are not required).
     pub fn start() -> Option<AdsServer> {
+        AdsServer::start_on(None)
+    }
+
+    /// On a Unix socket at `unix` instead of TCP.
+    pub fn start_on(unix: Option<&std::path::Path>) -> Option<AdsServer> {
         let python = python()?;
-        let mut child = Command::new(python)
-            .arg(workspace().join("tests/xds/ads_server.py"))
+        let mut cmd = Command::new(python);
+        cmd.arg(workspace().join("tests/xds/ads_server.py"));
+        if let Some(path) = unix {
+            cmd.arg("--unix").arg(path);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
