@@ -257,15 +257,12 @@ pub(crate) fn cluster(
         ("STATIC", _) => Discovery::Static,
         ("EDS", true) => {
             let eds = msg(c, "eds_cluster_config");
-            if !eds
-                .and_then(|e| msg(e, "eds_config"))
-                .is_some_and(|s| s.has_field_by_name("ads"))
-            {
-                return Err(ConfigError::at(
-                    format!("{path}.eds_cluster_config.eds_config"),
-                    "EDS is supported over ADS only (eds_config: { ads: {} })",
-                ));
-            }
+            let source = eds.and_then(|e| msg(e, "eds_config"));
+            ads_source(
+                source,
+                &format!("{path}.eds_cluster_config.eds_config"),
+                "EDS",
+            )?;
             let service = eds.map(|e| string(e, "service_name")).unwrap_or_default();
             Discovery::Eds(if service.is_empty() {
                 name.clone()
@@ -323,6 +320,29 @@ pub(crate) fn cluster(
         endpoints,
     };
     Ok((cluster, discovery))
+}
+
+/// Checks the `ConfigSource` of an EDS cluster or an RDS route configuration: over ADS, and
+/// without an `initial_fetch_timeout` of its own (zerohop has one for the whole first
+/// configuration, `cds_config`'s or `lds_config`'s; a per-resource one would be ignored).
+pub(crate) fn ads_source(
+    source: Option<&DynamicMessage>,
+    path: &str,
+    what: &str,
+) -> Result<(), ConfigError> {
+    let Some(source) = source.filter(|s| s.has_field_by_name("ads")) else {
+        return Err(ConfigError::at(
+            path,
+            format!("{what} is supported over ADS only ({{ ads: {{}} }})"),
+        ));
+    };
+    if source.has_field_by_name("initial_fetch_timeout") {
+        return Err(ConfigError::at(
+            format!("{path}.initial_fetch_timeout"),
+            "initial_fetch_timeout is supported on dynamic_resources.cds_config and lds_config only (one timeout for the whole first configuration)",
+        ));
+    }
+    Ok(())
 }
 
 /// The endpoints of a `ClusterLoadAssignment` (inline, or from EDS).

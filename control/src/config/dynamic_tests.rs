@@ -204,6 +204,13 @@ fn each_resource_is_checked_alone_naming_resource_and_field() {
         .map_err(|(_, e)| e.to_string())
         .unwrap_err();
     assert!(e.contains("in a Listener response"), "{e}");
+    let mut own_timeout = eds_cluster("web");
+    own_timeout["eds_cluster_config"]["eds_config"]["initial_fetch_timeout"] = "1s".into();
+    let e = check(&r, &d, Kind::Cluster, own_timeout).unwrap_err();
+    assert!(
+        e.contains("Cluster(web).eds_cluster_config.eds_config.initial_fetch_timeout"),
+        "{e}"
+    );
     // A route to a cluster that has not arrived is fine (503 until it does).
     assert!(check(&r, &d, Kind::Route, routes("later")).is_ok());
     let mut regex = routes("web");

@@ -181,12 +181,11 @@ pub(super) fn http_manager(
         (None, Some(rds)) => {
             let name = string(rds, "route_config_name");
             let rpath = format!("{path}.rds");
-            if !msg(rds, "config_source").is_some_and(|c| c.has_field_by_name("ads")) {
-                return Err(ConfigError::at(
-                    format!("{rpath}.config_source"),
-                    "RDS is supported over ADS only (config_source: { ads: {} })",
-                ));
-            }
+            super::compile::ads_source(
+                msg(rds, "config_source"),
+                &format!("{rpath}.config_source"),
+                "RDS",
+            )?;
             match routes {
                 Routes::Static => {
                     return Err(ConfigError::at(
