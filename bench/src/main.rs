@@ -2,6 +2,7 @@
 //! against a baseline (a direct connection, HAProxy), in interleaved rounds, and reported
 //! with ratios: on a shared machine absolute numbers drift, ratios from one run hold.
 
+mod ads;
 mod chart;
 mod config;
 mod gen;

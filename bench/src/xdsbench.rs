@@ -19,14 +19,15 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use crate::ads::AdsServer;
 use zerohop_proto::shm::{monotonic_ns, Segment};
 
 use crate::targets::{free_port, Tools};
@@ -57,10 +58,6 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut a = Args {
@@ -68,9 +65,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
         rounds: 3,
         api: "GRPC".into(),
         envoy: true,
-        python: std::env::var_os("ZEROHOP_XDS_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("target/ci/xds-venv/bin/python3")),
+        python: crate::ads::default_python(),
         tools: Tools::default(),
         out: None,
     };
@@ -104,98 +99,20 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     Ok(a)
 }
 
-/// The scripted ADS server, its events kept as they arrive.
-struct Ads {
-    child: Child,
-    stdin: ChildStdin,
-    events: Arc<(Mutex<Vec<Value>>, Condvar)>,
-    port: u16,
-}
-
-impl Drop for Ads {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The response of `ty` at `version` that carried all `n` resources and the client's ACK:
+/// `(sent, acknowledged)` in CLOCK_MONOTONIC ns.
+fn exchange(ads: &AdsServer, ty: &str, version: &str, n: usize) -> Result<(u64, u64), String> {
+    let (resp, ack) = ads.exchange(
+        ty,
+        version,
+        |names| names.len() == n,
+        Duration::from_secs(300),
+    )?;
+    if !ack["error"].is_null() {
+        return Err(format!("{ty} v{version} was NACKed: {}", ack["error"]));
     }
-}
-
-impl Ads {
-    fn start(python: &PathBuf) -> Result<Ads, String> {
-        let mut child = Command::new(python)
-            .arg(workspace().join("tests/xds/ads_server.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", python.display()))?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let events: Arc<(Mutex<Vec<Value>>, Condvar)> = Arc::default();
-        let sink = events.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.0.lock().unwrap().push(v);
-                    sink.1.notify_all();
-                }
-            }
-        });
-        let mut ads = Ads {
-            child,
-            stdin,
-            events,
-            port: 0,
-        };
-        let e = ads.wait(Duration::from_secs(30), |e| e["event"] == "listening")?;
-        ads.port = e["port"].as_u64().unwrap_or(0) as u16;
-        Ok(ads)
-    }
-
-    fn set(&mut self, ty: &str, version: &str, resources: Vec<Value>) -> Result<(), String> {
-        let cmd = json!({"op": "set", "type": ty, "version": version, "resources": resources});
-        writeln!(self.stdin, "{cmd}").map_err(|e| e.to_string())?;
-        self.stdin.flush().map_err(|e| e.to_string())?;
-        self.wait(Duration::from_secs(120), |e| {
-            e["event"] == "set" && e["type"] == ty && e["version"] == version
-        })
-        .map(drop)
-    }
-
-    fn wait(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value, String> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.events;
-        let mut events = lock.lock().unwrap();
-        loop {
-            if let Some(e) = events.iter().find(|e| pred(e)) {
-                return Ok(e.clone());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!("no such xDS event within {timeout:?}"));
-            }
-            events = cv.wait_timeout(events, left).unwrap().0;
-        }
-    }
-
-    /// The response of `ty` at `version` that carried all `n` resources, and the client's
-    /// answer to it: `(sent, answered)` in CLOCK_MONOTONIC ns.
-    fn exchange(&self, ty: &str, version: &str, n: usize) -> Result<(u64, u64), String> {
-        let t = Duration::from_secs(300);
-        let resp = self.wait(t, |e| {
-            e["event"] == "response"
-                && e["type"] == ty
-                && e["version"] == version
-                && e["names"].as_array().is_some_and(|a| a.len() == n)
-        })?;
-        let nonce = resp["nonce"].clone();
-        let ack = self.wait(t, |e| {
-            e["event"] == "request" && e["type"] == ty && e["nonce"] == nonce
-        })?;
-        if !ack["error"].is_null() {
-            return Err(format!("{ty} v{version} was NACKed: {}", ack["error"]));
-        }
-        let ns = |e: &Value| e["mono_ns"].as_u64().unwrap_or(0);
-        Ok((ns(&resp), ns(&ack)))
-    }
+    let ns = |e: &Value| e["mono_ns"].as_u64().unwrap_or(0);
+    Ok((ns(&resp), ns(&ack)))
 }
 
 fn bootstrap(ads: u16, api: &str, admin: u16) -> String {
@@ -387,14 +304,14 @@ type Step = (f64, f64);
 /// One round for one proxy: (cold, update).
 fn round(a: &Args, kind: &str, n: usize) -> Result<(Step, Step), String> {
     let ms = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e6;
-    let mut ads = Ads::start(&a.python)?;
+    let mut ads = AdsServer::start(&a.python, None)?;
     ads.set("lds", "1", vec![])?;
     ads.set("eds", "1", assignments(n, 1))?;
     ads.set("cds", "1", clusters(n))?;
     let proxy = start(kind, ads.port, &a.api, &a.tools)?;
     let timeout = Duration::from_secs(300);
-    let (cds_sent, _) = ads.exchange("cds", "1", n)?;
-    let (_, eds_ack) = ads.exchange("eds", "1", n)?;
+    let (cds_sent, _) = exchange(&ads, "cds", "1", n)?;
+    let (_, eds_ack) = exchange(&ads, "eds", "1", n)?;
     let cold_applied = match &proxy {
         Proxy::Zerohop { shm, .. } => zerohop_applied(shm, 0, timeout)?,
         Proxy::Envoy { admin, .. } => envoy_serving(*admin, n, 1, timeout)?,
@@ -407,7 +324,7 @@ fn round(a: &Args, kind: &str, n: usize) -> Result<(Step, Step), String> {
         Proxy::Envoy { .. } => 0,
     };
     ads.set("eds", "2", assignments(n, 2))?;
-    let (sent, ack) = ads.exchange("eds", "2", n)?;
+    let (sent, ack) = exchange(&ads, "eds", "2", n)?;
     let applied = match &proxy {
         Proxy::Zerohop { shm, .. } => zerohop_applied(shm, before, timeout)?,
         Proxy::Envoy { admin, .. } => envoy_serving(*admin, n, 2, timeout)?,
@@ -427,6 +344,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: &Args) -> Result<String, String> {
+    if !crate::ads::python_ready(&a.python) {
+        return Err(format!(
+            "{} cannot import grpc and xds-protos (python3 -m venv target/ci/xds-venv && target/ci/xds-venv/bin/pip install -r tests/xds/requirements.txt, or --python PATH)",
+            a.python.display()
+        ));
+    }
     let kinds: Vec<&str> = match a.envoy {
         true => vec!["zerohop", "envoy"],
         false => vec!["zerohop"],

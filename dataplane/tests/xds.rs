@@ -141,8 +141,16 @@ fn initial(ads: &mut AdsServer, u: &Upstreams, listen: SocketAddr) {
     ads.set("rds", "1", vec![x::routes("local", &[("/", "web")])]);
 }
 
-/// Initial snapshot, update, partial NACK, removal.
-fn scenario(peer: Peer, api: &str) -> Option<Vec<String>> {
+/// A proxy serving the initial snapshot, its four answers recorded.
+struct Setup {
+    ads: AdsServer,
+    u: Upstreams,
+    listen: SocketAddr,
+    t: Transcript,
+    running: Running,
+}
+
+fn setup(peer: Peer, api: &str) -> Option<Setup> {
     let mut ads = AdsServer::start()?;
     let u = upstreams();
     let listen: SocketAddr = ([127, 0, 0, 1], envoy::free_port()).into();
@@ -155,6 +163,42 @@ fn scenario(peer: Peer, api: &str) -> Option<Vec<String>> {
     for ty in ["cds", "eds", "lds", "rds"] {
         t.answer(&ads, ty, "1");
     }
+    Some(Setup {
+        ads,
+        u,
+        listen,
+        t,
+        running,
+    })
+}
+
+/// Runs `scenario` through zerohop and checks its transcript with `check`; then, Envoy
+/// permitting, through Envoy: the two transcripts must be equal.
+fn parity_of(
+    api: &str,
+    scenario: fn(Peer, &str) -> Option<Vec<String>>,
+    check: impl Fn(&[String]),
+) {
+    let Some(z) = scenario(Peer::Zerohop, api) else {
+        return;
+    };
+    check(&z);
+    if !envoy::available() {
+        return;
+    }
+    let e = scenario(Peer::Envoy, api).expect("the ADS server started once already");
+    assert_eq!(z, e, "zerohop and Envoy differ");
+}
+
+/// Initial snapshot, update, partial NACK, removal.
+fn scenario(peer: Peer, api: &str) -> Option<Vec<String>> {
+    let Setup {
+        mut ads,
+        u,
+        listen,
+        mut t,
+        running,
+    } = setup(peer, api)?;
     t.traffic(listen, "/", "200 a");
 
     // Endpoints move.
@@ -272,9 +316,10 @@ fn scenario(peer: Peer, api: &str) -> Option<Vec<String>> {
 }
 
 fn parity(api: &str) {
-    let Some(z) = scenario(Peer::Zerohop, api) else {
-        return;
-    };
+    parity_of(api, scenario, |z| check_sequence(api, z));
+}
+
+fn check_sequence(api: &str, z: &[String]) {
     let want = [
         "GET / -> 200 a",
         "GET / -> 200 b",
@@ -283,28 +328,18 @@ fn parity(api: &str) {
         "GET /api -> 503 -",
         "GET / -> refused",
     ];
+    // A state-of-the-world client echoes a version; a delta one has none to echo.
+    let v = |n: &str| match api {
+        "GRPC" => format!(" version_info=\"{n}\""),
+        _ => String::new(),
+    };
     assert!(
         z.ends_with(&[
-            "lds v2: NACK".to_string()
-                + if api == "GRPC" {
-                    " version_info=\"1\""
-                } else {
-                    ""
-                },
+            format!("lds v2: NACK{}", v("1")),
             "GET / -> refused".into(),
-            "lds v3: ACK".to_string()
-                + if api == "GRPC" {
-                    " version_info=\"3\""
-                } else {
-                    ""
-                },
+            format!("lds v3: ACK{}", v("3")),
             "GET / -> 200 b".into(),
-            "lds v4: ACK".to_string()
-                + if api == "GRPC" {
-                    " version_info=\"4\""
-                } else {
-                    ""
-                },
+            format!("lds v4: ACK{}", v("4")),
             "GET / -> refused".into(),
             "GET / -> refused".into(),
         ]),
@@ -328,11 +363,6 @@ fn parity(api: &str) {
         2,
         "only cds v3 and lds v2 are refused: {z:#?}"
     );
-    if !envoy::available() {
-        return;
-    }
-    let e = scenario(Peer::Envoy, api).expect("the ADS server started once already");
-    assert_eq!(z, e, "zerohop and Envoy differ");
 }
 
 #[test]
@@ -401,18 +431,13 @@ impl Load {
 /// The ADS server goes away for a second and comes back: traffic never fails, and the
 /// client reconnects presenting what it holds.
 fn server_restart(peer: Peer, api: &str) -> Option<Vec<String>> {
-    let mut ads = AdsServer::start()?;
-    let u = upstreams();
-    let listen: SocketAddr = ([127, 0, 0, 1], envoy::free_port()).into();
-    let mut t = Transcript {
-        peer,
-        lines: Vec::new(),
-    };
-    initial(&mut ads, &u, listen);
-    let _running = start(peer, &ads, api, listen);
-    for ty in ["cds", "eds", "lds", "rds"] {
-        t.answer(&ads, ty, "1");
-    }
+    let Setup {
+        mut ads,
+        u,
+        listen,
+        mut t,
+        running: _running,
+    } = setup(peer, api)?;
     let load = Load::start(listen, 100, false);
     std::thread::sleep(Duration::from_millis(500));
     let mark = ads.events().len();
@@ -446,23 +471,17 @@ fn server_restart(peer: Peer, api: &str) -> Option<Vec<String>> {
 }
 
 fn restart_parity(api: &str) {
-    let Some(z) = server_restart(Peer::Zerohop, api) else {
-        return;
-    };
-    assert!(
-        z.contains(&"failed requests during the restart: 0".to_string()),
-        "{z:#?}"
-    );
-    assert!(
-        z.iter().any(|l| l == "reconnect: cds version_info=\"1\""
-            || l == "reconnect: cds initial_resource_versions has web: true"),
-        "{z:#?}"
-    );
-    if !envoy::available() {
-        return;
-    }
-    let e = server_restart(Peer::Envoy, api).expect("the ADS server started once already");
-    assert_eq!(z, e, "zerohop and Envoy differ");
+    parity_of(api, server_restart, |z| {
+        assert!(
+            z.contains(&"failed requests during the restart: 0".to_string()),
+            "{z:#?}"
+        );
+        assert!(
+            z.iter().any(|l| l == "reconnect: cds version_info=\"1\""
+                || l == "reconnect: cds initial_resource_versions has web: true"),
+            "{z:#?}"
+        );
+    });
 }
 
 #[test]
@@ -480,16 +499,13 @@ fn delta_server_restart_loses_no_request() {
 /// and, once it has settled (1 s after its ACK), it too sends nothing to the removed endpoint;
 /// how many of its requests reached it after its ACK is printed, not asserted.
 fn endpoints_under_load(peer: Peer, api: &str) -> Option<Vec<String>> {
-    let mut ads = AdsServer::start()?;
-    let u = upstreams();
-    let listen: SocketAddr = ([127, 0, 0, 1], envoy::free_port()).into();
-    let mut t = Transcript {
-        peer,
-        lines: Vec::new(),
-    };
-    initial(&mut ads, &u, listen);
-    let _running = start(peer, &ads, api, listen);
-    t.answer(&ads, "rds", "1");
+    let Setup {
+        mut ads,
+        u,
+        listen,
+        mut t,
+        running: _running,
+    } = setup(peer, api)?;
     let loads: Vec<Load> = (0..4).map(|_| Load::start(listen, 200, true)).collect();
     std::thread::sleep(Duration::from_millis(300));
     // a and b, then b only.
@@ -538,22 +554,16 @@ fn endpoints_under_load(peer: Peer, api: &str) -> Option<Vec<String>> {
 }
 
 fn endpoints_parity(api: &str) {
-    let Some(z) = endpoints_under_load(Peer::Zerohop, api) else {
-        return;
-    };
-    assert!(
-        z.iter()
-            .any(|l| l == "after settling, requests not reaching b: 0")
-            && z.iter()
-                .any(|l| l == "a served before it was removed: true")
-            && z.iter().any(|l| l == "every request served: true"),
-        "{z:#?}"
-    );
-    if !envoy::available() {
-        return;
-    }
-    let e = endpoints_under_load(Peer::Envoy, api).expect("the ADS server started once already");
-    assert_eq!(z, e, "zerohop and Envoy differ");
+    parity_of(api, endpoints_under_load, |z| {
+        assert!(
+            z.iter()
+                .any(|l| l == "after settling, requests not reaching b: 0")
+                && z.iter()
+                    .any(|l| l == "a served before it was removed: true")
+                && z.iter().any(|l| l == "every request served: true"),
+            "{z:#?}"
+        );
+    });
 }
 
 #[test]

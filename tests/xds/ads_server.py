@@ -118,6 +118,7 @@ class Stream:
         self.in_flight = {}  # type -> nonce awaiting ACK/NACK
         self.sent_version = {}  # SotW: type -> (version, names) last sent
         self.client_has = {t: {} for t in TYPES}  # delta: type -> {name: version}
+        self.answered = set()  # delta: types this stream has sent a response of
         self.done = False
 
     def wanted(self, short, table):
@@ -189,8 +190,12 @@ class Stream:
                 has = self.client_has[short]
                 changed = {n: v for n, v in wanted.items() if has.get(n) != v[1]}
                 removed = sorted(n for n in has if n not in wanted)
-                if not changed and not removed:
+                # The first answer to a wildcard subscription goes out even when empty (as
+                # go-control-plane does): the client's initialisation waits for it.
+                first = short in WILDCARD and short not in self.answered and version
+                if not changed and not removed and not first:
                     continue
+                self.answered.add(short)
                 resp = discovery_pb2.DeltaDiscoveryResponse(
                     system_version_info=version, type_url=TYPES[short], nonce=nonce,
                     removed_resources=removed,

@@ -59,6 +59,18 @@ pub struct Pending {
 }
 
 impl Pending {
+    fn new(kind: Kind, nonce: String, version: String, received: Instant) -> Pending {
+        Pending {
+            kind,
+            nonce,
+            version,
+            errors: Vec::new(),
+            received,
+            applied: 0,
+            removed: 0,
+        }
+    }
+
     /// The NACK's `error_detail.message`: each refused resource with the field at fault.
     pub fn error_detail(&self) -> Option<String> {
         if self.errors.is_empty() {
@@ -173,15 +185,7 @@ impl Client {
         let Some(kind) = Kind::from_type_url(&r.type_url) else {
             return Err(Box::new(self.unknown_type(&r.type_url, &r.nonce)));
         };
-        let mut p = Pending {
-            kind,
-            nonce: r.nonce,
-            version: r.version_info,
-            errors: Vec::new(),
-            received,
-            applied: 0,
-            removed: 0,
-        };
+        let mut p = Pending::new(kind, r.nonce, r.version_info, received);
         let mut seen = BTreeSet::new();
         for any in &r.resources {
             match self.resources.check(&self.dynamic, kind, any, "") {
@@ -213,15 +217,7 @@ impl Client {
         let Some(kind) = Kind::from_type_url(&r.type_url) else {
             return Err(Box::new(self.unknown_type(&r.type_url, &r.nonce)));
         };
-        let mut p = Pending {
-            kind,
-            nonce: r.nonce,
-            version: r.system_version_info,
-            errors: Vec::new(),
-            received,
-            applied: 0,
-            removed: 0,
-        };
+        let mut p = Pending::new(kind, r.nonce, r.system_version_info, received);
         for res in &r.resources {
             let Some(any) = &res.resource else {
                 p.errors

@@ -1,60 +1,26 @@
-//! The scripted ADS server (tests/xds/ads_server.py, grpcio + xds-protos), driven over its
-//! stdin, and the resources the xDS tests send.
+//! The scripted ADS server (tests/xds/ads_server.py, grpcio + xds-protos), driven through
+//! the bench's driver (bench/src/ads.rs, shared by `#[path]`), and the resources the xDS
+//! tests send.
 //!
 //! Its Python is `ZEROHOP_XDS_PYTHON`, else `target/ci/xds-venv/bin/python3`, the venv
 //! `.ci/run` creates from tests/xds/requirements.txt.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "../../../bench/src/ads.rs"]
+mod ads;
 
-fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("ZEROHOP_XDS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/ci/xds-venv/bin/python3"));
-    let ok = Command::new(&p)
-        .args(["-c", "import grpc, envoy.service.discovery.v3.ads_pb2_grpc"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("ZEROHOP_REQUIRE_PEERS").is_none(),
-            "{} with grpcio and xds-protos is required here (ZEROHOP_REQUIRE_PEERS)",
-            p.display()
-        );
-        eprintln!(
-            "no xDS test server Python at {} (python3 -m venv target/ci/xds-venv && target/ci/xds-venv/bin/pip install -r tests/xds/requirements.txt): test skipped",
-            p.display()
-        );
-        return None;
-    }
-    Some(p)
-}
+/// The driver, its errors turned into test failures.
+pub struct AdsServer(ads::AdsServer);
 
-/// Everything the server printed, in order.
-type Events = Arc<(Mutex<Vec<Value>>, Condvar)>;
-
-pub struct AdsServer {
-    child: Child,
-    stdin: ChildStdin,
-    events: Events,
-    pub port: u16,
-}
-
-impl Drop for AdsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for AdsServer {
+    type Target = ads::AdsServer;
+    fn deref(&self) -> &ads::AdsServer {
+        &self.0
     }
 }
 
@@ -65,102 +31,45 @@ impl AdsServer {
     }
 
     /// On a Unix socket at `unix` instead of TCP.
-    pub fn start_on(unix: Option<&std::path::Path>) -> Option<AdsServer> {
-        let python = python()?;
-        let mut cmd = Command::new(python);
-        cmd.arg(workspace().join("tests/xds/ads_server.py"));
-        if let Some(path) = unix {
-            cmd.arg("--unix").arg(path);
+    pub fn start_on(unix: Option<&Path>) -> Option<AdsServer> {
+        let python = ads::default_python();
+        if !ads::python_ready(&python) {
+            assert!(
+                std::env::var_os("ZEROHOP_REQUIRE_PEERS").is_none(),
+                "{} with grpcio and xds-protos is required here (ZEROHOP_REQUIRE_PEERS)",
+                python.display()
+            );
+            eprintln!(
+                "no xDS test server Python at {} (python3 -m venv target/ci/xds-venv && target/ci/xds-venv/bin/pip install -r tests/xds/requirements.txt): test skipped",
+                python.display()
+            );
+            return None;
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start ads_server.py");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let events: Events = Arc::default();
-        let sink = events.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v: Value = serde_json::from_str(&line).expect("server event is JSON");
-                sink.0.lock().unwrap().push(v);
-                sink.1.notify_all();
-            }
-        });
-        let mut s = AdsServer {
-            child,
-            stdin,
-            events,
-            port: 0,
-        };
-        let e = s.wait(Duration::from_secs(30), |e| e["event"] == "listening");
-        s.port = e["port"].as_u64().unwrap() as u16;
-        Some(s)
+        Some(AdsServer(ads::AdsServer::start(&python, unix).unwrap()))
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
-    }
-
-    fn command(&mut self, v: Value) {
-        writeln!(self.stdin, "{v}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// Sets the resources of `ty` (cds, eds, lds, rds) at `version`; the server pushes them.
     pub fn set(&mut self, ty: &str, version: &str, resources: Vec<Value>) {
-        self.command(json!({"op": "set", "type": ty, "version": version, "resources": resources}));
-        self.wait(Duration::from_secs(10), |e| {
-            e["event"] == "set" && e["type"] == ty && e["version"] == version
-        });
+        self.0.set(ty, version, resources).unwrap()
     }
 
-    /// Stops the server for `down` seconds (streams cut), then serves again, same port.
     pub fn restart(&mut self, down: f64) {
-        self.command(json!({"op": "restart", "down_seconds": down}));
-        self.wait(Duration::from_secs(30), |e| e["event"] == "restarted");
+        self.0.restart(down).unwrap()
     }
 
-    pub fn events(&self) -> Vec<Value> {
-        self.events.0.lock().unwrap().clone()
-    }
-
-    /// Waits for the first event (from the start) matching `pred`.
     pub fn wait(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_from(0, timeout, pred)
+        self.0.wait(timeout, pred).unwrap()
     }
 
-    /// Waits for an event at index `from` or later matching `pred`.
     pub fn wait_from(
         &self,
         from: usize,
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.events;
-        let mut events = lock.lock().unwrap();
-        loop {
-            if let Some(e) = events.iter().skip(from).find(|e| pred(e)) {
-                return e.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "no such xDS event within {timeout:?}; events:\n{}",
-                events
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            events = cv.wait_timeout(events, left).unwrap().0;
-        }
+        self.0.wait_from(from, timeout, pred).unwrap()
     }
 
-    /// Waits for the client's answer to the response of `ty` at `version`: its ACK (the
-    /// request echoing that response's nonce without an error) or NACK. Returns the request.
+    /// The client's answer (ACK or NACK) to the response of `ty` at `version`.
     pub fn answer(&self, ty: &str, version: &str, timeout: Duration) -> Value {
         self.answer_for(ty, version, None, timeout)
     }
@@ -174,16 +83,8 @@ impl AdsServer {
         name: Option<&str>,
         timeout: Duration,
     ) -> Value {
-        let resp = self.wait(timeout, |e| {
-            e["event"] == "response"
-                && e["type"] == ty
-                && e["version"] == version
-                && name.is_none_or(|n| e["names"].as_array().unwrap().iter().any(|x| x == n))
-        });
-        let nonce = resp["nonce"].clone();
-        self.wait(timeout, |e| {
-            e["event"] == "request" && e["type"] == ty && e["nonce"] == nonce
-        })
+        let carried = |names: &[Value]| name.is_none_or(|n| names.iter().any(|x| x == n));
+        self.0.exchange(ty, version, carried, timeout).unwrap().1
     }
 }
 
