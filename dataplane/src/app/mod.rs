@@ -239,7 +239,9 @@ fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot, u64), St
             },
             Err(e) => last_error = e.to_string(),
         }
-        std::thread::sleep(Duration::from_millis(10));
+        // Start-up only: a short poll, so that the first generation (under xDS, the moment
+        // the first configuration is complete) is served without delay.
+        std::thread::sleep(Duration::from_millis(1));
     }
     Err(err(format!(
         "no configuration at {} after {ATTACH_TIMEOUT:?}: {last_error}",
