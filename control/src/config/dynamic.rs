@@ -476,6 +476,16 @@ impl Resources {
         }
     }
 
+    /// How many resources of `kind` are held.
+    pub fn count(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Cluster => self.clusters.len(),
+            Kind::Endpoint => self.endpoints.len(),
+            Kind::Listener => self.listeners.len(),
+            Kind::Route => self.routes.len(),
+        }
+    }
+
     /// The route configurations (RDS) or load assignments (EDS) that something refers to:
     /// what the client subscribes to by name.
     pub fn wanted(&self, d: &Dynamic, kind: Kind) -> BTreeSet<String> {

@@ -394,7 +394,7 @@ impl Client {
     pub fn versions(&self) -> Vec<(Kind, String, usize)> {
         self.types
             .iter()
-            .map(|(k, t)| (*k, t.version.clone(), self.resources.names(*k).len()))
+            .map(|(k, t)| (*k, t.version.clone(), self.resources.count(*k)))
             .collect()
     }
 }
