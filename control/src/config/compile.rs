@@ -336,6 +336,7 @@ pub(crate) fn ads_source(
             format!("{what} is supported over ADS only ({{ ads: {{}} }})"),
         ));
     };
+    api_version(source, "resource_api_version", path)?;
     if source.has_field_by_name("initial_fetch_timeout") {
         return Err(ConfigError::at(
             format!("{path}.initial_fetch_timeout"),
@@ -343,6 +344,18 @@ pub(crate) fn ads_source(
         ));
     }
     Ok(())
+}
+
+/// `resource_api_version` / `transport_api_version`: xDS v3 is the only one (`AUTO`, the
+/// default, means v3 too); v2 is refused, as Envoy refuses it.
+pub(crate) fn api_version(m: &DynamicMessage, field: &str, path: &str) -> Result<(), ConfigError> {
+    match enum_name(m, field).as_str() {
+        "AUTO" | "V3" => Ok(()),
+        other => Err(ConfigError::at(
+            format!("{path}.{field}"),
+            format!("{other} is not supported (xDS v3 only)"),
+        )),
+    }
 }
 
 /// The endpoints of a `ClusterLoadAssignment` (inline, or from EDS).

@@ -97,6 +97,7 @@ pub(super) fn ads(
             ))
         }
     };
+    compile::api_version(ac, "transport_api_version", &apath)?;
     let services = list(ac, "grpc_services");
     let cluster_name = match services {
         [one] => msg(as_msg(one), "envoy_grpc")
@@ -141,6 +142,7 @@ pub(super) fn ads(
                 "only { ads: {} } is supported",
             ));
         }
+        compile::api_version(cs, "resource_api_version", &format!("{path}.{field}"))?;
         if let Some(t) = msg(cs, "initial_fetch_timeout") {
             let t = duration(t, &format!("{path}.{field}.initial_fetch_timeout"))?;
             initial_fetch_timeout = Some(t).filter(|t| !t.is_zero());

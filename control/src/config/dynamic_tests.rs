@@ -130,6 +130,11 @@ fn ads_bootstrap_errors_name_the_field() {
             "not a static cluster",
         ),
         (
+            ADS.replace("transport_api_version: V3", "transport_api_version: V2"),
+            "dynamic_resources.ads_config.transport_api_version",
+            "V2 is not supported",
+        ),
+        (
             ADS.replace("DELTA_GRPC", "REST"),
             "dynamic_resources.ads_config.api_type",
             "REST is not supported",
