@@ -35,6 +35,52 @@ pub fn python_ready(python: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A bootstrap whose ADS server (`api`: `GRPC` or `DELTA_GRPC`) is at `server`, an Envoy
+/// `Address` in YAML (see [`socket_address`], or `{ pipe: { path: ... } }`), with an admin
+/// port and one `initial_fetch_timeout` (e.g. `5s`, `0s` for ever) for CDS and LDS. The
+/// same file runs zerohop and Envoy.
+pub fn bootstrap(
+    node: &str,
+    server: &str,
+    api: &str,
+    admin_port: u16,
+    initial_fetch_timeout: &str,
+) -> String {
+    format!(
+        r#"node: {{ id: {node}, cluster: {node}, metadata: {{ purpose: test }} }}
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
+dynamic_resources:
+  ads_config:
+    api_type: {api}
+    transport_api_version: V3
+    grpc_services: [ {{ envoy_grpc: {{ cluster_name: xds }} }} ]
+  cds_config: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: {initial_fetch_timeout} }}
+  lds_config: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: {initial_fetch_timeout} }}
+static_resources:
+  clusters:
+  - name: xds
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: xds
+      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {server} }} }} ] }} ]
+"#
+    )
+}
+
+/// `addr` as an Envoy `Address` in YAML.
+pub fn socket_address(addr: SocketAddr) -> String {
+    format!(
+        "{{ socket_address: {{ address: {}, port_value: {} }} }}",
+        addr.ip(),
+        addr.port()
+    )
+}
+
 type Events = Arc<(Mutex<Vec<Value>>, Condvar)>;
 
 pub struct AdsServer {

@@ -166,14 +166,8 @@ pub fn start(
             std::fs::write(&cfg, yaml).unwrap();
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
             files.push(shm.clone());
-            let mut c = Command::new(&tools.zerohop);
             // One shard; zerohop pins it to the first CPU it may use, set here by taskset.
-            c.args(["--shards", "1", "--log-level", "warn", "-c"])
-                .arg(&cfg)
-                .arg("--shm")
-                .arg(&shm)
-                .args(&tools.zerohop_args);
-            with_cpu(c, proxy_cpu)
+            with_cpu(zerohop_command(tools, &cfg, &shm), proxy_cpu)
         }
         Kind::Haproxy { splice } => {
             std::fs::write(&cfg, haproxy_config(mode, port, upstream, splice)).unwrap();
@@ -196,15 +190,7 @@ pub fn start(
                 Mode::Http => envoy_http_config(port, upstream),
             };
             std::fs::write(&cfg, yaml).unwrap();
-            let mut c = Command::new(&tools.envoy);
-            c.arg("-c").arg(&cfg).args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "-l",
-                "error",
-            ]);
-            with_cpu(c, proxy_cpu)
+            with_cpu(envoy_command(tools, &cfg), proxy_cpu)
         }
         Kind::Direct => unreachable!(),
     };
@@ -266,6 +252,26 @@ impl Lineup<'_> {
         eprintln!();
         samples
     }
+}
+
+/// zerohop with one shard on bootstrap `cfg`, publishing into segment `shm`.
+pub fn zerohop_command(tools: &Tools, cfg: &std::path::Path, shm: &std::path::Path) -> Command {
+    let mut c = Command::new(&tools.zerohop);
+    c.args(["--shards", "1", "--log-level", "warn", "-c"])
+        .arg(cfg)
+        .arg("--shm")
+        .arg(shm)
+        .args(&tools.zerohop_args);
+    c
+}
+
+/// Envoy with one worker on bootstrap `cfg`.
+pub fn envoy_command(tools: &Tools, cfg: &std::path::Path) -> Command {
+    let mut c = Command::new(&tools.envoy);
+    c.arg("-c")
+        .arg(cfg)
+        .args(["--concurrency", "1", "--disable-hot-restart", "-l", "error"]);
+    c
 }
 
 fn with_cpu(c: Command, cpu: usize) -> Command {

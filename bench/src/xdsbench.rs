@@ -115,33 +115,6 @@ fn exchange(ads: &AdsServer, ty: &str, version: &str, n: usize) -> Result<(u64, 
     Ok((ns(&resp), ns(&ack)))
 }
 
-fn bootstrap(ads: u16, api: &str, admin: u16) -> String {
-    format!(
-        r#"node: {{ id: xds-bench, cluster: bench }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
-dynamic_resources:
-  ads_config:
-    api_type: {api}
-    transport_api_version: V3
-    grpc_services: [ {{ envoy_grpc: {{ cluster_name: xds }} }} ]
-  cds_config: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 0s }}
-  lds_config: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 0s }}
-static_resources:
-  clusters:
-  - name: xds
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds
-      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ads} }} }} }} }} ] }} ]
-"#
-    )
-}
-
 fn clusters(n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
@@ -194,7 +167,9 @@ fn start(kind: &str, ads: u16, api: &str, tools: &Tools) -> Result<Proxy, String
     let admin = free_port();
     let tag = format!("{kind}-{}-{admin}", std::process::id());
     let cfg = std::env::temp_dir().join(format!("zerohop-bench-xds-{tag}.yaml"));
-    std::fs::write(&cfg, bootstrap(ads, api, admin)).map_err(|e| e.to_string())?;
+    let server = crate::ads::socket_address(([127, 0, 0, 1], ads).into());
+    let yaml = crate::ads::bootstrap("xds-bench", &server, api, admin, "0s");
+    std::fs::write(&cfg, yaml).map_err(|e| e.to_string())?;
     let quiet = |mut c: Command| {
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -204,23 +179,12 @@ fn start(kind: &str, ads: u16, api: &str, tools: &Tools) -> Result<Proxy, String
     Ok(match kind {
         "zerohop" => {
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-xds-{tag}"));
-            let mut c = Command::new(&tools.zerohop);
-            c.args(["--shards", "1", "--log-level", "warn", "-c"])
-                .arg(&cfg)
-                .arg("--shm")
-                .arg(&shm);
+            let c = crate::targets::zerohop_command(tools, &cfg, &shm);
             let child = quiet(c).spawn().map_err(|e| format!("zerohop: {e}"))?;
             Proxy::Zerohop { child, shm }
         }
         _ => {
-            let mut c = Command::new(&tools.envoy);
-            c.arg("-c").arg(&cfg).args([
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "-l",
-                "error",
-            ]);
+            let c = crate::targets::envoy_command(tools, &cfg);
             let child = quiet(c).spawn().map_err(|e| format!("envoy: {e}"))?;
             Proxy::Envoy { child, admin }
         }

@@ -586,14 +586,8 @@ fn delta_over_a_unix_socket() {
     let u = upstreams();
     let listen: SocketAddr = ([127, 0, 0, 1], envoy::free_port()).into();
     initial(&mut ads, &u, listen);
-    let yaml = x::bootstrap(ads.addr(), "DELTA_GRPC", envoy::free_port()).replace(
-        &format!(
-            "{{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}",
-            ads.port
-        ),
-        &format!("{{ pipe: {{ path: {} }} }}", socket.display()),
-    );
-    assert!(yaml.contains("pipe"), "{yaml}");
+    let pipe = format!("{{ pipe: {{ path: {} }} }}", socket.display());
+    let yaml = x::bootstrap_with("xds-test", &pipe, "DELTA_GRPC", envoy::free_port(), "5s");
     let _proxy = Proxy::start_with(&yaml, Opts::default());
     ads.answer("rds", "1", WAIT);
     assert_eq!(get(listen, "/"), "200 a");
@@ -616,8 +610,8 @@ fn initial_fetch_timeout_serves_what_arrived() {
         vec![x::http_listener("http", listen.port(), "local")],
     );
     ads.set("rds", "1", vec![x::routes("local", &[("/", "web")])]);
-    let yaml = x::bootstrap(ads.addr(), "GRPC", envoy::free_port())
-        .replace("initial_fetch_timeout: 5s", "initial_fetch_timeout: 1s");
+    let server = x::socket_address(ads.addr());
+    let yaml = x::bootstrap_with("xds-test", &server, "GRPC", envoy::free_port(), "1s");
     let started = Instant::now();
     let proxy = Proxy::start_with(&yaml, Opts::default());
     assert!(

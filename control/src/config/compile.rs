@@ -159,15 +159,21 @@ impl Builder {
             add_listener(&mut snapshot.listeners, listener, path)?;
         }
         add_missing(&mut snapshot, names);
+        let dynamic = ads.map(|ads| super::dynamic::Dynamic {
+            ads,
+            static_clusters: self.clusters,
+            static_listeners: self.listeners,
+            static_bound: snapshot
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.address))
+                .collect(),
+        });
         Ok(Bootstrap {
             snapshot,
             node_id,
             admin_address,
-            dynamic: ads.map(|ads| super::dynamic::Dynamic {
-                ads,
-                static_clusters: self.clusters,
-                static_listeners: self.listeners,
-            }),
+            dynamic,
         })
     }
 }

@@ -69,6 +69,9 @@ pub struct Dynamic {
     pub ads: Ads,
     pub(super) static_clusters: Vec<Cluster>,
     pub(super) static_listeners: Vec<(String, DynamicMessage)>,
+    /// The static listeners' names and addresses, as compiled from the bootstrap (what an
+    /// LDS listener must not collide with).
+    pub(super) static_bound: Vec<(String, SocketAddr)>,
 }
 
 pub(super) fn ads(
@@ -363,16 +366,15 @@ impl Resources {
                         ),
                     )
                 };
-                for (i, (spath, sl)) in d.static_listeners.iter().enumerate() {
-                    let s = compile::listener(sl, i, spath, &names, Routes::Rds(&empty))?;
-                    if s.name == name {
+                for (sname, address) in &d.static_bound {
+                    if sname == name {
                         return Err(ConfigError::at(
                             format!("{path}.name"),
                             format!("listener {name:?} is defined statically in the bootstrap and cannot be changed by LDS"),
                         ));
                     }
-                    if s.address == l.address && l.address.port() != 0 {
-                        return Err(conflict(&s.name));
+                    if *address == l.address && l.address.port() != 0 {
+                        return Err(conflict(sname));
                     }
                 }
                 for (other, slot) in &self.listeners {

@@ -9,10 +9,7 @@
 
 use prost_types::Any;
 
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+// The resource type URLs are `config::Kind::type_url`.
 
 /// gRPC path of the state-of-the-world stream.
 pub const STREAM_PATH: &str =

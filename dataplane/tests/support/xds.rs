@@ -88,34 +88,14 @@ impl AdsServer {
     }
 }
 
-/// A bootstrap whose ADS server is `ads` (`GRPC` or `DELTA_GRPC`), with an admin port.
+/// A bootstrap whose ADS server is `ads` (`GRPC` or `DELTA_GRPC`), with an admin port and a
+/// 5 s `initial_fetch_timeout`.
 pub fn bootstrap(ads: SocketAddr, api: &str, admin_port: u16) -> String {
-    format!(
-        r#"node: {{ id: xds-test, cluster: test, metadata: {{ purpose: test }} }}
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
-dynamic_resources:
-  ads_config:
-    api_type: {api}
-    transport_api_version: V3
-    grpc_services: [ {{ envoy_grpc: {{ cluster_name: xds }} }} ]
-  cds_config: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 5s }}
-  lds_config: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: 5s }}
-static_resources:
-  clusters:
-  - name: xds
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds
-      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }} ] }} ]
-"#,
-        ads.port()
-    )
+    ads::bootstrap("xds-test", &ads::socket_address(ads), api, admin_port, "5s")
 }
+
+#[allow(unused_imports)] // Reason: only the xds test binary uses them.
+pub use ads::{bootstrap as bootstrap_with, socket_address};
 
 /// An EDS cluster (over ADS).
 pub fn eds_cluster(name: &str) -> Value {
