@@ -179,6 +179,7 @@ pub fn config_dump(st: &State, seg: &Segment) -> serde_json::Value {
                     "request_timeout_ms": ms(h.request_timeout),
                     "generate_request_id": h.generate_request_id,
                     "use_remote_address": h.use_remote_address,
+                    "buffer_max_request_bytes": h.max_request_bytes,
                     "route_config": {
                         "name": h.route_config.name,
                         "virtual_hosts": h.route_config.virtual_hosts.iter().map(|vh| serde_json::json!({

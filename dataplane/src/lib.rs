@@ -17,6 +17,7 @@ pub mod args;
 pub mod cluster;
 pub mod control;
 pub mod demo;
+pub mod fasthash;
 pub mod http1;
 pub mod l4;
 pub mod net;

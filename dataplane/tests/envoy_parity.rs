@@ -127,3 +127,74 @@ fn the_fixture_routes_as_envoy_routes_it() {
         mismatches.join("\n")
     );
 }
+
+/// The buffer filter, before the router: whole bodies upstream with a content-length (chunked
+/// ones decoded), 413 past `max_request_bytes`.
+#[test]
+fn the_buffer_filter_buffers_and_refuses_as_envoy_does() {
+    if !envoy::available() {
+        return;
+    }
+    let (a, b) = (upstream("a"), upstream("b"));
+    let yaml = fixture(a.addr, b.addr).replacen(
+        "          - name: envoy.filters.http.router\n",
+        "          - name: envoy.filters.http.buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 1000\n          - name: envoy.filters.http.router\n",
+        1,
+    );
+    let zerohop = Proxy::start(&yaml);
+    let (_envoy, envoy_addr) = start_envoy(&yaml);
+    let chunked = |sizes: &[usize]| {
+        let mut r =
+            b"POST /up HTTP/1.1\r\nhost: other\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for &n in sizes {
+            r.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            r.extend(std::iter::repeat_n(b'c', n));
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"0\r\n\r\n");
+        r
+    };
+    let sized = |n: usize| {
+        let mut r =
+            format!("POST /up HTTP/1.1\r\nhost: other\r\ncontent-length: {n}\r\n\r\n").into_bytes();
+        r.extend(std::iter::repeat_n(b's', n));
+        r
+    };
+    let requests: Vec<(&str, Vec<u8>)> = vec![
+        ("chunked 1000", chunked(&[400, 600])),
+        ("chunked 1200", chunked(&[400, 400, 400])),
+        ("content-length 1000", sized(1000)),
+        ("content-length 1001", sized(1001)),
+        ("empty chunked", chunked(&[])),
+    ];
+    let observe = |r: &Response| {
+        let up = r.upstream_headers();
+        let get = |name: &str| up.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let bytes = r
+            .text()
+            .lines()
+            .find(|l| l.starts_with("body-bytes:"))
+            .map(str::to_owned);
+        match r.header("x-upstream") {
+            Some(_) => format!(
+                "{} content-length {:?} transfer-encoding {:?} {bytes:?}",
+                r.status,
+                get("content-length"),
+                get("transfer-encoding")
+            ),
+            None => format!("{} {:?}", r.status, r.text()),
+        }
+    };
+    let mut mismatches = Vec::new();
+    for (what, req) in &requests {
+        let z = Client::connect(zerohop.addr("web"))
+            .raw(req)
+            .expect("zerohop answers");
+        let e = Client::connect(envoy_addr).raw(req).expect("envoy answers");
+        let (zo, eo) = (observe(&z), observe(&e));
+        if zo != eo {
+            mismatches.push(format!("{what}:\n  envoy:   {eo}\n  zerohop: {zo}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}

@@ -271,6 +271,81 @@ fn chunked_bodies_both_ways_and_expect_continue() {
     );
 }
 
+/// `envoy.filters.http.buffer` before the router, as Envoy's: the whole body is read before
+/// anything goes upstream, a chunked one arrives there with a content-length, and a body over
+/// `max_request_bytes` gets 413 (by its Content-Length at once, unread).
+const BUFFER_FILTER: &str = "          - name: envoy.filters.http.buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 1000\n          - name: envoy.filters.http.router\n";
+
+fn with_buffer_filter(yaml: String) -> String {
+    yaml.replacen(
+        "          - name: envoy.filters.http.router\n",
+        BUFFER_FILTER,
+        1,
+    )
+}
+
+#[test]
+fn the_buffer_filter_answers_413_and_sends_whole_bodies() {
+    let s = setup_with(with_buffer_filter);
+    // Within the limit, chunked: the upstream sees one content-length body.
+    let mut c = s.client();
+    let r = c
+        .raw(
+            b"POST /up HTTP/1.1\r\nhost: other\r\ntransfer-encoding: chunked\r\n\r\n190\r\n"
+                .iter()
+                .copied()
+                .chain([b'x'; 400])
+                .chain(*b"\r\n258\r\n")
+                .chain([b'y'; 600])
+                .chain(*b"\r\n0\r\n\r\n")
+                .collect::<Vec<u8>>()
+                .as_slice(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text().to_ascii_lowercase();
+    assert!(text.contains("body-bytes: 1000"), "{text}");
+    assert!(text.contains("content-length: 1000"), "{text}");
+    assert!(!text.contains("transfer-encoding"), "{text}");
+    // The connection stays usable.
+    assert_eq!(c.get("other", "/again", &[]).status, 200);
+
+    // Over the limit by Content-Length: 413 before the body is asked for.
+    let mut c = s.client();
+    c.w.write_all(
+        b"POST /e HTTP/1.1\r\nhost: other\r\ncontent-length: 1001\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.text(), "Payload Too Large");
+    assert!(c.closed_within(Duration::from_secs(3)));
+
+    // Over the limit in chunks: 413 once the total passes it.
+    let mut c = s.client();
+    let mut req =
+        b"POST /up HTTP/1.1\r\nhost: other\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(b"190\r\n");
+        req.extend_from_slice(&[b'z'; 400]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = c.raw(&req).unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(s.proxy.total(Counter::DownstreamRqTooLarge), 2);
+    // Exactly at the limit is accepted.
+    let mut c = s.client();
+    let mut req = b"POST /up HTTP/1.1\r\nhost: other\r\ncontent-length: 1000\r\n\r\n".to_vec();
+    req.extend_from_slice(&[b'q'; 1000]);
+    let r = c.raw(&req).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("body-bytes: 1000"), "{}", r.text());
+    // Nothing reached an upstream for the refused ones: two bodies went through.
+    let seen = s.a.requests.load(Ordering::SeqCst) + s.b.requests.load(Ordering::SeqCst);
+    assert_eq!(seen, 3, "two buffered bodies and one GET");
+}
+
 #[test]
 fn one_gib_up_and_down_intact() {
     let s = setup();

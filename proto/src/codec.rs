@@ -25,7 +25,7 @@ use crate::snapshot::*;
 
 const MAGIC: &[u8; 4] = b"ZHSN";
 /// Bumped on any change to the byte layout above.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 const KIND_TCP_PROXY: u8 = 1;
 const KIND_HTTP: u8 = 2;
@@ -111,6 +111,7 @@ impl Writer {
         }
         self.u8(u8::from(h.generate_request_id));
         self.u8(u8::from(h.use_remote_address));
+        self.u32(h.max_request_bytes.unwrap_or(0));
         let rc = &h.route_config;
         self.str(&rc.name);
         self.edits(&rc.headers);
@@ -397,6 +398,7 @@ impl<'a> Reader<'a> {
             (opt()?, opt()?, opt()?, opt()?);
         let generate_request_id = self.bool()?;
         let use_remote_address = self.bool()?;
+        let max_request_bytes = Some(self.u32()?).filter(|&n| n > 0);
         let name = self.str()?;
         let headers = self.edits()?;
         let n = self.count(4 + 4 + 4 * 6 + 4)?;
@@ -427,6 +429,7 @@ impl<'a> Reader<'a> {
             request_timeout,
             generate_request_id,
             use_remote_address,
+            max_request_bytes,
             route_config: RouteConfig {
                 name,
                 virtual_hosts,

@@ -106,6 +106,10 @@ pub struct HttpManager {
     /// when false both are passed through (`x-forwarded-proto` is added only if absent), as
     /// Envoy does.
     pub use_remote_address: bool,
+    /// `envoy.filters.http.buffer`'s `max_request_bytes`: each request body is read whole
+    /// (up to this many bytes, else 413) before the request goes upstream, with a
+    /// `content-length` in place of chunked framing. `None` without the filter: bodies stream.
+    pub max_request_bytes: Option<u32>,
     pub route_config: RouteConfig,
 }
 

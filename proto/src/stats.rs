@@ -63,10 +63,12 @@ pub enum Counter {
     UpstreamRespMalformed,
     /// Upgraded connections (WebSocket) tunnelled.
     UpgradesTotal,
+    /// Requests refused with 413: a body larger than the buffer filter's `max_request_bytes`.
+    DownstreamRqTooLarge,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 30] = [
+    pub const ALL: [Counter; 31] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -97,6 +99,7 @@ impl Counter {
         Counter::UpstreamRqReset,
         Counter::UpstreamRespMalformed,
         Counter::UpgradesTotal,
+        Counter::DownstreamRqTooLarge,
     ];
 
     pub const fn index(self) -> usize {
@@ -135,6 +138,7 @@ impl Counter {
             Counter::UpstreamRqReset => "upstream_rq_reset",
             Counter::UpstreamRespMalformed => "upstream_resp_malformed",
             Counter::UpgradesTotal => "downstream_cx_upgrades_total",
+            Counter::DownstreamRqTooLarge => "downstream_rq_too_large",
         }
     }
 

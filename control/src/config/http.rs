@@ -14,6 +14,7 @@ use super::supported::{element_label, unpack_any};
 use super::ConfigError;
 
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+const BUFFER: &str = "envoy.extensions.filters.http.buffer.v3.Buffer";
 /// Envoy's default route `timeout`.
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -99,7 +100,7 @@ fn filter_type(filter: &DynamicMessage) -> String {
 /// An HTTP filter marked `is_optional` whose type zerohop does not implement is skipped, as
 /// Envoy does; any other unknown filter is refused.
 pub(crate) fn optional_unknown(filter: &DynamicMessage) -> bool {
-    plain_bool(filter, "is_optional") && filter_type(filter) != ROUTER
+    plain_bool(filter, "is_optional") && ![ROUTER, BUFFER].contains(&filter_type(filter).as_str())
 }
 
 pub(super) fn http_manager(
@@ -130,24 +131,46 @@ pub(super) fn http_manager(
         .enumerate()
         .filter(|(_, f)| !istio_no_op(as_msg(f)) && !optional_unknown(as_msg(f)))
         .collect();
-    // Every filter but the router is one zerohop lacks: name it and its type.
-    for (i, f) in &filters {
+    // The router last, an optional buffer filter before it; any other filter is one zerohop
+    // lacks: name it and its type.
+    let mut max_request_bytes = None;
+    for (n, (i, f)) in filters.iter().enumerate() {
         let f = as_msg(f);
         let ty = filter_type(f);
-        if ty != ROUTER {
-            return Err(ConfigError::at(
-                format!("{fpath}{}.typed_config", element_label(*i, f)),
-                format!("HTTP filter {:?} of type {ty} is not supported by zerohop (only envoy.filters.http.router; a filter marked is_optional is skipped)", string(f, "name")),
-            ));
+        let at = format!("{fpath}{}", element_label(*i, f));
+        let last = n + 1 == filters.len();
+        match ty.as_str() {
+            ROUTER if last => {}
+            ROUTER => {
+                return Err(ConfigError::at(
+                    at,
+                    "envoy.filters.http.router must be the last HTTP filter",
+                ))
+            }
+            BUFFER if max_request_bytes.is_none() && !last => {
+                max_request_bytes = Some(buffer_limit(f, &at)?);
+            }
+            BUFFER => {
+                return Err(ConfigError::at(
+                    at,
+                    "one envoy.filters.http.buffer is supported, before the router",
+                ))
+            }
+            _ => {
+                return Err(ConfigError::at(
+                    format!("{at}.typed_config"),
+                    format!("HTTP filter {:?} of type {ty} is not supported by zerohop (supported: envoy.filters.http.buffer, envoy.filters.http.router; a filter marked is_optional is skipped)", string(f, "name")),
+                ));
+            }
         }
     }
-    if filters.len() != 1 {
+    if filters
+        .last()
+        .is_none_or(|(_, f)| filter_type(as_msg(f)) != ROUTER)
+    {
         return Err(ConfigError::at(
             fpath,
-            format!(
-                "exactly one HTTP filter, envoy.filters.http.router, is supported besides Istio's no-op filters (found {})",
-                filters.len()
-            ),
+            "envoy.filters.http.router must be the last HTTP filter",
         ));
     }
     let max_kb = msg(hcm, "max_request_headers_kb").map_or(60, u32_value);
@@ -229,8 +252,27 @@ pub(super) fn http_manager(
         request_timeout: timeout(hcm, "request_timeout", path, None)?,
         generate_request_id: bool_value(hcm, "generate_request_id", true),
         use_remote_address: bool_value(hcm, "use_remote_address", false),
+        max_request_bytes,
         route_config,
     })
+}
+
+/// The buffer filter's `max_request_bytes` (required, above 0, as Envoy validates it).
+fn buffer_limit(filter: &DynamicMessage, at: &str) -> Result<u32, ConfigError> {
+    let any = msg(filter, "typed_config").ok_or_else(|| {
+        ConfigError::at(
+            at.to_owned(),
+            "envoy.filters.http.buffer needs a typed_config",
+        )
+    })?;
+    let buffer = unpack_any(any).map_err(|e| ConfigError::at(format!("{at}.typed_config"), e))?;
+    match msg(&buffer, "max_request_bytes").map(u32_value) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::at(
+            format!("{at}.typed_config.max_request_bytes"),
+            "must be set and greater than 0",
+        )),
+    }
 }
 
 pub(crate) fn route_config(

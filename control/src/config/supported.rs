@@ -145,6 +145,10 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     ("envoy.extensions.filters.http.router.v3.Router", &[]),
     (
+        "envoy.extensions.filters.http.buffer.v3.Buffer",
+        &["max_request_bytes"],
+    ),
+    (
         "envoy.config.core.v3.HttpProtocolOptions",
         &["idle_timeout", "max_headers_count"],
     ),

@@ -248,3 +248,53 @@ fn http_config_errors_name_the_field() {
         assert!(e.message.contains(msg), "{to}: {e}");
     }
 }
+
+#[test]
+fn the_buffer_filter_compiles_and_its_misuse_is_refused() {
+    let router = "          - name: envoy.filters.http.router\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n";
+    let buffer = |body: &str| {
+        format!("          - name: envoy.filters.http.buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n{body}")
+    };
+    let limit = buffer("              max_request_bytes: 4096\n");
+    assert!(HTTP.contains(router), "fixture lacks the router");
+    let with = |filters: String| HTTP.replacen(router, &filters, 1);
+
+    let b = load(&with(format!("{limit}{router}")), Format::Yaml).unwrap();
+    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter else {
+        panic!("http expected")
+    };
+    assert_eq!(h.max_request_bytes, Some(4096));
+    let b = load(HTTP, Format::Yaml).unwrap();
+    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter else {
+        panic!("http expected")
+    };
+    assert_eq!(h.max_request_bytes, None, "no buffer filter, bodies stream");
+
+    let cases = [
+        (
+            format!("{router}{limit}"),
+            "http_filters[0]",
+            "router must be the last",
+        ),
+        (
+            format!("{limit}{limit}{router}"),
+            "http_filters[1]",
+            "one envoy.filters.http.buffer",
+        ),
+        (
+            format!("{}{router}", buffer("              max_request_bytes: 0\n")),
+            "max_request_bytes",
+            "greater than 0",
+        ),
+        (
+            format!("{}{router}", buffer("")),
+            "max_request_bytes",
+            "must be set",
+        ),
+    ];
+    for (filters, path, msg) in cases {
+        let e = err(&with(filters));
+        assert!(e.path.contains(path), "{e}");
+        assert!(e.message.contains(msg), "{e}");
+    }
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
+use crate::fasthash::FastHash;
 use crate::net::sys;
 
 /// Idle connections kept per endpoint; beyond this they are closed.
@@ -21,18 +22,22 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// a body that meets a just-closed connection is sent again on a new one.
 const CHECK_AFTER: Duration = Duration::from_millis(200);
 
+/// Idle connections to one endpoint, most recently used last, with the time each went idle.
+type Idle = Vec<(TcpStream, Instant)>;
+
 #[derive(Debug, Default)]
 pub struct UpstreamPool {
-    idle: RefCell<HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>,
+    idle: RefCell<HashMap<SocketAddr, Idle, FastHash>>,
 }
 
 impl UpstreamPool {
-    /// The most recently used idle connection to `addr` that is still open.
-    pub fn checkout(&self, addr: SocketAddr) -> Option<TcpStream> {
+    /// The most recently used idle connection to `addr` that is still open (`now`: the
+    /// caller's clock reading).
+    pub fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.get_mut(&addr)?;
         while let Some((s, since)) = conns.pop() {
-            let idle = since.elapsed();
+            let idle = now.saturating_duration_since(since);
             if idle < CHECK_AFTER || (idle < IDLE_TIMEOUT && sys::idle_alive(s.as_raw_fd())) {
                 return Some(s);
             }
@@ -40,11 +45,13 @@ impl UpstreamPool {
         None
     }
 
-    pub fn checkin(&self, addr: SocketAddr, s: TcpStream) {
+    /// Keeps `s` for reuse, idle since `since` (an earlier stamp only makes the liveness
+    /// check come sooner).
+    pub fn checkin(&self, addr: SocketAddr, s: TcpStream, since: Instant) {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.entry(addr).or_default();
         if conns.len() < MAX_IDLE_PER_ENDPOINT {
-            conns.push((s, Instant::now()));
+            conns.push((s, since));
         }
     }
 

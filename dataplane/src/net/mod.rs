@@ -5,6 +5,7 @@
 //! neither (it waits for readiness first and borrows a buffer only to move bytes).
 
 pub mod pump;
+pub mod ring;
 pub mod sys;
 
 use std::cell::RefCell;
@@ -18,15 +19,66 @@ pub const BUF_SIZE: usize = 16 * 1024;
 pub const PIPE_SIZE: usize = 256 * 1024;
 /// Pooled items kept per shard; beyond this they are freed.
 const POOL_MAX: usize = 256;
+/// A pooled byte vector larger than this is freed instead of kept.
+const VEC_MAX: usize = 128 * 1024;
 
 /// Per-shard pools (`!Sync`: a shard's alone).
 #[derive(Debug, Default)]
 pub struct Pools {
     buffers: RefCell<Vec<Box<[u8]>>>,
     pipes: RefCell<Vec<Pipe>>,
+    vecs: RefCell<Vec<Vec<u8>>>,
+}
+
+/// An empty byte vector from the shard's pool, given back when dropped: HTTP heads and
+/// response buffers reuse allocations instead of making two or three per request.
+#[derive(Debug)]
+pub struct PooledVec<'a> {
+    vec: Vec<u8>,
+    pools: &'a Pools,
+}
+
+impl std::ops::Deref for PooledVec<'_> {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.vec
+    }
+}
+
+impl std::ops::DerefMut for PooledVec<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.vec
+    }
+}
+
+impl Drop for PooledVec<'_> {
+    fn drop(&mut self) {
+        self.pools.give_vec(std::mem::take(&mut self.vec));
+    }
 }
 
 impl Pools {
+    /// An empty vector (with whatever capacity it had) that returns to the pool when dropped.
+    pub fn vec(&self) -> PooledVec<'_> {
+        PooledVec {
+            vec: self.take_vec(),
+            pools: self,
+        }
+    }
+
+    /// An empty vector to keep; hand it back with [`Pools::give_vec`] when done.
+    pub fn take_vec(&self) -> Vec<u8> {
+        self.vecs.borrow_mut().pop().unwrap_or_default()
+    }
+
+    pub fn give_vec(&self, mut vec: Vec<u8>) {
+        let mut v = self.vecs.borrow_mut();
+        if v.len() < POOL_MAX && vec.capacity() > 0 && vec.capacity() <= VEC_MAX {
+            vec.clear();
+            v.push(vec);
+        }
+    }
+
     pub fn take_buffer(&self) -> Box<[u8]> {
         self.buffers
             .borrow_mut()

@@ -4,6 +4,7 @@
 //! query matchers (regexes compiled here, never on the request path), and each route's
 //! header edits merged with its virtual host's and the route configuration's.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use regex::Regex;
@@ -13,6 +14,7 @@ use zerohop_proto::{
 };
 
 use crate::cluster::WeightedPick;
+use crate::fasthash::FastHash;
 
 /// What a matched route does, with everything the request path needs precompiled.
 #[derive(Debug)]
@@ -142,7 +144,7 @@ pub struct VirtualHost {
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<String, usize>,
+    exact: HashMap<String, usize, FastHash>,
     /// `*.foo.com` as ".foo.com", longest first.
     suffixes: Vec<(String, usize)>,
     /// `foo.*` as "foo.", longest first.
@@ -315,6 +317,9 @@ impl Route {
     /// whole path for a `path` match), `regex_rewrite` every match of its pattern in the
     /// path; the query is kept.
     pub fn rewrite_path(&self, path: &str, query: Option<&str>) -> Option<String> {
+        if !self.rewrites_path() {
+            return None;
+        }
         let Action::Forward {
             forward,
             regex_rewrite,
@@ -338,6 +343,15 @@ impl Route {
 }
 
 impl Route {
+    /// Whether [`Route::rewrite_path`] changes the path.
+    pub fn rewrites_path(&self) -> bool {
+        matches!(
+            &self.action,
+            Action::Forward { forward, regex_rewrite, .. }
+                if forward.prefix_rewrite.is_some() || regex_rewrite.is_some()
+        )
+    }
+
     /// `path` with the part this route matched (its prefix; the whole path for a `path` or
     /// regex match) replaced by `rewrite`.
     pub fn replace_prefix(&self, path: &str, rewrite: &str) -> String {
@@ -384,31 +398,36 @@ fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
     })
 }
 
-/// Applies header edits to a header list (lower-case names), most specific level first.
-pub fn apply_edits(headers: &mut Vec<(String, String)>, levels: &[HeaderEdits], response: bool) {
+/// A header list under edit: lower-case names, and values as received or made for this
+/// message. Everything is borrowed (from the message's own bytes or the route's compiled
+/// edits) except a value zerohop computed.
+pub type HeaderList<'a> = Vec<(&'a [u8], Cow<'a, [u8]>)>;
+
+/// Applies header edits to a header list, most specific level first.
+pub fn apply_edits<'a>(headers: &mut HeaderList<'a>, levels: &'a [HeaderEdits], response: bool) {
     for e in levels {
         let (remove, add): (&[String], &[HeaderAdd]) = if response {
             (&e.response_remove, &e.response_add)
         } else {
             (&e.request_remove, &e.request_add)
         };
-        headers.retain(|(n, _)| !remove.contains(n));
+        if !remove.is_empty() {
+            headers.retain(|(n, _)| !remove.iter().any(|r| r.as_bytes() == *n));
+        }
         for a in add {
-            let exists = headers.iter().any(|(n, _)| *n == a.name);
+            let name = a.name.as_bytes();
+            let exists = headers.iter().any(|(n, _)| *n == name);
+            let value = Cow::Borrowed(a.value.as_bytes());
             match a.append {
-                AppendAction::AppendIfExistsOrAdd => {
-                    headers.push((a.name.clone(), a.value.clone()))
-                }
-                AppendAction::AddIfAbsent if !exists => {
-                    headers.push((a.name.clone(), a.value.clone()))
-                }
+                AppendAction::AppendIfExistsOrAdd => headers.push((name, value)),
+                AppendAction::AddIfAbsent if !exists => headers.push((name, value)),
                 AppendAction::OverwriteIfExistsOrAdd => {
-                    headers.retain(|(n, _)| *n != a.name);
-                    headers.push((a.name.clone(), a.value.clone()));
+                    headers.retain(|(n, _)| *n != name);
+                    headers.push((name, value));
                 }
                 AppendAction::OverwriteIfExists if exists => {
-                    headers.retain(|(n, _)| *n != a.name);
-                    headers.push((a.name.clone(), a.value.clone()));
+                    headers.retain(|(n, _)| *n != name);
+                    headers.push((name, value));
                 }
                 _ => {}
             }

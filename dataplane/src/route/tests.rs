@@ -254,20 +254,17 @@ fn header_edits_most_specific_first_least_specific_wins() {
         ],
         ..Default::default()
     };
-    let mut h = vec![
-        ("x-drop".to_owned(), "1".to_owned()),
-        ("x-b".to_owned(), "client".to_owned()),
-        ("x-c".to_owned(), "0".to_owned()),
+    let levels = [route_level, HeaderEdits::default(), global];
+    let mut h: HeaderList = vec![
+        (b"x-drop", b"1"[..].into()),
+        (b"x-b", b"client"[..].into()),
+        (b"x-c", b"0"[..].into()),
     ];
-    apply_edits(
-        &mut h,
-        &[route_level, HeaderEdits::default(), global],
-        false,
-    );
+    apply_edits(&mut h, &levels, false);
     let get = |n: &str| {
         h.iter()
-            .filter(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
+            .filter(|(k, _)| *k == n.as_bytes())
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
             .collect::<Vec<_>>()
     };
     assert_eq!(get("x-drop"), Vec::<&str>::new());

@@ -131,6 +131,7 @@ fn http_listener() -> Listener {
             request_timeout: None,
             generate_request_id: true,
             use_remote_address: false,
+            max_request_bytes: Some(1 << 20),
             route_config: RouteConfig {
                 name: "rc".into(),
                 headers: edits.clone(),

@@ -1,0 +1,128 @@
+//! Ring-side receives and sends for HTTP heads and small bodies: the ring does the copy, so
+//! a request costs no `recvfrom`/`sendto` syscalls of its own. The operations ride the
+//! `io_uring_enter` the shard makes anyway, batched with every other connection's.
+//!
+//! The byte pumps in [`super::pump`] wait for readiness instead, because an L4 connection
+//! may sit idle for hours and a pending receive pins its buffer. An HTTP connection keeps
+//! its head buffer between requests regardless, so for it the pending receive costs no
+//! memory. Both the buffers here are owned and travel with the operation: a receive that
+//! is abandoned (its future dropped) is cancelled, and its buffer is freed when the
+//! cancellation completes. Abandoning loses whatever that receive had read, so callers do
+//! it only when they are closing the stream anyway.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Instant;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+use monoio::time::Sleep;
+
+/// How a receive ended.
+#[derive(Debug)]
+pub enum Recv {
+    /// This many bytes were appended.
+    Read(usize),
+    /// The peer closed its side (end of stream).
+    Closed,
+    Failed(io::Error),
+    /// The deadline passed first; the stream must be closed.
+    TimedOut,
+}
+
+/// Receives up to `max` bytes onto the end of `buf`.
+///
+/// The returned future owns `buf`'s contents while the receive is pending and gives them
+/// back through `put` on completion: drop the future only to close the stream.
+pub fn recv_op<'a>(
+    s: &'a mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> impl Future<Output = (io::Result<usize>, Vec<u8>)> + 'a {
+    let mut v = std::mem::take(buf);
+    v.reserve(max);
+    let len = v.len();
+    let op = s.read(v.slice_mut(len..len + max));
+    async move {
+        let (r, slice) = op.await;
+        (r, slice.into_inner())
+    }
+}
+
+/// Receives up to `max` bytes onto the end of `buf`, waiting until `deadline` (or for ever)
+/// on the connection's `timer`.
+pub async fn recv(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Option<Instant>,
+    timer: Pin<&mut Sleep>,
+) -> Recv {
+    let op = recv_op(s, buf, max);
+    let (r, v) = match deadline {
+        None => op.await,
+        Some(d) => match until(std::pin::pin!(op), timer, d).await {
+            Some(done) => done,
+            None => return Recv::TimedOut,
+        },
+    };
+    *buf = v;
+    outcome(r)
+}
+
+/// Polls `op` until it completes (`Some`) or `deadline` passes (`None`, `op` left pending).
+///
+/// A connection keeps one `timer` and moves it to each wait's deadline: usually a cheap
+/// extension of an entry already in the timer wheel, where a new `Sleep` per wait would
+/// register one (and build a cache-line-aligned future half a kilobyte large).
+pub async fn until<F: Future>(
+    mut op: Pin<&mut F>,
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
+) -> Option<F::Output> {
+    timer.as_mut().reset(deadline.into());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = op.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// The [`Recv`] for a completed receive.
+pub fn outcome(r: io::Result<usize>) -> Recv {
+    match r {
+        Ok(0) => Recv::Closed,
+        Ok(n) => Recv::Read(n),
+        Err(e) => Recv::Failed(e),
+    }
+}
+
+/// Sends all of `buf` and gives it back (to be sent again, or reused).
+pub async fn send(s: &mut TcpStream, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    let total = buf.len();
+    if total == 0 {
+        return (Ok(()), buf);
+    }
+    let (r, mut buf) = s.write(buf).await;
+    let mut sent = match r {
+        Ok(n) => n,
+        Err(e) => return (Err(e), buf),
+    };
+    // A short send (the socket's buffer filled): the rest, from where it stopped.
+    while sent < total {
+        let (r, slice) = s.write(buf.slice(sent..)).await;
+        buf = slice.into_inner();
+        match r {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
