@@ -27,6 +27,7 @@ fn snapshot(clusters: usize, eps: usize) -> Snapshot {
                     weight: 1,
                 })
                 .collect(),
+            http: UpstreamHttp::default(),
         })
         .collect();
     let listeners = vec![Listener {

@@ -149,6 +149,11 @@ pub fn config_dump(st: &State, seg: &Segment) -> serde_json::Value {
                 "name": c.name,
                 "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
                 "lb_policy": format!("{:?}", c.lb_policy),
+                "http": {
+                    "idle_timeout_ms": c.http.idle_timeout.map(|d| d.as_millis() as u64),
+                    "max_requests_per_connection": c.http.max_requests_per_connection,
+                    "max_headers_count": c.http.max_headers_count,
+                },
                 "endpoints": c.endpoints.iter().map(|e| serde_json::json!({
                     "address": e.address.to_string(), "weight": e.weight })).collect::<Vec<_>>(),
             })

@@ -5,6 +5,8 @@
 //!           shard (one pinned thread + monoio runtime each)
 //!             accept --> l4::serve --> cluster (pick endpoint) --> connect
 //!                                  \-> net::pump x2 (ring readiness, recv/send or splice)
+//!                    \-> http1::serve: net::ring recv --> http1::head --> route --> cluster
+//!                         --> http1::pool / connect --> net::ring send ... recv --> send
 //!             tick   --> shard::maybe_reload (new generation from shared memory) --> ack
 //! ```
 //!

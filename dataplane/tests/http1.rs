@@ -213,6 +213,42 @@ fn keep_alive_reuses_upstream_connections() {
     assert_eq!(s.a.conns.load(Ordering::SeqCst), 1);
 }
 
+/// A cluster's `HttpProtocolOptions`: `max_requests_per_connection` retires a connection
+/// after that many requests; `idle_timeout` closes a pooled one that waited that long, without
+/// waiting for a request to find it.
+#[test]
+fn upstream_protocol_options_limit_pooled_connections() {
+    let s = setup_with(|y| {
+        y.replacen(
+            "  - name: a\n    connect_timeout: 1s\n",
+            "  - name: a\n    connect_timeout: 1s\n    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: { http_protocol_options: {} }\n        common_http_protocol_options: { idle_timeout: 0.3s, max_requests_per_connection: 3 }\n",
+            1,
+        )
+    });
+    let mut c = s.client();
+    for i in 0..7 {
+        assert_eq!(c.get("other", &format!("/n/{i}"), &[]).status, 200);
+    }
+    assert_eq!(s.a.requests.load(Ordering::SeqCst), 7);
+    assert_eq!(s.a.conns.load(Ordering::SeqCst), 3, "3 + 3 + 1 requests");
+    assert_eq!(s.proxy.total(Counter::UpstreamCxReused), 4);
+    // The third connection sits in the pool; its idle timeout closes it.
+    let start = Instant::now();
+    while s.a.open.load(Ordering::SeqCst) > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the idle upstream connection was not closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "not before its timeout"
+    );
+    assert_eq!(c.get("other", "/after", &[]).status, 200);
+    assert_eq!(s.a.conns.load(Ordering::SeqCst), 4);
+}
+
 #[test]
 fn chunked_bodies_both_ways_and_expect_continue() {
     let s = setup();

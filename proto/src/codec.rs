@@ -69,6 +69,9 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
             w.addr(e.address);
             w.u32(e.weight);
         }
+        w.dur(c.http.idle_timeout.unwrap_or(Duration::ZERO));
+        w.u32(c.http.max_requests_per_connection.unwrap_or(0));
+        w.u32(c.http.max_headers_count);
     }
     w.u32(s.listeners.len() as u32);
     for l in &s.listeners {
@@ -297,7 +300,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
     r.u16()?;
 
     // Smallest encodings, used to bound counts before allocating.
-    const MIN_CLUSTER: usize = 4 + 8 + 1 + 4;
+    const MIN_CLUSTER: usize = 4 + 8 + 1 + 4 + 8 + 4 + 4;
     const MIN_ENDPOINT: usize = 1 + 4 + 2 + 4;
     const MIN_LISTENER: usize = 4 + 7 + 1;
     const MIN_TARGET: usize = 8;
@@ -319,11 +322,22 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
             let weight = r.weight()?;
             endpoints.push(Endpoint { address, weight });
         }
+        let idle_timeout = Some(r.dur()?).filter(|d| !d.is_zero());
+        let max_requests_per_connection = Some(r.u32()?).filter(|&n| n > 0);
+        let max_headers_count = r.u32()?;
+        if max_headers_count == 0 {
+            return Err(r.err("cluster max_headers_count of 0"));
+        }
         clusters.push(Cluster {
             name,
             connect_timeout,
             lb_policy,
             endpoints,
+            http: UpstreamHttp {
+                idle_timeout,
+                max_requests_per_connection,
+                max_headers_count,
+            },
         });
     }
 

@@ -66,6 +66,32 @@ pub struct Cluster {
     pub lb_policy: LbPolicy,
     /// May be empty: connections then fail with "no healthy upstream".
     pub endpoints: Vec<Endpoint>,
+    /// How HTTP requests use this cluster's connections.
+    pub http: UpstreamHttp,
+}
+
+/// `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`
+/// `.common_http_protocol_options`, for HTTP/1.1 upstream connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamHttp {
+    /// `idle_timeout`: a pooled connection idle this long is closed instead of reused
+    /// (Envoy's default 1 h; `None` when set to 0, never).
+    pub idle_timeout: Option<Duration>,
+    /// `max_requests_per_connection`: a connection that served this many requests is closed
+    /// (`None`: unlimited, Envoy's default).
+    pub max_requests_per_connection: Option<u32>,
+    /// `max_headers_count`: a response with more header fields is refused (502; default 100).
+    pub max_headers_count: u32,
+}
+
+impl Default for UpstreamHttp {
+    fn default() -> UpstreamHttp {
+        UpstreamHttp {
+            idle_timeout: Some(Duration::from_secs(3600)),
+            max_requests_per_connection: None,
+            max_headers_count: 100,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

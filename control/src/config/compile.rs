@@ -93,7 +93,7 @@ impl Builder {
         c: &DynamicMessage,
         path: String,
     ) -> Result<(), ConfigError> {
-        if c.has_field_by_name(PROTOCOL_OPTIONS) {
+        if protocol_options(c, &path)?.1 {
             self.http2.push((string(c, "name"), path.clone()));
         }
         if let Some(socket) = pipe_endpoint(c) {
@@ -213,6 +213,7 @@ pub(crate) fn add_missing(snapshot: &mut Snapshot, names: Names) {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             lb_policy: LbPolicy::RoundRobin,
             endpoints: Vec::new(),
+            http: UpstreamHttp::default(),
         });
     }
 }
@@ -256,7 +257,8 @@ pub(crate) fn cluster(
             "a cluster needs a name",
         ));
     }
-    if eds_allowed && c.has_field_by_name(PROTOCOL_OPTIONS) {
+    let (http, http2) = protocol_options(c, path)?;
+    if eds_allowed && http2 {
         return Err(protocol_options_refused(&name, path));
     }
     let discovery = match (enum_name(c, "type").as_str(), eds_allowed) {
@@ -324,8 +326,66 @@ pub(crate) fn cluster(
         connect_timeout,
         lb_policy,
         endpoints,
+        http,
     };
     Ok((cluster, discovery))
+}
+
+/// The one key `typed_extension_protocol_options` may have.
+const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// A cluster's `HttpProtocolOptions`: how HTTP/1.1 requests use its connections, and whether
+/// it asks for HTTP/2 (`explicit_http_config.http2_protocol_options`, which only the ADS
+/// server's cluster may).
+fn protocol_options(c: &DynamicMessage, path: &str) -> Result<(UpstreamHttp, bool), ConfigError> {
+    let mut http = UpstreamHttp::default();
+    let mut http2 = false;
+    let Some(field) = c.get_field_by_name(PROTOCOL_OPTIONS) else {
+        return Ok((http, http2));
+    };
+    let Value::Map(map) = field.as_ref() else {
+        return Ok((http, http2));
+    };
+    for (key, value) in map {
+        let prost_reflect::MapKey::String(key) = key else {
+            continue;
+        };
+        let at = format!("{path}.{PROTOCOL_OPTIONS}[{key:?}]");
+        if key != HTTP_OPTIONS {
+            return Err(ConfigError::at(
+                at,
+                format!("only {HTTP_OPTIONS} is supported here"),
+            ));
+        }
+        let Value::Message(any) = value else {
+            continue;
+        };
+        let options = unpack_any(any).map_err(|e| ConfigError::at(at.clone(), e))?;
+        http2 = msg(&options, "explicit_http_config")
+            .is_some_and(|e| e.has_field_by_name("http2_protocol_options"));
+        let Some(common) = msg(&options, "common_http_protocol_options") else {
+            continue;
+        };
+        let at = format!("{at}.common_http_protocol_options");
+        if let Some(d) = msg(common, "idle_timeout") {
+            let d = duration(d, &format!("{at}.idle_timeout"))?;
+            http.idle_timeout = (!d.is_zero()).then_some(d);
+        }
+        // 0, like unset, is no limit (as Envoy treats it).
+        http.max_requests_per_connection = msg(common, "max_requests_per_connection")
+            .map(u32_value)
+            .filter(|&n| n > 0);
+        if let Some(n) = msg(common, "max_headers_count").map(u32_value) {
+            if n == 0 {
+                return Err(ConfigError::at(
+                    format!("{at}.max_headers_count"),
+                    "must be at least 1",
+                ));
+            }
+            http.max_headers_count = n;
+        }
+    }
+    Ok((http, http2))
 }
 
 /// Checks the `ConfigSource` of an EDS cluster or an RDS route configuration: over ADS, and

@@ -181,6 +181,12 @@ pub(super) fn http_manager(
         ));
     }
     let common = msg(hcm, "common_http_protocol_options");
+    if common.is_some_and(|c| c.has_field_by_name("max_requests_per_connection")) {
+        return Err(ConfigError::at(
+            format!("{path}.common_http_protocol_options.max_requests_per_connection"),
+            "not supported by zerohop on the connection manager (only on a cluster's HttpProtocolOptions)",
+        ));
+    }
     let max_headers_count = common
         .and_then(|c| msg(c, "max_headers_count"))
         .map_or(100, u32_value);

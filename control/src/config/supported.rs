@@ -102,12 +102,13 @@ const FIELDS: &[(&str, &[&str])] = &[
     // HTTP/2 to the ADS server's cluster only (compile refuses it elsewhere).
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        &["explicit_http_config"],
+        &["explicit_http_config", "common_http_protocol_options"],
     ),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
-        &["http2_protocol_options"],
+        &["http2_protocol_options", "http_protocol_options"],
     ),
+    ("envoy.config.core.v3.Http1ProtocolOptions", &[]),
     (
         "envoy.config.endpoint.v3.ClusterLoadAssignment",
         &["cluster_name", "endpoints"],
@@ -148,9 +149,15 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.extensions.filters.http.buffer.v3.Buffer",
         &["max_request_bytes"],
     ),
+    // The connection manager's (downstream) and a cluster's (upstream) common options;
+    // compile refuses max_requests_per_connection on the connection manager.
     (
         "envoy.config.core.v3.HttpProtocolOptions",
-        &["idle_timeout", "max_headers_count"],
+        &[
+            "idle_timeout",
+            "max_headers_count",
+            "max_requests_per_connection",
+        ],
     ),
     (
         "envoy.config.route.v3.RouteConfiguration",

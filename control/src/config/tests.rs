@@ -1,6 +1,6 @@
 use super::*;
 use std::time::Duration;
-use zerohop_proto::{LbPolicy, NetworkFilter, RouteAction};
+use zerohop_proto::{LbPolicy, NetworkFilter, RouteAction, UpstreamHttp};
 
 const BASE: &str = include_str!("../../tests/fixtures/tcp_proxy.yaml");
 
@@ -294,6 +294,79 @@ fn the_buffer_filter_compiles_and_its_misuse_is_refused() {
     ];
     for (filters, path, msg) in cases {
         let e = err(&with(filters));
+        assert!(e.path.contains(path), "{e}");
+        assert!(e.message.contains(msg), "{e}");
+    }
+}
+
+#[test]
+fn cluster_http_protocol_options_compile_and_refuse_what_zerohop_lacks() {
+    let cluster_a = "  - name: a\n    connect_timeout: 1s\n";
+    assert!(HTTP.contains(cluster_a), "fixture lacks cluster a");
+    let with = |common: &str, explicit: &str| {
+        HTTP.replacen(
+            cluster_a,
+            &format!("{cluster_a}    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {explicit}\n        common_http_protocol_options: {common}\n"),
+            1,
+        )
+    };
+    let b = load(
+        &with(
+            "{ idle_timeout: 90s, max_requests_per_connection: 100, max_headers_count: 50 }",
+            "{ http_protocol_options: {} }",
+        ),
+        Format::Yaml,
+    )
+    .unwrap();
+    let a = &b.snapshot.clusters[0];
+    assert_eq!(a.name, "a");
+    assert_eq!(
+        a.http,
+        UpstreamHttp {
+            idle_timeout: Some(Duration::from_secs(90)),
+            max_requests_per_connection: Some(100),
+            max_headers_count: 50,
+        }
+    );
+    assert_eq!(b.snapshot.clusters[1].http, UpstreamHttp::default());
+    let b = load(
+        &with("{ idle_timeout: 0s }", "{ http_protocol_options: {} }"),
+        Format::Yaml,
+    )
+    .unwrap();
+    assert_eq!(b.snapshot.clusters[0].http.idle_timeout, None, "0 disables");
+
+    let cases = [
+        (
+            with("{ idle_timeout: 1s }", "{ http2_protocol_options: {} }"),
+            "typed_extension_protocol_options",
+            "supported only for the cluster that dynamic_resources.ads_config names",
+        ),
+        (
+            with("{ max_headers_count: 0 }", "{ http_protocol_options: {} }"),
+            "max_headers_count",
+            "at least 1",
+        ),
+        (
+            with(
+                "{ max_stream_duration: 1s }",
+                "{ http_protocol_options: {} }",
+            ),
+            "max_stream_duration",
+            "not supported",
+        ),
+        (
+            HTTP.replacen(
+                "          use_remote_address: true\n",
+                "          use_remote_address: true\n          common_http_protocol_options: { max_requests_per_connection: 5 }\n",
+                1,
+            ),
+            "max_requests_per_connection",
+            "only on a cluster",
+        ),
+    ];
+    for (yaml, path, msg) in cases {
+        let e = err(&yaml);
         assert!(e.path.contains(path), "{e}");
         assert!(e.message.contains(msg), "{e}");
     }

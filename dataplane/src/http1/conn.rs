@@ -745,16 +745,16 @@ impl Conn<'_> {
         // A pooled connection the upstream closed a moment ago fails before any byte of a
         // response: that (bodiless) request is sent again once, on a new connection.
         let mut attempt = 0;
-        let (up, mut ubuf, mut resp, deadline) = loop {
+        let (up, served, mut ubuf, mut resp, deadline) = loop {
             attempt += 1;
             let pooled = self.shard.upstreams.checkout(addr, now);
             let reused = pooled.is_some();
-            let mut up = match pooled {
-                Some(s) => {
+            let (mut up, served) = match pooled {
+                Some(p) => {
                     stats.inc(Counter::UpstreamCxReused);
-                    s
+                    p
                 }
-                None => self.connect(cluster, addr).await?,
+                None => (self.connect(cluster, addr).await?, 0),
             };
             stats.inc(Counter::UpstreamRqTotal);
             let sent;
@@ -800,10 +800,16 @@ impl Conn<'_> {
             let deadline = forward.timeout.map(|t| now + t);
             let mut ubuf = self.shard.pools.vec();
             match self
-                .read_response_head(&mut up, &mut ubuf, req, deadline)
+                .read_response_head(
+                    &mut up,
+                    &mut ubuf,
+                    req,
+                    deadline,
+                    cluster.http.max_headers_count,
+                )
                 .await
             {
-                Ok(resp) => break (up, ubuf, resp, deadline),
+                Ok(resp) => break (up, served + 1, ubuf, resp, deadline),
                 Err(Fail::Reply(502, _))
                     if reused
                         && attempt == 1
@@ -896,8 +902,15 @@ impl Conn<'_> {
         match body {
             BodyEnd::Done => {
                 let upstream_close = resp.close;
-                if !upstream_close && ubuf.is_empty() {
-                    self.shard.upstreams.checkin(addr, up, now);
+                let spent = cluster
+                    .http
+                    .max_requests_per_connection
+                    .is_some_and(|max| served >= max);
+                if !upstream_close && !spent && ubuf.is_empty() {
+                    let idle_timeout = cluster.http.idle_timeout;
+                    self.shard
+                        .upstreams
+                        .checkin(addr, up, now, served, idle_timeout);
                 }
                 Ok(!close)
             }
@@ -985,11 +998,12 @@ impl Conn<'_> {
         ubuf: &mut Vec<u8>,
         req: &Req,
         deadline: Option<Instant>,
+        max_headers: u32,
     ) -> Result<Resp, Fail> {
         let stats = self.shard.stats;
         let limits = Limits {
             max_head_bytes: 64 * 1024,
-            max_headers: 200,
+            max_headers: max_headers as usize,
         };
         loop {
             match head::parse_response(ubuf, &limits, req.method()) {

@@ -1,5 +1,6 @@
 //! A shard's idle upstream HTTP/1.1 connections, by endpoint. Nothing is shared with other
-//! shards; a connection goes back only after a complete, delimited exchange.
+//! shards; a connection goes back only after a complete, delimited exchange, and not at all
+//! once it has served the cluster's `max_requests_per_connection`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,45 +15,76 @@ use crate::net::sys;
 
 /// Idle connections kept per endpoint; beyond this they are closed.
 pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
-/// An idle connection older than this is closed instead of reused (Envoy's upstream
-/// `idle_timeout` default is 1 h; upstreams usually close sooner, which `checkout` notices).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// A connection idle for less than this is reused without a liveness check (a syscall):
 /// upstreams close idle connections after seconds, not microseconds, and a request without
 /// a body that meets a just-closed connection is sent again on a new one.
 const CHECK_AFTER: Duration = Duration::from_millis(200);
 
-/// Idle connections to one endpoint, most recently used last, with the time each went idle.
-type Idle = Vec<(TcpStream, Instant)>;
+/// An idle connection.
+#[derive(Debug)]
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+    /// Requests it has served.
+    served: u32,
+    /// When the cluster's `idle_timeout` closes it (`None`: never).
+    expires: Option<Instant>,
+}
 
 #[derive(Debug, Default)]
 pub struct UpstreamPool {
-    idle: RefCell<HashMap<SocketAddr, Idle, FastHash>>,
+    /// Per endpoint, most recently used last.
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle>, FastHash>>,
 }
 
 impl UpstreamPool {
-    /// The most recently used idle connection to `addr` that is still open (`now`: the
-    /// caller's clock reading).
-    pub fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
+    /// The most recently used idle connection to `addr` that is still open and within its
+    /// idle timeout, with the requests it has served (`now`: the caller's clock reading).
+    pub fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<(TcpStream, u32)> {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.get_mut(&addr)?;
-        while let Some((s, since)) = conns.pop() {
-            let idle = now.saturating_duration_since(since);
-            if idle < CHECK_AFTER || (idle < IDLE_TIMEOUT && sys::idle_alive(s.as_raw_fd())) {
-                return Some(s);
+        while let Some(c) = conns.pop() {
+            if c.expires.is_some_and(|e| e <= now) {
+                continue;
+            }
+            let quiet = now.saturating_duration_since(c.since);
+            if quiet < CHECK_AFTER || sys::idle_alive(c.stream.as_raw_fd()) {
+                return Some((c.stream, c.served));
             }
         }
         None
     }
 
-    /// Keeps `s` for reuse, idle since `since` (an earlier stamp only makes the liveness
-    /// check come sooner).
-    pub fn checkin(&self, addr: SocketAddr, s: TcpStream, since: Instant) {
+    /// Keeps `stream` for reuse, idle since `since` (an earlier stamp only makes the liveness
+    /// check come sooner), having served `served` requests; `idle_timeout` is its cluster's.
+    pub fn checkin(
+        &self,
+        addr: SocketAddr,
+        stream: TcpStream,
+        since: Instant,
+        served: u32,
+        idle_timeout: Option<Duration>,
+    ) {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.entry(addr).or_default();
         if conns.len() < MAX_IDLE_PER_ENDPOINT {
-            conns.push((s, since));
+            conns.push(Idle {
+                stream,
+                since,
+                served,
+                expires: idle_timeout.map(|t| since + t),
+            });
         }
+    }
+
+    /// Closes the idle connections whose idle timeout has passed (the shard calls this about
+    /// once a second, so an idle upstream connection does not outlive its timeout by more).
+    pub fn sweep(&self, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|_, conns| {
+            conns.retain(|c| c.expires.is_none_or(|e| e > now));
+            !conns.is_empty()
+        });
     }
 
     /// Idle connections held (all endpoints).

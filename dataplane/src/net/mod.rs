@@ -1,8 +1,9 @@
 //! The byte-moving layer: the only code that touches sockets directly.
 //!
-//! [`pump`] moves one direction of a proxied connection; [`sys`] holds the raw syscalls;
-//! [`Pools`] keeps each shard's copy buffers and splice pipes, so an idle connection holds
-//! neither (it waits for readiness first and borrows a buffer only to move bytes).
+//! [`pump`] moves one direction of a proxied connection; [`ring`] receives and sends HTTP
+//! heads as io_uring operations; [`sys`] holds the raw syscalls; [`Pools`] keeps each shard's
+//! copy buffers, splice pipes and byte vectors, so an idle L4 connection holds none of them
+//! (it waits for readiness first and borrows a buffer only to move bytes).
 
 pub mod pump;
 pub mod ring;

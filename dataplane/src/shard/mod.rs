@@ -27,6 +27,8 @@ pub static DRAINING: AtomicBool = AtomicBool::new(false);
 
 /// How often an idle shard looks for a new generation and for the drain flag.
 const TICK: Duration = Duration::from_millis(10);
+/// How often idle upstream connections past their cluster's idle timeout are closed.
+const POOL_SWEEP: Duration = Duration::from_secs(1);
 
 /// Which io driver a shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +222,7 @@ async fn main(spec: Spec) {
     shard.maybe_reload();
     shard.take_listener_ops();
 
+    let mut next_sweep = Instant::now() + POOL_SWEEP;
     while !DRAINING.load(Ordering::Relaxed) {
         match &wake {
             Some(w) => {
@@ -235,7 +238,12 @@ async fn main(spec: Spec) {
         }
         shard.take_listener_ops();
         shard.maybe_reload();
-        shard.expire_drained_listeners(Instant::now());
+        let now = Instant::now();
+        shard.expire_drained_listeners(now);
+        if now >= next_sweep {
+            shard.upstreams.sweep(now);
+            next_sweep = now + POOL_SWEEP;
+        }
     }
 
     // Drain: stop accepting (closing the sockets), let open connections finish.

@@ -24,6 +24,8 @@ pub struct Upstream {
     pub conns: Arc<AtomicUsize>,
     /// Requests received so far.
     pub requests: Arc<AtomicUsize>,
+    /// Connections open now (the peer has not closed them).
+    pub open: Arc<AtomicUsize>,
 }
 
 /// Reads one request head (lines up to the empty one); `None` at EOF.
@@ -104,18 +106,24 @@ pub fn upstream(name: &'static str) -> Upstream {
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
-    let (c, q) = (conns.clone(), requests.clone());
+    let open = Arc::new(AtomicUsize::new(0));
+    let (c, q, o) = (conns.clone(), requests.clone(), open.clone());
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             c.fetch_add(1, Ordering::SeqCst);
-            let q = q.clone();
-            std::thread::spawn(move || serve(name, s, &q));
+            o.fetch_add(1, Ordering::SeqCst);
+            let (q, o) = (q.clone(), o.clone());
+            std::thread::spawn(move || {
+                serve(name, s, &q);
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     });
     Upstream {
         addr,
         conns,
         requests,
+        open,
     }
 }
 

@@ -17,12 +17,21 @@ fn sample() -> Snapshot {
                         weight: 3,
                     },
                 ],
+                http: UpstreamHttp {
+                    idle_timeout: Some(Duration::from_secs(90)),
+                    max_requests_per_connection: Some(1000),
+                    max_headers_count: 50,
+                },
             },
             Cluster {
                 name: "empty".into(),
                 connect_timeout: Duration::from_secs(5),
                 lb_policy: LbPolicy::Random,
                 endpoints: vec![],
+                http: UpstreamHttp {
+                    idle_timeout: None,
+                    ..UpstreamHttp::default()
+                },
             },
         ],
         listeners: vec![

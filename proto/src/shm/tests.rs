@@ -150,6 +150,7 @@ fn write_fuzz_seeds() {
                 address: "127.0.0.1:8080".parse().unwrap(),
                 weight: 1,
             }],
+            http: UpstreamHttp::default(),
         }],
         listeners: vec![Listener {
             name: "front".into(),
