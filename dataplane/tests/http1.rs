@@ -249,6 +249,32 @@ fn upstream_protocol_options_limit_pooled_connections() {
     assert_eq!(s.a.conns.load(Ordering::SeqCst), 4);
 }
 
+/// Requests sent back to back before any answer (pipelining) are served in order, bodies
+/// included, from what the first read brought in.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let s = setup();
+    let mut c = s.client();
+    c.w.write_all(
+        b"GET /p/1 HTTP/1.1\r\nhost: other\r\n\r\nPOST /p/2 HTTP/1.1\r\nhost: other\r\ncontent-length: 5\r\n\r\nhelloGET /p/3 HTTP/1.1\r\nhost: other\r\n\r\n",
+    )
+    .unwrap();
+    for (path, body) in [("/p/1", 0), ("/p/2", 5), ("/p/3", 0)] {
+        let r = c.response().unwrap();
+        assert_eq!(r.status, 200);
+        let text = r.text();
+        assert!(
+            text.starts_with(&format!(
+                "{} {path} HTTP/1.1\n",
+                if body > 0 { "POST" } else { "GET" }
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!("body-bytes: {body}")), "{text}");
+    }
+    assert_eq!(s.a.conns.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn chunked_bodies_both_ways_and_expect_continue() {
     let s = setup();

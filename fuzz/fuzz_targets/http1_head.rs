@@ -1,12 +1,17 @@
 //! The request-head parser on arbitrary bytes, differential against httparse: never a panic;
 //! what zerohop accepts, httparse accepts too, with the same method, target and headers; and
-//! an accepted head never carries an ambiguous length.
+//! an accepted head never carries an ambiguous length. The fast head-end scan and the exact
+//! one agree, under the default size limit and a small one.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use zerohop::http1::head::{parse_request, Framing, Limits};
+use zerohop::http1::head::{head_end_both, parse_request, Framing, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
+    for l in [limits, Limits { max_head_bytes: 64, max_headers: 100 }] {
+        let [fast, exact] = head_end_both(data, &l);
+        assert_eq!(fast, exact, "fast and exact head-end scans differ");
+    }
     let Ok(Some(head)) = parse_request(data, &limits) else {
         return;
     };

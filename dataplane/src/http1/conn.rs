@@ -3,12 +3,16 @@
 //! Per request: read the head (idle timeout before its first byte, `request_headers_timeout`
 //! after it), refuse anything whose framing is ambiguous, route it, then either answer
 //! locally (direct response, redirect, errors) or forward it: an upstream connection from the
-//! shard's pool (or a new one), the head rewritten (hop-by-hop headers dropped, header edits,
-//! `x-forwarded-*`, `x-request-id`), the body streamed as it arrives (Content-Length bodies
-//! by splice once large, chunked bodies validated chunk by chunk and passed through as sent),
-//! then the response the same way back. The upstream connection returns to the pool only
-//! after a complete, delimited exchange. A `101 Switching Protocols` answer to an Upgrade
-//! request turns the connection into a tunnel.
+//! shard's pool (or a new one), the head rewritten from the received bytes (hop-by-hop
+//! headers dropped, header edits, `x-forwarded-*`, `x-request-id`), the body streamed as it
+//! arrives (Content-Length bodies by splice once large, chunked bodies validated chunk by
+//! chunk and passed through as sent) or, with the buffer filter, read whole first; then the
+//! response the same way back. The upstream connection returns to the pool only after a
+//! complete, delimited exchange. A `101 Switching Protocols` answer to an Upgrade request
+//! turns the connection into a tunnel.
+//!
+//! Heads and small bodies move as io_uring operations (`net::ring`); larger bodies, tunnels
+//! and rare replies use the readiness-then-syscall path of `net::pump`.
 
 use std::borrow::Cow;
 use std::cell::Cell;

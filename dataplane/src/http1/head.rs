@@ -101,6 +101,13 @@ fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HeadError> {
     head_end_exact(buf, limits)
 }
 
+/// The fast and the exact head-end scans of `buf`, which must agree (the fuzz target
+/// `http1_head` checks it on every input).
+#[doc(hidden)]
+pub fn head_end_both(buf: &[u8], limits: &Limits) -> [Result<Option<usize>, HeadError>; 2] {
+    [head_end(buf, limits), head_end_exact(buf, limits)]
+}
+
 /// Whether `head` (which ends with CRLF CRLF) has no bare LF, no bare CR and no obs-fold.
 fn line_endings_clean(head: &[u8]) -> bool {
     let n = head.len();
