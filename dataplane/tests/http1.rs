@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use support::http::{fixture, upstream, Client, Upstream};
-use support::Proxy;
+use support::{Opts, Proxy};
 use zerohop_proto::stats::Counter;
 
 struct Setup {
@@ -273,6 +273,44 @@ fn pipelined_requests_are_answered_in_order() {
         assert!(text.contains(&format!("body-bytes: {body}")), "{text}");
     }
     assert_eq!(s.a.conns.load(Ordering::SeqCst), 1);
+}
+
+/// The same request path on the epoll driver (the fallback when no ring can be set up), where
+/// the "ring" receives and sends are readiness waits and syscalls inside monoio: keep-alive
+/// requests, a body, and a head that times out (its pending receive abandoned).
+#[test]
+fn http_on_the_epoll_driver() {
+    let (a, b) = (upstream("a"), upstream("b"));
+    let yaml = fixture(a.addr, b.addr).replace(
+        "          use_remote_address: true\n",
+        "          use_remote_address: true\n          request_headers_timeout: 0.5s\n",
+    );
+    let opts = Opts {
+        driver: "epoll",
+        ..Opts::default()
+    };
+    let proxy = Proxy::start_with(&yaml, opts);
+    assert!(
+        proxy.wait_log("epoll driver", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    let mut c = Client::connect(proxy.addr("web"));
+    for i in 0..20 {
+        assert_eq!(c.get("other", &format!("/e/{i}"), &[]).status, 200);
+    }
+    let r = c
+        .raw(b"POST /e HTTP/1.1\r\nhost: other\r\ncontent-length: 5\r\n\r\nhello")
+        .unwrap();
+    assert!(r.text().contains("body-bytes: 5"), "{}", r.text());
+    assert_eq!(a.conns.load(Ordering::SeqCst), 1);
+    let mut slow = Client::connect(proxy.addr("web"));
+    assert_eq!(
+        slow.raw(b"GET / HTTP/1.1\r\nhost: h\r\n").unwrap().status,
+        408
+    );
+    // The first connection still serves.
+    assert_eq!(c.get("other", "/after", &[]).status, 200);
 }
 
 #[test]
@@ -642,7 +680,7 @@ fn draining_closes_idle_keep_alive_connections() {
     let (a, b) = (upstream("a"), upstream("b"));
     let mut proxy = Proxy::start_with(
         &fixture(a.addr, b.addr),
-        support::Opts {
+        Opts {
             drain_timeout: "30",
             ..Default::default()
         },
