@@ -158,7 +158,9 @@ fn headers_are_edited_forwarded_and_hop_by_hop_ones_dropped() {
     for hop in ["connection", "x-private-hop", "keep-alive", "te"] {
         assert!(get(hop).is_empty(), "{hop} forwarded: {up:?}");
     }
-    assert_eq!(get("x-forwarded-for"), ["10.0.0.1,127.0.0.1"]);
+    // The peer is loopback: as Envoy, the host's own address is appended instead.
+    let host = zerohop::net::sys::local_address();
+    assert_eq!(get("x-forwarded-for"), [format!("10.0.0.1,{host}")]);
     assert_eq!(get("x-forwarded-proto"), ["http"]);
     assert_eq!(get("x-request-id"), ["my-id"]);
     // Response edits: the route's and the route configuration's.

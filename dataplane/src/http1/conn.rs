@@ -59,8 +59,12 @@ pub async fn serve(
     // change per request (idle ones belong to the shard's pool), and shutting the downstream
     // one ends whatever exchange is in flight.
     let _tracked = Tracked::new(&listener, [down.as_raw_fd(), down.as_raw_fd()]);
-    // x-forwarded-for's entry for this client, made once.
-    let peer_ip = down.peer_addr().ok().map(|p| p.ip().to_string());
+    // x-forwarded-for's entry for this client, made once: as Envoy, the host's own address
+    // for a loopback peer.
+    let peer_ip = down.peer_addr().ok().map(|p| match p.ip().to_canonical() {
+        ip if ip.is_loopback() => local_address().to_string(),
+        ip => ip.to_string(),
+    });
     let mut buf = Vec::with_capacity(4096);
     let mut head = Vec::new();
     let mut timer = Box::pin(monoio::time::sleep(Duration::from_secs(24 * 3600)));
@@ -184,6 +188,12 @@ impl Req {
     fn named(&self, name: &[u8]) -> bool {
         has_token(&self.raw, &self.connection, name)
     }
+}
+
+/// The host's address for `x-forwarded-for` (see [`sys::local_address`]), looked up once.
+fn local_address() -> std::net::IpAddr {
+    static LOCAL: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+    *LOCAL.get_or_init(sys::local_address)
 }
 
 /// How often a connection waiting for its next request checks whether its listener drains.

@@ -164,6 +164,40 @@ pub fn shutdown_both(fd: RawFd) -> io::Result<()> {
     check(unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } as isize).map(drop)
 }
 
+/// The host's address as Envoy's `local_info` has it: the first IPv4 address of
+/// `getifaddrs(3)` that is not loopback, else 127.0.0.1. With `use_remote_address`, a request
+/// from a loopback peer gets this appended to `x-forwarded-for` instead of the peer.
+pub fn local_address() -> std::net::IpAddr {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `list`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return loopback;
+    }
+    let mut found = None;
+    let mut at = list;
+    while !at.is_null() && found.is_none() {
+        // SAFETY: `at` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*at };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: a non-null ifa_addr points to a sockaddr whose family says its type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET means the sockaddr is a sockaddr_in.
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() {
+                    found = Some(std::net::IpAddr::V4(ip));
+                }
+            }
+        }
+        at = ifa.ifa_next;
+    }
+    // SAFETY: the list getifaddrs returned, freed once; nothing refers to it any more.
+    unsafe { libc::freeifaddrs(list) };
+    found.unwrap_or(loopback)
+}
+
 /// `SO_LINGER {on, 0}`: the next close sends RST instead of FIN (used to forward a reset).
 pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     let l = libc::linger {
