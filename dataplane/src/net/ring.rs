@@ -5,7 +5,7 @@
 //! The byte pumps in [`super::pump`] wait for readiness instead, because an L4 connection
 //! may sit idle for hours and a pending receive pins its buffer. An HTTP connection keeps
 //! its head buffer between requests regardless, so for it the pending receive costs no
-//! memory. Both the buffers here are owned and travel with the operation: a receive that
+//! memory. The buffers here are owned and travel with the operation: a receive that
 //! is abandoned (its future dropped) is cancelled, and its buffer is freed when the
 //! cancellation completes. Abandoning loses whatever that receive had read, so callers do
 //! it only when they are closing the stream anyway.
@@ -35,8 +35,9 @@ pub enum Recv {
 
 /// Receives up to `max` bytes onto the end of `buf`.
 ///
-/// The returned future owns `buf`'s contents while the receive is pending and gives them
-/// back through `put` on completion: drop the future only to close the stream.
+/// The returned future owns `buf`'s contents while the receive is pending (`buf` is left
+/// empty) and resolves to them, with what arrived appended: put them back into `buf`. Drop
+/// the future only to close the stream.
 pub fn recv_op<'a>(
     s: &'a mut TcpStream,
     buf: &mut Vec<u8>,
