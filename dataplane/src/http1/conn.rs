@@ -67,7 +67,7 @@ pub async fn serve(
     });
     let mut buf = Vec::with_capacity(4096);
     let mut head = Vec::new();
-    let mut timer = Box::pin(monoio::time::sleep(Duration::from_secs(24 * 3600)));
+    let mut timer = Box::pin(monoio::time::sleep_until(far_future().into()));
     let mut last = Instant::now();
     let mut follow = true;
     loop {
@@ -632,11 +632,7 @@ impl Conn<'_> {
         }
         out.extend_from_slice(b"\r\n");
         let mut request_id = [0u8; 36];
-        let edited = route
-            .edits
-            .iter()
-            .any(|e| !e.request_add.is_empty() || !e.request_remove.is_empty());
-        if edited {
+        if route.edits_requests {
             let mut headers: HeaderList = Vec::with_capacity(req.headers.len() + 3);
             self.request_headers(req, &mut request_id, |n, v| headers.push((n, v)));
             apply_edits(&mut headers, &route.edits, false);
@@ -1093,11 +1089,7 @@ impl Conn<'_> {
                         && (resp.connection.is_empty() || !has_token(raw, &resp.connection, n))));
             keep.then(|| (n, &raw[h.value.clone()]))
         });
-        let edited = route
-            .edits
-            .iter()
-            .any(|e| !e.response_add.is_empty() || !e.response_remove.is_empty());
-        if edited {
+        if route.edits_responses {
             let mut headers: HeaderList = kept.map(|(n, v)| (n, Cow::Borrowed(v))).collect();
             apply_edits(&mut headers, &route.edits, true);
             write_headers(&mut out, &headers);

@@ -134,6 +134,11 @@ pub struct Route {
     pub action: Action,
     /// Route, then virtual host, then route configuration level: applied in that order.
     pub edits: Vec<HeaderEdits>,
+    /// Whether any level adds or removes request headers (else the upstream head is written
+    /// without the edit pass).
+    pub edits_requests: bool,
+    /// The same for response headers.
+    pub edits_responses: bool,
 }
 
 #[derive(Debug)]
@@ -237,6 +242,7 @@ impl RouteTable {
                     },
                     RouteAction::Redirect(rd) => Action::Redirect(rd.clone()),
                 };
+                let levels = [r.headers.clone(), vh.headers.clone(), rc.headers.clone()];
                 routes.push(Route {
                     name: r.name.clone(),
                     path,
@@ -244,7 +250,13 @@ impl RouteTable {
                     headers,
                     query,
                     action,
-                    edits: vec![r.headers.clone(), vh.headers.clone(), rc.headers.clone()],
+                    edits_requests: levels
+                        .iter()
+                        .any(|e| !e.request_add.is_empty() || !e.request_remove.is_empty()),
+                    edits_responses: levels
+                        .iter()
+                        .any(|e| !e.response_add.is_empty() || !e.response_remove.is_empty()),
+                    edits: Vec::from(levels),
                 });
             }
             t.vhosts.push(VirtualHost {
