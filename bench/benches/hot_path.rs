@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the hot-path pieces that exist so far: `cargo bench -p zerohop-bench`.
 //!
-//! - snapshot decode (what every shard does per generation), at 10 / 1,000 / 10,000 clusters
-//!   of 10 endpoints;
-//! - building a shard's tables for a generation (balancers, target picks), at 1,000 clusters;
+//! - snapshot decode (what the data plane's config thread does per generation), at 10 /
+//!   1,000 / 10,000 clusters of 10 endpoints;
+//! - building a generation (balancer tables, route tables, chain selectors), at 1,000
+//!   clusters, from nothing and from a previous generation that differs in one endpoint;
 //! - picking an endpoint (per connection) for each load-balancing policy, and picking a
 //!   weighted target cluster.
 
@@ -11,8 +12,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use zerohop::cluster::{Balancer, Rng, WeightedPick};
-use zerohop::shard::config::ShardConfig;
+use zerohop::config::{Slots, Terminal};
+use zerohop::upstream::lb::{LbState, LbTable, Rng, WeightedPick};
 use zerohop_proto::*;
 
 fn snapshot(clusters: usize, eps: usize) -> Snapshot {
@@ -27,13 +28,14 @@ fn snapshot(clusters: usize, eps: usize) -> Snapshot {
                     weight: 1,
                 })
                 .collect(),
-            http: UpstreamHttp::default(),
+            protocol: UpstreamProtocol::default(),
+            transport: TransportSocket::default(),
         })
         .collect();
-    let listeners = vec![Listener {
-        name: "front".into(),
-        address: ([127, 0, 0, 1], 10000).into(),
-        filter: NetworkFilter::TcpProxy(TcpProxy {
+    let listeners = vec![Listener::simple(
+        "front",
+        ([127, 0, 0, 1], 10000).into(),
+        NetworkFilter::TcpProxy(TcpProxy {
             stat_prefix: "front".into(),
             targets: vec![WeightedCluster {
                 cluster: ClusterId(0),
@@ -41,7 +43,7 @@ fn snapshot(clusters: usize, eps: usize) -> Snapshot {
             }],
             idle_timeout: Some(Duration::from_secs(3600)),
         }),
-    }];
+    )];
     Snapshot {
         listeners,
         clusters,
@@ -73,11 +75,24 @@ fn decode(c: &mut Criterion) {
 
 fn build(c: &mut Criterion) {
     let s = snapshot(1_000, 10);
-    let prev = ShardConfig::build(1, s.clone(), None).expect("valid snapshot");
-    c.bench_function("shard_config_build/1000", |b| {
+    c.bench_function("generation_build/1000/fresh", |b| {
         b.iter_batched(
-            || s.clone(),
-            |s| ShardConfig::build(2, s, Some(&prev)),
+            || (Slots::default(), s.clone()),
+            |(mut slots, s)| slots.build(1, s).unwrap(),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    // The usual update: one endpoint's weight changed, everything else reused.
+    let mut next = s.clone();
+    next.clusters[7].endpoints[0].weight = 3;
+    c.bench_function("generation_build/1000/one_change", |b| {
+        b.iter_batched(
+            || {
+                let mut slots = Slots::default();
+                let first = slots.build(1, s.clone()).unwrap();
+                (slots, first, next.clone())
+            },
+            |(mut slots, first, next)| (slots.build(2, next).unwrap(), first),
             criterion::BatchSize::LargeInput,
         )
     });
@@ -105,8 +120,11 @@ fn pick(c: &mut Criterion) {
         ),
     ];
     for (name, policy, weights) in cases {
-        let b = Balancer::new(policy, &endpoints(&weights));
-        g.bench_function(name, |bench| bench.iter(|| black_box(b.pick(&rng))));
+        let t = LbTable::new(policy, &endpoints(&weights));
+        let mut state = LbState::default();
+        g.bench_function(name, |bench| {
+            bench.iter(|| black_box(state.pick(&t, 1, &rng)))
+        });
     }
     g.finish();
     let w = WeightedPick::new([90, 10]);
@@ -131,8 +149,11 @@ fn http(c: &mut Criterion) {
     // The shared HTTP fixture's route table: 4 virtual hosts, 16 routes.
     let yaml = include_str!("../../control/tests/fixtures/http.yaml");
     let boot = zerohop_control::config::load(yaml, zerohop_control::config::Format::Yaml).unwrap();
-    let cfg = ShardConfig::build(1, boot.snapshot, None).unwrap();
-    let (_, table) = cfg.http(0).unwrap();
+    let g = Slots::default().build(1, boot.snapshot).unwrap();
+    let Terminal::Http(http) = &g.listeners[0].chains[0].terminal else {
+        unreachable!("the fixture's first listener is HTTP")
+    };
+    let table = &http.routes;
     fn no_headers(_: &str) -> Option<&'static str> {
         None
     }

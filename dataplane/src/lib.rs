@@ -1,13 +1,13 @@
 //! The zerohop data plane.
 //!
 //! ```text
-//! main -> app (attach to the segment, bind, start shards)
-//!           shard (one pinned thread + monoio runtime each)
-//!             accept --> l4::serve --> cluster (pick endpoint) --> connect
-//!                                  \-> net::pump x2 (ring readiness, recv/send or splice)
-//!                    \-> http1::serve: net::ring recv --> http1::head --> route --> cluster
-//!                         --> http1::pool / connect --> net::ring send ... recv --> send
-//!             tick   --> shard::maybe_reload (new generation from shared memory) --> ack
+//! main -> app (attach to the segment, bind, start shards and the config thread)
+//!   config thread: segment -> decode -> config::Generation (built once per process) -> Latest
+//!   shard (one pinned thread + monoio runtime each): takes the newest Generation, acks
+//!     accept --> conn (listener filters, filter chain match) -->
+//!        l4 (tcp_proxy) --> upstream (pick, connect) --> net::pump x2 (ring readiness, splice)
+//!        http::hcm (connection manager) --> http1::server (codec) --> route --> http::filter
+//!           --> router --> upstream (pick, pool, connect, upstream::h1) --> http::body relays
 //! ```
 //!
 //! Configuration arrives compiled, from `zerohop-control`, through the shared-memory segment
@@ -16,13 +16,18 @@
 
 pub mod app;
 pub mod args;
-pub mod cluster;
+pub mod config;
+pub mod conn;
 pub mod control;
 pub mod demo;
+pub mod error;
 pub mod fasthash;
+pub mod http;
 pub mod http1;
 pub mod l4;
 pub mod net;
 pub mod route;
+pub mod router;
 pub mod shard;
 pub mod stats;
+pub mod upstream;

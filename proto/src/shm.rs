@@ -33,7 +33,7 @@ use crate::stats::Counter;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP\x01");
 /// Bumped on any change to the layout described above or to [`Counter::ALL`].
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 pub const MAX_SLOTS: usize = 8;
 pub const MAX_SHARDS: usize = 256;
 const HEADER_SIZE: usize = 4096;
@@ -78,7 +78,9 @@ struct AckLine {
     applied: AtomicU64,
     rejected: AtomicU64,
     applied_ns: AtomicU64,
-    _reserved: [AtomicU64; 5],
+    /// Event-loop nanoseconds the shard spent taking up `applied`.
+    apply_busy_ns: AtomicU64,
+    _reserved: [AtomicU64; 4],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -585,11 +587,21 @@ impl Segment {
         }
     }
 
-    /// The shard on ack line `line` (its data plane's base + its id) now serves `generation`.
-    pub fn ack(&self, line: usize, generation: u64) {
+    /// The shard on ack line `line` (its data plane's base + its id) now serves `generation`,
+    /// having spent `busy_ns` of its event loop on taking it up.
+    pub fn ack(&self, line: usize, generation: u64, busy_ns: u64) {
         let a = self.ack_line(line);
         a.applied_ns.store(monotonic_ns(), Ordering::Relaxed);
+        a.apply_busy_ns.store(busy_ns, Ordering::Relaxed);
         a.applied.store(generation, Ordering::Release);
+    }
+
+    /// The event-loop nanoseconds shard `shard` (0-based) of the attached data plane spent
+    /// taking up the generation it last applied.
+    pub fn shard_apply_busy_ns(&self, shard: usize) -> u64 {
+        self.ack_line(self.shard_base() + shard)
+            .apply_busy_ns
+            .load(Ordering::Relaxed)
     }
 
     /// Shard `shard` records that it refused `generation` and kept its previous config.

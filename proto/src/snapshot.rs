@@ -2,13 +2,22 @@
 //!
 //! Everything here is already validated and resolved: listeners refer to clusters by
 //! [`ClusterId`] (an index into [`Snapshot::clusters`]), durations are [`Duration`]s and
-//! addresses are [`SocketAddr`]s. Names survive only for logs and stats.
+//! addresses are [`SocketAddr`]s. Names survive for logs, stats and the per-filter config
+//! keys Envoy defines by name. The shapes follow Envoy's: a listener has listener filters,
+//! several filter chains chosen by `filter_chain_match` and a default chain; a filter chain
+//! is an ordered list of network filters; the HTTP connection manager an ordered list of
+//! HTTP filters, the router last, whose per-route overrides hang off the route table.
+//!
+//! The types derive serde so that their binary encoding ([`crate::codec`]) is written once,
+//! by the derive; [`Snapshot::validate`] holds the invariants the types cannot.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// Index of a cluster in [`Snapshot::clusters`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ClusterId(pub u32);
 
 impl ClusterId {
@@ -18,31 +27,165 @@ impl ClusterId {
 }
 
 /// One immutable configuration generation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+// === listeners ===
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listener {
     /// Envoy `Listener.name`; unique within a snapshot.
     pub name: String,
     pub address: SocketAddr,
-    pub filter: NetworkFilter,
+    /// `listener_filters`, run in order on each accepted connection before a filter chain
+    /// is chosen.
+    pub listener_filters: Vec<ListenerFilter>,
+    /// `listener_filters_timeout` (Envoy's default 15 s; `None`: `0s`, no limit): how long
+    /// the listener filters may wait for the first bytes.
+    pub listener_filters_timeout: Option<Duration>,
+    /// `continue_on_listener_filters_timeout`: at the timeout, choose a filter chain with
+    /// what was detected so far (true) or close the connection (false, Envoy's default).
+    pub continue_on_listener_filters_timeout: bool,
+    /// `filter_chains`: a connection is served by the one whose `filter_chain_match` fits it
+    /// most specifically (Envoy's order of criteria), else by `default_filter_chain`, else
+    /// it is closed.
+    pub filter_chains: Vec<FilterChain>,
+    pub default_filter_chain: Option<FilterChain>,
 }
 
-/// The terminal network filter of a listener's (single) filter chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl Listener {
+    /// A listener with one filter chain, matching every connection, of one network filter.
+    pub fn simple(name: impl Into<String>, address: SocketAddr, filter: NetworkFilter) -> Listener {
+        Listener {
+            name: name.into(),
+            address,
+            listener_filters: Vec::new(),
+            listener_filters_timeout: Some(Duration::from_secs(15)),
+            continue_on_listener_filters_timeout: false,
+            filter_chains: vec![FilterChain {
+                filters: vec![filter],
+                ..FilterChain::default()
+            }],
+            default_filter_chain: None,
+        }
+    }
+
+    /// Every filter chain, the default one last.
+    pub fn chains(&self) -> impl Iterator<Item = &FilterChain> {
+        self.filter_chains.iter().chain(&self.default_filter_chain)
+    }
+}
+
+impl FilterChain {
+    /// The terminal network filter (`validate` guarantees there is one, last).
+    pub fn terminal(&self) -> &NetworkFilter {
+        self.filters
+            .last()
+            .expect("a validated chain has a terminal filter")
+    }
+}
+
+/// A listener filter: inspects a new connection before a filter chain is chosen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListenerFilter {
+    /// `envoy.filters.listener.http_inspector`: detects HTTP/1.x or HTTP/2 (h2c prior
+    /// knowledge) from the first bytes, as the application protocol the chain match sees.
+    HttpInspector,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterChain {
+    pub name: String,
+    pub matcher: FilterChainMatch,
+    /// The network filters in order; the last is terminal (tcp_proxy or the HTTP
+    /// connection manager) and the only one today.
+    pub filters: Vec<NetworkFilter>,
+}
+
+/// `FilterChainMatch`: every field set must hold for the chain to be a candidate; among
+/// candidates the most specific wins criterion by criterion, in Envoy's order (destination
+/// port, destination IP, server name, transport protocol, application protocols, direct
+/// source IP, source type, source IP, source port).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterChainMatch {
+    pub destination_port: Option<u16>,
+    /// `prefix_ranges`: the connection's destination (local) address.
+    pub prefix_ranges: Vec<CidrRange>,
+    /// Lower-case; exact or `*.suffix`. Needs a detected server name (TLS SNI).
+    pub server_names: Vec<String>,
+    /// `raw_buffer`, `tls`, ... (Envoy sets `raw_buffer` when no listener filter detects one).
+    pub transport_protocol: Option<String>,
+    /// Needs a detected application protocol (ALPN, or `http_inspector`).
+    pub application_protocols: Vec<String>,
+    pub direct_source_prefix_ranges: Vec<CidrRange>,
+    pub source_type: SourceType,
+    pub source_prefix_ranges: Vec<CidrRange>,
+    pub source_ports: Vec<u16>,
+}
+
+impl FilterChainMatch {
+    /// True when the chain matches every connection (no criterion set).
+    pub fn is_empty(&self) -> bool {
+        *self == FilterChainMatch::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceType {
+    #[default]
+    Any,
+    /// The source is a local address (loopback, or the connection's own destination IP).
+    SameIpOrLoopback,
+    External,
+}
+
+/// An address prefix, `address_prefix`/`prefix_len`. The address is stored masked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CidrRange {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl CidrRange {
+    /// Whether `ip` is inside the range (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.address, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let bits = u32::from(self.prefix_len.min(32));
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let bits = u32::from(self.prefix_len.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A network filter of a filter chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // Reason: config data, a few per listener, built once per generation.
 pub enum NetworkFilter {
     TcpProxy(TcpProxy),
-    /// `envoy.filters.network.http_connection_manager` with the router as its only HTTP
-    /// filter, serving HTTP/1.1.
+    /// `envoy.filters.network.http_connection_manager`, serving HTTP/1.1.
     Http(HttpManager),
 }
 
+impl NetworkFilter {
+    /// Whether the filter ends a chain (it owns the connection from there on).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, NetworkFilter::TcpProxy(_) | NetworkFilter::Http(_))
+    }
+}
+
 /// `envoy.filters.network.tcp_proxy`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpProxy {
     pub stat_prefix: String,
     /// At least one; a single `cluster` compiles to one target of weight 1.
@@ -51,14 +194,16 @@ pub struct TcpProxy {
     pub idle_timeout: Option<Duration>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeightedCluster {
     pub cluster: ClusterId,
     /// Always >= 1.
     pub weight: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+// === clusters ===
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
     /// Envoy `Cluster.name`; unique within a snapshot.
     pub name: String,
@@ -66,13 +211,45 @@ pub struct Cluster {
     pub lb_policy: LbPolicy,
     /// May be empty: connections then fail with "no healthy upstream".
     pub endpoints: Vec<Endpoint>,
-    /// How HTTP requests use this cluster's connections.
-    pub http: UpstreamHttp,
+    /// The protocol HTTP requests speak to this cluster's endpoints, and its options.
+    pub protocol: UpstreamProtocol,
+    /// `transport_socket`: what carries the bytes to an endpoint.
+    pub transport: TransportSocket,
+}
+
+/// How HTTP requests reach a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, with `HttpProtocolOptions.common_http_protocol_options`.
+    Http1(UpstreamHttp),
+}
+
+impl UpstreamProtocol {
+    /// The options common to every HTTP protocol.
+    pub fn common(&self) -> &UpstreamHttp {
+        match self {
+            UpstreamProtocol::Http1(h) => h,
+        }
+    }
+}
+
+impl Default for UpstreamProtocol {
+    fn default() -> Self {
+        UpstreamProtocol::Http1(UpstreamHttp::default())
+    }
+}
+
+/// `Cluster.transport_socket`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TransportSocket {
+    /// `envoy.transport_sockets.raw_buffer`, Envoy's default: plain TCP.
+    #[default]
+    RawBuffer,
 }
 
 /// `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`
-/// `.common_http_protocol_options`, for HTTP/1.1 upstream connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `.common_http_protocol_options`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamHttp {
     /// `idle_timeout`: a pooled connection idle this long is closed instead of reused
     /// (Envoy's default 1 h; `None` when set to 0, never).
@@ -94,23 +271,27 @@ impl Default for UpstreamHttp {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LbPolicy {
     RoundRobin,
     Random,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub address: SocketAddr,
     /// `load_balancing_weight`, always >= 1 (Envoy's default is 1).
     pub weight: u32,
 }
 
-/// `envoy.filters.network.http_connection_manager` (HTTP/1.1 downstream and upstream).
-#[derive(Clone, Debug, PartialEq, Eq)]
+// === the HTTP connection manager ===
+
+/// `envoy.filters.network.http_connection_manager`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpManager {
     pub stat_prefix: String,
+    /// `codec_type`.
+    pub codec: CodecType,
     /// `max_request_headers_kb` (Envoy's default 60), in bytes.
     pub max_request_headers_bytes: u32,
     /// `common_http_protocol_options.max_headers_count` (default 100).
@@ -132,23 +313,72 @@ pub struct HttpManager {
     /// when false both are passed through (`x-forwarded-proto` is added only if absent), as
     /// Envoy does.
     pub use_remote_address: bool,
-    /// `envoy.filters.http.buffer`'s `max_request_bytes`: each request body is read whole
-    /// (up to this many bytes, else 413) before the request goes upstream, with a
-    /// `content-length` in place of chunked framing. `None` without the filter: bodies stream.
-    pub max_request_bytes: Option<u32>,
+    /// `http_filters`, in order; the router is always the last.
+    pub http_filters: Vec<HttpFilter>,
     pub route_config: RouteConfig,
 }
 
+/// `HttpConnectionManager.codec_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CodecType {
+    /// `AUTO`: the codec is chosen per connection (HTTP/1.1 is the only one today).
+    Auto,
+    Http1,
+}
+
+/// One entry of `http_filters`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpFilter {
+    /// `HttpFilter.name`: what `typed_per_filter_config` keys refer to.
+    pub name: String,
+    pub config: HttpFilterConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HttpFilterConfig {
+    /// `envoy.filters.http.buffer`.
+    Buffer(BufferConfig),
+    /// `envoy.filters.http.router`.
+    Router,
+}
+
+/// `envoy.extensions.filters.http.buffer.v3.Buffer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferConfig {
+    /// Each request body is read whole (up to this many bytes, else 413) before the request
+    /// goes upstream, with a `content-length` in place of chunked framing.
+    pub max_request_bytes: u32,
+}
+
+/// A `typed_per_filter_config` entry, at route configuration, virtual host or route level:
+/// the most specific level that names a filter wins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerFilterConfig {
+    /// The `HttpFilter.name` it configures.
+    pub filter: String,
+    pub config: FilterOverride,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FilterOverride {
+    /// `envoy.config.route.v3.FilterConfig` with `disabled: true`, or a filter's own
+    /// "disabled" form (`BufferPerRoute.disabled`): the filter does nothing on this route.
+    Disabled,
+    /// `BufferPerRoute.buffer`.
+    Buffer(BufferConfig),
+}
+
 /// `envoy.config.route.v3.RouteConfiguration`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteConfig {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
     pub headers: HeaderEdits,
+    pub per_filter: Vec<PerFilterConfig>,
 }
 
 /// Header additions and removals, at one level (route configuration, virtual host, route).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderEdits {
     pub request_add: Vec<HeaderAdd>,
     /// Lower-case names.
@@ -157,7 +387,16 @@ pub struct HeaderEdits {
     pub response_remove: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl HeaderEdits {
+    pub fn edits_requests(&self) -> bool {
+        !self.request_add.is_empty() || !self.request_remove.is_empty()
+    }
+    pub fn edits_responses(&self) -> bool {
+        !self.response_add.is_empty() || !self.response_remove.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderAdd {
     /// Lower-case.
     pub name: String,
@@ -166,7 +405,7 @@ pub struct HeaderAdd {
 }
 
 /// `HeaderValueOption.append_action`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AppendAction {
     AppendIfExistsOrAdd,
     AddIfAbsent,
@@ -174,24 +413,26 @@ pub enum AppendAction {
     OverwriteIfExists,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualHost {
     pub name: String,
     /// Lower-case; exact, `*.suffix`, `prefix.*` or `*`.
     pub domains: Vec<String>,
     pub routes: Vec<Route>,
     pub headers: HeaderEdits,
+    pub per_filter: Vec<PerFilterConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub name: String,
     pub matcher: RouteMatch,
     pub action: RouteAction,
     pub headers: HeaderEdits,
+    pub per_filter: Vec<PerFilterConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteMatch {
     pub path: PathMatch,
     /// Applies to `prefix` and `path` (Envoy's default true).
@@ -200,16 +441,16 @@ pub struct RouteMatch {
     pub query_parameters: Vec<QueryMatcher>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PathMatch {
     Prefix(String),
     Path(String),
     /// `safe_regex` (RE2 syntax), matched against the whole path without the query. Checked
-    /// by control; compiled by each shard when it builds its tables.
+    /// by control; compiled by the data plane when it builds a generation's tables.
     Regex(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderMatcher {
     /// Lower-case.
     pub name: String,
@@ -218,7 +459,7 @@ pub struct HeaderMatcher {
 }
 
 /// A value test, Envoy's `StringMatcher` plus `present_match`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StringRule {
     Exact { value: String, ignore_case: bool },
     Prefix { value: String, ignore_case: bool },
@@ -228,21 +469,21 @@ pub enum StringRule {
     Present(bool),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryMatcher {
     pub name: String,
     /// `None`: `present_match: true`.
     pub rule: Option<StringRule>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RouteAction {
     Forward(Forward),
     Direct { status: u16, body: String },
     Redirect(Redirect),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forward {
     /// At least one; `cluster` compiles to one target of weight 1.
     pub targets: Vec<WeightedCluster>,
@@ -255,7 +496,7 @@ pub struct Forward {
 }
 
 /// `RedirectAction`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redirect {
     /// `https_redirect: true` or `scheme_redirect`.
     pub scheme: Option<String>,
@@ -266,4 +507,116 @@ pub struct Redirect {
     /// 301 (Envoy's default), 302, 303, 307 or 308.
     pub status: u16,
     pub strip_query: bool,
+}
+
+// === invariants ===
+
+/// A snapshot that decodes but breaks an invariant control guarantees: a dangling
+/// [`ClusterId`], a zero weight, a filter chain without a terminal filter, ... Always the
+/// writer's (or the memory's) fault; the reader keeps its previous configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// Where, e.g. `listeners[1].filter_chains[0].filters`.
+    pub path: String,
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.what)
+    }
+}
+
+impl Snapshot {
+    /// Checks what the types cannot express. Run on every decoded snapshot.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let bad = |path: String, what| Err(Invalid { path, what });
+        let n = self.clusters.len();
+        for (i, c) in self.clusters.iter().enumerate() {
+            if c.endpoints.iter().any(|e| e.weight == 0) {
+                return bad(format!("clusters[{i}].endpoints"), "zero weight");
+            }
+            if c.protocol.common().max_headers_count == 0 {
+                return bad(format!("clusters[{i}].protocol"), "max_headers_count of 0");
+            }
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.filter_chains.is_empty() && l.default_filter_chain.is_none() {
+                return bad(format!("listeners[{i}]"), "no filter chain");
+            }
+            let chains = l
+                .filter_chains
+                .iter()
+                .enumerate()
+                .map(|(j, c)| (format!("listeners[{i}].filter_chains[{j}]"), c));
+            let default = l
+                .default_filter_chain
+                .iter()
+                .map(|c| (format!("listeners[{i}].default_filter_chain"), c));
+            for (path, chain) in chains.chain(default) {
+                match chain.filters.split_last() {
+                    Some((last, rest))
+                        if last.is_terminal() && !rest.iter().any(NetworkFilter::is_terminal) => {}
+                    _ => {
+                        return bad(
+                            format!("{path}.filters"),
+                            "the last filter, and only it, must be terminal",
+                        )
+                    }
+                }
+                for (k, f) in chain.filters.iter().enumerate() {
+                    let path = format!("{path}.filters[{k}]");
+                    match f {
+                        NetworkFilter::TcpProxy(tp) => targets(&tp.targets, n, path)?,
+                        NetworkFilter::Http(h) => validate_http(h, &path, n)?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A route's or tcp_proxy's targets: at least one, weights above 0, ids among `n` clusters.
+fn targets(t: &[WeightedCluster], n: usize, path: String) -> Result<(), Invalid> {
+    let what = if t.is_empty() {
+        "no target cluster"
+    } else if t.iter().any(|w| w.weight == 0) {
+        "zero weight"
+    } else if t.iter().any(|w| w.cluster.index() >= n) {
+        "cluster id out of range"
+    } else {
+        return Ok(());
+    };
+    Err(Invalid { path, what })
+}
+
+fn validate_http(h: &HttpManager, path: &str, n: usize) -> Result<(), Invalid> {
+    let bad = |path: String, what| Err(Invalid { path, what });
+    match h.http_filters.split_last() {
+        Some((last, rest))
+            if last.config == HttpFilterConfig::Router
+                && !rest.iter().any(|f| f.config == HttpFilterConfig::Router) => {}
+        _ => {
+            return bad(
+                format!("{path}.http_filters"),
+                "the router must be last, and only last",
+            )
+        }
+    }
+    if h.max_headers_count == 0 || h.max_request_headers_bytes == 0 {
+        return bad(path.to_owned(), "a header limit of 0");
+    }
+    for (v, vh) in h.route_config.virtual_hosts.iter().enumerate() {
+        for (r, route) in vh.routes.iter().enumerate() {
+            if let RouteAction::Forward(f) = &route.action {
+                targets(
+                    &f.targets,
+                    n,
+                    format!("{path}.route_config.virtual_hosts[{v}].routes[{r}]"),
+                )?;
+            }
+        }
+    }
+    Ok(())
 }

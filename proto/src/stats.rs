@@ -65,10 +65,12 @@ pub enum Counter {
     UpgradesTotal,
     /// Requests refused with 413: a body larger than the buffer filter's `max_request_bytes`.
     DownstreamRqTooLarge,
+    /// Connections closed because no filter chain of their listener matched them.
+    NoFilterChainMatch,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 31] = [
+    pub const ALL: [Counter; 32] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -100,6 +102,7 @@ impl Counter {
         Counter::UpstreamRespMalformed,
         Counter::UpgradesTotal,
         Counter::DownstreamRqTooLarge,
+        Counter::NoFilterChainMatch,
     ];
 
     pub const fn index(self) -> usize {
@@ -139,6 +142,7 @@ impl Counter {
             Counter::UpstreamRespMalformed => "upstream_resp_malformed",
             Counter::UpgradesTotal => "downstream_cx_upgrades_total",
             Counter::DownstreamRqTooLarge => "downstream_rq_too_large",
+            Counter::NoFilterChainMatch => "no_filter_chain_match",
         }
     }
 

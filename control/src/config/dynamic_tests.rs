@@ -300,7 +300,7 @@ fn clusters_warm_for_endpoints_and_listeners_for_routes() {
     let s = r.assemble(&d);
     assert_eq!(s.clusters.len(), 1);
     assert_eq!(s.clusters[0].endpoints[0].address.port(), 8080);
-    let NetworkFilter::Http(h) = &s.listeners[0].filter else {
+    let NetworkFilter::Http(h) = &s.listeners[0].filter_chains[0].filters[0] else {
         panic!("http listener")
     };
     let RouteAction::Forward(f) = &h.route_config.virtual_hosts[0].routes[0].action else {

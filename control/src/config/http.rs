@@ -6,15 +6,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use prost_reflect::{DynamicMessage, Value};
+use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use zerohop_proto::*;
 
-use super::compile::{as_msg, duration, enum_name, list, msg, string, u32_value, Names, Routes};
+use super::compile::{
+    as_msg, duration, enum_name, list, msg, plain_bool, string, u32_value, Names, Routes,
+};
+use super::filters;
 use super::supported::{element_label, unpack_any};
 use super::ConfigError;
 
-const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
-const BUFFER: &str = "envoy.extensions.filters.http.buffer.v3.Buffer";
 /// Envoy's default route `timeout`.
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -31,13 +32,6 @@ fn bool_value(m: &DynamicMessage, field: &str, default: bool) -> bool {
         _ if m.has_field_by_name(field) => false,
         _ => default,
     }
-}
-
-fn plain_bool(m: &DynamicMessage, field: &str) -> bool {
-    matches!(
-        m.get_field_by_name(field).as_deref(),
-        Some(Value::Bool(true))
-    )
 }
 
 /// A duration field: `default` when unset, `None` when set to 0 (disabled).
@@ -100,7 +94,7 @@ fn filter_type(filter: &DynamicMessage) -> String {
 /// An HTTP filter marked `is_optional` whose type zerohop does not implement is skipped, as
 /// Envoy does; any other unknown filter is refused.
 pub(crate) fn optional_unknown(filter: &DynamicMessage) -> bool {
-    plain_bool(filter, "is_optional") && ![ROUTER, BUFFER].contains(&filter_type(filter).as_str())
+    plain_bool(filter, "is_optional") && filters::by_type(&filter_type(filter)).is_none()
 }
 
 pub(super) fn http_manager(
@@ -116,63 +110,17 @@ pub(super) fn http_manager(
             "http_connection_manager needs a stat_prefix",
         ));
     }
-    match enum_name(hcm, "codec_type").as_str() {
-        "AUTO" | "HTTP1" => {}
+    let codec = match enum_name(hcm, "codec_type").as_str() {
+        "AUTO" => CodecType::Auto,
+        "HTTP1" => CodecType::Http1,
         other => {
             return Err(ConfigError::at(
                 format!("{path}.codec_type"),
                 format!("codec_type {other} is not supported by zerohop (supported: AUTO, HTTP1; HTTP/2 is not implemented yet)"),
             ))
         }
-    }
-    let fpath = format!("{path}.http_filters");
-    let filters: Vec<_> = list(hcm, "http_filters")
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| !istio_no_op(as_msg(f)) && !optional_unknown(as_msg(f)))
-        .collect();
-    // The router last, an optional buffer filter before it; any other filter is one zerohop
-    // lacks: name it and its type.
-    let mut max_request_bytes = None;
-    for (n, (i, f)) in filters.iter().enumerate() {
-        let f = as_msg(f);
-        let ty = filter_type(f);
-        let at = format!("{fpath}{}", element_label(*i, f));
-        let last = n + 1 == filters.len();
-        match ty.as_str() {
-            ROUTER if last => {}
-            ROUTER => {
-                return Err(ConfigError::at(
-                    at,
-                    "envoy.filters.http.router must be the last HTTP filter",
-                ))
-            }
-            BUFFER if max_request_bytes.is_none() && !last => {
-                max_request_bytes = Some(buffer_limit(f, &at)?);
-            }
-            BUFFER => {
-                return Err(ConfigError::at(
-                    at,
-                    "one envoy.filters.http.buffer is supported, before the router",
-                ))
-            }
-            _ => {
-                return Err(ConfigError::at(
-                    format!("{at}.typed_config"),
-                    format!("HTTP filter {:?} of type {ty} is not supported by zerohop (supported: envoy.filters.http.buffer, envoy.filters.http.router; a filter marked is_optional is skipped)", string(f, "name")),
-                ));
-            }
-        }
-    }
-    if filters
-        .last()
-        .is_none_or(|(_, f)| filter_type(as_msg(f)) != ROUTER)
-    {
-        return Err(ConfigError::at(
-            fpath,
-            "envoy.filters.http.router must be the last HTTP filter",
-        ));
-    }
+    };
+    let http_filters = http_filters(hcm, &format!("{path}.http_filters"))?;
     let max_kb = msg(hcm, "max_request_headers_kb").map_or(60, u32_value);
     if !(1..=8192).contains(&max_kb) {
         return Err(ConfigError::at(
@@ -240,6 +188,7 @@ pub(super) fn http_manager(
     };
     Ok(HttpManager {
         stat_prefix,
+        codec,
         max_request_headers_bytes: max_kb * 1024,
         max_headers_count,
         request_headers_timeout: timeout(
@@ -258,27 +207,141 @@ pub(super) fn http_manager(
         request_timeout: timeout(hcm, "request_timeout", path, None)?,
         generate_request_id: bool_value(hcm, "generate_request_id", true),
         use_remote_address: bool_value(hcm, "use_remote_address", false),
-        max_request_bytes,
+        http_filters,
         route_config,
     })
 }
 
-/// The buffer filter's `max_request_bytes` (required, above 0, as Envoy validates it).
-fn buffer_limit(filter: &DynamicMessage, at: &str) -> Result<u32, ConfigError> {
-    let any = msg(filter, "typed_config").ok_or_else(|| {
-        ConfigError::at(
-            at.to_owned(),
-            "envoy.filters.http.buffer needs a typed_config",
-        )
-    })?;
-    let buffer = unpack_any(any).map_err(|e| ConfigError::at(format!("{at}.typed_config"), e))?;
-    match msg(&buffer, "max_request_bytes").map(u32_value) {
-        Some(n) if n > 0 => Ok(n),
-        _ => Err(ConfigError::at(
-            format!("{at}.typed_config.max_request_bytes"),
-            "must be set and greater than 0",
+/// `http_filters`, compiled in order by the registry: Istio's no-ops and optional filters
+/// zerohop lacks skipped, any other unknown filter refused, the router last and only last.
+fn http_filters(hcm: &DynamicMessage, fpath: &str) -> Result<Vec<HttpFilter>, ConfigError> {
+    let mut out: Vec<HttpFilter> = Vec::new();
+    let mut terminal_at: Option<(String, &str)> = None;
+    for (i, f) in list(hcm, "http_filters").iter().enumerate() {
+        let f = as_msg(f);
+        if istio_no_op(f) || optional_unknown(f) {
+            continue;
+        }
+        let at = format!("{fpath}{}", element_label(i, f));
+        let name = string(f, "name");
+        let ty = filter_type(f);
+        let Some(kind) = filters::by_type(&ty) else {
+            return Err(ConfigError::at(
+                format!("{at}.typed_config"),
+                format!("HTTP filter {name:?} of type {ty} is not supported by zerohop (supported: {}; a filter marked is_optional is skipped)", filters::names()),
+            ));
+        };
+        if let Some((terminal, kind)) = &terminal_at {
+            return Err(ConfigError::at(
+                terminal.clone(),
+                format!("{kind} must be the last HTTP filter"),
+            ));
+        }
+        if out.iter().any(|o| o.name == name) {
+            return Err(ConfigError::at(
+                format!("{at}.name"),
+                format!("duplicate HTTP filter name {name:?}"),
+            ));
+        }
+        let any = msg(f, "typed_config").ok_or_else(|| {
+            ConfigError::at(at.clone(), format!("{} needs a typed_config", kind.name))
+        })?;
+        let tpath = format!("{at}.typed_config");
+        let config = unpack_any(any).map_err(|e| ConfigError::at(tpath.clone(), e))?;
+        out.push(HttpFilter {
+            name,
+            config: (kind.compile)(&config, &tpath)?,
+        });
+        if kind.terminal {
+            terminal_at = Some((at, kind.name));
+        }
+    }
+    if terminal_at.is_none() {
+        return Err(ConfigError::at(
+            fpath,
+            "envoy.filters.http.router must be the last HTTP filter",
+        ));
+    }
+    Ok(out)
+}
+
+const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
+
+/// `typed_per_filter_config`: each entry's type names the filter kind (as in Envoy), its key
+/// the `HttpFilter.name` it configures. `FilterConfig` wraps one, or disables the filter; an
+/// entry marked `is_optional` whose type zerohop lacks is skipped.
+fn per_filter(m: &DynamicMessage, path: &str) -> Result<Vec<PerFilterConfig>, ConfigError> {
+    let field = "typed_per_filter_config";
+    let Some(value) = m.get_field_by_name(field) else {
+        return Ok(Vec::new());
+    };
+    let Value::Map(map) = value.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (key, v) in map {
+        let (prost_reflect::MapKey::String(name), Value::Message(any)) = (key, v) else {
+            continue;
+        };
+        let at = format!("{path}.{field}[{name:?}]");
+        let inner = unpack_any(any).map_err(|e| ConfigError::at(at.clone(), e))?;
+        let config = if inner.descriptor().full_name() == FILTER_CONFIG {
+            if plain_bool(&inner, "disabled") {
+                Some(FilterOverride::Disabled)
+            } else {
+                match msg(&inner, "config") {
+                    Some(_) if per_filter_optional_unknown(&inner) => None,
+                    Some(c) => {
+                        let cpath = format!("{at}.config");
+                        let c = unpack_any(c).map_err(|e| ConfigError::at(cpath.clone(), e))?;
+                        Some(compile_override(&c, &cpath)?)
+                    }
+                    None => {
+                        return Err(ConfigError::at(
+                            at,
+                            "FilterConfig needs a config or disabled: true",
+                        ))
+                    }
+                }
+            }
+        } else {
+            Some(compile_override(&inner, &at)?)
+        };
+        if let Some(config) = config {
+            out.push(PerFilterConfig {
+                filter: name.clone(),
+                config,
+            });
+        }
+    }
+    // The map has no order; the snapshot does (so that equal configs compare equal).
+    out.sort_by(|a, b| a.filter.cmp(&b.filter));
+    Ok(out)
+}
+
+fn compile_override(c: &DynamicMessage, path: &str) -> Result<FilterOverride, ConfigError> {
+    let ty = c.descriptor().full_name().to_owned();
+    match filters::by_per_route_type(&ty).and_then(|k| k.per_route.as_ref()) {
+        Some(p) => (p.compile)(c, path),
+        None => Err(ConfigError::at(
+            path,
+            format!("per-route configuration of type {ty} is not supported by zerohop"),
         )),
     }
+}
+
+/// A `FilterConfig` marked `is_optional` whose config zerohop cannot compile: skipped, as
+/// Envoy skips it.
+pub(crate) fn per_filter_optional_unknown(filter_config: &DynamicMessage) -> bool {
+    if !plain_bool(filter_config, "is_optional") {
+        return false;
+    }
+    let Some(any) = msg(filter_config, "config") else {
+        return false;
+    };
+    let url = string(any, "type_url");
+    let ty = url.rsplit('/').next().unwrap_or_default();
+    filters::by_per_route_type(ty).is_none()
 }
 
 pub(crate) fn route_config(
@@ -336,12 +399,14 @@ pub(crate) fn route_config(
             domains,
             routes,
             headers: edits(vh, &p)?,
+            per_filter: per_filter(vh, &p)?,
         });
     }
     Ok(RouteConfig {
         name: string(rc, "name"),
         virtual_hosts,
         headers: edits(rc, path)?,
+        per_filter: per_filter(rc, path)?,
     })
 }
 
@@ -426,6 +491,7 @@ fn route(r: &DynamicMessage, path: &str, clusters: &Names) -> Result<Route, Conf
         matcher,
         action,
         headers: edits(r, path)?,
+        per_filter: per_filter(r, path)?,
     })
 }
 

@@ -7,6 +7,7 @@
 mod compile;
 mod dynamic;
 mod envoy;
+mod filters;
 mod http;
 mod supported;
 

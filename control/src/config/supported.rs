@@ -66,9 +66,46 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.listener.v3.Listener",
-        &["name", "address", "filter_chains"],
+        &[
+            "name",
+            "address",
+            "filter_chains",
+            "default_filter_chain",
+            "listener_filters",
+            "listener_filters_timeout",
+            "continue_on_listener_filters_timeout",
+        ],
     ),
-    ("envoy.config.listener.v3.FilterChain", &["name", "filters"]),
+    (
+        "envoy.config.listener.v3.FilterChain",
+        &["name", "filters", "filter_chain_match"],
+    ),
+    (
+        "envoy.config.listener.v3.FilterChainMatch",
+        &[
+            "destination_port",
+            "prefix_ranges",
+            "server_names",
+            "transport_protocol",
+            "application_protocols",
+            "direct_source_prefix_ranges",
+            "source_type",
+            "source_prefix_ranges",
+            "source_ports",
+        ],
+    ),
+    (
+        "envoy.config.core.v3.CidrRange",
+        &["address_prefix", "prefix_len"],
+    ),
+    (
+        "envoy.config.listener.v3.ListenerFilter",
+        &["name", "typed_config"],
+    ),
+    (
+        "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+        &[],
+    ),
     ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
     (
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
@@ -144,10 +181,10 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
         &["name", "typed_config", "is_optional"],
     ),
-    ("envoy.extensions.filters.http.router.v3.Router", &[]),
+    // Each HTTP filter's own messages are listed in its file (config::filters).
     (
-        "envoy.extensions.filters.http.buffer.v3.Buffer",
-        &["max_request_bytes"],
+        "envoy.config.route.v3.FilterConfig",
+        &["config", "is_optional", "disabled"],
     ),
     // The connection manager's (downstream) and a cluster's (upstream) common options;
     // compile refuses max_requests_per_connection on the connection manager.
@@ -168,6 +205,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "request_headers_to_remove",
             "response_headers_to_add",
             "response_headers_to_remove",
+            "typed_per_filter_config",
         ],
     ),
     (
@@ -180,6 +218,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "request_headers_to_remove",
             "response_headers_to_add",
             "response_headers_to_remove",
+            "typed_per_filter_config",
         ],
     ),
     (
@@ -194,6 +233,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "request_headers_to_remove",
             "response_headers_to_add",
             "response_headers_to_remove",
+            "typed_per_filter_config",
         ],
     ),
     (
@@ -287,6 +327,16 @@ const FIELDS: &[(&str, &[&str])] = &[
 ];
 
 const HTTP_FILTER: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter";
+const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
+
+/// The fields zerohop honours for a message type: the table above, or an HTTP filter's own.
+fn known_fields(type_name: &str) -> Option<&'static [&'static str]> {
+    FIELDS
+        .iter()
+        .find(|(t, _)| *t == type_name)
+        .map(|(_, f)| *f)
+        .or_else(|| super::filters::fields(type_name))
+}
 
 /// Well-known types taken whole as values.
 const LEAVES: &[&str] = &[
@@ -309,7 +359,7 @@ fn walk(msg: &DynamicMessage, path: &mut String) -> Result<(), ConfigError> {
     if type_name == "google.protobuf.Any" {
         let inner = unpack_any(msg).map_err(|e| ConfigError::at(path.clone(), e))?;
         let inner_name = inner.descriptor().full_name().to_owned();
-        if !FIELDS.iter().any(|(t, _)| *t == inner_name) {
+        if known_fields(&inner_name).is_none() {
             return Err(ConfigError::at(
                 path.clone(),
                 format!("extension type {inner_name} is not supported by zerohop"),
@@ -321,11 +371,11 @@ fn walk(msg: &DynamicMessage, path: &mut String) -> Result<(), ConfigError> {
     if type_name == HTTP_FILTER && super::http::optional_unknown(msg) {
         return Ok(());
     }
-    let allowed = FIELDS
-        .iter()
-        .find(|(t, _)| *t == type_name)
-        .map(|(_, f)| *f)
-        .unwrap_or(&[]);
+    // A per-route FilterConfig marked optional whose type zerohop lacks is skipped too.
+    if type_name == FILTER_CONFIG && super::http::per_filter_optional_unknown(msg) {
+        return Ok(());
+    }
+    let allowed = known_fields(&type_name).unwrap_or(&[]);
     for (field, value) in msg.fields() {
         let len = path.len();
         if !path.is_empty() {
@@ -364,8 +414,14 @@ fn walk_value(value: &Value, path: &mut String) -> Result<(), ConfigError> {
             Ok(())
         }
         Value::Map(entries) => {
-            for v in entries.values() {
+            for (k, v) in entries {
+                let len = path.len();
+                match k {
+                    prost_reflect::MapKey::String(k) => path.push_str(&format!("[{k:?}]")),
+                    other => path.push_str(&format!("[{other:?}]")),
+                }
                 walk_value(v, path)?;
+                path.truncate(len);
             }
             Ok(())
         }

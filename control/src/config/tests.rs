@@ -1,6 +1,9 @@
 use super::*;
 use std::time::Duration;
-use zerohop_proto::{LbPolicy, NetworkFilter, RouteAction, UpstreamHttp};
+use zerohop_proto::{
+    BufferConfig, FilterOverride, HttpFilterConfig, LbPolicy, Listener, NetworkFilter, RouteAction,
+    UpstreamHttp, UpstreamProtocol,
+};
 
 const BASE: &str = include_str!("../../tests/fixtures/tcp_proxy.yaml");
 
@@ -20,7 +23,7 @@ fn envoy_bootstrap_compiles_with_defaults() {
     );
     assert_eq!(s.clusters[0].endpoints[1].weight, 3);
     assert_eq!(s.clusters[0].endpoints[0].weight, 1);
-    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter else {
+    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter_chains[0].filters[0] else {
         panic!("tcp_proxy expected")
     };
     assert_eq!(
@@ -57,7 +60,10 @@ fn the_embedded_default_config_loads() {
     assert_eq!(b.admin_address, Some("127.0.0.1:9901".parse().unwrap()));
     let web = &b.snapshot.listeners[1];
     assert_eq!(web.address, "127.0.0.1:10080".parse().unwrap());
-    assert!(matches!(web.filter, NetworkFilter::Http(_)));
+    assert!(matches!(
+        web.filter_chains[0].filters[..],
+        [NetworkFilter::Http(_)]
+    ));
 }
 
 #[test]
@@ -67,7 +73,7 @@ fn weighted_clusters_and_disabled_idle_timeout() {
         "idle_timeout: 0s\n          weighted_clusters: { clusters: [ { name: backend, weight: 3 }, { name: backend, weight: 1 } ] }",
     );
     let s = load(&yaml, Format::Yaml).unwrap().snapshot;
-    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter else {
+    let NetworkFilter::TcpProxy(t) = &s.listeners[0].filter_chains[0].filters[0] else {
         panic!("tcp_proxy expected")
     };
     assert_eq!(
@@ -173,7 +179,7 @@ const HTTP: &str = include_str!("../../tests/fixtures/http.yaml");
 #[test]
 fn http_connection_manager_compiles_with_envoy_defaults() {
     let b = load(HTTP, Format::Yaml).unwrap();
-    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter else {
+    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter_chains[0].filters[0] else {
         panic!("http expected")
     };
     assert_eq!(h.max_request_headers_bytes, 60 * 1024);
@@ -260,15 +266,26 @@ fn the_buffer_filter_compiles_and_its_misuse_is_refused() {
     let with = |filters: String| HTTP.replacen(router, &filters, 1);
 
     let b = load(&with(format!("{limit}{router}")), Format::Yaml).unwrap();
-    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter else {
+    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter_chains[0].filters[0] else {
         panic!("http expected")
     };
-    assert_eq!(h.max_request_bytes, Some(4096));
+    assert_eq!(
+        h.http_filters[0].config,
+        HttpFilterConfig::Buffer(BufferConfig {
+            max_request_bytes: 4096
+        })
+    );
+    assert_eq!(h.http_filters[1].config, HttpFilterConfig::Router);
     let b = load(HTTP, Format::Yaml).unwrap();
-    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter else {
+    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter_chains[0].filters[0] else {
         panic!("http expected")
     };
-    assert_eq!(h.max_request_bytes, None, "no buffer filter, bodies stream");
+    assert_eq!(
+        h.http_filters.len(),
+        1,
+        "no buffer filter, bodies stream: {:?}",
+        h.http_filters
+    );
 
     let cases = [
         (
@@ -277,9 +294,9 @@ fn the_buffer_filter_compiles_and_its_misuse_is_refused() {
             "router must be the last",
         ),
         (
-            format!("{limit}{limit}{router}"),
+            format!("{limit}{router}{limit}"),
             "http_filters[1]",
-            "one envoy.filters.http.buffer",
+            "router must be the last",
         ),
         (
             format!("{}{router}", buffer("              max_request_bytes: 0\n")),
@@ -321,20 +338,24 @@ fn cluster_http_protocol_options_compile_and_refuse_what_zerohop_lacks() {
     let a = &b.snapshot.clusters[0];
     assert_eq!(a.name, "a");
     assert_eq!(
-        a.http,
-        UpstreamHttp {
+        a.protocol,
+        UpstreamProtocol::Http1(UpstreamHttp {
             idle_timeout: Some(Duration::from_secs(90)),
             max_requests_per_connection: Some(100),
             max_headers_count: 50,
-        }
+        })
     );
-    assert_eq!(b.snapshot.clusters[1].http, UpstreamHttp::default());
+    assert_eq!(b.snapshot.clusters[1].protocol, UpstreamProtocol::default());
     let b = load(
         &with("{ idle_timeout: 0s }", "{ http_protocol_options: {} }"),
         Format::Yaml,
     )
     .unwrap();
-    assert_eq!(b.snapshot.clusters[0].http.idle_timeout, None, "0 disables");
+    assert_eq!(
+        b.snapshot.clusters[0].protocol.common().idle_timeout,
+        None,
+        "0 disables"
+    );
 
     let cases = [
         (
@@ -369,5 +390,213 @@ fn cluster_http_protocol_options_compile_and_refuse_what_zerohop_lacks() {
         let e = err(&yaml);
         assert!(e.path.contains(path), "{e}");
         assert!(e.message.contains(msg), "{e}");
+    }
+}
+
+/// A listener with `chains` (YAML list items, indented for `filter_chains:`) and `rest`
+/// (more listener fields), in front of the tcp_proxy fixture's cluster.
+fn chains_config(chains: &str, rest: &str) -> String {
+    format!(
+        "static_resources:
+  listeners:
+  - name: front
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 10000 }} }}
+{rest}    filter_chains:{chains}
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }} }} }} ] }} ]
+"
+    )
+}
+
+const TCP_FILTER: &str = "      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: t
+          cluster: backend";
+
+fn chain(matcher: &str) -> String {
+    format!("\n    - filter_chain_match: {matcher}\n{TCP_FILTER}")
+}
+
+#[test]
+fn filter_chains_matches_and_listener_filters_compile() {
+    let yaml = chains_config(
+        &format!(
+            "{}{}{}",
+            chain("{ destination_port: 10000, prefix_ranges: [{ address_prefix: 127.1.2.3, prefix_len: 8 }] }"),
+            chain("{ server_names: [\"*.Example.com\", a.example.com], transport_protocol: tls, application_protocols: [h2] }"),
+            chain("{ source_type: SAME_IP_OR_LOOPBACK, source_prefix_ranges: [{ address_prefix: \"fd00::1\", prefix_len: 16 }], direct_source_prefix_ranges: [{ address_prefix: 0.0.0.0 }], source_ports: [1, 65535] }"),
+        ),
+        &format!(
+            "    listener_filters:\n    - name: envoy.filters.listener.http_inspector\n      typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector }}\n    listener_filters_timeout: 2s\n    continue_on_listener_filters_timeout: true\n    default_filter_chain:\n{}\n",
+            TCP_FILTER
+        ),
+    );
+    let s = load(&yaml, Format::Yaml).unwrap().snapshot;
+    let l: &Listener = &s.listeners[0];
+    assert_eq!(
+        l.listener_filters,
+        [zerohop_proto::ListenerFilter::HttpInspector]
+    );
+    assert_eq!(l.listener_filters_timeout, Some(Duration::from_secs(2)));
+    assert!(l.continue_on_listener_filters_timeout);
+    assert_eq!(l.filter_chains.len(), 3);
+    assert!(l.default_filter_chain.is_some());
+    let m = &l.filter_chains[0].matcher;
+    assert_eq!(m.destination_port, Some(10000));
+    assert_eq!(
+        m.prefix_ranges[0].address,
+        "127.0.0.0".parse::<std::net::IpAddr>().unwrap(),
+        "stored masked"
+    );
+    assert_eq!(m.prefix_ranges[0].prefix_len, 8);
+    let m = &l.filter_chains[1].matcher;
+    assert_eq!(
+        m.server_names,
+        ["*.example.com", "a.example.com"],
+        "lower-cased"
+    );
+    assert_eq!(m.transport_protocol.as_deref(), Some("tls"));
+    assert_eq!(m.application_protocols, ["h2"]);
+    let m = &l.filter_chains[2].matcher;
+    assert_eq!(m.source_type, zerohop_proto::SourceType::SameIpOrLoopback);
+    assert_eq!(
+        m.source_prefix_ranges[0].address,
+        "fd00::".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(m.direct_source_prefix_ranges[0].prefix_len, 0);
+    assert_eq!(m.source_ports, [1, 65535]);
+    // Defaults, as Envoy's.
+    let s = load(BASE, Format::Yaml).unwrap().snapshot;
+    assert_eq!(
+        s.listeners[0].listener_filters_timeout,
+        Some(Duration::from_secs(15))
+    );
+    assert!(!s.listeners[0].continue_on_listener_filters_timeout);
+    assert!(s.listeners[0].filter_chains[0].matcher.is_empty());
+}
+
+#[test]
+fn filter_chain_errors_name_the_field() {
+    let cases = [
+        (
+            chains_config(&format!("{}{}", chain("{ destination_port: 80 }"), chain("{ destination_port: 80 }")), ""),
+            "filter_chains[1].filter_chain_match",
+            "same matching rules",
+        ),
+        (
+            chains_config(&chain("{ prefix_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 33 }] }"), ""),
+            "filter_chain_match.prefix_ranges[0].prefix_len",
+            "longer than the address",
+        ),
+        (
+            chains_config(&chain("{ source_prefix_ranges: [{ address_prefix: ten, prefix_len: 8 }] }"), ""),
+            "source_prefix_ranges[0].address_prefix",
+            "not an IP address",
+        ),
+        (
+            chains_config(&chain("{ destination_port: 70000 }"), ""),
+            "destination_port",
+            "out of range",
+        ),
+        (
+            chains_config(&chain("{ server_names: [\"a.*.com\"] }"), ""),
+            "server_names[0]",
+            "host name",
+        ),
+        (
+            chains_config(&chain("{ address_suffix: 1.2.3.4 }"), ""),
+            "filter_chain_match.address_suffix",
+            "not supported",
+        ),
+        (
+            chains_config(
+                &chain("{}"),
+                "    listener_filters:\n    - name: tls\n      typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }\n",
+            ),
+            "listener_filters[0](tls)",
+            "not supported",
+        ),
+        (
+            chains_config(" []", ""),
+            "front).filter_chains",
+            "needs a filter chain",
+        ),
+    ];
+    for (yaml, path, msg) in cases {
+        let e = err(&yaml);
+        assert!(e.path.contains(path), "{path}: {e}");
+        assert!(e.message.contains(msg), "{msg}: {e}");
+    }
+}
+
+#[test]
+fn typed_per_filter_config_compiles_at_each_level() {
+    let per = |key: &str, json: &str| format!("typed_per_filter_config: {{ {key}: {json} }}");
+    let buffer_filter = "          - name: buf\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 4096\n";
+    let router = "          - name: envoy.filters.http.router\n";
+    let with = |route: &str, vhost: &str, rc: &str| {
+        HTTP.replacen(router, &format!("{buffer_filter}{router}"), 1)
+            .replacen("                route: { cluster: a, prefix_rewrite: \"/\" }\n", &format!("                route: {{ cluster: a, prefix_rewrite: \"/\" }}\n                {route}\n"), 1)
+            .replacen("              domains: [\"api.example.com\"]\n", &format!("              domains: [\"api.example.com\"]\n              {vhost}\n"), 1)
+            .replacen("            name: routes\n", &format!("            name: routes\n            {rc}\n"), 1)
+    };
+    let disabled = "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, disabled: true }";
+    let larger = "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, buffer: { max_request_bytes: 9 } }";
+    let generic_off =
+        "{ \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true }";
+    let optional_unknown = "{ \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, is_optional: true, config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault } }";
+    let yaml = with(
+        &per("buf", disabled),
+        &per("buf", larger),
+        &format!("typed_per_filter_config: {{ buf: {generic_off}, fault: {optional_unknown} }}"),
+    );
+    let b = load(&yaml, Format::Yaml).unwrap();
+    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter_chains[0].filters[0] else {
+        panic!("http expected")
+    };
+    assert_eq!(h.http_filters[0].name, "buf");
+    let rc = &h.route_config;
+    assert_eq!(
+        rc.per_filter.len(),
+        1,
+        "the optional unknown one is skipped: {:?}",
+        rc.per_filter
+    );
+    assert_eq!(rc.per_filter[0].config, FilterOverride::Disabled);
+    let api = &rc.virtual_hosts[0];
+    assert_eq!(
+        api.per_filter[0].config,
+        FilterOverride::Buffer(BufferConfig {
+            max_request_bytes: 9
+        })
+    );
+    assert_eq!(api.routes[0].per_filter[0].filter, "buf");
+    assert_eq!(api.routes[0].per_filter[0].config, FilterOverride::Disabled);
+
+    let fault =
+        "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault }";
+    let cases = [
+        (with(&per("f", fault), "", ""), "routes[0](api-v1).typed_per_filter_config[\"f\"]", "not supported"),
+        (
+            with(&per("buf", "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute }"), "", ""),
+            "typed_per_filter_config[\"buf\"]",
+            "disabled: true or a buffer",
+        ),
+        (
+            with("", &per("buf", "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, buffer: { max_request_bytes: 0 } }"), ""),
+            "typed_per_filter_config[\"buf\"].buffer.max_request_bytes",
+            "greater than 0",
+        ),
+    ];
+    for (yaml, path, msg) in cases {
+        let e = err(&yaml);
+        assert!(e.path.contains(path), "{path}: {e}");
+        assert!(e.message.contains(msg), "{msg}: {e}");
     }
 }

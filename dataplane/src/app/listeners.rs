@@ -1,27 +1,20 @@
 //! The listener manager: the one place that binds listener sockets.
 //!
-//! It runs on its own thread, off the connection path. For every generation it compares the
-//! listener set with what is bound: a new listener gets one SO_REUSEPORT socket per shard
+//! The config thread (`app::generations`) asks it, off the connection path, for every
+//! generation that changes the listener set; it compares the set with what is bound: a new listener gets one SO_REUSEPORT socket per shard
 //! (port 0 is resolved by the first bind and reused by the rest, so every shard shares the
 //! one port), posted to each shard's mailbox; a removed listener (or one whose address
 //! changed) is posted for removal, and each shard stops accepting on it and drains it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use zerohop_proto::shm::{ReadOutcome, Segment};
-use zerohop_proto::{codec, Snapshot};
 
 use super::upgrade::Inherited;
+use crate::config::Generation;
 use crate::net::sys;
-use crate::shard::listeners::{ListenerOp, Mailbox, LISTENERS_AT};
-use crate::shard::DRAINING;
+use crate::shard::listeners::{ListenerOp, Mailbox};
 
 const LISTEN_BACKLOG: i32 = 4096;
-const POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
 pub struct ListenerManager {
@@ -50,10 +43,10 @@ impl ListenerManager {
         }
     }
 
-    /// Brings the bound set in line with `snapshot`. Returns the listeners that could not be
-    /// bound (each is logged); they are tried again with the next generation.
-    pub fn apply(&mut self, snapshot: &Snapshot) -> Vec<String> {
-        let wanted: HashMap<&str, SocketAddr> = snapshot
+    /// Brings the bound set in line with generation `g`. Returns the listeners that could
+    /// not be bound (each is logged); they are tried again with the next generation.
+    pub fn apply(&mut self, g: &Generation) -> Vec<String> {
+        let wanted: HashMap<&str, SocketAddr> = g
             .listeners
             .iter()
             .map(|l| (l.name.as_str(), l.address))
@@ -72,7 +65,7 @@ impl ListenerManager {
             }
         }
         let mut failed = Vec::new();
-        for l in &snapshot.listeners {
+        for l in &g.listeners {
             if self.bound.contains_key(&l.name) {
                 continue;
             }
@@ -179,43 +172,6 @@ impl ListenerManager {
                 Ok((name.clone(), b.resolved, fds))
             })
             .collect()
-    }
-
-    /// Follows the segment's generations until the process drains.
-    pub fn spawn(
-        this: Arc<Mutex<ListenerManager>>,
-        seg: &'static Segment,
-        mut seen: u64,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("listeners".into())
-            .spawn(move || {
-                // Decoding a large snapshot here must not take CPU from the shards.
-                if let Err(e) = sys::background_priority(0) {
-                    log::debug!("listener manager: background priority: {e}");
-                }
-                while !DRAINING.load(Ordering::Relaxed) {
-                    std::thread::sleep(POLL);
-                    if seg.current_generation() == seen {
-                        continue;
-                    }
-                    match seg.read_current(seen) {
-                        ReadOutcome::New { generation, bytes } => {
-                            seen = generation;
-                            // A bad generation is the shards' to refuse and report.
-                            if let Ok(snapshot) = codec::decode(&bytes) {
-                                this.lock().expect("listener manager").apply(&snapshot);
-                            }
-                            LISTENERS_AT.store(generation, Ordering::Release);
-                        }
-                        ReadOutcome::Corrupt { generation, .. } => {
-                            seen = generation;
-                            LISTENERS_AT.store(generation, Ordering::Release);
-                        }
-                        ReadOutcome::Torn | ReadOutcome::Empty | ReadOutcome::Unchanged => {}
-                    }
-                }
-            })
     }
 }
 

@@ -2,6 +2,7 @@
 //! segment, bind the listeners (through the [`listeners`] manager, which then follows every
 //! generation), start the shards, wait for signals, drain.
 
+mod generations;
 mod listeners;
 mod upgrade;
 
@@ -15,10 +16,12 @@ use zerohop_proto::shm::{ReadOutcome, Segment};
 use zerohop_proto::{codec, Snapshot};
 
 use crate::args::Args;
+use crate::config::{Graveyard, Latest, Slots};
 use crate::control::{self, ControlCommand, Supervisor};
 use crate::net::sys;
 use crate::shard::listeners::Mailbox;
 use crate::shard::{self, IoDriver, DRAINING};
+use generations::ConfigThread;
 use listeners::ListenerManager;
 
 /// The demo upstream's address in the embedded default config.
@@ -130,12 +133,22 @@ fn serve(
         (None, Default::default())
     };
 
-    // The mailboxes and the segment live as long as the process; shards hold `&'static`.
+    // The first generation, built here before any shard runs; the config thread builds the
+    // next ones. It, the mailboxes and the segment live as long as the process: shards
+    // hold `&'static`.
+    let mut slots = Slots::default();
+    let first = slots
+        .build(generation, snapshot)
+        .map_err(|e| err(format!("generation {generation}: {e}")))?;
+    let latest: &'static Latest = Box::leak(Box::new(Latest::new(Arc::new(first))));
+    let graveyard: &'static Graveyard = Box::leak(Box::default());
     let mailboxes: &'static [Mailbox] =
         Vec::leak((0..shards).map(|_| Mailbox::default()).collect());
     let manager = Arc::new(Mutex::new(ListenerManager::new(mailboxes, inherited)));
-    let failed = manager.lock().expect("listener manager").apply(&snapshot);
-    crate::shard::listeners::LISTENERS_AT.store(generation, std::sync::atomic::Ordering::Release);
+    let failed = manager
+        .lock()
+        .expect("listener manager")
+        .apply(&latest.get());
     if !failed.is_empty() {
         return Err(err(format!(
             "could not bind listeners: {}",
@@ -146,17 +159,33 @@ fn serve(
     let driver = args.io_driver.unwrap_or(IoDriver::Auto);
     let drain_timeout = args.drain_timeout.unwrap_or(Duration::from_secs(30));
     let mut threads = Vec::new();
+    let mut wakers = Vec::new();
     for (id, mailbox) in mailboxes.iter().enumerate() {
+        let wake = match std::os::unix::net::UnixDatagram::pair() {
+            Ok((tx, rx)) => {
+                let _ = tx.set_nonblocking(true);
+                let _ = rx.set_nonblocking(true);
+                wakers.push(tx);
+                Some(rx)
+            }
+            Err(e) => {
+                log::warn!(
+                    "shard {id}: wake-up socket pair: {e}; it looks for generations at its tick"
+                );
+                None
+            }
+        };
         let spec = shard::Spec {
             id,
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
             seg,
             mailbox,
             line: base + id,
-            initial: (generation, snapshot.clone()),
+            latest,
+            graveyard,
             driver,
             drain_timeout,
-            wake: wake_socket(shm, base + id),
+            wake,
         };
         let t = std::thread::Builder::new()
             .name(format!("shard-{id}"))
@@ -169,8 +198,17 @@ fn serve(
         upgrade::ready(conn).map_err(|e| err(format!("--upgrade: {e}")))?;
     }
     upgrade::serve(&upgrade_path, manager.clone(), args.upgrade).map_err(|e| err(e.to_string()))?;
-    let manager_thread = ListenerManager::spawn(manager.clone(), seg, generation)
-        .map_err(|e| err(format!("listener manager: {e}")))?;
+    let config_thread = ConfigThread {
+        seg,
+        latest,
+        graveyard,
+        manager: manager.clone(),
+        slots,
+        wake: generations::wake_socket(shm, base),
+        shards: wakers,
+    }
+    .spawn()
+    .map_err(|e| err(format!("config thread: {e}")))?;
     log::info!("zerohop serving generation {generation} on {shards} shards");
 
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
@@ -193,26 +231,10 @@ fn serve(
     for t in threads {
         let _ = t.join();
     }
-    let _ = manager_thread.join();
+    let _ = config_thread.join();
     upgrade::remove_socket(&upgrade_path);
     log::info!("drained; exiting");
     Ok(())
-}
-
-/// The shard's wake-up socket (see [`zerohop_proto::shm::wake_address`]); `None` (the shard
-/// then relies on its tick) if it cannot be bound, e.g. while the process it replaces in an
-/// upgrade still holds the same line.
-fn wake_socket(shm: &std::path::Path, line: usize) -> Option<std::os::unix::net::UnixDatagram> {
-    let bound = zerohop_proto::shm::wake_address(shm, line)
-        .and_then(|a| std::os::unix::net::UnixDatagram::bind_addr(&a))
-        .and_then(|s| s.set_nonblocking(true).map(|()| s));
-    match bound {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::debug!("wake-up socket for line {line}: {e}");
-            None
-        }
-    }
 }
 
 /// Waits for the segment and its first generation, then decodes it (to bind listeners).

@@ -21,16 +21,7 @@ impl Default for Limits {
     }
 }
 
-/// How the body that follows a head is delimited (RFC 9112 section 6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// No body.
-    Empty,
-    Length(u64),
-    Chunked,
-    /// A response body that runs to the end of the connection.
-    UntilClose,
-}
+pub use crate::http::message::{Framing, Header};
 
 /// Why a head was refused. The client's fault in every case; none is retryable as sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,12 +39,6 @@ impl HeadError {
             HeadError::TooLarge => 431,
         }
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    pub name: Range<usize>,
-    pub value: Range<usize>,
 }
 
 /// A parsed request head; the ranges index the buffer it was parsed from.

@@ -1,11 +1,10 @@
-//! HTTP/1.1, sans-I/O: request and response heads held to RFC 9112's framing rules, and a
-//! strict chunked decoder. The connection manager (issue #4) drives these with the shard's
-//! sockets; nothing here does I/O, so the fuzz targets and unit tests exercise exactly what
-//! the data path runs.
+//! The HTTP/1.1 codec. Sans-I/O where it can be: request and response heads held to RFC
+//! 9112's framing rules (`head`), a strict chunked decoder (`chunked`), and head writers
+//! (`encode`); nothing there does I/O, so the fuzz targets and unit tests exercise exactly
+//! what the data path runs. `server` is its thin I/O shell on the downstream side; the
+//! upstream side's is `upstream::h1`.
 
 pub mod chunked;
-mod conn;
+pub mod encode;
 pub mod head;
-pub mod pool;
-
-pub use conn::serve;
+pub mod server;

@@ -8,67 +8,54 @@
 use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 use zerohop_proto::stats::Counter;
 
+use crate::config::{Generation, TcpPlan};
+use crate::conn::Tracked;
 use crate::net::pump::{pump, Ctx, End};
 use crate::net::sys;
 use crate::shard::listeners::BoundListener;
-use crate::shard::{config::ShardConfig, Shard};
+use crate::shard::Shard;
 
-/// Serves one downstream connection accepted on `listener`, which is listener `index` of
-/// `cfg`'s snapshot.
+/// Serves one downstream connection whose filter chain ends in the tcp_proxy `tcp`.
 pub async fn serve(
-    shard: Rc<Shard>,
-    cfg: Rc<ShardConfig>,
-    index: usize,
-    listener: Rc<BoundListener>,
+    shard: &Shard,
+    tcp: &TcpPlan,
+    gen: &Generation,
+    listener: &BoundListener,
     down: TcpStream,
 ) {
     let stats = shard.stats;
-    let _active = ActiveGuard::enter(&shard);
-
-    let proxy_cfg = cfg.tcp_proxy(index);
-    let (cluster, endpoint) = cfg.pick(index, &shard.rng);
-    let Some(addr) = endpoint else {
+    let cluster = gen.pick_target(&tcp.proxy.targets, &tcp.pick, &shard.rng);
+    let Some(addr) = shard.upstreams.pick(cluster, &shard.rng) else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         log::debug!(
             "{}: cluster {} has no endpoint",
             listener.name,
-            cluster.name
+            cluster.cluster.name
         );
         return;
     };
-    let Some(up) = crate::net::connect_upstream(stats, &listener.name, cluster, addr).await else {
-        return; // dropping `down` closes the client promptly
+    let up = match crate::upstream::connect::connect(stats, &cluster.cluster, addr).await {
+        Ok(up) => up,
+        Err(e) => {
+            log::debug!("{}: {e}", listener.name);
+            return; // dropping `down` closes the client promptly
+        }
     };
     // `down` came from accept4 with SOCK_NONBLOCK.
     let _ = down.set_nodelay(true);
     // Registered so that a removed listener's drain deadline can end it; forgotten (guard
     // dropped) before `up` and `down` close.
-    let _tracked = Tracked::new(&listener, [down.as_raw_fd(), up.as_raw_fd()]);
-    proxy(&shard, &down, &up, proxy_cfg.idle_timeout).await;
-}
-
-pub(crate) struct Tracked<'a>(&'a BoundListener, usize);
-
-impl<'a> Tracked<'a> {
-    pub(crate) fn new(listener: &'a BoundListener, fds: [std::os::fd::RawFd; 2]) -> Self {
-        Tracked(listener, listener.track(fds))
-    }
-}
-
-impl Drop for Tracked<'_> {
-    fn drop(&mut self) {
-        self.0.untrack(self.1);
-    }
+    let _tracked = Tracked::new(listener, [down.as_raw_fd(), up.as_raw_fd()]);
+    proxy(shard, &down, &up, tcp.proxy.idle_timeout).await;
 }
 
 /// Runs both directions until both end (or one resets, or `idle` passes with no bytes).
-pub(crate) async fn proxy(shard: &Shard, down: &TcpStream, up: &TcpStream, idle: Option<Duration>) {
+pub async fn proxy(shard: &Shard, down: &TcpStream, up: &TcpStream, idle: Option<Duration>) {
     let last = Cell::new(Instant::now());
     let ctx = |bytes| Ctx {
         pools: &shard.pools,
@@ -108,7 +95,7 @@ fn reset(shard: &Shard, s: &TcpStream) {
 }
 
 /// Resolves once `idle` has passed since `last` (never when `idle` is `None`).
-pub(crate) async fn idle_timeout(last: &Cell<Instant>, idle: Option<Duration>) {
+pub async fn idle_timeout(last: &Cell<Instant>, idle: Option<Duration>) {
     let Some(idle) = idle else {
         return std::future::pending().await;
     };
@@ -118,24 +105,5 @@ pub(crate) async fn idle_timeout(last: &Cell<Instant>, idle: Option<Duration>) {
             return;
         }
         monoio::time::sleep(idle - since).await;
-    }
-}
-
-/// A downstream connection, counted from `enter` until dropped.
-pub(crate) struct ActiveGuard<'a>(&'a Shard);
-
-impl<'a> ActiveGuard<'a> {
-    pub(crate) fn enter(shard: &'a Shard) -> Self {
-        shard.stats.inc(Counter::DownstreamCxTotal);
-        shard.stats.inc(Counter::DownstreamCxActive);
-        shard.active.set(shard.active.get() + 1);
-        ActiveGuard(shard)
-    }
-}
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.stats.dec(Counter::DownstreamCxActive);
-        self.0.active.set(self.0.active.get() - 1);
     }
 }

@@ -55,6 +55,19 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     check(unsafe { raw_recv(fd, buf.as_mut_ptr(), buf.len(), libc::MSG_DONTWAIT) })
 }
 
+/// `recv(2)` with MSG_PEEK | MSG_DONTWAIT: what has arrived, left in the socket.
+pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid writable region of buf.len() bytes for the duration of the call.
+    check(unsafe {
+        raw_recv(
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_PEEK,
+        )
+    })
+}
+
 /// `recv(2)` with MSG_DONTWAIT into the spare capacity of `buf` (at most `max` bytes),
 /// growing its length by what arrived: no zero-filling of the space first.
 pub fn recv_spare(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {

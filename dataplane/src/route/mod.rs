@@ -1,20 +1,22 @@
-//! A listener's route table, compiled once per generation per shard from the snapshot's
-//! `RouteConfig`: virtual hosts by domain (exact, then the longest `*.suffix`, then the longest
-//! `prefix.*`, then `*`, as Envoy orders them), routes in order with their path, header and
-//! query matchers (regexes compiled here, never on the request path), and each route's
-//! header edits merged with its virtual host's and the route configuration's.
+//! A connection manager's route table, compiled once per process from the snapshot's
+//! `RouteConfig` (and reused by later generations while it is unchanged): virtual hosts by
+//! domain (exact, then the longest `*.suffix`, then the longest `prefix.*`, then `*`, as
+//! Envoy orders them), routes in order with their path, header and query matchers (regexes
+//! compiled here, never on the request path), each route's header edits merged with its
+//! virtual host's and the route configuration's, and its per-filter overrides resolved to
+//! the connection manager's filter list, most specific level first.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use regex::Regex;
 use zerohop_proto::{
-    AppendAction, Forward, HeaderAdd, HeaderEdits, PathMatch, Redirect, RouteAction, RouteConfig,
-    StringRule,
+    AppendAction, FilterOverride, Forward, HeaderAdd, HeaderEdits, HttpFilter, PathMatch,
+    PerFilterConfig, Redirect, RouteAction, RouteConfig, StringRule,
 };
 
-use crate::cluster::WeightedPick;
 use crate::fasthash::FastHash;
+use crate::upstream::lb::WeightedPick;
 
 /// What a matched route does, with everything the request path needs precompiled.
 #[derive(Debug)]
@@ -139,6 +141,9 @@ pub struct Route {
     pub edits_requests: bool,
     /// The same for response headers.
     pub edits_responses: bool,
+    /// Per HTTP filter of the connection manager (by index), the override of the most
+    /// specific level that names it.
+    per_filter: Box<[Option<FilterOverride>]>,
 }
 
 #[derive(Debug)]
@@ -149,6 +154,9 @@ pub struct VirtualHost {
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
+    /// What it was compiled from, to reuse it for a later generation that has the same.
+    source: RouteConfig,
+    filter_names: Vec<String>,
     exact: HashMap<String, usize, FastHash>,
     /// `*.foo.com` as ".foo.com", longest first.
     suffixes: Vec<(String, usize)>,
@@ -180,11 +188,12 @@ impl std::fmt::Debug for Request<'_> {
 }
 
 impl RouteTable {
-    pub fn build(
-        rc: &RouteConfig,
-        clusters_weight: impl Fn(&Forward) -> WeightedPick,
-    ) -> Result<RouteTable, regex::Error> {
-        let mut t = RouteTable::default();
+    /// Compiles `rc` for a connection manager whose HTTP filters are `filters`.
+    pub fn build(rc: RouteConfig, filters: &[HttpFilter]) -> Result<RouteTable, regex::Error> {
+        let mut t = RouteTable {
+            filter_names: filters.iter().map(|f| f.name.clone()).collect(),
+            ..RouteTable::default()
+        };
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
             for d in &vh.domains {
                 if d == "*" {
@@ -229,7 +238,7 @@ impl RouteTable {
                     .collect::<Result<_, regex::Error>>()?;
                 let action = match &r.action {
                     RouteAction::Forward(f) => Action::Forward {
-                        pick: clusters_weight(f),
+                        pick: WeightedPick::new(f.targets.iter().map(|t| t.weight)),
                         regex_rewrite: match &f.regex_rewrite {
                             Some((p, sub)) => Some((Regex::new(p)?, re2_substitution(sub))),
                             None => None,
@@ -243,6 +252,14 @@ impl RouteTable {
                     RouteAction::Redirect(rd) => Action::Redirect(rd.clone()),
                 };
                 let levels = [r.headers.clone(), vh.headers.clone(), rc.headers.clone()];
+                let per_filter = filters
+                    .iter()
+                    .map(|f| {
+                        [&r.per_filter, &vh.per_filter, &rc.per_filter]
+                            .into_iter()
+                            .find_map(|level| override_for(level, &f.name))
+                    })
+                    .collect();
                 routes.push(Route {
                     name: r.name.clone(),
                     path,
@@ -250,13 +267,10 @@ impl RouteTable {
                     headers,
                     query,
                     action,
-                    edits_requests: levels
-                        .iter()
-                        .any(|e| !e.request_add.is_empty() || !e.request_remove.is_empty()),
-                    edits_responses: levels
-                        .iter()
-                        .any(|e| !e.response_add.is_empty() || !e.response_remove.is_empty()),
+                    edits_requests: levels.iter().any(HeaderEdits::edits_requests),
+                    edits_responses: levels.iter().any(HeaderEdits::edits_responses),
                     edits: Vec::from(levels),
+                    per_filter,
                 });
             }
             t.vhosts.push(VirtualHost {
@@ -266,7 +280,24 @@ impl RouteTable {
         }
         t.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         t.prefixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        t.source = rc;
         Ok(t)
+    }
+
+    /// Whether this table is what [`build`](Self::build) makes of `rc` and `filters`.
+    pub fn compiled_from(&self, rc: &RouteConfig, filters: &[HttpFilter]) -> bool {
+        self.source == *rc
+            && self.filter_names.len() == filters.len()
+            && self
+                .filter_names
+                .iter()
+                .zip(filters)
+                .all(|(n, f)| *n == f.name)
+    }
+
+    /// The route configuration's name.
+    pub fn name(&self) -> &str {
+        &self.source.name
     }
 
     /// The virtual host for `host` (compared case-insensitively, port included, as Envoy).
@@ -354,7 +385,20 @@ impl Route {
     }
 }
 
+/// The override `level` has for the filter called `name`.
+fn override_for(level: &[PerFilterConfig], name: &str) -> Option<FilterOverride> {
+    level
+        .iter()
+        .find(|p| p.filter == name)
+        .map(|p| p.config.clone())
+}
+
 impl Route {
+    /// The route's override for the connection manager's HTTP filter number `filter`.
+    pub fn filter_override(&self, filter: usize) -> Option<&FilterOverride> {
+        self.per_filter.get(filter).and_then(Option::as_ref)
+    }
+
     /// Whether [`Route::rewrite_path`] changes the path.
     pub fn rewrites_path(&self) -> bool {
         matches!(

@@ -26,6 +26,7 @@ fn route(name: &str, path: PathMatch, action: RouteAction) -> zerohop_proto::Rou
         },
         action,
         headers: HeaderEdits::default(),
+        per_filter: vec![],
     }
 }
 
@@ -39,6 +40,7 @@ fn vhost(
         domains: domains.iter().map(|d| d.to_string()).collect(),
         routes,
         headers: HeaderEdits::default(),
+        per_filter: vec![],
     }
 }
 
@@ -46,12 +48,9 @@ fn table(vhosts: Vec<zerohop_proto::VirtualHost>) -> RouteTable {
     let rc = RouteConfig {
         name: "rc".into(),
         virtual_hosts: vhosts,
-        headers: HeaderEdits::default(),
+        ..RouteConfig::default()
     };
-    RouteTable::build(&rc, |f| {
-        WeightedPick::new(f.targets.iter().map(|t| t.weight))
-    })
-    .unwrap()
+    RouteTable::build(rc, &[]).unwrap()
 }
 
 fn find<'t>(

@@ -13,16 +13,10 @@ use std::sync::Mutex;
 
 use monoio::net::TcpListener;
 
-use super::config::{ShardConfig, Tables};
+use super::config::ShardConfig;
 use super::stop::Stop;
 use super::Shard;
 use crate::net::sys;
-
-/// The newest generation the listener manager has carried out: its new listeners bound and
-/// every operation for it posted. A shard applies (and acknowledges) a generation only once
-/// this reaches it, after taking those operations, so an acknowledgement means the
-/// listener set is in force too (control ACKs an xDS response only after that).
-pub static LISTENERS_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What the listener manager asks of a shard.
 #[derive(Debug)]
@@ -86,18 +80,14 @@ impl BoundListener {
         })
     }
 
-    /// This listener's index in `cfg`'s snapshot, if the generation still has it.
+    /// This listener's index in `cfg`, if the generation still has it.
     pub fn index_in(&self, cfg: &ShardConfig) -> Option<usize> {
         let (generation, index) = self.route.get();
-        if generation == cfg.generation {
+        if generation == cfg.number {
             return index;
         }
-        let index = cfg
-            .snapshot
-            .listeners
-            .iter()
-            .position(|l| l.name == self.name);
-        self.route.set((cfg.generation, index));
+        let index = cfg.listener_index(&self.name);
+        self.route.set((cfg.number, index));
         index
     }
 
@@ -189,26 +179,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<BoundListener>, socket: TcpL
                         shard.maybe_reload();
                         let cfg = shard.config();
                         match listener.index_in(&cfg) {
-                            Some(index) => match cfg.tables(index) {
-                                Tables::Tcp(_) => {
-                                    monoio::spawn(crate::l4::serve(
-                                        shard.clone(),
-                                        cfg,
-                                        index,
-                                        listener.clone(),
-                                        stream,
-                                    ));
-                                }
-                                Tables::Http(_) => {
-                                    monoio::spawn(crate::http1::serve(
-                                        shard.clone(),
-                                        cfg,
-                                        index,
-                                        listener.clone(),
-                                        stream,
-                                    ));
-                                }
-                            },
+                            Some(index) => {
+                                monoio::spawn(crate::conn::serve(
+                                    shard.clone(),
+                                    cfg,
+                                    index,
+                                    listener.clone(),
+                                    stream,
+                                ));
+                            }
                             None => drop(stream), // removed in this generation; its socket closes soon
                         }
                     }

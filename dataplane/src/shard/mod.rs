@@ -1,24 +1,29 @@
 //! A shard: one pinned OS thread, one monoio runtime (io_uring, or epoll as a fallback), its
-//! own SO_REUSEPORT listener sockets, pools, balancers and counters. Nothing here is shared
-//! with another shard; the only cross-thread words are the segment's `current` generation
-//! (one atomic load per accept and per tick), the process-wide drain flag, and the
-//! listener mailbox, taken once per tick (never on the connection path).
+//! own SO_REUSEPORT listener sockets, pools, balancer state and counters. Nothing here is
+//! shared with another shard; the only cross-thread words are the newest generation's
+//! number in [`Latest`] (one atomic load per accept and per tick), the process-wide drain
+//! flag, and the listener mailbox, taken once per tick (never on the connection path).
+//!
+//! A shard does not decode or build configuration: the config thread hands it finished
+//! generations ([`Latest`]), and taking one up is an `Arc` clone and an ack.
 
 pub mod config;
 pub mod listeners;
-mod stop;
+pub mod stop;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use zerohop_proto::shm::{ReadOutcome, Segment};
-use zerohop_proto::{codec, stats::Counter};
+use zerohop_proto::shm::Segment;
+use zerohop_proto::stats::Counter;
 
-use crate::cluster::Rng;
+use crate::config::{Graveyard, Latest};
 use crate::net::Pools;
 use crate::stats::ShardStats;
+use crate::upstream::lb::Rng;
+use crate::upstream::Upstreams;
 use config::ShardConfig;
 use listeners::{BoundListener, ListenerOp, Mailbox};
 
@@ -49,13 +54,14 @@ pub struct Spec {
     pub mailbox: &'static Mailbox,
     /// This shard's ack line and counter block in the segment (its data plane's base + id).
     pub line: usize,
-    /// The generation the process started from (already decoded): a shard serves it from
-    /// its first accept, whatever the segment holds by the time the shard runs.
-    pub initial: (u64, zerohop_proto::Snapshot),
+    /// Where finished generations come from (the one the process started from is already
+    /// there, so a shard serves from its first accept).
+    pub latest: &'static Latest,
+    pub graveyard: &'static Graveyard,
     pub driver: IoDriver,
     pub drain_timeout: Duration,
-    /// Bound to [`zerohop_proto::shm::wake_address`] for this shard's line: control's
-    /// wake-up after a publish. `None`: the shard finds new generations at its tick only.
+    /// The config thread's wake-up after it published a generation. `None`: the shard finds
+    /// new generations at its tick only.
     pub wake: Option<std::os::unix::net::UnixDatagram>,
 }
 
@@ -67,8 +73,8 @@ pub struct Shard {
     line: usize,
     pub stats: ShardStats,
     pub pools: Pools,
-    /// Idle upstream HTTP/1.1 connections.
-    pub upstreams: crate::http1::pool::UpstreamPool,
+    /// Load-balancer state and idle upstream connections.
+    pub upstreams: Upstreams,
     pub rng: Rng,
     /// Open downstream connections (for draining).
     pub active: Cell<usize>,
@@ -78,11 +84,14 @@ pub struct Shard {
     listeners: RefCell<Vec<Rc<BoundListener>>>,
     /// Listeners removed but whose connections may still run until their deadline.
     draining: RefCell<Vec<(Instant, Rc<BoundListener>)>>,
-    seg: &'static Segment,
-    mailbox: &'static Mailbox,
+    /// The segment whose ack line this shard writes (`None` for a detached shard).
+    seg: Option<&'static Segment>,
+    mailbox: Option<&'static Mailbox>,
     drain_timeout: Duration,
     config: RefCell<Rc<ShardConfig>>,
     last_rejected: Cell<u64>,
+    latest: &'static Latest,
+    graveyard: Option<&'static Graveyard>,
 }
 
 /// Runs a shard on the current thread until it has drained.
@@ -181,7 +190,8 @@ async fn main(spec: Spec) {
         seg,
         mailbox,
         drain_timeout,
-        initial,
+        latest,
+        graveyard,
         line,
         wake,
         ..
@@ -193,32 +203,29 @@ async fn main(spec: Spec) {
             None
         }
     });
-    let seed = zerohop_proto::shm::monotonic_ns() ^ ((id as u64 + 1) << 32);
+    let first = latest.get();
     let shard = Rc::new(Shard {
         id,
         line,
         stats: ShardStats::new(seg.shard_counters(line)),
         pools: Pools::default(),
-        upstreams: Default::default(),
-        rng: Rng::new(seed),
+        upstreams: Upstreams::default(),
+        rng: Rng::new(seed(id)),
         active: Cell::new(0),
         accepting: Cell::new(0),
         listeners: RefCell::default(),
         draining: RefCell::default(),
-        seg,
-        mailbox,
+        seg: Some(seg),
+        mailbox: Some(mailbox),
         drain_timeout,
-        config: RefCell::new(Rc::new(ShardConfig::empty())),
+        config: RefCell::new(Rc::new(ShardConfig::new(first.clone(), Some(graveyard)))),
         last_rejected: Cell::new(0),
+        latest,
+        graveyard: Some(graveyard),
     });
-    match ShardConfig::build(initial.0, initial.1, None) {
-        Ok(cfg) => {
-            *shard.config.borrow_mut() = Rc::new(cfg);
-            seg.ack(line, initial.0);
-            shard.stats.inc(Counter::ConfigApplied);
-        }
-        Err(e) => shard.refuse(initial.0, &e),
-    }
+    seg.ack(line, first.number, 0);
+    shard.stats.inc(Counter::ConfigApplied);
+    drop(first);
     shard.maybe_reload();
     shard.take_listener_ops();
 
@@ -241,7 +248,7 @@ async fn main(spec: Spec) {
         let now = Instant::now();
         shard.expire_drained_listeners(now);
         if now >= next_sweep {
-            shard.upstreams.sweep(now);
+            shard.upstreams.pool.sweep(now);
             next_sweep = now + POOL_SWEEP;
         }
     }
@@ -277,61 +284,84 @@ async fn main(spec: Spec) {
     }
 }
 
+/// A seed for a shard's generator: the clock and the shard, so shards and restarts differ.
+fn seed(id: usize) -> u64 {
+    zerohop_proto::shm::monotonic_ns() ^ ((id as u64 + 1) << 32)
+}
+
 // === impl Shard: configuration generations ===
 
 impl Shard {
-    /// One atomic load when nothing changed; otherwise copies, checks and decodes the new
-    /// generation, swaps it in for new connections, and acknowledges it. A generation that
-    /// adds or removes listeners waits until the listener manager has carried it out
-    /// ([`listeners::LISTENERS_AT`]); the listener operations it posted are taken first.
+    /// A shard that belongs to no segment and no listener manager: it serves what `latest`
+    /// holds, with its counters in `counters`. For tests and tools that drive the HTTP core
+    /// in-process; a shard of the data plane is made by [`run`].
+    pub fn detached(
+        id: usize,
+        latest: &'static Latest,
+        counters: &'static [std::sync::atomic::AtomicU64],
+    ) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            line: id,
+            stats: ShardStats::new(counters),
+            pools: Pools::default(),
+            upstreams: Upstreams::default(),
+            rng: Rng::new(seed(id)),
+            active: Cell::new(0),
+            accepting: Cell::new(0),
+            listeners: RefCell::default(),
+            draining: RefCell::default(),
+            seg: None,
+            mailbox: None,
+            drain_timeout: Duration::from_secs(1),
+            config: RefCell::new(Rc::new(ShardConfig::new(latest.get(), None))),
+            last_rejected: Cell::new(0),
+            latest,
+            graveyard: None,
+        })
+    }
+
+    /// Two atomic loads when nothing changed. Otherwise: records a generation the config
+    /// thread refused, or takes up the newest one (after the listener operations the config
+    /// thread posted for it, so that an acknowledgement means the listener set is in force
+    /// too) and acknowledges it with the event-loop time it took.
     pub fn maybe_reload(self: &Rc<Self>) {
-        let applied = self.config.borrow().generation;
-        let current = self.seg.current_generation();
-        if current == applied || current == self.last_rejected.get() {
+        let rejected = self.latest.rejected_number();
+        if rejected != self.last_rejected.get() {
+            let (generation, reason) = self.latest.rejected();
+            self.refuse(generation, &reason);
+        }
+        let number = self.latest.number();
+        if number == self.generation() {
             return;
         }
         let started = Instant::now();
-        match self.seg.read_current(applied) {
-            ReadOutcome::Empty | ReadOutcome::Unchanged | ReadOutcome::Torn => {}
-            ReadOutcome::Corrupt { generation, reason } => self.refuse(generation, reason),
-            ReadOutcome::New { generation, bytes } => match codec::decode(&bytes) {
-                Ok(snapshot) => {
-                    // A generation that changes the listener set waits (a tick at a time)
-                    // for the listener manager, whose operations are taken first.
-                    if listeners_changed(&self.config.borrow().snapshot, &snapshot)
-                        && listeners::LISTENERS_AT.load(Ordering::Acquire) < generation
-                    {
-                        return;
-                    }
-                    self.take_listener_ops();
-                    let next =
-                        match ShardConfig::build(generation, snapshot, Some(&self.config.borrow()))
-                        {
-                            Ok(next) => next,
-                            Err(e) => return self.refuse(generation, &e),
-                        };
-                    *self.config.borrow_mut() = Rc::new(next);
-                    self.seg.ack(self.line, generation);
-                    self.stats.inc(Counter::ConfigApplied);
-                    log::debug!(
-                        "shard {}: applied generation {generation} in {:?}",
-                        self.id,
-                        started.elapsed()
-                    );
-                }
-                Err(e) => self.refuse(generation, &e.to_string()),
-            },
+        self.take_listener_ops();
+        let next = self.latest.get();
+        let number = next.number;
+        let old = std::mem::replace(
+            &mut *self.config.borrow_mut(),
+            Rc::new(ShardConfig::new(next, self.graveyard)),
+        );
+        drop(old); // to the graveyard if no connection holds it
+        let busy = started.elapsed();
+        if let Some(seg) = self.seg {
+            seg.ack(self.line, number, busy.as_nanos() as u64);
         }
+        self.stats.inc(Counter::ConfigApplied);
+        log::debug!("shard {}: applied generation {number} in {busy:?}", self.id);
     }
 
     fn refuse(&self, generation: u64, reason: &str) {
         self.last_rejected.set(generation);
-        self.seg.reject(self.line, generation);
+        if let Some(seg) = self.seg {
+            seg.reject(self.line, generation);
+        }
         self.stats.inc(Counter::ConfigRejected);
         log::error!(
             "shard {}: refused generation {generation} ({reason}); keeping generation {}",
             self.id,
-            self.config.borrow().generation
+            self.generation()
         );
     }
 
@@ -341,22 +371,8 @@ impl Shard {
 
     /// The generation this shard serves.
     pub fn generation(&self) -> u64 {
-        self.config.borrow().generation
+        self.config.borrow().number
     }
-}
-
-/// True when `next` binds a different set of listeners (by name and address) than `current`.
-fn listeners_changed(current: &zerohop_proto::Snapshot, next: &zerohop_proto::Snapshot) -> bool {
-    let key = |s: &zerohop_proto::Snapshot| {
-        let mut k: Vec<_> = s
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.address))
-            .collect();
-        k.sort();
-        k
-    };
-    current.listeners.len() != next.listeners.len() || key(current) != key(next)
 }
 
 // === impl Shard: listeners ===
@@ -364,7 +380,8 @@ fn listeners_changed(current: &zerohop_proto::Snapshot, next: &zerohop_proto::Sn
 impl Shard {
     /// Applies what the listener manager posted since the last tick.
     fn take_listener_ops(self: &Rc<Self>) {
-        for op in self.mailbox.take() {
+        let Some(mailbox) = self.mailbox else { return };
+        for op in mailbox.take() {
             match op {
                 ListenerOp::Add {
                     name,

@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 fn sample() -> Snapshot {
     Snapshot {
@@ -17,28 +18,34 @@ fn sample() -> Snapshot {
                         weight: 3,
                     },
                 ],
-                http: UpstreamHttp {
+                protocol: UpstreamProtocol::Http1(UpstreamHttp {
                     idle_timeout: Some(Duration::from_secs(90)),
                     max_requests_per_connection: Some(1000),
                     max_headers_count: 50,
-                },
+                }),
+                transport: TransportSocket::RawBuffer,
             },
             Cluster {
                 name: "empty".into(),
                 connect_timeout: Duration::from_secs(5),
                 lb_policy: LbPolicy::Random,
                 endpoints: vec![],
-                http: UpstreamHttp {
+                protocol: UpstreamProtocol::Http1(UpstreamHttp {
                     idle_timeout: None,
                     ..UpstreamHttp::default()
-                },
+                }),
+                transport: TransportSocket::default(),
             },
         ],
         listeners: vec![
             Listener {
                 name: "l".into(),
                 address: "0.0.0.0:10000".parse().unwrap(),
-                filter: NetworkFilter::TcpProxy(TcpProxy {
+                listener_filters: vec![],
+                listener_filters_timeout: None,
+                continue_on_listener_filters_timeout: false,
+                default_filter_chain: None,
+                filter_chains: vec![chain(NetworkFilter::TcpProxy(TcpProxy {
                     stat_prefix: "tcp".into(),
                     targets: vec![
                         WeightedCluster {
@@ -51,7 +58,7 @@ fn sample() -> Snapshot {
                         },
                     ],
                     idle_timeout: Some(Duration::from_secs(3600)),
-                }),
+                }))],
             },
             http_listener(),
         ],
@@ -126,74 +133,131 @@ fn http_listener() -> Listener {
         },
         action,
         headers: edits.clone(),
+        per_filter: vec![PerFilterConfig {
+            filter: "buffer".into(),
+            config: FilterOverride::Buffer(BufferConfig {
+                max_request_bytes: 10,
+            }),
+        }],
+    };
+    let http = NetworkFilter::Http(HttpManager {
+        stat_prefix: "web".into(),
+        codec: CodecType::Auto,
+        max_request_headers_bytes: 60 * 1024,
+        max_headers_count: 100,
+        request_headers_timeout: Some(Duration::from_secs(10)),
+        idle_timeout: None,
+        stream_idle_timeout: Some(Duration::from_secs(300)),
+        request_timeout: None,
+        generate_request_id: true,
+        use_remote_address: false,
+        http_filters: vec![
+            HttpFilter {
+                name: "buffer".into(),
+                config: HttpFilterConfig::Buffer(BufferConfig {
+                    max_request_bytes: 1 << 20,
+                }),
+            },
+            HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config: HttpFilterConfig::Router,
+            },
+        ],
+        route_config: RouteConfig {
+            name: "rc".into(),
+            headers: edits.clone(),
+            per_filter: vec![PerFilterConfig {
+                filter: "buffer".into(),
+                config: FilterOverride::Disabled,
+            }],
+            virtual_hosts: vec![VirtualHost {
+                name: "vh".into(),
+                domains: vec!["*.example.com".into(), "*".into()],
+                headers: HeaderEdits::default(),
+                per_filter: vec![],
+                routes: vec![
+                    route(
+                        "fwd",
+                        PathMatch::Prefix("/a".into()),
+                        RouteAction::Forward(Forward {
+                            targets: vec![
+                                WeightedCluster {
+                                    cluster: ClusterId(0),
+                                    weight: 3,
+                                },
+                                WeightedCluster {
+                                    cluster: ClusterId(1),
+                                    weight: 1,
+                                },
+                            ],
+                            prefix_rewrite: Some("/b".into()),
+                            regex_rewrite: Some(("x(.)".into(), "\\1".into())),
+                            host_rewrite: Some("h".into()),
+                            timeout: Some(Duration::from_millis(1500)),
+                        }),
+                    ),
+                    route(
+                        "direct",
+                        PathMatch::Path("/d".into()),
+                        RouteAction::Direct {
+                            status: 418,
+                            body: "teapot".into(),
+                        },
+                    ),
+                    route(
+                        "redirect",
+                        PathMatch::Regex("/r/.*".into()),
+                        RouteAction::Redirect(Redirect {
+                            scheme: Some("https".into()),
+                            host: None,
+                            port: Some(8443),
+                            path: None,
+                            prefix_rewrite: Some("/s/".into()),
+                            status: 308,
+                            strip_query: true,
+                        }),
+                    ),
+                ],
+            }],
+        },
+    });
+    let matcher = FilterChainMatch {
+        destination_port: Some(8000),
+        prefix_ranges: vec![CidrRange {
+            address: "127.0.0.0".parse().unwrap(),
+            prefix_len: 8,
+        }],
+        server_names: vec!["*.example.com".into()],
+        transport_protocol: Some("raw_buffer".into()),
+        application_protocols: vec!["http/1.1".into()],
+        direct_source_prefix_ranges: vec![CidrRange {
+            address: "::".parse().unwrap(),
+            prefix_len: 0,
+        }],
+        source_type: SourceType::SameIpOrLoopback,
+        source_prefix_ranges: vec![],
+        source_ports: vec![1, 65535],
     };
     Listener {
         name: "web".into(),
         address: "127.0.0.1:8000".parse().unwrap(),
-        filter: NetworkFilter::Http(HttpManager {
-            stat_prefix: "web".into(),
-            max_request_headers_bytes: 60 * 1024,
-            max_headers_count: 100,
-            request_headers_timeout: Some(Duration::from_secs(10)),
-            idle_timeout: None,
-            stream_idle_timeout: Some(Duration::from_secs(300)),
-            request_timeout: None,
-            generate_request_id: true,
-            use_remote_address: false,
-            max_request_bytes: Some(1 << 20),
-            route_config: RouteConfig {
-                name: "rc".into(),
-                headers: edits.clone(),
-                virtual_hosts: vec![VirtualHost {
-                    name: "vh".into(),
-                    domains: vec!["*.example.com".into(), "*".into()],
-                    headers: HeaderEdits::default(),
-                    routes: vec![
-                        route(
-                            "fwd",
-                            PathMatch::Prefix("/a".into()),
-                            RouteAction::Forward(Forward {
-                                targets: vec![
-                                    WeightedCluster {
-                                        cluster: ClusterId(0),
-                                        weight: 3,
-                                    },
-                                    WeightedCluster {
-                                        cluster: ClusterId(1),
-                                        weight: 1,
-                                    },
-                                ],
-                                prefix_rewrite: Some("/b".into()),
-                                regex_rewrite: Some(("x(.)".into(), "\\1".into())),
-                                host_rewrite: Some("h".into()),
-                                timeout: Some(Duration::from_millis(1500)),
-                            }),
-                        ),
-                        route(
-                            "direct",
-                            PathMatch::Path("/d".into()),
-                            RouteAction::Direct {
-                                status: 418,
-                                body: "teapot".into(),
-                            },
-                        ),
-                        route(
-                            "redirect",
-                            PathMatch::Regex("/r/.*".into()),
-                            RouteAction::Redirect(Redirect {
-                                scheme: Some("https".into()),
-                                host: None,
-                                port: Some(8443),
-                                path: None,
-                                prefix_rewrite: Some("/s/".into()),
-                                status: 308,
-                                strip_query: true,
-                            }),
-                        ),
-                    ],
-                }],
-            },
-        }),
+        listener_filters: vec![ListenerFilter::HttpInspector],
+        listener_filters_timeout: Some(Duration::from_secs(15)),
+        continue_on_listener_filters_timeout: true,
+        filter_chains: vec![FilterChain {
+            name: "matched".into(),
+            matcher,
+            filters: vec![http.clone()],
+        }],
+        default_filter_chain: Some(chain(http)),
+    }
+}
+
+fn chain(filter: NetworkFilter) -> FilterChain {
+    FilterChain {
+        name: String::new(),
+        matcher: FilterChainMatch::default(),
+        filters: vec![filter],
     }
 }
 
@@ -225,34 +289,85 @@ fn trailing_bytes_are_rejected() {
 #[test]
 fn dangling_cluster_id_is_rejected() {
     let mut s = sample();
-    let NetworkFilter::TcpProxy(t) = &mut s.listeners[0].filter else {
+    let NetworkFilter::TcpProxy(t) = &mut s.listeners[0].filter_chains[0].filters[0] else {
         unreachable!()
     };
     t.targets[0].cluster = ClusterId(7);
+    let e = decode(&encode(&s)).unwrap_err().what;
     assert_eq!(
-        decode(&encode(&s)).unwrap_err().what,
-        "cluster id out of range"
+        e,
+        "listeners[0].filter_chains[0].filters[0]: cluster id out of range"
     );
     let mut s = sample();
-    let NetworkFilter::Http(h) = &mut s.listeners[1].filter else {
+    let NetworkFilter::Http(h) = &mut s.listeners[1].filter_chains[0].filters[0] else {
         unreachable!()
     };
     let RouteAction::Forward(f) = &mut h.route_config.virtual_hosts[0].routes[0].action else {
         unreachable!()
     };
     f.targets[1].cluster = ClusterId(2);
-    assert_eq!(
-        decode(&encode(&s)).unwrap_err().what,
-        "cluster id out of range"
-    );
+    assert!(decode(&encode(&s))
+        .unwrap_err()
+        .what
+        .ends_with("route_config.virtual_hosts[0].routes[0]: cluster id out of range"));
+}
+
+#[test]
+fn broken_invariants_are_rejected() {
+    let mut s = sample();
+    s.listeners[0].filter_chains[0].filters.clear();
+    assert!(decode(&encode(&s))
+        .unwrap_err()
+        .what
+        .contains("must be terminal"));
+    let mut s = sample();
+    let NetworkFilter::Http(h) = &mut s.listeners[1].filter_chains[0].filters[0] else {
+        unreachable!()
+    };
+    h.http_filters.reverse();
+    assert!(decode(&encode(&s))
+        .unwrap_err()
+        .what
+        .contains("router must be last"));
+    let mut s = sample();
+    s.clusters[0].endpoints[0].weight = 0;
+    assert!(decode(&encode(&s))
+        .unwrap_err()
+        .what
+        .contains("zero weight"));
+    let mut s = sample();
+    s.listeners[0].filter_chains.clear();
+    assert!(decode(&encode(&s))
+        .unwrap_err()
+        .what
+        .contains("no filter chain"));
 }
 
 #[test]
 fn huge_count_does_not_allocate() {
+    // The listener count is the first varint of the body: claim u32::MAX of them.
     let mut bytes = encode(&Snapshot::default());
-    bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert_eq!(
-        decode(&bytes).unwrap_err().what,
-        "count exceeds remaining bytes"
+    bytes.truncate(8);
+    bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(decode(&bytes).is_err());
+}
+
+#[test]
+fn cidr_ranges_contain_their_addresses() {
+    let r = |a: &str, n| CidrRange {
+        address: a.parse().unwrap(),
+        prefix_len: n,
+    };
+    let ip = |a: &str| a.parse::<std::net::IpAddr>().unwrap();
+    assert!(r("10.0.0.0", 8).contains(ip("10.1.2.3")));
+    assert!(!r("10.0.0.0", 8).contains(ip("11.1.2.3")));
+    assert!(r("0.0.0.0", 0).contains(ip("1.2.3.4")));
+    assert!(
+        r("10.0.0.0", 8).contains(ip("::ffff:10.9.9.9")),
+        "v4-mapped"
     );
+    assert!(r("fd00::", 8).contains(ip("fd12::1")));
+    assert!(!r("fd00::", 16).contains(ip("fd12::1")));
+    assert!(!r("fd00::", 8).contains(ip("10.0.0.1")));
+    assert!(r("1.2.3.4", 32).contains(ip("1.2.3.4")));
 }

@@ -23,8 +23,8 @@ fn publish_then_read_then_ack() {
     assert_eq!(seg.read_current(1), ReadOutcome::Unchanged);
     assert_eq!(seg.register_dataplane(2, 42), 0);
     assert!(!seg.all_applied(1));
-    seg.ack(0, 1);
-    seg.ack(1, 1);
+    seg.ack(0, 1, 0);
+    seg.ack(1, 1, 0);
     assert!(seg.all_applied(1));
     assert_eq!(seg.publish(b"two").unwrap(), 2);
     assert_eq!(
@@ -101,7 +101,7 @@ fn a_second_data_plane_gets_lines_of_its_own_while_the_first_runs() {
     let seg = Segment::new_in_memory(small()).unwrap();
     let me = std::process::id(); // alive
     assert_eq!(seg.register_dataplane(2, me), 0);
-    seg.ack(0, 5);
+    seg.ack(0, 5, 0);
     seg.shard_counters(1)[0].store(9, Ordering::Relaxed);
     // A new process beside a live one: lines 2..4, zeroed, and readers follow it.
     assert_eq!(seg.register_dataplane(2, u32::MAX - 1), 2);
@@ -150,12 +150,13 @@ fn write_fuzz_seeds() {
                 address: "127.0.0.1:8080".parse().unwrap(),
                 weight: 1,
             }],
-            http: UpstreamHttp::default(),
+            protocol: UpstreamProtocol::default(),
+            transport: TransportSocket::default(),
         }],
-        listeners: vec![Listener {
-            name: "front".into(),
-            address: "127.0.0.1:10000".parse().unwrap(),
-            filter: NetworkFilter::TcpProxy(TcpProxy {
+        listeners: vec![Listener::simple(
+            "front",
+            "127.0.0.1:10000".parse().unwrap(),
+            NetworkFilter::TcpProxy(TcpProxy {
                 stat_prefix: "front".into(),
                 targets: vec![WeightedCluster {
                     cluster: ClusterId(0),
@@ -163,7 +164,7 @@ fn write_fuzz_seeds() {
                 }],
                 idle_timeout: None,
             }),
-        }],
+        )],
     };
     let bytes = crate::codec::encode(&snapshot);
     let seg = Segment::new_in_memory(Geometry {

@@ -1,4 +1,6 @@
-//! A shard's idle upstream HTTP/1.1 connections, by endpoint. Nothing is shared with other
+//! A shard's idle upstream connections, keyed by what makes two connections
+//! interchangeable: the endpoint, the protocol spoken on it and the transport socket (a
+//! plain one today; a TLS context will be part of the key). Nothing is shared with other
 //! shards; a connection goes back only after a complete, delimited exchange, and not at all
 //! once it has served the cluster's `max_requests_per_connection`.
 
@@ -10,8 +12,24 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
+use zerohop_proto::TransportSocket;
+
 use crate::fasthash::FastHash;
 use crate::net::sys;
+
+/// The protocol a pooled connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http1,
+}
+
+/// What a pooled connection can be reused for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub endpoint: SocketAddr,
+    pub protocol: Protocol,
+    pub transport: TransportSocket,
+}
 
 /// Idle connections kept per endpoint; beyond this they are closed.
 pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
@@ -34,15 +52,15 @@ struct Idle {
 #[derive(Debug, Default)]
 pub struct UpstreamPool {
     /// Per endpoint, most recently used last.
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>, FastHash>>,
+    idle: RefCell<HashMap<PoolKey, Vec<Idle>, FastHash>>,
 }
 
 impl UpstreamPool {
-    /// The most recently used idle connection to `addr` that is still open and within its
+    /// The most recently used idle connection for `key` that is still open and within its
     /// idle timeout, with the requests it has served (`now`: the caller's clock reading).
-    pub fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<(TcpStream, u32)> {
+    pub fn checkout(&self, key: &PoolKey, now: Instant) -> Option<(TcpStream, u32)> {
         let mut idle = self.idle.borrow_mut();
-        let conns = idle.get_mut(&addr)?;
+        let conns = idle.get_mut(key)?;
         while let Some(c) = conns.pop() {
             if c.expires.is_some_and(|e| e <= now) {
                 continue;
@@ -59,14 +77,14 @@ impl UpstreamPool {
     /// check come sooner), having served `served` requests; `idle_timeout` is its cluster's.
     pub fn checkin(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
         stream: TcpStream,
         since: Instant,
         served: u32,
         idle_timeout: Option<Duration>,
     ) {
         let mut idle = self.idle.borrow_mut();
-        let conns = idle.entry(addr).or_default();
+        let conns = idle.entry(key).or_default();
         if conns.len() < MAX_IDLE_PER_ENDPOINT {
             conns.push(Idle {
                 stream,

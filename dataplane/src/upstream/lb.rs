@@ -1,5 +1,7 @@
-//! Load balancers. Each shard has its own instance per cluster (no shared state), so the
-//! policies hold per shard, as with Envoy's per-worker load balancers.
+//! Load balancers, split in two: the immutable [`LbTable`] a generation holds for each
+//! cluster (built once per process, off the shards), and the mutable [`LbState`] each
+//! shard keeps per cluster slot (no shared state: the policies hold per shard, as with
+//! Envoy's per-worker load balancers).
 
 use std::cell::{Cell, RefCell};
 
@@ -30,7 +32,7 @@ impl Rng {
 }
 
 /// Weighted random choice over fixed weights, by binary search of the cumulative sums.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct WeightedPick {
     cumulative: Vec<u64>,
 }
@@ -58,12 +60,11 @@ impl WeightedPick {
     }
 }
 
-/// Chooses an endpoint index of one cluster.
-#[derive(Debug)]
-pub enum Balancer {
+/// How one cluster's endpoints are chosen: what a generation holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LbTable {
     /// All weights equal: a plain rotating index.
     RoundRobin {
-        next: Cell<usize>,
         len: usize,
     },
     /// Smooth weighted round robin (as nginx): each pick adds every weight to its running
@@ -71,78 +72,62 @@ pub enum Balancer {
     /// proportion to weight. O(endpoints) per pick, per connection, not per byte.
     WeightedRoundRobin {
         weights: Vec<i64>,
-        scores: RefCell<Vec<i64>>,
         total: i64,
     },
     Random(WeightedPick),
 }
 
-impl Balancer {
-    pub fn new(policy: LbPolicy, endpoints: &[Endpoint]) -> Balancer {
+impl LbTable {
+    pub fn new(policy: LbPolicy, endpoints: &[Endpoint]) -> LbTable {
         let weights = || endpoints.iter().map(|e| e.weight);
         match policy {
-            LbPolicy::Random => Balancer::Random(WeightedPick::new(weights())),
+            LbPolicy::Random => LbTable::Random(WeightedPick::new(weights())),
             LbPolicy::RoundRobin if endpoints.windows(2).all(|w| w[0].weight == w[1].weight) => {
-                Balancer::RoundRobin {
-                    next: Cell::new(0),
+                LbTable::RoundRobin {
                     len: endpoints.len(),
                 }
             }
             LbPolicy::RoundRobin => {
                 let weights: Vec<i64> = weights().map(i64::from).collect();
                 let total = weights.iter().sum();
-                Balancer::WeightedRoundRobin {
-                    scores: RefCell::new(vec![0; weights.len()]),
-                    weights,
-                    total,
-                }
+                LbTable::WeightedRoundRobin { weights, total }
             }
         }
     }
+}
 
-    /// A balancer for a new generation of a cluster, continuing `previous` (the old
-    /// balancer and the endpoints it balanced) where that makes sense: the rotation point of
-    /// round robin, and the running scores of weighted round robin if the endpoints are the
-    /// same. Random has no state.
-    pub fn carried(
-        policy: LbPolicy,
-        endpoints: &[Endpoint],
-        previous: Option<(&Balancer, &[Endpoint])>,
-    ) -> Balancer {
-        let b = Balancer::new(policy, endpoints);
-        match (&b, previous) {
-            (
-                Balancer::RoundRobin { next, len },
-                Some((Balancer::RoundRobin { next: old, .. }, _)),
-            ) if *len > 0 => {
-                next.set(old.get() % len);
-            }
-            (
-                Balancer::WeightedRoundRobin { scores, .. },
-                Some((Balancer::WeightedRoundRobin { scores: old, .. }, prev)),
-            ) if prev == endpoints => {
-                scores.borrow_mut().clone_from(&old.borrow());
-            }
-            _ => {}
-        }
-        b
-    }
+/// One shard's state for one cluster slot.
+#[derive(Debug, Default)]
+pub struct LbState {
+    /// The `lb_version` the scores were made for.
+    version: u64,
+    /// The round-robin position; carried over whatever the version (taken modulo the
+    /// endpoint count), so a new generation does not restart every rotation at the first
+    /// endpoint.
+    next: usize,
+    /// Weighted round robin's running scores, kept only while the endpoints are the same.
+    scores: Vec<i64>,
+}
 
+impl LbState {
     /// The index of the next endpoint, or `None` for a cluster without endpoints.
-    pub fn pick(&self, rng: &Rng) -> Option<usize> {
-        match self {
-            Balancer::RoundRobin { len: 0, .. } => None,
-            Balancer::RoundRobin { next, len } => {
-                let i = next.get();
-                next.set(if i + 1 == *len { 0 } else { i + 1 });
+    pub fn pick(&mut self, table: &LbTable, version: u64, rng: &Rng) -> Option<usize> {
+        if self.version != version {
+            self.version = version;
+            self.scores.clear();
+        }
+        match table {
+            LbTable::RoundRobin { len: 0 } => None,
+            LbTable::RoundRobin { len } => {
+                let i = self.next % len;
+                self.next = if i + 1 == *len { 0 } else { i + 1 };
                 Some(i)
             }
-            Balancer::WeightedRoundRobin {
-                weights,
-                scores,
-                total,
-            } => {
-                let mut scores = scores.borrow_mut();
+            LbTable::WeightedRoundRobin { weights, total } => {
+                if self.scores.len() != weights.len() {
+                    self.scores = vec![0; weights.len()];
+                }
+                let scores = &mut self.scores;
                 let mut best = 0;
                 for i in 0..scores.len() {
                     scores[i] += weights[i];
@@ -153,8 +138,25 @@ impl Balancer {
                 scores[best] -= total;
                 Some(best)
             }
-            Balancer::Random(w) => w.pick(rng),
+            LbTable::Random(w) => w.pick(rng),
         }
+    }
+}
+
+/// A shard's load-balancing state for every cluster slot.
+#[derive(Debug, Default)]
+pub struct LbStates(RefCell<Vec<LbState>>);
+
+impl LbStates {
+    /// Picks an endpoint of the cluster in `slot` (its table and version from the
+    /// generation in use).
+    pub fn pick(&self, slot: u32, table: &LbTable, version: u64, rng: &Rng) -> Option<usize> {
+        let mut states = self.0.borrow_mut();
+        let slot = slot as usize;
+        if slot >= states.len() {
+            states.resize_with(slot + 1, LbState::default);
+        }
+        states[slot].pick(table, version, rng)
     }
 }
 

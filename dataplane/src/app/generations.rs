@@ -1,0 +1,130 @@
+//! The config thread: the one place in the data plane where snapshots are decoded and
+//! generations built, off the shard threads.
+//!
+//! It waits for control's wake-up after a publish (an abstract Unix datagram socket bound to
+//! this data plane's first ack line, `shm::wake_address`; a 10 ms poll is the fallback),
+//! copies the new snapshot out of the segment, checks and decodes it, builds the
+//! [`Generation`] (reusing what did not change), has the listener manager bind or close
+//! the listeners it adds or removes, and then publishes it to the shards through
+//! [`Latest`] and wakes them. A snapshot that fails its checksum or does not decode is
+//! announced as refused; each shard records the refusal itself. Generations the shards are
+//! done with come back through the [`Graveyard`] and are freed here.
+//!
+//! It runs at background priority (nice 19, a 100 us scheduler slice): decoding and building
+//! a large configuration must not take CPU from the shards.
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use zerohop_proto::codec;
+use zerohop_proto::shm::{ReadOutcome, Segment};
+
+use super::listeners::ListenerManager;
+use crate::config::{Generation, Graveyard, Latest, Slots};
+use crate::net::sys;
+use crate::shard::DRAINING;
+
+const POLL: Duration = Duration::from_millis(10);
+
+/// What the config thread works with.
+#[derive(Debug)]
+pub struct ConfigThread {
+    pub seg: &'static Segment,
+    pub latest: &'static Latest,
+    pub graveyard: &'static Graveyard,
+    pub manager: Arc<Mutex<ListenerManager>>,
+    pub slots: Slots,
+    /// Control's wake-up (`None`: poll only).
+    pub wake: Option<UnixDatagram>,
+    /// One per shard: a byte sent after each publish wakes it.
+    pub shards: Vec<UnixDatagram>,
+}
+
+impl ConfigThread {
+    pub fn spawn(mut self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("config".into())
+            .spawn(move || {
+                if let Err(e) = sys::background_priority(0) {
+                    log::debug!("config thread: background priority: {e}");
+                }
+                if let Some(w) = &self.wake {
+                    let _ = w.set_read_timeout(Some(POLL));
+                }
+                while !DRAINING.load(Ordering::Relaxed) {
+                    self.wait();
+                    self.graveyard.empty();
+                    self.follow();
+                }
+            })
+    }
+
+    /// Until control's wake-up (or the poll interval). A wake-up left over from an earlier
+    /// publish costs one more look at the segment's `current` word.
+    fn wait(&self) {
+        match &self.wake {
+            Some(w) => {
+                let _ = w.recv(&mut [0u8; 8]);
+            }
+            None => std::thread::sleep(POLL),
+        }
+    }
+
+    /// Takes up the segment's current generation, if it is new.
+    fn follow(&mut self) {
+        let seen = self.latest.number().max(self.latest.rejected_number());
+        if self.seg.current_generation() == seen {
+            return;
+        }
+        match self.seg.read_current(seen) {
+            ReadOutcome::New { generation, bytes } => {
+                let built = codec::decode(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| self.slots.build(generation, s));
+                match built {
+                    Ok(g) => self.publish(Arc::new(g)),
+                    Err(reason) => self.refuse(generation, reason),
+                }
+            }
+            ReadOutcome::Corrupt { generation, reason } => self.refuse(generation, reason.into()),
+            // A torn copy is read again at the next turn.
+            ReadOutcome::Torn | ReadOutcome::Empty | ReadOutcome::Unchanged => {}
+        }
+    }
+
+    fn publish(&mut self, g: Arc<Generation>) {
+        // Every generation: a listener that failed to bind is tried again.
+        self.manager.lock().expect("listener manager").apply(&g);
+        let old = self.latest.publish(g);
+        drop(old); // freed here unless a shard still holds it
+        self.wake_shards();
+    }
+
+    fn refuse(&self, generation: u64, reason: String) {
+        self.latest.reject(generation, reason);
+        self.wake_shards();
+    }
+
+    fn wake_shards(&self) {
+        for s in &self.shards {
+            let _ = s.send(&[1]);
+        }
+    }
+}
+
+/// Binds the wake-up address of ack line `line` (see [`zerohop_proto::shm::wake_address`]);
+/// `None` (the config thread then polls) if it cannot, e.g. while the process it replaces in
+/// an upgrade still holds the same line.
+pub fn wake_socket(shm: &std::path::Path, line: usize) -> Option<UnixDatagram> {
+    let bound =
+        zerohop_proto::shm::wake_address(shm, line).and_then(|a| UnixDatagram::bind_addr(&a));
+    match bound {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::debug!("wake-up socket for line {line}: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! A new downstream connection, from accept to the filter chain that serves it: the one
+//! place that dispatches by listener.
+//!
+//! The listener's filters run first (`http_inspector`), then the filter chain match picks a
+//! chain (`config::ChainSelector`; a listener with one open chain picks it without asking
+//! the socket anything), and the chain's terminal filter takes the connection: the
+//! tcp_proxy (`l4`) or the HTTP connection manager (`http::hcm`). A connection no chain
+//! matches is closed and counted (`no_filter_chain_match`, as Envoy's).
+
+mod guard;
+pub mod inspect;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use monoio::net::TcpStream;
+use zerohop_proto::stats::Counter;
+use zerohop_proto::ListenerFilter;
+
+use crate::config::{ConnFacts, Terminal};
+use crate::shard::config::ShardConfig;
+use crate::shard::listeners::BoundListener;
+use crate::shard::Shard;
+pub use guard::{ActiveGuard, Tracked};
+
+/// What is known about a connection for the filter chain match: what the listener filters
+/// detected, and its addresses once asked for (at most once).
+#[derive(Debug)]
+pub struct Facts {
+    addrs: Option<(SocketAddr, SocketAddr)>,
+    pub transport_protocol: &'static str,
+    pub application_protocols: Vec<&'static str>,
+}
+
+impl Default for Facts {
+    fn default() -> Facts {
+        Facts {
+            addrs: None,
+            transport_protocol: "raw_buffer",
+            application_protocols: Vec::new(),
+        }
+    }
+}
+
+impl Facts {
+    /// Reads the connection's addresses (two syscalls) if they were not read yet.
+    pub fn learn(&mut self, stream: &TcpStream) {
+        if self.addrs.is_none() {
+            let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+            self.addrs = Some((
+                stream.local_addr().unwrap_or(unspecified),
+                stream.peer_addr().unwrap_or(unspecified),
+            ));
+        }
+    }
+
+    /// The facts, as the chain match takes them (addresses unspecified if never learnt).
+    pub fn get(&self) -> ConnFacts<'_> {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let (local, peer) = self.addrs.unwrap_or((unspecified, unspecified));
+        ConnFacts {
+            local,
+            peer,
+            server_name: None,
+            transport_protocol: self.transport_protocol,
+            application_protocols: &self.application_protocols,
+        }
+    }
+}
+
+/// An accepted connection on its way to a terminal filter.
+#[derive(Debug)]
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub facts: Facts,
+}
+
+/// Serves one connection accepted on listener `index` of generation `cfg`.
+pub async fn serve(
+    shard: Rc<Shard>,
+    cfg: Rc<ShardConfig>,
+    index: usize,
+    listener: Rc<BoundListener>,
+    stream: TcpStream,
+) {
+    let _active = ActiveGuard::enter(&shard);
+    let plan = &cfg.listeners[index];
+    let mut facts = Facts::default();
+    for f in &plan.listener_filters {
+        match f {
+            ListenerFilter::HttpInspector => {
+                match inspect::http(&stream, plan.listener_filters_timeout).await {
+                    Ok(Some(p)) => facts.application_protocols.push(p),
+                    Ok(None) => {}
+                    Err(inspect::InspectError::Timeout)
+                        if plan.continue_on_listener_filters_timeout => {}
+                    Err(e) => {
+                        log::debug!(
+                            "{}: listener filter http_inspector: {e:?}; closing",
+                            listener.name
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    if plan.selector.needs_facts() {
+        facts.learn(&stream);
+    }
+    let Some(chain) = plan.selector.select(&facts.get()) else {
+        shard.stats.inc(Counter::NoFilterChainMatch);
+        log::debug!(
+            "{}: no filter chain matches a connection; closing",
+            listener.name
+        );
+        return;
+    };
+    match &plan.chains[chain].terminal {
+        Terminal::Tcp(tcp) => crate::l4::serve(&shard, tcp, &cfg, &listener, stream).await,
+        Terminal::Http(http) => {
+            let http = http.clone();
+            let accepted = Accepted { stream, facts };
+            crate::http::hcm::serve(shard.clone(), cfg.clone(), listener, http, accepted).await
+        }
+    }
+}

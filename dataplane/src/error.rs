@@ -1,0 +1,244 @@
+//! The proxy's error type: what went wrong, whose fault it was, and whether the request may
+//! be tried again.
+//!
+//! Every failure on the request path becomes one [`ProxyError`]. Its [`Fault`] says which
+//! side caused it (for logs, counters and Envoy's response flags), its [`Retry`] whether a
+//! retry may help, decided as data rather than by matching a status code: a request that
+//! met a pooled connection the upstream had just closed is safe to send again, the same
+//! failure on a fresh connection is not ([`Retry::ReusedOnly`], as pingora's `RetryType`).
+//! [`ProxyError::local_reply`] is the answer the client gets when nothing was sent yet.
+
+use std::fmt;
+
+use crate::http::info::ResponseFlags;
+
+/// Which side is to blame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The client: malformed or too large input, a timeout waiting for it, a reset.
+    Downstream,
+    /// The upstream: refused, timed out, reset, or answered something malformed.
+    Upstream,
+    /// The configuration: no route, a cluster without endpoints.
+    Config,
+    /// zerohop itself.
+    Internal,
+}
+
+/// Whether the request may be sent again after this error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    No,
+    Yes,
+    /// Only if the upstream connection had served a request before: a pooled connection the
+    /// peer closed while it idled fails this way, and nothing reached the application.
+    ReusedOnly,
+}
+
+impl Retry {
+    /// The decision once it is known whether the connection was reused.
+    pub fn decide(self, reused: bool) -> bool {
+        match self {
+            Retry::No => false,
+            Retry::Yes => true,
+            Retry::ReusedOnly => reused,
+        }
+    }
+}
+
+/// What happened. Each variant documents its cause and the client's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The request head broke HTTP/1.1's framing rules (RFC 9112): 400, connection closed.
+    MalformedRequest(&'static str),
+    /// The request head exceeded `max_request_headers_kb` or `max_headers_count`: 431.
+    HeadersTooLarge,
+    /// The head did not arrive within `request_headers_timeout`: 408.
+    RequestHeadersTimeout,
+    /// The body did not arrive within `request_timeout` or `stream_idle_timeout`: 408.
+    RequestTimeout,
+    /// A chunked request body broke its framing: 400.
+    MalformedBody,
+    /// A body over the buffer filter's limit: 413.
+    PayloadTooLarge,
+    /// The client closed or reset before the exchange completed: nothing to answer.
+    DownstreamClosed,
+    /// No virtual host or route matched: 404 (Envoy's NR).
+    NoRoute,
+    /// The cluster has no endpoint: 503 `no healthy upstream` (UH).
+    NoHealthyUpstream,
+    /// The upstream refused the connection (UF).
+    ConnectRefused,
+    /// The connect did not complete within the cluster's `connect_timeout` (UF).
+    ConnectTimeout,
+    /// The connect failed another way: reset, unreachable, out of descriptors (UF).
+    ConnectFailed,
+    /// The upstream closed or reset before a whole response head (UC).
+    UpstreamClosed,
+    /// The upstream response broke HTTP/1.1's framing rules (UPE).
+    MalformedResponse,
+    /// No (whole) response within the route timeout (UT): 504.
+    UpstreamTimeout,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyError {
+    pub kind: Kind,
+    pub fault: Fault,
+    pub retry: Retry,
+}
+
+impl ProxyError {
+    pub fn new(kind: Kind) -> ProxyError {
+        use Kind::*;
+        let (fault, retry) = match kind {
+            MalformedRequest(_)
+            | HeadersTooLarge
+            | RequestHeadersTimeout
+            | RequestTimeout
+            | MalformedBody
+            | PayloadTooLarge
+            | DownstreamClosed => (Fault::Downstream, Retry::No),
+            NoRoute | NoHealthyUpstream => (Fault::Config, Retry::No),
+            // Nothing reached the upstream: trying another connection is safe.
+            ConnectRefused | ConnectTimeout | ConnectFailed => (Fault::Upstream, Retry::Yes),
+            // The request may have reached the application, unless the connection was a
+            // pooled one the peer had closed while it idled.
+            UpstreamClosed => (Fault::Upstream, Retry::ReusedOnly),
+            MalformedResponse | UpstreamTimeout => (Fault::Upstream, Retry::No),
+        };
+        ProxyError { kind, fault, retry }
+    }
+
+    /// The status and body the client is answered with, when nothing was sent to it yet
+    /// (`None`: close without an answer).
+    pub fn local_reply(&self) -> Option<(u16, &'static str)> {
+        use Kind::*;
+        Some(match self.kind {
+            MalformedRequest(why) => (400, why),
+            HeadersTooLarge => (431, "request header fields too large"),
+            RequestHeadersTimeout => (408, "request header read timeout"),
+            RequestTimeout => (408, "request timeout"),
+            MalformedBody => (400, "malformed chunked body"),
+            PayloadTooLarge => (413, "Payload Too Large"),
+            DownstreamClosed => return None,
+            NoRoute => (404, ""),
+            NoHealthyUpstream => (503, "no healthy upstream"),
+            ConnectRefused | ConnectTimeout | ConnectFailed => (
+                502,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            ),
+            UpstreamClosed => (
+                502,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            ),
+            MalformedResponse => (502, "upstream sent a malformed response"),
+            UpstreamTimeout => (504, "upstream request timeout"),
+        })
+    }
+
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` for this error.
+    pub fn details(&self) -> &'static str {
+        use Kind::*;
+        match self.kind {
+            MalformedRequest(_) | MalformedBody => "http1.codec_error",
+            HeadersTooLarge => "http1.headers_too_large",
+            RequestHeadersTimeout => "request_header_timeout",
+            RequestTimeout => "stream_idle_timeout",
+            PayloadTooLarge => "request_payload_too_large",
+            DownstreamClosed => "downstream_remote_disconnect",
+            NoRoute => "route_not_found",
+            NoHealthyUpstream => "no_healthy_upstream",
+            ConnectRefused | ConnectTimeout | ConnectFailed => {
+                "upstream_reset_before_response_started{connection_failure}"
+            }
+            UpstreamClosed => "upstream_reset_before_response_started{connection_termination}",
+            MalformedResponse => "upstream_reset_before_response_started{protocol_error}",
+            UpstreamTimeout => "upstream_response_timeout",
+        }
+    }
+
+    /// Envoy's response flag for this error.
+    pub fn response_flag(&self) -> ResponseFlags {
+        use Kind::*;
+        match self.kind {
+            MalformedRequest(_) | HeadersTooLarge | MalformedBody => {
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR
+            }
+            RequestHeadersTimeout | RequestTimeout => ResponseFlags::STREAM_IDLE_TIMEOUT,
+            PayloadTooLarge => ResponseFlags::empty(),
+            DownstreamClosed => ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+            NoRoute => ResponseFlags::NO_ROUTE_FOUND,
+            NoHealthyUpstream => ResponseFlags::NO_HEALTHY_UPSTREAM,
+            ConnectRefused | ConnectTimeout | ConnectFailed => {
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE
+            }
+            UpstreamClosed => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            MalformedResponse => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+            UpstreamTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl From<Kind> for ProxyError {
+    fn from(kind: Kind) -> ProxyError {
+        ProxyError::new(kind)
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} ({:?} fault", self.kind, self.fault)?;
+        match self.retry {
+            Retry::No => f.write_str(")"),
+            Retry::Yes => f.write_str(", retryable)"),
+            Retry::ReusedOnly => f.write_str(", retryable on a reused connection)"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_decided_by_the_error_and_the_connection() {
+        let closed = ProxyError::new(Kind::UpstreamClosed);
+        assert_eq!(closed.fault, Fault::Upstream);
+        assert!(
+            closed.retry.decide(true),
+            "a reused connection closed under us"
+        );
+        assert!(
+            !closed.retry.decide(false),
+            "a fresh one: the request may have landed"
+        );
+        assert!(ProxyError::new(Kind::ConnectRefused).retry.decide(false));
+        assert!(!ProxyError::new(Kind::UpstreamTimeout).retry.decide(true));
+        assert!(!ProxyError::new(Kind::NoRoute).retry.decide(true));
+        assert_eq!(ProxyError::new(Kind::NoRoute).fault, Fault::Config);
+    }
+
+    #[test]
+    fn each_error_has_its_answer_and_flag() {
+        let e = ProxyError::new(Kind::ConnectTimeout);
+        assert_eq!(e.local_reply().map(|r| r.0), Some(502));
+        assert_eq!(
+            e.response_flag(),
+            ResponseFlags::UPSTREAM_CONNECTION_FAILURE
+        );
+        assert_eq!(ProxyError::new(Kind::DownstreamClosed).local_reply(), None);
+        assert_eq!(
+            ProxyError::new(Kind::NoHealthyUpstream).local_reply(),
+            Some((503, "no healthy upstream"))
+        );
+        assert_eq!(
+            ProxyError::new(Kind::UpstreamTimeout)
+                .response_flag()
+                .short_names(),
+            "UT"
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! Moving bodies, HTTP/1.1 to HTTP/1.1: the explicit fast path.
+//!
+//! Between two HTTP/1.1 sockets a body needs no codec round trip: a Content-Length body is
+//! copied through a pooled buffer, or spliced socket -> pipe -> socket once more than a
+//! buffer's worth remains (`net::pump::copy_exact`); a chunked body is validated chunk by
+//! chunk (`http1::chunked`) and passed on as sent. These functions take the two sockets and
+//! the bytes already read; the stream decides when they apply.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use zerohop_proto::stats::Counter;
+
+use crate::error::{Kind, ProxyError};
+use crate::http::message::Framing;
+use crate::http1::chunked::{ChunkError, ChunkedDecoder};
+use crate::http1::server::READ_CHUNK;
+use crate::net::pump::{copy_exact, recv_into, send_all, Ctx, End};
+
+/// How a body relay ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyEnd {
+    Done,
+    /// `stream_idle_timeout`, `request_timeout` or the route timeout passed.
+    TimedOut,
+    /// The source ended early, reset, or sent a malformed chunk.
+    Source(Option<ChunkError>),
+    /// The sink refused bytes.
+    Sink,
+}
+
+/// `n` bytes from `buf` (consumed) and then from `from`, to `to`.
+pub async fn relay_length(
+    ctx: &Ctx<'_>,
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    to: &TcpStream,
+    n: u64,
+) -> BodyEnd {
+    let have = (buf.len() as u64).min(n) as usize;
+    if send_all(to, &buf[..have]).await.is_err() {
+        return BodyEnd::Sink;
+    }
+    buf.drain(..have);
+    match copy_exact(from, to, n - have as u64, ctx).await {
+        End::Eof => BodyEnd::Done,
+        End::SourceReset => BodyEnd::Source(None),
+        End::SinkReset => BodyEnd::Sink,
+    }
+}
+
+/// A chunked body from `buf` and then `from`, validated and passed on as sent; `moved`
+/// counts the bytes passed on.
+pub async fn relay_chunked(
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    to: &TcpStream,
+    last: &Cell<Instant>,
+    moved: &mut u64,
+) -> BodyEnd {
+    let mut dec = ChunkedDecoder::default();
+    loop {
+        let mut at = 0;
+        let mut bad = None;
+        while !dec.is_done() {
+            match dec.decode(&buf[at..]) {
+                Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
+                Ok(step) => at += step.consumed,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            }
+        }
+        // What validated so far goes on; nothing after a malformed line does.
+        if send_all(to, &buf[..at]).await.is_err() {
+            return BodyEnd::Sink;
+        }
+        *moved += at as u64;
+        if let Some(e) = bad {
+            return BodyEnd::Source(Some(e));
+        }
+        buf.drain(..at);
+        if dec.is_done() {
+            return BodyEnd::Done;
+        }
+        match recv_into(from, buf, false, READ_CHUNK).await {
+            Ok(0) | Err(_) => return BodyEnd::Source(None),
+            Ok(_) => last.set(Instant::now()),
+        }
+    }
+}
+
+/// A whole body, from `buf` and then `from` (what follows it stays in `buf`): a
+/// Content-Length body as sent, a chunked one decoded (its trailers dropped). `Err(Sink)`
+/// once it passes `max` bytes.
+pub async fn read_whole(
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    max: u64,
+    last: &Cell<Instant>,
+) -> Result<Vec<u8>, BodyEnd> {
+    let mut dec = ChunkedDecoder::default();
+    let mut body = Vec::new();
+    loop {
+        match framing {
+            Framing::Length(n) if n > max => return Err(BodyEnd::Sink),
+            Framing::Length(n) if buf.len() as u64 >= n => {
+                let rest = buf.split_off(n as usize);
+                return Ok(std::mem::replace(buf, rest));
+            }
+            Framing::Chunked => {
+                let mut at = 0;
+                while !dec.is_done() {
+                    match dec.decode(&buf[at..]) {
+                        Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
+                        Ok(step) => {
+                            if let Some(p) = step.payload {
+                                if (body.len() + p.len()) as u64 > max {
+                                    return Err(BodyEnd::Sink);
+                                }
+                                body.extend_from_slice(&buf[at + p.start..at + p.end]);
+                            }
+                            at += step.consumed;
+                        }
+                        Err(e) => return Err(BodyEnd::Source(Some(e))),
+                    }
+                }
+                buf.drain(..at);
+                if dec.is_done() {
+                    return Ok(body);
+                }
+            }
+            Framing::Length(_) => {}
+            Framing::Empty | Framing::UntilClose => return Ok(body),
+        }
+        match recv_into(from, buf, false, READ_CHUNK).await {
+            Ok(0) | Err(_) => return Err(BodyEnd::Source(None)),
+            Ok(_) => last.set(Instant::now()),
+        }
+    }
+}
+
+/// `work`'s output, or `None` when no bytes moved for `idle` (the stream idle timeout,
+/// measured from `last`) or `deadline` passed first.
+pub async fn within<T>(
+    work: impl Future<Output = T>,
+    last: &Cell<Instant>,
+    idle: Option<Duration>,
+    deadline: Option<Instant>,
+) -> Option<T> {
+    let idle = crate::l4::idle_timeout(last, idle);
+    let overall = async {
+        match deadline {
+            Some(d) => monoio::time::sleep(d.saturating_duration_since(Instant::now())).await,
+            None => std::future::pending().await,
+        }
+    };
+    monoio::select! {
+        r = work => Some(r),
+        _ = idle => None,
+        _ = overall => None,
+    }
+}
+
+/// The counter a body direction adds its bytes to.
+pub fn pump_ctx<'a>(
+    shard: &'a crate::shard::Shard,
+    last: &'a Cell<Instant>,
+    bytes: Counter,
+) -> Ctx<'a> {
+    Ctx {
+        pools: &shard.pools,
+        stats: shard.stats,
+        last_activity: last,
+        bytes,
+    }
+}
+
+/// The rest of a request body, still on the client's HTTP/1.1 connection: relayed as it
+/// arrives once the upstream is ready for it.
+pub struct StreamedBody<'a> {
+    pub shard: &'a crate::shard::Shard,
+    pub down: &'a mut crate::http1::server::ServerConn,
+    pub framing: Framing,
+    /// The client waits for `100 Continue` before it sends the body.
+    pub expect_continue: bool,
+    pub request_timeout: Option<Duration>,
+    pub stream_idle_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for StreamedBody<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamedBody")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamedBody<'_> {
+    /// Relays the body to `to`, an HTTP/1.1 upstream connection, under `request_timeout`
+    /// and the stream idle timeout. Returns the body bytes relayed.
+    pub async fn relay_to(&mut self, to: &TcpStream) -> Result<u64, ProxyError> {
+        let shard = self.shard;
+        if self.expect_continue {
+            // Answered here (Envoy's default): the client sends the body at once.
+            self.expect_continue = false;
+            if self.down.send_continue().await.is_err() {
+                return Err(Kind::DownstreamClosed.into());
+            }
+        }
+        let deadline = self.request_timeout.map(|t| Instant::now() + t);
+        let mut buf = std::mem::take(&mut self.down.buf);
+        let down = &*self.down;
+        let last = &down.last;
+        let mut moved = 0u64;
+        let relay = async {
+            match self.framing {
+                Framing::Length(n) => {
+                    moved = n;
+                    let ctx = pump_ctx(shard, last, Counter::DownstreamCxRxBytes);
+                    relay_length(&ctx, &down.stream, &mut buf, to, n).await
+                }
+                Framing::Chunked => {
+                    relay_chunked(&down.stream, &mut buf, to, last, &mut moved).await
+                }
+                Framing::Empty | Framing::UntilClose => BodyEnd::Done,
+            }
+        };
+        let end = within(relay, last, self.stream_idle_timeout, deadline)
+            .await
+            .unwrap_or(BodyEnd::TimedOut);
+        self.down.buf = buf;
+        match end {
+            BodyEnd::Done => Ok(moved),
+            BodyEnd::Source(Some(_)) => {
+                shard.stats.inc(Counter::DownstreamRqMalformed);
+                Err(Kind::MalformedBody.into())
+            }
+            BodyEnd::Source(None) => Err(Kind::DownstreamClosed.into()),
+            BodyEnd::TimedOut => Err(Kind::RequestTimeout.into()),
+            BodyEnd::Sink => {
+                shard.stats.inc(Counter::UpstreamRqReset);
+                Err(Kind::UpstreamClosed.into())
+            }
+        }
+    }
+}
+
+/// Reads what is missing of a small Content-Length response body (at most `small` bytes)
+/// into `buf`, before `deadline`, so that it goes out in the same send as the head.
+/// `Ok(false)` for a body that is not small.
+pub async fn read_small(
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    small: u64,
+    deadline: Option<Instant>,
+) -> Result<bool, ProxyError> {
+    let Framing::Length(n) = framing else {
+        return Ok(false);
+    };
+    if n > small {
+        return Ok(false);
+    }
+    while (buf.len() as u64) < n {
+        let want = n as usize - buf.len();
+        let until = deadline.unwrap_or_else(crate::http1::server::far_future);
+        match monoio::time::timeout_at(until.into(), recv_into(from, buf, false, want)).await {
+            Ok(Ok(m)) if m > 0 => {}
+            Ok(_) => return Err(Kind::UpstreamClosed.into()),
+            Err(_) => return Err(Kind::UpstreamTimeout.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Relays a response body from the upstream's HTTP/1.1 connection to the client's, under
+/// the route timeout (`deadline`) and the stream idle timeout; `moved` counts its bytes.
+#[allow(clippy::too_many_arguments)] // Reason: the two ends and what bounds the relay.
+pub async fn relay_response(
+    shard: &crate::shard::Shard,
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    to: &crate::http1::server::ServerConn,
+    framing: Framing,
+    idle: Option<Duration>,
+    deadline: Option<Instant>,
+    moved: &mut u64,
+) -> BodyEnd {
+    let last = &to.last;
+    match framing {
+        Framing::Empty => BodyEnd::Done,
+        Framing::Length(n) => {
+            *moved += n;
+            let ctx = pump_ctx(shard, last, Counter::DownstreamCxTxBytes);
+            let relay = relay_length(&ctx, from, buf, &to.stream, n);
+            within(relay, last, idle, deadline)
+                .await
+                .unwrap_or(BodyEnd::TimedOut)
+        }
+        Framing::Chunked => {
+            let relay = relay_chunked(from, buf, &to.stream, last, moved);
+            within(relay, last, idle, deadline)
+                .await
+                .unwrap_or(BodyEnd::TimedOut)
+        }
+        Framing::UntilClose => {
+            if send_all(&to.stream, buf).await.is_err() {
+                return BodyEnd::Sink;
+            }
+            buf.clear();
+            let ctx = pump_ctx(shard, last, Counter::DownstreamCxTxBytes);
+            match crate::net::pump::pump(from, &to.stream, &ctx).await {
+                End::Eof => BodyEnd::Done,
+                End::SourceReset => BodyEnd::Source(None),
+                End::SinkReset => BodyEnd::Sink,
+            }
+        }
+    }
+}

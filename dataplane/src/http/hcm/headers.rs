@@ -1,0 +1,210 @@
+//! The connection manager's header policy, the same for every codec: hop-by-hop headers
+//! dropped both ways (RFC 9110 section 7.6.1, and any header the `Connection` header names),
+//! `x-forwarded-for` / `x-forwarded-proto` and `x-request-id` as Envoy sets them, and the
+//! route's header edits. Each is a [`HeaderSource`] a codec writes straight out.
+
+use std::borrow::Cow;
+
+use zerohop_proto::HeaderEdits;
+
+use crate::http::message::{has_token, HeaderSource, Request, Response};
+use crate::route::{apply_edits, HeaderList};
+use crate::upstream::lb::Rng;
+
+/// Headers that describe one hop (RFC 9110 section 7.6.1), never forwarded as such.
+pub const HOP_BY_HOP: &[&[u8]] = &[
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+/// The request's headers as they go upstream, before route edits, in order: the client's
+/// end-to-end ones (hop-by-hop headers and any named in `Connection` dropped), then what
+/// the connection manager adds. `x-forwarded-for` / `-proto` as Envoy: with
+/// `use_remote_address` the peer is appended to the first `x-forwarded-for` (or added) and
+/// the scheme set; without, they pass through, the scheme added if absent. With
+/// `generate_request_id`, a request the client sent without `x-request-id` gets one (made
+/// only then, from the shard's generator).
+#[derive(Debug)]
+pub struct RequestHeaders<'r> {
+    pub req: &'r Request,
+    /// The downstream peer for `x-forwarded-for` (only with `use_remote_address`).
+    pub peer: Option<&'r str>,
+    pub use_remote_address: bool,
+    /// The generator for a missing `x-request-id` (`None`: do not add one).
+    pub request_id: Option<&'r Rng>,
+    /// The route's edits, most specific level first, when any edits requests.
+    pub edits: Option<&'r [HeaderEdits]>,
+    id: std::cell::OnceCell<[u8; 36]>,
+}
+
+impl<'r> RequestHeaders<'r> {
+    pub fn new(
+        req: &'r Request,
+        peer: Option<&'r str>,
+        use_remote_address: bool,
+        request_id: Option<&'r Rng>,
+        edits: Option<&'r [HeaderEdits]>,
+    ) -> Self {
+        RequestHeaders {
+            req,
+            peer,
+            use_remote_address,
+            request_id,
+            edits,
+            id: std::cell::OnceCell::new(),
+        }
+    }
+}
+
+impl RequestHeaders<'_> {
+    fn each<'a>(&'a self, emit: &mut dyn FnMut(&'a [u8], Cow<'a, [u8]>)) {
+        let req = self.req;
+        let raw = &req.raw[..];
+        let (mut xff_seen, mut xfp_seen, mut id_seen) = (false, false, false);
+        for h in &req.headers {
+            let n = &raw[h.name.clone()];
+            let v = &raw[h.value.clone()];
+            let hop = HOP_BY_HOP.contains(&n)
+                || n == b"content-length"
+                || (req.expect_continue && n == b"expect")
+                || (!req.connection.is_empty() && req.named(n));
+            if hop {
+                continue;
+            }
+            match n {
+                b"x-forwarded-for" if !xff_seen => {
+                    xff_seen = true;
+                    if let Some(ip) = self.peer {
+                        // Envoy's separator.
+                        let mut joined = Vec::with_capacity(v.len() + 1 + ip.len());
+                        joined.extend_from_slice(v);
+                        joined.push(b',');
+                        joined.extend_from_slice(ip.as_bytes());
+                        emit(n, Cow::Owned(joined));
+                        continue;
+                    }
+                }
+                b"x-forwarded-proto" => {
+                    xfp_seen = true;
+                    if self.use_remote_address {
+                        continue;
+                    }
+                }
+                b"x-request-id" => id_seen = true,
+                _ => {}
+            }
+            emit(n, Cow::Borrowed(v));
+        }
+        if let (Some(ip), false) = (self.peer, xff_seen) {
+            emit(b"x-forwarded-for", Cow::Borrowed(ip.as_bytes()));
+        }
+        if self.use_remote_address || !xfp_seen {
+            emit(b"x-forwarded-proto", Cow::Borrowed(b"http"));
+        }
+        if let (Some(rng), false) = (self.request_id, id_seen) {
+            let id = self.id.get_or_init(|| {
+                let mut id = [0u8; 36];
+                write_request_id(rng, &mut id);
+                id
+            });
+            emit(b"x-request-id", Cow::Borrowed(id));
+        }
+    }
+}
+
+impl HeaderSource for RequestHeaders<'_> {
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        match self.edits {
+            // Nothing to edit: straight out, no list.
+            None => self.each(&mut |n, v| f(n, &v)),
+            Some(edits) => {
+                let mut list: HeaderList = Vec::with_capacity(self.req.headers.len() + 3);
+                self.each(&mut |n, v| list.push((n, v)));
+                apply_edits(&mut list, edits, false);
+                for (n, v) in &list {
+                    f(n, v);
+                }
+            }
+        }
+    }
+}
+
+/// A response's headers as they go downstream: hop-by-hop ones dropped (but `upgrade` kept
+/// when switching protocols), `content-length` left to the codec's framing, and the route's
+/// response edits when it has any.
+#[derive(Debug)]
+pub struct ResponseHeaders<'r> {
+    pub resp: &'r Response,
+    /// The buffer the response head was received into.
+    pub raw: &'r [u8],
+    pub upgrade: bool,
+    pub edits: Option<&'r [HeaderEdits]>,
+}
+
+impl ResponseHeaders<'_> {
+    fn each<'a>(&'a self, emit: &mut dyn FnMut(&'a [u8], &'a [u8])) {
+        let (resp, raw) = (self.resp, self.raw);
+        for h in &resp.headers {
+            let n = &raw[h.name.clone()];
+            let keep = n != b"content-length"
+                && ((self.upgrade && n == b"upgrade")
+                    || (!HOP_BY_HOP.contains(&n)
+                        && (resp.connection.is_empty() || !has_token(raw, &resp.connection, n))));
+            if keep {
+                emit(n, &raw[h.value.clone()]);
+            }
+        }
+    }
+}
+
+impl HeaderSource for ResponseHeaders<'_> {
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        match self.edits {
+            None => self.each(&mut |n, v| f(n, v)),
+            Some(edits) => {
+                let mut list: HeaderList = Vec::with_capacity(self.resp.headers.len() + 2);
+                self.each(&mut |n, v| list.push((n, Cow::Borrowed(v))));
+                apply_edits(&mut list, edits, true);
+                for (n, v) in &list {
+                    f(n, v);
+                }
+            }
+        }
+    }
+}
+
+/// The host's address for `x-forwarded-for` in place of a loopback peer, as Envoy's
+/// local_info has it (see `net::sys::local_address`), looked up once.
+pub fn local_address() -> std::net::IpAddr {
+    static LOCAL: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+    *LOCAL.get_or_init(crate::net::sys::local_address)
+}
+
+/// A random (version 4) UUID from the shard's generator, in its text form.
+pub fn write_request_id(rng: &Rng, out: &mut [u8; 36]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    let a = (a & !0xf000) | 0x4000; // version 4
+    let b = (b & !(0xc << 60)) | (0x8 << 60); // variant 10
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&a.to_be_bytes());
+    bytes[8..].copy_from_slice(&b.to_be_bytes());
+    let mut o = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[o] = b'-';
+            o += 1;
+        }
+        out[o] = HEX[usize::from(byte >> 4)];
+        out[o + 1] = HEX[usize::from(byte & 0xf)];
+        o += 2;
+    }
+}
+
+#[cfg(test)]
+mod tests;

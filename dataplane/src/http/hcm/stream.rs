@@ -1,0 +1,547 @@
+//! One request, from its parsed head to the last byte of its response.
+//!
+//! The life of a stream, in the order of the code:
+//!
+//! 1. route it (`route::RouteTable`), so the filters see the route;
+//! 2. the filter chain's request-headers phase (a local reply, or a request to buffer the
+//!    body); `100 Continue` if the client waits for it and the body will be read; the body
+//!    phase when a filter asked for the body;
+//! 3. the router: a local answer for a direct response, a redirect or no route, else
+//!    [`router::forward`] to an upstream, which returns the response head;
+//! 4. the response-headers phase, the response head out through the codec, the body relayed,
+//!    the upstream connection returned to the pool after a complete exchange.
+//!
+//! Errors are [`ProxyError`]s; one that occurs before anything was sent downstream becomes
+//! its local reply. Everything it records about the request goes into its [`StreamInfo`].
+
+use std::borrow::Cow;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use zerohop_proto::stats::Counter;
+use zerohop_proto::Redirect;
+
+use crate::config::{Generation, HttpPlan};
+use crate::error::{Kind, ProxyError};
+use crate::http::body::StreamedBody;
+use crate::http::body::{self, BodyEnd};
+use crate::http::filter::{self, Chain, Decisions, Status};
+use crate::http::hcm::headers::{RequestHeaders, ResponseHeaders};
+use crate::http::info::{ResponseFlags, StreamInfo};
+use crate::http::message::{Framing, Request};
+use crate::http1::encode::ConnectionHeader;
+use crate::http1::server::{far_future, ServerConn};
+use crate::net::sys;
+use crate::route::{apply_edits, Action, HeaderList, Request as RouteRequest, Route};
+use crate::router::{self, Exchange, Outgoing, RequestBody};
+use crate::shard::stop::Stop;
+use crate::shard::Shard;
+
+/// Bodies up to this size are read whole and sent with their head.
+const SMALL_BODY: u64 = 64 * 1024;
+
+/// What a stream works with: its shard, its generation's connection manager, and the
+/// downstream connection (whose codec it speaks through).
+pub struct Stream<'a> {
+    pub shard: &'a Shard,
+    pub gen: &'a Generation,
+    pub http: &'a HttpPlan,
+    pub down: &'a mut ServerConn,
+    /// `x-forwarded-for`'s entry for this client.
+    pub peer_ip: Option<&'a str>,
+    /// Fired when the listener drains: answers then carry `connection: close`.
+    pub draining: &'a Stop,
+}
+
+impl std::fmt::Debug for Stream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("generation", &self.gen.number)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Stream<'a> {
+    /// Serves `req`; returns whether the connection stays open for the next request.
+    pub async fn serve(mut self, req: &Request) -> bool {
+        let stats = self.shard.stats;
+        stats.inc(Counter::DownstreamRqTotal);
+        let mut info = StreamInfo::new(self.down.last.get(), req.raw.len());
+        let (keep, info) = {
+            let keep = self.route_and_serve(req, &mut info).await;
+            (keep, info)
+        };
+        log::trace!(
+            "{} {} -> {:?} {} {}",
+            String::from_utf8_lossy(req.method()),
+            req.path(),
+            info.response_code,
+            info.response_code_details,
+            info.flags.short_names()
+        );
+        keep
+    }
+
+    async fn route_and_serve(&mut self, req: &Request, info: &mut StreamInfo<'a>) -> bool {
+        let http: &'a HttpPlan = self.http;
+        let route = {
+            let headers = |n: &str| req.header(n);
+            let r = RouteRequest {
+                host: req.host(),
+                path: req.path(),
+                query: req.query(),
+                header: &headers,
+            };
+            http.routes.route(&r).map(|(_, route)| route)
+        };
+        info.route_name = route.map(|r| r.name.as_str());
+        // A local answer to a request with a body closes the connection: the body is not read.
+        let close_after_local = req.close || req.framing != Framing::Empty || self.draining.fired();
+
+        // The filters' request-headers phase.
+        let chain = Chain::new(&http.manager.http_filters);
+        let ctx = filter::Ctx {
+            req,
+            route,
+            stats: self.shard.stats,
+        };
+        let mut decisions = Decisions::default();
+        if let Status::Reply(e) = chain.on_request_headers(&ctx, &mut decisions) {
+            return self.fail(e, info).await;
+        }
+        let mut framing = req.framing;
+        let mut buffered = None;
+        if let Some(max) = decisions.buffer_body {
+            // A client waiting for `100 Continue` gets it now (Envoy's default: zerohop
+            // answers it rather than the upstream); a streamed body gets it when the
+            // upstream is ready for the body.
+            if req.expect_continue && self.down.send_continue().await.is_err() {
+                return false;
+            }
+            let body = match self.buffer_body(req, max, info).await {
+                Ok(b) => b,
+                Err(e) => return self.fail(e, info).await,
+            };
+            if let Status::Reply(e) = chain.on_request_body(&ctx, &body, &mut framing) {
+                return self.fail(e, info).await;
+            }
+            buffered = Some(body);
+        }
+
+        // The router.
+        let Some(route) = route else {
+            self.shard.stats.inc(Counter::RouteNotFound);
+            let e = ProxyError::new(Kind::NoRoute);
+            info.flags.insert(e.response_flag());
+            info.response_code_details = e.details();
+            return self.local(404, "", &[], close_after_local, info).await;
+        };
+        match &route.action {
+            Action::Direct { status, body } => {
+                info.response_code_details = "direct_response";
+                let extra = response_edits(route, Vec::new());
+                self.local(*status, body, &extra, close_after_local, info)
+                    .await
+            }
+            Action::Redirect(rd) => {
+                info.response_code_details = "direct_response";
+                let location = redirect_location(rd, route, req);
+                let extra =
+                    response_edits(route, vec![(b"location", location.into_bytes().into())]);
+                self.local(rd.status, "", &extra, close_after_local, info)
+                    .await
+            }
+            Action::Forward { forward, .. } => {
+                let (shard, gen, peer_ip) = (self.shard, self.gen, self.peer_ip);
+                let hcm = &http.manager;
+                // The route timeout and the response read share the connection's timer
+                // (the downstream side waits for nothing meanwhile).
+                let mut timer = std::mem::replace(
+                    &mut self.down.timer,
+                    Box::pin(monoio::time::sleep_until(far_future().into())),
+                );
+                let body = match buffered {
+                    Some(b) => RequestBody::Buffered(b),
+                    None => body_source(shard, self.down, http, req),
+                };
+                let headers = RequestHeaders::new(
+                    req,
+                    peer_ip.filter(|_| hcm.use_remote_address),
+                    hcm.use_remote_address,
+                    hcm.generate_request_id.then_some(&shard.rng),
+                    route.edits_requests.then_some(&route.edits[..]),
+                );
+                let out = Outgoing {
+                    req,
+                    route,
+                    forward,
+                    headers: &headers,
+                    framing: match &body {
+                        RequestBody::Buffered(b) => Framing::Length(b.len() as u64),
+                        _ => framing,
+                    },
+                    body,
+                };
+                let exchange = router::forward(shard, gen, out, info, timer.as_mut()).await;
+                let keep = match exchange {
+                    Ok(ex) => self.respond(route, req, ex, info, &ctx, &chain).await,
+                    Err(e) => self.fail(e, info).await,
+                };
+                self.down.timer = timer;
+                keep
+            }
+        }
+    }
+
+    /// Reads the whole request body for a filter that asked for it, under `request_timeout`
+    /// and `stream_idle_timeout`: at most `max` bytes, else 413.
+    async fn buffer_body(
+        &mut self,
+        req: &Request,
+        max: u32,
+        info: &mut StreamInfo<'_>,
+    ) -> Result<Vec<u8>, ProxyError> {
+        let hcm = &self.http.manager;
+        let deadline = hcm.request_timeout.map(|t| Instant::now() + t);
+        let mut buf = std::mem::take(&mut self.down.buf);
+        let read = {
+            let down = &*self.down;
+            let read = body::read_whole(
+                &down.stream,
+                &mut buf,
+                req.framing,
+                u64::from(max),
+                &down.last,
+            );
+            body::within(read, &down.last, hcm.stream_idle_timeout, deadline)
+                .await
+                .unwrap_or(Err(BodyEnd::TimedOut))
+        };
+        self.down.buf = buf;
+        match read {
+            Ok(body) => {
+                info.bytes_received += body.len() as u64;
+                Ok(body)
+            }
+            Err(BodyEnd::Sink) => {
+                self.shard.stats.inc(Counter::DownstreamRqTooLarge);
+                Err(Kind::PayloadTooLarge.into())
+            }
+            Err(BodyEnd::Source(Some(_))) => {
+                self.shard.stats.inc(Counter::DownstreamRqMalformed);
+                Err(Kind::MalformedBody.into())
+            }
+            Err(BodyEnd::Source(None)) => Err(Kind::DownstreamClosed.into()),
+            Err(BodyEnd::TimedOut | BodyEnd::Done) => Err(Kind::RequestTimeout.into()),
+        }
+    }
+
+    /// The upstream answered: its head through the response-headers phase and out, then
+    /// its body. Returns whether the downstream connection stays open.
+    #[allow(clippy::too_many_arguments)] // Reason: the stream's parts, borrowed separately.
+    async fn respond(
+        &mut self,
+        route: &Route,
+        req: &Request,
+        ex: Exchange,
+        info: &mut StreamInfo<'_>,
+        ctx: &filter::Ctx<'_>,
+        chain: &Chain<'_>,
+    ) -> bool {
+        let Exchange {
+            mut resp,
+            buf: mut ubuf,
+            conn: up,
+            cluster,
+            deadline,
+        } = ex;
+        let shard = self.shard;
+        let stats = shard.stats;
+        if let Status::Reply(e) = chain.on_response_headers(ctx, &resp) {
+            shard.pools.give_vec(ubuf);
+            return self.fail(e, info).await;
+        }
+        info.response_code = Some(resp.status);
+        info.response_code_details = "via_upstream";
+        let reason = resp.reason.clone().map(|r| &ubuf[r]).map(<[u8]>::to_vec);
+        let edits = route.edits_responses.then_some(&route.edits[..]);
+
+        // 101 to an Upgrade request: relay the answer, then tunnel.
+        if resp.status == 101 && req.upgrade.is_some() {
+            let mut out = shard.pools.take_vec();
+            let headers = ResponseHeaders {
+                resp: &resp,
+                raw: &ubuf[..resp.len],
+                upgrade: true,
+                edits,
+            };
+            self.down.response_head(
+                &mut out,
+                101,
+                reason.as_deref(),
+                &headers,
+                resp.framing,
+                None,
+                ConnectionHeader::Upgrade,
+            );
+            stats.inc(Counter::UpgradesTotal);
+            count_status(shard, 101);
+            let ok = self.down.send_all(&out).await.is_ok()
+                && self.down.send_all(&ubuf[resp.len..]).await.is_ok()
+                && crate::net::pump::send_all(&up.stream, &self.down.buf)
+                    .await
+                    .is_ok();
+            shard.pools.give_vec(out);
+            shard.pools.give_vec(ubuf);
+            if ok {
+                self.down.buf.clear();
+                let idle = self.http.manager.stream_idle_timeout;
+                crate::l4::proxy(shard, &self.down.stream, &up.stream, idle).await;
+            }
+            return false;
+        }
+
+        let close = req.close || self.draining.fired() || resp.framing == Framing::UntilClose;
+        let mut out = shard.pools.take_vec();
+        out.reserve(resp.len + 64);
+        {
+            let content_length = resp
+                .headers
+                .iter()
+                .find(|h| &ubuf[h.name.clone()] == b"content-length")
+                .map(|h| ubuf[h.value.clone()].to_vec());
+            let headers = ResponseHeaders {
+                resp: &resp,
+                raw: &ubuf[..resp.len],
+                upgrade: false,
+                edits,
+            };
+            let connection = match close {
+                true => ConnectionHeader::Close,
+                false => ConnectionHeader::KeepAlive,
+            };
+            self.down.response_head(
+                &mut out,
+                resp.status,
+                reason.as_deref(),
+                &headers,
+                resp.framing,
+                content_length.as_deref(),
+                connection,
+            );
+        }
+        count_status(shard, resp.status);
+        ubuf.drain(..resp.len);
+        // A small body (up to 64 KiB) is read whole and goes out with the head, in one send.
+        match body::read_small(&up.stream, &mut ubuf, resp.framing, SMALL_BODY, deadline).await {
+            Ok(true) => {
+                let Framing::Length(n) = resp.framing else {
+                    unreachable!("read_small reads Content-Length bodies")
+                };
+                out.extend_from_slice(&ubuf[..n as usize]);
+                ubuf.drain(..n as usize);
+                resp.framing = Framing::Empty;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                shard.pools.give_vec(out);
+                shard.pools.give_vec(ubuf);
+                stats.inc(match e.kind {
+                    Kind::UpstreamTimeout => Counter::UpstreamRqTimeout,
+                    _ => Counter::UpstreamRqReset,
+                });
+                // The head was not sent yet: the client gets a local reply.
+                return match e.kind {
+                    Kind::UpstreamClosed => {
+                        info.flags.insert(e.response_flag());
+                        self.reply(
+                            502,
+                            "upstream reset before the response body completed",
+                            info,
+                        )
+                        .await
+                    }
+                    _ => self.fail(e, info).await,
+                };
+            }
+        }
+        let out_len = out.len() as u64;
+        let (sent, out) = self.down.send(out).await;
+        shard.pools.give_vec(out);
+        if sent.is_err() {
+            shard.pools.give_vec(ubuf);
+            info.flags
+                .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            return false;
+        }
+        stats.add(Counter::DownstreamCxTxBytes, out_len);
+        info.bytes_sent += out_len;
+
+        // The body, under the route timeout (until the whole response has been relayed, as
+        // Envoy's) and the stream idle timeout.
+        let idle = self.http.manager.stream_idle_timeout;
+        let mut moved = 0;
+        let end = body::relay_response(
+            shard,
+            &up.stream,
+            &mut ubuf,
+            self.down,
+            resp.framing,
+            idle,
+            deadline,
+            &mut moved,
+        )
+        .await;
+        info.bytes_sent += moved;
+        info.end = Some(Instant::now());
+        let leftover = !ubuf.is_empty();
+        shard.pools.give_vec(ubuf);
+        match end {
+            BodyEnd::Done => {
+                // Only after a complete, delimited exchange.
+                if !resp.close && !leftover && resp.framing != Framing::UntilClose {
+                    shard.upstreams.release(up, &cluster, info.start);
+                }
+                !close
+            }
+            BodyEnd::Source(_) | BodyEnd::TimedOut => {
+                // Too late for a status: the client sees the connection reset.
+                let timed_out = end == BodyEnd::TimedOut;
+                stats.inc(match timed_out {
+                    true => Counter::UpstreamRqTimeout,
+                    false => Counter::UpstreamRqReset,
+                });
+                info.flags.insert(match timed_out {
+                    true => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+                    false => ResponseFlags::UPSTREAM_REMOTE_RESET,
+                });
+                let _ = sys::set_linger_zero(self.down.stream.as_raw_fd());
+                false
+            }
+            BodyEnd::Sink => {
+                info.flags
+                    .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+                false
+            }
+        }
+    }
+
+    /// Ends the stream with `e`'s local reply (then closes), or just closes when the
+    /// client is gone.
+    async fn fail(&mut self, e: ProxyError, info: &mut StreamInfo<'_>) -> bool {
+        info.flags.insert(e.response_flag());
+        info.response_code_details = e.details();
+        log::debug!("request failed: {e}");
+        match e.local_reply() {
+            Some((status, body)) => self.reply(status, body, info).await,
+            None => false,
+        }
+    }
+
+    /// A local reply that closes the connection.
+    async fn reply(&mut self, status: u16, body: &str, info: &mut StreamInfo<'_>) -> bool {
+        self.local(status, body, &[], true, info).await;
+        false
+    }
+
+    /// A response zerohop makes itself. Returns whether the connection stays open.
+    async fn local(
+        &mut self,
+        status: u16,
+        body: &str,
+        extra: &[(&[u8], Cow<'_, [u8]>)],
+        close: bool,
+        info: &mut StreamInfo<'_>,
+    ) -> bool {
+        let close = close || self.draining.fired();
+        count_status(self.shard, status);
+        info.response_code = Some(status);
+        info.end = Some(Instant::now());
+        let sent = self.down.local_reply(status, body, extra, close).await;
+        sent && !close
+    }
+}
+
+/// How the request body goes upstream when no filter buffered it: nothing, the bytes
+/// already here if it is small and complete, else streamed from the client.
+fn body_source<'b>(
+    shard: &'b Shard,
+    down: &'b mut ServerConn,
+    http: &HttpPlan,
+    req: &Request,
+) -> RequestBody<'b> {
+    match req.framing {
+        Framing::Empty | Framing::UntilClose => RequestBody::None,
+        Framing::Length(n) if n <= SMALL_BODY && down.buf.len() as u64 >= n => {
+            let rest = down.buf.split_off(n as usize);
+            RequestBody::Buffered(std::mem::replace(&mut down.buf, rest))
+        }
+        Framing::Length(_) | Framing::Chunked => RequestBody::Stream(StreamedBody {
+            shard,
+            down,
+            framing: req.framing,
+            expect_continue: req.expect_continue,
+            request_timeout: http.manager.request_timeout,
+            stream_idle_timeout: http.manager.stream_idle_timeout,
+        }),
+    }
+}
+
+fn response_edits<'r>(route: &'r Route, mut headers: HeaderList<'r>) -> HeaderList<'r> {
+    apply_edits(&mut headers, &route.edits, true);
+    headers
+}
+
+/// `downstream_rq_<N>xx`.
+pub fn count_status(shard: &Shard, status: u16) {
+    shard.stats.inc(match status {
+        100..=199 => Counter::DownstreamRq1xx,
+        200..=299 => Counter::DownstreamRq2xx,
+        300..=399 => Counter::DownstreamRq3xx,
+        400..=499 => Counter::DownstreamRq4xx,
+        _ => Counter::DownstreamRq5xx,
+    });
+}
+
+/// `Location` for a redirect: each part from the action, or else from the request.
+fn redirect_location(rd: &Redirect, route: &Route, req: &Request) -> String {
+    let scheme = rd.scheme.as_deref().unwrap_or("http");
+    // Host and port of the request (an IPv6 literal keeps its brackets).
+    let (req_host, req_port) = match req.host().rsplit_once(':') {
+        Some((h, p))
+            if !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            (h, Some(p))
+        }
+        _ => (req.host(), None),
+    };
+    let host = rd.host.as_deref().unwrap_or(req_host);
+    let port = match (rd.port, req_port) {
+        (Some(p), _) => Some(p.to_string()),
+        // A new scheme or host drops the request's port (Envoy).
+        (None, Some(p)) if rd.scheme.is_none() && rd.host.is_none() => Some(p.to_owned()),
+        _ => None,
+    };
+    let path = if let Some(p) = &rd.path {
+        p.clone()
+    } else if let Some(pr) = &rd.prefix_rewrite {
+        route.replace_prefix(req.path(), pr)
+    } else {
+        req.path().to_owned()
+    };
+    let mut loc = format!("{scheme}://{host}");
+    if let Some(p) = port {
+        loc.push(':');
+        loc.push_str(&p);
+    }
+    loc.push_str(&path);
+    if !rd.strip_query && rd.path.as_deref().is_none_or(|p| !p.contains('?')) {
+        if let Some(q) = req.query() {
+            loc.push('?');
+            loc.push_str(q);
+        }
+    }
+    loc
+}

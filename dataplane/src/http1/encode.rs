@@ -1,0 +1,211 @@
+//! Writing HTTP/1.1 heads: request and response lines, header lines, the framing header, and
+//! the small formatting pieces they need. Sans-I/O: everything appends to a byte vector.
+
+use std::borrow::Cow;
+
+use crate::http::message::{Framing, HeaderSource, RequestOut};
+
+/// A `name: value` line.
+pub fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `name: value` lines.
+pub fn write_headers(out: &mut Vec<u8>, headers: &[(&[u8], Cow<'_, [u8]>)]) {
+    for (n, v) in headers {
+        write_header(out, n, v);
+    }
+}
+
+/// The header that delimits a body framed as `framing` (none for the others).
+pub fn write_framing(out: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty | Framing::UntilClose => {}
+    }
+}
+
+/// An upstream request head: request line, `host`, the headers, the framing header, and the
+/// upgrade the client asked for.
+pub fn request_head(out: &mut Vec<u8>, r: &RequestOut<'_>, headers: &dyn HeaderSource) {
+    out.extend_from_slice(r.method);
+    out.push(b' ');
+    out.extend_from_slice(r.path);
+    if let Some(q) = r.query {
+        out.push(b'?');
+        out.extend_from_slice(q);
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(r.authority);
+    out.extend_from_slice(b"\r\n");
+    headers.for_each(&mut |n, v| write_header(out, n, v));
+    write_framing(out, r.framing);
+    if let Some(u) = r.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
+        out.extend_from_slice(u);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response leaves the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionHeader {
+    KeepAlive,
+    Close,
+    Upgrade,
+}
+
+/// A response head relayed downstream: status line (the upstream's reason phrase, else the
+/// standard one), the headers, then the framing header, `content_length` for a bodiless
+/// response that declared one (HEAD, 304), and the connection header.
+pub fn response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: Option<&[u8]>,
+    headers: &dyn HeaderSource,
+    framing: Framing,
+    content_length: Option<&[u8]>,
+    connection: ConnectionHeader,
+) {
+    status_line(
+        out,
+        status,
+        reason.unwrap_or(default_reason(status).as_bytes()),
+    );
+    headers.for_each(&mut |n, v| write_header(out, n, v));
+    match (framing, content_length) {
+        (Framing::Empty, Some(n)) => write_header(out, b"content-length", n),
+        (framing, _) => write_framing(out, framing),
+    }
+    match connection {
+        ConnectionHeader::Upgrade => out.extend_from_slice(b"connection: upgrade\r\n"),
+        ConnectionHeader::Close => out.extend_from_slice(b"connection: close\r\n"),
+        ConnectionHeader::KeepAlive => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `HTTP/1.1 <status> <reason>\r\n`.
+pub fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal.
+pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// The reason phrase of a status line, if it has one.
+pub fn reason_phrase(raw: &[u8]) -> Option<&[u8]> {
+    let line = raw.split(|&b| b == b'\r').next()?;
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    parts.next()?;
+    parts.next()?;
+    let reason = parts.next()?;
+    (!reason.is_empty()).then_some(reason)
+}
+
+pub fn default_reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// A whole response zerohop makes itself: status line, `content-type: text/plain` when
+/// there is a body, its length, `extra` headers, `connection: close` when asked, the body.
+pub fn local_response(
+    status: u16,
+    body: &str,
+    extra: &[(&[u8], Cow<'_, [u8]>)],
+    close: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + body.len());
+    status_line(&mut out, status, default_reason(status).as_bytes());
+    if !body.is_empty() {
+        out.extend_from_slice(b"content-type: text/plain\r\n");
+    }
+    write_framing(&mut out, Framing::Length(body.len() as u64));
+    write_headers(&mut out, extra);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_and_reasons() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 100, u64::MAX] {
+            out.clear();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        assert_eq!(
+            reason_phrase(b"HTTP/1.1 200 All Good\r\n"),
+            Some(&b"All Good"[..])
+        );
+        assert_eq!(reason_phrase(b"HTTP/1.1 200\r\n"), None);
+    }
+
+    #[test]
+    fn a_local_response_is_delimited() {
+        let r = local_response(404, "", &[(b"x-a", Cow::Borrowed(b"1"))], true);
+        assert_eq!(
+            r,
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nx-a: 1\r\nconnection: close\r\n\r\n"
+        );
+        let r = local_response(503, "no healthy upstream", &[], false);
+        assert!(r.ends_with(b"content-length: 19\r\n\r\nno healthy upstream"));
+    }
+}

@@ -1,0 +1,292 @@
+//! The I/O shell of the HTTP/1.1 codec on the downstream side: one client connection, its
+//! read buffer, the allocation request heads are copied into, and the one timer every wait
+//! moves to its deadline.
+//!
+//! [`ServerConn::read_request`] receives through the ring (`net::ring`) under the idle and
+//! request-headers timeouts, hands the bytes to the sans-I/O parser (`head`), and turns the
+//! parsed head into the codec-neutral [`Request`]. Responses go out through the ring too
+//! ([`ServerConn::send`]); bodies use the readiness path of `net::pump` (the HTTP/1.1
+//! fast path in `http::body`).
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use monoio::time::Sleep;
+use zerohop_proto::stats::Counter;
+
+use super::encode::ConnectionHeader;
+use super::head::{self, HeadError, Limits, RequestHead};
+use crate::error::{Kind, ProxyError};
+use crate::http::message::{has_token, Framing, HeaderSource, Request, Version};
+use crate::net::ring;
+use crate::stats::ShardStats;
+
+/// Bytes read at a time into a head buffer.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// How often a connection waiting for its next request checks whether its listener drains.
+const DRAIN_CHECK: Duration = Duration::from_secs(1);
+
+/// A deadline that never comes (a day away, checked again when it does).
+pub fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(24 * 3600)
+}
+
+/// What a wait for the next request ended with, when it did not end in an error.
+#[derive(Debug)]
+pub enum Incoming {
+    Request(Request),
+    /// The client closed between requests (or the listener drains): close quietly.
+    Closed,
+    /// No request began within the idle timeout.
+    Idle,
+}
+
+#[derive(Debug)]
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read and not yet consumed (the next head, or body bytes).
+    pub buf: Vec<u8>,
+    /// The allocation a request head is copied into (handed back between requests).
+    pub head: Vec<u8>,
+    /// The one timer every wait of this connection moves to its own deadline.
+    pub timer: Pin<Box<Sleep>>,
+    /// The last time bytes moved either way (the stream idle timeout reads it).
+    pub last: Cell<Instant>,
+}
+
+impl ServerConn {
+    pub fn new(stream: TcpStream) -> ServerConn {
+        ServerConn {
+            stream,
+            buf: Vec::with_capacity(4096),
+            head: Vec::new(),
+            timer: Box::pin(monoio::time::sleep_until(far_future().into())),
+            last: Cell::new(Instant::now()),
+        }
+    }
+
+    /// Waits for the next request head: before its first byte under `idle_timeout` (and
+    /// closing quietly once `draining` says so), after it under `headers_timeout`.
+    pub async fn read_request(
+        &mut self,
+        limits: &Limits,
+        idle_timeout: Option<Duration>,
+        headers_timeout: Option<Duration>,
+        draining: impl Fn() -> bool,
+        stats: ShardStats,
+    ) -> Result<Incoming, ProxyError> {
+        // Bytes already buffered (a pipelined request) count as arriving now.
+        let mut first_byte: Option<Instant> = None;
+        if !self.buf.is_empty() {
+            let now = Instant::now();
+            self.last.set(now);
+            first_byte = Some(now);
+        }
+        loop {
+            match head::parse_request(&self.buf, limits) {
+                Ok(Some(h)) => return self.take_request(h).map(Incoming::Request),
+                Ok(None) => {}
+                Err(HeadError::TooLarge) => return Err(Kind::HeadersTooLarge.into()),
+                Err(HeadError::Malformed(why)) => return Err(Kind::MalformedRequest(why).into()),
+            }
+            // One receive stays pending while the timers are checked in slices: a draining
+            // listener closes idle connections promptly, and nothing read is ever dropped
+            // (the receive is abandoned only when the connection closes).
+            let had = !self.buf.is_empty();
+            if first_byte.is_none() && draining() {
+                return Ok(Incoming::Closed);
+            }
+            let op = ring::recv_op(&mut self.stream, &mut self.buf, READ_CHUNK);
+            let mut op = std::pin::pin!(op);
+            // The clock is read only when a timer fires: the next slice ends a second after
+            // the last activity, and then a second after each firing.
+            let mut slice_end = self.last.get() + DRAIN_CHECK;
+            let (r, v) = loop {
+                // Before the first byte, the idle timeout; after it, the headers timeout.
+                let deadline = match first_byte {
+                    None => idle_timeout.map(|d| self.last.get() + d),
+                    Some(t) => headers_timeout.map(|d| t + d),
+                };
+                let wake = match (first_byte, deadline) {
+                    (None, Some(d)) => d.min(slice_end),
+                    (None, None) => slice_end,
+                    (Some(_), Some(d)) => d,
+                    (Some(_), None) => far_future(),
+                };
+                if let Some(done) = ring::until(op.as_mut(), self.timer.as_mut(), wake).await {
+                    break done;
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| d <= now) {
+                    if first_byte.is_none() {
+                        return Ok(Incoming::Idle);
+                    }
+                    return Err(Kind::RequestHeadersTimeout.into());
+                }
+                if first_byte.is_none() && draining() {
+                    return Ok(Incoming::Closed);
+                }
+                slice_end = now + DRAIN_CHECK;
+            };
+            self.buf = v;
+            match ring::outcome(r) {
+                ring::Recv::Read(n) => {
+                    stats.add(Counter::DownstreamCxRxBytes, n as u64);
+                    let now = Instant::now();
+                    self.last.set(now);
+                    first_byte.get_or_insert(now);
+                }
+                _ => {
+                    if had {
+                        log::debug!("client closed mid-head");
+                    }
+                    return Ok(Incoming::Closed);
+                }
+            }
+        }
+    }
+
+    /// Copies the request head out of the buffer (into the connection's head allocation),
+    /// consumes it there, and reads what the layers above need from it.
+    fn take_request(&mut self, h: RequestHead) -> Result<Request, ProxyError> {
+        let malformed = |why| ProxyError::new(Kind::MalformedRequest(why));
+        let mut raw = std::mem::take(&mut self.head);
+        raw.clear();
+        raw.extend_from_slice(&self.buf[..h.len]);
+        self.buf.drain(..h.len);
+        let mut headers = h.headers;
+        for x in &headers {
+            raw[x.name.clone()].make_ascii_lowercase();
+        }
+        // The target is UTF-8 (httparse checks); absolute-form's authority replaces Host
+        // (RFC 9112 section 3.2.2).
+        let target = h.target;
+        let t = &raw[target.clone()];
+        let scheme = [&b"http://"[..], b"https://"]
+            .into_iter()
+            .find(|p| t.len() >= p.len() && t[..p.len()].eq_ignore_ascii_case(p));
+        let (authority, path_and_query) = match scheme {
+            Some(p) => {
+                let rest = target.start + p.len();
+                let slash = raw[rest..target.end]
+                    .iter()
+                    .position(|&b| b == b'/')
+                    .map_or(target.end, |i| rest + i);
+                (Some(rest..slash), slash..target.end)
+            }
+            None => (None, target),
+        };
+        let mut host_header = None;
+        let mut connection = Vec::new();
+        let mut expect_continue = false;
+        for x in &headers {
+            match &raw[x.name.clone()] {
+                b"host" if host_header.is_some() => {
+                    return Err(malformed("more than one Host header"))
+                }
+                b"host" => host_header = Some(x.value.clone()),
+                b"connection" => connection.push(x.value.clone()),
+                b"expect" => {
+                    expect_continue |= raw[x.value.clone()].eq_ignore_ascii_case(b"100-continue")
+                }
+                _ => {}
+            }
+        }
+        let host = match authority.or(host_header) {
+            Some(r) if !r.is_empty() => r,
+            _ if h.minor_version == 0 => 0..0,
+            _ => return Err(malformed("missing Host header")),
+        };
+        if std::str::from_utf8(&raw[host.clone()]).is_err() {
+            return Err(malformed("Host header is not UTF-8"));
+        }
+        headers.retain(|x| &raw[x.name.clone()] != b"host");
+        let (path, query) = match raw[path_and_query.clone()].iter().position(|&b| b == b'?') {
+            Some(i) => (
+                path_and_query.start..path_and_query.start + i,
+                Some(path_and_query.start + i + 1..path_and_query.end),
+            ),
+            None => (path_and_query, None),
+        };
+        // HTTP/1.0 clients get one request per connection.
+        let close = h.minor_version == 0 || has_token(&raw, &connection, b"close");
+        let upgrade = if has_token(&raw, &connection, b"upgrade") {
+            headers
+                .iter()
+                .find(|x| &raw[x.name.clone()] == b"upgrade")
+                .map(|x| x.value.clone())
+        } else {
+            None
+        };
+        Ok(Request {
+            raw,
+            method: h.method,
+            path,
+            query,
+            host,
+            headers,
+            framing: h.framing,
+            version: match h.minor_version {
+                0 => Version::Http10,
+                _ => Version::Http11,
+            },
+            close,
+            expect_continue,
+            upgrade,
+            connection,
+        })
+    }
+
+    /// `100 Continue`, for a client that waits for it before sending its body.
+    pub async fn send_continue(&self) -> std::io::Result<()> {
+        self.send_all(b"HTTP/1.1 100 Continue\r\n\r\n").await
+    }
+
+    /// A response zerohop makes itself. Returns whether it was sent.
+    pub async fn local_reply(
+        &self,
+        status: u16,
+        body: &str,
+        extra: &[(&[u8], std::borrow::Cow<'_, [u8]>)],
+        close: bool,
+    ) -> bool {
+        let out = super::encode::local_response(status, body, extra, close);
+        self.send_all(&out).await.is_ok()
+    }
+
+    /// A relayed response's head, written into `out` (see [`encode::response_head`]).
+    #[allow(clippy::too_many_arguments)] // Reason: the parts of a status line and head.
+    pub fn response_head(
+        &self,
+        out: &mut Vec<u8>,
+        status: u16,
+        reason: Option<&[u8]>,
+        headers: &dyn HeaderSource,
+        framing: Framing,
+        content_length: Option<&[u8]>,
+        connection: ConnectionHeader,
+    ) {
+        super::encode::response_head(
+            out,
+            status,
+            reason,
+            headers,
+            framing,
+            content_length,
+            connection,
+        );
+    }
+
+    /// Sends all of `out` through the ring and gives the buffer back.
+    pub async fn send(&mut self, out: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
+        ring::send(&mut self.stream, out).await
+    }
+
+    /// Sends `bytes` on the readiness path (rare replies, body remainders).
+    pub async fn send_all(&self, bytes: &[u8]) -> std::io::Result<()> {
+        crate::net::pump::send_all(&self.stream, bytes).await
+    }
+}

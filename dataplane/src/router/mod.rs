@@ -1,0 +1,196 @@
+//! The router: the terminal step of the HTTP filter chain. It takes a routed request to its
+//! upstream: a target cluster of the route (by weight), an endpoint (the cluster's load
+//! balancer), a connection (pooled, or new), the request head and body out, the response
+//! head back. It knows neither the downstream codec nor the pool's internals: it speaks to
+//! the upstream layer, and reads the request through codec-neutral types.
+//!
+//! Retries are decided by the error ([`crate::error::Retry`]) and the [`RetryState`]: today
+//! one more attempt, on a new connection, for a bodiless request that met a pooled
+//! connection the upstream had closed (nothing reached the application).
+
+mod retry;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use monoio::time::Sleep;
+use zerohop_proto::stats::Counter;
+use zerohop_proto::Forward;
+
+use crate::config::{ClusterPlan, Generation};
+use crate::error::{Kind, ProxyError};
+use crate::http::body::StreamedBody;
+use crate::http::info::StreamInfo;
+use crate::http::message::{Framing, HeaderSource, Request, RequestOut, Response};
+use crate::route::{Action, Route};
+use crate::shard::Shard;
+use crate::upstream::UpstreamConn;
+pub use retry::RetryState;
+
+/// What follows the request head.
+#[derive(Debug)]
+pub enum RequestBody<'a> {
+    /// Nothing.
+    None,
+    /// These bytes, already read (a filter buffered the body, or it was small and had
+    /// arrived with the head): sent in the same write as the head.
+    Buffered(Vec<u8>),
+    /// Streamed from the client connection as it arrives.
+    Stream(StreamedBody<'a>),
+}
+
+/// A request on its way upstream.
+pub struct Outgoing<'a> {
+    pub req: &'a Request,
+    pub route: &'a Route,
+    pub forward: &'a Forward,
+    pub headers: &'a dyn HeaderSource,
+    /// How the body goes upstream (a buffering filter may have changed it).
+    pub framing: Framing,
+    pub body: RequestBody<'a>,
+}
+
+impl std::fmt::Debug for Outgoing<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("route", &self.route.name)
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The upstream's answer: its head, the bytes received so far (the head, then the start of
+/// the body), the connection to relay the rest from, and the deadline it runs under.
+#[derive(Debug)]
+pub struct Exchange {
+    pub resp: Response,
+    pub buf: Vec<u8>,
+    pub conn: UpstreamConn,
+    pub cluster: Arc<ClusterPlan>,
+    /// The route timeout: until the whole response has been relayed, as Envoy's.
+    pub deadline: Option<Instant>,
+}
+
+/// Sends `out` to an endpoint of the route's cluster and reads the response head.
+pub async fn forward<'g>(
+    shard: &Shard,
+    gen: &'g Generation,
+    mut out: Outgoing<'_>,
+    info: &mut StreamInfo<'g>,
+    mut timer: Pin<&mut Sleep>,
+) -> Result<Exchange, ProxyError> {
+    let Action::Forward { pick, .. } = &out.route.action else {
+        unreachable!("forward() is called for forwarding routes")
+    };
+    let stats = shard.stats;
+    let plan = gen.pick_target(&out.forward.targets, pick, &shard.rng);
+    info.upstream_cluster = Some(&plan.cluster.name);
+    let cluster = plan.clone();
+    let Some(endpoint) = shard.upstreams.pick(&cluster, &shard.rng) else {
+        stats.inc(Counter::UpstreamCxNoHealthyUpstream);
+        return Err(Kind::NoHealthyUpstream.into());
+    };
+    info.upstream_host = Some(endpoint);
+    let started = info.start;
+    let deadline = out.forward.timeout.map(|t| started + t);
+
+    // The head is built once; a bodiless request may be sent twice.
+    let mut head = shard.pools.take_vec();
+    head.reserve(out.req.raw.len() + 128);
+    let rewritten = match out.route.rewrites_path() {
+        true => out.route.rewrite_path(out.req.path(), None),
+        false => None,
+    };
+    let raw = &out.req.raw[..];
+    let path = match &rewritten {
+        Some(p) => p.as_bytes(),
+        None => match &raw[out.req.path.clone()] {
+            b"" => b"/",
+            p => p,
+        },
+    };
+    let request = RequestOut {
+        method: out.req.method(),
+        path,
+        query: out.req.query.as_ref().map(|q| &raw[q.clone()]),
+        authority: match &out.forward.host_rewrite {
+            Some(h) => h.as_bytes(),
+            None => &raw[out.req.host.clone()],
+        },
+        framing: out.framing,
+        upgrade: out.req.upgrade.as_ref().map(|u| &raw[u.clone()]),
+    };
+    crate::upstream::encode_request(&cluster, &mut head, &request, out.headers);
+    if let RequestBody::Buffered(b) = &out.body {
+        head.extend_from_slice(b);
+    }
+
+    let mut retry = RetryState::new(out.req, &out.body);
+    let result = loop {
+        info.attempts += 1;
+        let connected = shard
+            .upstreams
+            .http_connection(stats, &cluster, endpoint, started)
+            .await;
+        let mut conn = match connected {
+            Ok(c) => c,
+            Err(e) => break Err(e),
+        };
+        stats.inc(Counter::UpstreamRqTotal);
+        let sent;
+        (sent, head) = conn.send_head(head).await;
+        if let Err(e) = sent {
+            if retry.again(&e, conn.reused, false) {
+                continue;
+            }
+            stats.inc(Counter::UpstreamRqReset);
+            break Err(e);
+        }
+        if let RequestBody::Stream(body) = &mut out.body {
+            match conn.send_body(body).await {
+                Ok(n) => info.bytes_received += n,
+                Err(e) => break Err(e),
+            }
+        }
+        let mut buf = shard.pools.take_vec();
+        let max_headers = cluster.cluster.protocol.common().max_headers_count;
+        let read = conn
+            .read_response(
+                &mut buf,
+                out.req.method(),
+                deadline,
+                timer.as_mut(),
+                max_headers,
+                stats,
+            )
+            .await;
+        match read {
+            Ok(resp) => {
+                info.upstream_response_at = Some(Instant::now());
+                break Ok(Exchange {
+                    resp,
+                    buf,
+                    conn,
+                    cluster,
+                    deadline,
+                });
+            }
+            Err(e) => {
+                let nothing_received = buf.is_empty();
+                shard.pools.give_vec(buf);
+                if retry.again(&e, conn.reused, !nothing_received) {
+                    continue;
+                }
+                match e.kind {
+                    Kind::UpstreamTimeout => stats.inc(Counter::UpstreamRqTimeout),
+                    Kind::UpstreamClosed => stats.inc(Counter::UpstreamRqReset),
+                    _ => {}
+                }
+                break Err(e);
+            }
+        }
+    };
+    shard.pools.give_vec(head);
+    result
+}

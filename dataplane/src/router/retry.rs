@@ -1,0 +1,38 @@
+//! The retry decision for one request, its own object as Envoy's `RetryStateImpl`: the
+//! error says whether a retry could help (and whether only on a reused connection), this
+//! says whether this request may have one.
+
+use crate::error::ProxyError;
+use crate::http::message::{Framing, Request};
+
+use super::RequestBody;
+
+#[derive(Debug)]
+pub struct RetryState {
+    /// Retries left.
+    left: u32,
+    /// The request can be sent again as it is: it has no body (a body that streamed from
+    /// the client cannot be replayed).
+    replayable: bool,
+}
+
+impl RetryState {
+    /// One retry, for a request without a body: the one zerohop makes without a retry
+    /// policy, when a pooled connection turns out closed.
+    pub fn new(req: &Request, body: &RequestBody<'_>) -> RetryState {
+        RetryState {
+            left: 1,
+            replayable: req.framing == Framing::Empty && matches!(body, RequestBody::None),
+        }
+    }
+
+    /// Whether to send again after `e`, on a connection that was `reused`, once part of a
+    /// response may have arrived (`answered`); takes a retry when it says yes.
+    pub fn again(&mut self, e: &ProxyError, reused: bool, answered: bool) -> bool {
+        let yes = self.left > 0 && self.replayable && !answered && e.retry.decide(reused);
+        if yes {
+            self.left -= 1;
+        }
+        yes
+    }
+}

@@ -1,0 +1,102 @@
+use super::*;
+
+fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &weight)| Endpoint {
+            address: ([127, 0, 0, 1], 1000 + i as u16).into(),
+            weight,
+        })
+        .collect()
+}
+
+/// `picks` picks from one table (version 1) and one state.
+fn counts(t: &LbTable, n: usize, picks: usize) -> Vec<usize> {
+    let rng = Rng::new(7);
+    let mut s = LbState::default();
+    let mut c = vec![0; n];
+    for _ in 0..picks {
+        c[s.pick(t, 1, &rng).unwrap()] += 1;
+    }
+    c
+}
+
+fn seq(s: &mut LbState, t: &LbTable, version: u64, n: usize) -> Vec<usize> {
+    let rng = Rng::new(1);
+    (0..n).map(|_| s.pick(t, version, &rng).unwrap()).collect()
+}
+
+#[test]
+fn round_robin_rotates_evenly() {
+    let t = LbTable::new(LbPolicy::RoundRobin, &endpoints(&[1, 1, 1]));
+    assert_eq!(seq(&mut LbState::default(), &t, 1, 6), [0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn weighted_round_robin_is_proportional_and_interleaved() {
+    let t = LbTable::new(LbPolicy::RoundRobin, &endpoints(&[5, 1, 1]));
+    assert_eq!(
+        seq(&mut LbState::default(), &t, 1, 7),
+        [0, 0, 1, 0, 2, 0, 0],
+        "smooth WRR order"
+    );
+    assert_eq!(counts(&t, 3, 7000), vec![5000, 1000, 1000]);
+}
+
+#[test]
+fn random_follows_weights() {
+    let t = LbTable::new(LbPolicy::Random, &endpoints(&[3, 1]));
+    let c = counts(&t, 2, 40_000);
+    let share = c[0] as f64 / 40_000.0;
+    assert!((0.72..0.78).contains(&share), "{c:?}");
+}
+
+#[test]
+fn empty_cluster_picks_nothing() {
+    let rng = Rng::new(1);
+    let mut s = LbState::default();
+    let rr = LbTable::new(LbPolicy::RoundRobin, &[]);
+    assert_eq!(s.pick(&rr, 1, &rng), None);
+    assert_eq!(s.pick(&LbTable::new(LbPolicy::Random, &[]), 1, &rng), None);
+}
+
+#[test]
+fn round_robin_rotation_survives_a_new_generation() {
+    let t = LbTable::new(LbPolicy::RoundRobin, &endpoints(&[1, 1, 1]));
+    let mut s = LbState::default();
+    assert_eq!(seq(&mut s, &t, 1, 1), [0]);
+    // The same endpoints in a new generation (same version), then different ones.
+    assert_eq!(seq(&mut s, &t, 1, 1), [1], "continues where it stopped");
+    let fewer = LbTable::new(LbPolicy::RoundRobin, &endpoints(&[1]));
+    assert_eq!(seq(&mut s, &fewer, 2, 1), [0]);
+}
+
+#[test]
+fn weighted_round_robin_scores_carry_only_for_the_same_endpoints() {
+    let t = LbTable::new(LbPolicy::RoundRobin, &endpoints(&[5, 1, 1]));
+    let mut s = LbState::default();
+    let first = seq(&mut s, &t, 1, 3);
+    let rest = seq(&mut s, &t, 1, 4);
+    assert_eq!(
+        [first, rest].concat(),
+        [0, 0, 1, 0, 2, 0, 0],
+        "one smooth sequence across generations"
+    );
+    let other = LbTable::new(LbPolicy::RoundRobin, &endpoints(&[5, 1, 2]));
+    assert_eq!(
+        seq(&mut s, &other, 2, 1),
+        [0],
+        "new endpoints: scores start over"
+    );
+}
+
+#[test]
+fn states_are_kept_per_slot() {
+    let t = LbTable::new(LbPolicy::RoundRobin, &endpoints(&[1, 1]));
+    let states = LbStates::default();
+    let rng = Rng::new(1);
+    assert_eq!(states.pick(3, &t, 1, &rng), Some(0));
+    assert_eq!(states.pick(0, &t, 1, &rng), Some(0));
+    assert_eq!(states.pick(3, &t, 1, &rng), Some(1));
+}

@@ -1,0 +1,141 @@
+//! The upstream layer: per-shard cluster state, endpoint choice, connection pools and
+//! connects, and the HTTP/1.1 client side of an exchange. The router and the tcp_proxy use
+//! it; it knows nothing of the downstream codec.
+//!
+//! Cluster configuration comes from the generation in use ([`ClusterPlan`]); what must
+//! outlive a generation lives here, per shard: the load balancers' state by cluster slot
+//! ([`lb::LbStates`]) and the idle connections by endpoint, protocol and transport
+//! ([`pool::UpstreamPool`]).
+
+pub mod connect;
+pub mod h1;
+pub mod lb;
+pub mod pool;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+use zerohop_proto::stats::Counter;
+
+use crate::config::ClusterPlan;
+use crate::error::ProxyError;
+use crate::stats::ShardStats;
+use lb::{LbStates, Rng};
+use pool::{PoolKey, Protocol, UpstreamPool};
+
+/// A shard's upstream state.
+#[derive(Debug, Default)]
+pub struct Upstreams {
+    pub lb: LbStates,
+    pub pool: UpstreamPool,
+}
+
+/// An upstream connection serving one exchange.
+#[derive(Debug)]
+pub struct UpstreamConn {
+    pub stream: TcpStream,
+    pub key: PoolKey,
+    /// Requests it served before this one.
+    pub served: u32,
+    /// It came from the pool (a failure before any response byte may then be retried).
+    pub reused: bool,
+}
+
+impl UpstreamConn {
+    /// Sends a request head (and body bytes already appended to it); gives the buffer back.
+    pub async fn send_head(&mut self, out: Vec<u8>) -> (Result<(), ProxyError>, Vec<u8>) {
+        h1::send(self, out).await
+    }
+
+    /// Relays a request body that streams from the client.
+    pub async fn send_body(
+        &mut self,
+        body: &mut crate::http::body::StreamedBody<'_>,
+    ) -> Result<u64, ProxyError> {
+        body.relay_to(&self.stream).await
+    }
+
+    /// Reads the response head (see [`h1::read_response`]).
+    pub async fn read_response(
+        &mut self,
+        buf: &mut Vec<u8>,
+        method: &[u8],
+        deadline: Option<Instant>,
+        timer: std::pin::Pin<&mut monoio::time::Sleep>,
+        max_headers: u32,
+        stats: ShardStats,
+    ) -> Result<crate::http::message::Response, ProxyError> {
+        h1::read_response(self, buf, method, deadline, timer, max_headers, stats).await
+    }
+}
+
+/// Writes the request head `r` in the protocol `cluster` speaks.
+pub fn encode_request(
+    cluster: &ClusterPlan,
+    out: &mut Vec<u8>,
+    r: &crate::http::message::RequestOut<'_>,
+    headers: &dyn crate::http::message::HeaderSource,
+) {
+    match cluster.cluster.protocol {
+        zerohop_proto::UpstreamProtocol::Http1(_) => {
+            crate::http1::encode::request_head(out, r, headers)
+        }
+    }
+}
+
+impl Upstreams {
+    /// An endpoint of `cluster` for the next request or connection; `None` when it has none.
+    pub fn pick(&self, cluster: &ClusterPlan, rng: &Rng) -> Option<SocketAddr> {
+        self.lb
+            .pick(cluster.slot, &cluster.lb, cluster.lb_version, rng)
+            .map(|i| cluster.cluster.endpoints[i].address)
+    }
+
+    /// A connection to `endpoint` for an HTTP request: the most recently used pooled one,
+    /// else a new one.
+    pub async fn http_connection(
+        &self,
+        stats: ShardStats,
+        cluster: &ClusterPlan,
+        endpoint: SocketAddr,
+        now: Instant,
+    ) -> Result<UpstreamConn, ProxyError> {
+        let key = PoolKey {
+            endpoint,
+            protocol: Protocol::Http1,
+            transport: cluster.cluster.transport,
+        };
+        if let Some((stream, served)) = self.pool.checkout(&key, now) {
+            stats.inc(Counter::UpstreamCxReused);
+            return Ok(UpstreamConn {
+                stream,
+                key,
+                served,
+                reused: true,
+            });
+        }
+        let stream = connect::connect(stats, &cluster.cluster, endpoint).await?;
+        Ok(UpstreamConn {
+            stream,
+            key,
+            served: 0,
+            reused: false,
+        })
+    }
+
+    /// Returns a connection after a complete, delimited exchange, unless it has served the
+    /// cluster's `max_requests_per_connection`; `since` stamps its idle time.
+    pub fn release(&self, conn: UpstreamConn, cluster: &ClusterPlan, since: Instant) {
+        let options = cluster.cluster.protocol.common();
+        let served = conn.served + 1;
+        if options
+            .max_requests_per_connection
+            .is_some_and(|max| served >= max)
+        {
+            return;
+        }
+        self.pool
+            .checkin(conn.key, conn.stream, since, served, options.idle_timeout);
+    }
+}
