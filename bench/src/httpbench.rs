@@ -28,6 +28,9 @@ OPTIONS:
     -d, --duration SECS    measured time per target, size and round [default: 5]
         --rounds N         [default: 3]
         --zerohop PATH     [default: next to zerohop-bench]
+        --zerohop-baseline PATH
+                           another zerohop build, run as the target zerohop-baseline (add it
+                           to --targets): e.g. the build before a change, in the same run
         --envoy PATH       [default: `envoy` on PATH]
         --out FILE         also write the report to FILE
 ";
@@ -75,6 +78,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
             Short('d') | Long("duration") => a.duration = p.value()?.parse()?,
             Long("rounds") => a.rounds = p.value()?.parse()?,
             Long("zerohop") => a.tools.zerohop = p.value()?.into(),
+            Long("zerohop-baseline") => a.tools.zerohop_baseline = Some(p.value()?.into()),
             Long("envoy") => a.tools.envoy = p.value()?.into(),
             Long("out") => a.out = Some(p.value()?.into()),
             Short('h') | Long("help") => {

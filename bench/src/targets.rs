@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 pub enum Kind {
     Direct,
     Zerohop,
+    /// Another zerohop build (`--zerohop-baseline PATH`), e.g. the commit before a change,
+    /// measured beside the current one in the same run.
+    ZerohopBaseline,
     /// HAProxy in TCP mode, one thread; `splice` adds `option splice-auto`.
     Haproxy {
         splice: bool,
@@ -34,6 +37,8 @@ pub enum Mode {
 #[derive(Clone, Debug)]
 pub struct Tools {
     pub zerohop: PathBuf,
+    /// The zerohop build `zerohop-baseline` runs (its `zerohop-control` beside it).
+    pub zerohop_baseline: Option<PathBuf>,
     pub zerohop_args: Vec<String>,
     pub envoy: PathBuf,
 }
@@ -47,6 +52,7 @@ impl Default for Tools {
             .unwrap_or_default();
         Tools {
             zerohop: exe_dir.join("zerohop"),
+            zerohop_baseline: None,
             zerohop_args: Vec::new(),
             envoy: find_envoy(),
         }
@@ -58,6 +64,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Zerohop => "zerohop",
+            Kind::ZerohopBaseline => "zerohop-baseline",
             Kind::Haproxy { splice: false } => "haproxy",
             Kind::Haproxy { splice: true } => "haproxy+splice",
             Kind::Nginx => "nginx",
@@ -69,13 +76,14 @@ impl Kind {
         Ok(match s {
             "direct" => Kind::Direct,
             "zerohop" => Kind::Zerohop,
+            "zerohop-baseline" => Kind::ZerohopBaseline,
             "haproxy" => Kind::Haproxy { splice: false },
             "haproxy+splice" => Kind::Haproxy { splice: true },
             "nginx" => Kind::Nginx,
             "envoy" => Kind::Envoy,
             _ => {
                 return Err(format!(
-                    "unknown target {s:?} (direct, zerohop, haproxy, haproxy+splice, nginx, envoy)"
+                    "unknown target {s:?} (direct, zerohop, zerohop-baseline, haproxy, haproxy+splice, nginx, envoy)"
                 ));
             }
         })
@@ -150,7 +158,7 @@ pub fn start(
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
     let tag = format!("{}-{}-{port}", kind.name(), std::process::id());
     // Envoy reads a bootstrap as YAML only when its name says so.
-    let ext = if matches!(kind, Kind::Zerohop | Kind::Envoy) {
+    let ext = if matches!(kind, Kind::Zerohop | Kind::ZerohopBaseline | Kind::Envoy) {
         "yaml"
     } else {
         "cfg"
@@ -158,7 +166,7 @@ pub fn start(
     let cfg = std::env::temp_dir().join(format!("zerohop-bench-{tag}.{ext}"));
     let mut files = vec![cfg.clone()];
     let cmd = match kind {
-        Kind::Zerohop => {
+        Kind::Zerohop | Kind::ZerohopBaseline => {
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
                 Mode::Http => envoy_http_config(port, upstream),
@@ -167,7 +175,14 @@ pub fn start(
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
             files.push(shm.clone());
             // One shard; zerohop pins it to the first CPU it may use, set here by taskset.
-            with_cpu(zerohop_command(tools, &cfg, &shm), proxy_cpu)
+            let mut tools = tools.clone();
+            if kind == Kind::ZerohopBaseline {
+                tools.zerohop = tools
+                    .zerohop_baseline
+                    .clone()
+                    .expect("zerohop-baseline needs --zerohop-baseline PATH");
+            }
+            with_cpu(zerohop_command(&tools, &cfg, &shm), proxy_cpu)
         }
         Kind::Haproxy { splice } => {
             std::fs::write(&cfg, haproxy_config(mode, port, upstream, splice)).unwrap();

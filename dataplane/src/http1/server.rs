@@ -1,6 +1,6 @@
 //! The I/O shell of the HTTP/1.1 codec on the downstream side: one client connection, its
-//! read buffer, the allocation request heads are copied into, and the one timer every wait
-//! moves to its deadline.
+//! read buffer and the allocation request heads are copied into. Waits take the
+//! connection's one timer (owned by the connection manager), moved to each deadline.
 //!
 //! [`ServerConn::read_request`] receives through the ring (`net::ring`) under the idle and
 //! request-headers timeouts, hands the bytes to the sans-I/O parser (`head`), and turns the
@@ -51,8 +51,6 @@ pub struct ServerConn {
     pub buf: Vec<u8>,
     /// The allocation a request head is copied into (handed back between requests).
     pub head: Vec<u8>,
-    /// The one timer every wait of this connection moves to its own deadline.
-    pub timer: Pin<Box<Sleep>>,
     /// The last time bytes moved either way (the stream idle timeout reads it).
     pub last: Cell<Instant>,
 }
@@ -63,15 +61,17 @@ impl ServerConn {
             stream,
             buf: Vec::with_capacity(4096),
             head: Vec::new(),
-            timer: Box::pin(monoio::time::sleep_until(far_future().into())),
             last: Cell::new(Instant::now()),
         }
     }
 
     /// Waits for the next request head: before its first byte under `idle_timeout` (and
-    /// closing quietly once `draining` says so), after it under `headers_timeout`.
+    /// closing quietly once `draining` says so), after it under `headers_timeout`, on the
+    /// connection's `timer`.
+    #[allow(clippy::too_many_arguments)] // Reason: the timeouts and signals one wait obeys.
     pub async fn read_request(
         &mut self,
+        mut timer: Pin<&mut Sleep>,
         limits: &Limits,
         idle_timeout: Option<Duration>,
         headers_timeout: Option<Duration>,
@@ -116,7 +116,7 @@ impl ServerConn {
                     (Some(_), Some(d)) => d,
                     (Some(_), None) => far_future(),
                 };
-                if let Some(done) = ring::until(op.as_mut(), self.timer.as_mut(), wake).await {
+                if let Some(done) = ring::until(op.as_mut(), timer.as_mut(), wake).await {
                     break done;
                 }
                 let now = Instant::now();

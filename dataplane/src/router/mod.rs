@@ -11,7 +11,6 @@
 mod retry;
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Instant;
 
 use monoio::time::Sleep;
@@ -63,11 +62,11 @@ impl std::fmt::Debug for Outgoing<'_> {
 /// The upstream's answer: its head, the bytes received so far (the head, then the start of
 /// the body), the connection to relay the rest from, and the deadline it runs under.
 #[derive(Debug)]
-pub struct Exchange {
+pub struct Exchange<'g> {
     pub resp: Response,
     pub buf: Vec<u8>,
     pub conn: UpstreamConn,
-    pub cluster: Arc<ClusterPlan>,
+    pub cluster: &'g ClusterPlan,
     /// The route timeout: until the whole response has been relayed, as Envoy's.
     pub deadline: Option<Instant>,
 }
@@ -79,14 +78,13 @@ pub async fn forward<'g>(
     mut out: Outgoing<'_>,
     info: &mut StreamInfo<'g>,
     mut timer: Pin<&mut Sleep>,
-) -> Result<Exchange, ProxyError> {
+) -> Result<Exchange<'g>, ProxyError> {
     let Action::Forward { pick, .. } = &out.route.action else {
         unreachable!("forward() is called for forwarding routes")
     };
     let stats = shard.stats;
-    let plan = gen.pick_target(&out.forward.targets, pick, &shard.rng);
-    info.upstream_cluster = Some(&plan.cluster.name);
-    let cluster = plan.clone();
+    let cluster: &'g ClusterPlan = gen.pick_target(&out.forward.targets, pick, &shard.rng);
+    info.upstream_cluster = Some(&cluster.cluster.name);
     let Some(endpoint) = shard.upstreams.pick(&cluster, &shard.rng) else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         return Err(Kind::NoHealthyUpstream.into());
@@ -121,7 +119,7 @@ pub async fn forward<'g>(
         framing: out.framing,
         upgrade: out.req.upgrade.as_ref().map(|u| &raw[u.clone()]),
     };
-    crate::upstream::encode_request(&cluster, &mut head, &request, out.headers);
+    crate::upstream::encode_request(cluster, &mut head, &request, out.headers);
     if let RequestBody::Buffered(b) = &out.body {
         head.extend_from_slice(b);
     }
@@ -131,7 +129,7 @@ pub async fn forward<'g>(
         info.attempts += 1;
         let connected = shard
             .upstreams
-            .http_connection(stats, &cluster, endpoint, started)
+            .http_connection(stats, cluster, endpoint, started)
             .await;
         let mut conn = match connected {
             Ok(c) => c,

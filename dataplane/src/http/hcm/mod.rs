@@ -24,7 +24,7 @@ use crate::config::{HttpPlan, Terminal};
 use crate::conn::{Accepted, Tracked};
 use crate::error::Kind;
 use crate::http1::head::Limits;
-use crate::http1::server::{Incoming, ServerConn};
+use crate::http1::server::{far_future, Incoming, ServerConn};
 use crate::shard::config::ShardConfig;
 use crate::shard::listeners::BoundListener;
 use crate::shard::Shard;
@@ -58,6 +58,9 @@ pub async fn serve(
             ip => ip.to_string(),
         });
     let mut down = ServerConn::new(stream);
+    // The one timer every wait of this connection moves to its own deadline: usually a
+    // cheap extension of an entry already in the timer wheel.
+    let mut timer = std::pin::pin!(monoio::time::sleep_until(far_future().into()));
     let mut follow = true;
     loop {
         let hcm = &http.manager;
@@ -68,6 +71,7 @@ pub async fn serve(
         let draining = || listener.stop_accepting.fired();
         let incoming = down
             .read_request(
+                timer.as_mut(),
                 &limits,
                 hcm.idle_timeout,
                 hcm.request_headers_timeout,
@@ -108,6 +112,7 @@ pub async fn serve(
             gen: &cfg,
             http: &http,
             down: &mut down,
+            timer: timer.as_mut(),
             peer_ip: peer_ip.as_deref(),
             draining: &listener.stop_accepting,
         }

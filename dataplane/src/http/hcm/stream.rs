@@ -16,8 +16,10 @@
 
 use std::borrow::Cow;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::time::Instant;
 
+use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 use zerohop_proto::Redirect;
 
@@ -30,7 +32,7 @@ use crate::http::hcm::headers::{RequestHeaders, ResponseHeaders};
 use crate::http::info::{ResponseFlags, StreamInfo};
 use crate::http::message::{Framing, Request};
 use crate::http1::encode::ConnectionHeader;
-use crate::http1::server::{far_future, ServerConn};
+use crate::http1::server::ServerConn;
 use crate::net::sys;
 use crate::route::{apply_edits, Action, HeaderList, Request as RouteRequest, Route};
 use crate::router::{self, Exchange, Outgoing, RequestBody};
@@ -47,6 +49,8 @@ pub struct Stream<'a> {
     pub gen: &'a Generation,
     pub http: &'a HttpPlan,
     pub down: &'a mut ServerConn,
+    /// The connection's timer: the route timeout runs on it while the response head is read.
+    pub timer: Pin<&'a mut Sleep>,
     /// `x-forwarded-for`'s entry for this client.
     pub peer_ip: Option<&'a str>,
     /// Fired when the listener drains: answers then carry `connection: close`.
@@ -154,12 +158,6 @@ impl<'a> Stream<'a> {
             Action::Forward { forward, .. } => {
                 let (shard, gen, peer_ip) = (self.shard, self.gen, self.peer_ip);
                 let hcm = &http.manager;
-                // The route timeout and the response read share the connection's timer
-                // (the downstream side waits for nothing meanwhile).
-                let mut timer = std::mem::replace(
-                    &mut self.down.timer,
-                    Box::pin(monoio::time::sleep_until(far_future().into())),
-                );
                 let body = match buffered {
                     Some(b) => RequestBody::Buffered(b),
                     None => body_source(shard, self.down, http, req),
@@ -182,13 +180,11 @@ impl<'a> Stream<'a> {
                     },
                     body,
                 };
-                let exchange = router::forward(shard, gen, out, info, timer.as_mut()).await;
-                let keep = match exchange {
+                let exchange = router::forward(shard, gen, out, info, self.timer.as_mut()).await;
+                match exchange {
                     Ok(ex) => self.respond(route, req, ex, info, &ctx, &chain).await,
                     Err(e) => self.fail(e, info).await,
-                };
-                self.down.timer = timer;
-                keep
+                }
             }
         }
     }
@@ -243,7 +239,7 @@ impl<'a> Stream<'a> {
         &mut self,
         route: &Route,
         req: &Request,
-        ex: Exchange,
+        ex: Exchange<'_>,
         info: &mut StreamInfo<'_>,
         ctx: &filter::Ctx<'_>,
         chain: &Chain<'_>,
@@ -263,7 +259,6 @@ impl<'a> Stream<'a> {
         }
         info.response_code = Some(resp.status);
         info.response_code_details = "via_upstream";
-        let reason = resp.reason.clone().map(|r| &ubuf[r]).map(<[u8]>::to_vec);
         let edits = route.edits_responses.then_some(&route.edits[..]);
 
         // 101 to an Upgrade request: relay the answer, then tunnel.
@@ -278,7 +273,7 @@ impl<'a> Stream<'a> {
             self.down.response_head(
                 &mut out,
                 101,
-                reason.as_deref(),
+                resp.reason.clone().map(|r| &ubuf[r]),
                 &headers,
                 resp.framing,
                 None,
@@ -305,11 +300,15 @@ impl<'a> Stream<'a> {
         let mut out = shard.pools.take_vec();
         out.reserve(resp.len + 64);
         {
-            let content_length = resp
-                .headers
-                .iter()
-                .find(|h| &ubuf[h.name.clone()] == b"content-length")
-                .map(|h| ubuf[h.value.clone()].to_vec());
+            // A bodiless response's declared length (HEAD, 304) is forwarded as sent.
+            let content_length = match resp.framing {
+                Framing::Empty => resp
+                    .headers
+                    .iter()
+                    .find(|h| &ubuf[h.name.clone()] == b"content-length")
+                    .map(|h| &ubuf[h.value.clone()]),
+                _ => None,
+            };
             let headers = ResponseHeaders {
                 resp: &resp,
                 raw: &ubuf[..resp.len],
@@ -323,10 +322,10 @@ impl<'a> Stream<'a> {
             self.down.response_head(
                 &mut out,
                 resp.status,
-                reason.as_deref(),
+                resp.reason.clone().map(|r| &ubuf[r]),
                 &headers,
                 resp.framing,
-                content_length.as_deref(),
+                content_length,
                 connection,
             );
         }
@@ -400,7 +399,7 @@ impl<'a> Stream<'a> {
             BodyEnd::Done => {
                 // Only after a complete, delimited exchange.
                 if !resp.close && !leftover && resp.framing != Framing::UntilClose {
-                    shard.upstreams.release(up, &cluster, info.start);
+                    shard.upstreams.release(up, cluster, info.start);
                 }
                 !close
             }
