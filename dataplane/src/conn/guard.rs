@@ -3,26 +3,32 @@
 //! down ([`Tracked`]).
 
 use std::os::fd::RawFd;
+use std::rc::Rc;
 
 use zerohop_proto::stats::Counter;
 
 use crate::shard::listeners::BoundListener;
 use crate::shard::Shard;
 
-/// A downstream connection, counted from `enter` until dropped.
+/// A downstream connection, counted from `enter` until dropped (it travels with the
+/// connection into whichever task serves it).
 #[derive(Debug)]
-pub struct ActiveGuard<'a>(&'a Shard);
+pub struct ActiveGuard(Rc<Shard>);
 
-impl<'a> ActiveGuard<'a> {
-    pub fn enter(shard: &'a Shard) -> Self {
+impl ActiveGuard {
+    pub fn enter(shard: &Rc<Shard>) -> Self {
         shard.stats.inc(Counter::DownstreamCxTotal);
         shard.stats.inc(Counter::DownstreamCxActive);
         shard.active.set(shard.active.get() + 1);
-        ActiveGuard(shard)
+        ActiveGuard(shard.clone())
+    }
+
+    pub fn shard(&self) -> &Rc<Shard> {
+        &self.0
     }
 }
 
-impl Drop for ActiveGuard<'_> {
+impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.stats.dec(Counter::DownstreamCxActive);
         self.0.active.set(self.0.active.get() - 1);

@@ -73,17 +73,41 @@ impl Facts {
 pub struct Accepted {
     pub stream: TcpStream,
     pub facts: Facts,
+    /// Counts the connection as active until it is dropped.
+    pub guard: ActiveGuard,
 }
 
-/// Serves one connection accepted on listener `index` of generation `cfg`.
-pub async fn serve(
-    shard: Rc<Shard>,
+/// Starts serving a connection accepted on listener `index` of generation `cfg`. Without
+/// listener filters the filter chain is chosen here, at once, and the chain's terminal
+/// filter gets the connection as its own task; with them, a task runs them first.
+pub fn dispatch(
+    shard: &Rc<Shard>,
     cfg: Rc<ShardConfig>,
     index: usize,
     listener: Rc<BoundListener>,
     stream: TcpStream,
 ) {
-    let _active = ActiveGuard::enter(&shard);
+    let guard = ActiveGuard::enter(shard);
+    if cfg.listeners[index].listener_filters.is_empty() {
+        let accepted = Accepted {
+            stream,
+            facts: Facts::default(),
+            guard,
+        };
+        start(cfg, index, listener, accepted);
+    } else {
+        monoio::spawn(inspect(cfg, index, listener, stream, guard));
+    }
+}
+
+/// Runs the listener's filters, then starts the chain they lead to.
+async fn inspect(
+    cfg: Rc<ShardConfig>,
+    index: usize,
+    listener: Rc<BoundListener>,
+    stream: TcpStream,
+    guard: ActiveGuard,
+) {
     let plan = &cfg.listeners[index];
     let mut facts = Facts::default();
     for f in &plan.listener_filters {
@@ -105,11 +129,26 @@ pub async fn serve(
             }
         }
     }
+    start(
+        cfg.clone(),
+        index,
+        listener,
+        Accepted {
+            stream,
+            facts,
+            guard,
+        },
+    );
+}
+
+/// Chooses the connection's filter chain and spawns its terminal filter on it.
+fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a: Accepted) {
+    let plan = &cfg.listeners[index];
     if plan.selector.needs_facts() {
-        facts.learn(&stream);
+        a.facts.learn(&a.stream);
     }
-    let Some(chain) = plan.selector.select(&facts.get()) else {
-        shard.stats.inc(Counter::NoFilterChainMatch);
+    let Some(chain) = plan.selector.select(&a.facts.get()) else {
+        a.guard.shard().stats.inc(Counter::NoFilterChainMatch);
         log::debug!(
             "{}: no filter chain matches a connection; closing",
             listener.name
@@ -117,11 +156,12 @@ pub async fn serve(
         return;
     };
     match &plan.chains[chain].terminal {
-        Terminal::Tcp(tcp) => crate::l4::serve(&shard, tcp, &cfg, &listener, stream).await,
+        Terminal::Tcp(_) => {
+            monoio::spawn(crate::l4::serve(cfg, index, chain, listener, a));
+        }
         Terminal::Http(http) => {
             let http = http.clone();
-            let accepted = Accepted { stream, facts };
-            crate::http::hcm::serve(shard.clone(), cfg.clone(), listener, http, accepted).await
+            monoio::spawn(crate::http::hcm::serve(cfg, listener, http, a));
         }
     }
 }

@@ -8,15 +8,18 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
+use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 
 use crate::error::{Kind, ProxyError};
 use crate::http::message::Framing;
 use crate::http1::chunked::{ChunkError, ChunkedDecoder};
-use crate::http1::server::READ_CHUNK;
+use crate::http1::server::{far_future, READ_CHUNK};
 use crate::net::pump::{copy_exact, recv_into, send_all, Ctx, End};
 
 /// How a body relay ended.
@@ -146,24 +149,42 @@ pub async fn read_whole(
 
 /// `work`'s output, or `None` when no bytes moved for `idle` (the stream idle timeout,
 /// measured from `last`) or `deadline` passed first.
+///
+/// Both limits run on the connection's one `timer`, moved to whichever comes first (and on
+/// when bytes moved since): no timer of its own per relay, so no entry of its own in the
+/// timer wheel, and a future a fraction of the size.
 pub async fn within<T>(
     work: impl Future<Output = T>,
+    mut timer: Pin<&mut Sleep>,
     last: &Cell<Instant>,
     idle: Option<Duration>,
     deadline: Option<Instant>,
 ) -> Option<T> {
-    let idle = crate::l4::idle_timeout(last, idle);
-    let overall = async {
-        match deadline {
-            Some(d) => monoio::time::sleep(d.saturating_duration_since(Instant::now())).await,
-            None => std::future::pending().await,
+    let next = || {
+        let idle_end = idle.map(|d| last.get() + d);
+        match (idle_end, deadline) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => far_future(),
         }
     };
-    monoio::select! {
-        r = work => Some(r),
-        _ = idle => None,
-        _ = overall => None,
-    }
+    let mut work = std::pin::pin!(work);
+    timer.as_mut().reset(next().into());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let idle_over = idle.is_some_and(|d| last.get() + d <= now);
+            if idle_over || deadline.is_some_and(|d| d <= now) {
+                return Poll::Ready(None);
+            }
+            timer.as_mut().reset(next().into());
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The counter a body direction adds its bytes to.
@@ -202,8 +223,13 @@ impl std::fmt::Debug for StreamedBody<'_> {
 
 impl StreamedBody<'_> {
     /// Relays the body to `to`, an HTTP/1.1 upstream connection, under `request_timeout`
-    /// and the stream idle timeout. Returns the body bytes relayed.
-    pub async fn relay_to(&mut self, to: &TcpStream) -> Result<u64, ProxyError> {
+    /// and the stream idle timeout (on the connection's `timer`). Returns the body bytes
+    /// relayed.
+    pub async fn relay_to(
+        &mut self,
+        to: &TcpStream,
+        timer: Pin<&mut Sleep>,
+    ) -> Result<u64, ProxyError> {
         let shard = self.shard;
         if self.expect_continue {
             // Answered here (Envoy's default): the client sends the body at once.
@@ -230,7 +256,7 @@ impl StreamedBody<'_> {
                 Framing::Empty | Framing::UntilClose => BodyEnd::Done,
             }
         };
-        let end = within(relay, last, self.stream_idle_timeout, deadline)
+        let end = within(relay, timer, last, self.stream_idle_timeout, deadline)
             .await
             .unwrap_or(BodyEnd::TimedOut);
         self.down.buf = buf;
@@ -251,14 +277,15 @@ impl StreamedBody<'_> {
 }
 
 /// Reads what is missing of a small Content-Length response body (at most `small` bytes)
-/// into `buf`, before `deadline`, so that it goes out in the same send as the head.
-/// `Ok(false)` for a body that is not small.
+/// into `buf`, before `deadline` (on the connection's `timer`), so that it goes out in the
+/// same send as the head. `Ok(false)` for a body that is not small.
 pub async fn read_small(
     from: &TcpStream,
     buf: &mut Vec<u8>,
     framing: Framing,
     small: u64,
     deadline: Option<Instant>,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<bool, ProxyError> {
     let Framing::Length(n) = framing else {
         return Ok(false);
@@ -268,18 +295,20 @@ pub async fn read_small(
     }
     while (buf.len() as u64) < n {
         let want = n as usize - buf.len();
-        let until = deadline.unwrap_or_else(crate::http1::server::far_future);
-        match monoio::time::timeout_at(until.into(), recv_into(from, buf, false, want)).await {
-            Ok(Ok(m)) if m > 0 => {}
-            Ok(_) => return Err(Kind::UpstreamClosed.into()),
-            Err(_) => return Err(Kind::UpstreamTimeout.into()),
+        let until = deadline.unwrap_or_else(far_future);
+        let read = std::pin::pin!(recv_into(from, buf, false, want));
+        match crate::net::ring::until(read, timer.as_mut(), until).await {
+            Some(Ok(m)) if m > 0 => {}
+            Some(_) => return Err(Kind::UpstreamClosed.into()),
+            None => return Err(Kind::UpstreamTimeout.into()),
         }
     }
     Ok(true)
 }
 
 /// Relays a response body from the upstream's HTTP/1.1 connection to the client's, under
-/// the route timeout (`deadline`) and the stream idle timeout; `moved` counts its bytes.
+/// the route timeout (`deadline`) and the stream idle timeout, on the connection's `timer`;
+/// `moved` counts its bytes.
 #[allow(clippy::too_many_arguments)] // Reason: the two ends and what bounds the relay.
 pub async fn relay_response(
     shard: &crate::shard::Shard,
@@ -289,6 +318,7 @@ pub async fn relay_response(
     framing: Framing,
     idle: Option<Duration>,
     deadline: Option<Instant>,
+    timer: Pin<&mut Sleep>,
     moved: &mut u64,
 ) -> BodyEnd {
     let last = &to.last;
@@ -298,13 +328,13 @@ pub async fn relay_response(
             *moved += n;
             let ctx = pump_ctx(shard, last, Counter::DownstreamCxTxBytes);
             let relay = relay_length(&ctx, from, buf, &to.stream, n);
-            within(relay, last, idle, deadline)
+            within(relay, timer, last, idle, deadline)
                 .await
                 .unwrap_or(BodyEnd::TimedOut)
         }
         Framing::Chunked => {
             let relay = relay_chunked(from, buf, &to.stream, last, moved);
-            within(relay, last, idle, deadline)
+            within(relay, timer, last, idle, deadline)
                 .await
                 .unwrap_or(BodyEnd::TimedOut)
         }

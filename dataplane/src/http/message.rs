@@ -116,9 +116,11 @@ pub struct Response {
 }
 
 /// Headers to be written out, produced on demand (lower-case names), so that a codec
-/// writes them straight into its output without an intermediate list.
+/// writes them straight into its output without an intermediate list. Dispatched
+/// statically: a codec's head writer is compiled for each source, and the per-header
+/// callback inlines into it.
 pub trait HeaderSource {
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
+    fn for_each(&self, f: impl FnMut(&[u8], &[u8]));
 }
 
 /// A request as it goes upstream, before its headers.

@@ -35,7 +35,7 @@ pub fn write_framing(out: &mut Vec<u8>, framing: Framing) {
 
 /// An upstream request head: request line, `host`, the headers, the framing header, and the
 /// upgrade the client asked for.
-pub fn request_head(out: &mut Vec<u8>, r: &RequestOut<'_>, headers: &dyn HeaderSource) {
+pub fn request_head(out: &mut Vec<u8>, r: &RequestOut<'_>, headers: &impl HeaderSource) {
     out.extend_from_slice(r.method);
     out.push(b' ');
     out.extend_from_slice(r.path);
@@ -46,7 +46,7 @@ pub fn request_head(out: &mut Vec<u8>, r: &RequestOut<'_>, headers: &dyn HeaderS
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(r.authority);
     out.extend_from_slice(b"\r\n");
-    headers.for_each(&mut |n, v| write_header(out, n, v));
+    headers.for_each(|n, v| write_header(out, n, v));
     write_framing(out, r.framing);
     if let Some(u) = r.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
@@ -71,7 +71,7 @@ pub fn response_head(
     out: &mut Vec<u8>,
     status: u16,
     reason: Option<&[u8]>,
-    headers: &dyn HeaderSource,
+    headers: &impl HeaderSource,
     framing: Framing,
     content_length: Option<&[u8]>,
     connection: ConnectionHeader,
@@ -81,7 +81,7 @@ pub fn response_head(
         status,
         reason.unwrap_or(default_reason(status).as_bytes()),
     );
-    headers.for_each(&mut |n, v| write_header(out, n, v));
+    headers.for_each(|n, v| write_header(out, n, v));
     match (framing, content_length) {
         (Framing::Empty, Some(n)) => write_header(out, b"content-length", n),
         (framing, _) => write_framing(out, framing),
@@ -97,8 +97,19 @@ pub fn response_head(
 /// `HTTP/1.1 <status> <reason>\r\n`.
 pub fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(status));
-    out.push(b' ');
+    match status {
+        // Every status a parsed head or zerohop gives has three digits.
+        100..=999 => out.extend_from_slice(&[
+            b'0' + (status / 100) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+            b' ',
+        ]),
+        _ => {
+            push_decimal(out, u64::from(status));
+            out.push(b' ');
+        }
+    }
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
 }
@@ -182,6 +193,15 @@ pub fn local_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_lines() {
+        for s in [100, 200, 404, 599, 999, 42, 1000] {
+            let mut out = Vec::new();
+            status_line(&mut out, s, b"R");
+            assert_eq!(out, format!("HTTP/1.1 {s} R\r\n").as_bytes());
+        }
+    }
 
     #[test]
     fn decimals_and_reasons() {

@@ -76,8 +76,12 @@ fn header_ranges(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Header> {
 /// branch-free pass the compiler vectorises; anything else (a partial head, an oversized
 /// one, a broken rule) goes to [`head_end_exact`], which names the first rule broken.
 fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HeadError> {
+    // Built once: `memmem::find` would build a searcher for the needle on every call
+    // (about 400 instructions, twice per proxied request).
+    static EMPTY_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
     if !buf.starts_with(b"\r\n") {
-        if let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4) {
+        if let Some(end) = EMPTY_LINE.find(buf).map(|i| i + 4) {
             if end - 2 < limits.max_head_bytes && line_endings_clean(&buf[..end]) {
                 return Ok(Some(end));
             }

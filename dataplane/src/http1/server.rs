@@ -264,7 +264,7 @@ impl ServerConn {
         out: &mut Vec<u8>,
         status: u16,
         reason: Option<&[u8]>,
-        headers: &dyn HeaderSource,
+        headers: &impl HeaderSource,
         framing: Framing,
         content_length: Option<&[u8]>,
         connection: ConnectionHeader,

@@ -13,21 +13,33 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use zerohop_proto::stats::Counter;
 
-use crate::config::{Generation, TcpPlan};
-use crate::conn::Tracked;
+use crate::config::Terminal;
+use crate::conn::{Accepted, Tracked};
 use crate::net::pump::{pump, Ctx, End};
 use crate::net::sys;
+use crate::shard::config::ShardConfig;
 use crate::shard::listeners::BoundListener;
 use crate::shard::Shard;
 
-/// Serves one downstream connection whose filter chain ends in the tcp_proxy `tcp`.
+/// Serves one downstream connection accepted on listener `index` of `gen`, whose filter
+/// chain `chain` ends in a tcp_proxy.
 pub async fn serve(
-    shard: &Shard,
-    tcp: &TcpPlan,
-    gen: &Generation,
-    listener: &BoundListener,
-    down: TcpStream,
+    gen: std::rc::Rc<ShardConfig>,
+    index: usize,
+    chain: usize,
+    listener: std::rc::Rc<BoundListener>,
+    accepted: Accepted,
 ) {
+    let Terminal::Tcp(tcp) = &gen.listeners[index].chains[chain].terminal else {
+        unreachable!("dispatched to the tcp_proxy of a tcp_proxy chain")
+    };
+    let Accepted {
+        stream: down,
+        guard,
+        ..
+    } = accepted;
+    let shard: &Shard = guard.shard();
+    let listener: &BoundListener = &listener;
     let stats = shard.stats;
     let cluster = gen.pick_target(&tcp.proxy.targets, &tcp.pick, &shard.rng);
     let Some(addr) = shard.upstreams.pick(cluster, &shard.rng) else {

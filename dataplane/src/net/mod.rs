@@ -113,33 +113,3 @@ impl Pools {
         }
     }
 }
-
-/// Connects to an upstream endpoint within the cluster's `connect_timeout`, counting the
-/// outcome (`upstream_cx_total`, `_connect_fail`, `_connect_timeout`) and logging a failure
-/// with `listener` and the cluster named. The stream comes back non-blocking with
-/// TCP_NODELAY: connected through the ring it would be blocking, and splice needs
-/// O_NONBLOCK on both ends.
-pub async fn connect_upstream(
-    stats: crate::stats::ShardStats,
-    listener: &str,
-    cluster: &zerohop_proto::Cluster,
-    addr: std::net::SocketAddr,
-) -> Option<monoio::net::TcpStream> {
-    use zerohop_proto::stats::Counter;
-    let connect = monoio::net::TcpStream::connect_addr(addr);
-    let (counter, why) = match monoio::time::timeout(cluster.connect_timeout, connect).await {
-        Ok(Ok(s)) => {
-            stats.inc(Counter::UpstreamCxTotal);
-            let _ = s.set_nodelay(true);
-            match sys::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&s)) {
-                Ok(()) => return Some(s),
-                Err(e) => (Counter::UpstreamCxConnectFail, format!("O_NONBLOCK: {e}")),
-            }
-        }
-        Ok(Err(e)) => (Counter::UpstreamCxConnectFail, e.to_string()),
-        Err(_) => (Counter::UpstreamCxConnectTimeout, "timed out".to_owned()),
-    };
-    stats.inc(counter);
-    log::debug!("{listener}: connect to {addr} ({}): {why}", cluster.name);
-    None
-}

@@ -20,8 +20,9 @@ use zerohop_proto::Forward;
 use crate::config::{ClusterPlan, Generation};
 use crate::error::{Kind, ProxyError};
 use crate::http::body::StreamedBody;
+use crate::http::hcm::headers::RequestHeaders;
 use crate::http::info::StreamInfo;
-use crate::http::message::{Framing, HeaderSource, Request, RequestOut, Response};
+use crate::http::message::{Framing, Request, RequestOut, Response};
 use crate::route::{Action, Route};
 use crate::shard::Shard;
 use crate::upstream::UpstreamConn;
@@ -44,7 +45,7 @@ pub struct Outgoing<'a> {
     pub req: &'a Request,
     pub route: &'a Route,
     pub forward: &'a Forward,
-    pub headers: &'a dyn HeaderSource,
+    pub headers: &'a RequestHeaders<'a>,
     /// How the body goes upstream (a buffering filter may have changed it).
     pub framing: Framing,
     pub body: RequestBody<'a>,
@@ -85,7 +86,7 @@ pub async fn forward<'g>(
     let stats = shard.stats;
     let cluster: &'g ClusterPlan = gen.pick_target(&out.forward.targets, pick, &shard.rng);
     info.upstream_cluster = Some(&cluster.cluster.name);
-    let Some(endpoint) = shard.upstreams.pick(&cluster, &shard.rng) else {
+    let Some(endpoint) = shard.upstreams.pick(cluster, &shard.rng) else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         return Err(Kind::NoHealthyUpstream.into());
     };
@@ -146,7 +147,7 @@ pub async fn forward<'g>(
             break Err(e);
         }
         if let RequestBody::Stream(body) = &mut out.body {
-            match conn.send_body(body).await {
+            match conn.send_body(body, timer.as_mut()).await {
                 Ok(n) => info.bytes_received += n,
                 Err(e) => break Err(e),
             }
@@ -165,7 +166,6 @@ pub async fn forward<'g>(
             .await;
         match read {
             Ok(resp) => {
-                info.upstream_response_at = Some(Instant::now());
                 break Ok(Exchange {
                     resp,
                     buf,

@@ -180,13 +180,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<BoundListener>, socket: TcpL
                         let cfg = shard.config();
                         match listener.index_in(&cfg) {
                             Some(index) => {
-                                monoio::spawn(crate::conn::serve(
-                                    shard.clone(),
-                                    cfg,
-                                    index,
-                                    listener.clone(),
-                                    stream,
-                                ));
+                                crate::conn::dispatch(&shard, cfg, index, listener.clone(), stream)
                             }
                             None => drop(stream), // removed in this generation; its socket closes soon
                         }

@@ -62,7 +62,7 @@ impl<'r> RequestHeaders<'r> {
 }
 
 impl RequestHeaders<'_> {
-    fn each<'a>(&'a self, emit: &mut dyn FnMut(&'a [u8], Cow<'a, [u8]>)) {
+    fn each<'a>(&'a self, mut emit: impl FnMut(&'a [u8], Cow<'a, [u8]>)) {
         let req = self.req;
         let raw = &req.raw[..];
         let (mut xff_seen, mut xfp_seen, mut id_seen) = (false, false, false);
@@ -118,13 +118,13 @@ impl RequestHeaders<'_> {
 }
 
 impl HeaderSource for RequestHeaders<'_> {
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+    fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
         match self.edits {
             // Nothing to edit: straight out, no list.
-            None => self.each(&mut |n, v| f(n, &v)),
+            None => self.each(|n, v| f(n, &v)),
             Some(edits) => {
                 let mut list: HeaderList = Vec::with_capacity(self.req.headers.len() + 3);
-                self.each(&mut |n, v| list.push((n, v)));
+                self.each(|n, v| list.push((n, v)));
                 apply_edits(&mut list, edits, false);
                 for (n, v) in &list {
                     f(n, v);
@@ -147,7 +147,7 @@ pub struct ResponseHeaders<'r> {
 }
 
 impl ResponseHeaders<'_> {
-    fn each<'a>(&'a self, emit: &mut dyn FnMut(&'a [u8], &'a [u8])) {
+    fn each<'a>(&'a self, mut emit: impl FnMut(&'a [u8], &'a [u8])) {
         let (resp, raw) = (self.resp, self.raw);
         for h in &resp.headers {
             let n = &raw[h.name.clone()];
@@ -163,12 +163,12 @@ impl ResponseHeaders<'_> {
 }
 
 impl HeaderSource for ResponseHeaders<'_> {
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+    fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
         match self.edits {
-            None => self.each(&mut |n, v| f(n, v)),
+            None => self.each(f),
             Some(edits) => {
                 let mut list: HeaderList = Vec::with_capacity(self.resp.headers.len() + 2);
-                self.each(&mut |n, v| list.push((n, Cow::Borrowed(v))));
+                self.each(|n, v| list.push((n, Cow::Borrowed(v))));
                 apply_edits(&mut list, edits, true);
                 for (n, v) in &list {
                     f(n, v);
@@ -188,21 +188,20 @@ pub fn local_address() -> std::net::IpAddr {
 /// A random (version 4) UUID from the shard's generator, in its text form.
 pub fn write_request_id(rng: &Rng, out: &mut [u8; 36]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// Where each byte's two hex digits go, around the dashes of 8-4-4-4-12.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let (a, b) = (rng.next_u64(), rng.next_u64());
     let a = (a & !0xf000) | 0x4000; // version 4
     let b = (b & !(0xc << 60)) | (0x8 << 60); // variant 10
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&a.to_be_bytes());
     bytes[8..].copy_from_slice(&b.to_be_bytes());
-    let mut o = 0;
-    for (i, byte) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[o] = b'-';
-            o += 1;
-        }
-        out[o] = HEX[usize::from(byte >> 4)];
-        out[o + 1] = HEX[usize::from(byte & 0xf)];
-        o += 2;
+    for (byte, at) in bytes.into_iter().zip(AT) {
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    for dash in [8, 13, 18, 23] {
+        out[dash] = b'-';
     }
 }
 

@@ -23,6 +23,7 @@ use zerohop_proto::stats::Counter;
 use crate::config::{HttpPlan, Terminal};
 use crate::conn::{Accepted, Tracked};
 use crate::error::Kind;
+use crate::http::info::StreamInfo;
 use crate::http1::head::Limits;
 use crate::http1::server::{far_future, Incoming, ServerConn};
 use crate::shard::config::ShardConfig;
@@ -33,15 +34,17 @@ pub use stream::{count_status, Stream};
 /// Serves one downstream connection whose filter chain ends in the connection manager
 /// `http`, of generation `cfg`.
 pub async fn serve(
-    shard: Rc<Shard>,
     mut cfg: Rc<ShardConfig>,
     listener: Rc<BoundListener>,
     mut http: Arc<HttpPlan>,
     accepted: Accepted,
 ) {
     let Accepted {
-        stream, mut facts, ..
+        stream,
+        mut facts,
+        guard,
     } = accepted;
+    let shard: &Shard = guard.shard();
     let _ = stream.set_nodelay(true);
     // Only the downstream socket is registered for the drain deadline: upstream connections
     // change per request (idle ones belong to the shard's pool), and shutting the downstream
@@ -94,7 +97,7 @@ pub async fn serve(
                 });
                 log::debug!("{}: refused a request: {e}", listener.name);
                 if let Some((status, why)) = e.local_reply() {
-                    count_status(&shard, status);
+                    count_status(shard, status);
                     down.local_reply(status, why, &[], true).await;
                 }
                 return;
@@ -107,8 +110,9 @@ pub async fn serve(
                 None => follow = false,
             }
         }
+        let mut info = StreamInfo::new(down.last.get(), req.raw.len());
         let keep = Stream {
-            shard: &shard,
+            shard,
             gen: &cfg,
             http: &http,
             down: &mut down,
@@ -116,8 +120,16 @@ pub async fn serve(
             peer_ip: peer_ip.as_deref(),
             draining: &listener.stop_accepting,
         }
-        .serve(&req)
+        .serve(&req, &mut info)
         .await;
+        log::trace!(
+            "{} {} -> {:?} {} {}",
+            String::from_utf8_lossy(req.method()),
+            req.path(),
+            info.response_code,
+            info.response_code_details,
+            info.flags.short_names()
+        );
         down.head = req.raw; // its allocation serves the next request
         if !keep {
             return;

@@ -66,27 +66,10 @@ impl std::fmt::Debug for Stream<'_> {
 }
 
 impl<'a> Stream<'a> {
-    /// Serves `req`; returns whether the connection stays open for the next request.
-    pub async fn serve(mut self, req: &Request) -> bool {
-        let stats = self.shard.stats;
-        stats.inc(Counter::DownstreamRqTotal);
-        let mut info = StreamInfo::new(self.down.last.get(), req.raw.len());
-        let (keep, info) = {
-            let keep = self.route_and_serve(req, &mut info).await;
-            (keep, info)
-        };
-        log::trace!(
-            "{} {} -> {:?} {} {}",
-            String::from_utf8_lossy(req.method()),
-            req.path(),
-            info.response_code,
-            info.response_code_details,
-            info.flags.short_names()
-        );
-        keep
-    }
-
-    async fn route_and_serve(&mut self, req: &Request, info: &mut StreamInfo<'a>) -> bool {
+    /// Serves `req`, recording what happened in `info`; returns whether the connection
+    /// stays open for the next request.
+    pub async fn serve(mut self, req: &Request, info: &mut StreamInfo<'a>) -> bool {
+        self.shard.stats.inc(Counter::DownstreamRqTotal);
         let http: &'a HttpPlan = self.http;
         let route = {
             let headers = |n: &str| req.header(n);
@@ -209,9 +192,15 @@ impl<'a> Stream<'a> {
                 u64::from(max),
                 &down.last,
             );
-            body::within(read, &down.last, hcm.stream_idle_timeout, deadline)
-                .await
-                .unwrap_or(Err(BodyEnd::TimedOut))
+            body::within(
+                read,
+                self.timer.as_mut(),
+                &down.last,
+                hcm.stream_idle_timeout,
+                deadline,
+            )
+            .await
+            .unwrap_or(Err(BodyEnd::TimedOut))
         };
         self.down.buf = buf;
         match read {
@@ -291,7 +280,8 @@ impl<'a> Stream<'a> {
             if ok {
                 self.down.buf.clear();
                 let idle = self.http.manager.stream_idle_timeout;
-                crate::l4::proxy(shard, &self.down.stream, &up.stream, idle).await;
+                // Boxed: a tunnel's pumps and idle timer are rare on this path.
+                Box::pin(crate::l4::proxy(shard, &self.down.stream, &up.stream, idle)).await;
             }
             return false;
         }
@@ -332,7 +322,15 @@ impl<'a> Stream<'a> {
         count_status(shard, resp.status);
         ubuf.drain(..resp.len);
         // A small body (up to 64 KiB) is read whole and goes out with the head, in one send.
-        match body::read_small(&up.stream, &mut ubuf, resp.framing, SMALL_BODY, deadline).await {
+        let small = body::read_small(
+            &up.stream,
+            &mut ubuf,
+            resp.framing,
+            SMALL_BODY,
+            deadline,
+            self.timer.as_mut(),
+        );
+        match small.await {
             Ok(true) => {
                 let Framing::Length(n) = resp.framing else {
                     unreachable!("read_small reads Content-Length bodies")
@@ -388,11 +386,11 @@ impl<'a> Stream<'a> {
             resp.framing,
             idle,
             deadline,
+            self.timer.as_mut(),
             &mut moved,
         )
         .await;
         info.bytes_sent += moved;
-        info.end = Some(Instant::now());
         let leftover = !ubuf.is_empty();
         shard.pools.give_vec(ubuf);
         match end {
@@ -455,7 +453,6 @@ impl<'a> Stream<'a> {
         let close = close || self.draining.fired();
         count_status(self.shard, status);
         info.response_code = Some(status);
-        info.end = Some(Instant::now());
         let sent = self.down.local_reply(status, body, extra, close).await;
         sent && !close
     }

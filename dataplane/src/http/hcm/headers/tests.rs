@@ -34,9 +34,9 @@ fn request(headers: &[(&str, &str)]) -> Request {
     }
 }
 
-fn collect(src: &dyn HeaderSource) -> Vec<(String, String)> {
+fn collect(src: &impl HeaderSource) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    src.for_each(&mut |n, v| {
+    src.for_each(|n, v| {
         out.push((
             String::from_utf8_lossy(n).into_owned(),
             String::from_utf8_lossy(v).into_owned(),
