@@ -4,7 +4,8 @@
 //!   endpoints each: 100,000 at the top size), over many updates (SIGHUP to zerohop, which
 //!   passes it to control; each update changes one endpoint weight). The latency is the
 //!   segment's own record: the last shard's `applied_ns` minus `published_ns`, both
-//!   CLOCK_MONOTONIC.
+//!   CLOCK_MONOTONIC. Beside it, the event-loop time a shard spent taking each generation
+//!   up (each shard records it in its ack line; the largest is reported).
 //! - memory of both processes at each size, and the data plane's RSS after 100 swaps
 //!   against its RSS after the first (is a retired snapshot's memory returned?).
 //! - p99 of an open-loop echo exchange through the proxy at a fixed rate, with a config change
@@ -71,8 +72,8 @@ impl Proxy {
     }
 
     /// Rewrites the config and sends SIGHUP; returns the publish->applied latency of the
-    /// resulting generation.
-    pub fn update(&self, yaml: &str) -> Duration {
+    /// resulting generation and the longest time a shard's event loop spent taking it up.
+    pub fn update(&self, yaml: &str) -> (Duration, Duration) {
         let seg = self.segment();
         let before = seg.current_generation();
         std::fs::write(&self.config, yaml).unwrap();
@@ -83,11 +84,13 @@ impl Proxy {
         loop {
             let g = seg.current_generation();
             if g > before && seg.all_applied(g) {
-                let last = (0..seg.active_shards())
-                    .map(|s| seg.shard_ack(s).2)
-                    .max()
-                    .unwrap_or(0);
-                return Duration::from_nanos(last.saturating_sub(seg.published_ns()));
+                let shards = 0..seg.active_shards();
+                let last = shards.clone().map(|s| seg.shard_ack(s).2).max().unwrap_or(0);
+                let busy = shards.map(|s| seg.shard_apply_busy_ns(s)).max().unwrap_or(0);
+                return (
+                    Duration::from_nanos(last.saturating_sub(seg.published_ns())),
+                    Duration::from_nanos(busy),
+                );
             }
             assert!(Instant::now() < deadline, "update not applied");
             std::thread::sleep(Duration::from_micros(200));

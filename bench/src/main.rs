@@ -387,29 +387,34 @@ fn config_report(o: &Opts) -> String {
     );
     let _ = writeln!(
         r,
-        "| clusters | endpoints | publish->applied p50 | p99 | max | zerohop RSS | control RSS |"
+        "| clusters | endpoints | publish->applied p50 | p99 | max | shard event-loop time per generation p50 | p99 | max | zerohop RSS | control RSS |"
     );
-    let _ = writeln!(r, "|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(r, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &o.sizes {
         // (the table below is empty with --sizes none)
         let front = free_addr();
         let proxy = config::Proxy::start(&o.zerohop, &config::yaml(n, 10, front, echo, 0), front);
-        let mut lat: Vec<Duration> = (1..=o.updates)
+        let (mut lat, mut busy): (Vec<Duration>, Vec<Duration>) = (1..=o.updates)
             .map(|i| {
                 eprint!("\r{n} clusters: update {i}/{}   ", o.updates);
                 proxy.update(&config::yaml(n, 10, front, echo, i))
             })
-            .collect();
+            .unzip();
         eprintln!();
         lat.sort();
-        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+        busy.sort();
+        let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
         let _ = writeln!(
             r,
-            "| {n} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} MiB | {:.1} MiB |",
+            "| {n} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} us | {:.0} us | {:.0} us | {:.1} MiB | {:.1} MiB |",
             n * 10,
-            ms(pct(0.5)),
-            ms(pct(0.99)),
+            ms(pct(&lat, 0.5)),
+            ms(pct(&lat, 0.99)),
             ms(*lat.last().unwrap()),
+            us(pct(&busy, 0.5)),
+            us(pct(&busy, 0.99)),
+            us(*busy.last().unwrap()),
             config::rss_mib(proxy.pid()),
             config::rss_mib(proxy.control_pid()),
         );
@@ -475,10 +480,14 @@ fn config_report(o: &Opts) -> String {
     let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
     let _ = writeln!(r, "{}", row("no config changes", &steady));
     let _ = writeln!(r, "{}", row("a change every second", &churn));
+    let ratio = |q: f64| {
+        churn.value_at_quantile(q) as f64 / steady.value_at_quantile(q).max(1) as f64
+    };
     let _ = writeln!(
         r,
-        "\np99 with churn / without: {:.2}x",
-        churn.value_at_quantile(0.99) as f64 / steady.value_at_quantile(0.99).max(1) as f64
+        "\nWith churn / without: p99 {:.2}x, p99.9 {:.2}x",
+        ratio(0.99),
+        ratio(0.999)
     );
     r
 }
