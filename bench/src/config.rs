@@ -85,8 +85,15 @@ impl Proxy {
             let g = seg.current_generation();
             if g > before && seg.all_applied(g) {
                 let shards = 0..seg.active_shards();
-                let last = shards.clone().map(|s| seg.shard_ack(s).2).max().unwrap_or(0);
-                let busy = shards.map(|s| seg.shard_apply_busy_ns(s)).max().unwrap_or(0);
+                let last = shards
+                    .clone()
+                    .map(|s| seg.shard_ack(s).2)
+                    .max()
+                    .unwrap_or(0);
+                let busy = shards
+                    .map(|s| seg.shard_apply_busy_ns(s))
+                    .max()
+                    .unwrap_or(0);
                 return (
                     Duration::from_nanos(last.saturating_sub(seg.published_ns())),
                     Duration::from_nanos(busy),

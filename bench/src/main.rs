@@ -480,9 +480,8 @@ fn config_report(o: &Opts) -> String {
     let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
     let _ = writeln!(r, "{}", row("no config changes", &steady));
     let _ = writeln!(r, "{}", row("a change every second", &churn));
-    let ratio = |q: f64| {
-        churn.value_at_quantile(q) as f64 / steady.value_at_quantile(q).max(1) as f64
-    };
+    let ratio =
+        |q: f64| churn.value_at_quantile(q) as f64 / steady.value_at_quantile(q).max(1) as f64;
     let _ = writeln!(
         r,
         "\nWith churn / without: p99 {:.2}x, p99.9 {:.2}x",

@@ -53,6 +53,8 @@ pub enum Kind {
     MalformedRequest(&'static str),
     /// The request head exceeded `max_request_headers_kb` or `max_headers_count`: 431.
     HeadersTooLarge,
+    /// An HTTP/1.0 request to a connection manager without `accept_http_10`: 426, as Envoy.
+    Http10NotAccepted,
     /// The head did not arrive within `request_headers_timeout`: 408.
     RequestHeadersTimeout,
     /// The body did not arrive within `request_timeout` or `stream_idle_timeout`: 408.
@@ -94,6 +96,7 @@ impl ProxyError {
         let (fault, retry) = match kind {
             MalformedRequest(_)
             | HeadersTooLarge
+            | Http10NotAccepted
             | RequestHeadersTimeout
             | RequestTimeout
             | MalformedBody
@@ -117,6 +120,7 @@ impl ProxyError {
         Some(match self.kind {
             MalformedRequest(why) => (400, why),
             HeadersTooLarge => (431, "request header fields too large"),
+            Http10NotAccepted => (426, "Upgrade Required"),
             RequestHeadersTimeout => (408, "request header read timeout"),
             RequestTimeout => (408, "request timeout"),
             MalformedBody => (400, "malformed chunked body"),
@@ -143,6 +147,7 @@ impl ProxyError {
         match self.kind {
             MalformedRequest(_) | MalformedBody => "http1.codec_error",
             HeadersTooLarge => "http1.headers_too_large",
+            Http10NotAccepted => "http1.codec_error",
             RequestHeadersTimeout => "request_header_timeout",
             RequestTimeout => "stream_idle_timeout",
             PayloadTooLarge => "request_payload_too_large",
@@ -162,7 +167,7 @@ impl ProxyError {
     pub fn response_flag(&self) -> ResponseFlags {
         use Kind::*;
         match self.kind {
-            MalformedRequest(_) | HeadersTooLarge | MalformedBody => {
+            MalformedRequest(_) | HeadersTooLarge | Http10NotAccepted | MalformedBody => {
                 ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR
             }
             RequestHeadersTimeout | RequestTimeout => ResponseFlags::STREAM_IDLE_TIMEOUT,

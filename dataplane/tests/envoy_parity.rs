@@ -118,24 +118,48 @@ fn the_fixture_routes_as_envoy_routes_it() {
     );
 }
 
+/// Routes of the default virtual host that override the buffer filter per route
+/// (`typed_per_filter_config`): off by `BufferPerRoute.disabled`, off by the generic
+/// `FilterConfig.disabled`, and a smaller limit of its own.
+const PER_ROUTE_BUFFER: &str = r#"              - name: no-buffer
+                match: { prefix: "/no-buffer" }
+                route: { cluster: a }
+                typed_per_filter_config:
+                  envoy.filters.http.buffer: { "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, disabled: true }
+              - name: generic-off
+                match: { prefix: "/generic-off" }
+                route: { cluster: a }
+                typed_per_filter_config:
+                  envoy.filters.http.buffer: { "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true }
+              - name: small-buffer
+                match: { prefix: "/small-buffer" }
+                route: { cluster: a }
+                typed_per_filter_config:
+                  envoy.filters.http.buffer: { "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, buffer: { max_request_bytes: 100 } }
+              - name: catch-all
+"#;
+
 /// The buffer filter, before the router: whole bodies upstream with a content-length (chunked
-/// ones decoded), 413 past `max_request_bytes`.
+/// ones decoded), 413 past `max_request_bytes`; and its per-route overrides.
 #[test]
 fn the_buffer_filter_buffers_and_refuses_as_envoy_does() {
     if !envoy::available() {
         return;
     }
     let (a, b) = (upstream("a"), upstream("b"));
-    let yaml = fixture(a.addr, b.addr).replacen(
-        "          - name: envoy.filters.http.router\n",
-        "          - name: envoy.filters.http.buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 1000\n          - name: envoy.filters.http.router\n",
-        1,
-    );
+    let yaml = fixture(a.addr, b.addr)
+        .replacen(
+            "          - name: envoy.filters.http.router\n",
+            "          - name: envoy.filters.http.buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 1000\n          - name: envoy.filters.http.router\n",
+            1,
+        )
+        .replacen("              - name: catch-all\n", PER_ROUTE_BUFFER, 1);
     let zerohop = Proxy::start(&yaml);
     let (_envoy, envoy_addr) = start_envoy(&yaml);
-    let chunked = |sizes: &[usize]| {
+    let chunked_to = |path: &str, sizes: &[usize]| {
         let mut r =
-            b"POST /up HTTP/1.1\r\nhost: other\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            format!("POST {path} HTTP/1.1\r\nhost: other\r\ntransfer-encoding: chunked\r\n\r\n")
+                .into_bytes();
         for &n in sizes {
             r.extend_from_slice(format!("{n:x}\r\n").as_bytes());
             r.extend(std::iter::repeat_n(b'c', n));
@@ -144,18 +168,44 @@ fn the_buffer_filter_buffers_and_refuses_as_envoy_does() {
         r.extend_from_slice(b"0\r\n\r\n");
         r
     };
-    let sized = |n: usize| {
-        let mut r =
-            format!("POST /up HTTP/1.1\r\nhost: other\r\ncontent-length: {n}\r\n\r\n").into_bytes();
+    let chunked = |sizes: &[usize]| chunked_to("/up", sizes);
+    let sized_to = |path: &str, n: usize| {
+        let mut r = format!("POST {path} HTTP/1.1\r\nhost: other\r\ncontent-length: {n}\r\n\r\n")
+            .into_bytes();
         r.extend(std::iter::repeat_n(b's', n));
         r
     };
+    let sized = |n: usize| sized_to("/up", n);
     let requests: Vec<(&str, Vec<u8>)> = vec![
         ("chunked 1000", chunked(&[400, 600])),
         ("chunked 1200", chunked(&[400, 400, 400])),
         ("content-length 1000", sized(1000)),
         ("content-length 1001", sized(1001)),
         ("empty chunked", chunked(&[])),
+        (
+            "route disabled, chunked 1200",
+            chunked_to("/no-buffer", &[400, 400, 400]),
+        ),
+        (
+            "route disabled, content-length 1500",
+            sized_to("/no-buffer", 1500),
+        ),
+        (
+            "FilterConfig disabled, chunked 1200",
+            chunked_to("/generic-off", &[600, 600]),
+        ),
+        (
+            "route limit 100, content-length 100",
+            sized_to("/small-buffer", 100),
+        ),
+        (
+            "route limit 100, content-length 101",
+            sized_to("/small-buffer", 101),
+        ),
+        (
+            "route limit 100, chunked 150",
+            chunked_to("/small-buffer", &[75, 75]),
+        ),
     ];
     let observe = |r: &Response| {
         let up = r.upstream_headers();
@@ -187,4 +237,76 @@ fn the_buffer_filter_buffers_and_refuses_as_envoy_does() {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+/// HTTP/1.0, as Envoy's codec takes it: refused with 426 unless the connection manager's
+/// `http_protocol_options.accept_http_10`; then one request per connection, and a request
+/// without Host routed with `default_host_for_http_10`.
+#[test]
+fn http10_is_refused_or_served_as_envoy_does() {
+    if !envoy::available() {
+        return;
+    }
+    let (a, b) = (upstream("a"), upstream("b"));
+    let base = fixture(a.addr, b.addr);
+    let accepting = base.replacen(
+        "          use_remote_address: true\n",
+        "          use_remote_address: true\n          http_protocol_options: { accept_http_10: true, default_host_for_http_10: api.example.com }\n",
+        1,
+    );
+    let requests: [(&str, &[u8]); 6] = [
+        (
+            "direct response, keep-alive",
+            b"GET /direct HTTP/1.0\r\nhost: other\r\nconnection: keep-alive\r\n\r\n",
+        ),
+        (
+            "with Host",
+            b"GET /v1/x HTTP/1.0\r\nhost: x.example.com\r\n\r\n",
+        ),
+        ("without Host", b"GET /v1/x HTTP/1.0\r\n\r\n"),
+        (
+            "keep-alive asked",
+            b"GET /v1/x HTTP/1.0\r\nconnection: keep-alive\r\n\r\n",
+        ),
+        (
+            "no route",
+            b"GET /nowhere HTTP/1.0\r\nhost: api.example.com\r\nconnection: Keep-Alive\r\n\r\n",
+        ),
+        (
+            "chunked response",
+            b"GET /chunked-response HTTP/1.0\r\nhost: other\r\n\r\n",
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (name, yaml) in [("default", &base), ("accept_http_10", &accepting)] {
+        let zerohop = Proxy::start(yaml);
+        let (_envoy, envoy_addr) = start_envoy(yaml);
+        for (what, req) in requests {
+            let observe = |addr: SocketAddr| {
+                let mut c = Client::connect(addr);
+                let r = c.raw(req).expect("an answer");
+                let closed = c.closed_within(Duration::from_secs(3));
+                let upstream = r.header("x-upstream").map(str::to_owned);
+                let body = match &upstream {
+                    Some(_) => r.upstream_request_line(),
+                    None => r.text(),
+                };
+                let framing = (
+                    r.header("content-length").is_some(),
+                    r.header("transfer-encoding"),
+                );
+                format!(
+                    "{} {} {upstream:?} {body:?} connection {:?} framing {framing:?} closed {closed}",
+                    r.version,
+                    r.status,
+                    r.header("connection")
+                )
+            };
+            let (z, e) = (observe(zerohop.addr("web")), observe(envoy_addr));
+            if z != e {
+                mismatches.push(format!("{name}, {what}:\n  envoy:   {e}\n  zerohop: {z}"));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n"));
 }

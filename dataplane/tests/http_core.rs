@@ -33,7 +33,11 @@ impl Core {
         let b = zerohop_control::config::load(yaml, zerohop_control::config::Format::Yaml)
             .expect("a valid config");
         let n = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.slots.lock().unwrap().build(n, b.snapshot).expect("builds")
+        self.slots
+            .lock()
+            .unwrap()
+            .build(n, b.snapshot)
+            .expect("builds")
     }
 
     /// Hands the shard a new generation (it takes it up at its next look).
@@ -50,11 +54,8 @@ impl Core {
 /// Serves `yaml`'s first listener (on a port of its own) while `test` runs on another
 /// thread with it.
 fn with_core(yaml: &str, test: impl FnOnce(&Core) + Send + 'static) {
-    let counters: &'static [AtomicU64] = Vec::leak(
-        (0..Counter::ALL.len())
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-    );
+    let counters: &'static [AtomicU64] =
+        Vec::leak((0..Counter::ALL.len()).map(|_| AtomicU64::new(0)).collect());
     let mut core = Core {
         addr: "127.0.0.1:0".parse().unwrap(),
         latest: Box::leak(Box::new(Latest::new(Arc::new(
@@ -122,13 +123,23 @@ fn a_request_is_routed_rewritten_and_forwarded() {
         let value = |n: &str| up.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         assert_eq!(value("x-forwarded-proto").as_deref(), Some("http"));
         assert_eq!(value("x-request-id").map(|v| v.len()), Some(36));
-        assert_eq!(r.header("x-proxied-by"), Some("mesh"), "route configuration edit");
+        assert_eq!(
+            r.header("x-proxied-by"),
+            Some("mesh"),
+            "route configuration edit"
+        );
         // The same connection, another virtual host.
         let r = c.get("x.example.com", "/any", &[]);
         assert_eq!(r.header("x-upstream"), Some("b"));
-        assert!(r.upstream_headers().contains(&("host".into(), "rewritten.internal".into())));
+        assert!(r
+            .upstream_headers()
+            .contains(&("host".into(), "rewritten.internal".into())));
         assert_eq!(core.count(Counter::DownstreamRqTotal), 2);
-        assert_eq!(core.count(Counter::UpstreamCxReused), 0, "two clusters, no reuse");
+        assert_eq!(
+            core.count(Counter::UpstreamCxReused),
+            0,
+            "two clusters, no reuse"
+        );
     });
 }
 
@@ -187,8 +198,8 @@ fn a_bodiless_request_that_meets_a_closed_pooled_connection_is_sent_again() {
         let mut c = Client::connect(core.addr);
         assert_eq!(c.get("api.example.com", "/v1/x", &[]).status, 200);
         std::thread::sleep(Duration::from_millis(50)); // the upstream's close arrives
-        // Pooled less than 200 ms ago, so reused unchecked: the send or the read fails, and
-        // the router's retry state sends it again on a new connection.
+                                                       // Pooled less than 200 ms ago, so reused unchecked: the send or the read fails, and
+                                                       // the router's retry state sends it again on a new connection.
         let r = c.get("api.example.com", "/v1/y", &[]);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.text(), "ok");
@@ -207,7 +218,9 @@ fn a_bodiless_request_that_meets_a_closed_pooled_connection_is_sent_again() {
 const BUFFER: &str = "          - name: buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 1000\n          - name: envoy.filters.http.router\n";
 
 fn chunked(n: usize) -> Vec<u8> {
-    let mut req = b"POST /v1/b HTTP/1.1\r\nhost: api.example.com\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let mut req =
+        b"POST /v1/b HTTP/1.1\r\nhost: api.example.com\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
     req.extend_from_slice(format!("{n:x}\r\n").as_bytes());
     req.extend(std::iter::repeat_n(b'x', n));
     req.extend_from_slice(b"\r\n0\r\n\r\n");
@@ -229,7 +242,10 @@ fn the_filter_chain_runs_before_the_router_and_routes_override_it() {
         let r = c.raw(&chunked(600)).unwrap();
         assert_eq!(r.status, 200);
         let text = r.text().to_ascii_lowercase();
-        assert!(text.contains("content-length: 600") && !text.contains("transfer-encoding"), "{text}");
+        assert!(
+            text.contains("content-length: 600") && !text.contains("transfer-encoding"),
+            "{text}"
+        );
         let r = c.raw(&chunked(1500)).unwrap();
         assert_eq!(r.status, 413);
         assert_eq!(core.count(Counter::DownstreamRqTooLarge), 1);
@@ -237,14 +253,21 @@ fn the_filter_chain_runs_before_the_router_and_routes_override_it() {
         // The route disables the filter (typed_per_filter_config): the body streams as sent,
         // larger than the limit.
         let disabled = "                route: { cluster: a, prefix_rewrite: \"/\" }\n                typed_per_filter_config:\n                  buffer: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, disabled: true }\n";
-        let y = yaml.replacen("                route: { cluster: a, prefix_rewrite: \"/\" }\n", disabled, 1);
+        let y = yaml.replacen(
+            "                route: { cluster: a, prefix_rewrite: \"/\" }\n",
+            disabled,
+            1,
+        );
         core.reload(&y);
         std::thread::sleep(Duration::from_millis(50));
         let mut c = Client::connect(core.addr);
         let r = c.raw(&chunked(1500)).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         let text = r.text().to_ascii_lowercase();
-        assert!(text.contains("transfer-encoding: chunked") && text.contains("body-bytes: 1500"), "{text}");
+        assert!(
+            text.contains("transfer-encoding: chunked") && text.contains("body-bytes: 1500"),
+            "{text}"
+        );
     });
 }
 
@@ -255,10 +278,20 @@ fn keep_alive_connections_route_each_request_with_the_newest_generation() {
     let config = yaml.clone();
     with_core(&config, move |core| {
         let mut c = Client::connect(core.addr);
-        assert_eq!(c.get("api.example.com", "/v1/", &[]).header("x-upstream"), Some("a"));
+        assert_eq!(
+            c.get("api.example.com", "/v1/", &[]).header("x-upstream"),
+            Some("a")
+        );
         // The same route now goes to cluster b.
-        core.reload(&yaml.replacen("route: { cluster: a, prefix_rewrite: \"/\" }", "route: { cluster: b, prefix_rewrite: \"/\" }", 1));
+        core.reload(&yaml.replacen(
+            "route: { cluster: a, prefix_rewrite: \"/\" }",
+            "route: { cluster: b, prefix_rewrite: \"/\" }",
+            1,
+        ));
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(c.get("api.example.com", "/v1/", &[]).header("x-upstream"), Some("b"));
+        assert_eq!(
+            c.get("api.example.com", "/v1/", &[]).header("x-upstream"),
+            Some("b")
+        );
     });
 }

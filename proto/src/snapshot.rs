@@ -313,9 +313,22 @@ pub struct HttpManager {
     /// when false both are passed through (`x-forwarded-proto` is added only if absent), as
     /// Envoy does.
     pub use_remote_address: bool,
+    /// `http_protocol_options`: what the HTTP/1.1 codec accepts.
+    pub http1: Http1Options,
     /// `http_filters`, in order; the router is always the last.
     pub http_filters: Vec<HttpFilter>,
     pub route_config: RouteConfig,
+}
+
+/// `HttpConnectionManager.http_protocol_options` (`Http1ProtocolOptions`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http1Options {
+    /// `accept_http_10`: serve HTTP/1.0 requests (one per connection). Envoy's default is
+    /// false: they are answered 426 Upgrade Required.
+    pub accept_http_10: bool,
+    /// `default_host_for_http_10`: the host an HTTP/1.0 request without one is routed (and
+    /// forwarded) with.
+    pub default_host_for_http_10: Option<String>,
 }
 
 /// `HttpConnectionManager.codec_type`.

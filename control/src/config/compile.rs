@@ -365,8 +365,19 @@ fn protocol_options(c: &DynamicMessage, path: &str) -> Result<(UpstreamHttp, boo
             continue;
         };
         let options = unpack_any(any).map_err(|e| ConfigError::at(at.clone(), e))?;
-        http2 = msg(&options, "explicit_http_config")
-            .is_some_and(|e| e.has_field_by_name("http2_protocol_options"));
+        let explicit = msg(&options, "explicit_http_config");
+        http2 = explicit.is_some_and(|e| e.has_field_by_name("http2_protocol_options"));
+        if let Some(h1) = explicit.and_then(|e| msg(e, "http_protocol_options")) {
+            if let Some((field, _)) = h1.fields().next() {
+                return Err(ConfigError::at(
+                    format!(
+                        "{at}.explicit_http_config.http_protocol_options.{}",
+                        field.name()
+                    ),
+                    "not supported by zerohop on an upstream (HTTP/1.1 is spoken to it as is)",
+                ));
+            }
+        }
         let Some(common) = msg(&options, "common_http_protocol_options") else {
             continue;
         };

@@ -207,8 +207,37 @@ pub(super) fn http_manager(
         request_timeout: timeout(hcm, "request_timeout", path, None)?,
         generate_request_id: bool_value(hcm, "generate_request_id", true),
         use_remote_address: bool_value(hcm, "use_remote_address", false),
+        http1: http1_options(hcm, path)?,
         http_filters,
         route_config,
+    })
+}
+
+/// `http_protocol_options`: HTTP/1.0 acceptance, as Envoy's codec takes it (426 Upgrade
+/// Required without `accept_http_10`).
+fn http1_options(hcm: &DynamicMessage, path: &str) -> Result<Http1Options, ConfigError> {
+    let Some(o) = msg(hcm, "http_protocol_options") else {
+        return Ok(Http1Options::default());
+    };
+    let accept_http_10 = plain_bool(o, "accept_http_10");
+    let default_host = Some(string(o, "default_host_for_http_10")).filter(|h| !h.is_empty());
+    if default_host.is_some() && !accept_http_10 {
+        return Err(ConfigError::at(
+            format!("{path}.http_protocol_options.default_host_for_http_10"),
+            "needs accept_http_10: true",
+        ));
+    }
+    if let Some(h) = &default_host {
+        if h.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(ConfigError::at(
+                format!("{path}.http_protocol_options.default_host_for_http_10"),
+                format!("{h:?} is not a host"),
+            ));
+        }
+    }
+    Ok(Http1Options {
+        accept_http_10,
+        default_host_for_http_10: default_host,
     })
 }
 

@@ -145,7 +145,11 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
         &["http2_protocol_options", "http_protocol_options"],
     ),
-    ("envoy.config.core.v3.Http1ProtocolOptions", &[]),
+    // On the connection manager; compile refuses them in a cluster's options.
+    (
+        "envoy.config.core.v3.Http1ProtocolOptions",
+        &["accept_http_10", "default_host_for_http_10"],
+    ),
     (
         "envoy.config.endpoint.v3.ClusterLoadAssignment",
         &["cluster_name", "endpoints"],
@@ -175,6 +179,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "request_timeout",
             "generate_request_id",
             "use_remote_address",
+            "http_protocol_options",
         ],
     ),
     (

@@ -109,8 +109,13 @@ impl ChainSelector {
         narrow(&mut c, |i| {
             prefix_score(&m[i].direct_source_prefix_ranges, peer_ip)
         });
-        // 7. source type.
-        let local_source = peer_ip.is_loopback() || peer_ip == local_ip;
+        // 7. source type: as Envoy's, "loopback" is 127.0.0.1 or ::1 exactly, not all of
+        // 127/8.
+        let loopback = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+            IpAddr::V6(v6) => v6 == std::net::Ipv6Addr::LOCALHOST,
+        };
+        let local_source = loopback(peer_ip) || peer_ip == local_ip;
         narrow(&mut c, |i| match m[i].source_type {
             SourceType::Any => Some(0),
             SourceType::SameIpOrLoopback if local_source => Some(1),

@@ -96,6 +96,46 @@ pub async fn relay_chunked(
     }
 }
 
+/// A chunked body from `buf` and then `from`, validated and passed on decoded (its
+/// payload only, trailers dropped), for a peer that cannot take chunks; `moved` counts the
+/// payload bytes.
+pub async fn relay_dechunked(
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    to: &TcpStream,
+    last: &Cell<Instant>,
+    moved: &mut u64,
+) -> BodyEnd {
+    let mut dec = ChunkedDecoder::default();
+    loop {
+        let mut at = 0;
+        while !dec.is_done() {
+            match dec.decode(&buf[at..]) {
+                Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
+                Ok(step) => {
+                    if let Some(p) = step.payload {
+                        let payload = &buf[at + p.start..at + p.end];
+                        if send_all(to, payload).await.is_err() {
+                            return BodyEnd::Sink;
+                        }
+                        *moved += payload.len() as u64;
+                    }
+                    at += step.consumed;
+                }
+                Err(e) => return BodyEnd::Source(Some(e)),
+            }
+        }
+        buf.drain(..at);
+        if dec.is_done() {
+            return BodyEnd::Done;
+        }
+        match recv_into(from, buf, false, READ_CHUNK).await {
+            Ok(0) | Err(_) => return BodyEnd::Source(None),
+            Ok(_) => last.set(Instant::now()),
+        }
+    }
+}
+
 /// A whole body, from `buf` and then `from` (what follows it stays in `buf`): a
 /// Content-Length body as sent, a chunked one decoded (its trailers dropped). `Err(Sink)`
 /// once it passes `max` bytes.
@@ -308,7 +348,8 @@ pub async fn read_small(
 
 /// Relays a response body from the upstream's HTTP/1.1 connection to the client's, under
 /// the route timeout (`deadline`) and the stream idle timeout, on the connection's `timer`;
-/// `moved` counts its bytes.
+/// `moved` counts its bytes. A chunked body goes on as sent, or decoded when the client
+/// cannot take chunks (HTTP/1.0).
 #[allow(clippy::too_many_arguments)] // Reason: the two ends and what bounds the relay.
 pub async fn relay_response(
     shard: &crate::shard::Shard,
@@ -328,6 +369,12 @@ pub async fn relay_response(
             *moved += n;
             let ctx = pump_ctx(shard, last, Counter::DownstreamCxTxBytes);
             let relay = relay_length(&ctx, from, buf, &to.stream, n);
+            within(relay, timer, last, idle, deadline)
+                .await
+                .unwrap_or(BodyEnd::TimedOut)
+        }
+        Framing::Chunked if to.version == crate::http::message::Version::Http10 => {
+            let relay = relay_dechunked(from, buf, &to.stream, last, moved);
             within(relay, timer, last, idle, deadline)
                 .await
                 .unwrap_or(BodyEnd::TimedOut)

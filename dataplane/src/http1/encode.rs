@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::http::message::{Framing, HeaderSource, RequestOut};
+use crate::http::message::{Framing, HeaderSource, RequestOut, Version};
 
 /// A `name: value` line.
 pub fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -66,9 +66,13 @@ pub enum ConnectionHeader {
 
 /// A response head relayed downstream: status line (the upstream's reason phrase, else the
 /// standard one), the headers, then the framing header, `content_length` for a bodiless
-/// response that declared one (HEAD, 304), and the connection header.
+/// response that declared one (HEAD, 304), and the connection header. To an HTTP/1.0 client
+/// the status line says HTTP/1.0 and a kept connection says `connection: keep-alive`, as
+/// Envoy's codec answers.
+#[allow(clippy::too_many_arguments)] // Reason: the parts of a status line and head.
 pub fn response_head(
     out: &mut Vec<u8>,
+    version: Version,
     status: u16,
     reason: Option<&[u8]>,
     headers: &impl HeaderSource,
@@ -78,6 +82,7 @@ pub fn response_head(
 ) {
     status_line(
         out,
+        version,
         status,
         reason.unwrap_or(default_reason(status).as_bytes()),
     );
@@ -86,17 +91,27 @@ pub fn response_head(
         (Framing::Empty, Some(n)) => write_header(out, b"content-length", n),
         (framing, _) => write_framing(out, framing),
     }
-    match connection {
-        ConnectionHeader::Upgrade => out.extend_from_slice(b"connection: upgrade\r\n"),
-        ConnectionHeader::Close => out.extend_from_slice(b"connection: close\r\n"),
-        ConnectionHeader::KeepAlive => {}
-    }
+    connection_header(out, version, connection);
     out.extend_from_slice(b"\r\n");
 }
 
-/// `HTTP/1.1 <status> <reason>\r\n`.
-pub fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
-    out.extend_from_slice(b"HTTP/1.1 ");
+fn connection_header(out: &mut Vec<u8>, version: Version, connection: ConnectionHeader) {
+    match (connection, version) {
+        (ConnectionHeader::Upgrade, _) => out.extend_from_slice(b"connection: upgrade\r\n"),
+        (ConnectionHeader::Close, _) => out.extend_from_slice(b"connection: close\r\n"),
+        (ConnectionHeader::KeepAlive, Version::Http10) => {
+            out.extend_from_slice(b"connection: keep-alive\r\n")
+        }
+        (ConnectionHeader::KeepAlive, Version::Http11) => {}
+    }
+}
+
+/// `HTTP/1.1 <status> <reason>\r\n` (or HTTP/1.0).
+pub fn status_line(out: &mut Vec<u8>, version: Version, status: u16, reason: &[u8]) {
+    out.extend_from_slice(match version {
+        Version::Http11 => b"HTTP/1.1 ",
+        Version::Http10 => b"HTTP/1.0 ",
+    });
     match status {
         // Every status a parsed head or zerohop gives has three digits.
         100..=999 => out.extend_from_slice(&[
@@ -158,6 +173,7 @@ pub fn default_reason(status: u16) -> &'static str {
         404 => "Not Found",
         408 => "Request Timeout",
         413 => "Payload Too Large",
+        426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -170,21 +186,24 @@ pub fn default_reason(status: u16) -> &'static str {
 /// A whole response zerohop makes itself: status line, `content-type: text/plain` when
 /// there is a body, its length, `extra` headers, `connection: close` when asked, the body.
 pub fn local_response(
+    version: Version,
     status: u16,
     body: &str,
     extra: &[(&[u8], Cow<'_, [u8]>)],
     close: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + body.len());
-    status_line(&mut out, status, default_reason(status).as_bytes());
+    status_line(&mut out, version, status, default_reason(status).as_bytes());
     if !body.is_empty() {
         out.extend_from_slice(b"content-type: text/plain\r\n");
     }
     write_framing(&mut out, Framing::Length(body.len() as u64));
     write_headers(&mut out, extra);
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    let connection = match close {
+        true => ConnectionHeader::Close,
+        false => ConnectionHeader::KeepAlive,
+    };
+    connection_header(&mut out, version, connection);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
     out
@@ -198,7 +217,7 @@ mod tests {
     fn status_lines() {
         for s in [100, 200, 404, 599, 999, 42, 1000] {
             let mut out = Vec::new();
-            status_line(&mut out, s, b"R");
+            status_line(&mut out, Version::Http11, s, b"R");
             assert_eq!(out, format!("HTTP/1.1 {s} R\r\n").as_bytes());
         }
     }
@@ -220,12 +239,23 @@ mod tests {
 
     #[test]
     fn a_local_response_is_delimited() {
-        let r = local_response(404, "", &[(b"x-a", Cow::Borrowed(b"1"))], true);
+        let r = local_response(
+            Version::Http11,
+            404,
+            "",
+            &[(b"x-a", Cow::Borrowed(b"1"))],
+            true,
+        );
         assert_eq!(
             r,
             b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nx-a: 1\r\nconnection: close\r\n\r\n"
         );
-        let r = local_response(503, "no healthy upstream", &[], false);
+        let r = local_response(Version::Http11, 503, "no healthy upstream", &[], false);
         assert!(r.ends_with(b"content-length: 19\r\n\r\nno healthy upstream"));
+        let r = local_response(Version::Http10, 200, "", &[], false);
+        assert_eq!(
+            r,
+            b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n"
+        );
     }
 }

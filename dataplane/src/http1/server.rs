@@ -22,6 +22,7 @@ use crate::error::{Kind, ProxyError};
 use crate::http::message::{has_token, Framing, HeaderSource, Request, Version};
 use crate::net::ring;
 use crate::stats::ShardStats;
+use zerohop_proto::Http1Options;
 
 /// Bytes read at a time into a head buffer.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -53,6 +54,8 @@ pub struct ServerConn {
     pub head: Vec<u8>,
     /// The last time bytes moved either way (the stream idle timeout reads it).
     pub last: Cell<Instant>,
+    /// The protocol of the request being served: what its responses are written in.
+    pub version: Version,
 }
 
 impl ServerConn {
@@ -62,6 +65,7 @@ impl ServerConn {
             buf: Vec::with_capacity(4096),
             head: Vec::new(),
             last: Cell::new(Instant::now()),
+            version: Version::Http11,
         }
     }
 
@@ -73,6 +77,7 @@ impl ServerConn {
         &mut self,
         mut timer: Pin<&mut Sleep>,
         limits: &Limits,
+        options: &Http1Options,
         idle_timeout: Option<Duration>,
         headers_timeout: Option<Duration>,
         draining: impl Fn() -> bool,
@@ -87,7 +92,7 @@ impl ServerConn {
         }
         loop {
             match head::parse_request(&self.buf, limits) {
-                Ok(Some(h)) => return self.take_request(h).map(Incoming::Request),
+                Ok(Some(h)) => return self.take_request(h, options).map(Incoming::Request),
                 Ok(None) => {}
                 Err(HeadError::TooLarge) => return Err(Kind::HeadersTooLarge.into()),
                 Err(HeadError::Malformed(why)) => return Err(Kind::MalformedRequest(why).into()),
@@ -151,8 +156,21 @@ impl ServerConn {
 
     /// Copies the request head out of the buffer (into the connection's head allocation),
     /// consumes it there, and reads what the layers above need from it.
-    fn take_request(&mut self, h: RequestHead) -> Result<Request, ProxyError> {
+    fn take_request(
+        &mut self,
+        h: RequestHead,
+        options: &Http1Options,
+    ) -> Result<Request, ProxyError> {
         let malformed = |why| ProxyError::new(Kind::MalformedRequest(why));
+        if h.minor_version == 0 && !options.accept_http_10 {
+            self.buf.drain(..h.len);
+            self.version = Version::Http11;
+            return Err(Kind::Http10NotAccepted.into());
+        }
+        self.version = match h.minor_version {
+            0 => Version::Http10,
+            _ => Version::Http11,
+        };
         let mut raw = std::mem::take(&mut self.head);
         raw.clear();
         raw.extend_from_slice(&self.buf[..h.len]);
@@ -197,7 +215,15 @@ impl ServerConn {
         }
         let host = match authority.or(host_header) {
             Some(r) if !r.is_empty() => r,
-            _ if h.minor_version == 0 => 0..0,
+            _ if h.minor_version == 0 => match &options.default_host_for_http_10 {
+                // Appended to the head's bytes, so that it routes and goes upstream as if sent.
+                Some(d) => {
+                    let start = raw.len();
+                    raw.extend_from_slice(d.as_bytes());
+                    start..raw.len()
+                }
+                None => return Err(malformed("missing Host header")),
+            },
             _ => return Err(malformed("missing Host header")),
         };
         if std::str::from_utf8(&raw[host.clone()]).is_err() {
@@ -211,8 +237,12 @@ impl ServerConn {
             ),
             None => (path_and_query, None),
         };
-        // HTTP/1.0 clients get one request per connection.
-        let close = h.minor_version == 0 || has_token(&raw, &connection, b"close");
+        // HTTP/1.0 keeps the connection only when asked to (`keep-alive`), HTTP/1.1 unless
+        // asked not to (RFC 9112 section 9.3).
+        let close = match h.minor_version {
+            0 => !has_token(&raw, &connection, b"keep-alive"),
+            _ => has_token(&raw, &connection, b"close"),
+        };
         let upgrade = if has_token(&raw, &connection, b"upgrade") {
             headers
                 .iter()
@@ -253,7 +283,7 @@ impl ServerConn {
         extra: &[(&[u8], std::borrow::Cow<'_, [u8]>)],
         close: bool,
     ) -> bool {
-        let out = super::encode::local_response(status, body, extra, close);
+        let out = super::encode::local_response(self.version, status, body, extra, close);
         self.send_all(&out).await.is_ok()
     }
 
@@ -271,6 +301,7 @@ impl ServerConn {
     ) {
         super::encode::response_head(
             out,
+            self.version,
             status,
             reason,
             headers,

@@ -204,6 +204,8 @@ fn serve(name: &str, s: TcpStream, requests: &AtomicUsize) {
 /// A response as a client sees it.
 #[derive(Debug)]
 pub struct Response {
+    /// The status line's protocol, e.g. `HTTP/1.1`.
+    pub version: String,
     pub status: u16,
     /// Lower-case names.
     pub headers: Vec<(String, String)>,
@@ -278,6 +280,7 @@ impl Client {
         if self.r.read_line(&mut line).ok()? == 0 {
             return None;
         }
+        let version = line.split(' ').next()?.to_owned();
         let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
         let mut headers = Vec::new();
         loop {
@@ -315,6 +318,7 @@ impl Client {
             self.r.read_to_end(&mut body).ok()?;
         }
         Some(Response {
+            version,
             status,
             headers,
             body,

@@ -151,6 +151,7 @@ fn http_listener() -> Listener {
         request_timeout: None,
         generate_request_id: true,
         use_remote_address: false,
+        http1: Http1Options::default(),
         http_filters: vec![
             HttpFilter {
                 name: "buffer".into(),

@@ -57,6 +57,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
             request_timeout: None,
             generate_request_id: true,
             use_remote_address: false,
+            http1: Http1Options::default(),
             http_filters: vec![HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config: HttpFilterConfig::Router,

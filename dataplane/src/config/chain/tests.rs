@@ -165,6 +165,11 @@ fn source_type_ports_and_direct_source() {
     let s = ChainSelector::new(&chains, false);
     assert_eq!(s.select(&facts("10.0.0.1:80", "127.0.0.1:5")), Some(0));
     assert_eq!(
+        s.select(&facts("10.0.0.1:80", "127.0.0.2:4001")),
+        Some(2),
+        "as Envoy's, only 127.0.0.1 is loopback"
+    );
+    assert_eq!(
         s.select(&facts("10.0.0.1:80", "10.0.0.1:5")),
         Some(0),
         "same IP"

@@ -76,6 +76,7 @@ pub async fn serve(
             .read_request(
                 timer.as_mut(),
                 &limits,
+                &hcm.http1,
                 hcm.idle_timeout,
                 hcm.request_headers_timeout,
                 draining,

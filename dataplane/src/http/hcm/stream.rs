@@ -30,7 +30,7 @@ use crate::http::body::{self, BodyEnd};
 use crate::http::filter::{self, Chain, Decisions, Status};
 use crate::http::hcm::headers::{RequestHeaders, ResponseHeaders};
 use crate::http::info::{ResponseFlags, StreamInfo};
-use crate::http::message::{Framing, Request};
+use crate::http::message::{Framing, Request, Version};
 use crate::http1::encode::ConnectionHeader;
 use crate::http1::server::ServerConn;
 use crate::net::sys;
@@ -121,7 +121,9 @@ impl<'a> Stream<'a> {
             let e = ProxyError::new(Kind::NoRoute);
             info.flags.insert(e.response_flag());
             info.response_code_details = e.details();
-            return self.local(404, "", &[], close_after_local, info).await;
+            // HTTP/1.0 keeps no connection past a local error (as Envoy's codec).
+            let close = close_after_local || req.version == Version::Http10;
+            return self.local(404, "", &[], close, info).await;
         };
         match &route.action {
             Action::Direct { status, body } => {
@@ -286,7 +288,14 @@ impl<'a> Stream<'a> {
             return false;
         }
 
-        let close = req.close || self.draining.fired() || resp.framing == Framing::UntilClose;
+        // An HTTP/1.0 client cannot take chunks: the body goes to it decoded, delimited by the
+        // connection's end.
+        let dechunk = req.version == Version::Http10 && resp.framing == Framing::Chunked;
+        let framing_out = match dechunk {
+            true => Framing::UntilClose,
+            false => resp.framing,
+        };
+        let close = req.close || self.draining.fired() || framing_out == Framing::UntilClose;
         let mut out = shard.pools.take_vec();
         out.reserve(resp.len + 64);
         {
@@ -314,7 +323,7 @@ impl<'a> Stream<'a> {
                 resp.status,
                 resp.reason.clone().map(|r| &ubuf[r]),
                 &headers,
-                resp.framing,
+                framing_out,
                 content_length,
                 connection,
             );
