@@ -521,11 +521,11 @@ pub(crate) fn listener(
         let chain = filter_chain(c, &cpath, clusters, routes)?;
         if let Some(j) = filter_chains
             .iter()
-            .position(|o: &FilterChain| o.matcher == chain.matcher)
+            .position(|o: &FilterChain| overlap(&o.matcher, &chain.matcher))
         {
             return Err(ConfigError::at(
                 format!("{cpath}.filter_chain_match"),
-                format!("multiple filter chains with the same matching rules are defined (filter_chains[{j}] has the same)"),
+                format!("multiple filter chains with overlapping matching rules are defined (filter_chains[{j}] takes the same connections by the same criteria)"),
             ));
         }
         filter_chains.push(chain);
@@ -558,6 +558,24 @@ pub(crate) fn listener(
         filter_chains,
         default_filter_chain,
     })
+}
+
+/// Whether two matches share a combination of criteria, as Envoy checks it: each list
+/// criterion stands for each of its values (an empty one for "any"), and two chains that
+/// name the same value at every criterion would both take the same connections.
+fn overlap(a: &FilterChainMatch, b: &FilterChainMatch) -> bool {
+    fn common<T: PartialEq>(x: &[T], y: &[T]) -> bool {
+        (x.is_empty() && y.is_empty()) || x.iter().any(|v| y.contains(v))
+    }
+    a.destination_port == b.destination_port
+        && common(&a.prefix_ranges, &b.prefix_ranges)
+        && common(&a.server_names, &b.server_names)
+        && a.transport_protocol == b.transport_protocol
+        && common(&a.application_protocols, &b.application_protocols)
+        && common(&a.direct_source_prefix_ranges, &b.direct_source_prefix_ranges)
+        && a.source_type == b.source_type
+        && common(&a.source_prefix_ranges, &b.source_prefix_ranges)
+        && common(&a.source_ports, &b.source_ports)
 }
 
 const HTTP_INSPECTOR: &str = "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";

@@ -266,12 +266,6 @@ fn http_filters(hcm: &DynamicMessage, fpath: &str) -> Result<Vec<HttpFilter>, Co
                 format!("{kind} must be the last HTTP filter"),
             ));
         }
-        if out.iter().any(|o| o.name == name) {
-            return Err(ConfigError::at(
-                format!("{at}.name"),
-                format!("duplicate HTTP filter name {name:?}"),
-            ));
-        }
         let any = msg(f, "typed_config").ok_or_else(|| {
             ConfigError::at(at.clone(), format!("{} needs a typed_config", kind.name))
         })?;

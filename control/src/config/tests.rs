@@ -487,7 +487,19 @@ fn filter_chain_errors_name_the_field() {
         (
             chains_config(&format!("{}{}", chain("{ destination_port: 80 }"), chain("{ destination_port: 80 }")), ""),
             "filter_chains[1].filter_chain_match",
-            "same matching rules",
+            "overlapping matching rules",
+        ),
+        (
+            chains_config(
+                &format!(
+                    "{}{}",
+                    chain("{ source_prefix_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 8 }, { address_prefix: 11.0.0.0, prefix_len: 8 }] }"),
+                    chain("{ source_prefix_ranges: [{ address_prefix: 11.0.0.0, prefix_len: 8 }] }"),
+                ),
+                "",
+            ),
+            "filter_chains[1].filter_chain_match",
+            "overlapping matching rules",
         ),
         (
             chains_config(&chain("{ prefix_ranges: [{ address_prefix: 10.0.0.0, prefix_len: 33 }] }"), ""),
