@@ -572,7 +572,10 @@ fn overlap(a: &FilterChainMatch, b: &FilterChainMatch) -> bool {
         && common(&a.server_names, &b.server_names)
         && a.transport_protocol == b.transport_protocol
         && common(&a.application_protocols, &b.application_protocols)
-        && common(&a.direct_source_prefix_ranges, &b.direct_source_prefix_ranges)
+        && common(
+            &a.direct_source_prefix_ranges,
+            &b.direct_source_prefix_ranges,
+        )
         && a.source_type == b.source_type
         && common(&a.source_prefix_ranges, &b.source_prefix_ranges)
         && common(&a.source_ports, &b.source_ports)
