@@ -379,8 +379,9 @@ pub enum FilterOverride {
     /// `envoy.config.route.v3.FilterConfig` with `disabled: true`, or a filter's own
     /// "disabled" form (`BufferPerRoute.disabled`): the filter does nothing on this route.
     Disabled,
-    /// `BufferPerRoute.buffer`.
-    Buffer(BufferConfig),
+    /// The filter runs with this configuration on this route instead of its own
+    /// (`BufferPerRoute.buffer`: a `Buffer`).
+    Config(HttpFilterConfig),
 }
 
 /// `envoy.config.route.v3.RouteConfiguration`.

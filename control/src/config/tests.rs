@@ -584,9 +584,9 @@ fn typed_per_filter_config_compiles_at_each_level() {
     let api = &rc.virtual_hosts[0];
     assert_eq!(
         api.per_filter[0].config,
-        FilterOverride::Buffer(BufferConfig {
+        FilterOverride::Config(HttpFilterConfig::Buffer(BufferConfig {
             max_request_bytes: 9
-        })
+        }))
     );
     assert_eq!(api.routes[0].per_filter[0].filter, "buf");
     assert_eq!(api.routes[0].per_filter[0].config, FilterOverride::Disabled);

@@ -135,9 +135,9 @@ fn http_listener() -> Listener {
         headers: edits.clone(),
         per_filter: vec![PerFilterConfig {
             filter: "buffer".into(),
-            config: FilterOverride::Buffer(BufferConfig {
+            config: FilterOverride::Config(HttpFilterConfig::Buffer(BufferConfig {
                 max_request_bytes: 10,
-            }),
+            })),
         }],
     };
     let http = NetworkFilter::Http(HttpManager {

@@ -48,10 +48,8 @@ fn config(buffer: &DynamicMessage, path: &str) -> Result<BufferConfig, ConfigErr
 /// oneof requires).
 fn per_route(p: &DynamicMessage, path: &str) -> Result<FilterOverride, ConfigError> {
     if let Some(b) = msg(p, "buffer") {
-        return Ok(FilterOverride::Buffer(config(
-            b,
-            &format!("{path}.buffer"),
-        )?));
+        let own = config(b, &format!("{path}.buffer"))?;
+        return Ok(FilterOverride::Config(HttpFilterConfig::Buffer(own)));
     }
     match p.get_field_by_name("disabled").as_deref() {
         Some(prost_reflect::Value::Bool(true)) => Ok(FilterOverride::Disabled),

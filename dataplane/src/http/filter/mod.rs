@@ -1,24 +1,25 @@
 //! The connection manager's HTTP filters, in their configured order, the router last.
 //!
-//! A filter acts in phases, like Envoy's decoder and encoder filters:
+//! A filter acts in phases, like Envoy's decoder and encoder filters (the [`Filter`] trait;
+//! each phase's default does nothing):
 //!
-//! - [`on_request_headers`](Chain::on_request_headers): the request head, after routing
-//!   (filters see the route and its per-filter overrides). A filter may answer locally, or
-//!   ask for the whole body before the request goes on ([`Decisions::buffer_body`]).
-//! - [`on_request_body`](Chain::on_request_body): the whole body, once it was buffered.
-//!   Note that it is called only when some filter asked for the body: bodies otherwise
-//!   stream (or splice) from the client to the upstream without passing through filters.
-//! - [`on_response_headers`](Chain::on_response_headers): the response head, in reverse
-//!   order, before it goes downstream.
+//! - `on_request_headers`: the request head, after routing (filters see the route and its
+//!   per-filter overrides). A filter may answer locally, or ask for the whole body before
+//!   the request goes on ([`Decisions::buffer_body`]).
+//! - `on_request_body`: the whole body, once it was buffered. Note that it is called only
+//!   when some filter asked for the body: bodies otherwise stream (or splice) from the
+//!   client to the upstream without passing through filters.
+//! - `on_response_headers`: the response head, in reverse order, before it goes
+//!   downstream.
 //!
-//! Each phase has a default that does nothing; a filter implements the ones it needs. The
-//! router is not in this chain: it is the terminal step the stream runs after it
-//! (`crate::router`). Dispatch is a `match` over the configured filter kinds, not a boxed
-//! trait object per request. A route may disable a filter or override its configuration
-//! (`typed_per_filter_config`), resolved when the route table was built.
+//! The router is not in this chain: it is the terminal step the stream runs after it
+//! (`crate::router`). Dispatch is a `match` over the configured filter kinds, generated from
+//! the [`registry!`] below, not a boxed trait object per request. A route may disable a
+//! filter or give it a configuration of its own (`typed_per_filter_config`), resolved when
+//! the route table was built.
 //!
-//! Adding a filter: its file here, its variant in `HttpFilterConfig` (proto), its arm in
-//! each phase it implements below.
+//! Adding a filter: its file here implementing [`Filter`], its line in the registry, and
+//! its variant in the snapshot's `HttpFilterConfig`.
 
 pub mod buffer;
 
@@ -52,11 +53,63 @@ pub struct Ctx<'a> {
     pub stats: ShardStats,
 }
 
-/// A filter's configuration for this request: the route's override, or its own.
-enum Effective<'c> {
-    Disabled,
-    Config(&'c HttpFilterConfig),
-    Buffer(&'c zerohop_proto::BufferConfig),
+/// An HTTP filter: its configuration type and the phases it acts in.
+pub trait Filter {
+    type Config;
+
+    fn on_request_headers(_cfg: &Self::Config, _ctx: &Ctx<'_>, _d: &mut Decisions) -> Status {
+        Status::Continue
+    }
+
+    /// `framing` is how the body will be sent upstream; a filter may change it.
+    fn on_request_body(
+        _cfg: &Self::Config,
+        _ctx: &Ctx<'_>,
+        _body: &[u8],
+        _framing: &mut Framing,
+    ) -> Status {
+        Status::Continue
+    }
+
+    fn on_response_headers(_cfg: &Self::Config, _ctx: &Ctx<'_>, _resp: &Response) -> Status {
+        Status::Continue
+    }
+}
+
+/// The filters this data plane runs: `Variant => Type` for each `HttpFilterConfig` variant
+/// (the router excepted), generating each phase's dispatch.
+macro_rules! registry {
+    ($($variant:ident => $filter:ty,)*) => {
+        fn request_headers(cfg: &HttpFilterConfig, ctx: &Ctx<'_>, d: &mut Decisions) -> Status {
+            match cfg {
+                $(HttpFilterConfig::$variant(c) => <$filter>::on_request_headers(c, ctx, d),)*
+                HttpFilterConfig::Router => Status::Continue,
+            }
+        }
+
+        fn request_body(
+            cfg: &HttpFilterConfig,
+            ctx: &Ctx<'_>,
+            body: &[u8],
+            framing: &mut Framing,
+        ) -> Status {
+            match cfg {
+                $(HttpFilterConfig::$variant(c) => <$filter>::on_request_body(c, ctx, body, framing),)*
+                HttpFilterConfig::Router => Status::Continue,
+            }
+        }
+
+        fn response_headers(cfg: &HttpFilterConfig, ctx: &Ctx<'_>, resp: &Response) -> Status {
+            match cfg {
+                $(HttpFilterConfig::$variant(c) => <$filter>::on_response_headers(c, ctx, resp),)*
+                HttpFilterConfig::Router => Status::Continue,
+            }
+        }
+    };
+}
+
+registry! {
+    Buffer => buffer::Buffer,
 }
 
 /// The filters of one connection manager (the router excluded).
@@ -78,64 +131,56 @@ impl<'c> Chain<'c> {
         self.filters.is_empty()
     }
 
-    fn effective<'r>(&self, i: usize, route: Option<&'r Route>) -> Effective<'r>
+    /// Filter `i`'s configuration for this request: the route's override, its own, or
+    /// `None` when the route disables it.
+    fn config<'r>(&self, i: usize, route: Option<&'r Route>) -> Option<&'r HttpFilterConfig>
     where
         'c: 'r,
     {
         match route.and_then(|r| r.filter_override(i)) {
-            Some(FilterOverride::Disabled) => Effective::Disabled,
-            Some(FilterOverride::Buffer(b)) => Effective::Buffer(b),
-            None => Effective::Config(&self.filters[i].config),
+            Some(FilterOverride::Disabled) => None,
+            Some(FilterOverride::Config(c)) => Some(c),
+            None => Some(&self.filters[i].config),
         }
     }
 
-    pub fn on_request_headers(&self, ctx: &Ctx<'_>, d: &mut Decisions) -> Status {
-        for i in 0..self.filters.len() {
-            let status = match self.effective(i, ctx.route) {
-                Effective::Disabled => Status::Continue,
-                Effective::Buffer(b) | Effective::Config(HttpFilterConfig::Buffer(b)) => {
-                    buffer::on_request_headers(b, ctx, d)
+    /// Runs `phase` over the filters in `order`, stopping at the first that does not
+    /// continue.
+    fn run(
+        &self,
+        route: Option<&Route>,
+        order: impl Iterator<Item = usize>,
+        mut phase: impl FnMut(&HttpFilterConfig) -> Status,
+    ) -> Status {
+        for i in order {
+            if let Some(cfg) = self.config(i, route) {
+                let status = phase(cfg);
+                if status != Status::Continue {
+                    return status;
                 }
-                Effective::Config(HttpFilterConfig::Router) => Status::Continue,
-            };
-            if status != Status::Continue {
-                return status;
             }
         }
         Status::Continue
+    }
+
+    pub fn on_request_headers(&self, ctx: &Ctx<'_>, d: &mut Decisions) -> Status {
+        self.run(ctx.route, 0..self.filters.len(), |cfg| {
+            request_headers(cfg, ctx, d)
+        })
     }
 
     /// The whole request body, read because a filter asked; `framing` is how it will be
     /// sent upstream, which a filter may change.
     pub fn on_request_body(&self, ctx: &Ctx<'_>, body: &[u8], framing: &mut Framing) -> Status {
-        for i in 0..self.filters.len() {
-            let status = match self.effective(i, ctx.route) {
-                Effective::Disabled => Status::Continue,
-                Effective::Buffer(_) | Effective::Config(HttpFilterConfig::Buffer(_)) => {
-                    buffer::on_request_body(body, framing)
-                }
-                Effective::Config(HttpFilterConfig::Router) => Status::Continue,
-            };
-            if status != Status::Continue {
-                return status;
-            }
-        }
-        Status::Continue
+        self.run(ctx.route, 0..self.filters.len(), |cfg| {
+            request_body(cfg, ctx, body, framing)
+        })
     }
 
     /// The response head, filters in reverse order.
-    pub fn on_response_headers(&self, ctx: &Ctx<'_>, _resp: &Response) -> Status {
-        for i in (0..self.filters.len()).rev() {
-            let status = match self.effective(i, ctx.route) {
-                // The buffer filter leaves responses alone (the default of this phase).
-                Effective::Disabled | Effective::Buffer(_) | Effective::Config(_) => {
-                    Status::Continue
-                }
-            };
-            if status != Status::Continue {
-                return status;
-            }
-        }
-        Status::Continue
+    pub fn on_response_headers(&self, ctx: &Ctx<'_>, resp: &Response) -> Status {
+        self.run(ctx.route, (0..self.filters.len()).rev(), |cfg| {
+            response_headers(cfg, ctx, resp)
+        })
     }
 }
