@@ -283,7 +283,15 @@ impl<'a> Stream<'a> {
                 self.down.buf.clear();
                 let idle = self.http.manager.stream_idle_timeout;
                 // Boxed: a tunnel's pumps and idle timer are rare on this path.
-                Box::pin(crate::l4::proxy(shard, &self.down.stream, &up.stream, idle)).await;
+                let (down, up) = (&self.down.stream, &up.stream);
+                Box::pin(crate::net::tunnel::tunnel(
+                    &shard.pools,
+                    shard.stats,
+                    down,
+                    up,
+                    idle,
+                ))
+                .await;
             }
             return false;
         }
