@@ -8,8 +8,7 @@
 //!   up (each shard records it in its ack line; the largest is reported).
 //! - memory of both processes at each size, and the data plane's RSS after 100 swaps
 //!   against its RSS after the first (is a retired snapshot's memory returned?).
-//! - p99 of an open-loop echo exchange through the proxy at a fixed rate, with a config change
-//!   every second against the same run without changes.
+//! - traffic under config churn: see `churn.rs`.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -23,6 +22,7 @@ pub struct Proxy {
     child: Child,
     pub config: PathBuf,
     pub shm: PathBuf,
+    pub front: SocketAddr,
 }
 
 impl Drop for Proxy {
@@ -56,7 +56,12 @@ impl Proxy {
             assert!(Instant::now() < deadline, "zerohop did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Proxy { child, config, shm }
+        Proxy {
+            child,
+            config,
+            shm,
+            front,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -167,4 +172,92 @@ pub fn open_loop(
 
 pub fn rss_mib(pid: u32) -> f64 {
     procstat::rss_bytes(pid) as f64 / (1 << 20) as f64
+}
+
+/// A `zerohop --attach` on a segment this process publishes to in control's place: config
+/// changes that cost the data plane what they cost it, and nothing of control's parsing.
+pub struct Attached {
+    child: Child,
+    publisher: zerohop_control::publish::Publisher,
+    shm: PathBuf,
+    pub front: SocketAddr,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.shm);
+    }
+}
+
+impl Attached {
+    /// Publishes `yaml` (compiled here, as control would) and starts zerohop on the segment.
+    /// `None` when that zerohop does not serve it (a build with another segment layout).
+    pub fn start(zerohop: &Path, yaml: &str, front: SocketAddr) -> Option<Attached> {
+        let shm = PathBuf::from(format!(
+            "/dev/shm/zerohop-bench-attached-{}-{}",
+            std::process::id(),
+            front.port()
+        ));
+        let _ = std::fs::remove_file(&shm);
+        let publisher = zerohop_control::publish::Publisher::create_or_attach(
+            &shm,
+            zerohop_proto::shm::Geometry::default(),
+        )
+        .expect("create segment");
+        // The data plane attaches to a segment that holds a generation.
+        publisher
+            .publish_encoded(&encode(yaml), Duration::ZERO)
+            .expect("publish");
+        let mut attached = Attached {
+            child: Command::new(zerohop)
+                .args(["--attach", "--shm"])
+                .arg(&shm)
+                .args(["--log-level", "error"])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start zerohop"),
+            publisher,
+            shm,
+            front,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(front).is_err() {
+            if attached.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(attached)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.publisher.segment().current_generation()
+    }
+
+    /// Every shard applied the current generation (waiting up to a second for it).
+    pub fn all_applied(&self) -> bool {
+        matches!(
+            self.publisher
+                .wait_applied(self.generation(), Duration::from_secs(1)),
+            zerohop_control::publish::Applied::All(_)
+        )
+    }
+
+    /// Publishes an encoded snapshot and wakes the data plane, as control does.
+    pub fn publish(&self, bytes: &[u8]) {
+        self.publisher
+            .publish_encoded(bytes, Duration::from_secs(1))
+            .expect("publish");
+    }
+}
+
+/// `yaml` compiled and encoded as control publishes it.
+pub fn encode(yaml: &str) -> Vec<u8> {
+    let boot = zerohop_control::config::load(yaml, zerohop_control::config::Format::Yaml)
+        .expect("a config control accepts");
+    zerohop_proto::codec::encode(&boot.snapshot)
 }

@@ -4,6 +4,7 @@
 
 mod ads;
 mod chart;
+mod churn;
 mod config;
 mod gen;
 mod hopcost;
@@ -44,8 +45,9 @@ USAGE:
 
     `config` measures the live-configuration path: publish -> applied-by-every-shard latency
     for several config sizes (10 endpoints per cluster), the memory of both processes, the data
-    plane's RSS after many swaps, and the p99 of fixed-rate traffic with a config change every
-    second against the same traffic without changes.
+    plane's RSS after many swaps, and p99 / p99.9 of fixed-rate traffic with a reload or a config
+    change every second (through control, and published straight to the data plane) against the
+    same traffic without changes.
 
 OPTIONS (config):
         --sizes LIST       cluster counts, or `none` [default: 10,1000,10000]
@@ -53,6 +55,8 @@ OPTIONS (config):
         --swaps N          swaps for the memory-return check (1,000 clusters) [default: 100]
         --rate N           exchanges/s for the churn comparison [default: 1000]
         --churn-seconds N  length of each churn run; 0 skips it [default: 20]
+        --churn-rounds N   rounds of the churn arms (see bench/README.md) [default: 3]
+        --churn-clusters N clusters in the churn runs' config (10 endpoints each) [default: 1000]
 
 OPTIONS (l4):
         --seconds N        length of each measurement [default: 5]
@@ -75,6 +79,8 @@ struct Opts {
     swaps: usize,
     rate: f64,
     churn_seconds: f64,
+    churn_rounds: usize,
+    churn_clusters: usize,
     seconds: f64,
     rounds: usize,
     conns: usize,
@@ -100,6 +106,8 @@ fn parse() -> Result<Opts, lexopt::Error> {
         swaps: 100,
         rate: 1000.0,
         churn_seconds: 20.0,
+        churn_rounds: 3,
+        churn_clusters: 1000,
         seconds: 5.0,
         rounds: 3,
         conns: 50,
@@ -128,6 +136,8 @@ fn parse() -> Result<Opts, lexopt::Error> {
             Long("swaps") => o.swaps = p.value()?.parse()?,
             Long("rate") => o.rate = p.value()?.parse()?,
             Long("churn-seconds") => o.churn_seconds = p.value()?.parse()?,
+            Long("churn-rounds") => o.churn_rounds = p.value()?.parse()?,
+            Long("churn-clusters") => o.churn_clusters = p.value()?.parse()?,
             Long("rounds") => o.rounds = p.value()?.parse()?,
             Long("conns") => o.conns = p.value()?.parse()?,
             Long("size") => o.size = p.value()?.parse()?,
@@ -422,71 +432,43 @@ fn config_report(o: &Opts) -> String {
 
     // Is a retired snapshot's memory returned? Baseline after 10 warm-up swaps (two
     // generations have coexisted, allocator caches are filled), then `--swaps` more.
+    // (`--swaps 0` skips it: the churn runs alone read nothing from the segment, so they can
+    // measure a build of another segment layout.)
     let front = free_addr();
     let proxy = config::Proxy::start(&o.zerohop, &config::yaml(1000, 10, front, echo, 0), front);
-    for i in 1..=10 {
-        proxy.update(&config::yaml(1000, 10, front, echo, i));
+    if o.swaps > 0 {
+        for i in 1..=10 {
+            proxy.update(&config::yaml(1000, 10, front, echo, i));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let base = config::rss_mib(proxy.pid());
+        let mut peak = base;
+        for i in 0..o.swaps {
+            eprint!("\rswap {}/{}   ", i + 1, o.swaps);
+            proxy.update(&config::yaml(1000, 10, front, echo, i + 11));
+            peak = peak.max(config::rss_mib(proxy.pid()));
+        }
+        eprintln!();
+        std::thread::sleep(Duration::from_millis(500));
+        let after = config::rss_mib(proxy.pid());
+        let _ = writeln!(
+            r,
+            "\nData plane RSS with 1,000 clusters: {base:.1} MiB after 10 warm-up swaps, {after:.1} MiB after {} more ({:+.1} MiB; peak {peak:.1} MiB).",
+            o.swaps,
+            after - base
+        );
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let base = config::rss_mib(proxy.pid());
-    let mut peak = base;
-    for i in 0..o.swaps {
-        eprint!("\rswap {}/{}   ", i + 1, o.swaps);
-        proxy.update(&config::yaml(1000, 10, front, echo, i + 11));
-        peak = peak.max(config::rss_mib(proxy.pid()));
-    }
-    eprintln!();
-    std::thread::sleep(Duration::from_millis(500));
-    let after = config::rss_mib(proxy.pid());
-    let _ = writeln!(
-        r,
-        "\nData plane RSS with 1,000 clusters: {base:.1} MiB after 10 warm-up swaps, {after:.1} MiB after {} more ({:+.1} MiB; peak {peak:.1} MiB).",
-        o.swaps,
-        after - base
-    );
 
-    if o.churn_seconds <= 0.0 {
-        return r;
+    drop(proxy);
+    if o.churn_seconds > 0.0 {
+        let spec = churn::Spec {
+            zerohop: o.zerohop.clone(),
+            clusters: o.churn_clusters,
+            rate: o.rate,
+            seconds: o.churn_seconds,
+            rounds: o.churn_rounds,
+        };
+        r.push_str(&churn::report(&spec, echo));
     }
-    // Traffic p99 with and without a config change every second.
-    let dur = Duration::from_secs_f64(o.churn_seconds);
-    eprintln!("steady traffic, no changes");
-    let steady = config::open_loop(front, o.rate, 10, dur, || {});
-    let mut i = 1000;
-    eprintln!("steady traffic, a change every second");
-    let churn = config::open_loop(front, o.rate, 10, dur, || {
-        i += 1;
-        std::fs::write(&proxy.config, config::yaml(1000, 10, front, echo, i)).unwrap();
-        let _ = std::process::Command::new("kill")
-            .args(["-HUP", &proxy.pid().to_string()])
-            .status();
-    });
-    let row = |name: &str, h: &hdrhistogram::Histogram<u64>| {
-        format!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            h.value_at_quantile(0.5) as f64 / 1e3,
-            h.value_at_quantile(0.9) as f64 / 1e3,
-            h.value_at_quantile(0.99) as f64 / 1e3,
-            h.value_at_quantile(0.999) as f64 / 1e3,
-            h.max() as f64 / 1e3
-        )
-    };
-    let _ = writeln!(
-        r,
-        "\nOpen-loop echo exchanges through zerohop at {} /s over 10 connections for {} s (1,000-cluster config), latency in us from the intended send time:\n",
-        o.rate, o.churn_seconds
-    );
-    let _ = writeln!(r, "| run | p50 | p90 | p99 | p99.9 | max |");
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
-    let _ = writeln!(r, "{}", row("no config changes", &steady));
-    let _ = writeln!(r, "{}", row("a change every second", &churn));
-    let ratio =
-        |q: f64| churn.value_at_quantile(q) as f64 / steady.value_at_quantile(q).max(1) as f64;
-    let _ = writeln!(
-        r,
-        "\nWith churn / without: p99 {:.2}x, p99.9 {:.2}x",
-        ratio(0.99),
-        ratio(0.999)
-    );
     r
 }

@@ -65,6 +65,11 @@ impl Publisher {
     /// Waits (up to `settle`) for the shards to apply the current generation first, so the
     /// slot about to be reused is no longer being read.
     pub fn publish(&self, snapshot: &Snapshot, settle: Duration) -> Result<u64, PublishError> {
+        self.publish_encoded(&codec::encode(snapshot), settle)
+    }
+
+    /// [`Publisher::publish`] of a snapshot already encoded (`codec::encode`).
+    pub fn publish_encoded(&self, bytes: &[u8], settle: Duration) -> Result<u64, PublishError> {
         let current = self.seg.current_generation();
         if current > 0 {
             if let Applied::TimedOut { acked, shards } = self.wait_applied(current, settle) {
@@ -73,7 +78,7 @@ impl Publisher {
                 );
             }
         }
-        let generation = self.seg.publish(&codec::encode(snapshot))?;
+        let generation = self.seg.publish(bytes)?;
         self.wake();
         Ok(generation)
     }

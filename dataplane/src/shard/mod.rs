@@ -203,29 +203,16 @@ async fn main(spec: Spec) {
             None
         }
     });
-    let first = latest.get();
-    let shard = Rc::new(Shard {
+    let shard = Shard::new(
         id,
         line,
-        stats: ShardStats::new(seg.shard_counters(line)),
-        pools: Pools::default(),
-        upstreams: Upstreams::default(),
-        rng: Rng::new(seed(id)),
-        active: Cell::new(0),
-        accepting: Cell::new(0),
-        listeners: RefCell::default(),
-        draining: RefCell::default(),
-        seg: Some(seg),
-        mailbox: Some(mailbox),
-        drain_timeout,
-        config: RefCell::new(Rc::new(ShardConfig::new(first.clone(), Some(graveyard)))),
-        last_rejected: Cell::new(0),
+        ShardStats::new(seg.shard_counters(line)),
         latest,
-        graveyard: Some(graveyard),
-    });
-    seg.ack(line, first.number, 0);
+        Some((seg, mailbox, graveyard)),
+        drain_timeout,
+    );
+    seg.ack(line, shard.generation(), 0);
     shard.stats.inc(Counter::ConfigApplied);
-    drop(first);
     shard.maybe_reload();
     shard.take_listener_ops();
 
@@ -292,6 +279,39 @@ fn seed(id: usize) -> u64 {
 // === impl Shard: configuration generations ===
 
 impl Shard {
+    /// A shard serving what `latest` holds, counting in `stats`; with `attached`, the
+    /// segment it acknowledges in, the mailbox the listener manager posts to, and the
+    /// graveyard retired generations go to.
+    fn new(
+        id: usize,
+        line: usize,
+        stats: ShardStats,
+        latest: &'static Latest,
+        attached: Option<(&'static Segment, &'static Mailbox, &'static Graveyard)>,
+        drain_timeout: Duration,
+    ) -> Rc<Shard> {
+        let graveyard = attached.map(|a| a.2);
+        Rc::new(Shard {
+            id,
+            line,
+            stats,
+            pools: Pools::default(),
+            upstreams: Upstreams::default(),
+            rng: Rng::new(seed(id)),
+            active: Cell::new(0),
+            accepting: Cell::new(0),
+            listeners: RefCell::default(),
+            draining: RefCell::default(),
+            seg: attached.map(|a| a.0),
+            mailbox: attached.map(|a| a.1),
+            drain_timeout,
+            config: RefCell::new(Rc::new(ShardConfig::new(latest.get(), graveyard))),
+            last_rejected: Cell::new(0),
+            latest,
+            graveyard,
+        })
+    }
+
     /// A shard that belongs to no segment and no listener manager: it serves what `latest`
     /// holds, with its counters in `counters`. For tests and tools that drive the HTTP core
     /// in-process; a shard of the data plane is made by [`run`].
@@ -300,25 +320,14 @@ impl Shard {
         latest: &'static Latest,
         counters: &'static [std::sync::atomic::AtomicU64],
     ) -> Rc<Shard> {
-        Rc::new(Shard {
+        Shard::new(
             id,
-            line: id,
-            stats: ShardStats::new(counters),
-            pools: Pools::default(),
-            upstreams: Upstreams::default(),
-            rng: Rng::new(seed(id)),
-            active: Cell::new(0),
-            accepting: Cell::new(0),
-            listeners: RefCell::default(),
-            draining: RefCell::default(),
-            seg: None,
-            mailbox: None,
-            drain_timeout: Duration::from_secs(1),
-            config: RefCell::new(Rc::new(ShardConfig::new(latest.get(), None))),
-            last_rejected: Cell::new(0),
+            id,
+            ShardStats::new(counters),
             latest,
-            graveyard: None,
-        })
+            None,
+            Duration::from_secs(1),
+        )
     }
 
     /// Two atomic loads when nothing changed. Otherwise: records a generation the config
