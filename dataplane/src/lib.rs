@@ -6,8 +6,9 @@
 //!   shard (one pinned thread + monoio runtime each): takes the newest Generation, acks
 //!     accept --> conn (listener filters, filter chain match) -->
 //!        l4 (tcp_proxy) --> upstream (pick, connect) --> net::pump x2 (ring readiness, splice)
-//!        http::hcm (connection manager) --> http1::server (codec) --> route --> http::filter
-//!           --> router --> upstream (pick, pool, connect, upstream::h1) --> http::body relays
+//!        http1::conn (codec shell) --> http::hcm (connection manager, via Downstream)
+//!           --> route --> http::filter --> router --> upstream (pick, pool, connect,
+//!           upstream::h1) --> http::body relays
 //! ```
 //!
 //! Configuration arrives compiled, from `zerohop-control`, through the shared-memory segment

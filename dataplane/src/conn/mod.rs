@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use monoio::net::TcpStream;
 use zerohop_proto::stats::Counter;
-use zerohop_proto::ListenerFilter;
+use zerohop_proto::{CodecType, ListenerFilter};
 
 use crate::config::{ConnFacts, Terminal};
 use crate::shard::config::ShardConfig;
@@ -159,9 +159,12 @@ fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a:
         Terminal::Tcp(_) => {
             monoio::spawn(crate::l4::serve(cfg, index, chain, listener, a));
         }
-        Terminal::Http(http) => {
-            let http = http.clone();
-            monoio::spawn(crate::http::hcm::serve(cfg, listener, http, a));
-        }
+        // The codec by `codec_type` (`AUTO` is HTTP/1.1 until a second codec exists).
+        Terminal::Http(http) => match http.manager.codec {
+            CodecType::Auto | CodecType::Http1 => {
+                let http = http.clone();
+                monoio::spawn(crate::http1::conn::serve(cfg, listener, http, a));
+            }
+        },
     }
 }

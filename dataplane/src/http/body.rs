@@ -1,4 +1,6 @@
-//! Moving bodies, HTTP/1.1 to HTTP/1.1: the explicit fast path.
+//! Moving bodies, HTTP/1.1 to HTTP/1.1: the explicit fast path (the HTTP/1.1 codec's
+//! [`Downstream`] impl chooses these relays), and a request body streamed from any
+//! downstream codec ([`StreamedBody`]).
 //!
 //! Between two HTTP/1.1 sockets a body needs no codec round trip: a Content-Length body is
 //! copied through a pooled buffer, or spliced socket -> pipe -> socket once more than a
@@ -17,6 +19,7 @@ use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 
 use crate::error::{Kind, ProxyError};
+use crate::http::downstream::{Downstream, Wait};
 use crate::http::message::Framing;
 use crate::http1::chunked::{ChunkError, ChunkedDecoder};
 use crate::http1::server::{far_future, READ_CHUNK};
@@ -241,11 +244,11 @@ pub fn pump_ctx<'a>(
     }
 }
 
-/// The rest of a request body, still on the client's HTTP/1.1 connection: relayed as it
-/// arrives once the upstream is ready for it.
-pub struct StreamedBody<'a> {
+/// The rest of a request body, still on the client's connection: relayed as it arrives
+/// once the upstream is ready for it.
+pub struct StreamedBody<'a, D> {
     pub shard: &'a crate::shard::Shard,
-    pub down: &'a mut crate::http1::server::ServerConn,
+    pub down: &'a mut D,
     pub framing: Framing,
     /// The client waits for `100 Continue` before it sends the body.
     pub expect_continue: bool,
@@ -253,7 +256,7 @@ pub struct StreamedBody<'a> {
     pub stream_idle_timeout: Option<Duration>,
 }
 
-impl std::fmt::Debug for StreamedBody<'_> {
+impl<D> std::fmt::Debug for StreamedBody<'_, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamedBody")
             .field("framing", &self.framing)
@@ -261,7 +264,7 @@ impl std::fmt::Debug for StreamedBody<'_> {
     }
 }
 
-impl StreamedBody<'_> {
+impl<D: Downstream> StreamedBody<'_, D> {
     /// Relays the body to `to`, an HTTP/1.1 upstream connection, under `request_timeout`
     /// and the stream idle timeout (on the connection's `timer`). Returns the body bytes
     /// relayed.
@@ -278,28 +281,16 @@ impl StreamedBody<'_> {
                 return Err(Kind::DownstreamClosed.into());
             }
         }
-        let deadline = self.request_timeout.map(|t| Instant::now() + t);
-        let mut buf = std::mem::take(&mut self.down.buf);
-        let down = &*self.down;
-        let last = &down.last;
-        let mut moved = 0u64;
-        let relay = async {
-            match self.framing {
-                Framing::Length(n) => {
-                    moved = n;
-                    let ctx = pump_ctx(shard, last, Counter::DownstreamCxRxBytes);
-                    relay_length(&ctx, &down.stream, &mut buf, to, n).await
-                }
-                Framing::Chunked => {
-                    relay_chunked(&down.stream, &mut buf, to, last, &mut moved).await
-                }
-                Framing::Empty | Framing::UntilClose => BodyEnd::Done,
-            }
+        let wait = Wait {
+            timer,
+            idle: self.stream_idle_timeout,
+            deadline: self.request_timeout.map(|t| Instant::now() + t),
         };
-        let end = within(relay, timer, last, self.stream_idle_timeout, deadline)
-            .await
-            .unwrap_or(BodyEnd::TimedOut);
-        self.down.buf = buf;
+        let mut moved = 0u64;
+        let end = self
+            .down
+            .relay_request_body(shard, self.framing, to, wait, &mut moved)
+            .await;
         match end {
             BodyEnd::Done => Ok(moved),
             BodyEnd::Source(Some(_)) => {
@@ -316,12 +307,14 @@ impl StreamedBody<'_> {
     }
 }
 
-/// Reads what is missing of a small Content-Length response body (at most `small` bytes)
-/// into `buf`, before `deadline` (on the connection's `timer`), so that it goes out in the
-/// same send as the head. `Ok(false)` for a body that is not small.
+/// Reads what is missing of a small Content-Length response body (at most `small` bytes,
+/// starting at `start` in `buf`) into `buf`, before `deadline` (on the connection's
+/// `timer`), so that it goes out in the same send as the head. `Ok(false)` for a body that
+/// is not small.
 pub async fn read_small(
     from: &TcpStream,
     buf: &mut Vec<u8>,
+    start: usize,
     framing: Framing,
     small: u64,
     deadline: Option<Instant>,
@@ -333,8 +326,8 @@ pub async fn read_small(
     if n > small {
         return Ok(false);
     }
-    while (buf.len() as u64) < n {
-        let want = n as usize - buf.len();
+    while ((buf.len() - start) as u64) < n {
+        let want = n as usize - (buf.len() - start);
         let until = deadline.unwrap_or_else(far_future);
         let read = std::pin::pin!(recv_into(from, buf, false, want));
         match crate::net::ring::until(read, timer.as_mut(), until).await {
@@ -344,58 +337,4 @@ pub async fn read_small(
         }
     }
     Ok(true)
-}
-
-/// Relays a response body from the upstream's HTTP/1.1 connection to the client's, under
-/// the route timeout (`deadline`) and the stream idle timeout, on the connection's `timer`;
-/// `moved` counts its bytes. A chunked body goes on as sent, or decoded when the client
-/// cannot take chunks (HTTP/1.0).
-#[allow(clippy::too_many_arguments)] // Reason: the two ends and what bounds the relay.
-pub async fn relay_response(
-    shard: &crate::shard::Shard,
-    from: &TcpStream,
-    buf: &mut Vec<u8>,
-    to: &crate::http1::server::ServerConn,
-    framing: Framing,
-    idle: Option<Duration>,
-    deadline: Option<Instant>,
-    timer: Pin<&mut Sleep>,
-    moved: &mut u64,
-) -> BodyEnd {
-    let last = &to.last;
-    match framing {
-        Framing::Empty => BodyEnd::Done,
-        Framing::Length(n) => {
-            *moved += n;
-            let ctx = pump_ctx(shard, last, Counter::DownstreamCxTxBytes);
-            let relay = relay_length(&ctx, from, buf, &to.stream, n);
-            within(relay, timer, last, idle, deadline)
-                .await
-                .unwrap_or(BodyEnd::TimedOut)
-        }
-        Framing::Chunked if to.version == crate::http::message::Version::Http10 => {
-            let relay = relay_dechunked(from, buf, &to.stream, last, moved);
-            within(relay, timer, last, idle, deadline)
-                .await
-                .unwrap_or(BodyEnd::TimedOut)
-        }
-        Framing::Chunked => {
-            let relay = relay_chunked(from, buf, &to.stream, last, moved);
-            within(relay, timer, last, idle, deadline)
-                .await
-                .unwrap_or(BodyEnd::TimedOut)
-        }
-        Framing::UntilClose => {
-            if send_all(&to.stream, buf).await.is_err() {
-                return BodyEnd::Sink;
-            }
-            buf.clear();
-            let ctx = pump_ctx(shard, last, Counter::DownstreamCxTxBytes);
-            match crate::net::pump::pump(from, &to.stream, &ctx).await {
-                End::Eof => BodyEnd::Done,
-                End::SourceReset => BodyEnd::Source(None),
-                End::SinkReset => BodyEnd::Sink,
-            }
-        }
-    }
 }

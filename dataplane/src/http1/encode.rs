@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use crate::http::downstream::ConnectionAfter;
 use crate::http::message::{Framing, HeaderSource, RequestOut, Version};
 
 /// A `name: value` line.
@@ -56,14 +57,6 @@ pub fn request_head(out: &mut Vec<u8>, r: &RequestOut<'_>, headers: &impl Header
     out.extend_from_slice(b"\r\n");
 }
 
-/// How a response leaves the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectionHeader {
-    KeepAlive,
-    Close,
-    Upgrade,
-}
-
 /// A response head relayed downstream: status line (the upstream's reason phrase, else the
 /// standard one), the headers, then the framing header, `content_length` for a bodiless
 /// response that declared one (HEAD, 304), and the connection header. To an HTTP/1.0 client
@@ -78,7 +71,7 @@ pub fn response_head(
     headers: &impl HeaderSource,
     framing: Framing,
     content_length: Option<&[u8]>,
-    connection: ConnectionHeader,
+    connection: ConnectionAfter,
 ) {
     status_line(
         out,
@@ -95,14 +88,14 @@ pub fn response_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn connection_header(out: &mut Vec<u8>, version: Version, connection: ConnectionHeader) {
+fn connection_header(out: &mut Vec<u8>, version: Version, connection: ConnectionAfter) {
     match (connection, version) {
-        (ConnectionHeader::Upgrade, _) => out.extend_from_slice(b"connection: upgrade\r\n"),
-        (ConnectionHeader::Close, _) => out.extend_from_slice(b"connection: close\r\n"),
-        (ConnectionHeader::KeepAlive, Version::Http10) => {
+        (ConnectionAfter::Upgrade, _) => out.extend_from_slice(b"connection: upgrade\r\n"),
+        (ConnectionAfter::Close, _) => out.extend_from_slice(b"connection: close\r\n"),
+        (ConnectionAfter::KeepAlive, Version::Http10) => {
             out.extend_from_slice(b"connection: keep-alive\r\n")
         }
-        (ConnectionHeader::KeepAlive, Version::Http11) => {}
+        (ConnectionAfter::KeepAlive, Version::Http11) => {}
     }
 }
 
@@ -200,8 +193,8 @@ pub fn local_response(
     write_framing(&mut out, Framing::Length(body.len() as u64));
     write_headers(&mut out, extra);
     let connection = match close {
-        true => ConnectionHeader::Close,
-        false => ConnectionHeader::KeepAlive,
+        true => ConnectionAfter::Close,
+        false => ConnectionAfter::KeepAlive,
     };
     connection_header(&mut out, version, connection);
     out.extend_from_slice(b"\r\n");

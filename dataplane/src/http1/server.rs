@@ -6,7 +6,8 @@
 //! request-headers timeouts, hands the bytes to the sans-I/O parser (`head`), and turns the
 //! parsed head into the codec-neutral [`Request`]. Responses go out through the ring too
 //! ([`ServerConn::send`]); bodies use the readiness path of `net::pump` (the HTTP/1.1
-//! fast path in `http::body`).
+//! fast path in `http::body`). What the connection manager asks of it per stream is in
+//! `downstream` (the [`crate::http::downstream::Downstream`] impl).
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -16,10 +17,10 @@ use monoio::net::TcpStream;
 use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 
-use super::encode::ConnectionHeader;
 use super::head::{self, HeadError, Limits, RequestHead};
 use crate::error::{Kind, ProxyError};
-use crate::http::message::{has_token, Framing, HeaderSource, Request, Version};
+use crate::http::downstream::ResponseHead;
+use crate::http::message::{has_token, Request, Version};
 use crate::net::ring;
 use crate::stats::ShardStats;
 use zerohop_proto::Http1Options;
@@ -270,44 +271,18 @@ impl ServerConn {
         })
     }
 
-    /// `100 Continue`, for a client that waits for it before sending its body.
-    pub async fn send_continue(&self) -> std::io::Result<()> {
-        self.send_all(b"HTTP/1.1 100 Continue\r\n\r\n").await
-    }
-
-    /// A response zerohop makes itself. Returns whether it was sent.
-    pub async fn local_reply(
-        &self,
-        status: u16,
-        body: &str,
-        extra: &[(&[u8], std::borrow::Cow<'_, [u8]>)],
-        close: bool,
-    ) -> bool {
-        let out = super::encode::local_response(self.version, status, body, extra, close);
-        self.send_all(&out).await.is_ok()
-    }
-
-    /// A relayed response's head, written into `out` (see [`encode::response_head`]).
-    #[allow(clippy::too_many_arguments)] // Reason: the parts of a status line and head.
-    pub fn response_head(
-        &self,
-        out: &mut Vec<u8>,
-        status: u16,
-        reason: Option<&[u8]>,
-        headers: &impl HeaderSource,
-        framing: Framing,
-        content_length: Option<&[u8]>,
-        connection: ConnectionHeader,
-    ) {
+    /// A relayed response's head, written into `out` in the request's protocol version
+    /// (see [`super::encode::response_head`]).
+    pub fn response_head(&self, out: &mut Vec<u8>, head: &ResponseHead<'_>) {
         super::encode::response_head(
             out,
             self.version,
-            status,
-            reason,
-            headers,
-            framing,
-            content_length,
-            connection,
+            head.status,
+            head.reason,
+            head.headers,
+            head.framing,
+            head.content_length,
+            head.after,
         );
     }
 

@@ -2,7 +2,8 @@
 //! upstream: a target cluster of the route (by weight), an endpoint (the cluster's load
 //! balancer), a connection (pooled, or new), the request head and body out, the response
 //! head back. It knows neither the downstream codec nor the pool's internals: it speaks to
-//! the upstream layer, and reads the request through codec-neutral types.
+//! the upstream layer, reads the request through codec-neutral types, and takes a streamed
+//! request body from whatever [`Downstream`] the stream has.
 //!
 //! Retries are decided by the error ([`crate::error::Retry`]) and the [`RetryState`]: today
 //! one more attempt, on a new connection, for a bodiless request that met a pooled
@@ -20,6 +21,7 @@ use zerohop_proto::Forward;
 use crate::config::{ClusterPlan, Generation};
 use crate::error::{Kind, ProxyError};
 use crate::http::body::StreamedBody;
+use crate::http::downstream::Downstream;
 use crate::http::hcm::headers::RequestHeaders;
 use crate::http::info::StreamInfo;
 use crate::http::message::{Framing, Request, RequestOut, Response};
@@ -30,28 +32,28 @@ pub use retry::RetryState;
 
 /// What follows the request head.
 #[derive(Debug)]
-pub enum RequestBody<'a> {
+pub enum RequestBody<'a, D> {
     /// Nothing.
     None,
     /// These bytes, already read (a filter buffered the body, or it was small and had
     /// arrived with the head): sent in the same write as the head.
     Buffered(Vec<u8>),
     /// Streamed from the client connection as it arrives.
-    Stream(StreamedBody<'a>),
+    Stream(StreamedBody<'a, D>),
 }
 
 /// A request on its way upstream.
-pub struct Outgoing<'a> {
+pub struct Outgoing<'a, D> {
     pub req: &'a Request,
     pub route: &'a Route,
     pub forward: &'a Forward,
     pub headers: &'a RequestHeaders<'a>,
     /// How the body goes upstream (a buffering filter may have changed it).
     pub framing: Framing,
-    pub body: RequestBody<'a>,
+    pub body: RequestBody<'a, D>,
 }
 
-impl std::fmt::Debug for Outgoing<'_> {
+impl<D> std::fmt::Debug for Outgoing<'_, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outgoing")
             .field("route", &self.route.name)
@@ -73,10 +75,10 @@ pub struct Exchange<'g> {
 }
 
 /// Sends `out` to an endpoint of the route's cluster and reads the response head.
-pub async fn forward<'g>(
+pub async fn forward<'g, D: Downstream>(
     shard: &Shard,
     gen: &'g Generation,
-    mut out: Outgoing<'_>,
+    mut out: Outgoing<'_, D>,
     info: &mut StreamInfo<'g>,
     mut timer: Pin<&mut Sleep>,
 ) -> Result<Exchange<'g>, ProxyError> {

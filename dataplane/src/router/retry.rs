@@ -19,7 +19,7 @@ pub struct RetryState {
 impl RetryState {
     /// One retry, for a request without a body: the one zerohop makes without a retry
     /// policy, when a pooled connection turns out closed.
-    pub fn new(req: &Request, body: &RequestBody<'_>) -> RetryState {
+    pub fn new<D>(req: &Request, body: &RequestBody<'_, D>) -> RetryState {
         RetryState {
             left: 1,
             replayable: req.framing == Framing::Empty && matches!(body, RequestBody::None),

@@ -58,11 +58,11 @@ impl UpstreamConn {
     }
 
     /// Relays a request body that streams from the client (its timeouts on `timer`).
-    pub fn send_body<'a, 'b: 'a>(
+    pub fn send_body<'a, 'b: 'a, D: crate::http::downstream::Downstream>(
         &'a mut self,
-        body: &'a mut crate::http::body::StreamedBody<'b>,
+        body: &'a mut crate::http::body::StreamedBody<'b, D>,
         timer: Pin<&'a mut Sleep>,
-    ) -> impl Future<Output = Result<u64, ProxyError>> + use<'a, 'b> {
+    ) -> impl Future<Output = Result<u64, ProxyError>> + use<'a, 'b, D> {
         body.relay_to(&self.stream, timer)
     }
 

@@ -1,127 +1,143 @@
-//! The HTTP connection manager: one downstream connection, request after request.
+//! The HTTP connection manager: the codec-neutral half of a downstream HTTP connection.
 //!
-//! It drives the codec (HTTP/1.1's [`ServerConn`]) for each request head, then hands the
-//! request to a [`Stream`]. Per connection it owns what outlives one request: the codec's
-//! buffers and timer, the client's address for `x-forwarded-for`, and which generation the
-//! connection is served with. Each request is served with the newest generation that still
-//! routes this listener's connection to an HTTP connection manager (re-running the filter
-//! chain match), as Envoy routes each new stream with the current route configuration: once
-//! a generation is applied (and control has acknowledged it to the xDS server), no request
-//! that starts afterwards reaches an endpoint it removed. A connection whose listener a
-//! generation removed (or whose chain is no longer HTTP) keeps the configuration it had, as
-//! a draining connection.
+//! A codec's connection shell (HTTP/1.1: [`crate::http1::conn`]) reads request heads and
+//! owns the socket; for each request it asks the [`Connection`] here to serve one
+//! [`Stream`] through the codec's [`Downstream`] side. Per connection the manager keeps what
+//! outlives one stream: the client's address for `x-forwarded-for`, the configuration the
+//! connection is served with. Each stream is served with the
+//! newest generation that still routes this listener's connection to an HTTP connection
+//! manager (re-running the filter chain match), as Envoy routes each new stream with the
+//! current route configuration: once a generation is applied (and control has acknowledged
+//! it to the xDS server), no request that starts afterwards reaches an endpoint it removed.
+//! A connection whose listener a generation removed (or whose chain is no longer HTTP)
+//! keeps the configuration it had, as a draining connection.
 
 pub mod headers;
 mod stream;
 
-use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
+use monoio::net::TcpStream;
+use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
+use zerohop_proto::HttpManager;
 
 use crate::config::{HttpPlan, Terminal};
-use crate::conn::{Accepted, Tracked};
-use crate::error::Kind;
+use crate::conn::Facts;
+use crate::error::{Kind, ProxyError};
+use crate::http::downstream::Downstream;
 use crate::http::info::StreamInfo;
-use crate::http1::head::Limits;
-use crate::http1::server::{far_future, Incoming, ServerConn};
+use crate::http::message::Request;
 use crate::shard::config::ShardConfig;
 use crate::shard::listeners::BoundListener;
 use crate::shard::Shard;
 pub use stream::{count_status, Stream};
 
-/// Serves one downstream connection whose filter chain ends in the connection manager
-/// `http`, of generation `cfg`.
-pub async fn serve(
-    mut cfg: Rc<ShardConfig>,
+/// What one downstream HTTP connection keeps across its streams, whatever its codec.
+#[derive(Debug)]
+pub struct Connection {
+    cfg: Rc<ShardConfig>,
     listener: Rc<BoundListener>,
-    mut http: Arc<HttpPlan>,
-    accepted: Accepted,
-) {
-    let Accepted {
-        stream,
-        mut facts,
-        guard,
-    } = accepted;
-    let shard: &Shard = guard.shard();
-    let _ = stream.set_nodelay(true);
-    // Only the downstream socket is registered for the drain deadline: upstream connections
-    // change per request (idle ones belong to the shard's pool), and shutting the downstream
-    // one ends whatever exchange is in flight.
-    let fd = stream.as_raw_fd();
-    let _tracked = Tracked::new(&listener, [fd, fd]);
-    // x-forwarded-for's entry for this client, made once: as Envoy, the host's own address
-    // for a loopback peer.
-    let peer_ip = stream
-        .peer_addr()
-        .ok()
-        .map(|p| match p.ip().to_canonical() {
-            ip if ip.is_loopback() => headers::local_address().to_string(),
-            ip => ip.to_string(),
+    http: Arc<HttpPlan>,
+    facts: Facts,
+    /// Whether new streams still follow new generations (false once the listener or its
+    /// HTTP chain is gone: the connection drains on what it had).
+    follow: bool,
+    /// `x-forwarded-for`'s entry for this client.
+    peer_ip: Option<String>,
+}
+
+impl Connection {
+    /// Takes on a connection accepted on `listener` whose chain ends in `http`, of
+    /// generation `cfg`.
+    pub fn new(
+        cfg: Rc<ShardConfig>,
+        listener: Rc<BoundListener>,
+        http: Arc<HttpPlan>,
+        facts: Facts,
+        stream: &TcpStream,
+    ) -> Connection {
+        // x-forwarded-for's entry for this client, made once: as Envoy, the host's own
+        // address for a loopback peer.
+        let peer_ip = stream
+            .peer_addr()
+            .ok()
+            .map(|p| match p.ip().to_canonical() {
+                ip if ip.is_loopback() => headers::local_address().to_string(),
+                ip => ip.to_string(),
+            });
+        Connection {
+            cfg,
+            listener,
+            http,
+            facts,
+            follow: true,
+            peer_ip,
+        }
+    }
+
+    /// The connection manager's settings the codec needs (limits, timeouts).
+    pub fn manager(&self) -> &HttpManager {
+        &self.http.manager
+    }
+
+    /// The listener drains: no new requests are waited for.
+    pub fn draining(&self) -> bool {
+        self.listener.stop_accepting.fired()
+    }
+
+    /// A request the codec refused (malformed, too large, too slow): counted and logged.
+    /// Returns the local reply the client gets, if any.
+    pub fn refused(&self, shard: &Shard, e: &ProxyError) -> Option<(u16, &'static str)> {
+        shard.stats.inc(Counter::DownstreamRqTotal);
+        shard.stats.inc(match e.kind {
+            Kind::RequestHeadersTimeout => Counter::DownstreamRqHeadersTimeout,
+            _ => Counter::DownstreamRqMalformed,
         });
-    let mut down = ServerConn::new(stream);
-    // The one timer every wait of this connection moves to its own deadline: usually a
-    // cheap extension of an entry already in the timer wheel.
-    let mut timer = std::pin::pin!(monoio::time::sleep_until(far_future().into()));
-    let mut follow = true;
-    loop {
-        let hcm = &http.manager;
-        let limits = Limits {
-            max_head_bytes: hcm.max_request_headers_bytes as usize,
-            max_headers: hcm.max_headers_count as usize,
-        };
-        let draining = || listener.stop_accepting.fired();
-        let incoming = down
-            .read_request(
-                timer.as_mut(),
-                &limits,
-                &hcm.http1,
-                hcm.idle_timeout,
-                hcm.request_headers_timeout,
-                draining,
-                shard.stats,
-            )
-            .await;
-        let req = match incoming {
-            Ok(Incoming::Request(r)) => r,
-            Ok(Incoming::Closed) => return,
-            Ok(Incoming::Idle) => {
-                shard.stats.inc(Counter::IdleTimeout);
-                return;
-            }
-            Err(e) => {
-                shard.stats.inc(Counter::DownstreamRqTotal);
-                shard.stats.inc(match e.kind {
-                    Kind::RequestHeadersTimeout => Counter::DownstreamRqHeadersTimeout,
-                    _ => Counter::DownstreamRqMalformed,
-                });
-                log::debug!("{}: refused a request: {e}", listener.name);
-                if let Some((status, why)) = e.local_reply() {
-                    count_status(shard, status);
-                    down.local_reply(status, why, &[], true).await;
-                }
-                return;
-            }
-        };
-        if follow && shard.generation() != cfg.number {
+        log::debug!("{}: refused a request: {e}", self.listener.name);
+        let reply = e.local_reply();
+        if let Some((status, _)) = reply {
+            count_status(shard, status);
+        }
+        reply
+    }
+
+    /// A stream begins on `socket`: it is served with the newest generation that still
+    /// sends this connection to an HTTP connection manager.
+    pub fn begin_stream(&mut self, shard: &Shard, socket: &TcpStream) {
+        if self.follow && shard.generation() != self.cfg.number {
             let next = shard.config();
-            match follow_listener(&next, &listener, &mut facts, &down.stream) {
-                Some(h) => (cfg, http) = (next, h),
-                None => follow = false,
+            match follow_listener(&next, &self.listener, &mut self.facts, socket) {
+                Some(h) => (self.cfg, self.http) = (next, h),
+                None => self.follow = false,
             }
         }
-        let mut info = StreamInfo::new(down.last.get(), req.raw.len());
+    }
+
+    /// Serves `req` (whose head arrived at `started`) through `down`; returns whether the
+    /// connection stays open for another stream.
+    pub async fn serve<D: Downstream>(
+        &self,
+        shard: &Shard,
+        down: &mut D,
+        timer: Pin<&mut Sleep>,
+        req: &Request,
+        started: Instant,
+    ) -> bool {
+        let mut info = StreamInfo::new(started, req.raw.len());
         let keep = Stream {
             shard,
-            gen: &cfg,
-            http: &http,
-            down: &mut down,
-            timer: timer.as_mut(),
-            peer_ip: peer_ip.as_deref(),
-            draining: &listener.stop_accepting,
+            gen: &self.cfg,
+            http: &self.http,
+            down,
+            timer,
+            peer_ip: self.peer_ip.as_deref(),
+            draining: &self.listener.stop_accepting,
         }
-        .serve(&req, &mut info)
+        .serve(req, &mut info)
         .await;
         log::trace!(
             "{} {} -> {:?} {} {}",
@@ -131,10 +147,7 @@ pub async fn serve(
             info.response_code_details,
             info.flags.short_names()
         );
-        down.head = req.raw; // its allocation serves the next request
-        if !keep {
-            return;
-        }
+        keep
     }
 }
 
@@ -143,8 +156,8 @@ pub async fn serve(
 fn follow_listener(
     next: &ShardConfig,
     listener: &BoundListener,
-    facts: &mut crate::conn::Facts,
-    stream: &monoio::net::TcpStream,
+    facts: &mut Facts,
+    stream: &TcpStream,
 ) -> Option<Arc<HttpPlan>> {
     let index = listener.index_in(next)?;
     let plan = &next.listeners[index];

@@ -15,7 +15,6 @@
 //! its local reply. Everything it records about the request goes into its [`StreamInfo`].
 
 use std::borrow::Cow;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -25,15 +24,12 @@ use zerohop_proto::Redirect;
 
 use crate::config::{Generation, HttpPlan};
 use crate::error::{Kind, ProxyError};
-use crate::http::body::StreamedBody;
-use crate::http::body::{self, BodyEnd};
+use crate::http::body::{self, BodyEnd, StreamedBody};
+use crate::http::downstream::{ConnectionAfter, Downstream, ResponseHead, Wait};
 use crate::http::filter::{self, Chain, Decisions, Status};
 use crate::http::hcm::headers::{RequestHeaders, ResponseHeaders};
 use crate::http::info::{ResponseFlags, StreamInfo};
 use crate::http::message::{Framing, Request, Version};
-use crate::http1::encode::ConnectionHeader;
-use crate::http1::server::ServerConn;
-use crate::net::sys;
 use crate::route::{apply_edits, Action, HeaderList, Request as RouteRequest, Route};
 use crate::router::{self, Exchange, Outgoing, RequestBody};
 use crate::shard::stop::Stop;
@@ -42,13 +38,13 @@ use crate::shard::Shard;
 /// Bodies up to this size are read whole and sent with their head.
 const SMALL_BODY: u64 = 64 * 1024;
 
-/// What a stream works with: its shard, its generation's connection manager, and the
-/// downstream connection (whose codec it speaks through).
-pub struct Stream<'a> {
+/// What a stream works with: its shard, its generation's connection manager, and its
+/// downstream side (the codec it speaks through, behind [`Downstream`]).
+pub struct Stream<'a, D> {
     pub shard: &'a Shard,
     pub gen: &'a Generation,
     pub http: &'a HttpPlan,
-    pub down: &'a mut ServerConn,
+    pub down: &'a mut D,
     /// The connection's timer: the route timeout runs on it while the response head is read.
     pub timer: Pin<&'a mut Sleep>,
     /// `x-forwarded-for`'s entry for this client.
@@ -57,7 +53,7 @@ pub struct Stream<'a> {
     pub draining: &'a Stop,
 }
 
-impl std::fmt::Debug for Stream<'_> {
+impl<D> std::fmt::Debug for Stream<'_, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stream")
             .field("generation", &self.gen.number)
@@ -65,7 +61,7 @@ impl std::fmt::Debug for Stream<'_> {
     }
 }
 
-impl<'a> Stream<'a> {
+impl<'a, D: Downstream> Stream<'a, D> {
     /// Serves `req`, recording what happened in `info`; returns whether the connection
     /// stays open for the next request.
     pub async fn serve(mut self, req: &Request, info: &mut StreamInfo<'a>) -> bool {
@@ -183,28 +179,12 @@ impl<'a> Stream<'a> {
         info: &mut StreamInfo<'_>,
     ) -> Result<Vec<u8>, ProxyError> {
         let hcm = &self.http.manager;
-        let deadline = hcm.request_timeout.map(|t| Instant::now() + t);
-        let mut buf = std::mem::take(&mut self.down.buf);
-        let read = {
-            let down = &*self.down;
-            let read = body::read_whole(
-                &down.stream,
-                &mut buf,
-                req.framing,
-                u64::from(max),
-                &down.last,
-            );
-            body::within(
-                read,
-                self.timer.as_mut(),
-                &down.last,
-                hcm.stream_idle_timeout,
-                deadline,
-            )
-            .await
-            .unwrap_or(Err(BodyEnd::TimedOut))
+        let wait = Wait {
+            timer: self.timer.as_mut(),
+            idle: hcm.stream_idle_timeout,
+            deadline: hcm.request_timeout.map(|t| Instant::now() + t),
         };
-        self.down.buf = buf;
+        let read = self.down.read_body(req.framing, u64::from(max), wait).await;
         match read {
             Ok(body) => {
                 info.bytes_received += body.len() as u64;
@@ -254,45 +234,28 @@ impl<'a> Stream<'a> {
 
         // 101 to an Upgrade request: relay the answer, then tunnel.
         if resp.status == 101 && req.upgrade.is_some() {
-            let mut out = shard.pools.take_vec();
             let headers = ResponseHeaders {
                 resp: &resp,
                 raw: &ubuf[..resp.len],
                 upgrade: true,
                 edits,
             };
-            self.down.response_head(
-                &mut out,
-                101,
-                resp.reason.clone().map(|r| &ubuf[r]),
-                &headers,
-                resp.framing,
-                None,
-                ConnectionHeader::Upgrade,
-            );
+            let head = ResponseHead {
+                status: 101,
+                reason: resp.reason.clone().map(|r| &ubuf[r]),
+                headers: &headers,
+                framing: resp.framing,
+                content_length: None,
+                after: ConnectionAfter::Upgrade,
+            };
             stats.inc(Counter::UpgradesTotal);
             count_status(shard, 101);
-            let ok = self.down.send_all(&out).await.is_ok()
-                && self.down.send_all(&ubuf[resp.len..]).await.is_ok()
-                && crate::net::pump::send_all(&up.stream, &self.down.buf)
-                    .await
-                    .is_ok();
-            shard.pools.give_vec(out);
-            shard.pools.give_vec(ubuf);
-            if ok {
-                self.down.buf.clear();
-                let idle = self.http.manager.stream_idle_timeout;
-                // Boxed: a tunnel's pumps and idle timer are rare on this path.
-                let (down, up) = (&self.down.stream, &up.stream);
-                Box::pin(crate::net::tunnel::tunnel(
-                    &shard.pools,
-                    shard.stats,
-                    down,
-                    up,
-                    idle,
-                ))
+            let idle = self.http.manager.stream_idle_timeout;
+            let early = &ubuf[resp.len..];
+            self.down
+                .upgrade(shard, &head, early, &up.stream, idle)
                 .await;
-            }
+            shard.pools.give_vec(ubuf);
             return false;
         }
 
@@ -304,61 +267,25 @@ impl<'a> Stream<'a> {
             false => resp.framing,
         };
         let close = req.close || self.draining.fired() || framing_out == Framing::UntilClose;
-        let mut out = shard.pools.take_vec();
-        out.reserve(resp.len + 64);
-        {
-            // A bodiless response's declared length (HEAD, 304) is forwarded as sent.
-            let content_length = match resp.framing {
-                Framing::Empty => resp
-                    .headers
-                    .iter()
-                    .find(|h| &ubuf[h.name.clone()] == b"content-length")
-                    .map(|h| &ubuf[h.value.clone()]),
-                _ => None,
-            };
-            let headers = ResponseHeaders {
-                resp: &resp,
-                raw: &ubuf[..resp.len],
-                upgrade: false,
-                edits,
-            };
-            let connection = match close {
-                true => ConnectionHeader::Close,
-                false => ConnectionHeader::KeepAlive,
-            };
-            self.down.response_head(
-                &mut out,
-                resp.status,
-                resp.reason.clone().map(|r| &ubuf[r]),
-                &headers,
-                framing_out,
-                content_length,
-                connection,
-            );
-        }
-        count_status(shard, resp.status);
-        ubuf.drain(..resp.len);
         // A small body (up to 64 KiB) is read whole and goes out with the head, in one send.
         let small = body::read_small(
             &up.stream,
             &mut ubuf,
+            resp.len,
             resp.framing,
             SMALL_BODY,
             deadline,
             self.timer.as_mut(),
         );
-        match small.await {
+        let body_len = match small.await {
             Ok(true) => {
                 let Framing::Length(n) = resp.framing else {
                     unreachable!("read_small reads Content-Length bodies")
                 };
-                out.extend_from_slice(&ubuf[..n as usize]);
-                ubuf.drain(..n as usize);
-                resp.framing = Framing::Empty;
+                n as usize
             }
-            Ok(false) => {}
+            Ok(false) => 0,
             Err(e) => {
-                shard.pools.give_vec(out);
                 shard.pools.give_vec(ubuf);
                 stats.inc(match e.kind {
                     Kind::UpstreamTimeout => Counter::UpstreamRqTimeout,
@@ -378,35 +305,63 @@ impl<'a> Stream<'a> {
                     _ => self.fail(e, info).await,
                 };
             }
+        };
+        let sent = {
+            // A bodiless response's declared length (HEAD, 304) is forwarded as sent.
+            let content_length = match resp.framing {
+                Framing::Empty => resp
+                    .headers
+                    .iter()
+                    .find(|h| &ubuf[h.name.clone()] == b"content-length")
+                    .map(|h| &ubuf[h.value.clone()]),
+                _ => None,
+            };
+            let headers = ResponseHeaders {
+                resp: &resp,
+                raw: &ubuf[..resp.len],
+                upgrade: false,
+                edits,
+            };
+            let head = ResponseHead {
+                status: resp.status,
+                reason: resp.reason.clone().map(|r| &ubuf[r]),
+                headers: &headers,
+                framing: framing_out,
+                content_length,
+                after: match close {
+                    true => ConnectionAfter::Close,
+                    false => ConnectionAfter::KeepAlive,
+                },
+            };
+            let body = &ubuf[resp.len..resp.len + body_len];
+            self.down.send_response(shard, &head, body).await
+        };
+        count_status(shard, resp.status);
+        ubuf.drain(..resp.len + body_len);
+        if body_len > 0 {
+            resp.framing = Framing::Empty;
         }
-        let out_len = out.len() as u64;
-        let (sent, out) = self.down.send(out).await;
-        shard.pools.give_vec(out);
-        if sent.is_err() {
+        let Ok(out_len) = sent else {
             shard.pools.give_vec(ubuf);
             info.flags
                 .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             return false;
-        }
+        };
         stats.add(Counter::DownstreamCxTxBytes, out_len);
         info.bytes_sent += out_len;
 
         // The body, under the route timeout (until the whole response has been relayed, as
         // Envoy's) and the stream idle timeout.
-        let idle = self.http.manager.stream_idle_timeout;
-        let mut moved = 0;
-        let end = body::relay_response(
-            shard,
-            &up.stream,
-            &mut ubuf,
-            self.down,
-            resp.framing,
-            idle,
+        let wait = Wait {
+            timer: self.timer.as_mut(),
+            idle: self.http.manager.stream_idle_timeout,
             deadline,
-            self.timer.as_mut(),
-            &mut moved,
-        )
-        .await;
+        };
+        let mut moved = 0;
+        let end = self
+            .down
+            .relay_response_body(shard, &up.stream, &mut ubuf, resp.framing, wait, &mut moved)
+            .await;
         info.bytes_sent += moved;
         let leftover = !ubuf.is_empty();
         shard.pools.give_vec(ubuf);
@@ -429,7 +384,7 @@ impl<'a> Stream<'a> {
                     true => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
                     false => ResponseFlags::UPSTREAM_REMOTE_RESET,
                 });
-                let _ = sys::set_linger_zero(self.down.stream.as_raw_fd());
+                self.down.reset();
                 false
             }
             BodyEnd::Sink => {
@@ -477,19 +432,18 @@ impl<'a> Stream<'a> {
 
 /// How the request body goes upstream when no filter buffered it: nothing, the bytes
 /// already here if it is small and complete, else streamed from the client.
-fn body_source<'b>(
+fn body_source<'b, D: Downstream>(
     shard: &'b Shard,
-    down: &'b mut ServerConn,
+    down: &'b mut D,
     http: &HttpPlan,
     req: &Request,
-) -> RequestBody<'b> {
-    match req.framing {
-        Framing::Empty | Framing::UntilClose => RequestBody::None,
-        Framing::Length(n) if n <= SMALL_BODY && down.buf.len() as u64 >= n => {
-            let rest = down.buf.split_off(n as usize);
-            RequestBody::Buffered(std::mem::replace(&mut down.buf, rest))
-        }
-        Framing::Length(_) | Framing::Chunked => RequestBody::Stream(StreamedBody {
+) -> RequestBody<'b, D> {
+    if matches!(req.framing, Framing::Empty | Framing::UntilClose) {
+        return RequestBody::None;
+    }
+    match down.take_received_body(req.framing, SMALL_BODY) {
+        Some(b) => RequestBody::Buffered(b),
+        None => RequestBody::Stream(StreamedBody {
             shard,
             down,
             framing: req.framing,

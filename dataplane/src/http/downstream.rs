@@ -1,0 +1,139 @@
+//! What the connection manager asks of a downstream codec for one stream.
+//!
+//! The connection manager ([`crate::http::hcm`]) drives a stream through this trait and
+//! nothing else: it never sees the codec's buffers, sockets or wire format. A codec
+//! implements it for whatever carries one stream (HTTP/1.1: the client connection itself,
+//! [`crate::http1::server::ServerConn`]); the stream code is generic over it, so each codec
+//! gets its own monomorphized copy and no call goes through a vtable.
+//!
+//! Request bodies leave, and response bodies arrive, through an HTTP/1.1 upstream
+//! connection (the only upstream protocol today): the methods that move them take its
+//! socket, so that the HTTP/1.1 -> HTTP/1.1 splice stays a direct socket-to-socket path
+//! inside the codec's implementation.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::io;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use monoio::time::Sleep;
+
+use crate::http::body::BodyEnd;
+use crate::http::hcm::headers::ResponseHeaders;
+use crate::http::message::Framing;
+use crate::shard::Shard;
+
+/// What the connection does once the response is out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionAfter {
+    KeepAlive,
+    Close,
+    /// The exchange switched protocols (101): the connection becomes a tunnel.
+    Upgrade,
+}
+
+/// A response head as the connection manager hands it to the codec.
+#[derive(Debug)]
+pub struct ResponseHead<'a> {
+    pub status: u16,
+    /// The upstream's reason phrase, if any (a codec without one ignores it).
+    pub reason: Option<&'a [u8]>,
+    /// The headers, hop-by-hop ones already removed and the route's edits applied.
+    pub headers: &'a ResponseHeaders<'a>,
+    /// How the body that follows is delimited on the way out.
+    pub framing: Framing,
+    /// The declared length of a bodiless response (HEAD, 304), forwarded as sent.
+    pub content_length: Option<&'a [u8]>,
+    pub after: ConnectionAfter,
+}
+
+/// The limits one body transfer runs under: the stream idle timeout (no bytes either way
+/// for this long) and a deadline, both on the connection's one timer.
+#[derive(Debug)]
+pub struct Wait<'t> {
+    pub timer: Pin<&'t mut Sleep>,
+    pub idle: Option<Duration>,
+    pub deadline: Option<Instant>,
+}
+
+/// One stream's downstream side, as a codec provides it.
+// Reason: zerohop's runtime is single-threaded per shard; no future here must be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Downstream {
+    /// When bytes last moved either way (the stream idle timeout reads it).
+    fn last_activity(&self) -> &Cell<Instant>;
+
+    /// `100 Continue`, for a client that waits for it before sending its body.
+    async fn send_continue(&mut self) -> io::Result<()>;
+
+    /// The whole request body if it is delimited, at most `max` bytes and already
+    /// received with the head (taken out of the codec's buffers); else `None`.
+    fn take_received_body(&mut self, framing: Framing, max: u64) -> Option<Vec<u8>>;
+
+    /// Reads the whole request body (decoded: no chunk framing); `Err(Sink)` once it
+    /// passes `max` bytes.
+    async fn read_body(
+        &mut self,
+        framing: Framing,
+        max: u64,
+        wait: Wait<'_>,
+    ) -> Result<Vec<u8>, BodyEnd>;
+
+    /// Relays the request body, as it arrives, to `to` (an HTTP/1.1 upstream connection,
+    /// written in the same framing); `moved` counts its bytes.
+    async fn relay_request_body(
+        &mut self,
+        shard: &Shard,
+        framing: Framing,
+        to: &TcpStream,
+        wait: Wait<'_>,
+        moved: &mut u64,
+    ) -> BodyEnd;
+
+    /// Sends the response head and `body` (all of a small body, or nothing) in one write.
+    /// Returns the bytes sent.
+    async fn send_response(
+        &mut self,
+        shard: &Shard,
+        head: &ResponseHead<'_>,
+        body: &[u8],
+    ) -> io::Result<u64>;
+
+    /// Relays the rest of the response body from `from` (an HTTP/1.1 upstream connection;
+    /// `buf` holds what was received of it already) in `framing`; `moved` counts its bytes.
+    async fn relay_response_body(
+        &mut self,
+        shard: &Shard,
+        from: &TcpStream,
+        buf: &mut Vec<u8>,
+        framing: Framing,
+        wait: Wait<'_>,
+        moved: &mut u64,
+    ) -> BodyEnd;
+
+    /// Sends a `101` head and `early` (what the upstream sent after it), then tunnels the
+    /// connection to `up` until either side ends or nothing moves for `idle`.
+    async fn upgrade(
+        &mut self,
+        shard: &Shard,
+        head: &ResponseHead<'_>,
+        early: &[u8],
+        up: &TcpStream,
+        idle: Option<Duration>,
+    ) -> bool;
+
+    /// A response zerohop makes itself. Returns whether it was sent.
+    async fn local_reply(
+        &mut self,
+        status: u16,
+        body: &str,
+        extra: &[(&[u8], Cow<'_, [u8]>)],
+        close: bool,
+    ) -> bool;
+
+    /// Ends the stream abruptly: the client sees a reset, not a clean end of a response
+    /// whose body was cut short.
+    fn reset(&mut self);
+}

@@ -1,0 +1,90 @@
+//! The HTTP/1.1 connection shell: one client connection, one request at a time.
+//!
+//! It owns the socket (through [`ServerConn`]) and the connection's one timer, waits for
+//! each request head under the connection manager's limits and timeouts, and hands each
+//! request to the codec-neutral [`Connection`] as a stream whose downstream side is the
+//! connection itself.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use zerohop_proto::stats::Counter;
+
+use super::head::Limits;
+use super::server::{far_future, Incoming, ServerConn};
+use crate::config::HttpPlan;
+use crate::conn::{Accepted, Tracked};
+use crate::http::downstream::Downstream;
+use crate::http::hcm::Connection;
+use crate::shard::config::ShardConfig;
+use crate::shard::listeners::BoundListener;
+use crate::shard::Shard;
+
+/// Serves one downstream HTTP/1.1 connection whose filter chain ends in the connection
+/// manager `http`, of generation `cfg`.
+pub async fn serve(
+    cfg: Rc<ShardConfig>,
+    listener: Rc<BoundListener>,
+    http: Arc<HttpPlan>,
+    accepted: Accepted,
+) {
+    let Accepted {
+        stream,
+        facts,
+        guard,
+    } = accepted;
+    let shard: &Shard = guard.shard();
+    let _ = stream.set_nodelay(true);
+    // Only the downstream socket is registered for the drain deadline: upstream
+    // connections change per request (idle ones belong to the shard's pool), and shutting
+    // the downstream one ends whatever exchange is in flight.
+    let fd = stream.as_raw_fd();
+    let _tracked = Tracked::new(&listener, [fd, fd]);
+    let mut conn = Connection::new(cfg, listener.clone(), http, facts, &stream);
+    let mut down = ServerConn::new(stream);
+    // The one timer every wait of this connection moves to its own deadline: usually a
+    // cheap extension of an entry already in the timer wheel.
+    let mut timer = std::pin::pin!(monoio::time::sleep_until(far_future().into()));
+    loop {
+        let hcm = conn.manager();
+        let limits = Limits {
+            max_head_bytes: hcm.max_request_headers_bytes as usize,
+            max_headers: hcm.max_headers_count as usize,
+        };
+        let incoming = down
+            .read_request(
+                timer.as_mut(),
+                &limits,
+                &hcm.http1,
+                hcm.idle_timeout,
+                hcm.request_headers_timeout,
+                || conn.draining(),
+                shard.stats,
+            )
+            .await;
+        let req = match incoming {
+            Ok(Incoming::Request(r)) => r,
+            Ok(Incoming::Closed) => return,
+            Ok(Incoming::Idle) => {
+                shard.stats.inc(Counter::IdleTimeout);
+                return;
+            }
+            Err(e) => {
+                if let Some((status, why)) = conn.refused(shard, &e) {
+                    down.local_reply(status, why, &[], true).await;
+                }
+                return;
+            }
+        };
+        conn.begin_stream(shard, &down.stream);
+        let started = down.last.get();
+        let keep = conn
+            .serve(shard, &mut down, timer.as_mut(), &req, started)
+            .await;
+        down.head = req.raw; // its allocation serves the next request
+        if !keep {
+            return;
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The HTTP/1.1 codec's side of a stream: [`Downstream`] for a client connection.
+//!
+//! This is where the HTTP/1.1 -> HTTP/1.1 fast path is chosen, explicitly: bodies move
+//! between the two sockets through `http::body`'s relays (a pooled buffer, or splice once
+//! more than a buffer's worth remains), never through decoded chunks; response heads go out
+//! through the ring in one send with a small body.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use zerohop_proto::stats::Counter;
+
+use super::server::ServerConn;
+use crate::http::body::{self, pump_ctx, within, BodyEnd};
+use crate::http::downstream::{Downstream, ResponseHead, Wait};
+use crate::http::message::{Framing, Version};
+use crate::net::pump::{self, End};
+use crate::net::sys;
+use crate::shard::Shard;
+
+impl Downstream for ServerConn {
+    fn last_activity(&self) -> &Cell<Instant> {
+        &self.last
+    }
+
+    async fn send_continue(&mut self) -> io::Result<()> {
+        self.send_all(b"HTTP/1.1 100 Continue\r\n\r\n").await
+    }
+
+    fn take_received_body(&mut self, framing: Framing, max: u64) -> Option<Vec<u8>> {
+        match framing {
+            Framing::Length(n) if n <= max && self.buf.len() as u64 >= n => {
+                let rest = self.buf.split_off(n as usize);
+                Some(std::mem::replace(&mut self.buf, rest))
+            }
+            _ => None,
+        }
+    }
+
+    async fn read_body(
+        &mut self,
+        framing: Framing,
+        max: u64,
+        wait: Wait<'_>,
+    ) -> Result<Vec<u8>, BodyEnd> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let read = body::read_whole(&self.stream, &mut buf, framing, max, &self.last);
+        let read = within(read, wait.timer, &self.last, wait.idle, wait.deadline)
+            .await
+            .unwrap_or(Err(BodyEnd::TimedOut));
+        self.buf = buf;
+        read
+    }
+
+    async fn relay_request_body(
+        &mut self,
+        shard: &Shard,
+        framing: Framing,
+        to: &TcpStream,
+        wait: Wait<'_>,
+        moved: &mut u64,
+    ) -> BodyEnd {
+        let mut buf = std::mem::take(&mut self.buf);
+        let (from, last) = (&self.stream, &self.last);
+        let relay = async {
+            match framing {
+                Framing::Length(n) => {
+                    *moved = n;
+                    let ctx = pump_ctx(shard, last, Counter::DownstreamCxRxBytes);
+                    body::relay_length(&ctx, from, &mut buf, to, n).await
+                }
+                Framing::Chunked => body::relay_chunked(from, &mut buf, to, last, moved).await,
+                Framing::Empty | Framing::UntilClose => BodyEnd::Done,
+            }
+        };
+        let end = within(relay, wait.timer, last, wait.idle, wait.deadline)
+            .await
+            .unwrap_or(BodyEnd::TimedOut);
+        self.buf = buf;
+        end
+    }
+
+    async fn send_response(
+        &mut self,
+        shard: &Shard,
+        head: &ResponseHead<'_>,
+        body: &[u8],
+    ) -> io::Result<u64> {
+        let mut out = shard.pools.take_vec();
+        out.reserve(256 + body.len());
+        self.response_head(&mut out, head);
+        out.extend_from_slice(body);
+        let len = out.len() as u64;
+        let (sent, out) = self.send(out).await;
+        shard.pools.give_vec(out);
+        sent.map(|()| len)
+    }
+
+    async fn relay_response_body(
+        &mut self,
+        shard: &Shard,
+        from: &TcpStream,
+        buf: &mut Vec<u8>,
+        framing: Framing,
+        wait: Wait<'_>,
+        moved: &mut u64,
+    ) -> BodyEnd {
+        let (to, last) = (&self.stream, &self.last);
+        let Wait {
+            timer,
+            idle,
+            deadline,
+        } = wait;
+        match framing {
+            Framing::Empty => BodyEnd::Done,
+            Framing::Length(n) => {
+                *moved += n;
+                let ctx = pump_ctx(shard, last, Counter::DownstreamCxTxBytes);
+                let relay = body::relay_length(&ctx, from, buf, to, n);
+                within(relay, timer, last, idle, deadline)
+                    .await
+                    .unwrap_or(BodyEnd::TimedOut)
+            }
+            // An HTTP/1.0 client cannot take chunks: it gets the payload, delimited by the
+            // connection's end.
+            Framing::Chunked if self.version == Version::Http10 => {
+                let relay = body::relay_dechunked(from, buf, to, last, moved);
+                within(relay, timer, last, idle, deadline)
+                    .await
+                    .unwrap_or(BodyEnd::TimedOut)
+            }
+            Framing::Chunked => {
+                let relay = body::relay_chunked(from, buf, to, last, moved);
+                within(relay, timer, last, idle, deadline)
+                    .await
+                    .unwrap_or(BodyEnd::TimedOut)
+            }
+            Framing::UntilClose => {
+                if pump::send_all(to, buf).await.is_err() {
+                    return BodyEnd::Sink;
+                }
+                buf.clear();
+                let ctx = pump_ctx(shard, last, Counter::DownstreamCxTxBytes);
+                match pump::pump(from, to, &ctx).await {
+                    End::Eof => BodyEnd::Done,
+                    End::SourceReset => BodyEnd::Source(None),
+                    End::SinkReset => BodyEnd::Sink,
+                }
+            }
+        }
+    }
+
+    async fn upgrade(
+        &mut self,
+        shard: &Shard,
+        head: &ResponseHead<'_>,
+        early: &[u8],
+        up: &TcpStream,
+        idle: Option<Duration>,
+    ) -> bool {
+        let mut out = shard.pools.take_vec();
+        self.response_head(&mut out, head);
+        // The head, what the upstream sent after it, and what the client sent after its
+        // request, before either side's bytes are pumped.
+        let ok = self.send_all(&out).await.is_ok()
+            && self.send_all(early).await.is_ok()
+            && pump::send_all(up, &self.buf).await.is_ok();
+        shard.pools.give_vec(out);
+        if ok {
+            self.buf.clear();
+            // Boxed: a tunnel's pumps and idle timer are rare on this path.
+            let tunnel =
+                crate::net::tunnel::tunnel(&shard.pools, shard.stats, &self.stream, up, idle);
+            Box::pin(tunnel).await;
+        }
+        ok
+    }
+
+    async fn local_reply(
+        &mut self,
+        status: u16,
+        body: &str,
+        extra: &[(&[u8], Cow<'_, [u8]>)],
+        close: bool,
+    ) -> bool {
+        let out = super::encode::local_response(self.version, status, body, extra, close);
+        self.send_all(&out).await.is_ok()
+    }
+
+    fn reset(&mut self) {
+        let _ = sys::set_linger_zero(self.stream.as_raw_fd());
+    }
+}
