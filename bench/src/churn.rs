@@ -77,23 +77,25 @@ pub fn report(spec: &Spec, echo: SocketAddr) -> String {
     // rounds[r][arm]; an arm not run is None. Beside them, the generations each arm
     // published (read from the segments: the check that the arms did what they say).
     let mut rounds: Vec<[Option<Histogram<u64>>; 5]> = Vec::new();
-    let mut published = [0u64; 5];
+    // Another build's segment may have a layout this bench cannot read: its generations
+    // are then not counted ("n/a").
+    let mut published: [Option<u64>; 5] = [Some(0); 5];
     let generation = |arm: usize| match arm {
-        0..=2 => proxy.segment().current_generation(),
-        _ => attached.as_ref().map_or(0, |a| a.generation()),
+        0..=2 => proxy.try_segment().map(|s| s.current_generation()),
+        _ => Some(attached.as_ref().map_or(0, |a| a.generation())),
     };
     for round in 1..=spec.rounds.max(1) {
         let mut h: [Option<Histogram<u64>>; 5] = Default::default();
         eprintln!("round {round}: {}", ARMS[0]);
         let before = generation(0);
         h[0] = Some(run(proxy.front, &mut || {}));
-        published[0] += generation(0) - before;
+        published[0] = count(published[0], before, generation(0));
         let before = generation(1);
         eprintln!("round {round}: {}", ARMS[1]);
         h[1] = Some(run(proxy.front, &mut || {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::HUP);
         }));
-        published[1] += generation(1) - before;
+        published[1] = count(published[1], before, generation(1));
         eprintln!("round {round}: {}", ARMS[2]);
         let next: Vec<PathBuf> = (0..changes)
             .map(|k| {
@@ -111,7 +113,7 @@ pub fn report(spec: &Spec, echo: SocketAddr) -> String {
             }
         }));
         std::thread::sleep(Duration::from_secs(1)); // the last change's reload
-        published[2] += generation(2) - before;
+        published[2] = count(published[2], before, generation(2));
         for path in &next {
             let _ = std::fs::remove_file(path); // the ones not used
         }
@@ -119,7 +121,7 @@ pub fn report(spec: &Spec, echo: SocketAddr) -> String {
             eprintln!("round {round}: {}", ARMS[3]);
             let before = generation(3);
             h[3] = Some(run(a.front, &mut || {}));
-            published[3] += generation(3) - before;
+            published[3] = count(published[3], before, generation(3));
             eprintln!("round {round}: {}", ARMS[4]);
             let next: Vec<Vec<u8>> = (0..changes)
                 .map(|_| {
@@ -134,7 +136,7 @@ pub fn report(spec: &Spec, echo: SocketAddr) -> String {
                     a.publish(bytes);
                 }
             }));
-            published[4] += generation(4) - before;
+            published[4] = count(published[4], before, generation(4));
             assert!(
                 a.all_applied(),
                 "the attached data plane did not apply every generation"
@@ -145,10 +147,15 @@ pub fn report(spec: &Spec, echo: SocketAddr) -> String {
     render(spec, &rounds, &published, attached.is_some())
 }
 
+/// `total` plus the generations published between `before` and `after`, if both were read.
+fn count(total: Option<u64>, before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    Some(total? + (after? - before?))
+}
+
 fn render(
     spec: &Spec,
     rounds: &[[Option<Histogram<u64>>; 5]],
-    published: &[u64; 5],
+    published: &[Option<u64>; 5],
     attached: bool,
 ) -> String {
     let mut r = String::new();
@@ -199,7 +206,15 @@ fn render(
     for (arm, h) in pooled.iter().enumerate() {
         if let Some(h) = h {
             let name = format!("all rounds: {}", ARMS[arm]);
-            let _ = writeln!(r, "{}", row(&name, h, published[arm].to_string()));
+            let _ = writeln!(
+                r,
+                "{}",
+                row(
+                    &name,
+                    h,
+                    published[arm].map_or("n/a".into(), |n| n.to_string())
+                )
+            );
         }
     }
     let q = |h: &Option<Histogram<u64>>, q: f64| {

@@ -72,6 +72,11 @@ impl Proxy {
         zerohop_proto::shm::Segment::open(&self.shm).expect("segment")
     }
 
+    /// The segment, if this bench can read its layout (another build's may differ).
+    pub fn try_segment(&self) -> Option<zerohop_proto::shm::Segment> {
+        zerohop_proto::shm::Segment::open(&self.shm).ok()
+    }
+
     pub fn control_pid(&self) -> u32 {
         self.segment().control_pid()
     }

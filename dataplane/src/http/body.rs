@@ -57,13 +57,24 @@ pub async fn relay_length(
     }
 }
 
-/// A chunked body from `buf` and then `from`, validated and passed on as sent; `moved`
-/// counts the bytes passed on.
+/// What a chunked relay passes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunks {
+    /// The body as sent, chunk framing and trailers included.
+    AsSent,
+    /// The payload only (trailers dropped), for a peer that cannot take chunks.
+    Decoded,
+}
+
+/// A chunked body from `buf` and then `from`, validated chunk by chunk and passed on as
+/// `chunks` says; `moved` counts the bytes passed on. Nothing after a malformed line goes
+/// on.
 pub async fn relay_chunked(
     from: &TcpStream,
     buf: &mut Vec<u8>,
     to: &TcpStream,
     last: &Cell<Instant>,
+    chunks: Chunks,
     moved: &mut u64,
 ) -> BodyEnd {
     let mut dec = ChunkedDecoder::default();
@@ -73,50 +84,8 @@ pub async fn relay_chunked(
         while !dec.is_done() {
             match dec.decode(&buf[at..]) {
                 Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
-                Ok(step) => at += step.consumed,
-                Err(e) => {
-                    bad = Some(e);
-                    break;
-                }
-            }
-        }
-        // What validated so far goes on; nothing after a malformed line does.
-        if send_all(to, &buf[..at]).await.is_err() {
-            return BodyEnd::Sink;
-        }
-        *moved += at as u64;
-        if let Some(e) = bad {
-            return BodyEnd::Source(Some(e));
-        }
-        buf.drain(..at);
-        if dec.is_done() {
-            return BodyEnd::Done;
-        }
-        match recv_into(from, buf, false, READ_CHUNK).await {
-            Ok(0) | Err(_) => return BodyEnd::Source(None),
-            Ok(_) => last.set(Instant::now()),
-        }
-    }
-}
-
-/// A chunked body from `buf` and then `from`, validated and passed on decoded (its
-/// payload only, trailers dropped), for a peer that cannot take chunks; `moved` counts the
-/// payload bytes.
-pub async fn relay_dechunked(
-    from: &TcpStream,
-    buf: &mut Vec<u8>,
-    to: &TcpStream,
-    last: &Cell<Instant>,
-    moved: &mut u64,
-) -> BodyEnd {
-    let mut dec = ChunkedDecoder::default();
-    loop {
-        let mut at = 0;
-        while !dec.is_done() {
-            match dec.decode(&buf[at..]) {
-                Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
                 Ok(step) => {
-                    if let Some(p) = step.payload {
+                    if let (Chunks::Decoded, Some(p)) = (chunks, step.payload) {
                         let payload = &buf[at + p.start..at + p.end];
                         if send_all(to, payload).await.is_err() {
                             return BodyEnd::Sink;
@@ -125,8 +94,21 @@ pub async fn relay_dechunked(
                     }
                     at += step.consumed;
                 }
-                Err(e) => return BodyEnd::Source(Some(e)),
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
             }
+        }
+        if chunks == Chunks::AsSent {
+            // What validated so far goes on, in one send.
+            if send_all(to, &buf[..at]).await.is_err() {
+                return BodyEnd::Sink;
+            }
+            *moved += at as u64;
+        }
+        if let Some(e) = bad {
+            return BodyEnd::Source(Some(e));
         }
         buf.drain(..at);
         if dec.is_done() {

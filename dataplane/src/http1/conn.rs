@@ -41,7 +41,7 @@ pub async fn serve(
     // the downstream one ends whatever exchange is in flight.
     let fd = stream.as_raw_fd();
     let _tracked = Tracked::new(&listener, [fd, fd]);
-    let mut conn = Connection::new(cfg, listener.clone(), http, facts, &stream);
+    let mut conn = Connection::new(cfg, listener.clone(), http, facts, stream.peer_addr().ok());
     let mut down = ServerConn::new(stream);
     // The one timer every wait of this connection moves to its own deadline: usually a
     // cheap extension of an entry already in the timer wheel.

@@ -15,7 +15,7 @@ use monoio::net::TcpStream;
 use zerohop_proto::stats::Counter;
 
 use super::server::ServerConn;
-use crate::http::body::{self, pump_ctx, within, BodyEnd};
+use crate::http::body::{self, pump_ctx, within, BodyEnd, Chunks};
 use crate::http::downstream::{Downstream, ResponseHead, Wait};
 use crate::http::message::{Framing, Version};
 use crate::net::pump::{self, End};
@@ -73,7 +73,9 @@ impl Downstream for ServerConn {
                     let ctx = pump_ctx(shard, last, Counter::DownstreamCxRxBytes);
                     body::relay_length(&ctx, from, &mut buf, to, n).await
                 }
-                Framing::Chunked => body::relay_chunked(from, &mut buf, to, last, moved).await,
+                Framing::Chunked => {
+                    body::relay_chunked(from, &mut buf, to, last, Chunks::AsSent, moved).await
+                }
                 Framing::Empty | Framing::UntilClose => BodyEnd::Done,
             }
         };
@@ -125,16 +127,14 @@ impl Downstream for ServerConn {
                     .await
                     .unwrap_or(BodyEnd::TimedOut)
             }
-            // An HTTP/1.0 client cannot take chunks: it gets the payload, delimited by the
-            // connection's end.
-            Framing::Chunked if self.version == Version::Http10 => {
-                let relay = body::relay_dechunked(from, buf, to, last, moved);
-                within(relay, timer, last, idle, deadline)
-                    .await
-                    .unwrap_or(BodyEnd::TimedOut)
-            }
             Framing::Chunked => {
-                let relay = body::relay_chunked(from, buf, to, last, moved);
+                // An HTTP/1.0 client cannot take chunks: it gets the payload, delimited by
+                // the connection's end.
+                let chunks = match self.version {
+                    Version::Http10 => Chunks::Decoded,
+                    Version::Http11 => Chunks::AsSent,
+                };
+                let relay = body::relay_chunked(from, buf, to, last, chunks, moved);
                 within(relay, timer, last, idle, deadline)
                     .await
                     .unwrap_or(BodyEnd::TimedOut)

@@ -15,6 +15,7 @@
 pub mod headers;
 mod stream;
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -58,17 +59,14 @@ impl Connection {
         listener: Rc<BoundListener>,
         http: Arc<HttpPlan>,
         facts: Facts,
-        stream: &TcpStream,
+        peer: Option<SocketAddr>,
     ) -> Connection {
         // x-forwarded-for's entry for this client, made once: as Envoy, the host's own
         // address for a loopback peer.
-        let peer_ip = stream
-            .peer_addr()
-            .ok()
-            .map(|p| match p.ip().to_canonical() {
-                ip if ip.is_loopback() => headers::local_address().to_string(),
-                ip => ip.to_string(),
-            });
+        let peer_ip = peer.map(|p| match p.ip().to_canonical() {
+            ip if ip.is_loopback() => headers::local_address().to_string(),
+            ip => ip.to_string(),
+        });
         Connection {
             cfg,
             listener,
