@@ -51,6 +51,9 @@ impl Retry {
 pub enum Kind {
     /// The request head broke HTTP/1.1's framing rules (RFC 9112): 400, connection closed.
     MalformedRequest(&'static str),
+    /// The request's `Transfer-Encoding` is not `chunked` alone: 501, connection closed, as
+    /// Envoy's codec answers.
+    UnsupportedTransferCoding,
     /// The request head exceeded `max_request_headers_kb` or `max_headers_count`: 431.
     HeadersTooLarge,
     /// An HTTP/1.0 request to a connection manager without `accept_http_10`: 426, as Envoy.
@@ -95,6 +98,7 @@ impl ProxyError {
         use Kind::*;
         let (fault, retry) = match kind {
             MalformedRequest(_)
+            | UnsupportedTransferCoding
             | HeadersTooLarge
             | Http10NotAccepted
             | RequestHeadersTimeout
@@ -119,6 +123,7 @@ impl ProxyError {
         use Kind::*;
         Some(match self.kind {
             MalformedRequest(why) => (400, why),
+            UnsupportedTransferCoding => (501, "unsupported transfer encoding"),
             HeadersTooLarge => (431, "request header fields too large"),
             Http10NotAccepted => (426, "Upgrade Required"),
             RequestHeadersTimeout => (408, "request header read timeout"),
@@ -146,6 +151,7 @@ impl ProxyError {
         use Kind::*;
         match self.kind {
             MalformedRequest(_) | MalformedBody => "http1.codec_error",
+            UnsupportedTransferCoding => "http1.invalid_transfer_encoding",
             HeadersTooLarge => "http1.headers_too_large",
             Http10NotAccepted => "http1.codec_error",
             RequestHeadersTimeout => "request_header_timeout",
@@ -167,9 +173,11 @@ impl ProxyError {
     pub fn response_flag(&self) -> ResponseFlags {
         use Kind::*;
         match self.kind {
-            MalformedRequest(_) | HeadersTooLarge | Http10NotAccepted | MalformedBody => {
-                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR
-            }
+            MalformedRequest(_)
+            | UnsupportedTransferCoding
+            | HeadersTooLarge
+            | Http10NotAccepted
+            | MalformedBody => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             RequestHeadersTimeout | RequestTimeout => ResponseFlags::STREAM_IDLE_TIMEOUT,
             PayloadTooLarge => ResponseFlags::empty(),
             DownstreamClosed => ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,

@@ -310,3 +310,67 @@ fn http10_is_refused_or_served_as_envoy_does() {
     }
     assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n"));
 }
+
+/// Transfer codings zerohop does not implement, in requests and in responses, and a `101`
+/// the client did not ask for: what the client gets, whether the request reached the
+/// upstream, and whether the connection stays.
+#[test]
+fn unimplemented_transfer_codings_and_unasked_upgrades_as_envoy() {
+    if !envoy::available() {
+        return;
+    }
+    let (a, b) = (upstream("a"), upstream("b"));
+    let yaml = fixture(a.addr, b.addr);
+    let chunk = "5\r\nhello\r\n0\r\n\r\n";
+    let te = |codings: &str| {
+        format!("POST /v1/x HTTP/1.1\r\nhost: api.example.com\r\ntransfer-encoding: {codings}\r\n\r\n{chunk}")
+    };
+    let requests: Vec<(&str, String)> = vec![
+        ("request gzip, chunked", te("gzip, chunked")),
+        ("request chunked, gzip", te("chunked, gzip")),
+        ("request gzip", te("gzip")),
+        ("request identity", te("identity")),
+        ("request chunked, chunked", te("chunked, chunked")),
+        ("request Chunked", te("Chunked")),
+        (
+            "request gzip and chunked in two fields",
+            format!("POST /v1/x HTTP/1.1\r\nhost: api.example.com\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n{chunk}"),
+        ),
+        (
+            "response gzip, chunked",
+            "GET /v1/te-gzip HTTP/1.1\r\nhost: api.example.com\r\n\r\n".into(),
+        ),
+        (
+            "response gzip",
+            "GET /v1/te-gzip-only HTTP/1.1\r\nhost: api.example.com\r\n\r\n".into(),
+        ),
+        (
+            "101 not asked for",
+            "GET /v1/ws HTTP/1.1\r\nhost: api.example.com\r\n\r\n".into(),
+        ),
+    ];
+    let zerohop = Proxy::start(&yaml);
+    let (_envoy, envoy_addr) = start_envoy(&yaml);
+    let mut mismatches = Vec::new();
+    for (what, req) in &requests {
+        let observe = |addr: SocketAddr| {
+            let mut c = Client::connect(addr);
+            let Some(r) = c.raw(req.as_bytes()) else {
+                return "no answer".to_owned();
+            };
+            let closed = c.closed_within(Duration::from_secs(3));
+            let reached = r.header("x-upstream").is_some();
+            format!(
+                "{} reached upstream {reached} closed {closed} upgrade {:?}",
+                r.status,
+                r.header("upgrade")
+            )
+        };
+        let (z, e) = (observe(zerohop.addr("web")), observe(envoy_addr));
+        eprintln!("{what}: envoy {e}; zerohop {z}");
+        if z != e {
+            mismatches.push(format!("{what}:\n  envoy:   {e}\n  zerohop: {z}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n"));
+}

@@ -236,6 +236,8 @@ pub struct StreamedBody<'a, D> {
     pub expect_continue: bool,
     pub request_timeout: Option<Duration>,
     pub stream_idle_timeout: Option<Duration>,
+    /// All of it has been relayed.
+    pub done: bool,
 }
 
 impl<D> std::fmt::Debug for StreamedBody<'_, D> {
@@ -274,7 +276,10 @@ impl<D: Downstream> StreamedBody<'_, D> {
             .relay_request_body(shard, self.framing, to, wait, &mut moved)
             .await;
         match end {
-            BodyEnd::Done => Ok(moved),
+            BodyEnd::Done => {
+                self.done = true;
+                Ok(moved)
+            }
             BodyEnd::Source(Some(_)) => {
                 shard.stats.inc(Counter::DownstreamRqMalformed);
                 Err(Kind::MalformedBody.into())

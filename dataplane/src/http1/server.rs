@@ -97,6 +97,9 @@ impl ServerConn {
                 Ok(None) => {}
                 Err(HeadError::TooLarge) => return Err(Kind::HeadersTooLarge.into()),
                 Err(HeadError::Malformed(why)) => return Err(Kind::MalformedRequest(why).into()),
+                Err(HeadError::UnsupportedTransferCoding) => {
+                    return Err(Kind::UnsupportedTransferCoding.into())
+                }
             }
             // One receive stays pending while the timers are checked in slices: a draining
             // listener closes idle connections promptly, and nothing read is ever dropped

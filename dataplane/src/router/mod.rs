@@ -42,6 +42,17 @@ pub enum RequestBody<'a, D> {
     Stream(StreamedBody<'a, D>),
 }
 
+impl<D> RequestBody<'_, D> {
+    /// Whether all of the body has been read from the client (nothing of it is left on
+    /// the connection).
+    pub fn complete(&self) -> bool {
+        match self {
+            RequestBody::None | RequestBody::Buffered(_) => true,
+            RequestBody::Stream(s) => s.done,
+        }
+    }
+}
+
 /// A request on its way upstream.
 pub struct Outgoing<'a, D> {
     pub req: &'a Request,
@@ -78,7 +89,7 @@ pub struct Exchange<'g> {
 pub async fn forward<'g, D: Downstream>(
     shard: &Shard,
     gen: &'g Generation,
-    mut out: Outgoing<'_, D>,
+    out: &mut Outgoing<'_, D>,
     info: &mut StreamInfo<'g>,
     mut timer: Pin<&mut Sleep>,
 ) -> Result<Exchange<'g>, ProxyError> {

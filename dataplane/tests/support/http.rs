@@ -193,6 +193,8 @@ fn serve(name: &str, s: TcpStream, requests: &AtomicUsize) {
             "/bad-lengths" => format!("{head}content-length: 5\r\ncontent-length: 6\r\n\r\nhello!"),
             "/bad-lf" => "HTTP/1.1 200 OK\nx-upstream: a\r\ncontent-length: 0\r\n\r\n".to_owned(),
             "/bad-chunk" => format!("{head}transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n\r\nworld\r\n0\r\n\r\n"),
+            "/te-gzip" => format!("{head}transfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            "/te-gzip-only" => format!("{head}transfer-encoding: gzip\r\n\r\nhello"),
             _ => format!("{head}content-length: {}\r\n\r\n{body}", body.len()),
         };
         if w.write_all(out.as_bytes()).is_err() {

@@ -23,7 +23,7 @@ use zerohop_proto::stats::Counter;
 use zerohop_proto::Redirect;
 
 use crate::config::{Generation, HttpPlan};
-use crate::error::{Kind, ProxyError};
+use crate::error::{Fault, Kind, ProxyError};
 use crate::http::body::{self, BodyEnd, StreamedBody};
 use crate::http::downstream::{ConnectionAfter, Downstream, ResponseHead, Wait};
 use crate::http::filter::{self, Chain, Decisions, Status};
@@ -150,7 +150,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     hcm.generate_request_id.then_some(&shard.rng),
                     route.edits_requests.then_some(&route.edits[..]),
                 );
-                let out = Outgoing {
+                let mut out = Outgoing {
                     req,
                     route,
                     forward,
@@ -161,9 +161,16 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     },
                     body,
                 };
-                let exchange = router::forward(shard, gen, out, info, self.timer.as_mut()).await;
+                let exchange =
+                    router::forward(shard, gen, &mut out, info, self.timer.as_mut()).await;
                 match exchange {
                     Ok(ex) => self.respond(route, req, ex, info, &ctx, &chain).await,
+                    // The upstream failed a request that was read whole: as Envoy, the
+                    // client's connection is kept (unless it asked otherwise).
+                    Err(e) if e.fault != Fault::Downstream && out.body.complete() => {
+                        let close = req.close || req.version == Version::Http10;
+                        self.fail_then(e, close, info).await
+                    }
                     Err(e) => self.fail(e, info).await,
                 }
             }
@@ -398,11 +405,17 @@ impl<'a, D: Downstream> Stream<'a, D> {
     /// Ends the stream with `e`'s local reply (then closes), or just closes when the
     /// client is gone.
     async fn fail(&mut self, e: ProxyError, info: &mut StreamInfo<'_>) -> bool {
+        self.fail_then(e, true, info).await
+    }
+
+    /// Ends the stream with `e`'s local reply, closing the connection after it if `close`;
+    /// returns whether the connection stays open.
+    async fn fail_then(&mut self, e: ProxyError, close: bool, info: &mut StreamInfo<'_>) -> bool {
         info.flags.insert(e.response_flag());
         info.response_code_details = e.details();
         log::debug!("request failed: {e}");
         match e.local_reply() {
-            Some((status, body)) => self.reply(status, body, info).await,
+            Some((status, body)) => self.local(status, body, &[], close, info).await,
             None => false,
         }
     }
@@ -450,6 +463,7 @@ fn body_source<'b, D: Downstream>(
             expect_continue: req.expect_continue,
             request_timeout: http.manager.request_timeout,
             stream_idle_timeout: http.manager.stream_idle_timeout,
+            done: false,
         }),
     }
 }
