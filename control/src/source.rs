@@ -37,8 +37,10 @@ pub fn stamp(path: &Path) -> Option<Stamp> {
 
 /// Calls `changed` (on a background thread) whenever `path` differs from `seen` (the stamp
 /// taken before the file was last read). A file that is briefly missing (mid-rename) is
-/// waited for; a change is reported once it has held still for one interval, so a file still
-/// being written is not read half-way.
+/// waited for; a change is reported once the file has held still for one interval (the same
+/// size, modification time, inode and content hash at both ends of it), so a file still
+/// being written is not read half-way. A file renamed into place is whole at once and
+/// passes the same check.
 pub fn watch(
     path: PathBuf,
     seen: Option<Stamp>,
@@ -54,8 +56,9 @@ pub fn watch(
                 if now.is_none() || now == seen {
                     continue;
                 }
+                let before = digest(&path);
                 std::thread::sleep(WATCH_INTERVAL);
-                if stamp(&path) != now {
+                if stamp(&path) != now || digest(&path) != before {
                     continue; // still changing: look again next turn
                 }
                 seen = now;
@@ -66,6 +69,15 @@ pub fn watch(
             }
         })?;
     Ok(())
+}
+
+/// A hash of the file's content (`None` when it cannot be read).
+fn digest(path: &Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
 }
 
 /// The last published snapshot, on disk.

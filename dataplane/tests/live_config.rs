@@ -282,3 +282,58 @@ fn admin_reports_readiness_config_and_stats() {
     let stats = get("/stats");
     assert!(stats.contains("zerohop.downstream_cx_total: 1"), "{stats}");
 }
+
+/// A config file caught empty or half written is never applied. Truncated in place and
+/// left so (`: > config.yaml`, an editor that empties the file before writing it), it is
+/// refused and the running generation keeps serving; written in place with a pause in the
+/// middle, only the whole file is applied.
+#[test]
+fn an_empty_or_half_written_config_file_is_not_applied() {
+    let up = echo_upstream();
+    let whole = config(up, true);
+    let proxy = Proxy::start(&config(up, false));
+    let generation = || {
+        zerohop_proto::shm::Segment::open(&proxy.shm)
+            .unwrap()
+            .current_generation()
+    };
+    let first = generation();
+    std::fs::write(&proxy.config, "").unwrap();
+    assert!(
+        proxy.wait_log("the config is empty", RELOAD),
+        "{}",
+        proxy.log()
+    );
+    std::fs::write(&proxy.config, "# emptied by an editor\n").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(generation(), first, "nothing published");
+    echo(proxy.addr("front"), b"still served");
+
+    // In place, in two writes 100 ms apart (less than the watcher's hold-still interval).
+    let (head, tail) = whole.split_at(whole.len() / 2);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&proxy.config)
+        .unwrap();
+    f.write_all(head.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    f.write_all(tail.as_bytes()).unwrap();
+    drop(f);
+    let extra = proxy.wait_listener("extra", RELOAD);
+    echo(extra, b"the whole file");
+    echo(proxy.addr("front"), b"and the old listener");
+    assert_eq!(generation(), first + 1, "one generation: the whole file");
+    // Refused: the empty file and the comment-only one; never a half-written one.
+    let log = proxy.log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("reload refused"))
+        .collect();
+    assert_eq!(refusals.len(), 2, "{log}");
+    assert!(
+        refusals.iter().all(|l| l.contains("the config is empty")),
+        "{log}"
+    );
+}

@@ -70,10 +70,27 @@ pub struct Bootstrap {
 
 /// Decodes, checks and compiles an Envoy v3 bootstrap, one resource at a time.
 pub fn load(text: &str, format: Format) -> Result<Bootstrap, ConfigError> {
+    if is_blank(text) {
+        // Envoy refuses it too ("Unable to convert YAML as JSON"); applying it would
+        // remove every listener, which is what a file caught mid-write looks like.
+        return Err(ConfigError::at(
+            "",
+            "the config is empty (no document, only white space or comments): refused",
+        ));
+    }
     let mut builder = Collect(compile::Builder::default());
     let rest = envoy::decode_bootstrap(text, format, &mut builder)?;
     supported::check(&rest, "")?;
     builder.0.finish(&rest)
+}
+
+/// Whether `text` holds no document: nothing but white space, YAML comments and document
+/// markers.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
 }
 
 /// Checks each resource as it is decoded; compiles clusters at once.

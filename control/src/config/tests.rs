@@ -612,3 +612,19 @@ fn typed_per_filter_config_compiles_at_each_level() {
         assert!(e.message.contains(msg), "{msg}: {e}");
     }
 }
+
+/// A file with no document is refused, as Envoy refuses it ("Unable to convert YAML as
+/// JSON"): applied, it would remove every listener, and it is what a file truncated before
+/// it is rewritten looks like.
+#[test]
+fn an_empty_config_is_refused() {
+    for text in ["", "\n  \n", "# only a comment\n", "---\n# nothing\n...\n"] {
+        let e = err(text);
+        assert!(
+            e.to_string().contains("the config is empty"),
+            "{text:?}: {e}"
+        );
+        assert!(load(text, Format::Json).is_err(), "{text:?} as JSON");
+    }
+    assert!(load(BASE, Format::Yaml).is_ok());
+}
