@@ -70,6 +70,9 @@ pub struct Bootstrap {
 
 /// Decodes, checks and compiles an Envoy v3 bootstrap, one resource at a time.
 pub fn load(text: &str, format: Format) -> Result<Bootstrap, ConfigError> {
+    if format == Format::Yaml {
+        check_nesting(text)?;
+    }
     if is_blank(text) {
         // Envoy refuses it too ("Unable to convert YAML as JSON"); applying it would
         // remove every listener, which is what a file caught mid-write looks like.
@@ -82,6 +85,63 @@ pub fn load(text: &str, format: Format) -> Result<Bootstrap, ConfigError> {
     let rest = envoy::decode_bootstrap(text, format, &mut builder)?;
     supported::check(&rest, "")?;
     builder.0.finish(&rest)
+}
+
+/// How deep a YAML document may nest (flow collections, or block indentation and compact
+/// `- - -` sequences, in columns). Envoy's deepest messages sit about 20 levels down;
+/// libyaml's scanner takes time that grows faster than the input with nesting (100,000
+/// levels of `[` took 33 s), so anything deeper is refused before it is parsed.
+const MAX_FLOW_DEPTH: usize = 128;
+const MAX_INDENT: usize = 1024;
+
+/// Refuses a YAML text nested deeper than [`MAX_FLOW_DEPTH`] / [`MAX_INDENT`], naming the
+/// line, in one pass over the bytes. Quoted scalars and comments are skipped; brackets in
+/// plain and block scalars count, which only matters past 128 unbalanced ones.
+fn check_nesting(text: &str) -> Result<(), ConfigError> {
+    let refuse = |line: usize, what: String| {
+        Err(ConfigError::at(
+            "",
+            format!("line {line}: {what}: refused before parsing"),
+        ))
+    };
+    let mut depth = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line
+            .bytes()
+            .take_while(|&b| b == b' ' || b == b'-' || b == b'\t')
+            .count();
+        if indent > MAX_INDENT {
+            return refuse(n + 1, format!("indented deeper than {MAX_INDENT} columns"));
+        }
+        let mut quote: Option<u8> = None;
+        let mut prev = b' ';
+        let mut escaped = false;
+        for b in line.bytes() {
+            match quote {
+                Some(b'"') if escaped => escaped = false,
+                Some(b'"') if b == b'\\' => escaped = true,
+                Some(q) if b == q => quote = None,
+                Some(_) => {}
+                None => match b {
+                    b'#' if prev == b' ' || prev == b'\t' => break,
+                    b'\'' | b'"' if b" \t[{,:-".contains(&prev) => quote = Some(b),
+                    b'[' | b'{' => {
+                        depth += 1;
+                        if depth > MAX_FLOW_DEPTH {
+                            return refuse(
+                                n + 1,
+                                format!("collections nested deeper than {MAX_FLOW_DEPTH} levels"),
+                            );
+                        }
+                    }
+                    b']' | b'}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = b;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `text` holds no document: nothing but white space, YAML comments and document

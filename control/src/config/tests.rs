@@ -628,3 +628,46 @@ fn an_empty_config_is_refused() {
     }
     assert!(load(BASE, Format::Yaml).is_ok());
 }
+
+/// Nesting deeper than any Envoy message is refused before libyaml sees it (100,000 levels
+/// of `[` took 33 s to refuse otherwise), naming the line; ordinary configs, brackets in
+/// quoted strings and comments included, are not affected.
+#[test]
+fn yaml_nested_past_the_limit_is_refused_before_parsing() {
+    let deep = |open: &str, close: &str, n: usize| {
+        format!(
+            "node: {{ id: x }}\nstatic_resources: {}{}\n",
+            open.repeat(n),
+            close.repeat(n)
+        )
+    };
+    for (text, what) in [
+        (
+            deep("[", "]", 100_000),
+            "collections nested deeper than 128 levels",
+        ),
+        (
+            deep("{a: ", "}", 200),
+            "collections nested deeper than 128 levels",
+        ),
+        (
+            format!("node:\n{}x\n", "- ".repeat(100_000)),
+            "indented deeper than 1024 columns",
+        ),
+    ] {
+        let e = err(&text);
+        assert_eq!(e.path, "", "{e}");
+        assert!(e.message.contains(what), "{e}");
+        assert!(e.message.contains("line 2"), "{e}");
+    }
+    // Within the limit, the ordinary error of the shape itself comes back instead.
+    let e = err(&deep("[", "]", 100));
+    assert!(!e.message.contains("nested deeper"), "{e}");
+    // Brackets inside quotes and comments do not count.
+    let quoted = format!(
+        "{BASE}\n# {}\nlayered_runtime: {{ layers: [{{ name: a, static_layer: {{ k: \"{}\" }} }}] }}\n",
+        "[".repeat(500),
+        "{".repeat(500)
+    );
+    assert!(!err(&quoted).message.contains("nested deeper"));
+}
