@@ -293,3 +293,65 @@ impl Drop for RemoveOnDrop {
         }
     }
 }
+
+/// At the fd limit, accept fails for as long as connections wait in the queue: the failure
+/// is counted, logged at most once a second per shard and listener (not once per retry),
+/// and the listener serves again as soon as descriptors are free.
+#[test]
+fn at_the_fd_limit_accept_failures_are_counted_and_logged_once_a_second() {
+    let up = echo_upstream();
+    let proxy = Proxy::start_with(
+        &tcp_proxy_config(&[up], "", "1s"),
+        Opts {
+            shards: 1,
+            ..Opts::default()
+        },
+    );
+    let front = proxy.addr("front");
+    let mut c = TcpStream::connect(front).unwrap();
+    echo_once(&mut c, b"before");
+    drop(c);
+    // Room for two more descriptors at most: every queued connection then fails accept.
+    let open = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+        .unwrap()
+        .count();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", proxy.pid())).unwrap();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("the soft limit")
+        .to_owned();
+    // The soft limit only: the unprivileged CI pass can raise it back.
+    let limit = format!("--nofile={}:", open + 2);
+    let pid = proxy.pid().to_string();
+    let ok = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, &limit])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(ok.success());
+    let waiting: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(front).unwrap()).collect();
+    let failed = proxy.wait_counter(
+        Counter::DownstreamCxAcceptFailed,
+        150,
+        Duration::from_secs(10),
+    );
+    assert!(failed >= 150, "accept failures counted: {failed}");
+    let lines = proxy.log().matches("accept on front").count();
+    // 150 failures at one per 10 ms back-off take 1.5 s or more: two or three lines.
+    assert!((1..=4).contains(&lines), "{lines} lines:\n{}", proxy.log());
+    assert!(
+        proxy.log().contains("more since the last line"),
+        "{}",
+        proxy.log()
+    );
+    drop(waiting);
+    let unlimited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={soft}:")])
+        .status()
+        .unwrap();
+    assert!(unlimited.success());
+    let mut c = TcpStream::connect(front).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    echo_once(&mut c, b"served again");
+}

@@ -67,10 +67,13 @@ pub enum Counter {
     DownstreamRqTooLarge,
     /// Connections closed because no filter chain of their listener matched them.
     NoFilterChainMatch,
+    /// `accept` failed for a reason other than an empty queue (EMFILE, ENFILE, ENOBUFS,
+    /// ENOMEM): the connection waits in the kernel's queue while the shard backs off.
+    DownstreamCxAcceptFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 32] = [
+    pub const ALL: [Counter; 33] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -103,6 +106,7 @@ impl Counter {
         Counter::UpgradesTotal,
         Counter::DownstreamRqTooLarge,
         Counter::NoFilterChainMatch,
+        Counter::DownstreamCxAcceptFailed,
     ];
 
     pub const fn index(self) -> usize {
@@ -143,6 +147,7 @@ impl Counter {
             Counter::UpgradesTotal => "downstream_cx_upgrades_total",
             Counter::DownstreamRqTooLarge => "downstream_rq_too_large",
             Counter::NoFilterChainMatch => "no_filter_chain_match",
+            Counter::DownstreamCxAcceptFailed => "downstream_cx_accept_failed",
         }
     }
 

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::sync::Mutex;
 
 use monoio::net::TcpListener;
+use zerohop_proto::stats::Counter;
 
 use super::config::ShardConfig;
 use super::stop::Stop;
@@ -153,12 +154,36 @@ pub fn start(shard: &Rc<Shard>, listener: Rc<BoundListener>, socket: std::net::T
     }
 }
 
+/// A repeated error's log line, at most once a second, with how many were not logged.
+#[derive(Debug, Default)]
+struct FailureLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl FailureLog {
+    /// `Some(suppressed since the last line)` when a line is due at `now`.
+    fn due(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < std::time::Duration::from_secs(1) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 /// Accepts on `socket` until the listener is stopped: waits for readiness through the ring
 /// (cancelled safely on stop), then takes every queued connection with `accept4`.
 async fn accept_loop(shard: Rc<Shard>, listener: Rc<BoundListener>, socket: TcpListener) {
     /// Connections taken per wake-up before yielding to the shard's other tasks.
     const BATCH: usize = 64;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    let mut failures = FailureLog::default();
     'outer: loop {
         let ready = monoio::select! {
             r = socket.readable(false) => r,
@@ -191,8 +216,16 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<BoundListener>, socket: TcpL
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {} // gone before we took it
                 Err(e) => {
-                    // EMFILE/ENFILE and friends: back off instead of spinning on the error.
-                    log::warn!("shard {}: accept on {}: {e}", shard.id, listener.name);
+                    // EMFILE/ENFILE and friends: counted, logged at most once a second, and
+                    // backed off from instead of spinning on the error.
+                    shard.stats.inc(Counter::DownstreamCxAcceptFailed);
+                    if let Some(more) = failures.due(std::time::Instant::now()) {
+                        log::warn!(
+                            "shard {}: accept on {}: {e} ({more} more since the last line)",
+                            shard.id,
+                            listener.name
+                        );
+                    }
                     monoio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue 'outer;
                 }
