@@ -374,3 +374,65 @@ fn unimplemented_transfer_codings_and_unasked_upgrades_as_envoy() {
     }
     assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n"));
 }
+
+/// Files at the edge of what a loader takes, accepted or refused by `zerohop-control
+/// --check` exactly as by `envoy --mode validate`: a file with no document (what an editor
+/// leaves when it truncates before writing) is refused by both; duplicate keys are accepted
+/// by both (the later value wins); nesting far past any Envoy message is refused by both
+/// (zerohop before parsing).
+#[test]
+fn loader_edges_are_accepted_or_refused_as_envoy_does() {
+    if !envoy::available() {
+        return;
+    }
+    let cluster = "  - name: a\n    connect_timeout: 1s\n";
+    let cases: Vec<(&str, String)> = vec![
+        ("empty", String::new()),
+        ("comment only", "# emptied\n".into()),
+        ("document markers only", "---\n...\n".into()),
+        (
+            "duplicate key in a cluster",
+            format!("static_resources:\n  clusters:\n{cluster}    name: b\n"),
+        ),
+        (
+            "duplicate top-level key",
+            format!("static_resources:\n  clusters: []\nstatic_resources:\n  clusters:\n{cluster}"),
+        ),
+        (
+            "nested 200 levels",
+            format!("static_resources: {}{}\n", "[".repeat(200), "]".repeat(200)),
+        ),
+        (
+            "a plain cluster",
+            format!("static_resources:\n  clusters:\n{cluster}"),
+        ),
+    ];
+    let dir = support::scratch("case").parent().unwrap().to_owned();
+    let mut mismatches = Vec::new();
+    for (i, (what, text)) in cases.iter().enumerate() {
+        let path = dir.join(format!("case{i}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let accepted = |cmd: &mut std::process::Command| {
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("runs")
+                .success()
+        };
+        let envoy = accepted(std::process::Command::new("envoy").args([
+            "--mode",
+            "validate",
+            "-c",
+            path.to_str().unwrap(),
+        ]));
+        let zerohop = accepted(std::process::Command::new(support::control_bin()).args([
+            "--check",
+            "-c",
+            path.to_str().unwrap(),
+        ]));
+        if envoy != zerohop {
+            mismatches.push(format!("{what}: envoy accepts {envoy}, zerohop {zerohop}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n"));
+}
