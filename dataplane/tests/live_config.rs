@@ -337,3 +337,38 @@ fn an_empty_or_half_written_config_file_is_not_applied() {
         "{log}"
     );
 }
+
+/// A listener a reload adds on a port in use is counted (`listener_create_failure`, as
+/// Envoy's `listener_manager.listener_create_failure`) and logged by name; the other
+/// listeners keep serving, and the next generation binds it once the port is free.
+#[test]
+fn a_listener_whose_port_is_in_use_is_counted_and_tried_again() {
+    let up = echo_upstream();
+    let proxy = Proxy::start(&config(up, false));
+    // Bound without SO_REUSEPORT: zerohop's bind on the same port fails.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let with_extra = |timeout: &str| {
+        let text = tcp_proxy_listeners(&["front", "extra"], &[up], "", timeout);
+        let at = text.match_indices("port_value: 0").nth(1).unwrap().0;
+        let end = at + "port_value: 0".len();
+        format!("{}port_value: {port}{}", &text[..at], &text[end..])
+    };
+    proxy.rewrite_config(&with_extra("1s"));
+    assert_eq!(
+        proxy.wait_counter(Counter::ListenerCreateFailure, 1, RELOAD),
+        1
+    );
+    assert!(
+        proxy.wait_log(&format!("listener extra on 127.0.0.1:{port}"), RELOAD),
+        "{}",
+        proxy.log()
+    );
+    echo(proxy.addr("front"), b"the others keep serving");
+    drop(busy);
+    proxy.rewrite_config(&with_extra("2s")); // any change: a new generation tries again
+    let extra = proxy.wait_listener("extra", RELOAD);
+    assert_eq!(extra.port(), port);
+    echo(extra, b"bound on the next generation");
+    assert_eq!(proxy.total(Counter::ListenerCreateFailure), 1);
+}

@@ -70,10 +70,14 @@ pub enum Counter {
     /// `accept` failed for a reason other than an empty queue (EMFILE, ENFILE, ENOBUFS,
     /// ENOMEM): the connection waits in the kernel's queue while the shard backs off.
     DownstreamCxAcceptFailed,
+    /// Listeners a generation asked for that could not be bound (the port in use, no
+    /// permission): Envoy's `listener_manager.listener_create_failure`. Each generation tries
+    /// them again. Counted in the first shard's block.
+    ListenerCreateFailure,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 33] = [
+    pub const ALL: [Counter; 34] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -107,6 +111,7 @@ impl Counter {
         Counter::DownstreamRqTooLarge,
         Counter::NoFilterChainMatch,
         Counter::DownstreamCxAcceptFailed,
+        Counter::ListenerCreateFailure,
     ];
 
     pub const fn index(self) -> usize {
@@ -148,6 +153,7 @@ impl Counter {
             Counter::DownstreamRqTooLarge => "downstream_rq_too_large",
             Counter::NoFilterChainMatch => "no_filter_chain_match",
             Counter::DownstreamCxAcceptFailed => "downstream_cx_accept_failed",
+            Counter::ListenerCreateFailure => "listener_create_failure",
         }
     }
 

@@ -20,11 +20,13 @@ use std::time::Duration;
 
 use zerohop_proto::codec;
 use zerohop_proto::shm::{ReadOutcome, Segment};
+use zerohop_proto::stats::Counter;
 
 use super::listeners::ListenerManager;
 use crate::config::{Generation, Graveyard, Latest, Slots};
 use crate::net::sys;
 use crate::shard::DRAINING;
+use crate::stats::ShardStats;
 
 const POLL: Duration = Duration::from_millis(10);
 
@@ -40,6 +42,9 @@ pub struct ConfigThread {
     pub wake: Option<UnixDatagram>,
     /// One per shard: a byte sent after each publish wakes it.
     pub shards: Vec<UnixDatagram>,
+    /// The first shard's counters: where the listener manager's failures are counted (only
+    /// this thread writes that counter).
+    pub stats: ShardStats,
 }
 
 impl ConfigThread {
@@ -96,7 +101,9 @@ impl ConfigThread {
 
     fn publish(&mut self, g: Arc<Generation>) {
         // Every generation: a listener that failed to bind is tried again.
-        self.manager.lock().expect("listener manager").apply(&g);
+        let failed = self.manager.lock().expect("listener manager").apply(&g);
+        self.stats
+            .add(Counter::ListenerCreateFailure, failed.len() as u64);
         let old = self.latest.publish(g);
         drop(old); // freed here unless a shard still holds it
         self.wake_shards();

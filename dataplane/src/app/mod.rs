@@ -206,6 +206,7 @@ fn serve(
         slots,
         wake: generations::wake_socket(shm, base),
         shards: wakers,
+        stats: crate::stats::ShardStats::new(seg.shard_counters(base)),
     }
     .spawn()
     .map_err(|e| err(format!("config thread: {e}")))?;
