@@ -311,7 +311,10 @@ fn at_the_fd_limit_accept_failures_are_counted_and_logged_once_a_second() {
     let mut c = TcpStream::connect(front).unwrap();
     echo_once(&mut c, b"before");
     drop(c);
-    // Room for two more descriptors at most: every queued connection then fails accept.
+    // Both of that connection's sockets closed in the proxy before its descriptors are
+    // counted; then no room for one more: every queued connection fails accept (one that
+    // got through would fail its upstream connect, close, and leave the queue shorter).
+    std::thread::sleep(Duration::from_millis(300));
     let open = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
         .unwrap()
         .count();
@@ -323,14 +326,16 @@ fn at_the_fd_limit_accept_failures_are_counted_and_logged_once_a_second() {
         .expect("the soft limit")
         .to_owned();
     // The soft limit only: the unprivileged CI pass can raise it back.
-    let limit = format!("--nofile={}:", open + 2);
+    let limit = format!("--nofile={open}:");
     let pid = proxy.pid().to_string();
     let ok = std::process::Command::new("prlimit")
         .args(["--pid", &pid, &limit])
         .status()
         .expect("prlimit (util-linux)");
     assert!(ok.success());
-    let waiting: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(front).unwrap()).collect();
+    let waiting: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(front).unwrap())
+        .collect();
     let failed = proxy.wait_counter(
         Counter::DownstreamCxAcceptFailed,
         150,
