@@ -9,6 +9,7 @@ mod dynamic;
 mod envoy;
 mod filters;
 mod http;
+mod listener;
 mod supported;
 
 use std::fmt;
