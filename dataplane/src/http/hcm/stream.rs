@@ -239,33 +239,8 @@ impl<'a, D: Downstream> Stream<'a, D> {
         info.response_code_details = "via_upstream";
         let edits = route.edits_responses.then_some(&route.edits[..]);
 
-        // 101 to an Upgrade request: relay the answer, then tunnel.
-        if resp.status == 101 && req.upgrade.is_some() {
-            let headers = ResponseHeaders {
-                resp: &resp,
-                raw: &ubuf[..resp.len],
-                upgrade: true,
-                edits,
-            };
-            let head = ResponseHead {
-                status: 101,
-                reason: resp.reason.clone().map(|r| &ubuf[r]),
-                headers: &headers,
-                framing: resp.framing,
-                content_length: None,
-                after: ConnectionAfter::Upgrade,
-            };
-            stats.inc(Counter::UpgradesTotal);
-            count_status(shard, 101);
-            let idle = self.http.manager.stream_idle_timeout;
-            let early = &ubuf[resp.len..];
-            self.down
-                .upgrade(shard, &head, early, &up.stream, idle)
-                .await;
-            shard.pools.give_vec(ubuf);
-            return false;
-        }
-
+        // 101 to an Upgrade request: the answer is relayed, then the connection tunnelled.
+        let upgrade = resp.status == 101 && req.upgrade.is_some();
         // An HTTP/1.0 client cannot take chunks: the body goes to it decoded, delimited by the
         // connection's end.
         let dechunk = req.version == Version::Http10 && resp.framing == Framing::Chunked;
@@ -275,16 +250,22 @@ impl<'a, D: Downstream> Stream<'a, D> {
         };
         let close = req.close || self.draining.fired() || framing_out == Framing::UntilClose;
         // A small body (up to 64 KiB) is read whole and goes out with the head, in one send.
-        let small = body::read_small(
-            &up.stream,
-            &mut ubuf,
-            resp.len,
-            resp.framing,
-            SMALL_BODY,
-            deadline,
-            self.timer.as_mut(),
-        );
-        let body_len = match small.await {
+        let small = match upgrade {
+            true => Ok(false),
+            false => {
+                body::read_small(
+                    &up.stream,
+                    &mut ubuf,
+                    resp.len,
+                    resp.framing,
+                    SMALL_BODY,
+                    deadline,
+                    self.timer.as_mut(),
+                )
+                .await
+            }
+        };
+        let body_len = match small {
             Ok(true) => {
                 let Framing::Length(n) = resp.framing else {
                     unreachable!("read_small reads Content-Length bodies")
@@ -316,7 +297,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
         let sent = {
             // A bodiless response's declared length (HEAD, 304) is forwarded as sent.
             let content_length = match resp.framing {
-                Framing::Empty => resp
+                Framing::Empty if !upgrade => resp
                     .headers
                     .iter()
                     .find(|h| &ubuf[h.name.clone()] == b"content-length")
@@ -326,7 +307,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
             let headers = ResponseHeaders {
                 resp: &resp,
                 raw: &ubuf[..resp.len],
-                upgrade: false,
+                upgrade,
                 edits,
             };
             let head = ResponseHead {
@@ -335,11 +316,23 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 headers: &headers,
                 framing: framing_out,
                 content_length,
-                after: match close {
-                    true => ConnectionAfter::Close,
-                    false => ConnectionAfter::KeepAlive,
+                after: match (upgrade, close) {
+                    (true, _) => ConnectionAfter::Upgrade,
+                    (false, true) => ConnectionAfter::Close,
+                    (false, false) => ConnectionAfter::KeepAlive,
                 },
             };
+            if upgrade {
+                stats.inc(Counter::UpgradesTotal);
+                count_status(shard, 101);
+                let idle = self.http.manager.stream_idle_timeout;
+                let early = &ubuf[resp.len..];
+                self.down
+                    .upgrade(shard, &head, early, &up.stream, idle)
+                    .await;
+                shard.pools.give_vec(ubuf);
+                return false;
+            }
             let body = &ubuf[resp.len..resp.len + body_len];
             self.down.send_response(shard, &head, body).await
         };
