@@ -252,17 +252,36 @@ fn with_manager(yaml: &str, test: impl AsyncFnOnce(&Shard, &Connection, &'static
     });
 }
 
-async fn serve(shard: &Shard, conn: &Connection, down: &mut Scripted, req: &Request) -> bool {
+/// Serves `req` through a scripted codec whose request body is `body` (already received
+/// with the head when `arrived`); returns whether the connection stays open and what the
+/// connection manager sent.
+async fn exchange(
+    shard: &Shard,
+    conn: &Connection,
+    req: &Request,
+    body: &[u8],
+    arrived: bool,
+) -> (bool, Sent) {
+    let mut down = Scripted::new(body, arrived);
     let mut timer = std::pin::pin!(monoio::time::sleep(Duration::from_secs(3600)));
-    conn.serve(shard, down, timer.as_mut(), req, Instant::now())
-        .await
+    let keep = conn
+        .serve(shard, &mut down, timer.as_mut(), req, Instant::now())
+        .await;
+    (keep, down.sent)
 }
 
-fn header<'a>(sent: &'a Sent, name: &str) -> Option<&'a str> {
-    sent.headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+impl Sent {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The response body as text: the test upstream's description of the request it saw.
+    fn echo(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 #[test]
@@ -280,18 +299,17 @@ fn a_second_codec_drives_the_same_manager_filters_router_and_upstream() {
             &[],
             Framing::Empty,
         );
-        let mut down = Scripted::new(b"", true);
-        assert!(serve(shard, conn, &mut down, &req).await, "kept open");
-        let sent = &down.sent;
+        let (keep, sent) = exchange(shard, conn, &req, b"", true).await;
+        assert!(keep, "kept open");
         assert_eq!(sent.status, Some(200));
         assert_eq!(sent.after, Some(ConnectionAfter::KeepAlive));
-        assert_eq!(header(sent, "x-upstream"), Some("a"));
+        assert_eq!(sent.header("x-upstream"), Some("a"));
         assert_eq!(
-            header(sent, "x-proxied-by"),
+            sent.header("x-proxied-by"),
             Some("mesh"),
             "route config edit"
         );
-        let echo = String::from_utf8_lossy(&sent.body).into_owned();
+        let echo = sent.echo();
         assert!(echo.starts_with("GET /users?id=3 HTTP/1.1\n"), "{echo}");
         assert!(echo.contains("x-request-id: "), "{echo}");
         assert!(echo.contains("x-forwarded-for: 10.1.2.3\n"), "{echo}");
@@ -306,10 +324,10 @@ fn a_second_codec_drives_the_same_manager_filters_router_and_upstream() {
             &[("content-type", "text/plain")],
             Framing::Chunked,
         );
-        let mut down = Scripted::new(payload, false);
-        assert!(serve(shard, conn, &mut down, &req).await);
-        let echo = String::from_utf8_lossy(&down.sent.body).into_owned();
-        assert_eq!(header(&down.sent, "x-upstream"), Some("b"));
+        let (keep, sent) = exchange(shard, conn, &req, payload, false).await;
+        assert!(keep);
+        assert_eq!(sent.header("x-upstream"), Some("b"));
+        let echo = sent.echo();
         assert!(echo.contains("host: rewritten.internal"), "{echo}");
         assert!(
             echo.contains(&format!("body-bytes: {}\n", payload.len())),
@@ -324,9 +342,9 @@ fn a_second_codec_drives_the_same_manager_filters_router_and_upstream() {
             &[],
             Framing::Length(payload.len() as u64),
         );
-        let mut down = Scripted::new(payload, true);
-        assert!(serve(shard, conn, &mut down, &req).await);
-        let echo = String::from_utf8_lossy(&down.sent.body).into_owned();
+        let (keep, sent) = exchange(shard, conn, &req, payload, true).await;
+        assert!(keep);
+        let echo = sent.echo();
         assert!(
             echo.contains(&format!("content-length: {}", payload.len())),
             "{echo}"
@@ -340,10 +358,10 @@ fn a_second_codec_drives_the_same_manager_filters_router_and_upstream() {
             &[],
             Framing::Empty,
         );
-        let mut down = Scripted::new(b"", true);
-        assert!(serve(shard, conn, &mut down, &req).await);
-        assert_eq!(down.sent.framing, Some(Framing::Chunked));
-        let echo = String::from_utf8_lossy(&down.sent.body).into_owned();
+        let (keep, sent) = exchange(shard, conn, &req, b"", true).await;
+        assert!(keep);
+        assert_eq!(sent.framing, Some(Framing::Chunked));
+        let echo = sent.echo();
         assert!(
             echo.starts_with("GET /chunked-response HTTP/1.1\n"),
             "{echo}"
@@ -351,9 +369,8 @@ fn a_second_codec_drives_the_same_manager_filters_router_and_upstream() {
 
         // Local answers come back as local replies, whatever the codec.
         let req = request("GET", "nowhere.test", "/direct", &[], Framing::Empty);
-        let mut down = Scripted::new(b"", true);
-        serve(shard, conn, &mut down, &req).await;
-        assert_eq!(down.sent.local.as_ref().map(|l| l.0), Some(200));
+        let (_, sent) = exchange(shard, conn, &req, b"", true).await;
+        assert_eq!(sent.local.as_ref().map(|l| l.0), Some(200));
         let req = request(
             "GET",
             "api.example.com",
@@ -361,9 +378,8 @@ fn a_second_codec_drives_the_same_manager_filters_router_and_upstream() {
             &[],
             Framing::Empty,
         );
-        let mut down = Scripted::new(b"", true);
-        serve(shard, conn, &mut down, &req).await;
-        assert_eq!(down.sent.local.as_ref().map(|l| l.0), Some(404));
+        let (_, sent) = exchange(shard, conn, &req, b"", true).await;
+        assert_eq!(sent.local.as_ref().map(|l| l.0), Some(404));
 
         assert_eq!(count(Counter::DownstreamRqTotal), 6);
         assert_eq!(count(Counter::DownstreamRq2xx), 5);

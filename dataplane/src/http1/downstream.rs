@@ -93,7 +93,8 @@ impl Downstream for ServerConn {
         body: &[u8],
     ) -> io::Result<u64> {
         let mut out = shard.pools.take_vec();
-        out.reserve(256 + body.len());
+        // The received head, rewritten, stays close to its size.
+        out.reserve(head.headers.raw.len() + 64 + body.len());
         self.response_head(&mut out, head);
         out.extend_from_slice(body);
         let len = out.len() as u64;
