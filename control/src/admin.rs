@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use zerohop_proto::shm::Segment;
+use zerohop_proto::stats::Counter;
 use zerohop_proto::Snapshot;
 
 use crate::stats;
@@ -82,7 +83,17 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
         "/ready" => {
             let g = seg.current_generation();
             if g > 0 && seg.dataplane_pid() != 0 && seg.active_shards() > 0 && seg.all_applied(g) {
-                (200, "text/plain", "LIVE\n".into())
+                let recreated: u64 = shards
+                    .iter()
+                    .map(|s| s[Counter::SegmentRecreated.index()])
+                    .sum();
+                let mut body = String::from("LIVE\n");
+                if recreated > 0 {
+                    body.push_str(&format!(
+                        "segment: re-created {recreated} time(s) by the data plane after its file was removed or damaged (segment_recreated)\n"
+                    ));
+                }
+                (200, "text/plain", body)
             } else {
                 (503, "text/plain", "NOT READY\n".into())
             }

@@ -170,6 +170,7 @@ fn run() -> anyhow::Result<()> {
         geometry.slot_size = n;
     }
     let publisher = Arc::new(Publisher::create_or_attach(&shm, geometry)?);
+    publisher.watch_header()?;
     let cache = a.snapshot_cache.clone().map(|path| SnapshotCache { path });
     let state: admin::Shared = Arc::new(Mutex::new(admin::State::default()));
 

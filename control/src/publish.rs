@@ -1,10 +1,11 @@
 //! Publishing snapshots into the shared-memory segment and waiting for the shards.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use zerohop_proto::shm::{
-    monotonic_ns, wake_address, AttachError, Geometry, PublishError, Segment,
+    monotonic_ns, wake_address, AttachError, Geometry, PathState, PublishError, Segment,
 };
 use zerohop_proto::{codec, Snapshot};
 
@@ -12,6 +13,11 @@ use zerohop_proto::{codec, Snapshot};
 #[derive(Debug)]
 pub struct Publisher {
     seg: Segment,
+    /// The `current` word this publisher found at attach or stored last: a header that says
+    /// anything else was written by someone else.
+    expected: AtomicU64,
+    /// Held across a publish, so that the header watch never sees it half done.
+    publishing: std::sync::Mutex<()>,
     /// An exclusive flock on the segment file, held for the publisher's life: one writer per
     /// segment. During a binary upgrade the new process's control waits here until the old
     /// one exits, then continues the generation sequence.
@@ -34,6 +40,7 @@ pub enum Applied {
 
 impl Publisher {
     pub fn create_or_attach(path: &Path, geometry: Geometry) -> Result<Publisher, AttachError> {
+        wait_for_repair(path);
         let seg = Segment::create_or_attach(path, geometry)?;
         let lock = std::fs::File::open(path)?;
         if lock.try_lock().is_err() {
@@ -48,8 +55,11 @@ impl Publisher {
         let waker = std::os::unix::net::UnixDatagram::unbound()
             .and_then(|w| w.set_nonblocking(true).map(|()| w))
             .ok();
+        let expected = AtomicU64::new(seg.current_word());
         Ok(Publisher {
             seg,
+            expected,
+            publishing: std::sync::Mutex::default(),
             _lock: lock,
             path: path.to_owned(),
             waker,
@@ -78,9 +88,52 @@ impl Publisher {
                 );
             }
         }
+        let _publishing = self.publishing.lock().expect("publish lock");
+        self.check_own_header();
         let generation = self.seg.publish(bytes)?;
+        self.expected
+            .store(self.seg.current_word(), Ordering::Relaxed);
         self.wake();
         Ok(generation)
+    }
+
+    /// Never publishes on top of a header this process did not leave: a generation counted
+    /// on from garbage (or from another writer's sequence) would be refused by the shards for
+    /// good. Control exits instead, so that the data plane, which holds the generation it
+    /// serves, re-creates the segment (see `zerohop_proto::shm::repair`) and its supervisor
+    /// starts a control that attaches to it.
+    fn check_own_header(&self) {
+        let found = self.seg.current_word();
+        let expected = self.expected.load(Ordering::Relaxed);
+        let fault = self
+            .seg
+            .header_fault()
+            .or((found != expected).then_some("current generation changed by another writer"));
+        let state = self.seg.path_state(&self.path);
+        if let Some(why) = fault.or(match state {
+            PathState::Ours | PathState::Damaged(_) => None,
+            _ => Some("the file at the path is gone or another"),
+        }) {
+            log::error!(
+                "segment {}: {why} (state: {state}); exiting without publishing so that the data plane restores it",
+                self.path.display()
+            );
+            std::process::exit(3);
+        }
+    }
+
+    /// Checks the header every second (between publishes), so that a damaged segment does
+    /// not sit unnoticed, with `/ready` answering from garbage, until the next change.
+    pub fn watch_header(self: &std::sync::Arc<Self>) -> std::io::Result<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("segment-watch".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let _publishing = me.publishing.lock().expect("publish lock");
+                me.check_own_header();
+            })
+            .map(drop)
     }
 
     /// Tells each active shard a generation is waiting. Best effort: a shard that misses it
@@ -143,5 +196,25 @@ impl Publisher {
     /// Time since the current generation was published (for logs).
     pub fn since_publish(&self) -> Duration {
         Duration::from_nanos(monotonic_ns().saturating_sub(self.seg.published_ns()))
+    }
+}
+
+/// A segment file that is there but damaged is given a moment: a data plane that serves it
+/// re-creates it from what it holds once it sees control gone (within about a second).
+/// After that a fresh segment replaces it.
+fn wait_for_repair(path: &Path) {
+    const PATIENCE: Duration = Duration::from_secs(3);
+    let deadline = Instant::now() + PATIENCE;
+    let damaged =
+        || path.exists() && Segment::open(path).map_or(true, |s| s.header_fault().is_some());
+    if !damaged() {
+        return;
+    }
+    log::warn!(
+        "segment {} is damaged; waiting up to {PATIENCE:?} for its data plane to restore it",
+        path.display()
+    );
+    while damaged() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

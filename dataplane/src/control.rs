@@ -3,7 +3,8 @@
 //! The control process is a child that dies with us (PR_SET_PDEATHSIG) but not we with it:
 //! if it exits after the first generation was published, the shards keep serving the last
 //! snapshot and it is restarted with backoff; the new one re-attaches to the segment and
-//! continues the generation sequence. If it exits before publishing anything, the config
+//! continues the generation sequence (the segment file is restored first if it was removed
+//! or damaged meanwhile: see `app::keeper`). If it exits before publishing anything, the config
 //! was refused (it printed why) and zerohop exits too.
 //!
 //! Priority: control runs at background priority (nice 19 with a 100 us slice, see
@@ -46,10 +47,12 @@ pub fn default_bin() -> PathBuf {
 }
 
 impl Supervisor {
-    /// Starts control. `published` tells whether a first generation exists yet.
+    /// Starts control. `before_restart` is asked each time control has exited: it returns
+    /// whether a generation is being served (if not, the config was refused and zerohop
+    /// exits), after making sure the segment is in place for the next control.
     pub fn start(
         cmd: ControlCommand,
-        published: impl Fn() -> bool + Send + 'static,
+        before_restart: impl Fn() -> bool + Send + 'static,
     ) -> std::io::Result<Supervisor> {
         let child = spawn(&cmd)?;
         let pid = Arc::new(AtomicU32::new(child.id()));
@@ -64,7 +67,7 @@ impl Supervisor {
                     if stopping2.load(Ordering::SeqCst) {
                         return;
                     }
-                    if !published() {
+                    if !before_restart() {
                         log::error!("zerohop-control exited ({status:?}) before publishing a config; exiting");
                         std::process::exit(1);
                     }

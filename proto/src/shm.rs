@@ -33,7 +33,7 @@ use crate::stats::Counter;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP\x01");
 /// Bumped on any change to the layout described above or to [`Counter::ALL`].
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 pub const MAX_SLOTS: usize = 8;
 pub const MAX_SHARDS: usize = 256;
 const HEADER_SIZE: usize = 4096;
@@ -214,13 +214,12 @@ impl std::error::Error for PublishError {}
 
 enum Backing {
     Mmap {
-        _file: File,
+        /// The file mapped; replaced when the segment is re-created (see [`Segment::recreate`]).
+        file: std::sync::Mutex<File>,
     },
     /// An in-memory segment (tests and fuzzing) of this many u64 words, from
     /// `Box::into_raw`; u64 elements give 8-byte alignment.
-    Heap {
-        words: usize,
-    },
+    Heap { words: usize },
 }
 
 /// A mapped segment. `Send + Sync`: every shared word is an atomic.
@@ -229,6 +228,8 @@ pub struct Segment {
     len: usize,
     geometry: Geometry,
     backing: Backing,
+    /// Times the mapping was moved onto a re-created file (see [`Segment::recreate`]).
+    incarnation: AtomicU64,
 }
 
 // SAFETY: all access to the mapping goes through atomics (header, acks, stats) or through the
@@ -273,14 +274,24 @@ impl Segment {
     pub fn create_or_attach(path: &Path, geometry: Geometry) -> Result<Segment, AttachError> {
         geometry.check()?;
         if let Ok(existing) = Segment::open(path) {
-            if existing.geometry == geometry {
+            if existing.geometry == geometry && existing.header_fault().is_none() {
                 return Ok(existing);
+            }
+            if existing.header_fault().is_some() {
+                // Not a segment anyone can continue: start a fresh one in its place.
+                return Segment::create_fresh(path, geometry);
             }
             return Err(AttachError::Layout(
                 "an existing segment at this path has another geometry; remove it or pick another path",
             ));
         }
+        Segment::create_fresh(path, geometry)
+    }
+
+    /// Creates a zeroed segment at `path`, replacing whatever is there.
+    fn create_fresh(path: &Path, geometry: Geometry) -> Result<Segment, AttachError> {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -373,6 +384,7 @@ impl Segment {
             len: n * 8,
             geometry,
             backing: Backing::Heap { words: n },
+            incarnation: AtomicU64::new(0),
         }
     }
 
@@ -396,7 +408,10 @@ impl Segment {
             base: p.cast(),
             len,
             geometry,
-            backing: Backing::Mmap { _file: file },
+            backing: Backing::Mmap {
+                file: std::sync::Mutex::new(file),
+            },
+            incarnation: AtomicU64::new(0),
         })
     }
 
@@ -757,5 +772,8 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+mod repair;
 #[cfg(test)]
 mod tests;
+
+pub use repair::{PathState, Registration};

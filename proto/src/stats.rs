@@ -74,10 +74,20 @@ pub enum Counter {
     /// permission): Envoy's `listener_manager.listener_create_failure`. Each generation tries
     /// them again. Counted in the first shard's block.
     ListenerCreateFailure,
+    /// Times the data plane re-created the segment file because it had been removed or its
+    /// header damaged while control was gone (see `shm::Segment::recreate`). First shard's
+    /// block.
+    SegmentRecreated,
+    /// Upstream connections not opened because the cluster's connection circuit breaker was
+    /// full (Envoy's `upstream_cx_overflow`).
+    UpstreamCxOverflow,
+    /// Requests refused with 503 (flag UO) because the cluster's pending-request or request
+    /// circuit breaker was full (Envoy's `upstream_rq_pending_overflow`).
+    UpstreamRqPendingOverflow,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 34] = [
+    pub const ALL: [Counter; 37] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -112,6 +122,9 @@ impl Counter {
         Counter::NoFilterChainMatch,
         Counter::DownstreamCxAcceptFailed,
         Counter::ListenerCreateFailure,
+        Counter::SegmentRecreated,
+        Counter::UpstreamCxOverflow,
+        Counter::UpstreamRqPendingOverflow,
     ];
 
     pub const fn index(self) -> usize {
@@ -154,6 +167,9 @@ impl Counter {
             Counter::NoFilterChainMatch => "no_filter_chain_match",
             Counter::DownstreamCxAcceptFailed => "downstream_cx_accept_failed",
             Counter::ListenerCreateFailure => "listener_create_failure",
+            Counter::SegmentRecreated => "segment_recreated",
+            Counter::UpstreamCxOverflow => "upstream_cx_overflow",
+            Counter::UpstreamRqPendingOverflow => "upstream_rq_pending_overflow",
         }
     }
 

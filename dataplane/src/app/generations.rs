@@ -14,14 +14,16 @@
 //! a large configuration must not take CPU from the shards.
 
 use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zerohop_proto::codec;
 use zerohop_proto::shm::{ReadOutcome, Segment};
 use zerohop_proto::stats::Counter;
 
+use super::keeper::Keeper;
 use super::listeners::ListenerManager;
 use crate::config::{Generation, Graveyard, Latest, Slots};
 use crate::net::sys;
@@ -29,6 +31,9 @@ use crate::shard::DRAINING;
 use crate::stats::ShardStats;
 
 const POLL: Duration = Duration::from_millis(10);
+/// How often a data plane run with `--attach` looks whether control is down and the segment
+/// file needs restoring.
+const WATCH: Duration = Duration::from_secs(1);
 
 /// What the config thread works with.
 #[derive(Debug)]
@@ -45,6 +50,18 @@ pub struct ConfigThread {
     /// The first shard's counters: where the listener manager's failures are counted (only
     /// this thread writes that counter).
     pub stats: ShardStats,
+    /// Keeps the served snapshot, to restore the segment file if it goes.
+    pub keeper: Arc<Keeper>,
+    /// No supervisor restarts control (`--attach`): look after the segment file here.
+    pub watch_control: bool,
+    pub shm: PathBuf,
+    /// The data plane's first ack line (the wake-up address is named after it).
+    pub line: usize,
+    /// The generation last read out of the segment, applied or refused.
+    pub last_read: u64,
+    /// The segment's incarnation the wake-up socket is bound for.
+    pub incarnation: u64,
+    pub last_watch: Instant,
 }
 
 impl ConfigThread {
@@ -62,6 +79,7 @@ impl ConfigThread {
                     self.wait();
                     self.graveyard.empty();
                     self.follow();
+                    self.look_after_segment();
                 }
             })
     }
@@ -79,23 +97,49 @@ impl ConfigThread {
 
     /// Takes up the segment's current generation, if it is new.
     fn follow(&mut self) {
-        let seen = self.latest.number().max(self.latest.rejected_number());
-        if self.seg.current_generation() == seen {
+        let current = self.seg.current_generation();
+        if current == self.last_read || current == self.latest.number() {
             return;
         }
-        match self.seg.read_current(seen) {
+        match self.seg.read_current(self.last_read) {
             ReadOutcome::New { generation, bytes } => {
+                self.last_read = generation;
                 let built = codec::decode(&bytes)
                     .map_err(|e| e.to_string())
                     .and_then(|s| self.slots.build(generation, s));
                 match built {
-                    Ok(g) => self.publish(Arc::new(g)),
+                    Ok(g) => {
+                        self.publish(Arc::new(g));
+                        self.keeper.serving(generation, bytes);
+                    }
                     Err(reason) => self.refuse(generation, reason),
                 }
             }
-            ReadOutcome::Corrupt { generation, reason } => self.refuse(generation, reason.into()),
+            ReadOutcome::Corrupt { generation, reason } => {
+                self.last_read = generation;
+                self.refuse(generation, reason.into())
+            }
             // A torn copy is read again at the next turn.
             ReadOutcome::Torn | ReadOutcome::Empty | ReadOutcome::Unchanged => {}
+        }
+    }
+
+    /// With no supervisor, restores the segment file while control is down; and after the
+    /// file was re-created (by either), binds the wake-up address of the new file.
+    fn look_after_segment(&mut self) {
+        if self.watch_control && self.last_watch.elapsed() >= WATCH {
+            self.last_watch = Instant::now();
+            if !zerohop_proto::shm::pid_alive(self.seg.control_pid()) {
+                self.keeper.ensure();
+            }
+        }
+        let incarnation = self.seg.incarnation();
+        if incarnation != self.incarnation {
+            self.incarnation = incarnation;
+            self.wake = wake_socket(&self.shm, self.line);
+            if let Some(w) = &self.wake {
+                let _ = w.set_read_timeout(Some(POLL));
+            }
         }
     }
 

@@ -3,16 +3,17 @@
 //! generation), start the shards, wait for signals, drain.
 
 mod generations;
+mod keeper;
 mod listeners;
 mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use zerohop_proto::shm::{ReadOutcome, Segment};
+use zerohop_proto::shm::{ReadOutcome, Registration, Segment};
 use zerohop_proto::{codec, Snapshot};
 
 use crate::args::Args;
@@ -22,6 +23,7 @@ use crate::net::sys;
 use crate::shard::listeners::Mailbox;
 use crate::shard::{self, IoDriver, DRAINING};
 use generations::ConfigThread;
+use keeper::Keeper;
 use listeners::ListenerManager;
 
 /// The demo upstream's address in the embedded default config.
@@ -56,6 +58,9 @@ pub fn run(args: Args) -> Result<(), StartError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/zerohop-{}", std::process::id())));
 
+    // Set once a generation is served: from then on control may die and is restarted, with
+    // the segment file restored first if it was removed or damaged.
+    let kept: Arc<OnceLock<Arc<Keeper>>> = Arc::default();
     let supervisor = if args.attach {
         None
     } else {
@@ -77,20 +82,26 @@ pub fn run(args: Args) -> Result<(), StartError> {
             .clone()
             .unwrap_or_else(control::default_bin);
         let probe = shm.clone();
-        let published = move || {
-            Segment::open(&probe)
+        let keeper = kept.clone();
+        let before_restart = move || match keeper.get() {
+            Some(k) => {
+                k.ensure();
+                true
+            }
+            // Control may have published while this process was still attaching.
+            None => Segment::open(&probe)
                 .map(|s| s.current_generation() > 0)
-                .unwrap_or(false)
+                .unwrap_or(false),
         };
         let cmd = ControlCommand {
             bin,
             args: cargs,
             shm: shm.clone(),
         };
-        Some(Supervisor::start(cmd, published).map_err(|e| err(e.to_string()))?)
+        Some(Supervisor::start(cmd, before_restart).map_err(|e| err(e.to_string()))?)
     };
 
-    let result = serve(&args, &shm, demo, supervisor.as_ref());
+    let result = serve(&args, &shm, demo, supervisor.as_ref(), &kept);
     if let Some(s) = supervisor {
         s.stop();
     }
@@ -105,8 +116,9 @@ fn serve(
     shm: &std::path::Path,
     demo: bool,
     supervisor: Option<&Supervisor>,
+    kept: &OnceLock<Arc<Keeper>>,
 ) -> Result<(), StartError> {
-    let (seg, snapshot, generation) = attach(shm)?;
+    let (seg, snapshot, generation, bytes) = attach(shm)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let shards = args.shards.unwrap_or(cores.len().max(1));
     if shards == 0 || shards > seg.geometry().shard_capacity as usize {
@@ -116,6 +128,18 @@ fn serve(
         )));
     }
     let base = seg.register_dataplane(shards, std::process::id());
+    let keeper = Arc::new(Keeper::new(
+        seg,
+        shm.to_owned(),
+        Registration {
+            pid: std::process::id(),
+            base,
+            shards,
+        },
+        (generation, bytes),
+        crate::stats::ShardStats::new(seg.shard_counters(base)),
+    ));
+    let _ = kept.set(keeper.clone());
 
     if demo {
         let addr: SocketAddr = DEMO_UPSTREAM.parse().expect("demo address");
@@ -207,6 +231,13 @@ fn serve(
         wake: generations::wake_socket(shm, base),
         shards: wakers,
         stats: crate::stats::ShardStats::new(seg.shard_counters(base)),
+        keeper,
+        watch_control: supervisor.is_none(),
+        shm: shm.to_owned(),
+        line: base,
+        last_read: generation,
+        incarnation: seg.incarnation(),
+        last_watch: Instant::now(),
     }
     .spawn()
     .map_err(|e| err(format!("config thread: {e}")))?;
@@ -239,7 +270,8 @@ fn serve(
 }
 
 /// Waits for the segment and its first generation, then decodes it (to bind listeners).
-fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot, u64), StartError> {
+/// Also returns the encoded snapshot (kept in case the segment must be re-created).
+fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot, u64, Vec<u8>), StartError> {
     let deadline = Instant::now() + ATTACH_TIMEOUT;
     let mut last_error = String::from("no segment yet");
     while Instant::now() < deadline {
@@ -250,7 +282,7 @@ fn attach(shm: &std::path::Path) -> Result<(&'static Segment, Snapshot, u64), St
                         err(format!("generation {generation} in {}: {e}", shm.display()))
                     })?;
                     // The mapping lives as long as the process: shards hold `&'static`.
-                    return Ok((Box::leak(Box::new(seg)), snapshot, generation));
+                    return Ok((Box::leak(Box::new(seg)), snapshot, generation, bytes));
                 }
                 ReadOutcome::Corrupt { generation, reason } => {
                     return Err(err(format!(

@@ -17,6 +17,7 @@ use zerohop_proto::stats::Counter;
 
 pub mod envoy;
 pub mod http;
+pub mod traffic;
 pub mod xds;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -301,17 +302,7 @@ impl Control {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
-        let child = Command::new(control_bin())
-            .arg("-c")
-            .arg(&config)
-            .arg("--shm")
-            .arg(&shm)
-            .args(["--admin", "off"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = Control::spawn(&config, &shm, args);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Segment::open(&shm)
             .map(|s| s.current_generation())
@@ -322,6 +313,29 @@ impl Control {
             std::thread::sleep(Duration::from_millis(10));
         }
         Control { child, shm, config }
+    }
+
+    fn spawn(config: &std::path::Path, shm: &std::path::Path, args: &[&str]) -> Child {
+        Command::new(control_bin())
+            .arg("-c")
+            .arg(config)
+            .arg("--shm")
+            .arg(shm)
+            .args(["--admin", "off"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// SIGKILL, then a new control on the same config and segment path (as a service
+    /// manager restarting it would).
+    pub fn kill_and_restart(&mut self, before_restart: impl FnOnce()) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        before_restart();
+        self.child = Control::spawn(&self.config, &self.shm, &[]);
     }
 
     pub fn segment(&self) -> Segment {

@@ -182,3 +182,90 @@ fn write_fuzz_seeds() {
     published.extend(bytes);
     std::fs::write(format!("{dir}/published"), published).unwrap();
 }
+
+fn shm_path(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!(
+        "/dev/shm/zerohop-unit-{name}-{}",
+        std::process::id()
+    ))
+}
+
+#[test]
+fn a_removed_segment_is_recreated_under_the_same_mapping() {
+    let path = shm_path("removed");
+    let seg = Segment::create_or_attach(&path, small()).unwrap();
+    seg.publish(b"one").unwrap();
+    seg.publish(b"two").unwrap();
+    let base = seg.register_dataplane(2, std::process::id());
+    seg.ack(base + 1, 2, 0);
+    seg.shard_counters(base)[3].store(77, Ordering::Relaxed);
+    assert_eq!(seg.path_state(&path), PathState::Ours);
+
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(seg.path_state(&path), PathState::Missing);
+    let reg = seg.registration();
+    seg.recreate(&path, Some((2, b"two")), reg).unwrap();
+    assert_eq!(seg.path_state(&path), PathState::Ours);
+    assert_eq!(seg.incarnation(), 1);
+
+    // A new process attaching sees what the old mapping held, and the old mapping's
+    // writes land in the new file.
+    let other = Segment::create_or_attach(&path, small()).unwrap();
+    assert_eq!(
+        other.read_current(0),
+        ReadOutcome::New {
+            generation: 2,
+            bytes: b"two".to_vec()
+        }
+    );
+    assert_eq!(other.registration(), reg);
+    assert_eq!(other.shard_ack(1).0, 2);
+    assert_eq!(other.shard_counters(base)[3].load(Ordering::Relaxed), 77);
+    seg.shard_counters(base)[3].store(78, Ordering::Relaxed);
+    assert_eq!(other.shard_counters(base)[3].load(Ordering::Relaxed), 78);
+    assert_eq!(other.publish(b"three").unwrap(), 3);
+    assert_eq!(
+        seg.read_current(2),
+        ReadOutcome::New {
+            generation: 3,
+            bytes: b"three".to_vec()
+        }
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn garbage_over_the_header_is_seen_and_not_continued() {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = shm_path("garbage");
+    let seg = Segment::create_or_attach(&path, small()).unwrap();
+    seg.publish(b"one").unwrap();
+    seg.register_dataplane(1, std::process::id());
+    // The magic stays; everything after it is noise (what a stray write leaves).
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.seek(SeekFrom::Start(8)).unwrap();
+    let noise: Vec<u8> = (0..512u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    f.write_all(&noise).unwrap();
+    assert!(matches!(seg.path_state(&path), PathState::Damaged(_)));
+
+    // Control re-attaching does not continue from it: it starts a fresh segment.
+    {
+        let fresh = Segment::create_or_attach(&path, small()).unwrap();
+        assert_eq!(fresh.current_generation(), 0);
+        assert_eq!(seg.path_state(&path), PathState::Replaced);
+    }
+    // The data plane puts its own back.
+    let reg = Registration {
+        pid: std::process::id(),
+        base: 0,
+        shards: 1,
+    };
+    seg.recreate(&path, Some((1, b"one")), reg).unwrap();
+    assert_eq!(seg.path_state(&path), PathState::Ours);
+    let other = Segment::create_or_attach(&path, small()).unwrap();
+    assert_eq!(other.current_generation(), 1);
+    assert_eq!(other.publish(b"two").unwrap(), 2);
+    let _ = std::fs::remove_file(&path);
+}
