@@ -30,6 +30,7 @@ fn snapshot(clusters: usize, eps: usize) -> Snapshot {
                 .collect(),
             protocol: UpstreamProtocol::default(),
             transport: TransportSocket::default(),
+            circuit_breakers: CircuitBreakers::default(),
         })
         .collect();
     let listeners = vec![Listener::simple(

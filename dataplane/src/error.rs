@@ -84,6 +84,9 @@ pub enum Kind {
     MalformedResponse,
     /// No (whole) response within the route timeout (UT): 504.
     UpstreamTimeout,
+    /// The cluster's circuit breaker is full (connections, pending requests or requests):
+    /// 503 at once (UO), as Envoy's overflow.
+    UpstreamOverflow,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +116,8 @@ impl ProxyError {
             // pooled one the peer had closed while it idled.
             UpstreamClosed => (Fault::Upstream, Retry::ReusedOnly),
             MalformedResponse | UpstreamTimeout => (Fault::Upstream, Retry::No),
+            // The cluster is saturated: another attempt would only add to it.
+            UpstreamOverflow => (Fault::Upstream, Retry::No),
         };
         ProxyError { kind, fault, retry }
     }
@@ -143,6 +148,10 @@ impl ProxyError {
             ),
             MalformedResponse => (502, "upstream sent a malformed response"),
             UpstreamTimeout => (504, "upstream request timeout"),
+            UpstreamOverflow => (
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            ),
         })
     }
 
@@ -166,6 +175,7 @@ impl ProxyError {
             UpstreamClosed => "upstream_reset_before_response_started{connection_termination}",
             MalformedResponse => "upstream_reset_before_response_started{protocol_error}",
             UpstreamTimeout => "upstream_response_timeout",
+            UpstreamOverflow => "upstream_reset_before_response_started{overflow}",
         }
     }
 
@@ -189,6 +199,7 @@ impl ProxyError {
             UpstreamClosed => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             MalformedResponse => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
             UpstreamTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            UpstreamOverflow => ResponseFlags::UPSTREAM_OVERFLOW,
         }
     }
 }

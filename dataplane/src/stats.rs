@@ -20,6 +20,11 @@ impl ShardStats {
         a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 
+    /// The counter's value (this shard's block only).
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c.index()].load(Ordering::Relaxed)
+    }
+
     #[inline]
     pub fn inc(&self, c: Counter) {
         self.add(c, 1);

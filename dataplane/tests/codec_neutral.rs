@@ -179,6 +179,11 @@ impl Downstream for Scripted {
     fn reset(&mut self) {
         self.sent.reset = true;
     }
+
+    async fn closed(&self) {
+        // A scripted client never goes away.
+        std::future::pending().await
+    }
 }
 
 /// A parsed request head, laid out as a codec lays one out: ranges into one buffer.

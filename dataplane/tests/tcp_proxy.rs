@@ -248,8 +248,14 @@ fn idle_timeout_closes_both_sides() {
 #[test]
 fn five_thousand_concurrent_echoing_connections() {
     const N: usize = 5000;
+    // Envoy's default circuit breakers allow 1,024 connections to a cluster: raised, as for
+    // Envoy.
+    let yaml = tcp_proxy_config(&[echo_upstream()], "", "5s").replace(
+        "    type: STATIC\n",
+        "    type: STATIC\n    circuit_breakers: { thresholds: [ { max_connections: 100000 } ] }\n",
+    );
     let proxy = Proxy::start_with(
-        &tcp_proxy_config(&[echo_upstream()], "", "5s"),
+        &yaml,
         Opts {
             shards: 2,
             ..Opts::default()

@@ -216,6 +216,30 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// `transport_socket`: what carries the bytes to an endpoint.
     pub transport: TransportSocket,
+    /// `circuit_breakers.thresholds` of priority DEFAULT (Envoy's defaults when absent).
+    pub circuit_breakers: CircuitBreakers,
+}
+
+/// A cluster's circuit-breaker thresholds for the whole process (each shard enforces its
+/// share; see the data plane's `upstream::breaker`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitBreakers {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakers {
+    /// Envoy's defaults for a cluster without `circuit_breakers`.
+    fn default() -> Self {
+        CircuitBreakers {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
 }
 
 /// How HTTP requests reach a cluster.

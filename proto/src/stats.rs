@@ -84,10 +84,16 @@ pub enum Counter {
     /// Requests refused with 503 (flag UO) because the cluster's pending-request or request
     /// circuit breaker was full (Envoy's `upstream_rq_pending_overflow`).
     UpstreamRqPendingOverflow,
+    /// Connections the client closed while a request on them waited for its upstream: the
+    /// upstream request is abandoned (Envoy's `downstream_cx_destroy_remote_active_rq`).
+    DownstreamCxDestroyRemoteActiveRq,
+    /// Retries not made because the cluster's retry circuit breaker was full (Envoy's
+    /// `upstream_rq_retry_overflow`).
+    UpstreamRqRetryOverflow,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 37] = [
+    pub const ALL: [Counter; 39] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -125,6 +131,8 @@ impl Counter {
         Counter::SegmentRecreated,
         Counter::UpstreamCxOverflow,
         Counter::UpstreamRqPendingOverflow,
+        Counter::DownstreamCxDestroyRemoteActiveRq,
+        Counter::UpstreamRqRetryOverflow,
     ];
 
     pub const fn index(self) -> usize {
@@ -170,6 +178,8 @@ impl Counter {
             Counter::SegmentRecreated => "segment_recreated",
             Counter::UpstreamCxOverflow => "upstream_cx_overflow",
             Counter::UpstreamRqPendingOverflow => "upstream_rq_pending_overflow",
+            Counter::DownstreamCxDestroyRemoteActiveRq => "downstream_cx_destroy_remote_active_rq",
+            Counter::UpstreamRqRetryOverflow => "upstream_rq_retry_overflow",
         }
     }
 

@@ -210,6 +210,7 @@ pub(crate) fn add_missing(snapshot: &mut Snapshot, names: Names) {
             endpoints: Vec::new(),
             protocol: UpstreamProtocol::default(),
             transport: TransportSocket::default(),
+            circuit_breakers: CircuitBreakers::default(),
         });
     }
 }
@@ -324,8 +325,37 @@ pub(crate) fn cluster(
         endpoints,
         protocol: UpstreamProtocol::Http1(http),
         transport: TransportSocket::RawBuffer,
+        circuit_breakers: circuit_breakers(c),
     };
     Ok((cluster, discovery))
+}
+
+/// `circuit_breakers.thresholds`: the first entry of priority DEFAULT, each threshold left
+/// out keeping Envoy's default. Entries of priority HIGH are accepted: they apply to routes
+/// of high priority, which zerohop's routes never are (`RouteAction.priority` is refused).
+fn circuit_breakers(c: &DynamicMessage) -> CircuitBreakers {
+    let mut out = CircuitBreakers::default();
+    let Some(cb) = msg(c, "circuit_breakers") else {
+        return out;
+    };
+    let default = list(cb, "thresholds")
+        .iter()
+        .map(as_msg)
+        .find(|t| enum_name(t, "priority") == "DEFAULT");
+    let Some(t) = default else {
+        return out;
+    };
+    for (field, slot) in [
+        ("max_connections", &mut out.max_connections),
+        ("max_pending_requests", &mut out.max_pending_requests),
+        ("max_requests", &mut out.max_requests),
+        ("max_retries", &mut out.max_retries),
+    ] {
+        if let Some(w) = msg(t, field) {
+            *slot = u32_value(w);
+        }
+    }
+    out
 }
 
 /// The one key `typed_extension_protocol_options` may have.

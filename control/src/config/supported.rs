@@ -134,6 +134,19 @@ const FIELDS: &[(&str, &[&str])] = &[
             "load_assignment",
             "eds_cluster_config",
             "typed_extension_protocol_options",
+            "circuit_breakers",
+        ],
+    ),
+    // Per-shard shares of these thresholds: see the data plane's upstream::breaker.
+    ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds"]),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
+        &[
+            "priority",
+            "max_connections",
+            "max_pending_requests",
+            "max_requests",
+            "max_retries",
         ],
     ),
     // HTTP/2 to the ADS server's cluster only (compile refuses it elsewhere).

@@ -1,8 +1,8 @@
 use super::*;
 use std::time::Duration;
 use zerohop_proto::{
-    BufferConfig, FilterOverride, HttpFilterConfig, LbPolicy, Listener, NetworkFilter, RouteAction,
-    UpstreamHttp, UpstreamProtocol,
+    BufferConfig, CircuitBreakers, FilterOverride, HttpFilterConfig, LbPolicy, Listener,
+    NetworkFilter, RouteAction, UpstreamHttp, UpstreamProtocol,
 };
 
 const BASE: &str = include_str!("../../tests/fixtures/tcp_proxy.yaml");
@@ -390,6 +390,65 @@ fn cluster_http_protocol_options_compile_and_refuse_what_zerohop_lacks() {
         let e = err(&yaml);
         assert!(e.path.contains(path), "{e}");
         assert!(e.message.contains(msg), "{e}");
+    }
+}
+
+#[test]
+fn circuit_breaker_thresholds_compile_and_what_zerohop_lacks_is_refused() {
+    let cluster_a = "  - name: a\n    connect_timeout: 1s\n";
+    let with = |cb: &str| {
+        HTTP.replacen(
+            cluster_a,
+            &format!("{cluster_a}    circuit_breakers: {cb}\n"),
+            1,
+        )
+    };
+    let b = load(
+        &with("{ thresholds: [ { priority: HIGH, max_connections: 7 }, { max_connections: 5, max_requests: 9, max_retries: 0 }, { max_connections: 6 } ] }"),
+        Format::Yaml,
+    )
+    .unwrap();
+    assert_eq!(
+        b.snapshot.clusters[0].circuit_breakers,
+        CircuitBreakers {
+            max_connections: 5,
+            max_pending_requests: 1024,
+            max_requests: 9,
+            max_retries: 0,
+        },
+        "the first DEFAULT entry; what it leaves out keeps Envoy's default"
+    );
+    assert_eq!(
+        b.snapshot.clusters[1].circuit_breakers,
+        CircuitBreakers::default()
+    );
+    let b = load(
+        &with("{ thresholds: [ { priority: HIGH, max_connections: 7 } ] }"),
+        Format::Yaml,
+    )
+    .unwrap();
+    assert_eq!(
+        b.snapshot.clusters[0].circuit_breakers,
+        CircuitBreakers::default()
+    );
+    for (cb, field) in [
+        ("{ thresholds: [ { retry_budget: {} } ] }", "retry_budget"),
+        (
+            "{ thresholds: [ { track_remaining: true } ] }",
+            "track_remaining",
+        ),
+        (
+            "{ thresholds: [ { max_connection_pools: 3 } ] }",
+            "max_connection_pools",
+        ),
+        (
+            "{ per_host_thresholds: [ { max_connections: 3 } ] }",
+            "per_host_thresholds",
+        ),
+    ] {
+        let e = err(&with(cb));
+        assert!(e.path.contains(field), "{e}");
+        assert!(e.path.contains("circuit_breakers"), "{e}");
     }
 }
 

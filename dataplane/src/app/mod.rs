@@ -209,6 +209,7 @@ fn serve(
             graveyard,
             driver,
             drain_timeout,
+            shards,
             wake,
         };
         let t = std::thread::Builder::new()

@@ -136,4 +136,10 @@ pub trait Downstream {
     /// Ends the stream abruptly: the client sees a reset, not a clean end of a response
     /// whose body was cut short.
     fn reset(&mut self);
+
+    /// Resolves when the client has gone (closed or reset its side) while the stream waits
+    /// for its upstream, the whole request in hand; never, if the codec cannot tell or the
+    /// client is still sending. The connection manager then abandons the upstream request,
+    /// as Envoy resets a stream whose downstream connection closed.
+    async fn closed(&self);
 }

@@ -195,4 +195,22 @@ impl Downstream for ServerConn {
     fn reset(&mut self) {
         let _ = sys::set_linger_zero(self.stream.as_raw_fd());
     }
+
+    /// Readable with nothing to read (EOF) or an error: the client is gone. HTTP/1.1
+    /// connections do not half-close here, as in Envoy: a client's FIN ends the connection.
+    /// Readable with bytes (a pipelined request) proves nothing; those wait for their turn.
+    async fn closed(&self) {
+        let fd = self.stream.as_raw_fd();
+        loop {
+            if self.stream.readable(false).await.is_err() {
+                return;
+            }
+            match sys::peek(fd, &mut [0u8; 1]) {
+                Ok(0) => return,
+                Ok(_) => return std::future::pending().await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
+            }
+        }
+    }
 }

@@ -45,6 +45,15 @@ pub async fn serve(
         );
         return;
     };
+    // Envoy's tcp_proxy counts against the cluster's connection breaker too, and closes the
+    // client when it is full (`upstream_cx_overflow`, flag UO).
+    let _held = match shard.upstreams.connection_slot(stats, cluster) {
+        Ok(h) => h,
+        Err(e) => {
+            log::debug!("{}: cluster {}: {e}", listener.name, cluster.cluster.name);
+            return;
+        }
+    };
     let up = match crate::upstream::connect::connect(stats, &cluster.cluster, addr).await {
         Ok(up) => up,
         Err(e) => {

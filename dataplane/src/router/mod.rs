@@ -83,6 +83,8 @@ pub struct Exchange<'g> {
     pub cluster: &'g ClusterPlan,
     /// The route timeout: until the whole response has been relayed, as Envoy's.
     pub deadline: Option<Instant>,
+    /// The request's place in the cluster's request breaker, until the response is relayed.
+    pub request: crate::upstream::breaker::Held,
 }
 
 /// Sends `out` to an endpoint of the route's cluster and reads the response head.
@@ -139,21 +141,44 @@ pub async fn forward<'g, D: Downstream>(
     }
 
     let mut retry = RetryState::new(out.req, &out.body);
+    let (slot, limits) = (cluster.slot as usize, &cluster.cluster.circuit_breakers);
+    let breakers = &shard.upstreams.breakers;
     let result = loop {
         info.attempts += 1;
         let connected = shard
             .upstreams
-            .http_connection(stats, cluster, endpoint, started)
+            .http_connection(stats, cluster, endpoint, started, deadline)
             .await;
         let mut conn = match connected {
             Ok(c) => c,
-            Err(e) => break Err(e),
+            Err(e) => {
+                if e.kind == Kind::UpstreamTimeout {
+                    stats.inc(Counter::UpstreamRqTimeout);
+                }
+                break Err(e);
+            }
+        };
+        // The request breaker is asked once the request has a connection, as Envoy's pool
+        // asks it when it attaches a stream; full, the connection goes back unused.
+        let in_flight = match breakers.request(slot, limits, stats) {
+            Ok(held) => held,
+            Err(e) => {
+                shard.upstreams.release_unused(conn, cluster);
+                break Err(e);
+            }
         };
         stats.inc(Counter::UpstreamRqTotal);
+        // Declared after `conn`, so dropped before it: if this future is dropped mid-exchange
+        // (the client left), the upstream sees the end at once instead of after the ring has
+        // cancelled the pending receive and closed the socket, two loop turns later. A chain
+        // of proxies looping back to themselves then unwinds faster than it can regrow.
+        let abandon = AbandonGuard(std::os::fd::AsRawFd::as_raw_fd(&conn.stream));
         let sent;
         (sent, head) = conn.send_head(head).await;
         if let Err(e) = sent {
-            if retry.again(&e, conn.reused, false) {
+            if retry.again(&e, conn.reused, false, || {
+                breakers.retry(slot, limits, stats)
+            }) {
                 continue;
             }
             stats.inc(Counter::UpstreamRqReset);
@@ -179,18 +204,23 @@ pub async fn forward<'g, D: Downstream>(
             .await;
         match read {
             Ok(resp) => {
+                std::mem::forget(abandon);
                 break Ok(Exchange {
                     resp,
                     buf,
                     conn,
                     cluster,
                     deadline,
+                    request: in_flight,
                 });
             }
             Err(e) => {
                 let nothing_received = buf.is_empty();
                 shard.pools.give_vec(buf);
-                if retry.again(&e, conn.reused, !nothing_received) {
+                let answered = !nothing_received;
+                if retry.again(&e, conn.reused, answered, || {
+                    breakers.retry(slot, limits, stats)
+                }) {
                     continue;
                 }
                 match e.kind {
@@ -204,4 +234,14 @@ pub async fn forward<'g, D: Downstream>(
     };
     shard.pools.give_vec(head);
     result
+}
+
+/// Shuts an upstream socket down (both ways) when dropped: set while a request is out on it.
+struct AbandonGuard(std::os::fd::RawFd);
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        // The connection it guards is still open (it drops after this guard).
+        let _ = crate::net::sys::shutdown_both(self.0);
+    }
 }

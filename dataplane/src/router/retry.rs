@@ -4,6 +4,7 @@
 
 use crate::error::ProxyError;
 use crate::http::message::{Framing, Request};
+use crate::upstream::breaker::Held;
 
 use super::RequestBody;
 
@@ -14,6 +15,8 @@ pub struct RetryState {
     /// The request can be sent again as it is: it has no body (a body that streamed from
     /// the client cannot be replayed).
     replayable: bool,
+    /// The place taken in the cluster's retry breaker by the retry under way.
+    held: Option<Held>,
 }
 
 impl RetryState {
@@ -23,16 +26,29 @@ impl RetryState {
         RetryState {
             left: 1,
             replayable: req.framing == Framing::Empty && matches!(body, RequestBody::None),
+            held: None,
         }
     }
 
     /// Whether to send again after `e`, on a connection that was `reused`, once part of a
-    /// response may have arrived (`answered`); takes a retry when it says yes.
-    pub fn again(&mut self, e: &ProxyError, reused: bool, answered: bool) -> bool {
-        let yes = self.left > 0 && self.replayable && !answered && e.retry.decide(reused);
-        if yes {
-            self.left -= 1;
+    /// response may have arrived (`answered`); takes a retry when it says yes, and a place
+    /// in the cluster's retry breaker from `breaker` (none left: no retry).
+    pub fn again(
+        &mut self,
+        e: &ProxyError,
+        reused: bool,
+        answered: bool,
+        breaker: impl FnOnce() -> Option<Held>,
+    ) -> bool {
+        let wanted = self.left > 0 && self.replayable && !answered && e.retry.decide(reused);
+        if !wanted {
+            return false;
         }
-        yes
+        let Some(held) = breaker() else {
+            return false;
+        };
+        self.held = Some(held);
+        self.left -= 1;
+        true
     }
 }

@@ -60,6 +60,8 @@ pub struct Spec {
     pub graveyard: &'static Graveyard,
     pub driver: IoDriver,
     pub drain_timeout: Duration,
+    /// Shards the process runs (each takes its share of process-wide limits).
+    pub shards: usize,
     /// The config thread's wake-up after it published a generation. `None`: the shard finds
     /// new generations at its tick only.
     pub wake: Option<std::os::unix::net::UnixDatagram>,
@@ -194,6 +196,7 @@ async fn main(spec: Spec) {
         graveyard,
         line,
         wake,
+        shards,
         ..
     } = spec;
     let wake = wake.and_then(|w| match monoio::net::unix::UnixDatagram::from_std(w) {
@@ -210,6 +213,7 @@ async fn main(spec: Spec) {
         latest,
         Some((seg, mailbox, graveyard)),
         drain_timeout,
+        shards,
     );
     seg.ack(line, shard.generation(), 0);
     shard.stats.inc(Counter::ConfigApplied);
@@ -289,6 +293,7 @@ impl Shard {
         latest: &'static Latest,
         attached: Option<(&'static Segment, &'static Mailbox, &'static Graveyard)>,
         drain_timeout: Duration,
+        shards: usize,
     ) -> Rc<Shard> {
         let graveyard = attached.map(|a| a.2);
         Rc::new(Shard {
@@ -296,7 +301,7 @@ impl Shard {
             line,
             stats,
             pools: Pools::default(),
-            upstreams: Upstreams::default(),
+            upstreams: Upstreams::new(shards),
             rng: Rng::new(seed(id)),
             active: Cell::new(0),
             accepting: Cell::new(0),
@@ -327,6 +332,7 @@ impl Shard {
             latest,
             None,
             Duration::from_secs(1),
+            1,
         )
     }
 

@@ -7,6 +7,7 @@
 //! ([`lb::LbStates`]) and the idle connections by endpoint, protocol and transport
 //! ([`pool::UpstreamPool`]).
 
+pub mod breaker;
 pub mod connect;
 pub mod h1;
 pub mod lb;
@@ -22,16 +23,18 @@ use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 
 use crate::config::ClusterPlan;
-use crate::error::ProxyError;
+use crate::error::{Kind, ProxyError};
 use crate::stats::ShardStats;
+use breaker::{Breakers, Held};
 use lb::{LbStates, Rng};
 use pool::{PoolKey, Protocol, UpstreamPool};
 
 /// A shard's upstream state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Upstreams {
     pub lb: LbStates,
     pub pool: UpstreamPool,
+    pub breakers: Breakers,
 }
 
 /// An upstream connection serving one exchange.
@@ -43,6 +46,8 @@ pub struct UpstreamConn {
     pub served: u32,
     /// It came from the pool (a failure before any response byte may then be retried).
     pub reused: bool,
+    /// Its place in the cluster's connection breaker.
+    pub held: Held,
 }
 
 impl UpstreamConn {
@@ -95,6 +100,33 @@ pub fn encode_request(
 }
 
 impl Upstreams {
+    /// A shard's upstream state, its breakers enforcing its share of each cluster's
+    /// thresholds among `shards` shards.
+    pub fn new(shards: usize) -> Upstreams {
+        Upstreams {
+            lb: LbStates::default(),
+            pool: UpstreamPool::default(),
+            breakers: Breakers::new(shards),
+        }
+    }
+
+    /// A place in `cluster`'s connection breaker for a tcp_proxy connection. Full, it is the
+    /// overflow (counted): the tcp_proxy closes the client, as Envoy's.
+    pub fn connection_slot(
+        &self,
+        stats: ShardStats,
+        cluster: &ClusterPlan,
+    ) -> Result<Held, ProxyError> {
+        let slot = cluster.slot as usize;
+        let limits = &cluster.cluster.circuit_breakers;
+        self.breakers
+            .connection_strict(slot, limits)
+            .ok_or_else(|| {
+                drop(self.breakers.overflowed(slot, stats));
+                Kind::UpstreamOverflow.into()
+            })
+    }
+
     /// An endpoint of `cluster` for the next request or connection; `None` when it has none.
     pub fn pick(&self, cluster: &ClusterPlan, rng: &Rng) -> Option<SocketAddr> {
         self.lb
@@ -103,28 +135,43 @@ impl Upstreams {
     }
 
     /// A connection to `endpoint` for an HTTP request: the most recently used pooled one,
-    /// else a new one.
+    /// else a new one. With the cluster's connection breaker full, the request waits
+    /// (pending) for a connection to come back or close, until `deadline` (the route
+    /// timeout); see [`breaker`].
     pub async fn http_connection(
         &self,
         stats: ShardStats,
         cluster: &ClusterPlan,
         endpoint: SocketAddr,
         now: Instant,
+        deadline: Option<Instant>,
     ) -> Result<UpstreamConn, ProxyError> {
         let key = PoolKey {
             endpoint,
             protocol: Protocol::Http1,
             transport: cluster.cluster.transport,
         };
-        if let Some((stream, served)) = self.pool.checkout(&key, now) {
-            stats.inc(Counter::UpstreamCxReused);
-            return Ok(UpstreamConn {
-                stream,
-                key,
-                served,
-                reused: true,
-            });
+        if let Some(c) = self.pooled(stats, key, now) {
+            return Ok(c);
         }
+        let (slot, limits) = (cluster.slot as usize, &cluster.cluster.circuit_breakers);
+        // Pending until it has a connection, as Envoy counts it.
+        let _pending = self.breakers.pending(slot, limits, stats)?;
+        let held = loop {
+            if let Some(held) = self.breakers.connection(slot, limits) {
+                break held;
+            }
+            let freed = self.breakers.overflowed(slot, stats);
+            match deadline {
+                Some(d) => monoio::time::timeout_at(d.into(), freed)
+                    .await
+                    .map_err(|_| ProxyError::from(Kind::UpstreamTimeout))?,
+                None => freed.await,
+            }
+            if let Some(c) = self.pooled(stats, key, Instant::now()) {
+                return Ok(c);
+            }
+        };
         // Boxed: a connect carries a timer of its own, which would otherwise make every
         // request's future larger (and cache-line aligned) for what pooling makes rare.
         let stream = Box::pin(connect::connect(stats, &cluster.cluster, endpoint)).await?;
@@ -133,21 +180,51 @@ impl Upstreams {
             key,
             served: 0,
             reused: false,
+            held,
         })
+    }
+
+    fn pooled(&self, stats: ShardStats, key: PoolKey, now: Instant) -> Option<UpstreamConn> {
+        let (stream, served, held) = self.pool.checkout(&key, now)?;
+        stats.inc(Counter::UpstreamCxReused);
+        Some(UpstreamConn {
+            stream,
+            key,
+            served,
+            reused: true,
+            held,
+        })
+    }
+
+    /// Gives back a connection no request was sent on.
+    pub fn release_unused(&self, conn: UpstreamConn, cluster: &ClusterPlan) {
+        let served = conn.served;
+        self.checkin(conn, cluster, Instant::now(), served);
     }
 
     /// Returns a connection after a complete, delimited exchange, unless it has served the
     /// cluster's `max_requests_per_connection`; `since` stamps its idle time.
     pub fn release(&self, conn: UpstreamConn, cluster: &ClusterPlan, since: Instant) {
-        let options = cluster.cluster.protocol.common();
         let served = conn.served + 1;
+        self.checkin(conn, cluster, since, served);
+    }
+
+    fn checkin(&self, conn: UpstreamConn, cluster: &ClusterPlan, since: Instant, served: u32) {
+        let options = cluster.cluster.protocol.common();
         if options
             .max_requests_per_connection
             .is_some_and(|max| served >= max)
         {
             return;
         }
-        self.pool
-            .checkin(conn.key, conn.stream, since, served, options.idle_timeout);
+        self.pool.checkin(
+            conn.key,
+            conn.stream,
+            since,
+            served,
+            options.idle_timeout,
+            conn.held,
+        );
+        self.breakers.returned(cluster.slot as usize);
     }
 }

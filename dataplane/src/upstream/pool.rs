@@ -14,6 +14,7 @@ use monoio::net::TcpStream;
 
 use zerohop_proto::TransportSocket;
 
+use super::breaker::Held;
 use crate::fasthash::FastHash;
 use crate::net::sys;
 
@@ -47,6 +48,8 @@ struct Idle {
     served: u32,
     /// When the cluster's `idle_timeout` closes it (`None`: never).
     expires: Option<Instant>,
+    /// Its place in its cluster's connection breaker, given back when it closes.
+    held: Held,
 }
 
 #[derive(Debug, Default)]
@@ -58,7 +61,7 @@ pub struct UpstreamPool {
 impl UpstreamPool {
     /// The most recently used idle connection for `key` that is still open and within its
     /// idle timeout, with the requests it has served (`now`: the caller's clock reading).
-    pub fn checkout(&self, key: &PoolKey, now: Instant) -> Option<(TcpStream, u32)> {
+    pub fn checkout(&self, key: &PoolKey, now: Instant) -> Option<(TcpStream, u32, Held)> {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.get_mut(key)?;
         while let Some(c) = conns.pop() {
@@ -67,7 +70,7 @@ impl UpstreamPool {
             }
             let quiet = now.saturating_duration_since(c.since);
             if quiet < CHECK_AFTER || sys::idle_alive(c.stream.as_raw_fd()) {
-                return Some((c.stream, c.served));
+                return Some((c.stream, c.served, c.held));
             }
         }
         None
@@ -82,6 +85,7 @@ impl UpstreamPool {
         since: Instant,
         served: u32,
         idle_timeout: Option<Duration>,
+        held: Held,
     ) {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.entry(key).or_default();
@@ -91,6 +95,7 @@ impl UpstreamPool {
                 since,
                 served,
                 expires: idle_timeout.map(|t| since + t),
+                held,
             });
         }
     }

@@ -24,6 +24,7 @@ fn sample() -> Snapshot {
                     max_headers_count: 50,
                 }),
                 transport: TransportSocket::RawBuffer,
+                circuit_breakers: CircuitBreakers::default(),
             },
             Cluster {
                 name: "empty".into(),
@@ -35,6 +36,7 @@ fn sample() -> Snapshot {
                     ..UpstreamHttp::default()
                 }),
                 transport: TransportSocket::default(),
+                circuit_breakers: CircuitBreakers::default(),
             },
         ],
         listeners: vec![

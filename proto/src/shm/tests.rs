@@ -152,6 +152,7 @@ fn write_fuzz_seeds() {
             }],
             protocol: UpstreamProtocol::default(),
             transport: TransportSocket::default(),
+            circuit_breakers: CircuitBreakers::default(),
         }],
         listeners: vec![Listener::simple(
             "front",

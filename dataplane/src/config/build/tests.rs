@@ -18,6 +18,7 @@ fn cluster(name: &str, ports: &[u16]) -> Cluster {
             .collect(),
         protocol: UpstreamProtocol::default(),
         transport: TransportSocket::default(),
+        circuit_breakers: CircuitBreakers::default(),
     }
 }
 

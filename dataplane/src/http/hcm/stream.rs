@@ -139,10 +139,6 @@ impl<'a, D: Downstream> Stream<'a, D> {
             Action::Forward { forward, .. } => {
                 let (shard, gen, peer_ip) = (self.shard, self.gen, self.peer_ip);
                 let hcm = &http.manager;
-                let body = match buffered {
-                    Some(b) => RequestBody::Buffered(b),
-                    None => body_source(shard, self.down, http, req),
-                };
                 let headers = RequestHeaders::new(
                     req,
                     peer_ip.filter(|_| hcm.use_remote_address),
@@ -150,24 +146,44 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     hcm.generate_request_id.then_some(&shard.rng),
                     route.edits_requests.then_some(&route.edits[..]),
                 );
-                let mut out = Outgoing {
-                    req,
-                    route,
-                    forward,
-                    headers: &headers,
-                    framing: match &body {
-                        RequestBody::Buffered(b) => Framing::Length(b.len() as u64),
-                        _ => framing,
-                    },
-                    body,
+                let with_body = |body| outgoing(req, route, forward, &headers, framing, body);
+                let (exchange, complete) = match whole_body(self.down, buffered, req) {
+                    // The whole request is in hand: while the upstream answers, the client is
+                    // watched, and its leaving abandons the upstream request (as Envoy resets
+                    // the stream of a closed downstream connection). Otherwise a chain of
+                    // requests whose clients have gone (a cluster that loops back to its own
+                    // listener) would outlive them.
+                    Some(body) => {
+                        let mut out = with_body(body);
+                        let forwarded = std::pin::pin!(router::forward(
+                            shard,
+                            gen,
+                            &mut out,
+                            info,
+                            self.timer.as_mut()
+                        ));
+                        let gone = std::pin::pin!(self.down.closed());
+                        let exchange = monoio::select! {
+                            ex = forwarded => ex,
+                            _ = gone => {
+                                shard.stats.inc(Counter::DownstreamCxDestroyRemoteActiveRq);
+                                Err(Kind::DownstreamClosed.into())
+                            }
+                        };
+                        (exchange, true)
+                    }
+                    None => {
+                        let mut out = with_body(body_source(shard, self.down, http, req));
+                        let exchange =
+                            router::forward(shard, gen, &mut out, info, self.timer.as_mut()).await;
+                        (exchange, out.body.complete())
+                    }
                 };
-                let exchange =
-                    router::forward(shard, gen, &mut out, info, self.timer.as_mut()).await;
                 match exchange {
                     Ok(ex) => self.respond(route, req, ex, info, &ctx, &chain).await,
                     // The upstream failed a request that was read whole: as Envoy, the
                     // client's connection is kept (unless it asked otherwise).
-                    Err(e) if e.fault != Fault::Downstream && out.body.complete() => {
+                    Err(e) if e.fault != Fault::Downstream && complete => {
                         let close = req.close || req.version == Version::Http10;
                         self.fail_then(e, close, info).await
                     }
@@ -228,6 +244,8 @@ impl<'a, D: Downstream> Stream<'a, D> {
             conn: up,
             cluster,
             deadline,
+            // Held (in the cluster's request breaker) until the response is relayed.
+            request: _in_flight,
         } = ex;
         let shard = self.shard;
         let stats = shard.stats;
@@ -438,6 +456,44 @@ impl<'a, D: Downstream> Stream<'a, D> {
 
 /// How the request body goes upstream when no filter buffered it: nothing, the bytes
 /// already here if it is small and complete, else streamed from the client.
+fn outgoing<'o, D>(
+    req: &'o Request,
+    route: &'o Route,
+    forward: &'o zerohop_proto::Forward,
+    headers: &'o RequestHeaders<'o>,
+    framing: Framing,
+    body: RequestBody<'o, D>,
+) -> Outgoing<'o, D> {
+    Outgoing {
+        req,
+        route,
+        forward,
+        headers,
+        framing: match &body {
+            RequestBody::Buffered(b) => Framing::Length(b.len() as u64),
+            _ => framing,
+        },
+        body,
+    }
+}
+
+/// The request body when all of it is already in hand (none, buffered by a filter, or small
+/// and arrived with the head); `None` when it must stream from the client.
+fn whole_body<'b, D: Downstream>(
+    down: &mut D,
+    buffered: Option<Vec<u8>>,
+    req: &Request,
+) -> Option<RequestBody<'b, D>> {
+    if let Some(b) = buffered {
+        return Some(RequestBody::Buffered(b));
+    }
+    if matches!(req.framing, Framing::Empty | Framing::UntilClose) {
+        return Some(RequestBody::None);
+    }
+    down.take_received_body(req.framing, SMALL_BODY)
+        .map(RequestBody::Buffered)
+}
+
 fn body_source<'b, D: Downstream>(
     shard: &'b Shard,
     down: &'b mut D,

@@ -1,0 +1,325 @@
+//! Circuit breakers: how many connections, connecting requests and requests in flight a
+//! cluster may have before more are refused at once (503, Envoy's flag UO).
+//!
+//! Thresholds are the cluster's `circuit_breakers` (priority DEFAULT), else Envoy's defaults
+//! (1,024 connections, pending requests and requests; 3 retries), which Envoy enforces per
+//! cluster for the whole process. zerohop's shards share nothing on the request path, so a
+//! process-wide threshold is split evenly between them: each shard enforces
+//! `threshold / shards` (at least 1 when the threshold is not 0) on its own plain counters,
+//! and the sum over the shards does not exceed the threshold (unless it is smaller than the
+//! number of shards). The price of the split is that one shard alone reaches its share
+//! sooner than Envoy's process would reach the whole; traffic spread by SO_REUSEPORT meets
+//! the same total.
+//!
+//! What counts, and what happens when full, as Envoy's connection pool does it:
+//! - a connection counts from the moment its connect starts until it closes (idle in the
+//!   pool included). When the breaker is full, no connection is made (`upstream_cx_overflow`)
+//!   unless the cluster has none at all; the request waits, pending, for a pooled connection
+//!   to come back or a connection to close, until the route timeout (504, UT);
+//! - a request is pending from when it finds no idle connection until it has one; beyond
+//!   the pending threshold it is refused at once (503, UO, `upstream_rq_pending_overflow`);
+//! - a request counts from when it is given a connection until its response is relayed;
+//!   beyond the threshold it is refused at once (503, UO, `upstream_rq_pending_overflow`).
+//!
+//! Counts are kept per cluster slot (stable across generations), so connections opened under
+//! one generation still count under the next.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use zerohop_proto::stats::Counter;
+use zerohop_proto::CircuitBreakers;
+
+use crate::error::{Kind, ProxyError};
+use crate::stats::ShardStats;
+
+/// What one cluster holds open on this shard, and who waits for a connection.
+#[derive(Debug, Default)]
+pub struct Open {
+    connections: Cell<u32>,
+    pending: Cell<u32>,
+    requests: Cell<u32>,
+    retries: Cell<u32>,
+    /// Bumped whenever a connection closes or goes back to the pool.
+    freed: Cell<u64>,
+    /// Pending requests waiting for `freed` to move.
+    waiters: RefCell<Vec<Waker>>,
+}
+
+/// A shard's breakers, by cluster slot.
+#[derive(Debug)]
+pub struct Breakers {
+    /// Shards in the process: each enforces its share of a threshold.
+    shards: u32,
+    by_slot: RefCell<Vec<Rc<Open>>>,
+}
+
+/// Which count a [`Held`] takes part in.
+#[derive(Clone, Copy, Debug)]
+enum Resource {
+    Connection,
+    Pending,
+    Request,
+    Retry,
+}
+
+/// One unit of a cluster's connections, pending requests or requests; given back on drop.
+#[derive(Debug)]
+pub struct Held {
+    open: Rc<Open>,
+    resource: Resource,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let c = self.open.cell(self.resource);
+        c.set(c.get().saturating_sub(1));
+        if let Resource::Connection = self.resource {
+            self.open.freed();
+        }
+    }
+}
+
+impl Open {
+    /// A connection closed or went back to the pool: every waiter looks again.
+    fn freed(&self) {
+        self.freed.set(self.freed.get().wrapping_add(1));
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    fn cell(&self, r: Resource) -> &Cell<u32> {
+        match r {
+            Resource::Connection => &self.connections,
+            Resource::Pending => &self.pending,
+            Resource::Request => &self.requests,
+            Resource::Retry => &self.retries,
+        }
+    }
+}
+
+impl Breakers {
+    pub fn new(shards: usize) -> Breakers {
+        Breakers {
+            shards: shards.clamp(1, u32::MAX as usize) as u32,
+            by_slot: RefCell::default(),
+        }
+    }
+
+    /// This shard's share of a process-wide `threshold`.
+    pub fn share(&self, threshold: u32) -> u32 {
+        match threshold {
+            0 => 0,
+            n => (n / self.shards).max(1),
+        }
+    }
+
+    fn open(&self, slot: usize) -> Rc<Open> {
+        let mut by_slot = self.by_slot.borrow_mut();
+        if by_slot.len() <= slot {
+            by_slot.resize_with(slot + 1, Rc::default);
+        }
+        by_slot[slot].clone()
+    }
+
+    fn take(&self, slot: usize, resource: Resource, max: u32) -> Option<Held> {
+        let open = self.open(slot);
+        let c = open.cell(resource);
+        if c.get() >= max {
+            return None;
+        }
+        c.set(c.get() + 1);
+        Some(Held { open, resource })
+    }
+
+    /// A request in flight to cluster `slot`, or the overflow (counted) if it is full.
+    pub fn request(
+        &self,
+        slot: usize,
+        limits: &CircuitBreakers,
+        stats: ShardStats,
+    ) -> Result<Held, ProxyError> {
+        self.take(slot, Resource::Request, self.share(limits.max_requests))
+            .ok_or_else(|| {
+                stats.inc(Counter::UpstreamRqPendingOverflow);
+                Kind::UpstreamOverflow.into()
+            })
+    }
+
+    /// A request waiting for a new connection to cluster `slot`, or the overflow (counted).
+    pub fn pending(
+        &self,
+        slot: usize,
+        limits: &CircuitBreakers,
+        stats: ShardStats,
+    ) -> Result<Held, ProxyError> {
+        self.take(
+            slot,
+            Resource::Pending,
+            self.share(limits.max_pending_requests),
+        )
+        .ok_or_else(|| {
+            stats.inc(Counter::UpstreamRqPendingOverflow);
+            Kind::UpstreamOverflow.into()
+        })
+    }
+
+    /// A new connection to cluster `slot`; `None` if the cluster holds its share already
+    /// (and at least one: a cluster with no connection may always open one, as Envoy's pool).
+    pub fn connection(&self, slot: usize, limits: &CircuitBreakers) -> Option<Held> {
+        let open = self.open(slot);
+        let max = match open.connections.get() {
+            0 => 1,
+            _ => self.share(limits.max_connections),
+        };
+        drop(open);
+        self.take(slot, Resource::Connection, max)
+    }
+
+    /// A new connection to cluster `slot` within its share, with no exception for a cluster
+    /// that has none (Envoy's tcp_proxy asks the breaker directly, not through a pool).
+    pub fn connection_strict(&self, slot: usize, limits: &CircuitBreakers) -> Option<Held> {
+        self.take(
+            slot,
+            Resource::Connection,
+            self.share(limits.max_connections),
+        )
+    }
+
+    /// A retry of a request to cluster `slot`, held while the retry runs; `None` (counted as
+    /// Envoy's `upstream_rq_retry_overflow`) when the retry breaker is full: no retry then.
+    pub fn retry(&self, slot: usize, limits: &CircuitBreakers, stats: ShardStats) -> Option<Held> {
+        let held = self.take(slot, Resource::Retry, self.share(limits.max_retries));
+        if held.is_none() {
+            stats.inc(Counter::UpstreamRqRetryOverflow);
+        }
+        held
+    }
+
+    /// The connection breaker of `slot` was full: counts it (`upstream_cx_overflow`) and
+    /// returns a future that resolves when one of its connections closes or goes back to
+    /// the pool.
+    pub fn overflowed(&self, slot: usize, stats: ShardStats) -> Freed {
+        stats.inc(Counter::UpstreamCxOverflow);
+        let open = self.open(slot);
+        let seen = open.freed.get();
+        Freed { open, seen }
+    }
+
+    /// A connection of `slot` went back to the pool: wakes the requests waiting for one.
+    pub fn returned(&self, slot: usize) {
+        if let Some(open) = self.by_slot.borrow().get(slot) {
+            open.freed();
+        }
+    }
+}
+
+/// Resolves once a connection of its cluster has closed or gone back to the pool.
+#[derive(Debug)]
+pub struct Freed {
+    open: Rc<Open>,
+    seen: u64,
+}
+
+impl Future for Freed {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.open.freed.get() != self.seen {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.open.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> ShardStats {
+        let block: &'static [std::sync::atomic::AtomicU64] = Vec::leak(
+            (0..Counter::ALL.len())
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        );
+        ShardStats::new(block)
+    }
+
+    fn limits(connections: u32, pending: u32, requests: u32) -> CircuitBreakers {
+        CircuitBreakers {
+            max_connections: connections,
+            max_pending_requests: pending,
+            max_requests: requests,
+            max_retries: 1,
+        }
+    }
+
+    #[test]
+    fn thresholds_are_split_between_shards() {
+        assert_eq!(Breakers::new(1).share(1024), 1024);
+        assert_eq!(Breakers::new(2).share(1024), 512);
+        assert_eq!(Breakers::new(4096).share(1024), 1);
+        assert_eq!(Breakers::new(2).share(0), 0);
+    }
+
+    #[test]
+    fn a_full_breaker_refuses_until_one_is_given_back() {
+        let (b, l) = (Breakers::new(1), limits(2, 1, 1));
+        let s = stats();
+        let c1 = b.connection(3, &l).unwrap();
+        let _c2 = b.connection(3, &l).unwrap();
+        assert!(b.connection(3, &l).is_none());
+        assert!(b.connection(0, &l).is_some(), "another cluster has its own");
+        drop(c1);
+        assert!(b.connection(3, &l).is_some());
+        let r = b.request(3, &l, s).unwrap();
+        assert!(b.request(3, &l, s).is_err());
+        drop(r);
+        assert!(b.request(3, &l, s).is_ok());
+        let p = b.pending(3, &l, s).unwrap();
+        let e = b.pending(3, &l, s).unwrap_err();
+        assert_eq!(e.kind, Kind::UpstreamOverflow);
+        assert_eq!(e.local_reply().map(|r| r.0), Some(503));
+        drop(p);
+        assert_eq!(s.get(Counter::UpstreamRqPendingOverflow), 2);
+        let retry = b.retry(3, &l, s).unwrap();
+        assert!(b.retry(3, &l, s).is_none());
+        drop(retry);
+        assert!(b.retry(3, &l, s).is_some());
+        assert_eq!(s.get(Counter::UpstreamRqRetryOverflow), 1);
+    }
+
+    #[test]
+    fn a_cluster_without_connections_may_always_open_one() {
+        let (b, l) = (Breakers::new(1), limits(0, 1, 1));
+        let c = b.connection(0, &l).unwrap();
+        assert!(b.connection(0, &l).is_none());
+        drop(c);
+        assert!(b.connection(0, &l).is_some());
+    }
+
+    #[test]
+    fn a_waiter_wakes_when_a_connection_closes_or_returns() {
+        let (b, l) = (Breakers::new(1), limits(1, 4, 4));
+        let s = stats();
+        let held = b.connection(1, &l).unwrap();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut freed = Box::pin(b.overflowed(1, s));
+        assert!(freed.as_mut().poll(&mut cx).is_pending());
+        b.returned(1);
+        assert!(freed.as_mut().poll(&mut cx).is_ready());
+        let mut freed = Box::pin(b.overflowed(1, s));
+        assert!(freed.as_mut().poll(&mut cx).is_pending());
+        drop(held);
+        assert!(freed.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(s.get(Counter::UpstreamCxOverflow), 2);
+    }
+}
