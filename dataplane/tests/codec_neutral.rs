@@ -180,7 +180,7 @@ impl Downstream for Scripted {
         self.sent.reset = true;
     }
 
-    async fn closed(&self) {
+    async fn closed(&self, _shard: &zerohop::shard::Shard) {
         // A scripted client never goes away.
         std::future::pending().await
     }

@@ -141,5 +141,5 @@ pub trait Downstream {
     /// for its upstream, the whole request in hand; never, if the codec cannot tell or the
     /// client is still sending. The connection manager then abandons the upstream request,
     /// as Envoy resets a stream whose downstream connection closed.
-    async fn closed(&self);
+    async fn closed(&self, shard: &Shard);
 }

@@ -196,21 +196,19 @@ impl Downstream for ServerConn {
         let _ = sys::set_linger_zero(self.stream.as_raw_fd());
     }
 
-    /// Readable with nothing to read (EOF) or an error: the client is gone. HTTP/1.1
-    /// connections do not half-close here, as in Envoy: a client's FIN ends the connection.
-    /// Readable with bytes (a pipelined request) proves nothing; those wait for their turn.
-    async fn closed(&self) {
-        let fd = self.stream.as_raw_fd();
-        loop {
-            if self.stream.readable(false).await.is_err() {
-                return;
-            }
-            match sys::peek(fd, &mut [0u8; 1]) {
-                Ok(0) => return,
-                Ok(_) => return std::future::pending().await,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(_) => return,
-            }
+    /// The client's hang-up, through the shard's watch ([`crate::net::hangup`]); the
+    /// connection joins it the first time one of its requests waits. HTTP/1.1 connections do
+    /// not half-close here, as in Envoy: a client's FIN ends the connection.
+    async fn closed(&self, shard: &Shard) {
+        let slot = self.hangup.get_or_init(|| {
+            shard
+                .hangups
+                .as_ref()
+                .and_then(|h| h.watch(self.stream.as_raw_fd()))
+        });
+        match slot {
+            Some(slot) => slot.hung_up().await,
+            None => std::future::pending().await,
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct ServerConn {
     pub last: Cell<Instant>,
     /// The protocol of the request being served: what its responses are written in.
     pub version: Version,
+    /// Its place in the shard's hang-up watch, taken the first time a request waits.
+    pub hangup: std::cell::OnceCell<Option<std::rc::Rc<crate::net::hangup::Slot>>>,
 }
 
 impl ServerConn {
@@ -67,6 +69,7 @@ impl ServerConn {
             head: Vec::new(),
             last: Cell::new(Instant::now()),
             version: Version::Http11,
+            hangup: std::cell::OnceCell::new(),
         }
     }
 

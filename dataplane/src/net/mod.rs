@@ -1,10 +1,12 @@
 //! The byte-moving layer: the only code that touches sockets directly.
 //!
 //! [`pump`] moves one direction of a proxied connection, [`tunnel`] both; [`ring`] receives
-//! and sends HTTP heads as io_uring operations; [`sys`] holds the raw syscalls; [`Pools`] keeps each shard's
+//! and sends HTTP heads as io_uring operations; [`hangup`] notices clients that hang up while
+//! their requests wait; [`sys`] holds the raw syscalls; [`Pools`] keeps each shard's
 //! copy buffers, splice pipes and byte vectors, so an idle L4 connection holds none of them
 //! (it waits for readiness first and borrows a buffer only to move bytes).
 
+pub mod hangup;
 pub mod pump;
 pub mod ring;
 pub mod sys;

@@ -508,3 +508,35 @@ pub fn accept(listener: RawFd) -> io::Result<std::net::TcpStream> {
         OwnedFd::from_raw_fd(fd)
     }))
 }
+
+/// A new epoll set (close-on-exec).
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes flags only.
+    let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) } as isize)?;
+    // SAFETY: epoll_create1 succeeded: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Adds `fd` to `epoll`, edge-triggered, for the peer's hang-up only (EPOLLRDHUP; EPOLLHUP
+/// and EPOLLERR come unasked), tagged `token`. The entry goes when `fd` is closed.
+pub fn epoll_watch_hangup(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+        u64: token,
+    };
+    // SAFETY: epoll_ctl with a valid event struct; both descriptors are the caller's.
+    check(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) } as isize).map(drop)
+}
+
+/// The tokens of the entries that have events now (never waits), at most `out.len()`.
+pub fn epoll_ready(epoll: RawFd, out: &mut [u64]) -> io::Result<usize> {
+    const BATCH: usize = 64;
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
+    let max = out.len().min(BATCH) as libc::c_int;
+    // SAFETY: epoll_wait writes at most `max` <= BATCH events into `events`; timeout 0.
+    let n = check(unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), max, 0) } as isize)?;
+    for (o, e) in out.iter_mut().zip(&events[..n]) {
+        *o = e.u64;
+    }
+    Ok(n)
+}

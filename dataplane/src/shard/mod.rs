@@ -77,6 +77,9 @@ pub struct Shard {
     pub pools: Pools,
     /// Load-balancer state and idle upstream connections.
     pub upstreams: Upstreams,
+    /// Clients that hang up while their requests wait (`None`: no epoll set could be made;
+    /// such hang-ups are then noticed at the next read or write).
+    pub hangups: Option<Rc<crate::net::hangup::Hangups>>,
     pub rng: Rng,
     /// Open downstream connections (for draining).
     pub active: Cell<usize>,
@@ -216,6 +219,9 @@ async fn main(spec: Spec) {
         shards,
     );
     seg.ack(line, shard.generation(), 0);
+    if let Some(h) = &shard.hangups {
+        monoio::spawn(h.clone().serve());
+    }
     shard.stats.inc(Counter::ConfigApplied);
     shard.maybe_reload();
     shard.take_listener_ops();
@@ -302,6 +308,13 @@ impl Shard {
             stats,
             pools: Pools::default(),
             upstreams: Upstreams::new(shards),
+            hangups: match crate::net::hangup::Hangups::new() {
+                Ok(h) => Some(Rc::new(h)),
+                Err(e) => {
+                    log::warn!("shard {id}: hang-up watch unavailable: {e}");
+                    None
+                }
+            },
             rng: Rng::new(seed(id)),
             active: Cell::new(0),
             accepting: Cell::new(0),

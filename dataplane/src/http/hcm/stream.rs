@@ -162,8 +162,10 @@ impl<'a, D: Downstream> Stream<'a, D> {
                             info,
                             self.timer.as_mut()
                         ));
-                        let gone = std::pin::pin!(self.down.closed());
+                        let gone = std::pin::pin!(self.down.closed(shard));
                         let exchange = monoio::select! {
+                            // The exchange first: no random pick on the hot path.
+                            biased;
                             ex = forwarded => ex,
                             _ = gone => {
                                 shard.stats.inc(Counter::DownstreamCxDestroyRemoteActiveRq);
