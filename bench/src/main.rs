@@ -9,6 +9,7 @@ mod config;
 mod gen;
 mod hopcost;
 mod httpbench;
+mod idlemem;
 mod load;
 mod loadcmd;
 mod procstat;
@@ -32,6 +33,7 @@ USAGE:
     zerohop-bench load [OPTIONS] --rate N URL     (see `zerohop-bench load --help`)
     zerohop-bench hop-cost [OPTIONS]              (see `zerohop-bench hop-cost --help`)
     zerohop-bench http [OPTIONS]                  (see `zerohop-bench http --help`)
+    zerohop-bench idle-http [OPTIONS]             (see `zerohop-bench idle-http --help`)
     zerohop-bench xds [OPTIONS]                   (see `zerohop-bench xds --help`)
     zerohop-bench validate [OPTIONS]              (see `zerohop-bench validate --help`)
     zerohop-bench serve [OPTIONS]                 (see `zerohop-bench serve --help`)
@@ -212,6 +214,16 @@ fn main() {
             args.remove(0);
             let a = httpbench::parse(args).unwrap_or_else(|e| fail(e));
             print!("{}", httpbench::run(&a).unwrap_or_else(|e| fail(e)));
+            return;
+        }
+        Some("idle-http") => {
+            args.remove(0);
+            let a = idlemem::parse(args).unwrap_or_else(|e| fail(e));
+            let report = idlemem::run(&a).unwrap_or_else(|e| fail(e));
+            print!("{report}");
+            if let Some(path) = &a.out {
+                std::fs::write(path, &report).unwrap_or_else(|e| fail(e));
+            }
             return;
         }
         Some("validate") => {

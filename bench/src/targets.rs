@@ -303,8 +303,12 @@ fn haproxy_config(mode: Mode, port: u16, upstream: SocketAddr, splice: bool) -> 
         Mode::Tcp => "tcp",
         Mode::Http => "http",
     };
+    // As many connections as its descriptor limit allows (two per proxied connection).
+    let maxconn = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .map_or(30_000, |m| (m.saturating_sub(64) / 2).min(30_000));
     format!(
-        "global\n  nbthread 1\n  maxconn 4000\n\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{}\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\nbackend b\n  server s1 {upstream}\n",
+        "global\n  nbthread 1\n  maxconn {maxconn}\n\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{}\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\nbackend b\n  server s1 {upstream}\n",
         if splice { "  option splice-auto\n" } else { "" }
     )
 }
@@ -315,7 +319,7 @@ const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAddr) -> String {
     let d = dir.display();
     let head = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log error;\nevents {{ worker_connections 8192; }}\n"
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log error;\nworker_rlimit_nofile 65536;\nevents {{ worker_connections 30000; }}\n"
     );
     match mode {
         Mode::Tcp => format!(

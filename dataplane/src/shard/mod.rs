@@ -227,6 +227,7 @@ async fn main(spec: Spec) {
     shard.take_listener_ops();
 
     let mut next_sweep = Instant::now() + POOL_SWEEP;
+    let mut peak_active = 0usize;
     while !DRAINING.load(Ordering::Relaxed) {
         match &wake {
             Some(w) => {
@@ -246,6 +247,15 @@ async fn main(spec: Spec) {
         shard.expire_drained_listeners(now);
         if now >= next_sweep {
             shard.upstreams.pool.sweep(now);
+            // After many connections closed (at least half of the most seen, and 256),
+            // their memory goes back to the system; a full collection walks the heap, so
+            // only then, not every second.
+            let active = shard.active.get();
+            peak_active = peak_active.max(active);
+            if active * 2 < peak_active && peak_active - active >= 256 {
+                crate::net::sys::release_free_memory();
+                peak_active = active;
+            }
             next_sweep = now + POOL_SWEEP;
         }
     }
