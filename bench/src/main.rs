@@ -13,6 +13,7 @@ mod idlemem;
 mod load;
 mod loadcmd;
 mod procstat;
+mod soak;
 mod targets;
 mod upstreams;
 mod validate;
@@ -34,6 +35,7 @@ USAGE:
     zerohop-bench hop-cost [OPTIONS]              (see `zerohop-bench hop-cost --help`)
     zerohop-bench http [OPTIONS]                  (see `zerohop-bench http --help`)
     zerohop-bench idle-http [OPTIONS]             (see `zerohop-bench idle-http --help`)
+    zerohop-bench soak [OPTIONS]                  (see `zerohop-bench soak --help`)
     zerohop-bench xds [OPTIONS]                   (see `zerohop-bench xds --help`)
     zerohop-bench validate [OPTIONS]              (see `zerohop-bench validate --help`)
     zerohop-bench serve [OPTIONS]                 (see `zerohop-bench serve --help`)
@@ -223,6 +225,23 @@ fn main() {
             print!("{report}");
             if let Some(path) = &a.out {
                 std::fs::write(path, &report).unwrap_or_else(|e| fail(e));
+            }
+            return;
+        }
+        Some("soak") => {
+            args.remove(0);
+            let a = soak::parse(args).unwrap_or_else(|e| fail(e));
+            let (report, slope) = soak::run(&a).unwrap_or_else(|e| fail(e));
+            print!("{report}");
+            if let Some(path) = &a.out {
+                std::fs::write(path, &report).unwrap_or_else(|e| fail(e));
+            }
+            if let (Some(max), Some(s)) = (a.max_slope, slope) {
+                if s > max {
+                    fail(format!(
+                        "zerohop's RSS grew {s:.2} MiB per 10 minutes (over {max})"
+                    ));
+                }
             }
             return;
         }

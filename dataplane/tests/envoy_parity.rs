@@ -436,3 +436,48 @@ fn loader_edges_are_accepted_or_refused_as_envoy_does() {
     }
     assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n"));
 }
+
+/// When the connection manager's timers start, as Envoy starts them: `request_headers_timeout`
+/// at a head's first byte (a connection that sends nothing is not ended by it), the
+/// connection `idle_timeout` from accept (it bounds such a connection).
+#[test]
+fn header_and_idle_timers_start_where_envoys_do() {
+    use std::io::{Read, Write};
+    if !envoy::available() {
+        return;
+    }
+    let (a, b) = (upstream("a"), upstream("b"));
+    let yaml = fixture(a.addr, b.addr).replacen(
+        "          use_remote_address: true\n",
+        "          use_remote_address: true\n          request_headers_timeout: 1s\n          common_http_protocol_options: { idle_timeout: 3s }\n",
+        1,
+    );
+    let zerohop = Proxy::start(&yaml);
+    let (_envoy, envoy_addr) = start_envoy(&yaml);
+    // (silent connection open at 2 s, partial head answered by 2 s, silent closed by 5 s)
+    let observe = |addr: SocketAddr| {
+        let silent = std::net::TcpStream::connect(addr).unwrap();
+        let mut partial = std::net::TcpStream::connect(addr).unwrap();
+        partial.write_all(b"GET /exact HTTP/1.1\r\n").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let open = |s: &std::net::TcpStream| {
+            s.set_nonblocking(true).unwrap();
+            let r = (&*s).read(&mut [0u8; 512]);
+            s.set_nonblocking(false).unwrap();
+            matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        };
+        let silent_open_at_2s = open(&silent);
+        partial
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = partial.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        let partial_status = answer.split(' ').nth(1).unwrap_or("none").to_owned();
+        std::thread::sleep(Duration::from_secs(3));
+        (silent_open_at_2s, partial_status, open(&silent))
+    };
+    let from_envoy = observe(envoy_addr);
+    assert_eq!(from_envoy, (true, "408".to_owned(), false), "Envoy");
+    assert_eq!(observe(zerohop.addr("web")), from_envoy);
+}

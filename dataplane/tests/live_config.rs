@@ -298,6 +298,9 @@ fn an_empty_or_half_written_config_file_is_not_applied() {
             .current_generation()
     };
     let first = generation();
+    // New connections at a fixed rate across every write below: none may fail.
+    let traffic =
+        support::traffic::FixedRate::start(proxy.addr("front"), 2, Duration::from_millis(5));
     std::fs::write(&proxy.config, "").unwrap();
     assert!(
         proxy.wait_log("the config is empty", RELOAD),
@@ -336,6 +339,8 @@ fn an_empty_or_half_written_config_file_is_not_applied() {
         refusals.iter().all(|l| l.contains("the config is empty")),
         "{log}"
     );
+    let (ok, failures) = traffic.stop();
+    support::traffic::assert_no_failures(ok, &failures, 100);
 }
 
 /// A listener a reload adds on a port in use is counted (`listener_create_failure`, as
