@@ -86,6 +86,13 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
+        if let Long(name) = arg {
+            if Tools::OPTIONS.contains(&name) {
+                let name = name.to_owned();
+                a.tools.set(&name, p.value()?);
+                continue;
+            }
+        }
         match arg {
             Long("protocol") => {
                 a.mode = match p.value()?.string()?.as_str() {
@@ -94,14 +101,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
                     other => return Err(format!("--protocol {other:?}: tcp or http1").into()),
                 }
             }
-            Long("targets") => {
-                a.targets = p
-                    .value()?
-                    .string()?
-                    .split(',')
-                    .map(|t| Kind::parse(t.trim()))
-                    .collect::<Result<_, _>>()?
-            }
+            Long("targets") => a.targets = targets::parse_targets(&p.value()?.string()?)?,
             Long("rate") => a.rate = p.value()?.parse()?,
             Short('c') | Long("connections") => a.connections = p.value()?.parse()?,
             Short('d') | Long("duration") => a.duration = p.value()?.parse()?,
@@ -109,9 +109,6 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
             Long("rounds") => a.rounds = p.value()?.parse()?,
             Long("size") => a.size = Some(p.value()?.parse()?),
             Long("body") => a.body = p.value()?.parse()?,
-            Long("zerohop") => a.tools.zerohop = p.value()?.into(),
-            Long("zerohop-baseline") => a.tools.zerohop_baseline = Some(p.value()?.into()),
-            Long("envoy") => a.tools.envoy = p.value()?.into(),
             Long("out") => a.out = Some(p.value()?.into()),
             Short('h') | Long("help") => {
                 print!("{HELP}");
@@ -193,9 +190,7 @@ struct Sample {
 
 pub fn run(a: &Args) -> Result<String, String> {
     check_available(&a.targets, a.mode, &a.tools)?;
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let proxy_cpu = cores.first().map_or(0, |c| c.id);
-    let load_cpu = cores.last().copied().filter(|_| cores.len() > 1);
+    let (proxy_cpu, load_cpu) = targets::cpus();
     let (upstream, proto) = match a.mode {
         Mode::Tcp => (crate::upstreams::echo_server(load_cpu), Proto::Tcp),
         Mode::Http => (

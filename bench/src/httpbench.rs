@@ -64,22 +64,19 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
+        if let Long(name) = arg {
+            if Tools::OPTIONS.contains(&name) {
+                let name = name.to_owned();
+                a.tools.set(&name, p.value()?);
+                continue;
+            }
+        }
         match arg {
             Long("sizes") => a.sizes = crate::parse_list(&p.value()?.string()?)?,
-            Long("targets") => {
-                a.targets = p
-                    .value()?
-                    .string()?
-                    .split(',')
-                    .map(|t| Kind::parse(t.trim()))
-                    .collect::<Result<_, _>>()?
-            }
+            Long("targets") => a.targets = targets::parse_targets(&p.value()?.string()?)?,
             Short('c') | Long("connections") => a.connections = p.value()?.parse()?,
             Short('d') | Long("duration") => a.duration = p.value()?.parse()?,
             Long("rounds") => a.rounds = p.value()?.parse()?,
-            Long("zerohop") => a.tools.zerohop = p.value()?.into(),
-            Long("zerohop-baseline") => a.tools.zerohop_baseline = Some(p.value()?.into()),
-            Long("envoy") => a.tools.envoy = p.value()?.into(),
             Long("out") => a.out = Some(p.value()?.into()),
             Short('h') | Long("help") => {
                 print!("{HELP}");
@@ -110,9 +107,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 pub fn run(a: &Args) -> Result<String, String> {
     crate::hopcost::check_available(&a.targets, Mode::Http, &a.tools)?;
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let proxy_cpu = cores.first().map_or(0, |c| c.id);
-    let load_cpu = cores.last().copied().filter(|_| cores.len() > 1);
+    let (proxy_cpu, load_cpu) = targets::cpus();
     let mut r = String::new();
     let _ = writeln!(
         r,

@@ -52,19 +52,16 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
+        if let Long(name) = arg {
+            if Tools::OPTIONS.contains(&name) {
+                let name = name.to_owned();
+                a.tools.set(&name, p.value()?);
+                continue;
+            }
+        }
         match arg {
             Short('c') | Long("connections") => a.connections = p.value()?.parse()?,
-            Long("targets") => {
-                a.targets = p
-                    .value()?
-                    .string()?
-                    .split(',')
-                    .map(|t| Kind::parse(t.trim()))
-                    .collect::<Result<_, _>>()?
-            }
-            Long("zerohop") => a.tools.zerohop = p.value()?.into(),
-            Long("zerohop-baseline") => a.tools.zerohop_baseline = Some(p.value()?.into()),
-            Long("envoy") => a.tools.envoy = p.value()?.into(),
+            Long("targets") => a.targets = targets::parse_targets(&p.value()?.string()?)?,
             Long("out") => a.out = Some(p.value()?.into()),
             Short('h') | Long("help") => {
                 print!("{HELP}");
@@ -170,9 +167,7 @@ fn raise_nofile(n: u64) {
 pub fn run(a: &Args) -> Result<String, String> {
     crate::hopcost::check_available(&a.targets, Mode::Http, &a.tools)?;
     raise_nofile(a.connections as u64);
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let proxy_cpu = cores.first().map_or(0, |c| c.id);
-    let load_cpu = cores.last().copied().filter(|_| cores.len() > 1);
+    let (proxy_cpu, load_cpu) = targets::cpus();
     let upstream = crate::upstreams::http_server(load_cpu, 100);
     let mut r = String::new();
     let _ = writeln!(

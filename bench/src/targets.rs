@@ -59,6 +59,33 @@ impl Default for Tools {
     }
 }
 
+/// The CPU the proxies are pinned to (the first) and the one the load and upstream use (the
+/// last, if there are two or more).
+pub fn cpus() -> (usize, Option<core_affinity::CoreId>) {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let proxy_cpu = cores.first().map_or(0, |c| c.id);
+    (proxy_cpu, cores.last().copied().filter(|_| cores.len() > 1))
+}
+
+/// `--targets a,b,c`.
+pub fn parse_targets(v: &str) -> Result<Vec<Kind>, String> {
+    v.split(',').map(|t| Kind::parse(t.trim())).collect()
+}
+
+impl Tools {
+    /// The options every side-by-side command shares.
+    pub const OPTIONS: [&'static str; 3] = ["zerohop", "zerohop-baseline", "envoy"];
+
+    /// Sets the option `name` (one of [`Tools::OPTIONS`]).
+    pub fn set(&mut self, name: &str, value: std::ffi::OsString) {
+        match name {
+            "zerohop" => self.zerohop = value.into(),
+            "zerohop-baseline" => self.zerohop_baseline = Some(value.into()),
+            _ => self.envoy = value.into(),
+        }
+    }
+}
+
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {

@@ -11,18 +11,10 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::envoy::{self, Envoy};
+use support::envoy;
 use support::http::{upstream, Client};
 use support::Proxy;
 use zerohop_proto::stats::Counter;
-
-fn start_envoy(yaml: &str) -> (Envoy, SocketAddr) {
-    let port = envoy::free_port();
-    let mut e = envoy::spawn(&yaml.replace("port_value: 0 }", &format!("port_value: {port} }}")));
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    envoy::wait_accepting(&mut e, addr, Duration::from_secs(30));
-    (e, addr)
-}
 
 /// A listener on `port` whose catch-all route's cluster is that listener itself, and a
 /// `/ok` route to `ok`.
@@ -193,7 +185,7 @@ fn a_client_leaving_abandons_its_upstream_request_as_envoy_does() {
         "route: { cluster: ok, timeout: 30s }",
     );
     let zerohop = Proxy::start(&yaml);
-    let (_envoy, eaddr) = start_envoy(&yaml);
+    let (_envoy, eaddr) = envoy::start(&yaml);
     for addr in [zerohop.addr("loop"), eaddr] {
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         std::io::Write::write_all(&mut c, b"GET /wait HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
@@ -222,7 +214,7 @@ fn a_tcp_proxy_over_max_connections_closes_the_client_as_envoy_does() {
         "    type: STATIC\n    circuit_breakers: { thresholds: [ { max_connections: 2 } ] }\n",
     );
     let zerohop = Proxy::start(&yaml);
-    let (_envoy, eaddr) = start_envoy(&yaml);
+    let (_envoy, eaddr) = envoy::start(&yaml);
     let outcomes = |addr: SocketAddr| -> Vec<bool> {
         let conns: Vec<std::net::TcpStream> = (0..3)
             .map(|_| {

@@ -10,17 +10,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::envoy::{self, Envoy};
+use support::envoy;
 use support::http::{fixture, upstream, Client, Response};
 use support::Proxy;
-
-fn start_envoy(yaml: &str) -> (Envoy, SocketAddr) {
-    let port = envoy::free_port();
-    let mut e = envoy::spawn(&yaml.replace("port_value: 0 }", &format!("port_value: {port} }}")));
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    envoy::wait_accepting(&mut e, addr, Duration::from_secs(30));
-    (e, addr)
-}
 
 /// What must agree between the two proxies for one request.
 fn observed(r: &Response) -> Vec<String> {
@@ -66,7 +58,7 @@ fn the_fixture_routes_as_envoy_routes_it() {
     let (a, b) = (upstream("a"), upstream("b"));
     let yaml = fixture(a.addr, b.addr);
     let zerohop = Proxy::start(&yaml);
-    let (_envoy, envoy_addr) = start_envoy(&yaml);
+    let (_envoy, envoy_addr) = envoy::start(&yaml);
     type Request<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
     let requests: &[Request] = &[
         ("api.example.com", "/v1/users?id=3", &[]),
@@ -155,7 +147,7 @@ fn the_buffer_filter_buffers_and_refuses_as_envoy_does() {
         )
         .replacen("              - name: catch-all\n", PER_ROUTE_BUFFER, 1);
     let zerohop = Proxy::start(&yaml);
-    let (_envoy, envoy_addr) = start_envoy(&yaml);
+    let (_envoy, envoy_addr) = envoy::start(&yaml);
     let chunked_to = |path: &str, sizes: &[usize]| {
         let mut r =
             format!("POST {path} HTTP/1.1\r\nhost: other\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -280,7 +272,7 @@ fn http10_is_refused_or_served_as_envoy_does() {
     let mut mismatches = Vec::new();
     for (name, yaml) in [("default", &base), ("accept_http_10", &accepting)] {
         let zerohop = Proxy::start(yaml);
-        let (_envoy, envoy_addr) = start_envoy(yaml);
+        let (_envoy, envoy_addr) = envoy::start(yaml);
         for (what, req) in requests {
             let observe = |addr: SocketAddr| {
                 let mut c = Client::connect(addr);
@@ -350,7 +342,7 @@ fn unimplemented_transfer_codings_and_unasked_upgrades_as_envoy() {
         ),
     ];
     let zerohop = Proxy::start(&yaml);
-    let (_envoy, envoy_addr) = start_envoy(&yaml);
+    let (_envoy, envoy_addr) = envoy::start(&yaml);
     let mut mismatches = Vec::new();
     for (what, req) in &requests {
         let observe = |addr: SocketAddr| {
@@ -453,7 +445,7 @@ fn header_and_idle_timers_start_where_envoys_do() {
         1,
     );
     let zerohop = Proxy::start(&yaml);
-    let (_envoy, envoy_addr) = start_envoy(&yaml);
+    let (_envoy, envoy_addr) = envoy::start(&yaml);
     // (silent connection open at 2 s, partial head answered by 2 s, silent closed by 5 s)
     let observe = |addr: SocketAddr| {
         let silent = std::net::TcpStream::connect(addr).unwrap();

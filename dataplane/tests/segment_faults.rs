@@ -82,16 +82,48 @@ fn check_recovered(proxy: &Proxy, up: std::net::SocketAddr, admin: u16, traffic:
     assert_no_failures(ok, &failures, 100);
 }
 
+/// A zerohop (with an admin port) serving new connections at a fixed rate: the state before
+/// a fault.
+struct Running {
+    proxy: Proxy,
+    up: std::net::SocketAddr,
+    admin: u16,
+    /// The control process and the generation it published.
+    control: u32,
+    generation: u64,
+    traffic: FixedRate,
+}
+
+impl Running {
+    fn start() -> Running {
+        let (up, admin) = (echo_upstream(), free_port());
+        let proxy = Proxy::start(&config(&["front"], up, admin));
+        let seg = Segment::open(&proxy.shm).unwrap();
+        let (control, generation) = (seg.control_pid(), seg.current_generation());
+        drop(seg);
+        let traffic = FixedRate::start(proxy.addr("front"), 2, Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(200));
+        Running {
+            proxy,
+            up,
+            admin,
+            control,
+            generation,
+            traffic,
+        }
+    }
+}
+
 #[test]
 fn a_removed_segment_file_then_control_killed_is_restored_and_nothing_fails() {
-    let (up, admin) = (echo_upstream(), free_port());
-    let proxy = Proxy::start(&config(&["front"], up, admin));
-    let front = proxy.addr("front");
-    let seg = Segment::open(&proxy.shm).unwrap();
-    let (control, generation) = (seg.control_pid(), seg.current_generation());
-    drop(seg);
-    let traffic = FixedRate::start(front, 2, Duration::from_millis(5));
-    std::thread::sleep(Duration::from_millis(200));
+    let Running {
+        proxy,
+        up,
+        admin,
+        control,
+        generation,
+        traffic,
+    } = Running::start();
 
     std::fs::remove_file(&proxy.shm).unwrap();
     std::process::Command::new("kill")
@@ -110,14 +142,14 @@ fn a_removed_segment_file_then_control_killed_is_restored_and_nothing_fails() {
 
 #[test]
 fn garbage_over_the_segment_header_stops_control_and_the_data_plane_restores_it() {
-    let (up, admin) = (echo_upstream(), free_port());
-    let proxy = Proxy::start(&config(&["front"], up, admin));
-    let front = proxy.addr("front");
-    let seg = Segment::open(&proxy.shm).unwrap();
-    let (control, generation) = (seg.control_pid(), seg.current_generation());
-    drop(seg);
-    let traffic = FixedRate::start(front, 2, Duration::from_millis(5));
-    std::thread::sleep(Duration::from_millis(200));
+    let Running {
+        proxy,
+        up,
+        admin,
+        control,
+        generation,
+        traffic,
+    } = Running::start();
 
     // The magic stays, so the file still looks like a segment; what follows is noise.
     let mut f = std::fs::OpenOptions::new()

@@ -76,3 +76,13 @@ pub fn wait_accepting(envoy: &mut Envoy, addr: SocketAddr, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs Envoy on `yaml` with its `port_value: 0 }` listeners on one free port, and waits
+/// until it accepts there.
+pub fn start(yaml: &str) -> (Envoy, SocketAddr) {
+    let port = free_port();
+    let mut e = spawn(&yaml.replace("port_value: 0 }", &format!("port_value: {port} }}")));
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_accepting(&mut e, addr, Duration::from_secs(30));
+    (e, addr)
+}
