@@ -160,7 +160,7 @@ fn serve(
     // The first generation, built here before any shard runs; the config thread builds the
     // next ones. It, the mailboxes and the segment live as long as the process: shards
     // hold `&'static`.
-    let mut slots = Slots::default();
+    let mut slots = Slots::for_shards(shards);
     let first = slots
         .build(generation, snapshot)
         .map_err(|e| err(format!("generation {generation}: {e}")))?;
@@ -209,7 +209,6 @@ fn serve(
             graveyard,
             driver,
             drain_timeout,
-            shards,
             wake,
         };
         let t = std::thread::Builder::new()

@@ -29,9 +29,20 @@ pub struct Slots {
     next_version: u64,
     /// The newest generation's route tables by route configuration name.
     tables: HashMap<String, Vec<Arc<RouteTable>>>,
+    /// Shards in the process (0 taken as 1): each enforces its share of a cluster's
+    /// circuit-breaker thresholds.
+    shards: usize,
 }
 
 impl Slots {
+    /// For a process of `shards` shards.
+    pub fn for_shards(shards: usize) -> Slots {
+        Slots {
+            shards,
+            ..Slots::default()
+        }
+    }
+
     /// Builds generation `number`. On error nothing is remembered: the next build starts
     /// from the last good generation.
     pub fn build(&mut self, number: u64, snapshot: Snapshot) -> Result<Generation, String> {
@@ -55,14 +66,14 @@ impl Slots {
                     let same_lb = old.cluster.lb_policy == c.lb_policy
                         && old.cluster.endpoints == c.endpoints;
                     let lb_version = if same_lb { old.lb_version } else { version() };
-                    Arc::new(plan(c, old.slot, lb_version))
+                    Arc::new(plan(c, old.slot, lb_version, self.shards))
                 }
                 None => {
                     let slot = free.pop().unwrap_or_else(|| {
                         next_slot += 1;
                         next_slot - 1
                     });
-                    Arc::new(plan(c, slot, version()))
+                    Arc::new(plan(c, slot, version(), self.shards))
                 }
             };
             by_name.insert(plan.cluster.name.clone(), plan.clone());
@@ -157,9 +168,10 @@ impl Slots {
     }
 }
 
-fn plan(cluster: Cluster, slot: u32, lb_version: u64) -> ClusterPlan {
+fn plan(cluster: Cluster, slot: u32, lb_version: u64, shards: usize) -> ClusterPlan {
     ClusterPlan {
         lb: LbTable::new(cluster.lb_policy, &cluster.endpoints),
+        breakers: crate::upstream::breaker::share(&cluster.circuit_breakers, shards),
         cluster,
         slot,
         lb_version,

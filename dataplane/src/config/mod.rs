@@ -132,4 +132,7 @@ pub struct ClusterPlan {
     /// version starts over (the round-robin position alone carries over).
     pub lb_version: u64,
     pub lb: LbTable,
+    /// This shard's share of the cluster's circuit-breaker thresholds (every shard's is the
+    /// same: the process's divided evenly, see `upstream::breaker::share`).
+    pub breakers: zerohop_proto::CircuitBreakers,
 }

@@ -141,7 +141,7 @@ pub async fn forward<'g, D: Downstream>(
     }
 
     let mut retry = RetryState::new(out.req, &out.body);
-    let (slot, limits) = (cluster.slot as usize, &cluster.cluster.circuit_breakers);
+    let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
     let breakers = &shard.upstreams.breakers;
     let result = loop {
         info.attempts += 1;

@@ -60,8 +60,6 @@ pub struct Spec {
     pub graveyard: &'static Graveyard,
     pub driver: IoDriver,
     pub drain_timeout: Duration,
-    /// Shards the process runs (each takes its share of process-wide limits).
-    pub shards: usize,
     /// The config thread's wake-up after it published a generation. `None`: the shard finds
     /// new generations at its tick only.
     pub wake: Option<std::os::unix::net::UnixDatagram>,
@@ -199,7 +197,6 @@ async fn main(spec: Spec) {
         graveyard,
         line,
         wake,
-        shards,
         ..
     } = spec;
     let wake = wake.and_then(|w| match monoio::net::unix::UnixDatagram::from_std(w) {
@@ -216,7 +213,6 @@ async fn main(spec: Spec) {
         latest,
         Some((seg, mailbox, graveyard)),
         drain_timeout,
-        shards,
     );
     seg.ack(line, shard.generation(), 0);
     if let Some(h) = &shard.hangups {
@@ -309,7 +305,6 @@ impl Shard {
         latest: &'static Latest,
         attached: Option<(&'static Segment, &'static Mailbox, &'static Graveyard)>,
         drain_timeout: Duration,
-        shards: usize,
     ) -> Rc<Shard> {
         let graveyard = attached.map(|a| a.2);
         Rc::new(Shard {
@@ -317,7 +312,7 @@ impl Shard {
             line,
             stats,
             pools: Pools::default(),
-            upstreams: Upstreams::new(shards),
+            upstreams: Upstreams::default(),
             hangups: match crate::net::hangup::Hangups::new() {
                 Ok(h) => Some(Rc::new(h)),
                 Err(e) => {
@@ -355,7 +350,6 @@ impl Shard {
             latest,
             None,
             Duration::from_secs(1),
-            1,
         )
     }
 

@@ -49,12 +49,24 @@ pub struct Open {
     waiters: RefCell<Vec<Waker>>,
 }
 
-/// A shard's breakers, by cluster slot.
-#[derive(Debug)]
+/// A shard's breakers, by cluster slot. The limits its methods take are this shard's share
+/// ([`share`]), computed with the generation (`ClusterPlan::breakers`).
+#[derive(Debug, Default)]
 pub struct Breakers {
-    /// Shards in the process: each enforces its share of a threshold.
-    shards: u32,
     by_slot: RefCell<Vec<Rc<Open>>>,
+}
+
+/// One shard's share of process-wide `thresholds` among `shards` shards: each threshold
+/// divided evenly, at least 1 unless it is 0.
+pub fn share(thresholds: &CircuitBreakers, shards: usize) -> CircuitBreakers {
+    let shards = shards.clamp(1, u32::MAX as usize) as u32;
+    let one = |n: u32| if n == 0 { 0 } else { (n / shards).max(1) };
+    CircuitBreakers {
+        max_connections: one(thresholds.max_connections),
+        max_pending_requests: one(thresholds.max_pending_requests),
+        max_requests: one(thresholds.max_requests),
+        max_retries: one(thresholds.max_retries),
+    }
 }
 
 /// Which count a [`Held`] takes part in.
@@ -103,21 +115,6 @@ impl Open {
 }
 
 impl Breakers {
-    pub fn new(shards: usize) -> Breakers {
-        Breakers {
-            shards: shards.clamp(1, u32::MAX as usize) as u32,
-            by_slot: RefCell::default(),
-        }
-    }
-
-    /// This shard's share of a process-wide `threshold`.
-    pub fn share(&self, threshold: u32) -> u32 {
-        match threshold {
-            0 => 0,
-            n => (n / self.shards).max(1),
-        }
-    }
-
     fn open(&self, slot: usize) -> Rc<Open> {
         let mut by_slot = self.by_slot.borrow_mut();
         if by_slot.len() <= slot {
@@ -127,13 +124,7 @@ impl Breakers {
     }
 
     fn take(&self, slot: usize, resource: Resource, max: u32) -> Option<Held> {
-        let open = self.open(slot);
-        let c = open.cell(resource);
-        if c.get() >= max {
-            return None;
-        }
-        c.set(c.get() + 1);
-        Some(Held { open, resource })
+        take_from(self.open(slot), resource, max)
     }
 
     /// A request in flight to cluster `slot`, or the overflow (counted) if it is full.
@@ -143,11 +134,8 @@ impl Breakers {
         limits: &CircuitBreakers,
         stats: ShardStats,
     ) -> Result<Held, ProxyError> {
-        self.take(slot, Resource::Request, self.share(limits.max_requests))
-            .ok_or_else(|| {
-                stats.inc(Counter::UpstreamRqPendingOverflow);
-                Kind::UpstreamOverflow.into()
-            })
+        self.take(slot, Resource::Request, limits.max_requests)
+            .ok_or_else(|| overflow(stats, Counter::UpstreamRqPendingOverflow))
     }
 
     /// A request waiting for a new connection to cluster `slot`, or the overflow (counted).
@@ -157,57 +145,53 @@ impl Breakers {
         limits: &CircuitBreakers,
         stats: ShardStats,
     ) -> Result<Held, ProxyError> {
-        self.take(
-            slot,
-            Resource::Pending,
-            self.share(limits.max_pending_requests),
-        )
-        .ok_or_else(|| {
-            stats.inc(Counter::UpstreamRqPendingOverflow);
-            Kind::UpstreamOverflow.into()
-        })
+        self.take(slot, Resource::Pending, limits.max_pending_requests)
+            .ok_or_else(|| overflow(stats, Counter::UpstreamRqPendingOverflow))
     }
 
-    /// A new connection to cluster `slot`; `None` if the cluster holds its share already
-    /// (and at least one: a cluster with no connection may always open one, as Envoy's pool).
-    pub fn connection(&self, slot: usize, limits: &CircuitBreakers) -> Option<Held> {
+    /// A new connection to cluster `slot` for a pool. If the cluster holds its share already
+    /// (and at least one: a cluster with no connection may always open one, as Envoy's pool),
+    /// counts `upstream_cx_overflow` and returns what resolves when one of its connections
+    /// closes or goes back to the pool.
+    pub fn connection(
+        &self,
+        slot: usize,
+        limits: &CircuitBreakers,
+        stats: ShardStats,
+    ) -> Result<Held, Freed> {
         let open = self.open(slot);
         let max = match open.connections.get() {
             0 => 1,
-            _ => self.share(limits.max_connections),
+            _ => limits.max_connections,
         };
-        drop(open);
-        self.take(slot, Resource::Connection, max)
+        take_from(open.clone(), Resource::Connection, max).ok_or_else(|| {
+            stats.inc(Counter::UpstreamCxOverflow);
+            let seen = open.freed.get();
+            Freed { open, seen }
+        })
     }
 
     /// A new connection to cluster `slot` within its share, with no exception for a cluster
-    /// that has none (Envoy's tcp_proxy asks the breaker directly, not through a pool).
-    pub fn connection_strict(&self, slot: usize, limits: &CircuitBreakers) -> Option<Held> {
-        self.take(
-            slot,
-            Resource::Connection,
-            self.share(limits.max_connections),
-        )
+    /// that has none (Envoy's tcp_proxy asks the breaker directly, not through a pool); the
+    /// overflow (counted as `upstream_cx_overflow`) when full.
+    pub fn connection_strict(
+        &self,
+        slot: usize,
+        limits: &CircuitBreakers,
+        stats: ShardStats,
+    ) -> Result<Held, ProxyError> {
+        self.take(slot, Resource::Connection, limits.max_connections)
+            .ok_or_else(|| overflow(stats, Counter::UpstreamCxOverflow))
     }
 
     /// A retry of a request to cluster `slot`, held while the retry runs; `None` (counted as
     /// Envoy's `upstream_rq_retry_overflow`) when the retry breaker is full: no retry then.
     pub fn retry(&self, slot: usize, limits: &CircuitBreakers, stats: ShardStats) -> Option<Held> {
-        let held = self.take(slot, Resource::Retry, self.share(limits.max_retries));
+        let held = self.take(slot, Resource::Retry, limits.max_retries);
         if held.is_none() {
             stats.inc(Counter::UpstreamRqRetryOverflow);
         }
         held
-    }
-
-    /// The connection breaker of `slot` was full: counts it (`upstream_cx_overflow`) and
-    /// returns a future that resolves when one of its connections closes or goes back to
-    /// the pool.
-    pub fn overflowed(&self, slot: usize, stats: ShardStats) -> Freed {
-        stats.inc(Counter::UpstreamCxOverflow);
-        let open = self.open(slot);
-        let seen = open.freed.get();
-        Freed { open, seen }
     }
 
     /// A connection of `slot` went back to the pool: wakes the requests waiting for one.
@@ -216,6 +200,22 @@ impl Breakers {
             open.freed();
         }
     }
+}
+
+/// One unit of `resource` of the cluster `open` counts for, unless it holds `max` already.
+fn take_from(open: Rc<Open>, resource: Resource, max: u32) -> Option<Held> {
+    let c = open.cell(resource);
+    if c.get() >= max {
+        return None;
+    }
+    c.set(c.get() + 1);
+    Some(Held { open, resource })
+}
+
+/// Counts an overflow in `counter`: the request gets 503 UO.
+fn overflow(stats: ShardStats, counter: Counter) -> ProxyError {
+    stats.inc(counter);
+    Kind::UpstreamOverflow.into()
 }
 
 /// Resolves once a connection of its cluster has closed or gone back to the pool.
@@ -263,22 +263,30 @@ mod tests {
 
     #[test]
     fn thresholds_are_split_between_shards() {
-        assert_eq!(Breakers::new(1).share(1024), 1024);
-        assert_eq!(Breakers::new(2).share(1024), 512);
-        assert_eq!(Breakers::new(4096).share(1024), 1);
-        assert_eq!(Breakers::new(2).share(0), 0);
+        let envoy = CircuitBreakers::default();
+        assert_eq!(share(&envoy, 1), envoy);
+        assert_eq!(share(&envoy, 2).max_requests, 512);
+        assert_eq!(share(&envoy, 2).max_retries, 1);
+        assert_eq!(share(&envoy, 4096).max_connections, 1);
+        assert_eq!(share(&limits(0, 1, 1), 2).max_connections, 0);
     }
 
     #[test]
     fn a_full_breaker_refuses_until_one_is_given_back() {
-        let (b, l) = (Breakers::new(1), limits(2, 1, 1));
+        let (b, l) = (Breakers::default(), limits(2, 1, 1));
         let s = stats();
-        let c1 = b.connection(3, &l).unwrap();
-        let _c2 = b.connection(3, &l).unwrap();
-        assert!(b.connection(3, &l).is_none());
-        assert!(b.connection(0, &l).is_some(), "another cluster has its own");
+        let c1 = b.connection(3, &l, s).unwrap();
+        let _c2 = b.connection(3, &l, s).unwrap();
+        assert!(b.connection(3, &l, s).is_err());
+        assert!(
+            b.connection(0, &l, s).is_ok(),
+            "another cluster has its own"
+        );
         drop(c1);
-        assert!(b.connection(3, &l).is_some());
+        let c3 = b.connection(3, &l, s).unwrap();
+        assert!(b.connection_strict(3, &l, s).is_err());
+        drop(c3);
+        assert_eq!(s.get(Counter::UpstreamCxOverflow), 2);
         let r = b.request(3, &l, s).unwrap();
         assert!(b.request(3, &l, s).is_err());
         drop(r);
@@ -298,25 +306,30 @@ mod tests {
 
     #[test]
     fn a_cluster_without_connections_may_always_open_one() {
-        let (b, l) = (Breakers::new(1), limits(0, 1, 1));
-        let c = b.connection(0, &l).unwrap();
-        assert!(b.connection(0, &l).is_none());
+        let (b, l) = (Breakers::default(), limits(0, 1, 1));
+        let s = stats();
+        let c = b.connection(0, &l, s).unwrap();
+        assert!(b.connection(0, &l, s).is_err());
         drop(c);
-        assert!(b.connection(0, &l).is_some());
+        assert!(b.connection(0, &l, s).is_ok());
+        assert!(
+            b.connection_strict(0, &l, s).is_err(),
+            "not for a tcp_proxy"
+        );
     }
 
     #[test]
     fn a_waiter_wakes_when_a_connection_closes_or_returns() {
-        let (b, l) = (Breakers::new(1), limits(1, 4, 4));
+        let (b, l) = (Breakers::default(), limits(1, 4, 4));
         let s = stats();
-        let held = b.connection(1, &l).unwrap();
+        let held = b.connection(1, &l, s).unwrap();
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let mut freed = Box::pin(b.overflowed(1, s));
+        let mut freed = Box::pin(b.connection(1, &l, s).unwrap_err());
         assert!(freed.as_mut().poll(&mut cx).is_pending());
         b.returned(1);
         assert!(freed.as_mut().poll(&mut cx).is_ready());
-        let mut freed = Box::pin(b.overflowed(1, s));
+        let mut freed = Box::pin(b.connection(1, &l, s).unwrap_err());
         assert!(freed.as_mut().poll(&mut cx).is_pending());
         drop(held);
         assert!(freed.as_mut().poll(&mut cx).is_ready());

@@ -30,7 +30,7 @@ use lb::{LbStates, Rng};
 use pool::{PoolKey, Protocol, UpstreamPool};
 
 /// A shard's upstream state.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Upstreams {
     pub lb: LbStates,
     pub pool: UpstreamPool,
@@ -100,16 +100,6 @@ pub fn encode_request(
 }
 
 impl Upstreams {
-    /// A shard's upstream state, its breakers enforcing its share of each cluster's
-    /// thresholds among `shards` shards.
-    pub fn new(shards: usize) -> Upstreams {
-        Upstreams {
-            lb: LbStates::default(),
-            pool: UpstreamPool::default(),
-            breakers: Breakers::new(shards),
-        }
-    }
-
     /// A place in `cluster`'s connection breaker for a tcp_proxy connection. Full, it is the
     /// overflow (counted): the tcp_proxy closes the client, as Envoy's.
     pub fn connection_slot(
@@ -118,13 +108,8 @@ impl Upstreams {
         cluster: &ClusterPlan,
     ) -> Result<Held, ProxyError> {
         let slot = cluster.slot as usize;
-        let limits = &cluster.cluster.circuit_breakers;
-        self.breakers
-            .connection_strict(slot, limits)
-            .ok_or_else(|| {
-                drop(self.breakers.overflowed(slot, stats));
-                Kind::UpstreamOverflow.into()
-            })
+        let limits = &cluster.breakers;
+        self.breakers.connection_strict(slot, limits, stats)
     }
 
     /// An endpoint of `cluster` for the next request or connection; `None` when it has none.
@@ -154,14 +139,14 @@ impl Upstreams {
         if let Some(c) = self.pooled(stats, key, now) {
             return Ok(c);
         }
-        let (slot, limits) = (cluster.slot as usize, &cluster.cluster.circuit_breakers);
+        let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
         // Pending until it has a connection, as Envoy counts it.
         let _pending = self.breakers.pending(slot, limits, stats)?;
         let held = loop {
-            if let Some(held) = self.breakers.connection(slot, limits) {
-                break held;
-            }
-            let freed = self.breakers.overflowed(slot, stats);
+            let freed = match self.breakers.connection(slot, limits, stats) {
+                Ok(held) => break held,
+                Err(freed) => freed,
+            };
             match deadline {
                 Some(d) => monoio::time::timeout_at(d.into(), freed)
                     .await

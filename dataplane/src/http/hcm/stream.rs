@@ -175,7 +175,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                         (exchange, true)
                     }
                     None => {
-                        let mut out = with_body(body_source(shard, self.down, http, req));
+                        let mut out = with_body(streamed_body(shard, self.down, http, req));
                         let exchange =
                             router::forward(shard, gen, &mut out, info, self.timer.as_mut()).await;
                         (exchange, out.body.complete())
@@ -456,8 +456,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
     }
 }
 
-/// How the request body goes upstream when no filter buffered it: nothing, the bytes
-/// already here if it is small and complete, else streamed from the client.
+/// The request on its way upstream, its framing that of the body it carries.
 fn outgoing<'o, D>(
     req: &'o Request,
     route: &'o Route,
@@ -479,8 +478,8 @@ fn outgoing<'o, D>(
     }
 }
 
-/// The request body when all of it is already in hand (none, buffered by a filter, or small
-/// and arrived with the head); `None` when it must stream from the client.
+/// The request body when all of it is already in hand: none, buffered by a filter, or small
+/// and arrived with the head. `None` when it must stream from the client ([`streamed_body`]).
 fn whole_body<'b, D: Downstream>(
     down: &mut D,
     buffered: Option<Vec<u8>>,
@@ -496,27 +495,23 @@ fn whole_body<'b, D: Downstream>(
         .map(RequestBody::Buffered)
 }
 
-fn body_source<'b, D: Downstream>(
+/// The request body streamed from the client, once [`whole_body`] has found it is not
+/// all here.
+fn streamed_body<'b, D: Downstream>(
     shard: &'b Shard,
     down: &'b mut D,
     http: &HttpPlan,
     req: &Request,
 ) -> RequestBody<'b, D> {
-    if matches!(req.framing, Framing::Empty | Framing::UntilClose) {
-        return RequestBody::None;
-    }
-    match down.take_received_body(req.framing, SMALL_BODY) {
-        Some(b) => RequestBody::Buffered(b),
-        None => RequestBody::Stream(StreamedBody {
-            shard,
-            down,
-            framing: req.framing,
-            expect_continue: req.expect_continue,
-            request_timeout: http.manager.request_timeout,
-            stream_idle_timeout: http.manager.stream_idle_timeout,
-            done: false,
-        }),
-    }
+    RequestBody::Stream(StreamedBody {
+        shard,
+        down,
+        framing: req.framing,
+        expect_continue: req.expect_continue,
+        request_timeout: http.manager.request_timeout,
+        stream_idle_timeout: http.manager.stream_idle_timeout,
+        done: false,
+    })
 }
 
 fn response_edits<'r>(route: &'r Route, mut headers: HeaderList<'r>) -> HeaderList<'r> {
