@@ -24,6 +24,8 @@ pub struct State {
     pub node_id: String,
     /// The ADS client's counters, under `dynamic_resources`.
     pub xds: Option<Arc<Mutex<crate::xds::Stats>>>,
+    /// DNS discovery, for its clusters' `update_*` counters.
+    pub dns: Option<Arc<crate::dns::Discovery>>,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -100,26 +102,29 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
         }
         "/stats" => {
             let mut out = stats::text(&shards);
-            for (name, v) in xds_lines(state) {
+            for (name, v) in control_lines(state) {
                 out.push_str(&format!("{name}: {v}\n"));
             }
             (200, "text/plain", out)
         }
         "/stats?format=json" => {
             let mut v = stats::json(&shards);
-            let xds: serde_json::Map<_, _> = xds_lines(state)
+            let own: serde_json::Map<_, _> = control_lines(state)
                 .into_iter()
                 .map(|(n, v)| (n, v.into()))
                 .collect();
-            if !xds.is_empty() {
-                v["xds"] = xds.into();
+            if !own.is_empty() {
+                v["control"] = own.into();
             }
             (200, "application/json", format!("{v:#}\n"))
         }
         "/stats/prometheus" => {
             let mut out = stats::prometheus(&shards);
-            for (name, v) in xds_lines(state) {
-                let name = name.replace('.', "_");
+            for (name, v) in control_lines(state) {
+                let name: String = name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
                 out.push_str(&format!(
                     "# TYPE zerohop_{name} gauge\nzerohop_{name} {v}\n"
                 ));
@@ -142,11 +147,20 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
     }
 }
 
-/// The ADS client's counters (empty without dynamic_resources).
-fn xds_lines(state: &Shared) -> Vec<(String, u64)> {
-    let xds = state.lock().expect("admin state lock").xds.clone();
-    xds.map(|x| x.lock().expect("xds stats").lines())
-        .unwrap_or_default()
+/// Counters kept by control itself: the ADS client's (under dynamic_resources) and DNS
+/// clusters' `cluster.<name>.update_*`.
+fn control_lines(state: &Shared) -> Vec<(String, u64)> {
+    let (xds, dns) = {
+        let st = state.lock().expect("admin state lock");
+        (st.xds.clone(), st.dns.clone())
+    };
+    let mut lines = xds
+        .map(|x| x.lock().expect("xds stats").lines())
+        .unwrap_or_default();
+    if let Some(d) = dns {
+        lines.extend(crate::dns::stat_lines(&d.stats()));
+    }
+    lines
 }
 
 /// The active configuration as JSON, with the generation every shard applied.

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dns;
 pub mod publish;
 pub mod source;
 pub mod stats;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use zerohop_control::config::{self, Bootstrap, Format};
+use zerohop_control::dns::Discovery;
 use zerohop_control::publish::{Applied, Publisher};
 use zerohop_control::source::{self, SnapshotCache};
 use zerohop_control::{admin, stats};
@@ -40,6 +41,12 @@ OPTIONS:
         --check             validate the config, print a summary, and exit
         --log-level LEVEL   error, warn, info, debug or trace [default: info; env RUST_LOG]
     -h, --help              print this help
+
+DNS CLUSTERS:
+    STRICT_DNS and LOGICAL_DNS clusters are resolved here (never by the data plane), each
+    target every dns_refresh_rate (or at the answer's TTL with respect_dns_ttl); a changed
+    answer is published as the next generation. The first publish waits up to 10 s for
+    their first answers. A failing resolver keeps the last endpoints (update_failure).
 
 RELOADS:
     The config file is watched (polled every 200 ms) and SIGHUP reloads it; a valid change is
@@ -144,14 +151,18 @@ fn run() -> anyhow::Result<()> {
     if a.check {
         let boot = load(&a)?;
         let s = &boot.snapshot;
+        let dns = match boot.dns.len() {
+            0 => String::new(),
+            n => format!(" ({n} by DNS, resolved when serving)"),
+        };
         match &boot.dynamic {
             None => println!(
-                "ok: {} listeners, {} clusters",
+                "ok: {} listeners, {} clusters{dns}",
                 s.listeners.len(),
                 s.clusters.len()
             ),
             Some(d) => println!(
-                "ok: {} static listeners, {} static clusters; ADS ({:?}) at {:?}",
+                "ok: {} static listeners, {} static clusters{dns}; ADS ({:?}) at {:?}",
                 s.listeners.len(),
                 s.clusters.len(),
                 d.ads.api,
@@ -174,6 +185,22 @@ fn run() -> anyhow::Result<()> {
     let cache = a.snapshot_cache.clone().map(|path| SnapshotCache { path });
     let state: admin::Shared = Arc::new(Mutex::new(admin::State::default()));
 
+    // Reloads come from the file watcher and SIGHUP, new answers from DNS discovery; all
+    // land in the loop below, one at a time.
+    let (events, rx) = std::sync::mpsc::channel::<Event>();
+    let dns_events = events.clone();
+    let discovery = Arc::new(Discovery::new(move || {
+        let _ = dns_events.send(Event::Dns);
+    })?);
+    state.lock().expect("admin state lock").dns = Some(discovery.clone());
+    let out = Arc::new(Out {
+        publisher: publisher.clone(),
+        state: state.clone(),
+        cache,
+        dns: discovery.clone(),
+        gate: Mutex::new(()),
+    });
+
     let mut dynamic = false;
     // Stamped before the first read: a change made while control starts is not missed.
     let initial_stamp = a.config.as_deref().and_then(source::stamp);
@@ -181,16 +208,17 @@ fn run() -> anyhow::Result<()> {
         Ok(boot) => {
             let admin_address = boot.admin_address;
             state.lock().expect("admin state lock").node_id = boot.node_id.clone();
+            discovery.set(&boot.dns, DNS_WARM_LIMIT);
             match boot.dynamic {
                 Some(d) => {
                     dynamic = true;
-                    start_xds(d, &publisher, &state, cache.clone())?;
+                    start_xds(d, &out)?;
                 }
-                None => publish(&publisher, &state, cache.as_ref(), boot.snapshot)?,
+                None => out.publish(boot.snapshot, false)?,
             }
             admin_address
         }
-        Err(e) => start_without_config(&publisher, &state, cache.as_ref(), e)?,
+        Err(e) => start_without_config(&out, e)?,
     };
 
     let admin_addr = match a.admin.as_deref() {
@@ -208,47 +236,62 @@ fn run() -> anyhow::Result<()> {
         log::info!("admin listening on http://{bound}");
     }
 
-    // Reloads come from the file watcher and from SIGHUP; both land here, one at a time.
-    let (events, rx) = std::sync::mpsc::channel::<Option<i32>>();
     if dynamic {
         log::info!(
             "dynamic_resources: the bootstrap is read once, as Envoy reads it; configuration changes come from the ADS server"
         );
     } else if let (Some(path), false) = (a.config.clone(), a.no_watch) {
         let tx = events.clone();
-        source::watch(path, initial_stamp, move || tx.send(None).is_ok())?;
+        source::watch(path, initial_stamp, move || tx.send(Event::Reload).is_ok())?;
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                if events.send(Some(sig)).is_err() {
+                if events.send(Event::Signal(sig)).is_err() {
                     return;
                 }
             }
         })?;
     while let Ok(first) = rx.recv() {
         // Coalesce: one change is often seen twice (watcher and SIGHUP), and a burst of
-        // changes needs only the last. A pending SIGTERM/SIGINT wins.
-        let mut event = first;
-        while let Ok(next) = rx.try_recv() {
-            if !matches!(event, Some(sig) if sig != SIGHUP) {
-                event = next;
+        // changes needs only one reload. A pending SIGTERM/SIGINT wins.
+        let (mut reload, mut dns) = (false, false);
+        for event in std::iter::once(first).chain(rx.try_iter()) {
+            match event {
+                Event::Reload | Event::Signal(SIGHUP) => reload = true,
+                Event::Dns => dns = true,
+                Event::Signal(_) => {
+                    reload = false;
+                    dns = false;
+                    break;
+                }
             }
         }
-        match event {
-            None | Some(SIGHUP) if dynamic => {
-                log::info!("SIGHUP: ignored, the configuration comes from the ADS server")
-            }
-            None | Some(SIGHUP) => match load(&a) {
-                Ok(boot) if unchanged(&publisher, &state, &boot) => {
-                    log::info!("config unchanged; nothing to publish")
+        if !reload && !dns {
+            break;
+        }
+        if reload && dynamic {
+            log::info!("SIGHUP: ignored, the configuration comes from the ADS server");
+        } else if reload {
+            match load(&a) {
+                Ok(boot) => {
+                    discovery.set(&boot.dns, DNS_WARM_LIMIT);
+                    let mut snapshot = boot.snapshot;
+                    discovery.fill(&mut snapshot);
+                    if unchanged(&publisher, &state, &snapshot) {
+                        log::info!("config unchanged; nothing to publish")
+                    } else {
+                        out.publish(snapshot, false)?
+                    }
                 }
-                Ok(boot) => publish(&publisher, &state, cache.as_ref(), boot.snapshot)?,
                 Err(e) => log::error!("reload refused, previous config stays in force: {e:#}"),
-            },
-            Some(_) => break,
+            }
+            continue;
+        }
+        if dns {
+            out.refresh_dns()?;
         }
     }
     log::info!(
@@ -259,40 +302,35 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// True when `boot` compiles to the snapshot already in force (a file touched, or one change
-/// seen both by the watcher and by a SIGHUP): publishing it again would only churn.
-fn unchanged(publisher: &Publisher, state: &admin::Shared, boot: &Bootstrap) -> bool {
+/// True when `snapshot` is the one already in force (a file touched, or one change seen
+/// both by the watcher and by a SIGHUP): publishing it again would only churn.
+fn unchanged(publisher: &Publisher, state: &admin::Shared, snapshot: &Snapshot) -> bool {
     let st = state.lock().expect("admin state lock");
-    st.generation == publisher.segment().current_generation() && st.snapshot == boot.snapshot
+    st.generation == publisher.segment().current_generation() && st.snapshot == *snapshot
 }
 
 /// The config cannot be used at start-up: serve the snapshot cache if there is one, else
 /// keep the generation a previous control left in the segment. Returns no admin address
 /// (only `--admin` can give one then).
-fn start_without_config(
-    publisher: &Publisher,
-    state: &admin::Shared,
-    cache: Option<&SnapshotCache>,
-    error: anyhow::Error,
-) -> anyhow::Result<Option<SocketAddr>> {
-    if let Some(cache) = cache {
+fn start_without_config(out: &Out, error: anyhow::Error) -> anyhow::Result<Option<SocketAddr>> {
+    if let Some(cache) = &out.cache {
         match cache.load() {
             Ok(snapshot) => {
                 log::warn!(
                     "{error:#}; starting from the last good snapshot in {}",
                     cache.path.display()
                 );
-                publish(publisher, state, None, snapshot)?;
+                out.publish_uncached(snapshot)?;
                 return Ok(None);
             }
             Err(e) => log::warn!("snapshot cache unusable: {e}"),
         }
     }
-    let seg = publisher.segment();
+    let seg = out.publisher.segment();
     if let ReadOutcome::New { generation, bytes } = seg.read_current(0) {
         if let Ok(snapshot) = codec::decode(&bytes) {
             log::error!("{error:#}; generation {generation} already in the segment stays in force");
-            let mut st = state.lock().expect("admin state lock");
+            let mut st = out.state.lock().expect("admin state lock");
             st.snapshot = snapshot;
             st.generation = generation;
             return Ok(None);
@@ -302,12 +340,7 @@ fn start_without_config(
 }
 
 /// Runs the ADS client on its own thread; it publishes every snapshot its responses produce.
-fn start_xds(
-    d: config::Dynamic,
-    publisher: &Arc<Publisher>,
-    state: &admin::Shared,
-    cache: Option<SnapshotCache>,
-) -> anyhow::Result<()> {
+fn start_xds(d: config::Dynamic, out: &Arc<Out>) -> anyhow::Result<()> {
     log::info!(
         "ADS ({:?}) at {:?} (cluster {:?}); the first configuration is published once it is complete{}",
         d.ads.api,
@@ -319,10 +352,9 @@ fn start_xds(
         }
     );
     let stats = Arc::new(Mutex::new(zerohop_control::xds::Stats::default()));
-    state.lock().expect("admin state lock").xds = Some(stats.clone());
-    let (publisher, state) = (publisher.clone(), state.clone());
-    let publish_fn: zerohop_control::xds::Publish =
-        Arc::new(move |s| publish_as(&publisher, &state, cache.as_ref(), s, true));
+    out.state.lock().expect("admin state lock").xds = Some(stats.clone());
+    let out = out.clone();
+    let publish_fn: zerohop_control::xds::Publish = Arc::new(move |s| out.publish(s, true));
     std::thread::Builder::new()
         .name("xds".into())
         .spawn(move || {
@@ -333,24 +365,68 @@ fn start_xds(
     Ok(())
 }
 
-fn publish(
-    publisher: &Publisher,
-    state: &admin::Shared,
-    cache: Option<&SnapshotCache>,
-    snapshot: Snapshot,
-) -> anyhow::Result<()> {
-    publish_as(publisher, state, cache, snapshot, false)
+/// How long the first publish (and a reload that adds DNS clusters) waits for new DNS
+/// clusters' first answers before going ahead without their endpoints.
+const DNS_WARM_LIMIT: Duration = Duration::from_secs(10);
+
+/// What the control loop waits for.
+enum Event {
+    /// The config file changed.
+    Reload,
+    Signal(i32),
+    /// A DNS cluster's endpoints changed.
+    Dns,
+}
+
+/// Where snapshots go: the segment, admin's view and the snapshot cache, with DNS
+/// clusters' endpoints filled in. One publish at a time (the ADS client's thread and DNS
+/// answers both publish).
+struct Out {
+    publisher: Arc<Publisher>,
+    state: admin::Shared,
+    cache: Option<SnapshotCache>,
+    dns: Arc<Discovery>,
+    gate: Mutex<()>,
+}
+
+impl Out {
+    /// Publishes `snapshot` with DNS clusters' latest endpoints (`served`: see
+    /// [`publish_as`]).
+    fn publish(&self, mut snapshot: Snapshot, served: bool) -> anyhow::Result<()> {
+        let _one = self.gate.lock().expect("publish gate");
+        self.dns.fill(&mut snapshot);
+        publish_as(self, snapshot, served, true)
+    }
+
+    /// Publishes the snapshot-cache's snapshot (not written back to the cache).
+    fn publish_uncached(&self, mut snapshot: Snapshot) -> anyhow::Result<()> {
+        let _one = self.gate.lock().expect("publish gate");
+        self.dns.fill(&mut snapshot);
+        publish_as(self, snapshot, false, false)
+    }
+
+    /// DNS answers changed: the configuration in force again, with the new endpoints.
+    fn refresh_dns(&self) -> anyhow::Result<()> {
+        let _one = self.gate.lock().expect("publish gate");
+        let mut snapshot = {
+            let st = self.state.lock().expect("admin state lock");
+            if st.generation == 0 {
+                return Ok(()); // nothing published yet: the first publish fills them
+            }
+            st.snapshot.clone()
+        };
+        if !self.dns.fill(&mut snapshot) {
+            return Ok(());
+        }
+        publish_as(self, snapshot, false, true)
+    }
 }
 
 /// Publishes and waits for the shards; `served` also waits for a data plane that has not
-/// attached yet (xDS: the ACK that follows must mean "serving").
-fn publish_as(
-    publisher: &Publisher,
-    state: &admin::Shared,
-    cache: Option<&SnapshotCache>,
-    snapshot: Snapshot,
-    served: bool,
-) -> anyhow::Result<()> {
+/// attached yet (xDS: the ACK that follows must mean "serving"). The caller holds the gate.
+fn publish_as(out: &Out, snapshot: Snapshot, served: bool, store: bool) -> anyhow::Result<()> {
+    let (publisher, state) = (&out.publisher, &out.state);
+    let cache = out.cache.as_ref().filter(|_| store);
     let generation = publisher.publish(&snapshot, Duration::from_secs(5))?;
     if let Some(cache) = cache {
         if let Err(e) = cache.store(&snapshot) {

@@ -78,6 +78,8 @@ pub(super) struct Builder {
     /// Static clusters with `typed_extension_protocol_options` (HTTP/2), and their config
     /// paths: only the ADS server's cluster may have them.
     http2: Vec<(String, String)>,
+    /// The `STRICT_DNS` and `LOGICAL_DNS` clusters, for control's resolver.
+    dns: Vec<super::dns::DnsCluster>,
 }
 
 const PROTOCOL_OPTIONS: &str = "typed_extension_protocol_options";
@@ -95,7 +97,10 @@ impl Builder {
             self.pipes.push((string(c, "name"), path, socket));
             return Ok(());
         }
-        let (cluster, _) = cluster(c, &path, false)?;
+        let (cluster, discovery) = cluster(c, &path, false)?;
+        if let Discovery::Dns(dns) = discovery {
+            self.dns.push(*dns);
+        }
         let id = ClusterId(self.clusters.len() as u32);
         if self.ids.insert(cluster.name.clone(), id).is_some() {
             return Err(ConfigError::at(
@@ -169,6 +174,7 @@ impl Builder {
             node_id,
             admin_address,
             dynamic,
+            dns: self.dns,
         })
     }
 }
@@ -239,6 +245,8 @@ pub(crate) enum Discovery {
     Static,
     /// `EDS` over ADS: the `ClusterLoadAssignment` of this service name.
     Eds(String),
+    /// `STRICT_DNS` or `LOGICAL_DNS`: resolved by control (`crate::dns`).
+    Dns(Box<super::dns::DnsCluster>),
 }
 
 /// A cluster; an EDS cluster's endpoints are empty until its assignment is applied.
@@ -275,10 +283,15 @@ pub(crate) fn cluster(
                 service
             })
         }
+        (kind @ ("STRICT_DNS" | "LOGICAL_DNS"), false) => Discovery::Dns(Box::new(
+            super::dns::dns_cluster(c, path, &name, kind == "LOGICAL_DNS")?,
+        )),
         (kind, _) => {
             let supported = match eds_allowed {
-                true => "STATIC, EDS",
-                false => "STATIC here; EDS for clusters that arrive by CDS",
+                true => "STATIC, EDS; STRICT_DNS and LOGICAL_DNS in static_resources",
+                false => {
+                    "STATIC, STRICT_DNS, LOGICAL_DNS here; EDS for clusters that arrive by CDS"
+                }
             };
             return Err(ConfigError::at(
                 format!("{path}.type"),
@@ -310,6 +323,8 @@ pub(crate) fn cluster(
     };
     let endpoints = match (msg(c, "load_assignment"), &discovery) {
         (Some(la), Discovery::Static) => endpoints(la, &format!("{path}.load_assignment"))?,
+        // Filled by resolution (`crate::dns`), before the cluster is published.
+        (_, Discovery::Dns(_)) => Vec::new(),
         (Some(_), Discovery::Eds(_)) => {
             return Err(ConfigError::at(
                 format!("{path}.load_assignment"),

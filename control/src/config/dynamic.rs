@@ -401,7 +401,7 @@ impl Resources {
         match c.body {
             Body::Cluster(cluster, discovery) => {
                 let warm = match &discovery {
-                    Discovery::Static => true,
+                    Discovery::Static | Discovery::Dns(_) => true,
                     Discovery::Eds(service) => self.endpoints.contains_key(service),
                 };
                 let slot = self.clusters.entry(c.name.clone()).or_insert(Slot {
@@ -415,7 +415,9 @@ impl Resources {
                         waiters.push(c.name.clone());
                         slot.warming = Some((cluster, discovery));
                     }
-                    (false, Discovery::Static) => unreachable!("a static cluster is warm"),
+                    (false, Discovery::Static | Discovery::Dns(_)) => {
+                        unreachable!("only an EDS cluster warms")
+                    }
                 }
             }
             Body::Endpoints(endpoints) => {
@@ -500,7 +502,7 @@ impl Resources {
                 .flat_map(Slot::each)
                 .filter_map(|(_, disc)| match disc {
                     Discovery::Eds(s) => Some(s.clone()),
-                    Discovery::Static => None,
+                    Discovery::Static | Discovery::Dns(_) => None,
                 })
                 .collect(),
             Kind::Route => {

@@ -5,6 +5,7 @@
 //! compiled ([`compile`]). xDS resources will enter at the second step as decoded messages.
 
 mod compile;
+mod dns;
 mod dynamic;
 mod envoy;
 mod filters;
@@ -17,6 +18,7 @@ use std::fmt;
 use prost_reflect::DynamicMessage;
 use zerohop_proto::Snapshot;
 
+pub use dns::{DnsClient, DnsCluster, DnsTarget, LookupFamily, ResolverConfig};
 pub use dynamic::{Ads, AdsApi, AdsTarget, Checked, Dynamic, Kind, Resources};
 pub use envoy::{descriptor_pool, Format};
 pub use http::ISTIO_NO_OPS;
@@ -67,6 +69,8 @@ pub struct Bootstrap {
     /// `dynamic_resources`: the ADS server, and the static resources every xDS update is
     /// compiled with. `snapshot` is then the static part alone.
     pub dynamic: Option<Dynamic>,
+    /// The clusters whose endpoints control resolves by DNS (static ones).
+    pub dns: Vec<DnsCluster>,
 }
 
 /// Decodes, checks and compiles an Envoy v3 bootstrap, one resource at a time.
@@ -183,6 +187,8 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Bootstrap, ConfigError> {
     load(text, Format::sniff(text))
 }
 
+#[cfg(test)]
+mod dns_tests;
 #[cfg(test)]
 pub(crate) mod dynamic_tests;
 #[cfg(test)]

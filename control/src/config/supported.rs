@@ -135,7 +135,49 @@ const FIELDS: &[(&str, &[&str])] = &[
             "eds_cluster_config",
             "typed_extension_protocol_options",
             "circuit_breakers",
+            // STRICT_DNS and LOGICAL_DNS (config::dns).
+            "dns_lookup_family",
+            "dns_refresh_rate",
+            "dns_failure_refresh_rate",
+            "dns_jitter",
+            "respect_dns_ttl",
+            "dns_resolvers",
+            "use_tcp_for_dns_lookups",
+            "dns_resolution_config",
+            "typed_dns_resolver_config",
+            "wait_for_warm_on_init",
         ],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.RefreshRate",
+        &["base_interval", "max_interval"],
+    ),
+    (
+        "envoy.config.core.v3.DnsResolutionConfig",
+        &["resolvers", "dns_resolver_options"],
+    ),
+    (
+        "envoy.config.core.v3.DnsResolverOptions",
+        &["use_tcp_for_dns_lookups", "no_default_search_domain"],
+    ),
+    (
+        "envoy.config.core.v3.TypedExtensionConfig",
+        &["name", "typed_config"],
+    ),
+    (
+        "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+        &[
+            "resolvers",
+            "use_resolvers_as_fallback",
+            "dns_resolver_options",
+            "query_timeout_seconds",
+            "query_tries",
+            "rotate_nameservers",
+        ],
+    ),
+    (
+        "envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig",
+        &["num_retries"],
     ),
     // Per-shard shares of these thresholds: see the data plane's upstream::breaker.
     ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds"]),
@@ -175,7 +217,12 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.config.endpoint.v3.LbEndpoint",
         &["endpoint", "load_balancing_weight"],
     ),
-    ("envoy.config.endpoint.v3.Endpoint", &["address"]),
+    // `hostname`: the host's name, as Envoy shows it; zerohop has no feature that reads it
+    // (auto_host_rewrite and health checks are refused), so it is kept as metadata.
+    (
+        "envoy.config.endpoint.v3.Endpoint",
+        &["address", "hostname"],
+    ),
     // HTTP (issue #4).
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -361,6 +408,7 @@ const LEAVES: &[&str] = &[
     "google.protobuf.Duration",
     "google.protobuf.UInt32Value",
     "google.protobuf.BoolValue",
+    "google.protobuf.UInt64Value",
     "google.protobuf.Struct",
 ];
 

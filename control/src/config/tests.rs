@@ -111,9 +111,9 @@ fn unsupported_lb_policy_is_refused() {
 
 #[test]
 fn unsupported_cluster_type_is_refused() {
-    let e = err(&BASE.replace("type: STATIC", "type: STRICT_DNS"));
+    let e = err(&BASE.replace("type: STATIC", "type: ORIGINAL_DST"));
     assert_eq!(e.path, "static_resources.clusters[0](backend).type");
-    assert!(e.message.contains("STRICT_DNS"), "{e}");
+    assert!(e.message.contains("ORIGINAL_DST"), "{e}");
 }
 
 #[test]

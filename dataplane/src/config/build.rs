@@ -132,11 +132,16 @@ impl Slots {
         self.next_slot = next_slot;
         self.next_version = next_version;
         self.tables = tables;
+        let endpoints = plans
+            .iter()
+            .flat_map(|p| p.cluster.endpoints.iter().map(|e| e.address))
+            .collect();
         Ok(Generation {
             number,
             listeners: listener_plans,
             clusters: plans,
             by_name: listener_index,
+            endpoints,
         })
     }
 

@@ -41,6 +41,9 @@ pub struct Generation {
     /// Indexed by `ClusterId`.
     pub clusters: Vec<Arc<ClusterPlan>>,
     by_name: HashMap<String, usize>,
+    /// Every cluster's endpoints: a shard closes its idle connections to any other (a host
+    /// that EDS or DNS removed), as Envoy drains a removed host's pools.
+    endpoints: std::collections::HashSet<std::net::SocketAddr, crate::fasthash::FastHash>,
 }
 
 impl Generation {
@@ -51,7 +54,13 @@ impl Generation {
             listeners: Vec::new(),
             clusters: Vec::new(),
             by_name: HashMap::new(),
+            endpoints: Default::default(),
         }
+    }
+
+    /// True when some cluster of this generation has `endpoint`.
+    pub fn has_endpoint(&self, endpoint: &std::net::SocketAddr) -> bool {
+        self.endpoints.contains(endpoint)
     }
 
     /// The index of the listener called `name`.

@@ -242,7 +242,8 @@ async fn main(spec: Spec) {
         let now = Instant::now();
         shard.expire_drained_listeners(now);
         if now >= next_sweep {
-            shard.upstreams.pool.sweep(now);
+            let config = shard.config();
+            shard.upstreams.pool.sweep(now, |e| config.has_endpoint(e));
             // After many connections closed (at least half of the most seen, and 256),
             // their memory goes back to the system; a full collection walks the heap, so
             // only then, not every second.
@@ -371,6 +372,9 @@ impl Shard {
         self.take_listener_ops();
         let next = self.latest.get();
         let number = next.number;
+        self.upstreams
+            .pool
+            .retain_endpoints(|e| next.has_endpoint(e));
         let old = std::mem::replace(
             &mut *self.config.borrow_mut(),
             Rc::new(ShardConfig::new(next, self.graveyard)),

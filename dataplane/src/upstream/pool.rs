@@ -100,14 +100,22 @@ impl UpstreamPool {
         }
     }
 
-    /// Closes the idle connections whose idle timeout has passed (the shard calls this about
-    /// once a second, so an idle upstream connection does not outlive its timeout by more).
-    pub fn sweep(&self, now: Instant) {
+    /// Closes the idle connections whose idle timeout has passed, and those to endpoints
+    /// `keep` refuses (a connection to a removed host that came back from a request still
+    /// running when its generation was replaced). The shard calls this about once a second,
+    /// so an idle upstream connection does not outlive either by more.
+    pub fn sweep(&self, now: Instant, keep: impl Fn(&SocketAddr) -> bool) {
         let mut idle = self.idle.borrow_mut();
-        idle.retain(|_, conns| {
+        idle.retain(|key, conns| {
             conns.retain(|c| c.expires.is_none_or(|e| e > now));
-            !conns.is_empty()
+            !conns.is_empty() && keep(&key.endpoint)
         });
+    }
+
+    /// Closes the idle connections to endpoints `keep` refuses (hosts the new generation no
+    /// longer has).
+    pub fn retain_endpoints(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.idle.borrow_mut().retain(|key, _| keep(&key.endpoint));
     }
 
     /// Idle connections held (all endpoints).

@@ -102,7 +102,11 @@ fn read_body(r: &mut BufReader<TcpStream>, lines: &[String]) -> Option<(u64, u32
 /// Content-Lengths, `/bad-lf` with a bare LF in its head, `/bad-chunk` with an empty chunk-size
 /// line after its first chunk.
 pub fn upstream(name: &'static str) -> Upstream {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    upstream_on(name, TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+/// [`upstream`] on a listener the caller bound (another loopback address, a given port).
+pub fn upstream_on(name: &'static str, l: TcpListener) -> Upstream {
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
