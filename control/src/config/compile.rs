@@ -120,6 +120,14 @@ impl Builder {
     /// `dynamic_resources`).
     pub(super) fn finish(self, b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
         let node_id = msg(b, "node").map(|n| string(n, "id")).unwrap_or_default();
+        if let Some(log) = msg(b, "admin").map(|a| string(a, "access_log_path")) {
+            if !log.is_empty() && log != "/dev/null" {
+                return Err(ConfigError::at(
+                    "admin.access_log_path",
+                    format!("{log:?}: admin access logs are not supported by zerohop (accepted: /dev/null)"),
+                ));
+            }
+        }
         let admin_address = match msg(b, "admin").and_then(|a| msg(a, "address")) {
             Some(a) => Some(socket_address(a, "admin.address")?),
             None => None,

@@ -67,8 +67,8 @@ fn a_strict_dns_cluster_compiles_with_envoys_defaults() {
 
 #[test]
 fn every_dns_field_zerohop_honours_compiles() {
-    let extra = r#"    dns_lookup_family: V4_PREFERRED
-    dns_refresh_rate: 2.5s
+    let extra = r#"    dns_lookup_family: v4_preferred
+    dns_refresh_rate: { seconds: 2, nanos: 500000000 }
     dns_failure_refresh_rate: { base_interval: 0.5s, max_interval: 4s }
     dns_jitter: 0.1s
     respect_dns_ttl: true

@@ -110,6 +110,24 @@ fn serde_error(mut path: String, mut message: String, format: Format) -> ConfigE
     if path == "." {
         path.clear();
     }
+    // An error from inside a resource: its own path, joined to the resource's. The
+    // location the YAML/JSON reader adds is the resource's end, not the error's: dropped.
+    if let Some(start) = message.find(INNER) {
+        let rest = &message[start + 1..];
+        if let Some((inner, msg)) = rest.split_once(INNER) {
+            if inner != "." && !inner.is_empty() {
+                if !path.is_empty() && !inner.starts_with('[') {
+                    path.push('.');
+                }
+                path.push_str(inner);
+            }
+            let msg = match msg.rfind(" at line ") {
+                Some(i) => &msg[..i],
+                None => msg,
+            };
+            message = msg.to_owned();
+        }
+    }
     // serde_yaml prefixes its own copy of the path (and appends `at line L column C`).
     if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
         message = rest.to_owned();
@@ -201,10 +219,24 @@ struct MessageSeed(MessageDescriptor);
 
 impl<'de> DeserializeSeed<'de> for MessageSeed {
     type Value = DynamicMessage;
+    /// Read as a JSON tree, made strict ([`super::lenient`]: what Envoy's loader accepts
+    /// beyond the proto3 mapping), then decoded. A decoding error carries its path inside
+    /// the resource to [`serde_error`], which joins it to the resource's.
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<DynamicMessage, D::Error> {
-        DynamicMessage::deserialize(self.0, d)
+        use serde::Deserialize;
+        let mut tree = serde_json::Value::deserialize(d)?;
+        super::lenient::normalize(&self.0, &mut tree);
+        let mut track = serde_path_to_error::Track::new();
+        DynamicMessage::deserialize(
+            self.0,
+            serde_path_to_error::Deserializer::new(tree, &mut track),
+        )
+        .map_err(|e| D::Error::custom(format!("{INNER}{}{INNER}{e}", track.path())))
     }
 }
+
+/// Brackets the path inside a resource in a decoding error's message.
+const INNER: char = '\u{1}';
 
 struct StaticResources<'a, 's, 'f> {
     sink: &'a RefCell<&'s mut dyn Sink>,

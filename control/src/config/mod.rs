@@ -10,6 +10,7 @@ mod dynamic;
 mod envoy;
 mod filters;
 mod http;
+mod lenient;
 mod listener;
 mod supported;
 

@@ -57,7 +57,11 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
         &["listeners", "clusters"],
     ),
-    ("envoy.config.bootstrap.v3.Admin", &["address"]),
+    // access_log_path: only /dev/null (compile refuses a real path: no admin access log).
+    (
+        "envoy.config.bootstrap.v3.Admin",
+        &["address", "access_log_path"],
+    ),
     ("envoy.config.core.v3.Node", &["id", "cluster", "metadata"]),
     ("envoy.config.core.v3.Address", &["socket_address", "pipe"]),
     (
@@ -74,6 +78,9 @@ const FIELDS: &[(&str, &[&str])] = &[
             "listener_filters",
             "listener_filters_timeout",
             "continue_on_listener_filters_timeout",
+            // Metadata: no feature of zerohop reads it (Envoy's tracing and a few
+            // filters do; they are refused).
+            "traffic_direction",
         ],
     ),
     (
