@@ -53,7 +53,12 @@ pub fn free_port() -> u16 {
 
 /// Runs Envoy (one worker) on `yaml`.
 pub fn spawn(yaml: &str) -> Envoy {
-    let cfg = super::scratch("envoy.yaml");
+    spawn_named(yaml, "envoy.yaml")
+}
+
+/// [`spawn`], the config in a file called `name` (its extension chooses YAML or JSON).
+pub fn spawn_named(yaml: &str, name: &str) -> Envoy {
+    let cfg = super::scratch(name);
     std::fs::write(&cfg, yaml).unwrap();
     let child = Command::new("envoy")
         .arg("-c")
@@ -80,8 +85,17 @@ pub fn wait_accepting(envoy: &mut Envoy, addr: SocketAddr, timeout: Duration) {
 /// Runs Envoy on `yaml` with its `port_value: 0 }` listeners on one free port, and waits
 /// until it accepts there.
 pub fn start(yaml: &str) -> (Envoy, SocketAddr) {
+    start_named(yaml, "envoy.yaml")
+}
+
+/// [`start`], the config in a file called `name`. In JSON, the listener's
+/// `"port_value": 0 }` is the one replaced.
+pub fn start_named(yaml: &str, name: &str) -> (Envoy, SocketAddr) {
     let port = free_port();
-    let mut e = spawn(&yaml.replace("port_value: 0 }", &format!("port_value: {port} }}")));
+    let text = yaml
+        .replace("port_value: 0 }", &format!("port_value: {port} }}"))
+        .replace("\"port_value\": 0 }", &format!("\"port_value\": {port} }}"));
+    let mut e = spawn_named(&text, name);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_accepting(&mut e, addr, Duration::from_secs(30));
     (e, addr)

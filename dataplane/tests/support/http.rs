@@ -339,3 +339,39 @@ impl Client {
             || matches!(self.r.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
     }
 }
+
+/// What must agree between the two proxies for one request.
+pub fn observed(r: &Response) -> Vec<String> {
+    let mut out = vec![format!("status {}", r.status)];
+    if let Some(u) = r.header("x-upstream") {
+        out.push(format!("upstream {u}"));
+        out.push(format!("request line {}", r.upstream_request_line()));
+        let up = r.upstream_headers();
+        for name in [
+            "host",
+            "x-shop",
+            "x-added",
+            "x-remove-me",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-canary",
+        ] {
+            let values: Vec<String> = up
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .collect();
+            out.push(format!("upstream saw {name}: {values:?}"));
+        }
+        out.push(format!(
+            "upstream saw x-request-id: {}",
+            up.iter().any(|(n, _)| n == "x-request-id")
+        ));
+    } else {
+        out.push(format!("body {:?}", r.text()));
+    }
+    for name in ["location", "x-resp", "x-proxied-by", "x-upstream-secret"] {
+        out.push(format!("response {name}: {:?}", r.header(name)));
+    }
+    out
+}

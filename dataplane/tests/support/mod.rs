@@ -56,6 +56,8 @@ pub struct Opts {
     pub driver: &'static str,
     pub memlock_zero: bool,
     pub drain_timeout: &'static str,
+    /// The bootstrap's file name (its extension chooses YAML or JSON) [default: bootstrap.yaml].
+    pub config_name: Option<String>,
 }
 
 impl Default for Opts {
@@ -68,6 +70,7 @@ impl Default for Opts {
             driver: "auto",
             memlock_zero: false,
             drain_timeout: "5",
+            config_name: None,
         }
     }
 }
@@ -91,7 +94,7 @@ impl Proxy {
     }
 
     pub fn start_with(yaml: &str, opts: Opts) -> Proxy {
-        let cfg = scratch("bootstrap.yaml");
+        let cfg = scratch(opts.config_name.as_deref().unwrap_or("bootstrap.yaml"));
         std::fs::write(&cfg, yaml).unwrap();
         let shm = opts.attach.clone().or(opts.shm.clone()).unwrap_or_else(|| {
             PathBuf::from(format!(
