@@ -35,10 +35,13 @@ const JSON_CASES: &[(&str, &str, &[&str])] = &[(
     &["x /", "x /any/path"],
 )];
 
+/// Host, path, and extra request headers.
+type Request = (String, String, Vec<(String, String)>);
+
 struct Case {
     path: PathBuf,
     what: String,
-    requests: Vec<(String, String, Vec<(String, String)>)>,
+    requests: Vec<Request>,
 }
 
 fn cases() -> Vec<Case> {
