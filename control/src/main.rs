@@ -38,6 +38,11 @@ OPTIONS:
                             keep the last published snapshot in PATH, and start from it when
                             the config cannot be read or is invalid at start-up
         --no-watch          do not watch the config file for changes (SIGHUP still reloads)
+        --config-yaml YAML  merged over the file (or the whole bootstrap without -c), as Envoy
+                            merges it: mappings key by key, lists appended; repeatable
+        --service-node ID   node.id, over the bootstrap's (Envoy's flag)
+        --service-cluster NAME
+                            node.cluster, over the bootstrap's (Envoy's flag)
         --check             validate the config, print a summary, and exit
         --log-level LEVEL   error, warn, info, debug or trace [default: info; env RUST_LOG]
     -h, --help              print this help
@@ -70,6 +75,10 @@ struct Args {
     check: bool,
     log_level: Option<String>,
     stats: Option<&'static str>,
+    /// `--config-yaml`, in order, then the `--service-node` / `--service-cluster` overlay.
+    overlays: Vec<String>,
+    service_node: Option<String>,
+    service_cluster: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -87,6 +96,9 @@ fn parse_args() -> anyhow::Result<Args> {
             Long("no-watch") => a.no_watch = true,
             Long("check") => a.check = true,
             Long("log-level") => a.log_level = Some(p.value()?.string()?),
+            Long("config-yaml") => a.overlays.push(p.value()?.string()?),
+            Long("service-node") => a.service_node = Some(p.value()?.string()?),
+            Long("service-cluster") => a.service_cluster = Some(p.value()?.string()?),
             Long("json") if a.stats.is_some() => a.stats = Some("json"),
             Long("prometheus") if a.stats.is_some() => a.stats = Some("prometheus"),
             Value(v) if v == "stats" && a.stats.is_none() => a.stats = Some("text"),
@@ -97,18 +109,27 @@ fn parse_args() -> anyhow::Result<Args> {
             _ => return Err(arg.unexpected().into()),
         }
     }
+    a.overlays.extend(config::overlay::node_overlay(
+        a.service_node.as_deref(),
+        a.service_cluster.as_deref(),
+    ));
     Ok(a)
 }
 
 fn load(a: &Args) -> anyhow::Result<Bootstrap> {
-    let result = match (&a.config, a.default_config) {
-        (Some(path), false) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            config::load(&text, Format::from_path(path))
-        }
-        (None, true) => config::load(config::DEFAULT_CONFIG, Format::Yaml),
+    let (text, format) = match (&a.config, a.default_config) {
+        (Some(path), false) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            Format::from_path(path),
+        ),
+        (None, true) => (config::DEFAULT_CONFIG.to_owned(), Format::Yaml),
+        (None, false) if !a.overlays.is_empty() => (String::new(), Format::Yaml),
         _ => bail!("give exactly one of -c FILE or --default-config (see --help)"),
+    };
+    let result = match a.overlays.is_empty() {
+        true => config::load(&text, format),
+        false => config::overlay::merge(&text, format, &a.overlays)
+            .and_then(|json| config::load(&json, Format::Json)),
     };
     let source = a
         .config

@@ -11,15 +11,16 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let level = args
-        .log_level
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
     env_logger::Builder::new()
-        .parse_filters(&level)
+        .parse_filters(&args.log_filter())
         .format_target(false)
         .init();
+    if args.validate {
+        std::process::exit(zerohop::app::validate(&args));
+    }
+    if let Some(f) = &args.log_format {
+        log::info!("--log-format {f:?} accepted; zerohop writes `[TIMESTAMP LEVEL] message` lines");
+    }
     if let Err(e) = zerohop::app::run(args) {
         log::error!("{e}");
         std::process::exit(1);

@@ -12,6 +12,7 @@ mod filters;
 mod http;
 mod lenient;
 mod listener;
+pub mod overlay;
 mod supported;
 
 use std::fmt;

@@ -46,13 +46,61 @@ fn err(msg: impl Into<String>) -> StartError {
     StartError(msg.into())
 }
 
+/// What tells zerohop-control its config: the file (or the embedded demo), the
+/// `--config-yaml` overlays and the node's `--service-node` / `--service-cluster`.
+pub fn control_config_args(args: &Args) -> Vec<String> {
+    let mut cargs = match &args.config {
+        Some(path) => vec!["-c".to_owned(), path.display().to_string()],
+        None if !args.config_yaml.is_empty() => Vec::new(),
+        None => vec!["--default-config".to_owned()],
+    };
+    for y in &args.config_yaml {
+        cargs.extend(["--config-yaml".to_owned(), y.clone()]);
+    }
+    if let Some(n) = &args.service_node {
+        cargs.extend(["--service-node".to_owned(), n.clone()]);
+    }
+    if let Some(c) = &args.service_cluster {
+        cargs.extend(["--service-cluster".to_owned(), c.clone()]);
+    }
+    cargs
+}
+
+/// `--mode validate`: zerohop-control checks the config; Envoy's line on success.
+pub fn validate(args: &Args) -> i32 {
+    let bin = args
+        .control_bin
+        .clone()
+        .unwrap_or_else(control::default_bin);
+    let status = std::process::Command::new(&bin)
+        .arg("--check")
+        .args(control_config_args(args))
+        .stdout(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            let what = args
+                .config
+                .as_ref()
+                .map_or("<--config-yaml>".into(), |p| p.display().to_string());
+            println!("configuration '{what}' OK");
+            0
+        }
+        Ok(_) => 1,
+        Err(e) => {
+            eprintln!("zerohop: {}: {e}", bin.display());
+            1
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<(), StartError> {
     match sys::raise_nofile_limit() {
         Ok(n) => log::debug!("RLIMIT_NOFILE {n}"),
         Err(e) => log::warn!("could not raise RLIMIT_NOFILE: {e}"),
     }
-    let demo = args.config.is_none() && !args.attach;
-    let created_shm = args.shm.is_none();
+    let demo = args.config.is_none() && args.config_yaml.is_empty() && !args.attach;
+    let created_shm = args.shm.is_none() || args.owns_shm;
     let shm = args
         .shm
         .clone()
@@ -64,18 +112,16 @@ pub fn run(args: Args) -> Result<(), StartError> {
     let supervisor = if args.attach {
         None
     } else {
-        let mut cargs = match &args.config {
-            Some(path) => vec!["-c".to_owned(), path.display().to_string()],
-            None => vec!["--default-config".to_owned()],
-        };
+        let mut cargs = control_config_args(&args);
         if let Some(n) = args.slot_size {
             cargs.extend(["--shm-slot-size".to_owned(), n.to_string()]);
         }
         if let Some(c) = &args.snapshot_cache {
             cargs.extend(["--snapshot-cache".to_owned(), c.display().to_string()]);
         }
-        if let Some(l) = &args.log_level {
-            cargs.extend(["--log-level".to_owned(), l.clone()]);
+        cargs.extend(["--log-level".to_owned(), args.log_filter()]);
+        if let Some(a) = &args.admin {
+            cargs.extend(["--admin".to_owned(), a.clone()]);
         }
         let bin = args
             .control_bin
