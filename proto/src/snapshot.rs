@@ -344,6 +344,18 @@ pub struct HttpManager {
     /// `http_filters`, in order; the router is always the last.
     pub http_filters: Vec<HttpFilter>,
     pub route_config: RouteConfig,
+    /// `upgrade_configs`: the `Upgrade` types forwarded. Any other upgrade request is
+    /// answered 403, as Envoy does (unless its route enables the type).
+    pub upgrades: Vec<UpgradeConfig>,
+}
+
+/// An `upgrade_configs` entry, on the connection manager or on a route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeConfig {
+    /// Lower-case (`websocket`); matched without regard to case.
+    pub upgrade_type: String,
+    /// `enabled` (default true).
+    pub enabled: bool,
 }
 
 /// `HttpConnectionManager.http_protocol_options` (`Http1ProtocolOptions`).
@@ -533,6 +545,9 @@ pub struct Forward {
     pub host_rewrite: Option<String>,
     /// `timeout` (Envoy's default 15 s; `0s` disables).
     pub timeout: Option<Duration>,
+    /// `upgrade_configs` of the route: enables or disables a type over the connection
+    /// manager's.
+    pub upgrades: Vec<UpgradeConfig>,
 }
 
 /// `RedirectAction`.

@@ -186,7 +186,9 @@ pub(super) fn http_manager(
             ))
         }
     };
+    let upgrades = super::upgrade::upgrade_configs(hcm, path)?;
     Ok(HttpManager {
+        upgrades,
         stat_prefix,
         codec,
         max_request_headers_bytes: max_kb * 1024,
@@ -553,6 +555,7 @@ fn forward(ra: &DynamicMessage, path: &str, clusters: &Names) -> Result<Forward,
             .has_field_by_name("host_rewrite_literal")
             .then(|| string(ra, "host_rewrite_literal")),
         timeout: timeout(ra, "timeout", path, Some(DEFAULT_ROUTE_TIMEOUT))?,
+        upgrades: super::upgrade::upgrade_configs(ra, path)?,
     })
 }
 

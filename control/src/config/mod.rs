@@ -14,6 +14,7 @@ mod lenient;
 mod listener;
 pub mod overlay;
 mod supported;
+mod upgrade;
 
 use std::fmt;
 

@@ -247,7 +247,13 @@ const FIELDS: &[(&str, &[&str])] = &[
             "generate_request_id",
             "use_remote_address",
             "http_protocol_options",
+            "upgrade_configs",
         ],
+    ),
+    // `filters` (an upgrade's own filter chain) is not implemented: refused by name.
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",
+        &["upgrade_type", "enabled"],
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
@@ -366,7 +372,13 @@ const FIELDS: &[(&str, &[&str])] = &[
             "regex_rewrite",
             "host_rewrite_literal",
             "timeout",
+            "upgrade_configs",
         ],
+    ),
+    // `connect_config` (CONNECT) is not implemented: refused by name.
+    (
+        "envoy.config.route.v3.RouteAction.UpgradeConfig",
+        &["upgrade_type", "enabled"],
     ),
     ("envoy.config.route.v3.WeightedCluster", &["clusters"]),
     (

@@ -34,8 +34,8 @@ pub fn write_framing(out: &mut Vec<u8>, framing: Framing) {
     }
 }
 
-/// An upstream request head: request line, `host`, the headers, the framing header, and the
-/// upgrade the client asked for.
+/// An upstream request head: request line, `host`, the headers (an upgrade request's
+/// `Connection` among them), the framing header, and the upgrade the client asked for.
 pub fn request_head(out: &mut Vec<u8>, r: &RequestOut<'_>, headers: &impl HeaderSource) {
     out.extend_from_slice(r.method);
     out.push(b' ');
@@ -50,7 +50,7 @@ pub fn request_head(out: &mut Vec<u8>, r: &RequestOut<'_>, headers: &impl Header
     headers.for_each(|n, v| write_header(out, n, v));
     write_framing(out, r.framing);
     if let Some(u) = r.upgrade {
-        out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
+        out.extend_from_slice(b"upgrade: ");
         out.extend_from_slice(u);
         out.extend_from_slice(b"\r\n");
     }

@@ -265,11 +265,14 @@ impl ServerConn {
             0 => !has_token(&raw, &connection, b"keep-alive"),
             _ => has_token(&raw, &connection, b"close"),
         };
+        // `h2c` is no upgrade here, as in Envoy's codec: the request is served as HTTP/1.1
+        // (its Upgrade and HTTP2-Settings headers are hop-by-hop, dropped on the way).
         let upgrade = if has_token(&raw, &connection, b"upgrade") {
             headers
                 .iter()
                 .find(|x| &raw[x.name.clone()] == b"upgrade")
                 .map(|x| x.value.clone())
+                .filter(|v| !raw[v.clone()].trim_ascii().eq_ignore_ascii_case(b"h2c"))
         } else {
             None
         };

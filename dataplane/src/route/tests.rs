@@ -4,6 +4,7 @@ use super::*;
 
 fn fwd(prefix_rewrite: Option<&str>, regex_rewrite: Option<(&str, &str)>) -> RouteAction {
     RouteAction::Forward(Forward {
+        upgrades: vec![],
         targets: vec![WeightedCluster {
             cluster: ClusterId(0),
             weight: 1,

@@ -143,6 +143,10 @@ fn http_listener() -> Listener {
         }],
     };
     let http = NetworkFilter::Http(HttpManager {
+        upgrades: vec![UpgradeConfig {
+            upgrade_type: "websocket".into(),
+            enabled: true,
+        }],
         stat_prefix: "web".into(),
         codec: CodecType::Auto,
         max_request_headers_bytes: 60 * 1024,
@@ -183,6 +187,7 @@ fn http_listener() -> Listener {
                         "fwd",
                         PathMatch::Prefix("/a".into()),
                         RouteAction::Forward(Forward {
+                            upgrades: vec![],
                             targets: vec![
                                 WeightedCluster {
                                     cluster: ClusterId(0),

@@ -32,6 +32,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
             query_parameters: vec![],
         },
         action: RouteAction::Forward(Forward {
+            upgrades: vec![],
             targets: vec![WeightedCluster {
                 cluster: ClusterId(0),
                 weight: 1,
@@ -48,6 +49,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
         "web",
         ([127, 0, 0, 1], 8000).into(),
         NetworkFilter::Http(HttpManager {
+            upgrades: vec![],
             stat_prefix: "web".into(),
             codec: CodecType::Auto,
             max_request_headers_bytes: 60 * 1024,

@@ -23,7 +23,8 @@ pub const HOP_BY_HOP: &[&[u8]] = &[
 ];
 
 /// The request's headers as they go upstream, before route edits, in order: the client's
-/// end-to-end ones (hop-by-hop headers and any named in `Connection` dropped), then what
+/// end-to-end ones (hop-by-hop headers and any named in `Connection` dropped; an upgrade
+/// request keeps its `Connection` header and what it names, as Envoy's), then what
 /// the connection manager adds. `x-forwarded-for` / `-proto` as Envoy: with
 /// `use_remote_address` the peer is appended to the first `x-forwarded-for` (or added) and
 /// the scheme set; without, they pass through, the scheme added if absent. With
@@ -69,10 +70,13 @@ impl RequestHeaders<'_> {
         for h in &req.headers {
             let n = &raw[h.name.clone()];
             let v = &raw[h.value.clone()];
-            let hop = HOP_BY_HOP.contains(&n)
+            // An upgrade request keeps its `Connection` header and the headers it names, as
+            // Envoy forwards them (`upgrade` itself is written by the codec).
+            let upgrade = req.upgrade.is_some();
+            let hop = (HOP_BY_HOP.contains(&n) && !(upgrade && n == b"connection"))
                 || n == b"content-length"
                 || (req.expect_continue && n == b"expect")
-                || (!req.connection.is_empty() && req.named(n));
+                || (!upgrade && !req.connection.is_empty() && req.named(n));
             if hop {
                 continue;
             }

@@ -168,3 +168,52 @@ fn follow_listener(
         Terminal::Tcp(_) => None,
     }
 }
+
+/// Whether an upgrade to `token` (the request's `Upgrade` value) may be forwarded, as
+/// Envoy decides it: a route's `upgrade_configs` entry for the type decides; without one,
+/// the connection manager's (enabled unless it says otherwise); a type neither names is
+/// refused (the caller answers 403).
+pub fn upgrade_allowed(
+    token: &[u8],
+    route: &[zerohop_proto::UpgradeConfig],
+    manager: &[zerohop_proto::UpgradeConfig],
+) -> bool {
+    let find = |list: &[zerohop_proto::UpgradeConfig]| {
+        list.iter()
+            .find(|u| {
+                u.upgrade_type
+                    .as_bytes()
+                    .eq_ignore_ascii_case(token.trim_ascii())
+            })
+            .map(|u| u.enabled)
+    };
+    find(route).or_else(|| find(manager)).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::upgrade_allowed;
+    use zerohop_proto::UpgradeConfig;
+
+    fn u(t: &str, enabled: bool) -> UpgradeConfig {
+        UpgradeConfig {
+            upgrade_type: t.into(),
+            enabled,
+        }
+    }
+
+    #[test]
+    fn the_route_decides_then_the_manager_then_no() {
+        let hcm = [u("websocket", true), u("spdy/3", false)];
+        assert!(upgrade_allowed(b"WebSocket", &[], &hcm));
+        assert!(!upgrade_allowed(b"spdy/3", &[], &hcm));
+        assert!(!upgrade_allowed(b"other", &[], &hcm));
+        assert!(!upgrade_allowed(
+            b"websocket",
+            &[u("websocket", false)],
+            &hcm
+        ));
+        assert!(upgrade_allowed(b"spdy/3", &[u("spdy/3", true)], &hcm));
+        assert!(upgrade_allowed(b"other", &[u("other", true)], &[]));
+    }
+}

@@ -78,6 +78,19 @@ impl<'a, D: Downstream> Stream<'a, D> {
             http.routes.route(&r).map(|(_, route)| route)
         };
         info.route_name = route.map(|r| r.name.as_str());
+        // An upgrade neither the route nor the connection manager enables: 403, before any
+        // filter runs (Envoy refuses it when it builds the stream's filter chain).
+        if let Some(token) = req.upgrade.as_ref().map(|r| &req.raw[r.clone()]) {
+            let per_route = match route.map(|r| &r.action) {
+                Some(Action::Forward { forward, .. }) => &forward.upgrades[..],
+                _ => &[],
+            };
+            if !super::upgrade_allowed(token, per_route, &http.manager.upgrades) {
+                info.response_code_details = "upgrade_failed";
+                let close = req.close || req.framing != Framing::Empty || self.draining.fired();
+                return self.local(403, "", &[], close, info).await;
+            }
+        }
         // A local answer to a request with a body closes the connection: the body is not read.
         let close_after_local = req.close || req.framing != Framing::Empty || self.draining.fired();
 
