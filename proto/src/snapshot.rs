@@ -347,6 +347,21 @@ pub struct HttpManager {
     /// `upgrade_configs`: the `Upgrade` types forwarded. Any other upgrade request is
     /// answered 403, as Envoy does (unless its route enables the type).
     pub upgrades: Vec<UpgradeConfig>,
+    /// `server_name` (Envoy's default `envoy`) and `server_header_transformation`.
+    pub server_name: String,
+    pub server_header: ServerHeader,
+}
+
+/// `server_header_transformation`: what becomes of the `server` header of responses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerHeader {
+    /// Set to `server_name`, the upstream's replaced (Envoy's default).
+    #[default]
+    Overwrite,
+    /// The upstream's kept; `server_name` when it sent none.
+    AppendIfAbsent,
+    /// The upstream's kept; none added (local replies carry none).
+    PassThrough,
 }
 
 /// An `upgrade_configs` entry, on the connection manager or on a route.

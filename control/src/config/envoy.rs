@@ -139,6 +139,12 @@ fn serde_error(mut path: String, mut message: String, format: Format) -> ConfigE
         };
         message = format!("{syntax} or not an Envoy bootstrap: {message}");
     }
+    // An `Any` whose type the descriptors lack: an extension zerohop does not have.
+    if let Some(rest) = message.strip_prefix("message '") {
+        if let Some(name) = rest.strip_suffix("' not found") {
+            message = format!("extension type {name} is not supported by zerohop");
+        }
+    }
     // The tracker stops at the object that holds an unknown field; name the field itself.
     const UNKNOWN: &str = "unrecognized field name '";
     if let Some(i) = message.find(UNKNOWN) {

@@ -187,8 +187,25 @@ pub(super) fn http_manager(
         }
     };
     let upgrades = super::upgrade::upgrade_configs(hcm, path)?;
+    let server_header = match enum_name(hcm, "server_header_transformation").as_str() {
+        "OVERWRITE" => ServerHeader::Overwrite,
+        "APPEND_IF_ABSENT" => ServerHeader::AppendIfAbsent,
+        "PASS_THROUGH" => ServerHeader::PassThrough,
+        other => {
+            return Err(ConfigError::at(
+                format!("{path}.server_header_transformation"),
+                format!("unknown value {other}"),
+            ))
+        }
+    };
+    let server_name = match string(hcm, "server_name") {
+        n if n.is_empty() => "envoy".to_owned(),
+        n => n,
+    };
     Ok(HttpManager {
         upgrades,
+        server_name,
+        server_header,
         stat_prefix,
         codec,
         max_request_headers_bytes: max_kb * 1024,

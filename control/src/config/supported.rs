@@ -248,6 +248,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "use_remote_address",
             "http_protocol_options",
             "upgrade_configs",
+            "server_name",
+            "server_header_transformation",
         ],
     ),
     // `filters` (an upgrade's own filter chain) is not implemented: refused by name.

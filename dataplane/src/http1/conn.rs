@@ -72,7 +72,8 @@ pub async fn serve(
             }
             Err(e) => {
                 if let Some((status, why)) = conn.refused(shard, &e) {
-                    down.local_reply(status, why, &[], true).await;
+                    let server = crate::http::hcm::headers::local_server(hcm);
+                    down.local_reply(status, why, server.as_slice(), true).await;
                 }
                 return;
             }

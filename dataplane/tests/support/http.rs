@@ -370,7 +370,13 @@ pub fn observed(r: &Response) -> Vec<String> {
     } else {
         out.push(format!("body {:?}", r.text()));
     }
-    for name in ["location", "x-resp", "x-proxied-by", "x-upstream-secret"] {
+    for name in [
+        "location",
+        "x-resp",
+        "x-proxied-by",
+        "x-upstream-secret",
+        "server",
+    ] {
         out.push(format!("response {name}: {:?}", r.header(name)));
     }
     out

@@ -143,6 +143,8 @@ fn http_listener() -> Listener {
         }],
     };
     let http = NetworkFilter::Http(HttpManager {
+        server_name: "envoy".into(),
+        server_header: ServerHeader::Overwrite,
         upgrades: vec![UpgradeConfig {
             upgrade_type: "websocket".into(),
             enabled: true,

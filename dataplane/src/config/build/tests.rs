@@ -49,6 +49,8 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
         "web",
         ([127, 0, 0, 1], 8000).into(),
         NetworkFilter::Http(HttpManager {
+            server_name: "envoy".into(),
+            server_header: ServerHeader::Overwrite,
             upgrades: vec![],
             stat_prefix: "web".into(),
             codec: CodecType::Auto,

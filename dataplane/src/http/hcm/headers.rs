@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use zerohop_proto::HeaderEdits;
+use zerohop_proto::{HeaderEdits, HttpManager, ServerHeader};
 
 use crate::http::message::{has_token, HeaderSource, Request, Response};
 use crate::route::{apply_edits, HeaderList};
@@ -139,8 +139,9 @@ impl HeaderSource for RequestHeaders<'_> {
 }
 
 /// A response's headers as they go downstream: hop-by-hop ones dropped (but `upgrade` kept
-/// when switching protocols), `content-length` left to the codec's framing, and the route's
-/// response edits when it has any.
+/// when switching protocols), `content-length` left to the codec's framing, `server` as the
+/// connection manager's `server_header_transformation` says, and the route's response edits
+/// when it has any.
 #[derive(Debug)]
 pub struct ResponseHeaders<'r> {
     pub resp: &'r Response,
@@ -148,13 +149,24 @@ pub struct ResponseHeaders<'r> {
     pub raw: &'r [u8],
     pub upgrade: bool,
     pub edits: Option<&'r [HeaderEdits]>,
+    pub server: &'r HttpManager,
 }
 
 impl ResponseHeaders<'_> {
-    fn each<'a>(&'a self, mut emit: impl FnMut(&'a [u8], &'a [u8])) {
+    /// The upstream's headers that go on (its `server` too unless overwritten); returns
+    /// whether a `server` header was among them.
+    fn each<'a>(&'a self, mut emit: impl FnMut(&'a [u8], &'a [u8])) -> bool {
         let (resp, raw) = (self.resp, self.raw);
+        let overwrite = self.server.server_header == ServerHeader::Overwrite;
+        let mut server_kept = false;
         for h in &resp.headers {
             let n = &raw[h.name.clone()];
+            if n == b"server" {
+                if overwrite {
+                    continue;
+                }
+                server_kept = true;
+            }
             let keep = n != b"content-length"
                 && ((self.upgrade && n == b"upgrade")
                     || (!HOP_BY_HOP.contains(&n)
@@ -163,23 +175,51 @@ impl ResponseHeaders<'_> {
                 emit(n, &raw[h.value.clone()]);
             }
         }
+        server_kept
+    }
+
+    /// `server: server_name`, last, as Envoy's connection manager sets it after the route's
+    /// edits: always under `OVERWRITE`, when none is left under `APPEND_IF_ABSENT`.
+    fn server(&self, present: bool, mut f: impl FnMut(&[u8], &[u8])) {
+        let add = match self.server.server_header {
+            ServerHeader::Overwrite => true,
+            ServerHeader::AppendIfAbsent => !present,
+            ServerHeader::PassThrough => false,
+        };
+        if add {
+            f(b"server", self.server.server_name.as_bytes());
+        }
     }
 }
 
 impl HeaderSource for ResponseHeaders<'_> {
     fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
         match self.edits {
-            None => self.each(f),
+            None => {
+                let present = self.each(&mut f);
+                self.server(present, f);
+            }
             Some(edits) => {
                 let mut list: HeaderList = Vec::with_capacity(self.resp.headers.len() + 2);
                 self.each(|n, v| list.push((n, Cow::Borrowed(v))));
                 apply_edits(&mut list, edits, true);
+                if self.server.server_header == ServerHeader::Overwrite {
+                    list.retain(|(n, _)| *n != b"server");
+                }
+                let present = list.iter().any(|(n, _)| *n == b"server");
                 for (n, v) in &list {
                     f(n, v);
                 }
+                self.server(present, f);
             }
         }
     }
+}
+
+/// The `server` header of a response zerohop makes itself (`None` under `PASS_THROUGH`).
+pub fn local_server(m: &HttpManager) -> Option<(&'static [u8], Cow<'_, [u8]>)> {
+    (m.server_header != ServerHeader::PassThrough)
+        .then(|| (&b"server"[..], Cow::Borrowed(m.server_name.as_bytes())))
 }
 
 /// The host's address for `x-forwarded-for` in place of a loopback peer, as Envoy's

@@ -342,6 +342,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 raw: &ubuf[..resp.len],
                 upgrade,
                 edits,
+                server: &self.http.manager,
             };
             let head = ResponseHead {
                 status: resp.status,
@@ -464,7 +465,15 @@ impl<'a, D: Downstream> Stream<'a, D> {
         let close = close || self.draining.fired();
         count_status(self.shard, status);
         info.response_code = Some(status);
-        let sent = self.down.local_reply(status, body, extra, close).await;
+        let sent = match super::headers::local_server(&self.http.manager) {
+            Some(server) => {
+                let mut with = Vec::with_capacity(extra.len() + 1);
+                with.extend(extra.iter().map(|(n, v)| (*n, Cow::Borrowed(&v[..]))));
+                with.push(server);
+                self.down.local_reply(status, body, &with, close).await
+            }
+            None => self.down.local_reply(status, body, extra, close).await,
+        };
         sent && !close
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::http::message::{Framing, Header, Version};
+use zerohop_proto::{HttpManager, ServerHeader};
 
 /// A request with `headers` (lower-case names), as the codec hands it over.
 fn request(headers: &[(&str, &str)]) -> Request {
@@ -161,11 +162,106 @@ fn route_edits_apply_to_request_and_response_headers() {
             h(58..61, 63..64),
         ],
     };
+    let mut manager = manager();
+    manager.server_header = ServerHeader::PassThrough;
     let src = ResponseHeaders {
         resp: &resp,
         raw: &raw,
         upgrade: false,
         edits: Some(&edits),
+        server: &manager,
     };
     assert_eq!(collect(&src), [("x-a".into(), "1".into())]);
+}
+
+fn manager() -> HttpManager {
+    let yaml = include_str!("../../../../../control/tests/fixtures/http.yaml");
+    let boot = zerohop_control::config::load(yaml, zerohop_control::config::Format::Yaml).unwrap();
+    match &boot.snapshot.listeners[0].filter_chains[0].filters[0] {
+        zerohop_proto::NetworkFilter::Http(m) => m.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `server_header_transformation`, after the route's edits as Envoy applies it: OVERWRITE
+/// replaces the upstream's (and an edit's), APPEND_IF_ABSENT keeps one, PASS_THROUGH adds
+/// none.
+#[test]
+fn the_server_header_follows_its_transformation() {
+    let h = |n: std::ops::Range<usize>, v: std::ops::Range<usize>| Header { name: n, value: v };
+    let with = b"server: up\r\nx-a: 1\r\n".to_vec();
+    let without = b"x-a: 1\r\n".to_vec();
+    let resp = |raw: &[u8], headers| Response {
+        status: 200,
+        reason: None,
+        framing: Framing::Length(0),
+        len: raw.len(),
+        close: false,
+        connection: vec![],
+        headers,
+    };
+    let (r_with, r_without) = (
+        resp(&with, vec![h(0..6, 8..10), h(12..15, 17..18)]),
+        resp(&without, vec![h(0..3, 5..6)]),
+    );
+    let add_server = [HeaderEdits {
+        response_add: vec![zerohop_proto::HeaderAdd {
+            name: "server".into(),
+            value: "edit".into(),
+            append: zerohop_proto::AppendAction::OverwriteIfExistsOrAdd,
+        }],
+        ..HeaderEdits::default()
+    }];
+    let mut m = manager();
+    m.server_name = "mesh".into();
+    let server_of = |m: &HttpManager, r: &Response, raw: &[u8], edits: Option<&[HeaderEdits]>| {
+        let got = collect(&ResponseHeaders {
+            resp: r,
+            raw,
+            upgrade: false,
+            edits,
+            server: m,
+        });
+        got.into_iter()
+            .filter(|(n, _)| n == "server")
+            .map(|(_, v)| v)
+            .collect::<Vec<String>>()
+    };
+    for (mode, upstream_has, no_upstream, edited) in [
+        (
+            ServerHeader::Overwrite,
+            vec!["mesh"],
+            vec!["mesh"],
+            vec!["mesh"],
+        ),
+        (
+            ServerHeader::AppendIfAbsent,
+            vec!["up"],
+            vec!["mesh"],
+            vec!["edit"],
+        ),
+        (ServerHeader::PassThrough, vec!["up"], vec![], vec!["edit"]),
+    ] {
+        m.server_header = mode;
+        assert_eq!(
+            server_of(&m, &r_with, &with, None),
+            upstream_has,
+            "{mode:?}"
+        );
+        assert_eq!(
+            server_of(&m, &r_without, &without, None),
+            no_upstream,
+            "{mode:?}"
+        );
+        assert_eq!(
+            server_of(&m, &r_with, &with, Some(&add_server)),
+            edited,
+            "{mode:?}"
+        );
+    }
+    assert_eq!(
+        local_server(&m).map(|(n, v)| (n.to_vec(), v.to_vec())),
+        None,
+        "PASS_THROUGH: local replies carry none"
+    );
 }
