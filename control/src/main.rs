@@ -138,9 +138,16 @@ fn load(a: &Args) -> anyhow::Result<Bootstrap> {
     result.map_err(|e| anyhow::anyhow!("{source}: {e}"))
 }
 
+/// Set once control serves (not `--check` or `stats`): its fatal error is then a log line,
+/// with a timestamp and level like every other.
+static SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() {
     if let Err(e) = run() {
-        eprintln!("zerohop-control: error: {e:#}");
+        match SERVING.load(std::sync::atomic::Ordering::Relaxed) {
+            true => log::error!("zerohop-control: error: {e:#}"),
+            false => eprintln!("zerohop-control: error: {e:#}"),
+        }
         std::process::exit(1);
     }
 }
@@ -197,6 +204,7 @@ fn run() -> anyhow::Result<()> {
         .shm
         .clone()
         .context("--shm PATH is required (see --help)")?;
+    SERVING.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut geometry = Geometry::default();
     if let Some(n) = a.slot_size {
         geometry.slot_size = n;
@@ -225,9 +233,32 @@ fn run() -> anyhow::Result<()> {
     let mut dynamic = false;
     // Stamped before the first read: a change made while control starts is not missed.
     let initial_stamp = a.config.as_deref().and_then(source::stamp);
-    let admin_address = match load(&a) {
+    // The admin listener is bound before anything is published: a port in use stops the
+    // start here, with the data plane told the config could not be served (no restart loop).
+    let loaded = load(&a);
+    let (admin_addr, admin_source) = match a.admin.as_deref() {
+        Some("off") => (None, ""),
+        Some(s) => (
+            Some(
+                s.parse::<SocketAddr>()
+                    .with_context(|| format!("--admin {s}"))?,
+            ),
+            "--admin",
+        ),
+        None => (
+            loaded.as_ref().ok().and_then(|b| b.admin_address),
+            "admin.address",
+        ),
+    };
+    if let Some(addr) = admin_addr {
+        let seg = Arc::new(Segment::open(&shm)?);
+        let bound = admin::spawn(addr, seg, state.clone()).with_context(|| {
+            format!("{admin_source} {addr}: the admin listener cannot be bound")
+        })?;
+        log::info!("admin listening on http://{bound}");
+    }
+    match loaded {
         Ok(boot) => {
-            let admin_address = boot.admin_address;
             state.lock().expect("admin state lock").node_id = boot.node_id.clone();
             discovery.set(&boot.dns, DNS_WARM_LIMIT);
             match boot.dynamic {
@@ -237,24 +268,8 @@ fn run() -> anyhow::Result<()> {
                 }
                 None => out.publish(boot.snapshot, false)?,
             }
-            admin_address
         }
         Err(e) => start_without_config(&out, e)?,
-    };
-
-    let admin_addr = match a.admin.as_deref() {
-        Some("off") => None,
-        Some(s) => Some(
-            s.parse::<SocketAddr>()
-                .with_context(|| format!("--admin {s}"))?,
-        ),
-        None => admin_address,
-    };
-    if let Some(addr) = admin_addr {
-        let seg = Arc::new(Segment::open(&shm)?);
-        let bound = admin::spawn(addr, seg, state.clone())
-            .with_context(|| format!("admin listener {addr}"))?;
-        log::info!("admin listening on http://{bound}");
     }
 
     if dynamic {
@@ -331,9 +346,9 @@ fn unchanged(publisher: &Publisher, state: &admin::Shared, snapshot: &Snapshot) 
 }
 
 /// The config cannot be used at start-up: serve the snapshot cache if there is one, else
-/// keep the generation a previous control left in the segment. Returns no admin address
-/// (only `--admin` can give one then).
-fn start_without_config(out: &Out, error: anyhow::Error) -> anyhow::Result<Option<SocketAddr>> {
+/// keep the generation a previous control left in the segment (admin then only on
+/// `--admin`).
+fn start_without_config(out: &Out, error: anyhow::Error) -> anyhow::Result<()> {
     if let Some(cache) = &out.cache {
         match cache.load() {
             Ok(snapshot) => {
@@ -342,7 +357,7 @@ fn start_without_config(out: &Out, error: anyhow::Error) -> anyhow::Result<Optio
                     cache.path.display()
                 );
                 out.publish_uncached(snapshot)?;
-                return Ok(None);
+                return Ok(());
             }
             Err(e) => log::warn!("snapshot cache unusable: {e}"),
         }
@@ -354,7 +369,7 @@ fn start_without_config(out: &Out, error: anyhow::Error) -> anyhow::Result<Optio
             let mut st = out.state.lock().expect("admin state lock");
             st.snapshot = snapshot;
             st.generation = generation;
-            return Ok(None);
+            return Ok(());
         }
     }
     Err(error)

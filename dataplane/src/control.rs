@@ -33,6 +33,8 @@ pub struct ControlCommand {
     /// `-c FILE` or `--default-config`, plus pass-through flags.
     pub args: Vec<String>,
     pub shm: PathBuf,
+    /// The segment is this process's own: removed when a failed start ends it.
+    pub owns_shm: bool,
 }
 
 /// Finds zerohop-control next to our own executable, else on $PATH.
@@ -67,11 +69,18 @@ impl Supervisor {
                     if stopping2.load(Ordering::SeqCst) {
                         return;
                     }
+                    let status = match &status {
+                        Ok(s) => s.to_string(),
+                        Err(e) => e.to_string(),
+                    };
                     if !before_restart() {
-                        log::error!("zerohop-control exited ({status:?}) before publishing a config; exiting");
+                        log::error!("zerohop-control exited ({status}) before publishing a config; exiting");
+                        if cmd.owns_shm {
+                            let _ = std::fs::remove_file(&cmd.shm);
+                        }
                         std::process::exit(1);
                     }
-                    log::warn!("zerohop-control exited ({status:?}); serving the last snapshot, restarting it in {backoff:?}");
+                    log::warn!("zerohop-control exited ({status}); serving the last snapshot, restarting it in {backoff:?}");
                 }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(30));

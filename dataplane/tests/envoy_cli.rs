@@ -246,3 +246,50 @@ fn config_yaml_alone_is_the_bootstrap_and_unknown_flags_are_named() {
         assert!(err.contains(named), "{args:?}: {err}");
     }
 }
+
+/// The admin port in use stops start-up at once with the field named (no restart loop of
+/// control), and the failed start leaves no segment behind; log lines carry a timestamp
+/// and a level.
+#[test]
+fn an_admin_port_in_use_stops_the_start_cleanly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let yaml = format!(
+        "admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n{}",
+        config(0, 1)
+    );
+    let file = support::scratch("admin-taken.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let started = Instant::now();
+    let child = Command::new(support::bin())
+        .args(["-c", file.to_str().unwrap(), "--shards", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it kept trying: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "admin.address 127.0.0.1:{port}: the admin listener cannot be bound"
+        )),
+        "{err}"
+    );
+    // `[2026-12-06T16:07:15Z ERROR] ...`
+    let line = err.lines().find(|l| l.contains("admin listener")).unwrap();
+    assert!(
+        line.starts_with("[20") && line.contains("Z ERROR]"),
+        "{line}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/dev/shm/zerohop-{pid}")).exists(),
+        "the failed start left its segment"
+    );
+}

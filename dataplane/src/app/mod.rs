@@ -143,6 +143,7 @@ pub fn run(args: Args) -> Result<(), StartError> {
             bin,
             args: cargs,
             shm: shm.clone(),
+            owns_shm: created_shm,
         };
         Some(Supervisor::start(cmd, before_restart).map_err(|e| err(e.to_string()))?)
     };

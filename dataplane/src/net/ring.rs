@@ -127,3 +127,65 @@ pub async fn send(s: &mut TcpStream, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) 
     }
     (Ok(()), buf)
 }
+
+/// Why an io_uring could not be set up, in an operator's terms, from the error and what the
+/// process can read about itself (`tuning/README.md`, "When io_uring is unavailable", has
+/// the remedy for each).
+pub fn unavailable_cause(e: &io::Error) -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let proc_line = |file: &str, key: &str| {
+        read(file)
+            .lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| {
+                l[key.len()..]
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    match e.raw_os_error() {
+        Some(libc::ENOMEM) => format!(
+            "ENOMEM: RLIMIT_MEMLOCK is too low for the ring (locked memory soft/hard: {}); raise it",
+            proc_line("/proc/self/limits", "Max locked memory")
+        ),
+        Some(libc::EPERM) => {
+            let disabled = read("/proc/sys/kernel/io_uring_disabled");
+            let seccomp = proc_line("/proc/self/status", "Seccomp:");
+            match disabled.trim() {
+                "2" => "EPERM: io_uring is disabled on this host (sysctl kernel.io_uring_disabled=2)".into(),
+                "1" => "EPERM: io_uring is limited to the group in kernel.io_uring_group (sysctl kernel.io_uring_disabled=1), which this process is not in".into(),
+                _ if seccomp == "2" => "EPERM: a seccomp filter refuses io_uring_setup (a container runtime's default profile does); allow io_uring_setup, io_uring_enter and io_uring_register".into(),
+                _ => format!("EPERM: io_uring_setup was refused (seccomp mode {seccomp:?}, io_uring_disabled {:?}): a security module or a sandbox", disabled.trim()),
+            }
+        }
+        Some(libc::ENOSYS) => "ENOSYS: this kernel has no io_uring (older than 5.1, or built without it), or a seccomp filter answers ENOSYS".into(),
+        _ => format!("{e}"),
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::unavailable_cause;
+
+    #[test]
+    fn each_cause_is_named() {
+        let of = |errno| unavailable_cause(&std::io::Error::from_raw_os_error(errno));
+        assert!(
+            of(libc::ENOMEM).contains("RLIMIT_MEMLOCK"),
+            "{}",
+            of(libc::ENOMEM)
+        );
+        assert!(of(libc::ENOMEM).contains("locked memory"));
+        assert!(of(libc::ENOSYS).contains("no io_uring"));
+        let eperm = of(libc::EPERM);
+        assert!(
+            eperm.starts_with("EPERM: ")
+                && ["seccomp", "io_uring_disabled", "io_uring_group"]
+                    .iter()
+                    .any(|w| eperm.contains(w)),
+            "{eperm}"
+        );
+    }
+}

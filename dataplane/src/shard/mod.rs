@@ -110,16 +110,18 @@ pub fn run(spec: Spec) {
             Ok(rt) => Some(rt),
             Err(e) if spec.driver == IoDriver::Auto => {
                 log::warn!(
-                    "shard {}: io_uring unavailable ({e}); falling back to the epoll driver \
-                     (raise RLIMIT_MEMLOCK, see tuning/README.md)",
-                    spec.id
+                    "shard {}: io_uring unavailable: {}; falling back to the epoll driver \
+                     (tuning/README.md, \"When io_uring is unavailable\")",
+                    spec.id,
+                    crate::net::ring::unavailable_cause(&e)
                 );
                 None
             }
             Err(e) => {
                 log::error!(
-                    "shard {}: io_uring unavailable ({e}) and --io-driver uring was given",
-                    spec.id
+                    "shard {}: io_uring unavailable: {}; and --io-driver uring was given",
+                    spec.id,
+                    crate::net::ring::unavailable_cause(&e)
                 );
                 std::process::exit(1);
             }
