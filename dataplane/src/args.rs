@@ -9,7 +9,9 @@ pub const HELP: &str = "\
 zerohop: a thread-per-core service-mesh data plane configured as Envoy is
 
 USAGE:
-    zerohop                      run the embedded demo config (127.0.0.1:10000 -> demo upstream)
+    zerohop                      run the embedded demo config: a TCP proxy on 127.0.0.1:10000 and
+                                 an HTTP/1.1 proxy on 127.0.0.1:10080, both to a demo upstream on
+                                 127.0.0.1:10001; admin on 127.0.0.1:9901
     zerohop -c FILE [OPTIONS]    run an Envoy v3 bootstrap (YAML or JSON)
     zerohop --attach --shm PATH  serve what a separately run zerohop-control publishes
 

@@ -350,6 +350,30 @@ pub struct HttpManager {
     /// `server_name` (Envoy's default `envoy`) and `server_header_transformation`.
     pub server_name: String,
     pub server_header: ServerHeader,
+    /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
+    pub path: PathNormalization,
+}
+
+/// What the connection manager does to a request's path before anything reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathNormalization {
+    /// `normalize_path` (RFC 3986; Envoy's default false).
+    pub normalize: bool,
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// `path_with_escaped_slashes_action`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EscapedSlashes {
+    /// Also `IMPLEMENTATION_SPECIFIC_DEFAULT`.
+    #[default]
+    KeepUnchanged,
+    /// 400.
+    Reject,
+    /// 307 to the path with `%2F` and `%5C` unescaped.
+    UnescapeAndRedirect,
+    UnescapeAndForward,
 }
 
 /// `server_header_transformation`: what becomes of the `server` header of responses.

@@ -202,10 +202,33 @@ pub(super) fn http_manager(
         n if n.is_empty() => "envoy".to_owned(),
         n => n,
     };
+    let escaped_slashes = match enum_name(hcm, "path_with_escaped_slashes_action").as_str() {
+        "IMPLEMENTATION_SPECIFIC_DEFAULT" | "KEEP_UNCHANGED" => EscapedSlashes::KeepUnchanged,
+        "REJECT_REQUEST" => EscapedSlashes::Reject,
+        "UNESCAPE_AND_REDIRECT" => EscapedSlashes::UnescapeAndRedirect,
+        "UNESCAPE_AND_FORWARD" => EscapedSlashes::UnescapeAndForward,
+        other => {
+            return Err(ConfigError::at(
+                format!("{path}.path_with_escaped_slashes_action"),
+                format!("unknown value {other}"),
+            ))
+        }
+    };
+    let path_normalization = PathNormalization {
+        normalize: msg(hcm, "normalize_path").is_some_and(|b| {
+            matches!(
+                b.get_field_by_name("value").as_deref(),
+                Some(prost_reflect::Value::Bool(true))
+            )
+        }),
+        merge_slashes: plain_bool(hcm, "merge_slashes"),
+        escaped_slashes,
+    };
     Ok(HttpManager {
         upgrades,
         server_name,
         server_header,
+        path: path_normalization,
         stat_prefix,
         codec,
         max_request_headers_bytes: max_kb * 1024,

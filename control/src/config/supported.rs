@@ -250,6 +250,9 @@ const FIELDS: &[(&str, &[&str])] = &[
             "upgrade_configs",
             "server_name",
             "server_header_transformation",
+            "normalize_path",
+            "merge_slashes",
+            "path_with_escaped_slashes_action",
         ],
     ),
     // `filters` (an upgrade's own filter chain) is not implemented: refused by name.

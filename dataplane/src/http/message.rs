@@ -59,6 +59,29 @@ pub struct Request {
 }
 
 impl Request {
+    /// The same request with another path (normalized by the connection manager): the new
+    /// path is appended to a copy of the head's bytes, every other range unchanged.
+    pub fn with_path(&self, path: &str) -> Request {
+        let mut raw = Vec::with_capacity(self.raw.len() + path.len());
+        raw.extend_from_slice(&self.raw);
+        let start = raw.len();
+        raw.extend_from_slice(path.as_bytes());
+        Request {
+            path: start..raw.len(),
+            raw,
+            method: self.method.clone(),
+            query: self.query.clone(),
+            host: self.host.clone(),
+            headers: self.headers.clone(),
+            framing: self.framing,
+            version: self.version,
+            close: self.close,
+            expect_continue: self.expect_continue,
+            upgrade: self.upgrade.clone(),
+            connection: self.connection.clone(),
+        }
+    }
+
     /// A part the codec checked is UTF-8.
     pub fn text(&self, r: &Range<usize>) -> &str {
         std::str::from_utf8(&self.raw[r.clone()]).unwrap_or_default()

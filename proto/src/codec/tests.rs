@@ -145,6 +145,7 @@ fn http_listener() -> Listener {
     let http = NetworkFilter::Http(HttpManager {
         server_name: "envoy".into(),
         server_header: ServerHeader::Overwrite,
+        path: PathNormalization::default(),
         upgrades: vec![UpgradeConfig {
             upgrade_type: "websocket".into(),
             enabled: true,

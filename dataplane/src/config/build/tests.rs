@@ -51,6 +51,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
         NetworkFilter::Http(HttpManager {
             server_name: "envoy".into(),
             server_header: ServerHeader::Overwrite,
+            path: PathNormalization::default(),
             upgrades: vec![],
             stat_prefix: "web".into(),
             codec: CodecType::Auto,

@@ -13,6 +13,7 @@
 //! keeps the configuration it had, as a draining connection.
 
 pub mod headers;
+pub mod path;
 mod stream;
 
 use std::net::SocketAddr;

@@ -22,6 +22,7 @@ use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 use zerohop_proto::Redirect;
 
+use super::path::Verdict;
 use crate::config::{Generation, HttpPlan};
 use crate::error::{Fault, Kind, ProxyError};
 use crate::http::body::{self, BodyEnd, StreamedBody};
@@ -67,6 +68,30 @@ impl<'a, D: Downstream> Stream<'a, D> {
     pub async fn serve(mut self, req: &Request, info: &mut StreamInfo<'a>) -> bool {
         self.shard.stats.inc(Counter::DownstreamRqTotal);
         let http: &'a HttpPlan = self.http;
+        // The path as the connection manager normalizes it, before anything reads it.
+        let normalized;
+        let req = match super::path::normalize(req.path(), &http.manager.path) {
+            Verdict::Keep => req,
+            Verdict::Rewrite(p) => {
+                normalized = req.with_path(&p);
+                &normalized
+            }
+            Verdict::Reject => {
+                info.response_code_details = "path_normalization_failed";
+                let close = req.close || req.framing != Framing::Empty;
+                return self.local(400, "", &[], close, info).await;
+            }
+            Verdict::Redirect(p) => {
+                info.response_code_details = "path_normalization_failed";
+                let location = match req.query() {
+                    Some(q) => format!("{p}?{q}"),
+                    None => p,
+                };
+                let extra = [(&b"location"[..], Cow::Owned(location.into_bytes()))];
+                let close = req.close || req.framing != Framing::Empty;
+                return self.local(307, "", &extra, close, info).await;
+            }
+        };
         let route = {
             let headers = |n: &str| req.header(n);
             let r = RouteRequest {
