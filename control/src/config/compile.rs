@@ -120,6 +120,15 @@ impl Builder {
     /// `dynamic_resources`).
     pub(super) fn finish(self, b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
         let node_id = msg(b, "node").map(|n| string(n, "id")).unwrap_or_default();
+        if let Some(cm) = msg(b, "cluster_manager") {
+            let local = string(cm, "local_cluster_name");
+            if !local.is_empty() && !self.ids.contains_key(&local) {
+                return Err(ConfigError::at(
+                    "cluster_manager.local_cluster_name",
+                    format!("local cluster {local:?} must be defined"),
+                ));
+            }
+        }
         if let Some(log) = msg(b, "admin").map(|a| string(a, "access_log_path")) {
             if !log.is_empty() && log != "/dev/null" {
                 return Err(ConfigError::at(

@@ -13,7 +13,13 @@ use super::ConfigError;
 const FIELDS: &[(&str, &[&str])] = &[
     (
         "envoy.config.bootstrap.v3.Bootstrap",
-        &["node", "static_resources", "admin", "dynamic_resources"],
+        &[
+            "node",
+            "static_resources",
+            "admin",
+            "dynamic_resources",
+            "cluster_manager",
+        ],
     ),
     // xDS (issue #6).
     (
@@ -62,7 +68,13 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.config.bootstrap.v3.Admin",
         &["address", "access_log_path"],
     ),
-    ("envoy.config.core.v3.Node", &["id", "cluster", "metadata"]),
+    ("envoy.config.core.v3.Node", &["id", "cluster", "metadata", "locality"]),
+    // Metadata: no zone-aware load balancing reads it yet.
+    ("envoy.config.core.v3.Locality", &["region", "zone", "sub_zone"]),
+    ("envoy.config.route.v3.Decorator", &["operation", "propagate"]),
+    // `local_cluster_name`: checked to name a static cluster, as Envoy checks it; nothing
+    // reads it yet (zone-aware routing is not implemented).
+    ("envoy.config.bootstrap.v3.ClusterManager", &["local_cluster_name"]),
     ("envoy.config.core.v3.Address", &["socket_address", "pipe"]),
     (
         "envoy.config.core.v3.SocketAddress",
@@ -317,6 +329,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "response_headers_to_add",
             "response_headers_to_remove",
             "typed_per_filter_config",
+            // Kept for tracing: no span is made yet (tracing is refused), so it is metadata.
+            "decorator",
         ],
     ),
     (
