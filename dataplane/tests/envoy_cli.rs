@@ -119,13 +119,7 @@ fn a_wrapper_running_envoy_runs_zerohop_through_a_link() {
         );
     }
 
-    let mut child = Command::new(envoy_link())
-        .args(&flags)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = quiet(&envoy_link(), &flags);
     let deadline = Instant::now() + Duration::from_secs(10);
     let dump = loop {
         if let Some(d) = admin_get(admin, "/config_dump") {
@@ -153,6 +147,17 @@ fn a_wrapper_running_envoy_runs_zerohop_through_a_link() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(!shm.exists(), "the --base-id segment is removed at exit");
+}
+
+/// `bin args`, its output discarded.
+fn quiet(bin: &std::path::Path, args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Child {
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// SIGTERM through kill(1) (no unsafe in the tests).
@@ -209,18 +214,11 @@ fn mode_validate_answers_as_envoys_does() {
 fn config_yaml_alone_is_the_bootstrap_and_unknown_flags_are_named() {
     let up = upstream("a");
     let listen = envoy::free_port();
-    let mut child = Command::new(support::bin())
-        .args([
-            "--config-yaml",
-            &config(listen, up.addr.port()),
-            "--concurrency",
-            "1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let yaml = config(listen, up.addr.port());
+    let mut child = quiet(
+        &support::bin(),
+        &["--config-yaml", &yaml, "--concurrency", "1"],
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", listen)).is_err() {
         assert!(Instant::now() < deadline, "not serving");

@@ -673,15 +673,19 @@ pub(crate) fn socket_address(
             ),
         )
     })?;
+    Ok(SocketAddr::new(ip, port_value(sa, path)?))
+}
+
+/// A `SocketAddress`'s `port_value` (0 when unset), within range (`path`: the `Address`).
+pub(super) fn port_value(sa: &DynamicMessage, path: &str) -> Result<u16, ConfigError> {
     let port = match sa.get_field_by_name("port_value").as_deref() {
         Some(Value::U32(p)) => *p,
         _ => 0,
     };
-    let port = u16::try_from(port).map_err(|_| {
+    u16::try_from(port).map_err(|_| {
         ConfigError::at(
             format!("{path}.socket_address.port_value"),
             format!("port {port} is out of range"),
         )
-    })?;
-    Ok(SocketAddr::new(ip, port))
+    })
 }

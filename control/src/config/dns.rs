@@ -225,17 +225,7 @@ fn host_port(address: &DynamicMessage, path: &str) -> Result<(String, u16), Conf
             "a DNS cluster's endpoint needs a name to resolve",
         ));
     }
-    let port = match sa.get_field_by_name("port_value").as_deref() {
-        Some(Value::U32(p)) => *p,
-        _ => 0,
-    };
-    let port = u16::try_from(port).map_err(|_| {
-        ConfigError::at(
-            format!("{path}.socket_address.port_value"),
-            format!("port {port} is out of range"),
-        )
-    })?;
-    Ok((host, port))
+    Ok((host, super::compile::port_value(sa, path)?))
 }
 
 fn resolver(c: &DynamicMessage, path: &str) -> Result<ResolverConfig, ConfigError> {
