@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use support::dns::{DnsServer, Mode};
 use support::envoy;
-use support::http::{upstream_on, Upstream};
+use support::http::{http_bootstrap, upstream_on, Upstream};
 use support::traffic::HttpLoad;
 use support::{Opts, Proxy};
 
@@ -65,31 +65,11 @@ fn http_config(
     admin: u16,
     extra: &str,
 ) -> String {
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-  - name: front
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: svc }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: svc
+    let prefix = format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\n"
+    );
+    let cluster = format!(
+        r#"  - name: svc
     type: {kind}
     connect_timeout: 1s
     dns_lookup_family: V4_ONLY
@@ -111,7 +91,10 @@ static_resources:
             address: {{ socket_address: {{ address: {host}, port_value: {port} }} }}
 "#,
         dns_port = dns.port()
-    )
+    );
+    let routes =
+        "              - match: { prefix: \"/\" }\n                route: { cluster: svc }\n";
+    http_bootstrap(&prefix, 0, "", routes, &cluster)
 }
 
 fn start_zerohop(yaml: &str) -> Proxy {
@@ -157,7 +140,7 @@ fn strict_dns_endpoints_follow_answers_under_load_as_envoys_do() {
     let yaml = |admin| http_config("STRICT_DNS", "svc.test", port, dns.addr, admin, "");
     let zerohop = start_zerohop(&yaml(envoy::free_port()));
     let (_envoy, eaddr) = envoy::start(&yaml(envoy::free_port()));
-    let zaddr = zerohop.addr("front");
+    let zaddr = zerohop.addr("web");
 
     // 10 connections x 100 a second through zerohop; 2 x 100 through Envoy.
     let zload = HttpLoad::start(zaddr, 10, Duration::from_millis(10));
@@ -246,7 +229,7 @@ fn a_resolver_outage_keeps_the_last_endpoints_serving() {
     let yaml = |admin| http_config("STRICT_DNS", "svc.test", port, dns.addr, admin, "");
     let zerohop = start_zerohop(&yaml(zadmin));
     let (_envoy, eaddr) = envoy::start(&yaml(eadmin));
-    let zaddr = zerohop.addr("front");
+    let zaddr = zerohop.addr("web");
     let zload = HttpLoad::start(zaddr, 4, Duration::from_millis(10));
     let eload = HttpLoad::start(eaddr, 2, Duration::from_millis(10));
 
@@ -348,7 +331,7 @@ fn respect_dns_ttl_refreshes_at_the_answers_ttl() {
     };
     let zerohop = start_zerohop(&config("z"));
     let (_envoy, _) = envoy::start(&config("e"));
-    let _ = zerohop.addr("front");
+    let _ = zerohop.addr("web");
     let start = |who: &str| {
         (
             dns.queries(&format!("ttl-{who}.test")),

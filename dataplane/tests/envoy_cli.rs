@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::envoy;
-use support::http::{upstream, Client};
+use support::http::{http_bootstrap, static_cluster, upstream, Client};
 
 /// A directory with `envoy` linked to the zerohop binary (zerohop-control stays next to
 /// the real binary, where zerohop looks for it).
@@ -25,35 +25,8 @@ fn envoy_link() -> PathBuf {
 }
 
 fn config(listen: u16, upstream_port: u16) -> String {
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: web
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: web
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: a }} }}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: a
-    type: STATIC
-    load_assignment:
-      cluster_name: a
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }}
-"#
-    )
+    let routes = "              - { match: { prefix: \"/\" }, route: { cluster: a } }\n";
+    http_bootstrap("", listen, "", routes, &static_cluster("a", upstream_port))
 }
 
 fn admin_get(port: u16, path: &str) -> Option<String> {

@@ -14,46 +14,25 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::envoy;
-use support::http::{upstream, Client};
+use support::http::{http_bootstrap, static_cluster, upstream, Client};
 use support::Proxy;
 
 fn config(upstream_port: u16, hcm_upgrades: &str) -> String {
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: web
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: web
-{hcm_upgrades}          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/ws-off" }}
-                route: {{ cluster: a, upgrade_configs: [{{ upgrade_type: websocket, enabled: false }}] }}
-              - match: {{ prefix: "/spdy" }}
-                route: {{ cluster: a, upgrade_configs: [{{ upgrade_type: spdy/3 }}] }}
-              - match: {{ prefix: "/direct" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "direct" }} }}
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: a }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: a
-    type: STATIC
-    load_assignment:
-      cluster_name: a
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }}
-"#
+    let routes = r#"              - match: { prefix: "/ws-off" }
+                route: { cluster: a, upgrade_configs: [{ upgrade_type: websocket, enabled: false }] }
+              - match: { prefix: "/spdy" }
+                route: { cluster: a, upgrade_configs: [{ upgrade_type: spdy/3 }] }
+              - match: { prefix: "/direct" }
+                direct_response: { status: 200, body: { inline_string: "direct" } }
+              - match: { prefix: "/" }
+                route: { cluster: a }
+"#;
+    http_bootstrap(
+        "",
+        0,
+        hcm_upgrades,
+        routes,
+        &static_cluster("a", upstream_port),
     )
 }
 

@@ -381,3 +381,46 @@ pub fn observed(r: &Response) -> Vec<String> {
     }
     out
 }
+
+/// A bootstrap with one HTTP/1.1 listener `web` on 127.0.0.1:`port` (0: any): its
+/// connection manager's extra fields `hcm` (indented 10), its routes `routes` (route
+/// entries, indented 14, under one catch-all virtual host) and the router; then the
+/// cluster entries `clusters` (indented 2). `prefix` goes before `static_resources`.
+pub fn http_bootstrap(prefix: &str, port: u16, hcm: &str, routes: &str, clusters: &str) -> String {
+    format!(
+        r#"{prefix}static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+{hcm}          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+{clusters}"#
+    )
+}
+
+/// A STATIC cluster entry `name` with one endpoint on 127.0.0.1:`port`.
+pub fn static_cluster(name: &str, port: u16) -> String {
+    format!(
+        r#"  - name: {name}
+    type: STATIC
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}
+"#
+    )
+}
