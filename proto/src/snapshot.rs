@@ -352,6 +352,9 @@ pub struct HttpManager {
     pub server_header: ServerHeader,
     /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
     pub path: PathNormalization,
+    /// The router's `suppress_envoy_headers`: no `x-envoy-upstream-service-time`,
+    /// `x-envoy-expected-rq-timeout-ms`, `x-envoy-original-path` / `-host`.
+    pub suppress_envoy_headers: bool,
 }
 
 /// What the connection manager does to a request's path before anything reads it.

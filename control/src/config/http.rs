@@ -229,6 +229,7 @@ pub(super) fn http_manager(
         server_name,
         server_header,
         path: path_normalization,
+        suppress_envoy_headers: super::filters::router::suppress_envoy_headers(hcm),
         stat_prefix,
         codec,
         max_request_headers_bytes: max_kb * 1024,

@@ -103,6 +103,8 @@ pub struct StreamInfo<'g> {
     /// (`via_upstream`, `route_not_found`, ...).
     pub response_code_details: &'static str,
     pub flags: ResponseFlags,
+    /// From sending the request upstream to its response head (`x-envoy-upstream-service-time`).
+    pub upstream_service_time: Option<std::time::Duration>,
 }
 
 impl StreamInfo<'_> {
@@ -118,6 +120,7 @@ impl StreamInfo<'_> {
             response_code: None,
             response_code_details: "",
             flags: ResponseFlags::empty(),
+            upstream_service_time: None,
         }
     }
 }

@@ -72,8 +72,9 @@ pub async fn serve(
             }
             Err(e) => {
                 if let Some((status, why)) = conn.refused(shard, &e) {
-                    let server = crate::http::hcm::headers::local_server(hcm);
-                    down.local_reply(status, why, server.as_slice(), true).await;
+                    let date = shard.http_date();
+                    let extra = crate::http::hcm::headers::local_headers(hcm, &date);
+                    down.local_reply(status, why, &extra, true).await;
                 }
                 return;
             }

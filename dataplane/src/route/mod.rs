@@ -25,6 +25,8 @@ pub enum Action {
         forward: Forward,
         pick: WeightedPick,
         regex_rewrite: Option<(Regex, String)>,
+        /// `x-envoy-expected-rq-timeout-ms`: the route's timeout in ms, made once.
+        timeout_ms: Option<String>,
     },
     Direct {
         status: u16,
@@ -243,6 +245,10 @@ impl RouteTable {
                             Some((p, sub)) => Some((Regex::new(p)?, re2_substitution(sub))),
                             None => None,
                         },
+                        timeout_ms: f
+                            .timeout
+                            .filter(|t| !t.is_zero())
+                            .map(|t| t.as_millis().to_string()),
                         forward: f.clone(),
                     },
                     RouteAction::Direct { status, body } => Action::Direct {

@@ -24,6 +24,7 @@ use crate::http::body::StreamedBody;
 use crate::http::downstream::Downstream;
 use crate::http::hcm::headers::RequestHeaders;
 use crate::http::info::StreamInfo;
+use crate::http::message::HeaderSource;
 use crate::http::message::{Framing, Request, RequestOut, Response};
 use crate::route::{Action, Route};
 use crate::shard::Shard;
@@ -54,6 +55,47 @@ impl<D> RequestBody<'_, D> {
 }
 
 /// A request on its way upstream.
+/// The request headers the router adds after the connection manager's, as Envoy's router
+/// does unless `suppress_envoy_headers`: `x-envoy-expected-rq-timeout-ms` (the route's
+/// timeout), and `x-envoy-original-path` / `x-envoy-original-host` when the route rewrote
+/// them. A client's copies of these are replaced.
+struct RouterHeaders<'a> {
+    inner: &'a RequestHeaders<'a>,
+    on: bool,
+    timeout_ms: Option<&'a str>,
+    original_path: Option<String>,
+    original_host: Option<&'a [u8]>,
+}
+
+impl HeaderSource for RouterHeaders<'_> {
+    fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        if !self.on {
+            return self.inner.for_each(f);
+        }
+        let own: [(&[u8], Option<&[u8]>); 3] = [
+            (
+                b"x-envoy-expected-rq-timeout-ms",
+                self.timeout_ms.as_deref().map(str::as_bytes),
+            ),
+            (
+                b"x-envoy-original-path",
+                self.original_path.as_deref().map(str::as_bytes),
+            ),
+            (b"x-envoy-original-host", self.original_host),
+        ];
+        self.inner.for_each(|n, v| {
+            if !own.iter().any(|(o, set)| set.is_some() && *o == n) {
+                f(n, v)
+            }
+        });
+        for (n, v) in own {
+            if let Some(v) = v {
+                f(n, v);
+            }
+        }
+    }
+}
+
 pub struct Outgoing<'a, D> {
     pub req: &'a Request,
     pub route: &'a Route,
@@ -95,7 +137,10 @@ pub async fn forward<'g, D: Downstream>(
     info: &mut StreamInfo<'g>,
     mut timer: Pin<&mut Sleep>,
 ) -> Result<Exchange<'g>, ProxyError> {
-    let Action::Forward { pick, .. } = &out.route.action else {
+    let Action::Forward {
+        pick, timeout_ms, ..
+    } = &out.route.action
+    else {
         unreachable!("forward() is called for forwarding routes")
     };
     let stats = shard.stats;
@@ -135,7 +180,23 @@ pub async fn forward<'g, D: Downstream>(
         framing: out.framing,
         upgrade: out.req.upgrade.as_ref().map(|u| &raw[u.clone()]),
     };
-    crate::upstream::encode_request(cluster, &mut head, &request, out.headers);
+    let original_path = match (&rewritten, out.req.query()) {
+        (None, _) => None,
+        (Some(_), None) => Some(out.req.path().to_owned()),
+        (Some(_), Some(q)) => Some(format!("{}?{q}", out.req.path())),
+    };
+    let own = RouterHeaders {
+        inner: out.headers,
+        on: !out.headers.suppress_envoy_headers,
+        timeout_ms: timeout_ms.as_deref(),
+        original_path,
+        original_host: out
+            .forward
+            .host_rewrite
+            .as_ref()
+            .map(|_| &raw[out.req.host.clone()]),
+    };
+    crate::upstream::encode_request(cluster, &mut head, &request, &own);
     if let RequestBody::Buffered(b) = &out.body {
         head.extend_from_slice(b);
     }

@@ -79,6 +79,9 @@ pub struct Shard {
     /// such hang-ups are then noticed at the next read or write).
     pub hangups: Option<Rc<crate::net::hangup::Hangups>>,
     pub rng: Rng,
+    /// The `date` header's value, made again when the second changes (Envoy's date
+    /// provider, per shard): the second it was made for, and the text.
+    date: Cell<(u64, [u8; 29])>,
     /// Open downstream connections (for draining).
     pub active: Cell<usize>,
     /// Accept loops still running; each owns (and on exit closes) one listener socket.
@@ -316,6 +319,7 @@ impl Shard {
             stats,
             pools: Pools::default(),
             upstreams: Upstreams::default(),
+            date: Cell::new((0, [b' '; 29])),
             hangups: match crate::net::hangup::Hangups::new() {
                 Ok(h) => Some(Rc::new(h)),
                 Err(e) => {
@@ -405,6 +409,24 @@ impl Shard {
 
     pub fn config(&self) -> Rc<ShardConfig> {
         self.config.borrow().clone()
+    }
+
+    /// Now as an HTTP date (`Sun, 06 Dec 2026 16:07:15 GMT`), for the `date` header.
+    pub fn http_date(&self) -> [u8; 29] {
+        let now = std::time::SystemTime::now();
+        let secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (made, text) = self.date.get();
+        if made == secs {
+            return text;
+        }
+        let mut text = [b' '; 29];
+        let s = httpdate::fmt_http_date(now);
+        let n = s.len().min(29);
+        text[..n].copy_from_slice(&s.as_bytes()[..n]);
+        self.date.set((secs, text));
+        text
     }
 
     /// The generation this shard serves.

@@ -370,6 +370,15 @@ pub fn observed(r: &Response) -> Vec<String> {
     } else {
         out.push(format!("body {:?}", r.text()));
     }
+    // Every header name, both ways (values differ where they carry times or ids).
+    let mut down: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+    down.sort();
+    out.push(format!("response header names {down:?}"));
+    if r.header("x-upstream").is_some() {
+        let mut up: Vec<String> = r.upstream_headers().into_iter().map(|(n, _)| n).collect();
+        up.sort();
+        out.push(format!("upstream header names {up:?}"));
+    }
     for name in [
         "location",
         "x-resp",

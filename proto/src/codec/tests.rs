@@ -146,6 +146,7 @@ fn http_listener() -> Listener {
         server_name: "envoy".into(),
         server_header: ServerHeader::Overwrite,
         path: PathNormalization::default(),
+        suppress_envoy_headers: false,
         upgrades: vec![UpgradeConfig {
             upgrade_type: "websocket".into(),
             enabled: true,

@@ -7,7 +7,7 @@
 //! is its file, one line in [`REGISTRY`], and its variant in the snapshot contract.
 
 mod buffer;
-mod router;
+pub(super) mod router;
 
 use prost_reflect::DynamicMessage;
 use zerohop_proto::{FilterOverride, HttpFilterConfig};

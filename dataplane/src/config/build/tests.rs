@@ -52,6 +52,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
             server_name: "envoy".into(),
             server_header: ServerHeader::Overwrite,
             path: PathNormalization::default(),
+            suppress_envoy_headers: false,
             upgrades: vec![],
             stat_prefix: "web".into(),
             codec: CodecType::Auto,

@@ -40,6 +40,8 @@ pub struct RequestHeaders<'r> {
     pub request_id: Option<&'r Rng>,
     /// The route's edits, most specific level first, when any edits requests.
     pub edits: Option<&'r [HeaderEdits]>,
+    /// The router's `suppress_envoy_headers` (read by the router, which adds its own).
+    pub suppress_envoy_headers: bool,
     id: std::cell::OnceCell<[u8; 36]>,
 }
 
@@ -57,6 +59,7 @@ impl<'r> RequestHeaders<'r> {
             use_remote_address,
             request_id,
             edits,
+            suppress_envoy_headers: false,
             id: std::cell::OnceCell::new(),
         }
     }
@@ -74,6 +77,7 @@ impl RequestHeaders<'_> {
             // Envoy forwards them (`upgrade` itself is written by the codec).
             let upgrade = req.upgrade.is_some();
             let hop = (HOP_BY_HOP.contains(&n) && !(upgrade && n == b"connection"))
+                || (self.peer.is_some() && n == b"x-envoy-external-address")
                 || n == b"content-length"
                 || (req.expect_continue && n == b"expect")
                 || (!upgrade && !req.connection.is_empty() && req.named(n));
@@ -106,6 +110,11 @@ impl RequestHeaders<'_> {
         }
         if let (Some(ip), false) = (self.peer, xff_seen) {
             emit(b"x-forwarded-for", Cow::Borrowed(ip.as_bytes()));
+        }
+        // Envoy's connection manager, trusting the peer it appended (every request is
+        // external under its default `internal_address_config`).
+        if let Some(ip) = self.peer {
+            emit(b"x-envoy-external-address", Cow::Borrowed(ip.as_bytes()));
         }
         if self.use_remote_address || !xfp_seen {
             emit(b"x-forwarded-proto", Cow::Borrowed(b"http"));
@@ -150,6 +159,10 @@ pub struct ResponseHeaders<'r> {
     pub upgrade: bool,
     pub edits: Option<&'r [HeaderEdits]>,
     pub server: &'r HttpManager,
+    /// `date`, set over the upstream's as Envoy's connection manager sets it.
+    pub date: &'r [u8],
+    /// `x-envoy-upstream-service-time`, in ms (`None` when suppressed).
+    pub service_time: Option<&'r [u8]>,
 }
 
 impl ResponseHeaders<'_> {
@@ -167,6 +180,11 @@ impl ResponseHeaders<'_> {
                 }
                 server_kept = true;
             }
+            if n == b"date"
+                || (self.service_time.is_some() && n == b"x-envoy-upstream-service-time")
+            {
+                continue;
+            }
             let keep = n != b"content-length"
                 && ((self.upgrade && n == b"upgrade")
                     || (!HOP_BY_HOP.contains(&n)
@@ -174,6 +192,10 @@ impl ResponseHeaders<'_> {
             if keep {
                 emit(n, &raw[h.value.clone()]);
             }
+        }
+        emit(b"date", self.date);
+        if let Some(t) = self.service_time {
+            emit(b"x-envoy-upstream-service-time", t);
         }
         server_kept
     }
@@ -216,10 +238,17 @@ impl HeaderSource for ResponseHeaders<'_> {
     }
 }
 
-/// The `server` header of a response zerohop makes itself (`None` under `PASS_THROUGH`).
-pub fn local_server(m: &HttpManager) -> Option<(&'static [u8], Cow<'_, [u8]>)> {
-    (m.server_header != ServerHeader::PassThrough)
-        .then(|| (&b"server"[..], Cow::Borrowed(m.server_name.as_bytes())))
+/// The headers of a response zerohop makes itself, beside its own: `date`, and `server`
+/// unless `PASS_THROUGH`.
+pub fn local_headers<'m>(
+    m: &'m HttpManager,
+    date: &[u8; 29],
+) -> Vec<(&'static [u8], Cow<'m, [u8]>)> {
+    let mut out = vec![(&b"date"[..], Cow::Owned(date.to_vec()))];
+    if m.server_header != ServerHeader::PassThrough {
+        out.push((&b"server"[..], Cow::Borrowed(m.server_name.as_bytes())));
+    }
+    out
 }
 
 /// The host's address for `x-forwarded-for` in place of a loopback peer, as Envoy's

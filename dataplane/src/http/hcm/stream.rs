@@ -77,9 +77,9 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 &normalized
             }
             Verdict::Reject => {
+                // Envoy closes the connection after it.
                 info.response_code_details = "path_normalization_failed";
-                let close = req.close || req.framing != Framing::Empty;
-                return self.local(400, "", &[], close, info).await;
+                return self.local(400, "", &[], true, info).await;
             }
             Verdict::Redirect(p) => {
                 info.response_code_details = "path_normalization_failed";
@@ -111,9 +111,9 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 _ => &[],
             };
             if !super::upgrade_allowed(token, per_route, &http.manager.upgrades) {
+                // Envoy closes the connection after it.
                 info.response_code_details = "upgrade_failed";
-                let close = req.close || req.framing != Framing::Empty || self.draining.fired();
-                return self.local(403, "", &[], close, info).await;
+                return self.local(403, "", &[], true, info).await;
             }
         }
         // A local answer to a request with a body closes the connection: the body is not read.
@@ -177,14 +177,16 @@ impl<'a, D: Downstream> Stream<'a, D> {
             Action::Forward { forward, .. } => {
                 let (shard, gen, peer_ip) = (self.shard, self.gen, self.peer_ip);
                 let hcm = &http.manager;
-                let headers = RequestHeaders::new(
+                let mut headers = RequestHeaders::new(
                     req,
                     peer_ip.filter(|_| hcm.use_remote_address),
                     hcm.use_remote_address,
                     hcm.generate_request_id.then_some(&shard.rng),
                     route.edits_requests.then_some(&route.edits[..]),
                 );
+                headers.suppress_envoy_headers = hcm.suppress_envoy_headers;
                 let with_body = |body| outgoing(req, route, forward, &headers, framing, body);
+                let sent = Instant::now();
                 let (exchange, complete) = match whole_body(self.down, buffered, req) {
                     // The whole request is in hand: while the upstream answers, the client is
                     // watched, and its leaving abandons the upstream request (as Envoy resets
@@ -220,7 +222,10 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     }
                 };
                 match exchange {
-                    Ok(ex) => self.respond(route, req, ex, info, &ctx, &chain).await,
+                    Ok(ex) => {
+                        info.upstream_service_time = Some(sent.elapsed());
+                        self.respond(route, req, ex, info, &ctx, &chain).await
+                    }
                     // The upstream failed a request that was read whole: as Envoy, the
                     // client's connection is kept (unless it asked otherwise).
                     Err(e) if e.fault != Fault::Downstream && complete => {
@@ -362,12 +367,21 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     .map(|h| &ubuf[h.value.clone()]),
                 _ => None,
             };
+            let date = self.shard.http_date();
+            let mut digits = [0u8; 20];
+            let service_time = info
+                .upstream_service_time
+                .filter(|_| !self.http.manager.suppress_envoy_headers)
+                .map(|t| decimal(t.as_millis() as u64, &mut digits).len())
+                .map(|n| &digits[digits.len() - n..]);
             let headers = ResponseHeaders {
                 resp: &resp,
                 raw: &ubuf[..resp.len],
                 upgrade,
                 edits,
                 server: &self.http.manager,
+                date: &date,
+                service_time,
             };
             let head = ResponseHead {
                 status: resp.status,
@@ -490,15 +504,10 @@ impl<'a, D: Downstream> Stream<'a, D> {
         let close = close || self.draining.fired();
         count_status(self.shard, status);
         info.response_code = Some(status);
-        let sent = match super::headers::local_server(&self.http.manager) {
-            Some(server) => {
-                let mut with = Vec::with_capacity(extra.len() + 1);
-                with.extend(extra.iter().map(|(n, v)| (*n, Cow::Borrowed(&v[..]))));
-                with.push(server);
-                self.down.local_reply(status, body, &with, close).await
-            }
-            None => self.down.local_reply(status, body, extra, close).await,
-        };
+        let date = self.shard.http_date();
+        let mut with = super::headers::local_headers(&self.http.manager, &date);
+        with.extend(extra.iter().map(|(n, v)| (*n, Cow::Borrowed(&v[..]))));
+        let sent = self.down.local_reply(status, body, &with, close).await;
         sent && !close
     }
 }
@@ -618,4 +627,28 @@ fn redirect_location(rd: &Redirect, route: &Route, req: &Request) -> String {
         }
     }
     loc
+}
+
+/// `n` in decimal, written at the end of `buf` (no allocation on the request path).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    #[test]
+    fn decimal_writes_every_digit() {
+        let mut buf = [0u8; 20];
+        for n in [0u64, 7, 10, 15000, u64::MAX] {
+            assert_eq!(super::decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
 }

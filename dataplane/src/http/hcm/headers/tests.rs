@@ -90,6 +90,7 @@ fn hop_by_hop_headers_are_dropped_and_forwarding_headers_set() {
         [
             "x-forwarded-for",
             "accept",
+            "x-envoy-external-address",
             "x-forwarded-proto",
             "x-request-id"
         ],
@@ -99,8 +100,9 @@ fn hop_by_hop_headers_are_dropped_and_forwarding_headers_set() {
         got[0].1, "10.0.0.1,192.0.2.9",
         "the peer appended, Envoy's separator"
     );
+    assert_eq!(got[2].1, "192.0.2.9", "the peer as the external address");
     assert_eq!(
-        got[2].1, "http",
+        got[3].1, "http",
         "the downstream scheme replaces the client's"
     );
     // Without use_remote_address: passed through, and no new request id when asked not to.
@@ -170,8 +172,16 @@ fn route_edits_apply_to_request_and_response_headers() {
         upgrade: false,
         edits: Some(&edits),
         server: &manager,
+        date: b"Sun, 06 Dec 2026 16:07:15 GMT",
+        service_time: None,
     };
-    assert_eq!(collect(&src), [("x-a".into(), "1".into())]);
+    assert_eq!(
+        collect(&src),
+        [
+            ("x-a".into(), "1".into()),
+            ("date".into(), "Sun, 06 Dec 2026 16:07:15 GMT".into())
+        ]
+    );
 }
 
 fn manager() -> HttpManager {
@@ -221,6 +231,8 @@ fn the_server_header_follows_its_transformation() {
             upgrade: false,
             edits,
             server: m,
+            date: b"Sun, 06 Dec 2026 16:07:15 GMT",
+            service_time: None,
         });
         got.into_iter()
             .filter(|(n, _)| n == "server")
@@ -259,9 +271,18 @@ fn the_server_header_follows_its_transformation() {
             "{mode:?}"
         );
     }
+    let date = *b"Sun, 06 Dec 2026 16:07:15 GMT";
+    let names = |m: &HttpManager| -> Vec<Vec<u8>> {
+        local_headers(m, &date)
+            .into_iter()
+            .map(|(n, _)| n.to_vec())
+            .collect()
+    };
     assert_eq!(
-        local_server(&m).map(|(n, v)| (n.to_vec(), v.to_vec())),
-        None,
-        "PASS_THROUGH: local replies carry none"
+        names(&m),
+        [b"date".to_vec()],
+        "PASS_THROUGH: local replies carry no server"
     );
+    m.server_header = ServerHeader::Overwrite;
+    assert_eq!(names(&m), [b"date".to_vec(), b"server".to_vec()]);
 }
