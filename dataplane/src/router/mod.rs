@@ -75,7 +75,7 @@ impl HeaderSource for RouterHeaders<'_> {
         let own: [(&[u8], Option<&[u8]>); 3] = [
             (
                 b"x-envoy-expected-rq-timeout-ms",
-                self.timeout_ms.as_deref().map(str::as_bytes),
+                self.timeout_ms.map(str::as_bytes),
             ),
             (
                 b"x-envoy-original-path",
