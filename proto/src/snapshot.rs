@@ -352,6 +352,16 @@ pub struct HttpManager {
     pub server_header: ServerHeader,
     /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
     pub path: PathNormalization,
+    /// `skip_xff_append`: with `use_remote_address`, the peer is not appended to
+    /// `x-forwarded-for`.
+    pub skip_xff_append: bool,
+    /// `xff_num_trusted_hops`: with `use_remote_address`, the client address
+    /// (`x-envoy-external-address`) is that many entries from the right of the client's
+    /// `x-forwarded-for` instead of the peer.
+    pub xff_num_trusted_hops: u32,
+    /// `preserve_external_request_id`: with `use_remote_address`, a client's `x-request-id`
+    /// is kept (else replaced, every request being external as in Envoy's default).
+    pub preserve_external_request_id: bool,
     /// The router's `suppress_envoy_headers`: no `x-envoy-upstream-service-time`,
     /// `x-envoy-expected-rq-timeout-ms`, `x-envoy-original-path` / `-host`.
     pub suppress_envoy_headers: bool,

@@ -186,50 +186,21 @@ pub(super) fn http_manager(
             ))
         }
     };
-    let upgrades = super::upgrade::upgrade_configs(hcm, path)?;
-    let server_header = match enum_name(hcm, "server_header_transformation").as_str() {
-        "OVERWRITE" => ServerHeader::Overwrite,
-        "APPEND_IF_ABSENT" => ServerHeader::AppendIfAbsent,
-        "PASS_THROUGH" => ServerHeader::PassThrough,
-        other => {
-            return Err(ConfigError::at(
-                format!("{path}.server_header_transformation"),
-                format!("unknown value {other}"),
-            ))
-        }
-    };
-    let server_name = match string(hcm, "server_name") {
-        n if n.is_empty() => "envoy".to_owned(),
-        n => n,
-    };
-    let escaped_slashes = match enum_name(hcm, "path_with_escaped_slashes_action").as_str() {
-        "IMPLEMENTATION_SPECIFIC_DEFAULT" | "KEEP_UNCHANGED" => EscapedSlashes::KeepUnchanged,
-        "REJECT_REQUEST" => EscapedSlashes::Reject,
-        "UNESCAPE_AND_REDIRECT" => EscapedSlashes::UnescapeAndRedirect,
-        "UNESCAPE_AND_FORWARD" => EscapedSlashes::UnescapeAndForward,
-        other => {
-            return Err(ConfigError::at(
-                format!("{path}.path_with_escaped_slashes_action"),
-                format!("unknown value {other}"),
-            ))
-        }
-    };
-    let path_normalization = PathNormalization {
-        normalize: msg(hcm, "normalize_path").is_some_and(|b| {
-            matches!(
-                b.get_field_by_name("value").as_deref(),
-                Some(prost_reflect::Value::Bool(true))
-            )
-        }),
-        merge_slashes: plain_bool(hcm, "merge_slashes"),
-        escaped_slashes,
-    };
+    let upgrades = super::hcm_options::upgrade_configs(hcm, path)?;
+    let (server_name, server_header) = super::hcm_options::server(hcm, path)?;
+    let path_normalization = super::hcm_options::path_normalization(hcm, path)?;
     Ok(HttpManager {
         upgrades,
         server_name,
         server_header,
         path: path_normalization,
         suppress_envoy_headers: super::filters::router::suppress_envoy_headers(hcm),
+        skip_xff_append: plain_bool(hcm, "skip_xff_append"),
+        xff_num_trusted_hops: match hcm.get_field_by_name("xff_num_trusted_hops").as_deref() {
+            Some(prost_reflect::Value::U32(n)) => *n,
+            _ => 0,
+        },
+        preserve_external_request_id: plain_bool(hcm, "preserve_external_request_id"),
         stat_prefix,
         codec,
         max_request_headers_bytes: max_kb * 1024,
@@ -596,7 +567,7 @@ fn forward(ra: &DynamicMessage, path: &str, clusters: &Names) -> Result<Forward,
             .has_field_by_name("host_rewrite_literal")
             .then(|| string(ra, "host_rewrite_literal")),
         timeout: timeout(ra, "timeout", path, Some(DEFAULT_ROUTE_TIMEOUT))?,
-        upgrades: super::upgrade::upgrade_configs(ra, path)?,
+        upgrades: super::hcm_options::upgrade_configs(ra, path)?,
     })
 }
 

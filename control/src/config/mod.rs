@@ -9,12 +9,12 @@ mod dns;
 mod dynamic;
 mod envoy;
 mod filters;
+mod hcm_options;
 mod http;
 mod lenient;
 mod listener;
 pub mod overlay;
 mod supported;
-mod upgrade;
 
 use std::fmt;
 

@@ -265,6 +265,9 @@ const FIELDS: &[(&str, &[&str])] = &[
             "normalize_path",
             "merge_slashes",
             "path_with_escaped_slashes_action",
+            "skip_xff_append",
+            "xff_num_trusted_hops",
+            "preserve_external_request_id",
         ],
     ),
     // `filters` (an upgrade's own filter chain) is not implemented: refused by name.

@@ -363,9 +363,20 @@ pub fn observed(r: &Response) -> Vec<String> {
                 .collect();
             out.push(format!("upstream saw {name}: {values:?}"));
         }
+        // A generated id (a UUID) differs between the proxies; a client's kept one does not.
+        let id = up.iter().find(|(n, _)| n == "x-request-id").map(|(_, v)| {
+            match v.len() == 36 && v.bytes().filter(|&b| b == b'-').count() == 4 {
+                true => "generated".to_owned(),
+                false => v.clone(),
+            }
+        });
+        out.push(format!("upstream saw x-request-id: {id:?}"));
+        let external = up
+            .iter()
+            .find(|(n, _)| n == "x-envoy-external-address")
+            .map(|(_, v)| v.clone());
         out.push(format!(
-            "upstream saw x-request-id: {}",
-            up.iter().any(|(n, _)| n == "x-request-id")
+            "upstream saw x-envoy-external-address: {external:?}"
         ));
     } else {
         out.push(format!("body {:?}", r.text()));

@@ -147,6 +147,9 @@ fn http_listener() -> Listener {
         server_header: ServerHeader::Overwrite,
         path: PathNormalization::default(),
         suppress_envoy_headers: false,
+        skip_xff_append: false,
+        xff_num_trusted_hops: 0,
+        preserve_external_request_id: false,
         upgrades: vec![UpgradeConfig {
             upgrade_type: "websocket".into(),
             enabled: true,

@@ -33,7 +33,8 @@ pub const HOP_BY_HOP: &[&[u8]] = &[
 #[derive(Debug)]
 pub struct RequestHeaders<'r> {
     pub req: &'r Request,
-    /// The downstream peer for `x-forwarded-for` (only with `use_remote_address`).
+    /// The downstream peer for `x-forwarded-for` (only with `use_remote_address`, and not
+    /// with `skip_xff_append`).
     pub peer: Option<&'r str>,
     pub use_remote_address: bool,
     /// The generator for a missing `x-request-id` (`None`: do not add one).
@@ -42,6 +43,12 @@ pub struct RequestHeaders<'r> {
     pub edits: Option<&'r [HeaderEdits]>,
     /// The router's `suppress_envoy_headers` (read by the router, which adds its own).
     pub suppress_envoy_headers: bool,
+    /// `x-envoy-external-address` (with `use_remote_address`): the client's address as the
+    /// connection manager trusts it.
+    pub external_address: Option<&'r str>,
+    /// A client's `x-request-id` is replaced (`use_remote_address` without
+    /// `preserve_external_request_id`).
+    pub replace_request_id: bool,
     id: std::cell::OnceCell<[u8; 36]>,
 }
 
@@ -60,6 +67,8 @@ impl<'r> RequestHeaders<'r> {
             request_id,
             edits,
             suppress_envoy_headers: false,
+            external_address: None,
+            replace_request_id: false,
             id: std::cell::OnceCell::new(),
         }
     }
@@ -77,7 +86,8 @@ impl RequestHeaders<'_> {
             // Envoy forwards them (`upgrade` itself is written by the codec).
             let upgrade = req.upgrade.is_some();
             let hop = (HOP_BY_HOP.contains(&n) && !(upgrade && n == b"connection"))
-                || (self.peer.is_some() && n == b"x-envoy-external-address")
+                || (self.external_address.is_some() && n == b"x-envoy-external-address")
+                || (self.replace_request_id && n == b"x-request-id")
                 || n == b"content-length"
                 || (req.expect_continue && n == b"expect")
                 || (!upgrade && !req.connection.is_empty() && req.named(n));
@@ -111,9 +121,8 @@ impl RequestHeaders<'_> {
         if let (Some(ip), false) = (self.peer, xff_seen) {
             emit(b"x-forwarded-for", Cow::Borrowed(ip.as_bytes()));
         }
-        // Envoy's connection manager, trusting the peer it appended (every request is
-        // external under its default `internal_address_config`).
-        if let Some(ip) = self.peer {
+        // Every request is external under Envoy's default `internal_address_config`.
+        if let Some(ip) = self.external_address {
             emit(b"x-envoy-external-address", Cow::Borrowed(ip.as_bytes()));
         }
         if self.use_remote_address || !xfp_seen {

@@ -50,6 +50,8 @@ pub struct Connection {
     follow: bool,
     /// `x-forwarded-for`'s entry for this client.
     peer_ip: Option<String>,
+    /// The client's own address (`x-envoy-external-address`).
+    peer: Option<std::net::IpAddr>,
 }
 
 impl Connection {
@@ -75,6 +77,7 @@ impl Connection {
             facts,
             follow: true,
             peer_ip,
+            peer: peer.map(|p| p.ip().to_canonical()),
         }
     }
 
@@ -134,6 +137,7 @@ impl Connection {
             down,
             timer,
             peer_ip: self.peer_ip.as_deref(),
+            peer: self.peer,
             draining: &self.listener.stop_accepting,
         }
         .serve(req, &mut info)

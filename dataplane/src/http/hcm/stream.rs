@@ -50,6 +50,8 @@ pub struct Stream<'a, D> {
     pub timer: Pin<&'a mut Sleep>,
     /// `x-forwarded-for`'s entry for this client.
     pub peer_ip: Option<&'a str>,
+    /// The client's own address.
+    pub peer: Option<std::net::IpAddr>,
     /// Fired when the listener drains: answers then carry `connection: close`.
     pub draining: &'a Stop,
 }
@@ -177,14 +179,21 @@ impl<'a, D: Downstream> Stream<'a, D> {
             Action::Forward { forward, .. } => {
                 let (shard, gen, peer_ip) = (self.shard, self.gen, self.peer_ip);
                 let hcm = &http.manager;
+                let external = match hcm.use_remote_address {
+                    true => external_address(req, self.peer, hcm.xff_num_trusted_hops),
+                    false => None,
+                };
                 let mut headers = RequestHeaders::new(
                     req,
-                    peer_ip.filter(|_| hcm.use_remote_address),
+                    peer_ip.filter(|_| hcm.use_remote_address && !hcm.skip_xff_append),
                     hcm.use_remote_address,
                     hcm.generate_request_id.then_some(&shard.rng),
                     route.edits_requests.then_some(&route.edits[..]),
                 );
                 headers.suppress_envoy_headers = hcm.suppress_envoy_headers;
+                headers.external_address = external.as_deref();
+                headers.replace_request_id =
+                    hcm.use_remote_address && !hcm.preserve_external_request_id;
                 let with_body = |body| outgoing(req, route, forward, &headers, framing, body);
                 let sent = Instant::now();
                 let (exchange, complete) = match whole_body(self.down, buffered, req) {
@@ -640,6 +649,21 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
             return &buf[at..];
         }
     }
+}
+
+/// The client's address as Envoy's connection manager trusts it with `use_remote_address`:
+/// the peer, or with `xff_num_trusted_hops` N the Nth entry from the right of the client's
+/// `x-forwarded-for` (the peer when it has fewer).
+fn external_address(req: &Request, peer: Option<std::net::IpAddr>, hops: u32) -> Option<String> {
+    if hops > 0 {
+        if let Some(xff) = req.header("x-forwarded-for") {
+            let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
+            if let Some(e) = entries.len().checked_sub(hops as usize).map(|i| entries[i]) {
+                return Some(e.to_owned());
+            }
+        }
+    }
+    peer.map(|p| p.to_string())
 }
 
 #[cfg(test)]

@@ -82,7 +82,8 @@ fn hop_by_hop_headers_are_dropped_and_forwarding_headers_set() {
         ("content-length", "0"),
     ]);
     let rng = Rng::new(1);
-    let with_remote = RequestHeaders::new(&req, Some("192.0.2.9"), true, Some(&rng), None);
+    let mut with_remote = RequestHeaders::new(&req, Some("192.0.2.9"), true, Some(&rng), None);
+    with_remote.external_address = Some("192.0.2.9");
     let got = collect(&with_remote);
     let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
