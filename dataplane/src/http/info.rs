@@ -103,7 +103,7 @@ pub struct StreamInfo<'g> {
     /// (`via_upstream`, `route_not_found`, ...).
     pub response_code_details: &'static str,
     pub flags: ResponseFlags,
-    /// From sending the request upstream to its response head (`x-envoy-upstream-service-time`).
+    /// From the request's start to its upstream response head (`x-envoy-upstream-service-time`).
     pub upstream_service_time: Option<std::time::Duration>,
 }
 

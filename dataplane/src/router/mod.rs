@@ -84,7 +84,9 @@ impl HeaderSource for RouterHeaders<'_> {
             (b"x-envoy-original-host", self.original_host),
         ];
         self.inner.for_each(|n, v| {
-            if !own.iter().any(|(o, set)| set.is_some() && *o == n) {
+            let replaced =
+                n.starts_with(b"x-envoy-") && own.iter().any(|(o, set)| set.is_some() && *o == n);
+            if !replaced {
                 f(n, v)
             }
         });

@@ -195,7 +195,6 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 headers.replace_request_id =
                     hcm.use_remote_address && !hcm.preserve_external_request_id;
                 let with_body = |body| outgoing(req, route, forward, &headers, framing, body);
-                let sent = Instant::now();
                 let (exchange, complete) = match whole_body(self.down, buffered, req) {
                     // The whole request is in hand: while the upstream answers, the client is
                     // watched, and its leaving abandons the upstream request (as Envoy resets
@@ -232,7 +231,9 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 };
                 match exchange {
                     Ok(ex) => {
-                        info.upstream_service_time = Some(sent.elapsed());
+                        // From the request's start: routing before the send is
+                        // microseconds, and one clock read fewer per request.
+                        info.upstream_service_time = Some(info.start.elapsed());
                         self.respond(route, req, ex, info, &ctx, &chain).await
                     }
                     // The upstream failed a request that was read whole: as Envoy, the
