@@ -143,13 +143,17 @@ fn http_listener() -> Listener {
         }],
     };
     let http = NetworkFilter::Http(HttpManager {
-        server_name: "envoy".into(),
-        server_header: ServerHeader::Overwrite,
-        path: PathNormalization::default(),
-        suppress_envoy_headers: false,
-        skip_xff_append: false,
-        xff_num_trusted_hops: 0,
-        preserve_external_request_id: false,
+        server_name: "edge".into(),
+        server_header: ServerHeader::AppendIfAbsent,
+        path: PathNormalization {
+            normalize: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::UnescapeAndRedirect,
+        },
+        suppress_envoy_headers: true,
+        skip_xff_append: true,
+        xff_num_trusted_hops: 2,
+        preserve_external_request_id: true,
         upgrades: vec![UpgradeConfig {
             upgrade_type: "websocket".into(),
             enabled: true,
