@@ -67,13 +67,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut a = Args {
         mode: Mode::Tcp,
-        targets: vec![
-            Kind::Direct,
-            Kind::Zerohop,
-            Kind::Haproxy { splice: false },
-            Kind::Nginx,
-            Kind::Envoy,
-        ],
+        targets: [&[Kind::Direct][..], &targets::LINEUP].concat(),
         rate: 2000.0,
         connections: 10,
         duration: 10.0,
@@ -86,12 +80,9 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
-        if let Long(name) = arg {
-            if Tools::OPTIONS.contains(&name) {
-                let name = name.to_owned();
-                a.tools.set(&name, p.value()?);
-                continue;
-            }
+        if let Some(name) = Tools::option(&arg) {
+            a.tools.set(name, p.value()?);
+            continue;
         }
         match arg {
             Long("protocol") => {

@@ -49,13 +49,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut a = Args {
         sizes: vec![100, 16384, 1 << 20],
-        targets: vec![
-            Kind::Direct,
-            Kind::Zerohop,
-            Kind::Haproxy { splice: false },
-            Kind::Nginx,
-            Kind::Envoy,
-        ],
+        targets: [&[Kind::Direct][..], &targets::LINEUP].concat(),
         connections: 50,
         duration: 5.0,
         rounds: 3,
@@ -64,12 +58,9 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
-        if let Long(name) = arg {
-            if Tools::OPTIONS.contains(&name) {
-                let name = name.to_owned();
-                a.tools.set(&name, p.value()?);
-                continue;
-            }
+        if let Some(name) = Tools::option(&arg) {
+            a.tools.set(name, p.value()?);
+            continue;
         }
         match arg {
             Long("sizes") => a.sizes = crate::parse_list(&p.value()?.string()?)?,

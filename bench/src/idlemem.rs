@@ -41,23 +41,15 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     use lexopt::prelude::*;
     let mut a = Args {
         connections: 10_000,
-        targets: vec![
-            Kind::Zerohop,
-            Kind::Haproxy { splice: false },
-            Kind::Nginx,
-            Kind::Envoy,
-        ],
+        targets: targets::LINEUP.to_vec(),
         tools: Tools::default(),
         out: None,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
-        if let Long(name) = arg {
-            if Tools::OPTIONS.contains(&name) {
-                let name = name.to_owned();
-                a.tools.set(&name, p.value()?);
-                continue;
-            }
+        if let Some(name) = Tools::option(&arg) {
+            a.tools.set(name, p.value()?);
+            continue;
         }
         match arg {
             Short('c') | Long("connections") => a.connections = p.value()?.parse()?,

@@ -43,24 +43,16 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
     let mut a = Args {
         minutes: 30.0,
         rate: 1000.0,
-        targets: vec![
-            Kind::Zerohop,
-            Kind::Haproxy { splice: false },
-            Kind::Nginx,
-            Kind::Envoy,
-        ],
+        targets: targets::LINEUP.to_vec(),
         max_slope: None,
         tools: Tools::default(),
         out: None,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
-        if let Long(name) = arg {
-            if Tools::OPTIONS.contains(&name) {
-                let name = name.to_owned();
-                a.tools.set(&name, p.value()?);
-                continue;
-            }
+        if let Some(name) = Tools::option(&arg) {
+            a.tools.set(name, p.value()?);
+            continue;
         }
         match arg {
             Long("minutes") => a.minutes = p.value()?.parse()?,

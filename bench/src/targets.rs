@@ -84,7 +84,23 @@ impl Tools {
             _ => self.envoy = value.into(),
         }
     }
+
+    /// The shared option `arg` names (one of [`Tools::OPTIONS`]), if it names one.
+    pub fn option(arg: &lexopt::Arg<'_>) -> Option<&'static str> {
+        match arg {
+            lexopt::Arg::Long(name) => Self::OPTIONS.iter().copied().find(|o| o == name),
+            _ => None,
+        }
+    }
 }
+
+/// The proxies a side-by-side command compares by default.
+pub const LINEUP: [Kind; 4] = [
+    Kind::Zerohop,
+    Kind::Haproxy { splice: false },
+    Kind::Nginx,
+    Kind::Envoy,
+];
 
 impl Kind {
     pub fn name(self) -> &'static str {
