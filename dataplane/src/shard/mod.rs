@@ -244,6 +244,7 @@ async fn main(spec: Spec) {
         }
         shard.take_listener_ops();
         shard.maybe_reload();
+        shard.refresh_date();
         let now = Instant::now();
         shard.expire_drained_listeners(now);
         if now >= next_sweep {
@@ -313,7 +314,7 @@ impl Shard {
         drain_timeout: Duration,
     ) -> Rc<Shard> {
         let graveyard = attached.map(|a| a.2);
-        Rc::new(Shard {
+        let shard = Rc::new(Shard {
             id,
             line,
             stats,
@@ -339,7 +340,9 @@ impl Shard {
             last_rejected: Cell::new(0),
             latest,
             graveyard,
-        })
+        });
+        shard.refresh_date();
+        shard
     }
 
     /// A shard that belongs to no segment and no listener manager: it serves what `latest`
@@ -411,22 +414,27 @@ impl Shard {
         self.config.borrow().clone()
     }
 
-    /// Now as an HTTP date (`Sun, 06 Dec 2026 16:07:15 GMT`), for the `date` header.
+    /// The current `date` header value (`Sun, 06 Dec 2026 16:07:15 GMT`), as of the shard's
+    /// last tick: no clock read per response.
     pub fn http_date(&self) -> [u8; 29] {
+        self.date.get().1
+    }
+
+    /// Makes the `date` text again when the second has changed (the shard's tick, at least
+    /// every 10 ms; Envoy's date provider refreshes every 500 ms).
+    fn refresh_date(&self) {
         let now = std::time::SystemTime::now();
         let secs = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let (made, text) = self.date.get();
-        if made == secs {
-            return text;
+        if self.date.get().0 == secs {
+            return;
         }
         let mut text = [b' '; 29];
         let s = httpdate::fmt_http_date(now);
         let n = s.len().min(29);
         text[..n].copy_from_slice(&s.as_bytes()[..n]);
         self.date.set((secs, text));
-        text
     }
 
     /// The generation this shard serves.

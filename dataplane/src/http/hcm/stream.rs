@@ -179,8 +179,11 @@ impl<'a, D: Downstream> Stream<'a, D> {
             Action::Forward { forward, .. } => {
                 let (shard, gen, peer_ip) = (self.shard, self.gen, self.peer_ip);
                 let hcm = &http.manager;
+                let mut peer_text = [0u8; 45];
                 let external = match hcm.use_remote_address {
-                    true => external_address(req, self.peer, hcm.xff_num_trusted_hops),
+                    true => {
+                        external_address(req, self.peer, hcm.xff_num_trusted_hops, &mut peer_text)
+                    }
                     false => None,
                 };
                 let mut headers = RequestHeaders::new(
@@ -191,7 +194,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     route.edits_requests.then_some(&route.edits[..]),
                 );
                 headers.suppress_envoy_headers = hcm.suppress_envoy_headers;
-                headers.external_address = external.as_deref();
+                headers.external_address = external;
                 headers.replace_request_id =
                     hcm.use_remote_address && !hcm.preserve_external_request_id;
                 let with_body = |body| outgoing(req, route, forward, &headers, framing, body);
@@ -654,17 +657,26 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// The client's address as Envoy's connection manager trusts it with `use_remote_address`:
 /// the peer, or with `xff_num_trusted_hops` N the Nth entry from the right of the client's
-/// `x-forwarded-for` (the peer when it has fewer).
-fn external_address(req: &Request, peer: Option<std::net::IpAddr>, hops: u32) -> Option<String> {
+/// `x-forwarded-for` (the peer when it has fewer). The peer's text is written into `buf`:
+/// nothing is allocated per request.
+fn external_address<'a>(
+    req: &'a Request,
+    peer: Option<std::net::IpAddr>,
+    hops: u32,
+    buf: &'a mut [u8; 45],
+) -> Option<&'a str> {
     if hops > 0 {
         if let Some(xff) = req.header("x-forwarded-for") {
-            let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
-            if let Some(e) = entries.len().checked_sub(hops as usize).map(|i| entries[i]) {
-                return Some(e.to_owned());
+            let n = xff.split(',').count();
+            if let Some(i) = n.checked_sub(hops as usize) {
+                return xff.split(',').nth(i).map(str::trim);
             }
         }
     }
-    peer.map(|p| p.to_string())
+    let mut out = &mut buf[..];
+    std::io::Write::write_fmt(&mut out, format_args!("{}", peer?)).ok()?;
+    let written = 45 - out.len();
+    std::str::from_utf8(&buf[..written]).ok()
 }
 
 #[cfg(test)]
