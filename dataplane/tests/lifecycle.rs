@@ -249,10 +249,22 @@ fn at_the_fd_limit_accept_failures_are_counted_and_logged_once_a_second() {
     // Both of that connection's sockets closed in the proxy before its descriptors are
     // counted; then no room for one more: every queued connection fails accept (one that
     // got through would fail its upstream connect, close, and leave the queue shorter).
-    std::thread::sleep(Duration::from_millis(300));
-    let open = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
-        .unwrap()
-        .count();
+    // Counted once the proxy's descriptors hold still (on a busy machine the close can take
+    // longer than any fixed pause).
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+            .unwrap()
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut open = fds();
+    let mut still = 0;
+    while still < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = fds();
+        still = if now == open { still + 1 } else { 0 };
+        open = now;
+    }
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", proxy.pid())).unwrap();
     let soft = limits
         .lines()
