@@ -182,6 +182,7 @@ fn http(c: &mut Criterion) {
                     path: black_box(path),
                     query: None,
                     header: &header,
+                    random: 0,
                 };
                 table.route(&req).is_some()
             })

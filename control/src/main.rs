@@ -212,12 +212,28 @@ fn run() -> anyhow::Result<()> {
     let publisher = Arc::new(Publisher::create_or_attach(&shm, geometry)?);
     publisher.watch_header()?;
     let cache = a.snapshot_cache.clone().map(|path| SnapshotCache { path });
-    let state: admin::Shared = Arc::new(Mutex::new(admin::State::default()));
+    let state: admin::Shared = Arc::new(Mutex::new(admin::State {
+        started_at: Some(std::time::SystemTime::now()),
+        ..Default::default()
+    }));
 
     // Reloads come from the file watcher and SIGHUP, new answers from DNS discovery; all
     // land in the loop below, one at a time.
     let (events, rx) = std::sync::mpsc::channel::<Event>();
     let dns_events = events.clone();
+    // `/runtime_modify`: the configuration compiled again with the admin layer's values.
+    let (runtime_tx, runtime_rx) = std::sync::mpsc::channel::<()>();
+    state.lock().expect("admin state lock").runtime_changed = Some(runtime_tx);
+    let runtime_events = events.clone();
+    std::thread::Builder::new()
+        .name("runtime".into())
+        .spawn(move || {
+            for () in runtime_rx {
+                if runtime_events.send(Event::Reload).is_err() {
+                    return;
+                }
+            }
+        })?;
     let discovery = Arc::new(Discovery::new(move || {
         let _ = dns_events.send(Event::Dns);
     })?);
@@ -259,7 +275,7 @@ fn run() -> anyhow::Result<()> {
     }
     match loaded {
         Ok(boot) => {
-            state.lock().expect("admin state lock").node_id = boot.node_id.clone();
+            state.lock().expect("admin state lock").loaded(&boot);
             discovery.set(&boot.dns, DNS_WARM_LIMIT);
             match boot.dynamic {
                 Some(d) => {
@@ -311,19 +327,29 @@ fn run() -> anyhow::Result<()> {
         if reload && dynamic {
             log::info!("SIGHUP: ignored, the configuration comes from the ADS server");
         } else if reload {
-            match load(&a) {
-                Ok(boot) => {
+            // Admin-layer changes made before this load are compiled in by it.
+            let ticket = state.lock().expect("admin state lock").runtime_ticket;
+            let result = load(&a);
+            let done = |state: &admin::Shared| {
+                let mut st = state.lock().expect("admin state lock");
+                st.runtime_done = st.runtime_done.max(ticket);
+            };
+            match result {
+                Ok(mut boot) => {
                     discovery.set(&boot.dns, DNS_WARM_LIMIT);
-                    let mut snapshot = boot.snapshot;
+                    let mut snapshot = std::mem::take(&mut boot.snapshot);
+                    let boot_meta = boot;
                     discovery.fill(&mut snapshot);
                     if unchanged(&publisher, &state, &snapshot) {
                         log::info!("config unchanged; nothing to publish")
                     } else {
-                        out.publish(snapshot, false)?
+                        out.publish(snapshot, false)?;
                     }
+                    state.lock().expect("admin state lock").loaded(&boot_meta);
                 }
                 Err(e) => log::error!("reload refused, previous config stays in force: {e:#}"),
             }
+            done(&state);
             continue;
         }
         if dns {

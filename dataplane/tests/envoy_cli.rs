@@ -95,7 +95,7 @@ fn a_wrapper_running_envoy_runs_zerohop_through_a_link() {
     let mut child = quiet(&envoy_link(), &flags);
     let deadline = Instant::now() + Duration::from_secs(10);
     let dump = loop {
-        if let Some(d) = admin_get(admin, "/config_dump") {
+        if let Some(d) = admin_get(admin, "/server_info") {
             if TcpStream::connect(("127.0.0.1", listen)).is_ok() {
                 break d;
             }
@@ -104,10 +104,10 @@ fn a_wrapper_running_envoy_runs_zerohop_through_a_link() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
-    assert_eq!(dump["node_id"], "x", "--service-node");
+    assert_eq!(dump["node"]["id"], "x", "--service-node");
+    assert_eq!(dump["node"]["cluster"], "web-cluster", "--service-cluster");
     assert_eq!(
-        dump["shards"].as_array().unwrap().len(),
-        2,
+        dump["command_line_options"]["concurrency"], 2,
         "--concurrency 2"
     );
     let r = Client::connect(([127, 0, 0, 1], listen).into()).get("x", "/", &[]);

@@ -263,7 +263,7 @@ fn admin_reports_readiness_config_and_stats() {
         assert!(Instant::now() < deadline, "never ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let dump = get("/config_dump");
+    let dump = get("/generations");
     let body: serde_json::Value =
         serde_json::from_str(dump.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body["generation"], 1);
@@ -273,7 +273,16 @@ fn admin_reports_readiness_config_and_stats() {
         .unwrap()
         .iter()
         .all(|s| s["applied_generation"] == 1));
-    assert_eq!(body["listeners"][0]["name"], "front");
+    assert_eq!(body["listeners"][0], "front");
+    // The configuration itself, in Envoy's ConfigDump shape (compared with Envoy's own in
+    // tests/admin.rs).
+    let dump = get("/config_dump");
+    let dump: serde_json::Value =
+        serde_json::from_str(dump.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        dump["configs"][2]["static_listeners"][0]["listener"]["name"],
+        "front"
+    );
     let prom = get("/stats/prometheus");
     assert!(
         prom.contains("zerohop_downstream_cx_total{shard=\"0\"}"),

@@ -10,6 +10,7 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,14 +34,17 @@ enum Peer {
 struct Running {
     zerohop: Option<Proxy>,
     _envoy: Option<Envoy>,
+    admin: u16,
 }
 
 fn start(peer: Peer, ads: &AdsServer, api: &str, listen: SocketAddr) -> Running {
-    let yaml = x::bootstrap(ads.addr(), api, envoy::free_port());
+    let admin = envoy::free_port();
+    let yaml = x::bootstrap(ads.addr(), api, admin);
     match peer {
         Peer::Zerohop => Running {
             zerohop: Some(Proxy::start_with(&yaml, Opts::default())),
             _envoy: None,
+            admin,
         },
         Peer::Envoy => {
             let mut e = envoy::spawn(&yaml);
@@ -48,9 +52,92 @@ fn start(peer: Peer, ads: &AdsServer, api: &str, listen: SocketAddr) -> Running 
             Running {
                 zerohop: None,
                 _envoy: Some(e),
+                admin,
             }
         }
     }
+}
+
+/// `/config_dump`'s xDS part, one line per dump: each dynamic resource with its version and
+/// its proto JSON (ports and times left out: they differ between the two runs; so do the
+/// delta server's per-resource versions, hashes of resources that hold ports).
+fn dynamic_dump(admin: u16, api: &str) -> Vec<String> {
+    let body = admin_json(admin, "/config_dump");
+    let mut out = Vec::new();
+    for c in body["configs"].as_array().expect("configs") {
+        let ty = c["@type"].as_str().unwrap().rsplit('.').next().unwrap();
+        let mut c = c.clone();
+        scrub(&mut c);
+        if api.starts_with("DELTA") {
+            hide_versions(&mut c);
+        }
+        for field in [
+            "version_info",
+            "dynamic_active_clusters",
+            "dynamic_listeners",
+            "dynamic_route_configs",
+        ] {
+            if !c[field].is_null() {
+                out.push(format!("{ty}.{field}: {}", c[field]));
+            }
+        }
+    }
+    out
+}
+
+fn hide_versions(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(ver)) = o.get_mut("version_info") {
+                assert!(!ver.is_empty(), "a delta resource's version is shown");
+                *ver = "<hash>".into();
+            }
+            o.values_mut().for_each(hide_versions);
+        }
+        Value::Array(a) => a.iter_mut().for_each(hide_versions),
+        _ => {}
+    }
+}
+
+fn scrub(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            o.remove("last_updated");
+            if let Some(p) = o.get_mut("port_value") {
+                *p = 0.into();
+            }
+            o.values_mut().for_each(scrub);
+        }
+        Value::Array(a) => a.iter_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
+/// A JSON admin answer (Envoy's is chunked; zerohop's has a length).
+fn admin_json(port: u16, path: &str) -> Value {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("admin");
+    c.write_all(format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    let (head, mut body) = raw.split_once("\r\n\r\n").expect("a response");
+    let mut text = String::new();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        while let Some((size, rest)) = body.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            text.push_str(&rest[..n]);
+            body = &rest[n + 2..];
+        }
+    } else {
+        text = body.to_owned();
+    }
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
 }
 
 /// One request on a new connection: `200 a` (status and upstream), `503 -`, `refused`, or
@@ -230,6 +317,9 @@ fn scenario(peer: Peer, api: &str) -> Option<Vec<String>> {
     t.answer(&ads, "rds", "2");
     t.traffic(listen, "/api", "200 c");
     t.traffic(listen, "/", "200 b");
+    for line in dynamic_dump(running.admin, api) {
+        t.note(line);
+    }
 
     // One invalid cluster: the response is NACKed, the valid ones in it are applied. (The
     // error must be semantic: Envoy refuses a whole response whose resource fails its proto

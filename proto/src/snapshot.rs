@@ -543,6 +543,16 @@ pub struct RouteMatch {
     pub case_sensitive: bool,
     pub headers: Vec<HeaderMatcher>,
     pub query_parameters: Vec<QueryMatcher>,
+    /// `runtime_fraction`, with the runtime's value already read by control: the route
+    /// matches a request only for that fraction of requests (drawn per request).
+    pub runtime_fraction: Option<Fraction>,
+}
+
+/// Envoy's `FractionalPercent`: `numerator` out of `denominator` (100, 10,000 or 1,000,000).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fraction {
+    pub numerator: u32,
+    pub denominator: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,23 +23,37 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// route may name a cluster that has not arrived yet, as in Envoy): such a name gets an id
 /// past the known clusters and becomes an empty cluster, so traffic to it is answered as
 /// having no endpoint (503), until the cluster arrives and the next generation resolves it.
+///
+/// It also carries the runtime that `runtime_key`s are read from while routes compile.
 #[derive(Debug, Default)]
 pub(crate) struct Names {
     pub(crate) ids: HashMap<String, ClusterId>,
     /// `Some` under xDS: the names that were missing, in id order.
     missing: Option<RefCell<Vec<String>>>,
+    pub(crate) runtime: super::runtime::Runtime,
 }
 
 impl Names {
     pub(crate) fn strict(ids: HashMap<String, ClusterId>) -> Names {
-        Names { ids, missing: None }
+        Names {
+            ids,
+            missing: None,
+            runtime: Default::default(),
+        }
     }
 
     pub(crate) fn lenient(ids: HashMap<String, ClusterId>) -> Names {
         Names {
             ids,
             missing: Some(RefCell::new(Vec::new())),
+            runtime: Default::default(),
         }
+    }
+
+    /// With the layers `runtime_key`s are read from.
+    pub(crate) fn with_runtime(mut self, runtime: &super::runtime::Runtime) -> Names {
+        self.runtime = runtime.clone();
+        self
     }
 
     pub(crate) fn resolve(&self, name: &str) -> Option<ClusterId> {
@@ -162,11 +176,13 @@ impl Builder {
         {
             return Err(protocol_options_refused(name, path));
         }
+        let runtime = super::runtime::Runtime::parse(b)?;
         let empty = HashMap::new();
         let (names, routes) = match ads {
             Some(_) => (Names::lenient(self.ids.clone()), Routes::Rds(&empty)),
             None => (Names::strict(self.ids.clone()), Routes::Static),
         };
+        let names = names.with_runtime(&runtime);
         let mut snapshot = Snapshot {
             clusters: self.clusters.clone(),
             listeners: Vec::new(),
@@ -178,6 +194,7 @@ impl Builder {
         add_missing(&mut snapshot, names);
         let dynamic = ads.map(|ads| super::dynamic::Dynamic {
             ads,
+            runtime: runtime.clone(),
             static_clusters: self.clusters,
             static_listeners: self.listeners,
             static_bound: snapshot
@@ -192,6 +209,9 @@ impl Builder {
             admin_address,
             dynamic,
             dns: self.dns,
+            source: None,
+            runtime,
+            node: msg(b, "node").map(super::dump::to_json).unwrap_or_default(),
         })
     }
 }

@@ -447,6 +447,47 @@ pub(crate) fn route_config(
     })
 }
 
+/// A `RuntimeFractionalPercent`: `default_value`, unless the runtime has `runtime_key`.
+fn runtime_fraction(
+    rf: &DynamicMessage,
+    path: &str,
+    names: &Names,
+) -> Result<Fraction, ConfigError> {
+    let default = match msg(rf, "default_value") {
+        Some(fp) => fractional_percent(fp, &format!("{path}.default_value"))?,
+        None => {
+            return Err(ConfigError::at(
+                format!("{path}.default_value"),
+                "required (Envoy refuses a runtime_fraction without it)",
+            ))
+        }
+    };
+    Ok(names.runtime.fraction(&string(rf, "runtime_key"), default))
+}
+
+/// `envoy.type.v3.FractionalPercent`.
+pub(super) fn fractional_percent(fp: &DynamicMessage, path: &str) -> Result<Fraction, ConfigError> {
+    let numerator = match fp.get_field_by_name("numerator").as_deref() {
+        Some(Value::U32(n)) => *n,
+        _ => 0,
+    };
+    let denominator = match fp.get_field_by_name("denominator").as_deref() {
+        Some(Value::EnumNumber(0)) | None => 100,
+        Some(Value::EnumNumber(1)) => 10_000,
+        Some(Value::EnumNumber(2)) => 1_000_000,
+        Some(other) => {
+            return Err(ConfigError::at(
+                format!("{path}.denominator"),
+                format!("{other:?}: not HUNDRED, TEN_THOUSAND or MILLION"),
+            ))
+        }
+    };
+    Ok(Fraction {
+        numerator,
+        denominator,
+    })
+}
+
 fn route(r: &DynamicMessage, path: &str, clusters: &Names) -> Result<Route, ConfigError> {
     let Some(m) = msg(r, "match") else {
         return Err(ConfigError::at(
@@ -489,11 +530,20 @@ fn route(r: &DynamicMessage, path: &str, clusters: &Names) -> Result<Route, Conf
             rule,
         });
     }
+    let runtime_fraction = match msg(m, "runtime_fraction") {
+        Some(rf) => Some(runtime_fraction(
+            rf,
+            &format!("{mp}.runtime_fraction"),
+            clusters,
+        )?),
+        None => None,
+    };
     let matcher = RouteMatch {
         path: path_match,
         case_sensitive: bool_value(m, "case_sensitive", true),
         headers,
         query_parameters,
+        runtime_fraction,
     };
     let action = if let Some(ra) = msg(r, "route") {
         RouteAction::Forward(forward(ra, &format!("{path}.route"), clusters)?)

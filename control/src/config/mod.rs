@@ -6,6 +6,7 @@
 
 mod compile;
 mod dns;
+pub mod dump;
 mod dynamic;
 mod envoy;
 mod filters;
@@ -14,6 +15,7 @@ mod http;
 mod lenient;
 mod listener;
 pub mod overlay;
+pub mod runtime;
 mod supported;
 
 use std::fmt;
@@ -74,6 +76,20 @@ pub struct Bootstrap {
     pub dynamic: Option<Dynamic>,
     /// The clusters whose endpoints control resolves by DNS (static ones).
     pub dns: Vec<DnsCluster>,
+    /// The text it was loaded from, for `/config_dump` (decoded again there, resource by
+    /// resource, rather than held decoded: 10,000 clusters decoded take ~650 MB).
+    pub source: Option<Source>,
+    /// `layered_runtime`.
+    pub runtime: runtime::Runtime,
+    /// `node` in proto JSON, for admin's `/server_info`.
+    pub node: serde_json::Value,
+}
+
+/// A bootstrap's text as loaded (after `--config-yaml` overlays).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Source {
+    pub text: std::sync::Arc<str>,
+    pub format: Format,
 }
 
 /// Decodes, checks and compiles an Envoy v3 bootstrap, one resource at a time.
@@ -92,7 +108,12 @@ pub fn load(text: &str, format: Format) -> Result<Bootstrap, ConfigError> {
     let mut builder = Collect(compile::Builder::default());
     let rest = envoy::decode_bootstrap(text, format, &mut builder)?;
     supported::check(&rest, "")?;
-    builder.0.finish(&rest)
+    let mut boot = builder.0.finish(&rest)?;
+    boot.source = Some(Source {
+        text: text.into(),
+        format,
+    });
+    Ok(boot)
 }
 
 /// How deep a YAML document may nest (flow collections, or block indentation and compact

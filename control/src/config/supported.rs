@@ -19,8 +19,21 @@ const FIELDS: &[(&str, &[&str])] = &[
             "admin",
             "dynamic_resources",
             "cluster_manager",
+            "layered_runtime",
         ],
     ),
+    // The runtime: static and admin layers (config/runtime.rs).
+    ("envoy.config.bootstrap.v3.LayeredRuntime", &["layers"]),
+    (
+        "envoy.config.bootstrap.v3.RuntimeLayer",
+        &["name", "static_layer", "admin_layer"],
+    ),
+    ("envoy.config.bootstrap.v3.RuntimeLayer.AdminLayer", &[]),
+    (
+        "envoy.config.core.v3.RuntimeFractionalPercent",
+        &["default_value", "runtime_key"],
+    ),
+    ("envoy.type.v3.FractionalPercent", &["numerator", "denominator"]),
     // xDS (issue #6).
     (
         "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
@@ -345,6 +358,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "case_sensitive",
             "headers",
             "query_parameters",
+            "runtime_fraction",
         ],
     ),
     (

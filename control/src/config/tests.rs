@@ -1,7 +1,7 @@
 use super::*;
 use std::time::Duration;
 use zerohop_proto::{
-    BufferConfig, CircuitBreakers, FilterOverride, HttpFilterConfig, LbPolicy, Listener,
+    BufferConfig, CircuitBreakers, FilterOverride, Fraction, HttpFilterConfig, LbPolicy, Listener,
     NetworkFilter, RouteAction, UpstreamHttp, UpstreamProtocol,
 };
 
@@ -40,13 +40,18 @@ fn json_and_camel_case_load_the_same_config() {
     let json = serde_json::to_string(&value)
         .unwrap()
         .replace("connect_timeout", "connectTimeout");
+    // The same but for the text each was loaded from.
+    let compiled = |b: Result<Bootstrap, ConfigError>| Bootstrap {
+        source: None,
+        ..b.unwrap()
+    };
     assert_eq!(
-        load(&json, Format::Json).unwrap(),
-        load(BASE, Format::Yaml).unwrap()
+        compiled(load(&json, Format::Json)),
+        compiled(load(BASE, Format::Yaml))
     );
     assert_eq!(
-        load_bytes(json.as_bytes()).unwrap(),
-        load(BASE, Format::Yaml).unwrap()
+        compiled(load_bytes(json.as_bytes())),
+        compiled(load(BASE, Format::Yaml))
     );
 }
 
@@ -728,5 +733,65 @@ fn yaml_nested_past_the_limit_is_refused_before_parsing() {
         "[".repeat(500),
         "{".repeat(500)
     );
-    assert!(!err(&quoted).message.contains("nested deeper"));
+    if let Err(e) = load(&quoted, Format::Yaml) {
+        assert!(!e.message.contains("nested deeper"), "{e}");
+    }
+}
+
+#[test]
+fn layered_runtime_static_and_admin_layers() {
+    let yaml = format!(
+        "{BASE}\nlayered_runtime:\n  layers:\n  - name: s\n    static_layer: {{ a: {{ b: 5, c: {{ numerator: 3, denominator: TEN_THOUSAND }} }}, f: true, x: 1.5 }}\n  - name: admin\n    admin_layer: {{}}\n"
+    );
+    let b = load(&yaml, Format::Yaml).unwrap();
+    let rt = &b.runtime;
+    assert!(rt.has_admin_layer());
+    assert_eq!(rt.keys(), ["a.b", "a.c", "f", "x"]);
+    let text = |k: &str| rt.lookup(k).1.map(|e| e.display());
+    assert_eq!(text("a.b").as_deref(), Some("5"));
+    assert_eq!(text("f").as_deref(), Some("true"));
+    assert_eq!(text("x").as_deref(), Some("1.5"));
+    let default = Fraction {
+        numerator: 7,
+        denominator: 100,
+    };
+    // A whole number is a percentage; a struct a fraction; a missing key the default.
+    assert_eq!(
+        rt.fraction("a.b", default),
+        Fraction {
+            numerator: 5,
+            denominator: 100
+        }
+    );
+    assert_eq!(
+        rt.fraction("a.c", default),
+        Fraction {
+            numerator: 3,
+            denominator: 10_000
+        }
+    );
+    assert_eq!(rt.fraction("missing", default), default);
+    assert_eq!(rt.fraction("x", default), default, "not a whole number");
+
+    for (layer, field) in [
+        ("disk_layer: { symlink_root: /srv/runtime }", "disk_layer"),
+        (
+            "rtds_layer: { name: r, rtds_config: { ads: {} } }",
+            "rtds_layer",
+        ),
+    ] {
+        let e = err(&format!(
+            "{BASE}\nlayered_runtime: {{ layers: [{{ name: d, {layer} }}] }}\n"
+        ));
+        assert_eq!(
+            e.path,
+            format!("layered_runtime.layers[0](d).{field}"),
+            "{e}"
+        );
+        assert!(e.message.contains("not supported by zerohop"), "{e}");
+    }
+    let e = err(&format!(
+        "{BASE}\nlayered_runtime: {{ layers: [{{ name: s, static_layer: {{ k: [1, 2] }} }}] }}\n"
+    ));
+    assert_eq!(e.path, "layered_runtime.layers[0].static_layer.k", "{e}");
 }

@@ -92,6 +92,8 @@ impl Pending {
 pub struct Client {
     pub dynamic: Dynamic,
     pub resources: Resources,
+    /// Every resource held, as the server sent it, for admin's `/config_dump`.
+    pub held: super::HeldResources,
     types: BTreeMap<Kind, TypeState>,
     node_sent: bool,
 }
@@ -101,6 +103,7 @@ impl Client {
         Client {
             dynamic,
             resources: Resources::default(),
+            held: Default::default(),
             types: Kind::ALL
                 .into_iter()
                 .map(|k| (k, TypeState::default()))
@@ -191,6 +194,7 @@ impl Client {
             match self.resources.check(&self.dynamic, kind, any, "") {
                 Ok(c) => {
                     seen.insert(c.name.clone());
+                    self.hold(kind, &c.name, &p.version, any);
                     self.resources.apply(c);
                     p.applied += 1;
                 }
@@ -235,6 +239,7 @@ impl Client {
                 Ok(c) => {
                     let t = self.types.get_mut(&kind).expect("state");
                     t.versions.insert(c.name.clone(), res.version.clone());
+                    self.hold(kind, &c.name, &res.version, any);
                     self.resources.apply(c);
                     p.applied += 1;
                 }
@@ -257,6 +262,37 @@ impl Client {
 
     fn after_response(&mut self, kind: Kind) {
         self.types.get_mut(&kind).expect("state").received = true;
+    }
+
+    /// Keeps what the server sent for an accepted resource. A cluster, listener or route
+    /// configuration sent again unchanged keeps the version it arrived with, as Envoy's
+    /// (it skips a resource whose hash is the same).
+    fn hold(&self, kind: Kind, name: &str, version: &str, any: &prost_types::Any) {
+        let mut held = self.held.lock().expect("held resources");
+        let key = (kind, name.to_owned());
+        if let Some(h) = held.get(&key) {
+            if kind != Kind::Endpoint && h.resource == *any {
+                return;
+            }
+        }
+        let entry = super::Held {
+            version: version.to_owned(),
+            resource: any.clone(),
+            last_updated: std::time::SystemTime::now(),
+        };
+        held.insert(key, entry);
+    }
+
+    /// Drops what is no longer held (removed, or no longer subscribed to).
+    fn prune_held(&self) {
+        let names: BTreeMap<Kind, BTreeSet<String>> = Kind::ALL
+            .into_iter()
+            .map(|k| (k, self.resources.names(k)))
+            .collect();
+        self.held
+            .lock()
+            .expect("held resources")
+            .retain(|(k, n), _| names[k].contains(n));
     }
 
     /// A NACK for a type zerohop does not implement (SDS, say): the server learns it at
@@ -386,6 +422,7 @@ impl Client {
             t.subscribed = wanted;
         }
         self.resources.retain_wanted(&self.dynamic);
+        self.prune_held();
         out
     }
 

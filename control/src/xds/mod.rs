@@ -31,6 +31,17 @@ pub use client::{Client, Pending, Request};
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// A resource as the ADS server sent it, kept for admin's `/config_dump`.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub version: String,
+    pub resource: prost_types::Any,
+    pub last_updated: std::time::SystemTime,
+}
+
+/// The resources the client holds, by kind and name; shared with admin.
+pub type HeldResources = Arc<Mutex<BTreeMap<(Kind, String), Held>>>;
+
 /// Counters of the ADS client, shown by admin's `/stats` and `/config_dump`.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -50,6 +61,9 @@ pub struct Stats {
     pub warming: usize,
     pub initialized: bool,
     pub last_nack: Option<String>,
+    /// When `last_nack` was sent.
+    pub last_nack_at: Option<std::time::SystemTime>,
+    pub held: HeldResources,
 }
 
 impl Stats {
@@ -132,9 +146,14 @@ impl Driver {
             .ads
             .initial_fetch_timeout
             .map(|t| tokio::time::Instant::now() + t);
-        stats.lock().expect("xds stats").server = format!("{:?}", dynamic.ads.target);
+        let client = Client::new(dynamic);
+        {
+            let mut st = stats.lock().expect("xds stats");
+            st.server = format!("{:?}", client.dynamic.ads.target);
+            st.held = client.held.clone();
+        }
         Driver {
-            client: Client::new(dynamic),
+            client,
             publish,
             stats,
             published: None,
@@ -216,6 +235,7 @@ impl Driver {
         st.count(kind, nack.is_some());
         if nack.is_some() {
             st.last_nack = nack;
+            st.last_nack_at = Some(std::time::SystemTime::now());
         }
         if published {
             let took = received.elapsed();

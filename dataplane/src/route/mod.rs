@@ -135,6 +135,9 @@ pub struct Route {
     case_sensitive: bool,
     headers: Vec<(String, Rule, bool)>,
     query: Vec<(String, Option<Rule>)>,
+    /// `runtime_fraction` (numerator, denominator): matches when the request's random draw
+    /// modulo the denominator falls below the numerator, as Envoy's `featureEnabled`.
+    fraction: Option<(u64, u64)>,
     pub action: Action,
     /// Route, then virtual host, then route configuration level: applied in that order.
     pub edits: Vec<HeaderEdits>,
@@ -177,6 +180,9 @@ pub struct Request<'a> {
     pub query: Option<&'a str>,
     /// Header lookup by lower-case name (first value).
     pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// The stream's random draw, for `runtime_fraction` (one per request, shared by every
+    /// route it is tried against, as Envoy's).
+    pub random: u64,
 }
 
 impl std::fmt::Debug for Request<'_> {
@@ -272,6 +278,9 @@ impl RouteTable {
                     case_sensitive: m.case_sensitive,
                     headers,
                     query,
+                    fraction: m
+                        .runtime_fraction
+                        .map(|f| (u64::from(f.numerator), u64::from(f.denominator).max(1))),
                     action,
                     edits_requests: levels.iter().any(HeaderEdits::edits_requests),
                     edits_responses: levels.iter().any(HeaderEdits::edits_responses),
@@ -349,6 +358,7 @@ impl Route {
             PathMatcher::Path(p) => eq(req.path.as_bytes(), p.as_bytes(), !self.case_sensitive),
         };
         path_ok
+            && self.fraction.is_none_or(|(n, d)| req.random % d < n)
             && self
                 .headers
                 .iter()

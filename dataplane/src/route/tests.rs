@@ -24,6 +24,7 @@ fn route(name: &str, path: PathMatch, action: RouteAction) -> zerohop_proto::Rou
             case_sensitive: true,
             headers: vec![],
             query_parameters: vec![],
+            runtime_fraction: None,
         },
         action,
         headers: HeaderEdits::default(),
@@ -74,6 +75,7 @@ fn find<'t>(
         path: p,
         query: q,
         header: &lookup,
+        random: 0,
     };
     t.route(&req).map(|(_, r)| r.name.as_str())
 }

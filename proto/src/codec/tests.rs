@@ -132,6 +132,10 @@ fn http_listener() -> Listener {
                     }),
                 },
             ],
+            runtime_fraction: Some(Fraction {
+                numerator: 5,
+                denominator: 10_000,
+            }),
         },
         action,
         headers: edits.clone(),

@@ -30,6 +30,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
             case_sensitive: true,
             headers: vec![],
             query_parameters: vec![],
+            runtime_fraction: None,
         },
         action: RouteAction::Forward(Forward {
             upgrades: vec![],

@@ -101,6 +101,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 path: req.path(),
                 query: req.query(),
                 header: &headers,
+                random: self.shard.rng.next_u64(),
             };
             http.routes.route(&r).map(|(_, route)| route)
         };
