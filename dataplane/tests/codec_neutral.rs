@@ -19,7 +19,8 @@ use support::http::{fixture, upstream};
 use zerohop::config::{Latest, Slots, Terminal};
 use zerohop::conn::Facts;
 use zerohop::http::body::{read_whole, BodyEnd};
-use zerohop::http::downstream::{ConnectionAfter, Downstream, ResponseHead, Wait};
+use zerohop::http::downstream::{ConnectionAfter, Downstream, LocalBody, ResponseHead, Wait};
+use zerohop::http::filter::compressor::Encoder;
 use zerohop::http::hcm::Connection;
 use zerohop::http::message::{Framing, Header, HeaderSource, Request, Version};
 use zerohop::net::pump::send_all;
@@ -153,6 +154,29 @@ impl Downstream for Scripted {
         }
     }
 
+    async fn relay_encoded_response_body(
+        &mut self,
+        _shard: &Shard,
+        from: &TcpStream,
+        buf: &mut Vec<u8>,
+        framing: Framing,
+        enc: &mut Encoder,
+        _max: usize,
+        _wait: Wait<'_>,
+        moved: &mut u64,
+    ) -> BodyEnd {
+        match read_whole(from, buf, framing, u64::MAX, &self.last).await {
+            Ok(b) => {
+                let mut out = Vec::new();
+                enc.push(&b, true, &mut out).unwrap();
+                *moved += out.len() as u64;
+                self.sent.body.extend_from_slice(&out);
+                BodyEnd::Done
+            }
+            Err(e) => e,
+        }
+    }
+
     async fn upgrade(
         &mut self,
         _shard: &Shard,
@@ -168,11 +192,15 @@ impl Downstream for Scripted {
     async fn local_reply(
         &mut self,
         status: u16,
-        body: &str,
+        body: LocalBody<'_>,
         _extra: &[(&[u8], Cow<'_, [u8]>)],
         close: bool,
     ) -> bool {
-        self.sent.local = Some((status, body.to_owned(), close));
+        let body = match body {
+            LocalBody::Text(t) => t.to_owned(),
+            LocalBody::Encoded(b) => format!("{} encoded bytes", b.len()),
+        };
+        self.sent.local = Some((status, body, close));
         true
     }
 

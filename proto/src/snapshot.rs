@@ -441,8 +441,72 @@ pub struct HttpFilter {
 pub enum HttpFilterConfig {
     /// `envoy.filters.http.buffer`.
     Buffer(BufferConfig),
+    /// `envoy.filters.http.compressor` (response direction).
+    Compressor(CompressorConfig),
     /// `envoy.filters.http.router`.
     Router,
+}
+
+/// `envoy.extensions.filters.http.compressor.v3.Compressor`, response direction, with
+/// Envoy's defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressorConfig {
+    /// `compressor_library.name` (for logs).
+    pub name: String,
+    pub library: CompressorLibrary,
+    /// `common_config.enabled` (its default value: control reads the runtime key).
+    pub enabled: bool,
+    /// `min_content_length` (default 30).
+    pub min_content_length: u32,
+    /// Media types compressed (lower-case; Envoy's default list when none is given).
+    pub content_types: Vec<String>,
+    pub disable_on_etag_header: bool,
+    /// A strong `etag` becomes weak (`W/`) instead of being removed.
+    pub weaken_etag_on_compress: bool,
+    pub remove_accept_encoding_header: bool,
+    /// Status codes never compressed.
+    pub uncompressible_response_codes: Vec<u16>,
+    pub choose_first: bool,
+}
+
+/// A compressor library and its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompressorLibrary {
+    /// `envoy.compression.gzip.compressor`: zlib level 0-9, window bits 9-15.
+    Gzip {
+        level: u32,
+        window_bits: u8,
+        chunk_size: u32,
+    },
+    /// `envoy.compression.brotli.compressor`.
+    Brotli {
+        quality: u32,
+        window_bits: u32,
+        input_block_bits: u32,
+        /// 0 generic, 1 text, 2 font.
+        mode: u32,
+        disable_literal_context_modeling: bool,
+        chunk_size: u32,
+    },
+    /// `envoy.compression.zstd.compressor`.
+    Zstd {
+        level: i32,
+        checksum: bool,
+        /// 0 default, else ZSTD_strategy 1-9.
+        strategy: u32,
+        chunk_size: u32,
+    },
+}
+
+impl CompressorLibrary {
+    /// The `content-encoding` token it produces.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            CompressorLibrary::Gzip { .. } => "gzip",
+            CompressorLibrary::Brotli { .. } => "br",
+            CompressorLibrary::Zstd { .. } => "zstd",
+        }
+    }
 }
 
 /// `envoy.extensions.filters.http.buffer.v3.Buffer`.
@@ -470,6 +534,14 @@ pub enum FilterOverride {
     /// The filter runs with this configuration on this route instead of its own
     /// (`BufferPerRoute.buffer`: a `Buffer`).
     Config(HttpFilterConfig),
+    /// `CompressorPerRoute`: `disabled` turns compression off on this route (the filter
+    /// still takes part in choosing the encoding, as Envoy's), `overrides` with a
+    /// `response_direction_config` turns it on and may set `remove_accept_encoding_header`;
+    /// the filter's other settings stay its own.
+    Compressor {
+        enabled: Option<bool>,
+        remove_accept_encoding_header: Option<bool>,
+    },
 }
 
 /// `envoy.config.route.v3.RouteConfiguration`.

@@ -90,10 +90,17 @@ pub enum Counter {
     /// Retries not made because the cluster's retry circuit breaker was full (Envoy's
     /// `upstream_rq_retry_overflow`).
     UpstreamRqRetryOverflow,
+    /// Responses the compressor filter compressed, and those it passed on as they were
+    /// (Envoy's `compressor.<name>.<library>.compressed` / `not_compressed`, summed).
+    CompressorCompressed,
+    CompressorNotCompressed,
+    /// Bytes into and out of the compressors.
+    CompressorTotalUncompressedBytes,
+    CompressorTotalCompressedBytes,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 39] = [
+    pub const ALL: [Counter; 43] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -133,6 +140,10 @@ impl Counter {
         Counter::UpstreamRqPendingOverflow,
         Counter::DownstreamCxDestroyRemoteActiveRq,
         Counter::UpstreamRqRetryOverflow,
+        Counter::CompressorCompressed,
+        Counter::CompressorNotCompressed,
+        Counter::CompressorTotalUncompressedBytes,
+        Counter::CompressorTotalCompressedBytes,
     ];
 
     pub const fn index(self) -> usize {
@@ -180,6 +191,10 @@ impl Counter {
             Counter::UpstreamRqPendingOverflow => "upstream_rq_pending_overflow",
             Counter::DownstreamCxDestroyRemoteActiveRq => "downstream_cx_destroy_remote_active_rq",
             Counter::UpstreamRqRetryOverflow => "upstream_rq_retry_overflow",
+            Counter::CompressorCompressed => "compressor_compressed",
+            Counter::CompressorNotCompressed => "compressor_not_compressed",
+            Counter::CompressorTotalUncompressedBytes => "compressor_total_uncompressed_bytes",
+            Counter::CompressorTotalCompressedBytes => "compressor_total_compressed_bytes",
         }
     }
 

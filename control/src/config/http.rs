@@ -120,7 +120,7 @@ pub(super) fn http_manager(
             ))
         }
     };
-    let http_filters = http_filters(hcm, &format!("{path}.http_filters"))?;
+    let http_filters = http_filters(hcm, &format!("{path}.http_filters"), &clusters.runtime)?;
     let max_kb = msg(hcm, "max_request_headers_kb").map_or(60, u32_value);
     if !(1..=8192).contains(&max_kb) {
         return Err(ConfigError::at(
@@ -257,7 +257,11 @@ fn http1_options(hcm: &DynamicMessage, path: &str) -> Result<Http1Options, Confi
 
 /// `http_filters`, compiled in order by the registry: Istio's no-ops and optional filters
 /// zerohop lacks skipped, any other unknown filter refused, the router last and only last.
-fn http_filters(hcm: &DynamicMessage, fpath: &str) -> Result<Vec<HttpFilter>, ConfigError> {
+fn http_filters(
+    hcm: &DynamicMessage,
+    fpath: &str,
+    rt: &super::runtime::Runtime,
+) -> Result<Vec<HttpFilter>, ConfigError> {
     let mut out: Vec<HttpFilter> = Vec::new();
     let mut terminal_at: Option<(String, &str)> = None;
     for (i, f) in list(hcm, "http_filters").iter().enumerate() {
@@ -287,7 +291,7 @@ fn http_filters(hcm: &DynamicMessage, fpath: &str) -> Result<Vec<HttpFilter>, Co
         let config = unpack_any(any).map_err(|e| ConfigError::at(tpath.clone(), e))?;
         out.push(HttpFilter {
             name,
-            config: (kind.compile)(&config, &tpath)?,
+            config: (kind.compile)(&config, &tpath, rt)?,
         });
         if kind.terminal {
             terminal_at = Some((at, kind.name));

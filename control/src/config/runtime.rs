@@ -129,6 +129,18 @@ impl Runtime {
         keys
     }
 
+    /// A `RuntimeFeatureFlag`: the runtime's `true` / `false` for `key`, else `default`.
+    pub fn boolean(&self, key: &str, default: bool) -> bool {
+        if key.is_empty() {
+            return default;
+        }
+        match self.lookup(key).1 {
+            Some(Entry::Text(t)) if t == "true" => true,
+            Some(Entry::Text(t)) if t == "false" => false,
+            _ => default,
+        }
+    }
+
     /// A `RuntimeFractionalPercent`, as Envoy's `featureEnabled`: the runtime value when it is
     /// a fractional percent or a whole number (a percentage; above 100 always), else the
     /// default.

@@ -795,3 +795,63 @@ fn layered_runtime_static_and_admin_layers() {
     ));
     assert_eq!(e.path, "layered_runtime.layers[0].static_layer.k", "{e}");
 }
+
+fn with_filter(filter: &str) -> String {
+    let http = include_str!("../../tests/fixtures/http.yaml");
+    http.replacen(
+        "          http_filters:\n",
+        &format!("          http_filters:\n{filter}"),
+        1,
+    )
+}
+
+#[test]
+fn compressor_filter_compiles_with_envoys_defaults() {
+    let gzip = "          - name: gz\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor\n              compressor_library: { name: g, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip } }\n";
+    let b = load(&with_filter(gzip), Format::Yaml).unwrap();
+    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter_chains[0].filters[0] else {
+        panic!("http expected")
+    };
+    let HttpFilterConfig::Compressor(c) = &h.http_filters[0].config else {
+        panic!("compressor expected: {:?}", h.http_filters)
+    };
+    assert_eq!(
+        c.library,
+        zerohop_proto::CompressorLibrary::Gzip {
+            level: 6,
+            window_bits: 12,
+            chunk_size: 4096
+        }
+    );
+    assert_eq!(c.min_content_length, 30);
+    assert!(c.enabled);
+    assert!(c.content_types.iter().any(|t| t == "application/json"));
+
+    // What zerohop does not do is refused by name.
+    for (extra, field) in [
+        ("memory_level: 3", "memory_level"),
+        ("compression_strategy: RLE", "compression_strategy"),
+    ] {
+        let f = gzip.replace(
+            "compression.gzip.compressor.v3.Gzip }",
+            &format!("compression.gzip.compressor.v3.Gzip, {extra} }}"),
+        );
+        let e = err(&with_filter(&f));
+        assert!(e.path.ends_with(&format!("typed_config.{field}")), "{e}");
+        assert!(e.message.contains("not supported by zerohop"), "{e}");
+    }
+    let f = gzip.replace(
+        "              compressor_library:",
+        "              request_direction_config: {}\n              compressor_library:",
+    );
+    let e = err(&with_filter(&f));
+    assert!(e.path.ends_with("request_direction_config"), "{e}");
+    let f = gzip.replace(
+        "compression.gzip.compressor.v3.Gzip }",
+        "compression.gzip.compressor.v3.Gzip, window_bits: 8 }",
+    );
+    assert!(err(&with_filter(&f)).message.contains("from 9 to 15"));
+    let decompressor = "          - name: d\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor\n              decompressor_library: { name: g, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip } }\n";
+    let e = err(&with_filter(decompressor));
+    assert!(e.message.contains("not supported by zerohop"), "{e}");
+}

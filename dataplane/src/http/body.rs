@@ -20,6 +20,7 @@ use zerohop_proto::stats::Counter;
 
 use crate::error::{Kind, ProxyError};
 use crate::http::downstream::{Downstream, Wait};
+use crate::http::filter::compressor::Encoder;
 use crate::http::message::Framing;
 use crate::http1::chunked::{ChunkError, ChunkedDecoder};
 use crate::http1::server::{far_future, READ_CHUNK};
@@ -115,6 +116,98 @@ pub async fn relay_chunked(
             return BodyEnd::Done;
         }
         match recv_into(from, buf, false, READ_CHUNK).await {
+            Ok(0) | Err(_) => return BodyEnd::Source(None),
+            Ok(_) => last.set(Instant::now()),
+        }
+    }
+}
+
+/// The rest of a response body, decoded from `framing` (what is in `buf` first, then
+/// `from`), through `enc` (compressed and flushed per read), out to `to`: as HTTP/1.1
+/// chunks of at most `max` bytes each, or as it comes (`chunked` false: a client delimited
+/// by the connection's end). `moved` counts the bytes sent; the compressor's byte counters
+/// are kept here. Nothing is spliced: every byte passes the encoder.
+#[allow(clippy::too_many_arguments)] // Reason: the two ends, their framings and the encoder.
+pub async fn relay_encoded(
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    to: &TcpStream,
+    last: &Cell<Instant>,
+    stats: crate::stats::ShardStats,
+    enc: &mut Encoder,
+    (chunked, max): (bool, usize),
+    moved: &mut u64,
+) -> BodyEnd {
+    let mut dec = ChunkedDecoder::default();
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let (mut plain, mut packed, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    let mut closed = false;
+    loop {
+        let done = match framing {
+            Framing::Empty => true,
+            Framing::Length(_) => {
+                let take = (buf.len() as u64).min(remaining) as usize;
+                plain.extend(buf.drain(..take));
+                remaining -= take as u64;
+                remaining == 0
+            }
+            Framing::Chunked => {
+                let mut at = 0;
+                while !dec.is_done() {
+                    match dec.decode(&buf[at..]) {
+                        Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
+                        Ok(step) => {
+                            if let Some(p) = step.payload {
+                                plain.extend_from_slice(&buf[at + p.start..at + p.end]);
+                            }
+                            at += step.consumed;
+                        }
+                        Err(e) => return BodyEnd::Source(Some(e)),
+                    }
+                }
+                buf.drain(..at);
+                dec.is_done()
+            }
+            Framing::UntilClose => {
+                plain.append(buf);
+                closed
+            }
+        };
+        if !plain.is_empty() || done {
+            stats.add(
+                Counter::CompressorTotalUncompressedBytes,
+                plain.len() as u64,
+            );
+            if enc.push(&plain, done, &mut packed).is_err() {
+                return BodyEnd::Sink;
+            }
+            stats.add(Counter::CompressorTotalCompressedBytes, packed.len() as u64);
+            match chunked {
+                true => {
+                    crate::http::filter::compressor::chunk_into(&packed, max, &mut out);
+                    if done {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                }
+                false => out.append(&mut packed),
+            }
+            if !out.is_empty() && send_all(to, &out).await.is_err() {
+                return BodyEnd::Sink;
+            }
+            *moved += out.len() as u64;
+            plain.clear();
+            packed.clear();
+            out.clear();
+        }
+        if done {
+            return BodyEnd::Done;
+        }
+        match recv_into(from, buf, false, READ_CHUNK).await {
+            Ok(0) if framing == Framing::UntilClose => closed = true,
             Ok(0) | Err(_) => return BodyEnd::Source(None),
             Ok(_) => last.set(Instant::now()),
         }

@@ -49,6 +49,16 @@ pub struct ResponseHead<'a> {
     pub after: ConnectionAfter,
 }
 
+/// A local reply's body.
+#[derive(Clone, Copy, Debug)]
+pub enum LocalBody<'a> {
+    /// Text, sent with its length (and `content-type: text/plain` when not empty).
+    Text(&'a str),
+    /// Text the compressor encoded: sent in the codec's framing for a body of unknown
+    /// length, as Envoy sends a compressed reply.
+    Encoded(&'a [u8]),
+}
+
 /// The limits one body transfer runs under: the stream idle timeout (no bytes either way
 /// for this long) and a deadline, both on the connection's one timer.
 #[derive(Debug)]
@@ -113,6 +123,22 @@ pub trait Downstream {
         moved: &mut u64,
     ) -> BodyEnd;
 
+    /// Relays the rest of the response body from `from` through `enc` (a compressed body:
+    /// never spliced), in this codec's framing for a body of unknown length, in writes of at
+    /// most `max` encoded bytes.
+    #[allow(clippy::too_many_arguments)] // Reason: the relay's parts, as above, and the encoder.
+    async fn relay_encoded_response_body(
+        &mut self,
+        shard: &Shard,
+        from: &TcpStream,
+        buf: &mut Vec<u8>,
+        framing: Framing,
+        enc: &mut crate::http::filter::compressor::Encoder,
+        max: usize,
+        wait: Wait<'_>,
+        moved: &mut u64,
+    ) -> BodyEnd;
+
     /// Sends a `101` head and `early` (what the upstream sent after it), then tunnels the
     /// connection to `up` until either side ends or nothing moves for `idle`.
     async fn upgrade(
@@ -128,7 +154,7 @@ pub trait Downstream {
     async fn local_reply(
         &mut self,
         status: u16,
-        body: &str,
+        body: LocalBody<'_>,
         extra: &[(&[u8], Cow<'_, [u8]>)],
         close: bool,
     ) -> bool;

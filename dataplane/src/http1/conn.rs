@@ -15,7 +15,7 @@ use super::head::Limits;
 use super::server::{far_future, Incoming, ServerConn};
 use crate::config::HttpPlan;
 use crate::conn::{Accepted, Tracked};
-use crate::http::downstream::Downstream;
+use crate::http::downstream::{Downstream, LocalBody};
 use crate::http::hcm::Connection;
 use crate::shard::config::ShardConfig;
 use crate::shard::listeners::BoundListener;
@@ -74,7 +74,8 @@ pub async fn serve(
                 if let Some((status, why)) = conn.refused(shard, &e) {
                     let date = shard.http_date();
                     let extra = crate::http::hcm::headers::local_headers(hcm, &date);
-                    down.local_reply(status, why, &extra, true).await;
+                    down.local_reply(status, LocalBody::Text(why), &extra, true)
+                        .await;
                 }
                 return;
             }

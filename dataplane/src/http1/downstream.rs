@@ -16,7 +16,7 @@ use zerohop_proto::stats::Counter;
 
 use super::server::ServerConn;
 use crate::http::body::{self, pump_ctx, within, BodyEnd, Chunks};
-use crate::http::downstream::{Downstream, ResponseHead, Wait};
+use crate::http::downstream::{Downstream, LocalBody, ResponseHead, Wait};
 use crate::http::message::{Framing, Version};
 use crate::net::pump::{self, End};
 use crate::net::sys;
@@ -155,6 +155,36 @@ impl Downstream for ServerConn {
         }
     }
 
+    async fn relay_encoded_response_body(
+        &mut self,
+        shard: &Shard,
+        from: &TcpStream,
+        buf: &mut Vec<u8>,
+        framing: Framing,
+        enc: &mut crate::http::filter::compressor::Encoder,
+        max: usize,
+        wait: Wait<'_>,
+        moved: &mut u64,
+    ) -> BodyEnd {
+        let (to, last) = (&self.stream, &self.last);
+        // HTTP/1.1: chunks; an HTTP/1.0 client: the bytes, delimited by the close.
+        let chunked = self.version == Version::Http11;
+        let relay = body::relay_encoded(
+            from,
+            buf,
+            framing,
+            to,
+            last,
+            shard.stats,
+            enc,
+            (chunked, max),
+            moved,
+        );
+        within(relay, wait.timer, last, wait.idle, wait.deadline)
+            .await
+            .unwrap_or(BodyEnd::TimedOut)
+    }
+
     async fn upgrade(
         &mut self,
         shard: &Shard,
@@ -184,7 +214,7 @@ impl Downstream for ServerConn {
     async fn local_reply(
         &mut self,
         status: u16,
-        body: &str,
+        body: LocalBody<'_>,
         extra: &[(&[u8], Cow<'_, [u8]>)],
         close: bool,
     ) -> bool {

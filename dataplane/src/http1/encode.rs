@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::http::downstream::ConnectionAfter;
+use crate::http::downstream::{ConnectionAfter, LocalBody};
 use crate::http::message::{Framing, HeaderSource, RequestOut, Version};
 
 /// A `name: value` line.
@@ -181,16 +181,23 @@ pub fn default_reason(status: u16) -> &'static str {
 pub fn local_response(
     version: Version,
     status: u16,
-    body: &str,
+    body: LocalBody<'_>,
     extra: &[(&[u8], Cow<'_, [u8]>)],
     close: bool,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + body.len());
+    let (bytes, framing) = match body {
+        LocalBody::Text(t) => (t.as_bytes(), Framing::Length(t.len() as u64)),
+        // A compressed body: chunked, or (HTTP/1.0) delimited by the close.
+        LocalBody::Encoded(b) if version == Version::Http11 => (b, Framing::Chunked),
+        LocalBody::Encoded(b) => (b, Framing::UntilClose),
+    };
+    let close = close || framing == Framing::UntilClose;
+    let mut out = Vec::with_capacity(128 + bytes.len());
     status_line(&mut out, version, status, default_reason(status).as_bytes());
-    if !body.is_empty() {
+    if !bytes.is_empty() {
         out.extend_from_slice(b"content-type: text/plain\r\n");
     }
-    write_framing(&mut out, Framing::Length(body.len() as u64));
+    write_framing(&mut out, framing);
     write_headers(&mut out, extra);
     let connection = match close {
         true => ConnectionAfter::Close,
@@ -198,7 +205,13 @@ pub fn local_response(
     };
     connection_header(&mut out, version, connection);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
+    match framing {
+        Framing::Chunked => {
+            crate::http::filter::compressor::chunk_into(bytes, usize::MAX, &mut out);
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        _ => out.extend_from_slice(bytes),
+    }
     out
 }
 
@@ -235,7 +248,7 @@ mod tests {
         let r = local_response(
             Version::Http11,
             404,
-            "",
+            LocalBody::Text(""),
             &[(b"x-a", Cow::Borrowed(b"1"))],
             true,
         );
@@ -243,9 +256,15 @@ mod tests {
             r,
             b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nx-a: 1\r\nconnection: close\r\n\r\n"
         );
-        let r = local_response(Version::Http11, 503, "no healthy upstream", &[], false);
+        let r = local_response(
+            Version::Http11,
+            503,
+            LocalBody::Text("no healthy upstream"),
+            &[],
+            false,
+        );
         assert!(r.ends_with(b"content-length: 19\r\n\r\nno healthy upstream"));
-        let r = local_response(Version::Http10, 200, "", &[], false);
+        let r = local_response(Version::Http10, 200, LocalBody::Text(""), &[], false);
         assert_eq!(
             r,
             b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n"

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use regex::Regex;
 use zerohop_proto::{
-    AppendAction, FilterOverride, Forward, HeaderAdd, HeaderEdits, HttpFilter, PathMatch,
-    PerFilterConfig, Redirect, RouteAction, RouteConfig, StringRule,
+    AppendAction, FilterOverride, Forward, HeaderAdd, HeaderEdits, HttpFilter, HttpFilterConfig,
+    PathMatch, PerFilterConfig, Redirect, RouteAction, RouteConfig, StringRule,
 };
 
 use crate::fasthash::FastHash;
@@ -270,6 +270,7 @@ impl RouteTable {
                         [&r.per_filter, &vh.per_filter, &rc.per_filter]
                             .into_iter()
                             .find_map(|level| override_for(level, &f.name))
+                            .map(|o| resolve_override(o, &f.config))
                     })
                     .collect();
                 routes.push(Route {
@@ -407,6 +408,30 @@ fn override_for(level: &[PerFilterConfig], name: &str) -> Option<FilterOverride>
         .iter()
         .find(|p| p.filter == name)
         .map(|p| p.config.clone())
+}
+
+/// An override that amends the filter's own configuration (`CompressorPerRoute.overrides`)
+/// becomes the amended configuration, once, when the table is built.
+fn resolve_override(o: FilterOverride, own: &HttpFilterConfig) -> FilterOverride {
+    match (o, own) {
+        (
+            FilterOverride::Compressor {
+                enabled,
+                remove_accept_encoding_header,
+            },
+            HttpFilterConfig::Compressor(c),
+        ) => {
+            let mut c = c.clone();
+            if let Some(e) = enabled {
+                c.enabled = e;
+            }
+            if let Some(r) = remove_accept_encoding_header {
+                c.remove_accept_encoding_header = r;
+            }
+            FilterOverride::Config(HttpFilterConfig::Compressor(c))
+        }
+        (o, _) => o,
+    }
 }
 
 impl Route {

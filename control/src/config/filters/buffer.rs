@@ -27,7 +27,11 @@ pub(super) const FILTER: HttpFilterKind = HttpFilterKind {
     terminal: false,
 };
 
-fn compile(buffer: &DynamicMessage, path: &str) -> Result<HttpFilterConfig, ConfigError> {
+fn compile(
+    buffer: &DynamicMessage,
+    path: &str,
+    _: &crate::config::runtime::Runtime,
+) -> Result<HttpFilterConfig, ConfigError> {
     Ok(HttpFilterConfig::Buffer(config(buffer, path)?))
 }
 

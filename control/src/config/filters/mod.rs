@@ -7,11 +7,13 @@
 //! is its file, one line in [`REGISTRY`], and its variant in the snapshot contract.
 
 mod buffer;
+mod compressor;
 pub(super) mod router;
 
 use prost_reflect::DynamicMessage;
 use zerohop_proto::{FilterOverride, HttpFilterConfig};
 
+use super::runtime::Runtime;
 use super::ConfigError;
 
 /// What control knows of one HTTP filter type.
@@ -23,8 +25,9 @@ pub(crate) struct HttpFilterKind {
     pub type_name: &'static str,
     /// The fields zerohop honours, per message type of the filter's own API.
     pub fields: &'static [(&'static str, &'static [&'static str])],
-    /// Compiles the decoded `typed_config` found at `path`.
-    pub compile: fn(&DynamicMessage, &str) -> Result<HttpFilterConfig, ConfigError>,
+    /// Compiles the decoded `typed_config` found at `path` (runtime keys read from the
+    /// runtime given).
+    pub compile: fn(&DynamicMessage, &str, &Runtime) -> Result<HttpFilterConfig, ConfigError>,
     /// The filter's per-route type and its compiler, if it takes per-route configuration.
     pub per_route: Option<PerRoute>,
     /// Ends the chain (the router): it must be last.
@@ -38,7 +41,8 @@ pub(crate) struct PerRoute {
 }
 
 /// Every HTTP filter zerohop implements.
-pub(crate) const REGISTRY: &[&HttpFilterKind] = &[&router::FILTER, &buffer::FILTER];
+pub(crate) const REGISTRY: &[&HttpFilterKind] =
+    &[&router::FILTER, &buffer::FILTER, &compressor::FILTER];
 
 /// The filter whose `typed_config` carries `type_name`.
 pub(crate) fn by_type(type_name: &str) -> Option<&'static HttpFilterKind> {

@@ -20,7 +20,11 @@ pub(super) const FILTER: HttpFilterKind = HttpFilterKind {
     terminal: true,
 };
 
-fn compile(_: &DynamicMessage, _: &str) -> Result<HttpFilterConfig, ConfigError> {
+fn compile(
+    _: &DynamicMessage,
+    _: &str,
+    _: &crate::config::runtime::Runtime,
+) -> Result<HttpFilterConfig, ConfigError> {
     Ok(HttpFilterConfig::Router)
 }
 

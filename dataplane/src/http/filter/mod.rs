@@ -22,8 +22,9 @@
 //! its variant in the snapshot's `HttpFilterConfig`.
 
 pub mod buffer;
+pub mod compressor;
 
-use zerohop_proto::{FilterOverride, HttpFilter, HttpFilterConfig};
+use zerohop_proto::{CompressorConfig, FilterOverride, HttpFilter, HttpFilterConfig};
 
 use crate::error::ProxyError;
 use crate::http::message::{Framing, Request, Response};
@@ -43,6 +44,8 @@ pub enum Status {
 pub struct Decisions {
     /// Read the whole body (at most this many bytes, else 413) before the request goes on.
     pub buffer_body: Option<u32>,
+    /// The upstream is not told what the client accepts (`accept-encoding` dropped).
+    pub drop_accept_encoding: bool,
 }
 
 /// What every phase sees of the request.
@@ -110,6 +113,7 @@ macro_rules! registry {
 
 registry! {
     Buffer => buffer::Buffer,
+    Compressor => compressor::Compressor,
 }
 
 /// The filters of one connection manager (the router excluded).
@@ -140,7 +144,8 @@ impl<'c> Chain<'c> {
         match route.and_then(|r| r.filter_override(i)) {
             Some(FilterOverride::Disabled) => None,
             Some(FilterOverride::Config(c)) => Some(c),
-            None => Some(&self.filters[i].config),
+            // Resolved into `Config` when the route table was built.
+            Some(FilterOverride::Compressor { .. }) | None => Some(&self.filters[i].config),
         }
     }
 
@@ -175,6 +180,25 @@ impl<'c> Chain<'c> {
         self.run(ctx.route, 0..self.filters.len(), |cfg| {
             request_body(cfg, ctx, body, framing)
         })
+    }
+
+    /// The chain's compressor filters on this route, in order, when it has any (a filter
+    /// the route disables with `FilterConfig.disabled` is not in the chain for it).
+    pub fn compressors<'r>(&self, route: Option<&'r Route>) -> Option<Vec<&'r CompressorConfig>>
+    where
+        'c: 'r,
+    {
+        let is = |c: &HttpFilterConfig| matches!(c, HttpFilterConfig::Compressor(_));
+        if !self.filters.iter().any(|f| is(&f.config)) {
+            return None;
+        }
+        let list = (0..self.filters.len())
+            .filter_map(|i| match self.config(i, route) {
+                Some(HttpFilterConfig::Compressor(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        Some(list)
     }
 
     /// The response head, filters in reverse order.

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use zerohop_proto::{HeaderEdits, HttpManager, ServerHeader};
 
+use crate::http::filter::compressor::{Coding, Etag};
 use crate::http::message::{has_token, HeaderSource, Request, Response};
 use crate::route::{apply_edits, HeaderList};
 use crate::upstream::lb::Rng;
@@ -49,6 +50,8 @@ pub struct RequestHeaders<'r> {
     /// A client's `x-request-id` is replaced (`use_remote_address` without
     /// `preserve_external_request_id`).
     pub replace_request_id: bool,
+    /// `accept-encoding` is not forwarded (the compressor's `remove_accept_encoding_header`).
+    pub drop_accept_encoding: bool,
     id: std::cell::OnceCell<[u8; 36]>,
 }
 
@@ -69,6 +72,7 @@ impl<'r> RequestHeaders<'r> {
             suppress_envoy_headers: false,
             external_address: None,
             replace_request_id: false,
+            drop_accept_encoding: false,
             id: std::cell::OnceCell::new(),
         }
     }
@@ -88,6 +92,7 @@ impl RequestHeaders<'_> {
             let hop = (HOP_BY_HOP.contains(&n) && !(upgrade && n == b"connection"))
                 || (self.external_address.is_some() && n == b"x-envoy-external-address")
                 || (self.replace_request_id && n == b"x-request-id")
+                || (self.drop_accept_encoding && n == b"accept-encoding")
                 || n == b"content-length"
                 || (req.expect_continue && n == b"expect")
                 || (!upgrade && !req.connection.is_empty() && req.named(n));
@@ -172,13 +177,16 @@ pub struct ResponseHeaders<'r> {
     pub date: &'r [u8],
     /// `x-envoy-upstream-service-time`, in ms (`None` when suppressed).
     pub service_time: Option<&'r [u8]>,
+    /// What the compressor filters do to the head (`content-encoding`, `vary`, `etag`).
+    pub coding: Option<&'r Coding<'r>>,
 }
 
 impl ResponseHeaders<'_> {
     /// The upstream's headers that go on (its `server` too unless overwritten); returns
     /// whether a `server` header was among them.
-    fn each<'a>(&'a self, mut emit: impl FnMut(&'a [u8], &'a [u8])) -> bool {
+    fn each<'a>(&'a self, mut emit: impl FnMut(&'a [u8], Cow<'a, [u8]>)) -> bool {
         let (resp, raw) = (self.resp, self.raw);
+        let mut vary_seen = false;
         let overwrite = self.server.server_header == ServerHeader::Overwrite;
         let mut server_kept = false;
         for h in &resp.headers {
@@ -198,13 +206,51 @@ impl ResponseHeaders<'_> {
                 && ((self.upgrade && n == b"upgrade")
                     || (!HOP_BY_HOP.contains(&n)
                         && (resp.connection.is_empty() || !has_token(raw, &resp.connection, n))));
-            if keep {
-                emit(n, &raw[h.value.clone()]);
+            if !keep {
+                continue;
+            }
+            let v = &raw[h.value.clone()];
+            match (self.coding, n) {
+                (Some(c), b"vary") if c.vary => {
+                    vary_seen = true;
+                    let listed = v
+                        .split(|&b| b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"accept-encoding"));
+                    if !listed {
+                        let mut joined = v.to_vec();
+                        joined.extend_from_slice(b", Accept-Encoding");
+                        emit(n, Cow::Owned(joined));
+                        continue;
+                    }
+                }
+                (Some(c), b"etag") if c.compress.is_some() => match c.etag {
+                    Etag::Remove => continue,
+                    Etag::Weaken => {
+                        let mut weak = b"W/".to_vec();
+                        weak.extend_from_slice(v);
+                        emit(n, Cow::Owned(weak));
+                        continue;
+                    }
+                    Etag::Keep => {}
+                },
+                _ => {}
+            }
+            emit(n, Cow::Borrowed(v));
+        }
+        if let Some(c) = self.coding {
+            if c.vary && !vary_seen {
+                emit(b"vary", Cow::Borrowed(b"Accept-Encoding"));
+            }
+            if let Some(cfg) = c.compress {
+                emit(
+                    b"content-encoding",
+                    Cow::Borrowed(cfg.library.encoding().as_bytes()),
+                );
             }
         }
-        emit(b"date", self.date);
+        emit(b"date", Cow::Borrowed(self.date));
         if let Some(t) = self.service_time {
-            emit(b"x-envoy-upstream-service-time", t);
+            emit(b"x-envoy-upstream-service-time", Cow::Borrowed(t));
         }
         server_kept
     }
@@ -227,12 +273,12 @@ impl HeaderSource for ResponseHeaders<'_> {
     fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
         match self.edits {
             None => {
-                let present = self.each(&mut f);
+                let present = self.each(|n, v| f(n, &v));
                 self.server(present, f);
             }
             Some(edits) => {
                 let mut list: HeaderList = Vec::with_capacity(self.resp.headers.len() + 2);
-                self.each(|n, v| list.push((n, Cow::Borrowed(v))));
+                self.each(|n, v| list.push((n, v)));
                 apply_edits(&mut list, edits, true);
                 if self.server.server_header == ServerHeader::Overwrite {
                     list.retain(|(n, _)| *n != b"server");

@@ -26,11 +26,12 @@ use super::path::Verdict;
 use crate::config::{Generation, HttpPlan};
 use crate::error::{Fault, Kind, ProxyError};
 use crate::http::body::{self, BodyEnd, StreamedBody};
-use crate::http::downstream::{ConnectionAfter, Downstream, ResponseHead, Wait};
+use crate::http::downstream::{ConnectionAfter, Downstream, LocalBody, ResponseHead, Wait};
+use crate::http::filter::compressor::{Coding, Encoder};
 use crate::http::filter::{self, Chain, Decisions, Status};
 use crate::http::hcm::headers::{RequestHeaders, ResponseHeaders};
 use crate::http::info::{ResponseFlags, StreamInfo};
-use crate::http::message::{Framing, Request, Version};
+use crate::http::message::{Framing, Request, Response, Version};
 use crate::route::{apply_edits, Action, HeaderList, Request as RouteRequest, Route};
 use crate::router::{self, Exchange, Outgoing, RequestBody};
 use crate::shard::stop::Stop;
@@ -166,7 +167,9 @@ impl<'a, D: Downstream> Stream<'a, D> {
             Action::Direct { status, body } => {
                 info.response_code_details = "direct_response";
                 let extra = response_edits(route, Vec::new());
-                self.local(*status, body, &extra, close_after_local, info)
+                let (status, close) = (*status, close_after_local);
+                let filters = Some((&chain, &ctx));
+                self.local_coded(status, body, extra, close, filters, info)
                     .await
             }
             Action::Redirect(rd) => {
@@ -198,6 +201,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 headers.external_address = external;
                 headers.replace_request_id =
                     hcm.use_remote_address && !hcm.preserve_external_request_id;
+                headers.drop_accept_encoding = decisions.drop_accept_encoding;
                 let with_body = |body| outgoing(req, route, forward, &headers, framing, body);
                 let (exchange, complete) = match whole_body(self.down, buffered, req) {
                     // The whole request is in hand: while the upstream answers, the client is
@@ -318,16 +322,21 @@ impl<'a, D: Downstream> Stream<'a, D> {
 
         // 101 to an Upgrade request: the answer is relayed, then the connection tunnelled.
         let upgrade = resp.status == 101 && req.upgrade.is_some();
+        // The compressor filters (when the chain has any): a compressed body goes out in a
+        // framing of unknown length, through its encoder.
+        let (coding, mut encoder) = self.coding(chain, ctx, &resp, &ubuf, upgrade);
         // An HTTP/1.0 client cannot take chunks: the body goes to it decoded, delimited by the
         // connection's end.
-        let dechunk = req.version == Version::Http10 && resp.framing == Framing::Chunked;
-        let framing_out = match dechunk {
-            true => Framing::UntilClose,
-            false => resp.framing,
+        let http10 = req.version == Version::Http10;
+        let dechunk = http10 && resp.framing == Framing::Chunked;
+        let framing_out = match (&encoder, dechunk) {
+            (Some(_), false) if !http10 => Framing::Chunked,
+            (Some(_), _) | (None, true) => Framing::UntilClose,
+            (None, false) => resp.framing,
         };
         let close = req.close || self.draining.fired() || framing_out == Framing::UntilClose;
         // A small body (up to 64 KiB) is read whole and goes out with the head, in one send.
-        let small = match upgrade {
+        let small = match upgrade || encoder.is_some() {
             true => Ok(false),
             false => {
                 body::read_small(
@@ -396,6 +405,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 server: &self.http.manager,
                 date: &date,
                 service_time,
+                coding: coding.as_ref(),
             };
             let head = ResponseHead {
                 status: resp.status,
@@ -445,10 +455,28 @@ impl<'a, D: Downstream> Stream<'a, D> {
             deadline,
         };
         let mut moved = 0;
-        let end = self
-            .down
-            .relay_response_body(shard, &up.stream, &mut ubuf, resp.framing, wait, &mut moved)
-            .await;
+        let end = match &mut encoder {
+            Some((enc, max)) => {
+                let (from, framing) = (&up.stream, resp.framing);
+                self.down
+                    .relay_encoded_response_body(
+                        shard, from, &mut ubuf, framing, enc, *max, wait, &mut moved,
+                    )
+                    .await
+            }
+            None => {
+                self.down
+                    .relay_response_body(
+                        shard,
+                        &up.stream,
+                        &mut ubuf,
+                        resp.framing,
+                        wait,
+                        &mut moved,
+                    )
+                    .await
+            }
+        };
         info.bytes_sent += moved;
         let leftover = !ubuf.is_empty();
         shard.pools.give_vec(ubuf);
@@ -480,6 +508,40 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 false
             }
         }
+    }
+
+    /// What the chain's compressor filters make of this response, and the encoder of the
+    /// one that compresses it (with its chunk size). Without compressors: nothing, at the
+    /// cost of one scan of the chain.
+    fn coding<'c>(
+        &self,
+        chain: &Chain<'c>,
+        ctx: &filter::Ctx<'c>,
+        resp: &Response,
+        ubuf: &[u8],
+        upgrade: bool,
+    ) -> (Option<Coding<'c>>, Option<(Encoder, usize)>) {
+        let Some(compressors) = chain.compressors(ctx.route) else {
+            return (None, None);
+        };
+        let raw = &ubuf[..resp.len];
+        let mut coding = filter::compressor::negotiate(&compressors, ctx, resp, raw, upgrade);
+        let encoder = coding
+            .compress
+            .and_then(|cfg| match Encoder::new(&cfg.library) {
+                Ok(e) => Some((e, filter::compressor::chunk_size(&cfg.library))),
+                Err(e) => {
+                    log::warn!(
+                        "compressor {:?}: {e}; the response goes uncompressed",
+                        cfg.name
+                    );
+                    None
+                }
+            });
+        if encoder.is_none() {
+            coding.compress = None;
+        }
+        (Some(coding), encoder)
     }
 
     /// Ends the stream with `e`'s local reply (then closes), or just closes when the
@@ -515,12 +577,35 @@ impl<'a, D: Downstream> Stream<'a, D> {
         close: bool,
         info: &mut StreamInfo<'_>,
     ) -> bool {
+        self.local_coded(status, body, extra.to_vec(), close, None, info)
+            .await
+    }
+
+    /// [`Self::local`], through the chain's compressors when `filters` gives them (a
+    /// `direct_response`, which Envoy's encoder filters see).
+    async fn local_coded(
+        &mut self,
+        status: u16,
+        body: &str,
+        mut extra: Vec<(&[u8], Cow<'_, [u8]>)>,
+        close: bool,
+        filters: Option<(&Chain<'_>, &filter::Ctx<'_>)>,
+        info: &mut StreamInfo<'_>,
+    ) -> bool {
         let close = close || self.draining.fired();
         count_status(self.shard, status);
         info.response_code = Some(status);
+        let encoded = filters.and_then(|(chain, ctx)| {
+            let compressors = chain.compressors(ctx.route)?;
+            filter::compressor::local_body(&compressors, ctx, status, body, &mut extra)
+        });
         let date = self.shard.http_date();
         let mut with = super::headers::local_headers(&self.http.manager, &date);
         with.extend(extra.iter().map(|(n, v)| (*n, Cow::Borrowed(&v[..]))));
+        let body = match &encoded {
+            Some(b) => LocalBody::Encoded(b),
+            None => LocalBody::Text(body),
+        };
         let sent = self.down.local_reply(status, body, &with, close).await;
         sent && !close
     }

@@ -175,6 +175,7 @@ fn route_edits_apply_to_request_and_response_headers() {
         server: &manager,
         date: b"Sun, 06 Dec 2026 16:07:15 GMT",
         service_time: None,
+        coding: None,
     };
     assert_eq!(
         collect(&src),
@@ -234,6 +235,7 @@ fn the_server_header_follows_its_transformation() {
             server: m,
             date: b"Sun, 06 Dec 2026 16:07:15 GMT",
             service_time: None,
+            coding: None,
         });
         got.into_iter()
             .filter(|(n, _)| n == "server")
