@@ -280,7 +280,7 @@ fn run() -> anyhow::Result<()> {
             match boot.dynamic {
                 Some(d) => {
                     dynamic = true;
-                    start_xds(d, &out)?;
+                    start_xds(d, boot.dns.clone(), &out)?;
                 }
                 None => out.publish(boot.snapshot, false)?,
             }
@@ -402,7 +402,11 @@ fn start_without_config(out: &Out, error: anyhow::Error) -> anyhow::Result<()> {
 }
 
 /// Runs the ADS client on its own thread; it publishes every snapshot its responses produce.
-fn start_xds(d: config::Dynamic, out: &Arc<Out>) -> anyhow::Result<()> {
+fn start_xds(
+    d: config::Dynamic,
+    static_dns: Vec<config::DnsCluster>,
+    out: &Arc<Out>,
+) -> anyhow::Result<()> {
     log::info!(
         "ADS ({:?}) at {:?} (cluster {:?}); the first configuration is published once it is complete{}",
         d.ads.api,
@@ -416,7 +420,15 @@ fn start_xds(d: config::Dynamic, out: &Arc<Out>) -> anyhow::Result<()> {
     let stats = Arc::new(Mutex::new(zerohop_control::xds::Stats::default()));
     out.state.lock().expect("admin state lock").xds = Some(stats.clone());
     let out = out.clone();
-    let publish_fn: zerohop_control::xds::Publish = Arc::new(move |s| out.publish(s, true));
+    // The bootstrap's DNS clusters and those CDS brought: resolved alike; a new one that
+    // waits for warm holds the publish (and so the ACK) until its first answer, as Envoy
+    // warms a cluster.
+    let publish_fn: zerohop_control::xds::Publish = Arc::new(move |s, cds_dns| {
+        let mut all = static_dns.clone();
+        all.extend(cds_dns);
+        out.dns.set(&all, DNS_WARM_LIMIT);
+        out.publish(s, true)
+    });
     std::thread::Builder::new()
         .name("xds".into())
         .spawn(move || {

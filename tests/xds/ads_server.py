@@ -52,6 +52,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
     http_connection_manager_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.network.dns_resolver.cares.v3 import (  # noqa: F401
+    cares_dns_resolver_pb2,
+)
 from udpa.type.v1 import typed_struct_pb2  # noqa: F401
 from xds.type.v3 import typed_struct_pb2 as xds_typed_struct_pb2  # noqa: F401
 

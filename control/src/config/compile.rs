@@ -320,12 +320,12 @@ pub(crate) fn cluster(
                 service
             })
         }
-        (kind @ ("STRICT_DNS" | "LOGICAL_DNS"), false) => Discovery::Dns(Box::new(
+        (kind @ ("STRICT_DNS" | "LOGICAL_DNS"), _) => Discovery::Dns(Box::new(
             super::dns::dns_cluster(c, path, &name, kind == "LOGICAL_DNS")?,
         )),
         (kind, _) => {
             let supported = match eds_allowed {
-                true => "STATIC, EDS; STRICT_DNS and LOGICAL_DNS in static_resources",
+                true => "STATIC, EDS, STRICT_DNS, LOGICAL_DNS",
                 false => {
                     "STATIC, STRICT_DNS, LOGICAL_DNS here; EDS for clusters that arrive by CDS"
                 }

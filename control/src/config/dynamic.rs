@@ -550,6 +550,18 @@ impl Resources {
         }
     }
 
+    /// The active clusters from CDS whose endpoints come from DNS (control resolves them
+    /// beside the bootstrap's).
+    pub fn dns_clusters(&self) -> Vec<super::DnsCluster> {
+        self.clusters
+            .values()
+            .filter_map(|slot| match &slot.active {
+                Some((_, Discovery::Dns(spec))) => Some((**spec).clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The snapshot of the static resources and the active dynamic ones.
     pub fn assemble(&self, d: &Dynamic) -> Snapshot {
         let mut clusters = d.static_clusters.clone();

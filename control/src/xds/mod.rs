@@ -119,7 +119,10 @@ pub fn short(kind: Kind) -> &'static str {
 
 /// Publishes a snapshot and returns once every shard applied it (or the wait gave up).
 /// Runs on a blocking thread.
-pub type Publish = Arc<dyn Fn(Snapshot) -> anyhow::Result<()> + Send + Sync>;
+/// With the snapshot go the CDS clusters whose endpoints control resolves by DNS (filled in
+/// before the snapshot is published).
+pub type Publish =
+    Arc<dyn Fn(Snapshot, Vec<crate::config::DnsCluster>) -> anyhow::Result<()> + Send + Sync>;
 
 /// Runs the client for ever on the calling thread (its own single-threaded runtime).
 pub fn run(dynamic: Dynamic, publish: Publish, stats: Arc<Mutex<Stats>>) -> anyhow::Result<()> {
@@ -134,8 +137,8 @@ struct Driver {
     client: Client,
     publish: Publish,
     stats: Arc<Mutex<Stats>>,
-    /// The last snapshot published (None before the first).
-    published: Option<Snapshot>,
+    /// The last snapshot published (None before the first), and its DNS clusters.
+    published: Option<(Snapshot, Vec<crate::config::DnsCluster>)>,
     /// When the first configuration is served regardless (`initial_fetch_timeout`).
     deadline: Option<tokio::time::Instant>,
 }
@@ -257,14 +260,19 @@ impl Driver {
             return false;
         }
         let snapshot = self.client.snapshot();
-        if self.published.as_ref() == Some(&snapshot) {
+        let dns = self.client.resources.dns_clusters();
+        if self
+            .published
+            .as_ref()
+            .is_some_and(|(s, d)| *s == snapshot && *d == dns)
+        {
             return false;
         }
         let publish = self.publish.clone();
-        let copy = snapshot.clone();
-        match tokio::task::spawn_blocking(move || publish(copy)).await {
+        let (copy, names) = (snapshot.clone(), dns.clone());
+        match tokio::task::spawn_blocking(move || publish(copy, names)).await {
             Ok(Ok(())) => {
-                self.published = Some(snapshot);
+                self.published = Some((snapshot, dns));
                 true
             }
             Ok(Err(e)) => {

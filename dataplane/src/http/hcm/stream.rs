@@ -456,13 +456,14 @@ impl<'a, D: Downstream> Stream<'a, D> {
         };
         let mut moved = 0;
         let end = match &mut encoder {
-            Some((enc, max)) => {
+            // Boxed: the compressing relay's state stays off the common path's future.
+            Some(coder) => {
+                let (enc, max) = &mut **coder;
                 let (from, framing) = (&up.stream, resp.framing);
-                self.down
-                    .relay_encoded_response_body(
-                        shard, from, &mut ubuf, framing, enc, *max, wait, &mut moved,
-                    )
-                    .await
+                Box::pin(self.down.relay_encoded_response_body(
+                    shard, from, &mut ubuf, framing, enc, *max, wait, &mut moved,
+                ))
+                .await
             }
             None => {
                 self.down
@@ -520,7 +521,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
         resp: &Response,
         ubuf: &[u8],
         upgrade: bool,
-    ) -> (Option<Coding<'c>>, Option<(Encoder, usize)>) {
+    ) -> (Option<Coding<'c>>, Option<Box<(Encoder, usize)>>) {
         let Some(compressors) = chain.compressors(ctx.route) else {
             return (None, None);
         };
@@ -529,7 +530,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
         let encoder = coding
             .compress
             .and_then(|cfg| match Encoder::new(&cfg.library) {
-                Ok(e) => Some((e, filter::compressor::chunk_size(&cfg.library))),
+                Ok(e) => Some(Box::new((e, filter::compressor::chunk_size(&cfg.library)))),
                 Err(e) => {
                     log::warn!(
                         "compressor {:?}: {e}; the response goes uncompressed",
