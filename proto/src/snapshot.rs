@@ -365,6 +365,16 @@ pub struct HttpManager {
     /// The router's `suppress_envoy_headers`: no `x-envoy-upstream-service-time`,
     /// `x-envoy-expected-rq-timeout-ms`, `x-envoy-original-path` / `-host`.
     pub suppress_envoy_headers: bool,
+    /// `add_user_agent`: the node's cluster and name, for
+    /// `x-envoy-downstream-service-cluster` / `-node` and a missing `user-agent`.
+    pub user_agent: Option<LocalNode>,
+}
+
+/// The bootstrap's `node.cluster` and `node.id` (`--service-cluster`, `--service-node`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalNode {
+    pub cluster: String,
+    pub id: String,
 }
 
 /// What the connection manager does to a request's path before anything reads it.

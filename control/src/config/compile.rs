@@ -31,6 +31,8 @@ pub(crate) struct Names {
     /// `Some` under xDS: the names that were missing, in id order.
     missing: Option<RefCell<Vec<String>>>,
     pub(crate) runtime: super::runtime::Runtime,
+    /// The bootstrap's node (`add_user_agent` names it).
+    pub(crate) node: zerohop_proto::LocalNode,
 }
 
 impl Names {
@@ -39,6 +41,7 @@ impl Names {
             ids,
             missing: None,
             runtime: Default::default(),
+            node: Default::default(),
         }
     }
 
@@ -47,12 +50,18 @@ impl Names {
             ids,
             missing: Some(RefCell::new(Vec::new())),
             runtime: Default::default(),
+            node: Default::default(),
         }
     }
 
-    /// With the layers `runtime_key`s are read from.
-    pub(crate) fn with_runtime(mut self, runtime: &super::runtime::Runtime) -> Names {
+    /// With the layers `runtime_key`s are read from, and the local node.
+    pub(crate) fn with_runtime(
+        mut self,
+        runtime: &super::runtime::Runtime,
+        node: &zerohop_proto::LocalNode,
+    ) -> Names {
         self.runtime = runtime.clone();
+        self.node = node.clone();
         self
     }
 
@@ -182,7 +191,13 @@ impl Builder {
             Some(_) => (Names::lenient(self.ids.clone()), Routes::Rds(&empty)),
             None => (Names::strict(self.ids.clone()), Routes::Static),
         };
-        let names = names.with_runtime(&runtime);
+        let local = zerohop_proto::LocalNode {
+            cluster: msg(b, "node")
+                .map(|n| string(n, "cluster"))
+                .unwrap_or_default(),
+            id: node_id.clone(),
+        };
+        let names = names.with_runtime(&runtime, &local);
         let mut snapshot = Snapshot {
             clusters: self.clusters.clone(),
             listeners: Vec::new(),
@@ -195,6 +210,7 @@ impl Builder {
         let dynamic = ads.map(|ads| super::dynamic::Dynamic {
             ads,
             runtime: runtime.clone(),
+            local: local.clone(),
             static_clusters: self.clusters,
             static_listeners: self.listeners,
             static_bound: snapshot

@@ -69,6 +69,8 @@ pub struct Dynamic {
     pub ads: Ads,
     /// `layered_runtime`, read when routes compile.
     pub runtime: super::runtime::Runtime,
+    /// The bootstrap's node, for `add_user_agent`.
+    pub local: zerohop_proto::LocalNode,
     pub(super) static_clusters: Vec<Cluster>,
     pub(super) static_listeners: Vec<(String, DynamicMessage)>,
     /// The static listeners' names and addresses, as compiled from the bootstrap (what an
@@ -339,7 +341,7 @@ impl Resources {
         path: &str,
         m: DynamicMessage,
     ) -> Result<Body, ConfigError> {
-        let names = Names::lenient(HashMap::new()).with_runtime(&d.runtime);
+        let names = Names::lenient(HashMap::new()).with_runtime(&d.runtime, &d.local);
         match kind {
             Kind::Cluster => {
                 if d.static_clusters.iter().any(|c| c.name == name) || d.ads.cluster_name == name {
@@ -579,7 +581,7 @@ impl Resources {
             .enumerate()
             .map(|(i, c)| (c.name.clone(), ClusterId(i as u32)))
             .collect();
-        let names = Names::lenient(ids).with_runtime(&d.runtime);
+        let names = Names::lenient(ids).with_runtime(&d.runtime, &d.local);
         let routes = Routes::Rds(&self.routes);
         let mut snapshot = Snapshot {
             clusters,

@@ -195,6 +195,7 @@ pub(super) fn http_manager(
         server_header,
         path: path_normalization,
         suppress_envoy_headers: super::filters::router::suppress_envoy_headers(hcm),
+        user_agent: bool_value(hcm, "add_user_agent", false).then(|| clusters.node.clone()),
         skip_xff_append: plain_bool(hcm, "skip_xff_append"),
         xff_num_trusted_hops: match hcm.get_field_by_name("xff_num_trusted_hops").as_deref() {
             Some(prost_reflect::Value::U32(n)) => *n,

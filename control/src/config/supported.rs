@@ -281,6 +281,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "skip_xff_append",
             "xff_num_trusted_hops",
             "preserve_external_request_id",
+            "add_user_agent",
         ],
     ),
     // `filters` (an upgrade's own filter chain) is not implemented: refused by name.

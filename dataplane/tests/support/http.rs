@@ -355,6 +355,9 @@ pub fn observed(r: &Response) -> Vec<String> {
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-canary",
+            "user-agent",
+            "x-envoy-downstream-service-cluster",
+            "x-envoy-downstream-service-node",
         ] {
             let values: Vec<String> = up
                 .iter()

@@ -155,6 +155,10 @@ fn http_listener() -> Listener {
             escaped_slashes: EscapedSlashes::UnescapeAndRedirect,
         },
         suppress_envoy_headers: true,
+        user_agent: Some(LocalNode {
+            cluster: "c".into(),
+            id: "n".into(),
+        }),
         skip_xff_append: true,
         xff_num_trusted_hops: 2,
         preserve_external_request_id: true,

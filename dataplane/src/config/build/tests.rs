@@ -54,6 +54,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
             server_header: ServerHeader::Overwrite,
             path: PathNormalization::default(),
             suppress_envoy_headers: false,
+            user_agent: None,
             skip_xff_append: false,
             xff_num_trusted_hops: 0,
             preserve_external_request_id: false,

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use zerohop_proto::{HeaderEdits, HttpManager, ServerHeader};
+use zerohop_proto::{HeaderEdits, HttpManager, LocalNode, ServerHeader};
 
 use crate::http::filter::compressor::{Coding, Etag};
 use crate::http::message::{has_token, HeaderSource, Request, Response};
@@ -52,6 +52,9 @@ pub struct RequestHeaders<'r> {
     pub replace_request_id: bool,
     /// `accept-encoding` is not forwarded (the compressor's `remove_accept_encoding_header`).
     pub drop_accept_encoding: bool,
+    /// `add_user_agent`: `x-envoy-downstream-service-cluster` / `-node` set, and
+    /// `user-agent` when the client sent none (or an empty one), as Envoy's.
+    pub user_agent: Option<&'r LocalNode>,
     id: std::cell::OnceCell<[u8; 36]>,
 }
 
@@ -73,6 +76,7 @@ impl<'r> RequestHeaders<'r> {
             external_address: None,
             replace_request_id: false,
             drop_accept_encoding: false,
+            user_agent: None,
             id: std::cell::OnceCell::new(),
         }
     }
@@ -83,6 +87,7 @@ impl RequestHeaders<'_> {
         let req = self.req;
         let raw = &req.raw[..];
         let (mut xff_seen, mut xfp_seen, mut id_seen) = (false, false, false);
+        let mut ua_seen = false;
         for h in &req.headers {
             let n = &raw[h.name.clone()];
             let v = &raw[h.value.clone()];
@@ -93,6 +98,11 @@ impl RequestHeaders<'_> {
                 || (self.external_address.is_some() && n == b"x-envoy-external-address")
                 || (self.replace_request_id && n == b"x-request-id")
                 || (self.drop_accept_encoding && n == b"accept-encoding")
+                || self.user_agent.is_some_and(|u| {
+                    n == b"x-envoy-downstream-service-cluster"
+                        || (n == b"x-envoy-downstream-service-node" && !u.id.is_empty())
+                        || (n == b"user-agent" && v.is_empty())
+                })
                 || n == b"content-length"
                 || (req.expect_continue && n == b"expect")
                 || (!upgrade && !req.connection.is_empty() && req.named(n));
@@ -119,6 +129,7 @@ impl RequestHeaders<'_> {
                     }
                 }
                 b"x-request-id" => id_seen = true,
+                b"user-agent" => ua_seen = true,
                 _ => {}
             }
             emit(n, Cow::Borrowed(v));
@@ -132,6 +143,19 @@ impl RequestHeaders<'_> {
         }
         if self.use_remote_address || !xfp_seen {
             emit(b"x-forwarded-proto", Cow::Borrowed(b"http"));
+        }
+        if let Some(u) = self.user_agent {
+            let cluster = Cow::Borrowed(u.cluster.as_bytes());
+            emit(b"x-envoy-downstream-service-cluster", cluster.clone());
+            if !ua_seen {
+                emit(b"user-agent", cluster);
+            }
+            if !u.id.is_empty() {
+                emit(
+                    b"x-envoy-downstream-service-node",
+                    Cow::Borrowed(u.id.as_bytes()),
+                );
+            }
         }
         if let (Some(rng), false) = (self.request_id, id_seen) {
             let id = self.id.get_or_init(|| {

@@ -202,6 +202,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 headers.replace_request_id =
                     hcm.use_remote_address && !hcm.preserve_external_request_id;
                 headers.drop_accept_encoding = decisions.drop_accept_encoding;
+                headers.user_agent = hcm.user_agent.as_ref();
                 let with_body = |body| outgoing(req, route, forward, &headers, framing, body);
                 let (exchange, complete) = match whole_body(self.down, buffered, req) {
                     // The whole request is in hand: while the upstream answers, the client is
