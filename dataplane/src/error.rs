@@ -84,6 +84,11 @@ pub enum Kind {
     MalformedResponse,
     /// No (whole) response within the route timeout (UT): 504.
     UpstreamTimeout,
+    /// The connection manager's `max_stream_duration` passed before the response started,
+    /// the request read whole: 504 `downstream duration timeout` (DT), as Envoy's (which
+    /// answers 408 while the request is still arriving; zerohop bounds only the wait for
+    /// the response and its body).
+    MaxStreamDuration,
     /// The cluster's circuit breaker is full (connections, pending requests or requests):
     /// 503 at once (UO), as Envoy's overflow.
     UpstreamOverflow,
@@ -109,6 +114,8 @@ impl ProxyError {
             | MalformedBody
             | PayloadTooLarge
             | DownstreamClosed => (Fault::Downstream, Retry::No),
+            // A limit the configuration sets.
+            MaxStreamDuration => (Fault::Config, Retry::No),
             NoRoute | NoHealthyUpstream => (Fault::Config, Retry::No),
             // Nothing reached the upstream: trying another connection is safe.
             ConnectRefused | ConnectTimeout | ConnectFailed => (Fault::Upstream, Retry::Yes),
@@ -148,6 +155,7 @@ impl ProxyError {
             ),
             MalformedResponse => (502, "upstream sent a malformed response"),
             UpstreamTimeout => (504, "upstream request timeout"),
+            MaxStreamDuration => (504, "downstream duration timeout"),
             UpstreamOverflow => (
                 503,
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow",
@@ -175,6 +183,7 @@ impl ProxyError {
             UpstreamClosed => "upstream_reset_before_response_started{connection_termination}",
             MalformedResponse => "upstream_reset_before_response_started{protocol_error}",
             UpstreamTimeout => "upstream_response_timeout",
+            MaxStreamDuration => "max_duration_timeout",
             UpstreamOverflow => "upstream_reset_before_response_started{overflow}",
         }
     }
@@ -199,6 +208,7 @@ impl ProxyError {
             UpstreamClosed => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             MalformedResponse => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
             UpstreamTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            MaxStreamDuration => ResponseFlags::DURATION_TIMEOUT,
             UpstreamOverflow => ResponseFlags::UPSTREAM_OVERFLOW,
         }
     }

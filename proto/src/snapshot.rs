@@ -365,6 +365,9 @@ pub struct HttpManager {
     /// The router's `suppress_envoy_headers`: no `x-envoy-upstream-service-time`,
     /// `x-envoy-expected-rq-timeout-ms`, `x-envoy-original-path` / `-host`.
     pub suppress_envoy_headers: bool,
+    /// `common_http_protocol_options.max_stream_duration`: a stream's whole life, from its
+    /// request head; past it the client gets 408 (or a reset once the response started).
+    pub max_stream_duration: Option<Duration>,
     /// `add_user_agent`: the node's cluster and name, for
     /// `x-envoy-downstream-service-cluster` / `-node` and a missing `user-agent`.
     pub user_agent: Option<LocalNode>,

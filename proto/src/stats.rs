@@ -97,10 +97,13 @@ pub enum Counter {
     /// Bytes into and out of the compressors.
     CompressorTotalUncompressedBytes,
     CompressorTotalCompressedBytes,
+    /// Streams ended by the connection manager's `max_stream_duration` (Envoy's
+    /// `downstream_rq_max_duration_reached`).
+    DownstreamRqMaxDurationReached,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 43] = [
+    pub const ALL: [Counter; 44] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -144,6 +147,7 @@ impl Counter {
         Counter::CompressorNotCompressed,
         Counter::CompressorTotalUncompressedBytes,
         Counter::CompressorTotalCompressedBytes,
+        Counter::DownstreamRqMaxDurationReached,
     ];
 
     pub const fn index(self) -> usize {
@@ -195,6 +199,7 @@ impl Counter {
             Counter::CompressorNotCompressed => "compressor_not_compressed",
             Counter::CompressorTotalUncompressedBytes => "compressor_total_uncompressed_bytes",
             Counter::CompressorTotalCompressedBytes => "compressor_total_compressed_bytes",
+            Counter::DownstreamRqMaxDurationReached => "downstream_rq_max_duration_reached",
         }
     }
 

@@ -473,6 +473,12 @@ fn protocol_options(c: &DynamicMessage, path: &str) -> Result<(UpstreamHttp, boo
             continue;
         };
         let at = format!("{at}.common_http_protocol_options");
+        if common.has_field_by_name("max_stream_duration") {
+            return Err(ConfigError::at(
+                format!("{at}.max_stream_duration"),
+                "not supported by zerohop on an upstream (only on the connection manager)",
+            ));
+        }
         if let Some(d) = msg(common, "idle_timeout") {
             let d = duration(d, &format!("{at}.idle_timeout"))?;
             http.idle_timeout = (!d.is_zero()).then_some(d);

@@ -144,6 +144,16 @@ pub(super) fn http_manager(
             "must be at least 1",
         ));
     }
+    let max_stream_duration = match common.and_then(|c| msg(c, "max_stream_duration")) {
+        Some(d) => {
+            let d = super::compile::duration(
+                d,
+                &format!("{path}.common_http_protocol_options.max_stream_duration"),
+            )?;
+            (!d.is_zero()).then_some(d)
+        }
+        None => None,
+    };
     let idle_timeout = match common {
         Some(c) => timeout(
             c,
@@ -196,6 +206,7 @@ pub(super) fn http_manager(
         path: path_normalization,
         suppress_envoy_headers: super::filters::router::suppress_envoy_headers(hcm),
         user_agent: bool_value(hcm, "add_user_agent", false).then(|| clusters.node.clone()),
+        max_stream_duration,
         skip_xff_append: plain_bool(hcm, "skip_xff_append"),
         xff_num_trusted_hops: match hcm.get_field_by_name("xff_num_trusted_hops").as_deref() {
             Some(prost_reflect::Value::U32(n)) => *n,

@@ -306,6 +306,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "idle_timeout",
             "max_headers_count",
             "max_requests_per_connection",
+            // On the connection manager; compile refuses it in a cluster's options.
+            "max_stream_duration",
         ],
     ),
     (

@@ -28,6 +28,7 @@ use crate::http::message::HeaderSource;
 use crate::http::message::{Framing, Request, RequestOut, Response};
 use crate::route::{Action, Route};
 use crate::shard::Shard;
+use crate::stats::ShardStats;
 use crate::upstream::UpstreamConn;
 pub use retry::RetryState;
 
@@ -106,6 +107,21 @@ pub struct Outgoing<'a, D> {
     /// How the body goes upstream (a buffering filter may have changed it).
     pub framing: Framing,
     pub body: RequestBody<'a, D>,
+    /// When the connection manager's `max_stream_duration` ends the stream.
+    pub max_at: Option<Instant>,
+}
+
+/// The earlier of two optional deadlines.
+pub fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether a timeout that fired was `max_stream_duration`'s rather than the route's.
+pub fn max_duration_reached(max_at: Option<Instant>) -> bool {
+    max_at.is_some_and(|m| Instant::now() >= m)
 }
 
 impl<D> std::fmt::Debug for Outgoing<'_, D> {
@@ -154,7 +170,12 @@ pub async fn forward<'g, D: Downstream>(
     };
     info.upstream_host = Some(endpoint);
     let started = info.start;
-    let deadline = out.forward.timeout.map(|t| started + t);
+    // The route timeout, or the stream's `max_stream_duration` when that ends first.
+    let deadline = earlier(out.forward.timeout.map(|t| started + t), out.max_at);
+    let timed_out = |stats: ShardStats| match max_duration_reached(out.max_at) {
+        true => stats.inc(Counter::DownstreamRqMaxDurationReached),
+        false => stats.inc(Counter::UpstreamRqTimeout),
+    };
 
     // The head is built once; a bodiless request may be sent twice.
     let mut head = shard.pools.take_vec();
@@ -216,7 +237,7 @@ pub async fn forward<'g, D: Downstream>(
             Ok(c) => c,
             Err(e) => {
                 if e.kind == Kind::UpstreamTimeout {
-                    stats.inc(Counter::UpstreamRqTimeout);
+                    timed_out(stats);
                 }
                 break Err(e);
             }
@@ -287,7 +308,7 @@ pub async fn forward<'g, D: Downstream>(
                     continue;
                 }
                 match e.kind {
-                    Kind::UpstreamTimeout => stats.inc(Counter::UpstreamRqTimeout),
+                    Kind::UpstreamTimeout => timed_out(stats),
                     Kind::UpstreamClosed => stats.inc(Counter::UpstreamRqReset),
                     _ => {}
                 }
@@ -296,7 +317,10 @@ pub async fn forward<'g, D: Downstream>(
         }
     };
     shard.pools.give_vec(head);
-    result
+    result.map_err(|e| match e.kind {
+        Kind::UpstreamTimeout if max_duration_reached(out.max_at) => Kind::MaxStreamDuration.into(),
+        _ => e,
+    })
 }
 
 /// Shuts an upstream socket down (both ways) when dropped: set while a request is out on it.

@@ -159,6 +159,7 @@ fn http_listener() -> Listener {
             cluster: "c".into(),
             id: "n".into(),
         }),
+        max_stream_duration: Some(Duration::from_millis(1500)),
         skip_xff_append: true,
         xff_num_trusted_hops: 2,
         preserve_external_request_id: true,

@@ -55,6 +55,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
             path: PathNormalization::default(),
             suppress_envoy_headers: false,
             user_agent: None,
+            max_stream_duration: None,
             skip_xff_append: false,
             xff_num_trusted_hops: 0,
             preserve_external_request_id: false,

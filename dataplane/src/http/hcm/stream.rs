@@ -203,7 +203,11 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     hcm.use_remote_address && !hcm.preserve_external_request_id;
                 headers.drop_accept_encoding = decisions.drop_accept_encoding;
                 headers.user_agent = hcm.user_agent.as_ref();
-                let with_body = |body| outgoing(req, route, forward, &headers, framing, body);
+                let max_at = hcm.max_stream_duration.map(|d| info.start + d);
+                let with_body = |body| Outgoing {
+                    max_at,
+                    ..outgoing(req, route, forward, &headers, framing, body)
+                };
                 let (exchange, complete) = match whole_body(self.down, buffered, req) {
                     // The whole request is in hand: while the upstream answers, the client is
                     // watched, and its leaving abandons the upstream request (as Envoy resets
@@ -360,10 +364,19 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 n as usize
             }
             Ok(false) => 0,
-            Err(e) => {
+            Err(mut e) => {
                 shard.pools.give_vec(ubuf);
+                let max_at = self
+                    .http
+                    .manager
+                    .max_stream_duration
+                    .map(|d| info.start + d);
+                if e.kind == Kind::UpstreamTimeout && router::max_duration_reached(max_at) {
+                    e = Kind::MaxStreamDuration.into();
+                }
                 stats.inc(match e.kind {
                     Kind::UpstreamTimeout => Counter::UpstreamRqTimeout,
+                    Kind::MaxStreamDuration => Counter::DownstreamRqMaxDurationReached,
                     _ => Counter::UpstreamRqReset,
                 });
                 // The head was not sent yet: the client gets a local reply.
@@ -493,13 +506,21 @@ impl<'a, D: Downstream> Stream<'a, D> {
             BodyEnd::Source(_) | BodyEnd::TimedOut => {
                 // Too late for a status: the client sees the connection reset.
                 let timed_out = end == BodyEnd::TimedOut;
-                stats.inc(match timed_out {
-                    true => Counter::UpstreamRqTimeout,
-                    false => Counter::UpstreamRqReset,
+                let max_at = self
+                    .http
+                    .manager
+                    .max_stream_duration
+                    .map(|d| info.start + d);
+                let by_max = timed_out && router::max_duration_reached(max_at);
+                stats.inc(match (timed_out, by_max) {
+                    (true, true) => Counter::DownstreamRqMaxDurationReached,
+                    (true, false) => Counter::UpstreamRqTimeout,
+                    (false, _) => Counter::UpstreamRqReset,
                 });
-                info.flags.insert(match timed_out {
-                    true => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
-                    false => ResponseFlags::UPSTREAM_REMOTE_RESET,
+                info.flags.insert(match (timed_out, by_max) {
+                    (true, true) => ResponseFlags::DURATION_TIMEOUT,
+                    (true, false) => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+                    (false, _) => ResponseFlags::UPSTREAM_REMOTE_RESET,
                 });
                 self.down.reset();
                 false
@@ -632,6 +653,7 @@ fn outgoing<'o, D>(
             _ => framing,
         },
         body,
+        max_at: None,
     }
 }
 
