@@ -23,6 +23,47 @@ pub const HOP_BY_HOP: &[&[u8]] = &[
     b"upgrade",
 ];
 
+/// Envoy's own request headers a client may not set: removed from every request that is
+/// not internal (under Envoy's default `internal_address_config`, every request), as
+/// Envoy's `cleanInternalHeaders` does; `x-envoy-internal` is removed too (Envoy sets it only
+/// on internal requests), and `x-forwarded-client-cert` (Envoy's default
+/// `forward_client_cert_details: SANITIZE`; zerohop has no client certificates to forward).
+const INTERNAL_ONLY: &[&[u8]] = &[
+    b"x-envoy-internal",
+    b"x-envoy-retriable-status-codes",
+    b"x-envoy-retriable-header-names",
+    b"x-envoy-retry-on",
+    b"x-envoy-retry-grpc-on",
+    b"x-envoy-max-retries",
+    b"x-envoy-upstream-alt-stat-name",
+    b"x-envoy-upstream-rq-timeout-ms",
+    b"x-envoy-upstream-rq-per-try-timeout-ms",
+    b"x-envoy-upstream-rq-timeout-alt-response",
+    b"x-envoy-expected-rq-timeout-ms",
+    b"x-envoy-force-trace",
+    b"x-envoy-ip-tags",
+    b"x-envoy-original-url",
+    b"x-envoy-hedge-on-per-try-timeout",
+];
+
+/// Removed too from an edge request (`use_remote_address`), as Envoy's.
+const EDGE_ONLY: &[&[u8]] = &[
+    b"x-envoy-decorator-operation",
+    b"x-envoy-downstream-service-cluster",
+    b"x-envoy-downstream-service-node",
+];
+
+/// Whether a client's header `n` is one Envoy removes before the request goes on.
+fn sanitized(n: &[u8], edge: bool) -> bool {
+    match n.strip_prefix(b"x-") {
+        Some(rest) if rest.starts_with(b"envoy-") => {
+            INTERNAL_ONLY.contains(&n) || (edge && EDGE_ONLY.contains(&n))
+        }
+        Some(b"forwarded-client-cert") => true,
+        _ => false,
+    }
+}
+
 /// The request's headers as they go upstream, before route edits, in order: the client's
 /// end-to-end ones (hop-by-hop headers and any named in `Connection` dropped; an upgrade
 /// request keeps its `Connection` header and what it names, as Envoy's), then what
@@ -95,6 +136,7 @@ impl RequestHeaders<'_> {
             // Envoy forwards them (`upgrade` itself is written by the codec).
             let upgrade = req.upgrade.is_some();
             let hop = (HOP_BY_HOP.contains(&n) && !(upgrade && n == b"connection"))
+                || sanitized(n, self.use_remote_address)
                 || (self.external_address.is_some() && n == b"x-envoy-external-address")
                 || (self.replace_request_id && n == b"x-request-id")
                 || (self.drop_accept_encoding && n == b"accept-encoding")
