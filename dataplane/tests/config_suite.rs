@@ -42,6 +42,8 @@ struct Case {
     path: PathBuf,
     what: String,
     requests: Vec<Request>,
+    /// `# counter: NAME=N`: zerohop's counter after the requests (Envoy's name for it).
+    counters: Vec<(String, u64)>,
 }
 
 fn cases() -> Vec<Case> {
@@ -64,9 +66,13 @@ fn cases() -> Vec<Case> {
             }
             let mut what = String::new();
             let mut requests = Vec::new();
+            let mut counters = Vec::new();
             for line in text.lines().take_while(|l| l.starts_with('#')) {
                 if let Some(w) = line.strip_prefix("# what: ") {
                     what = w.to_owned();
+                } else if let Some(c) = line.strip_prefix("# counter: ") {
+                    let (n, v) = c.split_once('=').expect("NAME=N");
+                    counters.push((n.to_owned(), v.parse().expect("a count")));
                 } else if let Some(r) = line.strip_prefix("# request: ") {
                     let mut words = r.split_whitespace();
                     let host = words.next().expect("a host").to_owned();
@@ -90,6 +96,7 @@ fn cases() -> Vec<Case> {
                 path,
                 what,
                 requests,
+                counters,
             }
         })
         .collect()
@@ -166,6 +173,16 @@ fn every_suite_config_loads_and_serves_as_in_envoy() {
                     "{name} ({}): {host}{target}\n    envoy:   {e:?}\n    zerohop: {z:?}",
                     case.what
                 ));
+            }
+        }
+        for (counter, want) in &case.counters {
+            let c = zerohop_proto::stats::Counter::ALL
+                .into_iter()
+                .find(|c| c.name() == counter)
+                .unwrap_or_else(|| panic!("{name}: no counter {counter}"));
+            let got = zerohop.total(c);
+            if got != *want {
+                problems.push(format!("{name}: {counter} is {got}, want {want}"));
             }
         }
     }

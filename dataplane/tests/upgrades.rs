@@ -104,16 +104,25 @@ fn upgrades_are_forwarded_or_refused_as_envoy_does() {
         let yaml = config(a.addr.port(), upgrades);
         let zerohop = Proxy::start(&yaml);
         let (_envoy, eaddr) = envoy::start(&yaml);
+        let mut refused = 0;
         for (path, upgrade) in cases {
             let z = observe(zerohop.addr("web"), path, upgrade);
             let e = observe(eaddr, path, upgrade);
             eprintln!("{what}: {path} {upgrade:?}: envoy {e}; zerohop {z}");
+            refused += u64::from(z.starts_with("403"));
             if z != e {
                 mismatches.push(format!(
                     "{what}: {path} {upgrade:?}\n  envoy:   {e}\n  zerohop: {z}"
                 ));
             }
         }
+        // Each refusal counted, as Envoy's downstream_rq_ws_on_non_ws_route.
+        assert!(refused > 0, "{what}: no case was refused");
+        assert_eq!(
+            zerohop.total(zerohop_proto::stats::Counter::DownstreamRqWsOnNonWsRoute),
+            refused,
+            "{what}"
+        );
     }
     assert!(mismatches.is_empty(), "\n{}", mismatches.join("\n"));
 }

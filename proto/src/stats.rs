@@ -100,10 +100,18 @@ pub enum Counter {
     /// Streams ended by the connection manager's `max_stream_duration` (Envoy's
     /// `downstream_rq_max_duration_reached`).
     DownstreamRqMaxDurationReached,
+    /// Requests refused (400) by path normalization, and redirected (307) to the normalized
+    /// path (Envoy's `downstream_rq_failed_path_normalization`,
+    /// `downstream_rq_redirected_with_normalized_path`).
+    DownstreamRqFailedPathNormalization,
+    DownstreamRqRedirectedWithNormalizedPath,
+    /// Upgrade requests refused (403) because nothing enables their type (Envoy's
+    /// `downstream_rq_ws_on_non_ws_route`).
+    DownstreamRqWsOnNonWsRoute,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 44] = [
+    pub const ALL: [Counter; 47] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -148,6 +156,9 @@ impl Counter {
         Counter::CompressorTotalUncompressedBytes,
         Counter::CompressorTotalCompressedBytes,
         Counter::DownstreamRqMaxDurationReached,
+        Counter::DownstreamRqFailedPathNormalization,
+        Counter::DownstreamRqRedirectedWithNormalizedPath,
+        Counter::DownstreamRqWsOnNonWsRoute,
     ];
 
     pub const fn index(self) -> usize {
@@ -200,6 +211,13 @@ impl Counter {
             Counter::CompressorTotalUncompressedBytes => "compressor_total_uncompressed_bytes",
             Counter::CompressorTotalCompressedBytes => "compressor_total_compressed_bytes",
             Counter::DownstreamRqMaxDurationReached => "downstream_rq_max_duration_reached",
+            Counter::DownstreamRqFailedPathNormalization => {
+                "downstream_rq_failed_path_normalization"
+            }
+            Counter::DownstreamRqRedirectedWithNormalizedPath => {
+                "downstream_rq_redirected_with_normalized_path"
+            }
+            Counter::DownstreamRqWsOnNonWsRoute => "downstream_rq_ws_on_non_ws_route",
         }
     }
 

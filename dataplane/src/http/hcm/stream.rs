@@ -81,10 +81,16 @@ impl<'a, D: Downstream> Stream<'a, D> {
             }
             Verdict::Reject => {
                 // Envoy closes the connection after it.
+                self.shard
+                    .stats
+                    .inc(Counter::DownstreamRqFailedPathNormalization);
                 info.response_code_details = "path_normalization_failed";
                 return self.local(400, "", &[], true, info).await;
             }
             Verdict::Redirect(p) => {
+                self.shard
+                    .stats
+                    .inc(Counter::DownstreamRqRedirectedWithNormalizedPath);
                 info.response_code_details = "path_normalization_failed";
                 let location = match req.query() {
                     Some(q) => format!("{p}?{q}"),
@@ -116,6 +122,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
             };
             if !super::upgrade_allowed(token, per_route, &http.manager.upgrades) {
                 // Envoy closes the connection after it.
+                self.shard.stats.inc(Counter::DownstreamRqWsOnNonWsRoute);
                 info.response_code_details = "upgrade_failed";
                 return self.local(403, "", &[], true, info).await;
             }
