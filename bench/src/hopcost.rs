@@ -184,7 +184,7 @@ pub fn run(a: &Args) -> Result<String, String> {
     let (proxy_cpu, load_cpu) = targets::cpus();
     let (upstream, proto) = match a.mode {
         Mode::Tcp => (crate::upstreams::echo_server(load_cpu), Proto::Tcp),
-        Mode::Http => (
+        Mode::Http | Mode::HttpGzip => (
             crate::upstreams::http_server(load_cpu, a.body),
             Proto::Http1,
         ),
@@ -246,7 +246,7 @@ fn write_report(a: &Args, samples: &[Vec<Sample>]) -> String {
     let mut r = String::new();
     let what = match a.mode {
         Mode::Tcp => format!("TCP echo exchanges of {} B", a.size.unwrap_or(64)),
-        Mode::Http => format!("HTTP/1.1 GETs, {} B responses", a.body),
+        Mode::Http | Mode::HttpGzip => format!("HTTP/1.1 GETs, {} B responses", a.body),
     };
     let _ = writeln!(
         r,

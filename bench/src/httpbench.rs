@@ -32,6 +32,10 @@ OPTIONS:
                            another zerohop build, run as the target zerohop-baseline (add it
                            to --targets): e.g. the build before a change, in the same run
         --envoy PATH       [default: `envoy` on PATH]
+        --gzip             the upstream answers text and the client sends `accept-encoding:
+                           gzip`; every proxy compresses with gzip at level 1, 32 KiB window
+                           (zerohop and Envoy: envoy.filters.http.compressor; HAProxy:
+                           compression algo gzip; nginx: gzip on); direct is uncompressed
         --out FILE         also write the report to FILE
 ";
 
@@ -43,6 +47,7 @@ pub struct Args {
     rounds: usize,
     tools: Tools,
     out: Option<std::path::PathBuf>,
+    gzip: bool,
 }
 
 pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
@@ -55,6 +60,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
         rounds: 3,
         tools: Tools::default(),
         out: None,
+        gzip: false,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
@@ -69,6 +75,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
             Short('d') | Long("duration") => a.duration = p.value()?.parse()?,
             Long("rounds") => a.rounds = p.value()?.parse()?,
             Long("out") => a.out = Some(p.value()?.into()),
+            Long("gzip") => a.gzip = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 std::process::exit(0);
@@ -98,18 +105,29 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 
 pub fn run(a: &Args) -> Result<String, String> {
     crate::hopcost::check_available(&a.targets, Mode::Http, &a.tools)?;
+    let mode = match a.gzip {
+        true => Mode::HttpGzip,
+        false => Mode::Http,
+    };
     let (proxy_cpu, load_cpu) = targets::cpus();
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "HTTP/1.1 keep-alive, closed loop over {} connections, {} rounds x {} s per target and size (after 1 s warm-up), order rotated each round. Proxies: one worker pinned to one CPU; load and upstream on the other.\n",
-        a.connections, a.rounds, a.duration
+        "HTTP/1.1 keep-alive, closed loop over {} connections, {} rounds x {} s per target and size (after 1 s warm-up), order rotated each round. Proxies: one worker pinned to one CPU; load and upstream on the other.{}\n",
+        a.connections, a.rounds, a.duration,
+        match a.gzip {
+            true => " Text responses, compressed by each proxy with gzip (level 1, 32 KiB window); direct is uncompressed.",
+            false => "",
+        }
     );
     for &size in &a.sizes {
-        let upstream = crate::upstreams::http_server(load_cpu, size);
+        let upstream = match a.gzip {
+            true => crate::upstreams::http_text_server(load_cpu, size),
+            false => crate::upstreams::http_server(load_cpu, size),
+        };
         let samples = targets::Lineup {
             kinds: &a.targets,
-            mode: Mode::Http,
+            mode,
             upstream,
             tools: &a.tools,
             proxy_cpu,
@@ -122,6 +140,10 @@ pub fn run(a: &Args) -> Result<String, String> {
                 duration: Duration::from_secs_f64(a.duration),
                 warmup: Duration::from_secs(1),
                 spin: Duration::ZERO,
+                headers: match a.gzip {
+                    true => vec![("Accept-Encoding".into(), "gzip".into())],
+                    false => Vec::new(),
+                },
                 ..Spec::new(Proto::Http1, t.front, 0.0)
             };
             // Proxy CPU at the end of the warm-up second and at the end of the run.

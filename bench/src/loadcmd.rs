@@ -162,6 +162,7 @@ pub fn parse_load(args: Vec<std::ffi::OsString>) -> Result<LoadArgs, lexopt::Err
             size: size.unwrap_or(if proto == Proto::Tcp { 64 } else { 0 }),
             timeout: Duration::from_secs_f64(timeout),
             spin: Duration::from_micros(spin),
+            headers: Vec::new(),
         },
         json,
         hlog,

@@ -31,6 +31,9 @@ pub enum Kind {
 pub enum Mode {
     Tcp,
     Http,
+    /// HTTP, every proxy compressing text responses with gzip at level 1 and a 32 KiB
+    /// window (HAProxy's and nginx's defaults; Envoy and zerohop set to match).
+    HttpGzip,
 }
 
 /// Where the proxy binaries are.
@@ -212,7 +215,8 @@ pub fn start(
         Kind::Zerohop | Kind::ZerohopBaseline => {
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                Mode::Http => envoy_http_config(port, upstream),
+                Mode::Http => envoy_http_config(port, upstream, false),
+                Mode::HttpGzip => envoy_http_config(port, upstream, true),
             };
             std::fs::write(&cfg, yaml).unwrap();
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
@@ -245,7 +249,8 @@ pub fn start(
         Kind::Envoy => {
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                Mode::Http => envoy_http_config(port, upstream),
+                Mode::Http => envoy_http_config(port, upstream, false),
+                Mode::HttpGzip => envoy_http_config(port, upstream, true),
             };
             std::fs::write(&cfg, yaml).unwrap();
             with_cpu(envoy_command(tools, &cfg), proxy_cpu)
@@ -342,16 +347,20 @@ fn with_cpu(c: Command, cpu: usize) -> Command {
 }
 
 fn haproxy_config(mode: Mode, port: u16, upstream: SocketAddr, splice: bool) -> String {
-    let mode = match mode {
-        Mode::Tcp => "tcp",
-        Mode::Http => "http",
+    let (compression, mode) = match mode {
+        Mode::Tcp => ("", "tcp"),
+        Mode::Http => ("", "http"),
+        Mode::HttpGzip => (
+            "  compression algo gzip\n  compression type text/plain\n",
+            "http",
+        ),
     };
     // As many connections as its descriptor limit allows (two per proxied connection).
     let maxconn = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .maximum
         .map_or(30_000, |m| (m.saturating_sub(64) / 2).min(30_000));
     format!(
-        "global\n  nbthread 1\n  maxconn {maxconn}\n\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{}\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\nbackend b\n  server s1 {upstream}\n",
+        "global\n  nbthread 1\n  maxconn {maxconn}\n\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{}\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\nbackend b\n{compression}  server s1 {upstream}\n",
         if splice { "  option splice-auto\n" } else { "" }
     )
 }
@@ -368,14 +377,31 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
         Mode::Tcp => format!(
             "load_module {NGINX_STREAM_MODULE};\n{head}stream {{\n  server {{\n    listen 127.0.0.1:{port};\n    proxy_pass {upstream};\n  }}\n}}\n"
         ),
-        Mode::Http => format!(
-            "{head}http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream u {{\n    server {upstream};\n    keepalive 64;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://u;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+        Mode::Http | Mode::HttpGzip => format!(
+            "{head}http {{\n  access_log off;{}\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream u {{\n    server {upstream};\n    keepalive 64;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://u;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+            match mode {
+                Mode::HttpGzip => "\n  gzip on;\n  gzip_types text/plain;\n  gzip_proxied any;\n  gzip_comp_level 1;\n  gzip_min_length 30;",
+                _ => "",
+            }
         ),
     }
 }
 
 /// The HTTP connection manager with one route to the upstream: Envoy and zerohop both run it.
-fn envoy_http_config(port: u16, upstream: SocketAddr) -> String {
+fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool) -> String {
+    let compressor = match gzip {
+        true => r#"          - name: envoy.filters.http.compressor
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
+              compressor_library:
+                name: gzip
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip
+                  compression_level: BEST_SPEED
+                  window_bits: 15
+"#,
+        false => "",
+    };
     format!(
         r#"static_resources:
   listeners:
@@ -395,7 +421,7 @@ fn envoy_http_config(port: u16, upstream: SocketAddr) -> String {
               - match: {{ prefix: "/" }}
                 route: {{ cluster: upstream }}
           http_filters:
-          - name: envoy.filters.http.router
+{compressor}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:

@@ -68,11 +68,15 @@ impl Request {
         authority: String,
         path: String,
         size: usize,
+        headers: &[(String, String)],
     ) -> Request {
         let method = if size > 0 { "POST" } else { "GET" };
         let mut wire = format!(
             "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: zerohop-bench\r\n"
         );
+        for (n, v) in headers {
+            wire.push_str(&format!("{n}: {v}\r\n"));
+        }
         if size > 0 {
             wire.push_str(&format!("Content-Length: {size}\r\n"));
         }

@@ -80,6 +80,8 @@ pub struct Spec {
     pub timeout: Duration,
     /// How early the pacer wakes, to send on time (see `pace::pace`).
     pub spin: Duration,
+    /// HTTP/1.1: extra request headers (e.g. `accept-encoding`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// How early the pacer wakes by default (see `pace::pace`).
@@ -105,6 +107,7 @@ impl Spec {
             size: if proto == Proto::Tcp { 64 } else { 0 },
             timeout: Duration::from_secs(10),
             spin: DEFAULT_SPIN,
+            headers: Vec::new(),
         }
     }
 }
@@ -365,6 +368,7 @@ fn thread_main(
             authority,
             spec.path.clone(),
             spec.size,
+            &spec.headers,
         ),
         queue: pace::Queue::default(),
         closed_loop: spec.rate <= 0.0,
