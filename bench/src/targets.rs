@@ -390,7 +390,8 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
 /// The HTTP connection manager with one route to the upstream: Envoy and zerohop both run it.
 fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool) -> String {
     let compressor = match gzip {
-        true => r#"          - name: envoy.filters.http.compressor
+        true => {
+            r#"          - name: envoy.filters.http.compressor
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
               compressor_library:
@@ -399,7 +400,8 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool) -> String {
                   "@type": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip
                   compression_level: BEST_SPEED
                   window_bits: 15
-"#,
+"#
+        }
         false => "",
     };
     format!(

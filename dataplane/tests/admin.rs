@@ -6,11 +6,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::admin::{json, request as admin};
 use support::envoy::{self, Envoy};
 use support::http::{upstream, Client};
 use support::Proxy;
@@ -54,57 +54,6 @@ fn both(config: impl Fn(u16, u16) -> String) -> Option<(Running, Running)> {
         }
     }
     Some((z, e))
-}
-
-/// `(status, body)` of one admin request.
-fn admin(port: u16, method: &str, path: &str) -> (u16, String) {
-    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    write!(
-        c,
-        "{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    )
-}
-
-/// A chunked body's data (Envoy's admin answers chunked).
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
-}
-
-fn json(port: u16, path: &str) -> Value {
-    let (status, body) = admin(port, "GET", path);
-    assert_eq!(status, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
 /// What differs between two runs of one config: times, and the ports each run was given.

@@ -101,24 +101,9 @@ fn start_zerohop(yaml: &str) -> Proxy {
     Proxy::start_with(yaml, Opts::default())
 }
 
-/// `GET path` on an admin port: the body of a 200, else `None`.
-fn admin_get(port: u16, path: &str) -> Option<String> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    c.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
 /// A counter from `/stats` (`name: value` lines, as both print them).
 fn stat(port: u16, name: &str) -> Option<u64> {
-    let body = admin_get(port, "/stats")?;
+    let body = support::admin::get(port, "/stats")?;
     body.lines().find_map(|l| {
         let (n, v) = l.split_once(": ")?;
         (n == name).then(|| v.trim().parse().ok())?

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -27,15 +26,6 @@ fn envoy_link() -> PathBuf {
 fn config(listen: u16, upstream_port: u16) -> String {
     let routes = "              - { match: { prefix: \"/\" }, route: { cluster: a } }\n";
     http_bootstrap("", listen, "", routes, &static_cluster("a", upstream_port))
-}
-
-fn admin_get(port: u16, path: &str) -> Option<String> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(c, "GET {path} HTTP/1.1\r\nhost: a\r\n\r\n").ok()?;
-    let mut out = String::new();
-    c.read_to_string(&mut out).ok()?;
-    out.starts_with("HTTP/1.1 200")
-        .then(|| out.split_once("\r\n\r\n").unwrap().1.to_owned())
 }
 
 /// The flags a wrapper (Istio's pilot-agent, a docker entrypoint) passes Envoy.
@@ -95,7 +85,7 @@ fn a_wrapper_running_envoy_runs_zerohop_through_a_link() {
     let mut child = quiet(&envoy_link(), &flags);
     let deadline = Instant::now() + Duration::from_secs(10);
     let dump = loop {
-        if let Some(d) = admin_get(admin, "/server_info") {
+        if let Some(d) = support::admin::get(admin, "/server_info") {
             if TcpStream::connect(("127.0.0.1", listen)).is_ok() {
                 break d;
             }

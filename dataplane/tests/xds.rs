@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,7 +61,7 @@ fn start(peer: Peer, ads: &AdsServer, api: &str, listen: SocketAddr) -> Running 
 /// its proto JSON (ports and times left out: they differ between the two runs; so do the
 /// delta server's per-resource versions, hashes of resources that hold ports).
 fn dynamic_dump(admin: u16, api: &str) -> Vec<String> {
-    let body = admin_json(admin, "/config_dump");
+    let body = support::admin::json(admin, "/config_dump");
     let mut out = Vec::new();
     for c in body["configs"].as_array().expect("configs") {
         let ty = c["@type"].as_str().unwrap().rsplit('.').next().unwrap();
@@ -111,33 +110,6 @@ fn scrub(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(scrub),
         _ => {}
     }
-}
-
-/// A JSON admin answer (Envoy's is chunked; zerohop's has a length).
-fn admin_json(port: u16, path: &str) -> Value {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("admin");
-    c.write_all(format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut raw = String::new();
-    c.read_to_string(&mut raw).unwrap();
-    let (head, mut body) = raw.split_once("\r\n\r\n").expect("a response");
-    let mut text = String::new();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        while let Some((size, rest)) = body.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            text.push_str(&rest[..n]);
-            body = &rest[n + 2..];
-        }
-    } else {
-        text = body.to_owned();
-    }
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
 }
 
 /// One request on a new connection: `200 a` (status and upstream), `503 -`, `refused`, or

@@ -155,23 +155,10 @@ pub async fn relay_encoded(
                 remaining -= take as u64;
                 remaining == 0
             }
-            Framing::Chunked => {
-                let mut at = 0;
-                while !dec.is_done() {
-                    match dec.decode(&buf[at..]) {
-                        Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
-                        Ok(step) => {
-                            if let Some(p) = step.payload {
-                                plain.extend_from_slice(&buf[at + p.start..at + p.end]);
-                            }
-                            at += step.consumed;
-                        }
-                        Err(e) => return BodyEnd::Source(Some(e)),
-                    }
-                }
-                buf.drain(..at);
-                dec.is_done()
-            }
+            Framing::Chunked => match decode_into(&mut dec, buf, &mut plain, u64::MAX) {
+                Ok(()) => dec.is_done(),
+                Err(e) => return e,
+            },
             Framing::UntilClose => {
                 plain.append(buf);
                 closed
@@ -234,23 +221,7 @@ pub async fn read_whole(
                 return Ok(std::mem::replace(buf, rest));
             }
             Framing::Chunked => {
-                let mut at = 0;
-                while !dec.is_done() {
-                    match dec.decode(&buf[at..]) {
-                        Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
-                        Ok(step) => {
-                            if let Some(p) = step.payload {
-                                if (body.len() + p.len()) as u64 > max {
-                                    return Err(BodyEnd::Sink);
-                                }
-                                body.extend_from_slice(&buf[at + p.start..at + p.end]);
-                            }
-                            at += step.consumed;
-                        }
-                        Err(e) => return Err(BodyEnd::Source(Some(e))),
-                    }
-                }
-                buf.drain(..at);
+                decode_into(&mut dec, buf, &mut body, max)?;
                 if dec.is_done() {
                     return Ok(body);
                 }
@@ -263,6 +234,34 @@ pub async fn read_whole(
             Ok(_) => last.set(Instant::now()),
         }
     }
+}
+
+/// Decodes what `buf` holds of a chunked body: the payload appended to `out` (`Err(Sink)`
+/// once `out` would pass `max` bytes), the bytes decoded taken out of `buf`.
+fn decode_into(
+    dec: &mut ChunkedDecoder,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    max: u64,
+) -> Result<(), BodyEnd> {
+    let mut at = 0;
+    while !dec.is_done() {
+        match dec.decode(&buf[at..]) {
+            Ok(step) if step.consumed == 0 && step.payload.is_none() => break,
+            Ok(step) => {
+                if let Some(p) = step.payload {
+                    if (out.len() + p.len()) as u64 > max {
+                        return Err(BodyEnd::Sink);
+                    }
+                    out.extend_from_slice(&buf[at + p.start..at + p.end]);
+                }
+                at += step.consumed;
+            }
+            Err(e) => return Err(BodyEnd::Source(Some(e))),
+        }
+    }
+    buf.drain(..at);
+    Ok(())
 }
 
 /// `work`'s output, or `None` when no bytes moved for `idle` (the stream idle timeout,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use zerohop_proto::shm::Segment;
 use zerohop_proto::stats::Counter;
 
+pub mod admin;
 pub mod dns;
 pub mod envoy;
 pub mod http;
