@@ -10,6 +10,7 @@ mod support;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::io;
+use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -259,7 +260,7 @@ fn request(
 
 /// Runs `test` on a runtime with a detached shard serving the HTTP fixture, given the
 /// fixture's connection manager as a `Connection`.
-fn with_manager(yaml: &str, test: impl AsyncFnOnce(&Shard, &Connection, &'static [AtomicU64])) {
+fn with_manager(yaml: &str, test: impl AsyncFnOnce(&Rc<Shard>, &Connection, &'static [AtomicU64])) {
     let counters: &'static [AtomicU64] =
         Vec::leak((0..Counter::ALL.len()).map(|_| AtomicU64::new(0)).collect());
     let built = zerohop_control::config::load(yaml, zerohop_control::config::Format::Yaml)
@@ -271,7 +272,7 @@ fn with_manager(yaml: &str, test: impl AsyncFnOnce(&Shard, &Connection, &'static
         .build()
         .unwrap();
     rt.block_on(async move {
-        let shard = Shard::detached(0, latest, counters);
+        let shard = Rc::new(Shard::detached(0, latest, counters));
         shard.maybe_reload();
         let cfg = shard.config();
         let plan = &cfg.listeners[0];
@@ -289,7 +290,7 @@ fn with_manager(yaml: &str, test: impl AsyncFnOnce(&Shard, &Connection, &'static
 /// with the head when `arrived`); returns whether the connection stays open and what the
 /// connection manager sent.
 async fn exchange(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     conn: &Connection,
     req: &Request,
     body: &[u8],

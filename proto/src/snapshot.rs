@@ -695,6 +695,20 @@ pub struct Forward {
     /// `upgrade_configs` of the route: enables or disables a type over the connection
     /// manager's.
     pub upgrades: Vec<UpgradeConfig>,
+    /// `request_mirror_policies`: each request (whose body is in hand) also goes, fire and
+    /// forget, to these clusters.
+    pub mirrors: Vec<Mirror>,
+}
+
+/// One `RequestMirrorPolicy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mirror {
+    pub cluster: ClusterId,
+    /// `runtime_fraction`, the runtime already read (`None`: every request).
+    pub fraction: Option<Fraction>,
+    /// `-shadow` is appended to the host (before any port), unless
+    /// `disable_shadow_host_suffix_append`.
+    pub shadow_suffix: bool,
 }
 
 /// `RedirectAction`.

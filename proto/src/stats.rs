@@ -108,10 +108,14 @@ pub enum Counter {
     /// Upgrade requests refused (403) because nothing enables their type (Envoy's
     /// `downstream_rq_ws_on_non_ws_route`).
     DownstreamRqWsOnNonWsRoute,
+    /// Copies of requests sent to mirror clusters, and requests a mirror policy drew but
+    /// whose streaming body could not be copied.
+    UpstreamRqMirrored,
+    UpstreamRqMirrorSkipped,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 47] = [
+    pub const ALL: [Counter; 49] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -159,6 +163,8 @@ impl Counter {
         Counter::DownstreamRqFailedPathNormalization,
         Counter::DownstreamRqRedirectedWithNormalizedPath,
         Counter::DownstreamRqWsOnNonWsRoute,
+        Counter::UpstreamRqMirrored,
+        Counter::UpstreamRqMirrorSkipped,
     ];
 
     pub const fn index(self) -> usize {
@@ -218,6 +224,8 @@ impl Counter {
                 "downstream_rq_redirected_with_normalized_path"
             }
             Counter::DownstreamRqWsOnNonWsRoute => "downstream_rq_ws_on_non_ws_route",
+            Counter::UpstreamRqMirrored => "upstream_rq_mirrored",
+            Counter::UpstreamRqMirrorSkipped => "upstream_rq_mirror_skipped",
         }
     }
 

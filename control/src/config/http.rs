@@ -634,7 +634,44 @@ fn forward(ra: &DynamicMessage, path: &str, clusters: &Names) -> Result<Forward,
             .then(|| string(ra, "host_rewrite_literal")),
         timeout: timeout(ra, "timeout", path, Some(DEFAULT_ROUTE_TIMEOUT))?,
         upgrades: super::hcm_options::upgrade_configs(ra, path)?,
+        mirrors: mirrors(ra, path, clusters)?,
     })
+}
+
+/// `request_mirror_policies`: a cluster each, a fraction read from the runtime.
+fn mirrors(ra: &DynamicMessage, path: &str, clusters: &Names) -> Result<Vec<Mirror>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, m) in list(ra, "request_mirror_policies").iter().enumerate() {
+        let m = as_msg(m);
+        let p = format!("{path}.request_mirror_policies[{i}]");
+        let name = string(m, "cluster");
+        let Some(cluster) = (!name.is_empty())
+            .then(|| clusters.resolve(&name))
+            .flatten()
+        else {
+            return Err(ConfigError::at(
+                format!("{p}.cluster"),
+                match name.is_empty() {
+                    true => "a mirror policy needs a cluster".to_owned(),
+                    false => format!("unknown cluster {name:?}"),
+                },
+            ));
+        };
+        let fraction = match msg(m, "runtime_fraction") {
+            Some(rf) => Some(runtime_fraction(
+                rf,
+                &format!("{p}.runtime_fraction"),
+                clusters,
+            )?),
+            None => None,
+        };
+        out.push(Mirror {
+            cluster,
+            fraction,
+            shadow_suffix: !plain_bool(m, "disable_shadow_host_suffix_append"),
+        });
+    }
+    Ok(out)
 }
 
 fn redirect(rd: &DynamicMessage, path: &str) -> Result<Redirect, ConfigError> {

@@ -412,7 +412,13 @@ const FIELDS: &[(&str, &[&str])] = &[
             "host_rewrite_literal",
             "timeout",
             "upgrade_configs",
+            "request_mirror_policies",
         ],
+    ),
+    // trace_sampled (no tracing yet), cluster_header and header mutations are refused.
+    (
+        "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",
+        &["cluster", "runtime_fraction", "disable_shadow_host_suffix_append"],
     ),
     // `connect_config` (CONNECT) is not implemented: refused by name.
     (

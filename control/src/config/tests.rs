@@ -855,3 +855,47 @@ fn compressor_filter_compiles_with_envoys_defaults() {
     let e = err(&with_filter(decompressor));
     assert!(e.message.contains("not supported by zerohop"), "{e}");
 }
+
+#[test]
+fn request_mirror_policies_compile_and_refuse_what_zerohop_lacks() {
+    let http = include_str!("../../tests/fixtures/http.yaml");
+    let with = |policy: &str| {
+        http.replacen(
+            "route: { cluster: a }",
+            &format!("route: {{ cluster: a, request_mirror_policies: [{policy}] }}"),
+            1,
+        )
+    };
+    let b = load(
+        &with("{ cluster: b, runtime_fraction: { default_value: { numerator: 25 } } }"),
+        Format::Yaml,
+    )
+    .unwrap();
+    let mirrors = b
+        .snapshot
+        .listeners
+        .iter()
+        .flat_map(|l| &l.filter_chains)
+        .flat_map(|c| &c.filters)
+        .filter_map(|f| match f {
+            NetworkFilter::Http(h) => Some(&h.route_config),
+            _ => None,
+        })
+        .flat_map(|rc| &rc.virtual_hosts)
+        .flat_map(|vh| &vh.routes)
+        .find_map(|r| match &r.action {
+            RouteAction::Forward(f) if !f.mirrors.is_empty() => Some(&f.mirrors),
+            _ => None,
+        })
+        .expect("a mirrored route");
+    assert_eq!(mirrors[0].fraction.map(|f| f.numerator), Some(25));
+    assert!(mirrors[0].shadow_suffix);
+    let e = err(&with("{ cluster: nope }"));
+    assert!(
+        e.path.ends_with("request_mirror_policies[0].cluster"),
+        "{e}"
+    );
+    let e = err(&with("{ cluster: b, trace_sampled: false }"));
+    assert!(e.path.ends_with("trace_sampled"), "{e}");
+    assert!(e.message.contains("not supported by zerohop"), "{e}");
+}

@@ -34,7 +34,7 @@ pub async fn serve(
         facts,
         guard,
     } = accepted;
-    let shard: &Shard = guard.shard();
+    let shard: &Rc<Shard> = guard.shard();
     let _ = stream.set_nodelay(true);
     // Only the downstream socket is registered for the drain deadline: upstream
     // connections change per request (idle ones belong to the shard's pool), and shutting

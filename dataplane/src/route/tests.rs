@@ -5,6 +5,7 @@ use super::*;
 fn fwd(prefix_rewrite: Option<&str>, regex_rewrite: Option<(&str, &str)>) -> RouteAction {
     RouteAction::Forward(Forward {
         upgrades: vec![],
+        mirrors: vec![],
         targets: vec![WeightedCluster {
             cluster: ClusterId(0),
             weight: 1,

@@ -9,9 +9,11 @@
 //! one more attempt, on a new connection, for a bodiless request that met a pooled
 //! connection the upstream had closed (nothing reached the application).
 
+pub mod mirror;
 mod retry;
 
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::time::Sleep;
@@ -147,9 +149,53 @@ pub struct Exchange<'g> {
     pub request: crate::upstream::breaker::Held,
 }
 
+/// Each of the route's mirror policies that draws this request: a copy of it (host with
+/// `-shadow`) to the mirror cluster, on its own task. A body that streams from the client is
+/// not held back for a copy: such a request is not mirrored (counted).
+fn mirror_all<D>(
+    shard: &Rc<Shard>,
+    gen: &Generation,
+    out: &Outgoing<'_, D>,
+    request: &RequestOut<'_>,
+    headers: &impl HeaderSource,
+) {
+    for m in &out.forward.mirrors {
+        if let Some(f) = m.fraction {
+            let d = u64::from(f.denominator).max(1);
+            if shard.rng.next_u64() % d >= u64::from(f.numerator) {
+                continue;
+            }
+        }
+        let body: &[u8] = match &out.body {
+            RequestBody::None => b"",
+            RequestBody::Buffered(b) => b,
+            RequestBody::Stream(_) => {
+                shard.stats.inc(Counter::UpstreamRqMirrorSkipped);
+                continue;
+            }
+        };
+        let Some(plan) = gen.clusters.get(m.cluster.0 as usize) else {
+            continue;
+        };
+        let host = match m.shadow_suffix {
+            true => mirror::shadow_host(request.authority),
+            false => request.authority.to_vec(),
+        };
+        let copy = RequestOut {
+            authority: &host,
+            ..*request
+        };
+        let mut head = shard.pools.take_vec();
+        crate::upstream::encode_request(plan, &mut head, &copy, headers);
+        head.extend_from_slice(body);
+        let is_head = request.method == b"HEAD";
+        mirror::spawn(shard, plan.clone(), head, is_head, out.forward.timeout);
+    }
+}
+
 /// Sends `out` to an endpoint of the route's cluster and reads the response head.
 pub async fn forward<'g, D: Downstream>(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     gen: &'g Generation,
     out: &mut Outgoing<'_, D>,
     info: &mut StreamInfo<'g>,
@@ -222,6 +268,9 @@ pub async fn forward<'g, D: Downstream>(
     crate::upstream::encode_request(cluster, &mut head, &request, &own);
     if let RequestBody::Buffered(b) = &out.body {
         head.extend_from_slice(b);
+    }
+    if !out.forward.mirrors.is_empty() {
+        mirror_all(shard, gen, out, &request, &own);
     }
 
     let mut retry = RetryState::new(out.req, &out.body);

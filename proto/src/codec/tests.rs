@@ -208,6 +208,14 @@ fn http_listener() -> Listener {
                         PathMatch::Prefix("/a".into()),
                         RouteAction::Forward(Forward {
                             upgrades: vec![],
+                            mirrors: vec![Mirror {
+                                cluster: ClusterId(0),
+                                fraction: Some(Fraction {
+                                    numerator: 50,
+                                    denominator: 100,
+                                }),
+                                shadow_suffix: true,
+                            }],
                             targets: vec![
                                 WeightedCluster {
                                     cluster: ClusterId(0),

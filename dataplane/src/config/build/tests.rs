@@ -34,6 +34,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
         },
         action: RouteAction::Forward(Forward {
             upgrades: vec![],
+            mirrors: vec![],
             targets: vec![WeightedCluster {
                 cluster: ClusterId(0),
                 weight: 1,

@@ -123,7 +123,7 @@ impl Connection {
     /// connection stays open for another stream.
     pub async fn serve<D: Downstream>(
         &self,
-        shard: &Shard,
+        shard: &Rc<Shard>,
         down: &mut D,
         timer: Pin<&mut Sleep>,
         req: &Request,
@@ -133,6 +133,7 @@ impl Connection {
         let keep = Stream {
             shard,
             gen: &self.cfg,
+            cfg: &self.cfg,
             http: &self.http,
             down,
             timer,

@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::time::Sleep;
@@ -43,8 +44,11 @@ const SMALL_BODY: u64 = 64 * 1024;
 /// What a stream works with: its shard, its generation's connection manager, and its
 /// downstream side (the codec it speaks through, behind [`Downstream`]).
 pub struct Stream<'a, D> {
-    pub shard: &'a Shard,
+    /// Counted (`Rc`): a mirrored request's task takes its own reference.
+    pub shard: &'a Rc<Shard>,
     pub gen: &'a Generation,
+    /// The generation's holder (a mirrored request's task keeps its cluster alive).
+    pub cfg: &'a Rc<crate::shard::config::ShardConfig>,
     pub http: &'a HttpPlan,
     pub down: &'a mut D,
     /// The connection's timer: the route timeout runs on it while the response head is read.
