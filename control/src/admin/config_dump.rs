@@ -86,13 +86,7 @@ pub fn render(st: &State, q: &Query) -> Result<Value, String> {
         .map(|c| json!({ "cluster": c, "last_updated": loaded }))
         .collect();
     let dynamic_clusters: Vec<Value> = dynamic(Kind::Cluster)
-        .map(|(_, h)| {
-            json!({
-                "version_info": h.version,
-                "cluster": dump::any_to_json(&h.resource),
-                "last_updated": timestamp(h.last_updated),
-            })
-        })
+        .map(|(_, h)| versioned(h, "cluster"))
         .collect();
     configs.push(typed(
         "ClustersConfigDump",
@@ -142,13 +136,7 @@ pub fn render(st: &State, q: &Query) -> Result<Value, String> {
             })
             .collect();
         let dynamic_endpoints: Vec<Value> = dynamic(Kind::Endpoint)
-            .map(|(_, h)| {
-                json!({
-                    "version_info": h.version,
-                    "endpoint_config": dump::any_to_json(&h.resource),
-                    "last_updated": timestamp(h.last_updated),
-                })
-            })
+            .map(|(_, h)| versioned(h, "endpoint_config"))
             .collect();
         configs.push(typed(
             "EndpointsConfigDump",
@@ -168,11 +156,7 @@ pub fn render(st: &State, q: &Query) -> Result<Value, String> {
         .map(|((_, name), h)| {
             json!({
                 "name": name,
-                "active_state": {
-                    "version_info": h.version,
-                    "listener": dump::any_to_json(&h.resource),
-                    "last_updated": timestamp(h.last_updated),
-                },
+                "active_state": versioned(h, "listener"),
             })
         })
         .collect();
@@ -195,13 +179,7 @@ pub fn render(st: &State, q: &Query) -> Result<Value, String> {
         .map(|r| json!({ "route_config": r, "last_updated": loaded }))
         .collect();
     let dynamic_routes: Vec<Value> = dynamic(Kind::Route)
-        .map(|(_, h)| {
-            json!({
-                "version_info": h.version,
-                "route_config": dump::any_to_json(&h.resource),
-                "last_updated": timestamp(h.last_updated),
-            })
-        })
+        .map(|(_, h)| versioned(h, "route_config"))
         .collect();
     configs.push(typed(
         "RoutesConfigDump",
@@ -246,6 +224,16 @@ fn select(configs: &[Value], field: &str) -> Result<Value, String> {
         }
     }
     Ok(json!({ "configs": out }))
+}
+
+/// A resource held from xDS as a dump lists it: its version, the resource under `field`,
+/// and when it was taken.
+fn versioned(h: &Held, field: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("version_info".into(), h.version.clone().into());
+    m.insert(field.into(), dump::any_to_json(&h.resource));
+    m.insert("last_updated".into(), timestamp(h.last_updated).into());
+    Value::Object(m)
 }
 
 /// A dump message: `@type`, then the fields that are set (proto JSON omits empty ones).

@@ -169,6 +169,8 @@ pub struct RouteTable {
     prefixes: Vec<(String, usize)>,
     any: Option<usize>,
     vhosts: Vec<VirtualHost>,
+    /// Some route has a `runtime_fraction`: requests need a random draw to be routed.
+    draws: bool,
 }
 
 /// The request attributes routing looks at.
@@ -181,7 +183,7 @@ pub struct Request<'a> {
     /// Header lookup by lower-case name (first value).
     pub header: &'a dyn Fn(&str) -> Option<&'a str>,
     /// The stream's random draw, for `runtime_fraction` (one per request, shared by every
-    /// route it is tried against, as Envoy's).
+    /// route it is tried against, as Envoy's; 0 when the table [`RouteTable::draws`] not).
     pub random: u64,
 }
 
@@ -273,6 +275,7 @@ impl RouteTable {
                             .map(|o| resolve_override(o, &f.config))
                     })
                     .collect();
+                t.draws |= m.runtime_fraction.is_some();
                 routes.push(Route {
                     name: r.name.clone(),
                     path,
@@ -343,6 +346,12 @@ impl RouteTable {
             })
             .or(self.any)?;
         Some(&self.vhosts[i])
+    }
+
+    /// Whether routing reads [`Request::random`] (some route has a `runtime_fraction`); a
+    /// table without one routes on 0.
+    pub fn draws(&self) -> bool {
+        self.draws
     }
 
     pub fn route<'t>(&'t self, req: &Request<'_>) -> Option<(&'t VirtualHost, &'t Route)> {

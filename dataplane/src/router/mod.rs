@@ -143,8 +143,11 @@ pub struct Exchange<'g> {
     pub buf: Vec<u8>,
     pub conn: UpstreamConn,
     pub cluster: &'g ClusterPlan,
-    /// The route timeout: until the whole response has been relayed, as Envoy's.
+    /// The route timeout (or `max_stream_duration`, when that ends first): until the whole
+    /// response has been relayed, as Envoy's.
     pub deadline: Option<Instant>,
+    /// When `max_stream_duration` ends the stream (which of the two a timeout was).
+    pub max_at: Option<Instant>,
     /// The request's place in the cluster's request breaker, until the response is relayed.
     pub request: crate::upstream::breaker::Held,
 }
@@ -344,6 +347,7 @@ pub async fn forward<'g, D: Downstream>(
                     conn,
                     cluster,
                     deadline,
+                    max_at: out.max_at,
                     request: in_flight,
                 });
             }
