@@ -355,7 +355,7 @@ impl Resources {
             }
             Kind::Endpoint => Ok(Body::Endpoints(compile::endpoints(&m, path)?)),
             Kind::Route => {
-                super::http::route_config(&m, path, &names)?;
+                super::route::route_config(&m, path, &names)?;
                 Ok(Body::Route(m))
             }
             Kind::Listener => {

@@ -15,6 +15,7 @@ mod http;
 mod lenient;
 mod listener;
 pub mod overlay;
+mod route;
 pub mod runtime;
 mod supported;
 
@@ -215,5 +216,7 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Bootstrap, ConfigError> {
 mod dns_tests;
 #[cfg(test)]
 pub(crate) mod dynamic_tests;
+#[cfg(test)]
+mod http_tests;
 #[cfg(test)]
 mod tests;

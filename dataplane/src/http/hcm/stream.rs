@@ -112,7 +112,10 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 path: req.path(),
                 query: req.query(),
                 header: &headers,
-                random: self.shard.rng.next_u64(),
+                random: match http.routes.draws() {
+                    true => self.shard.rng.next_u64(),
+                    false => 0,
+                },
             };
             http.routes.route(&r).map(|(_, route)| route)
         };
@@ -180,7 +183,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 let extra = response_edits(route, Vec::new());
                 let (status, close) = (*status, close_after_local);
                 let filters = Some((&chain, &ctx));
-                self.local_coded(status, body, extra, close, filters, info)
+                self.local_coded(status, body, &extra, close, filters, info)
                     .await
             }
             Action::Redirect(rd) => {
@@ -305,279 +308,6 @@ impl<'a, D: Downstream> Stream<'a, D> {
         }
     }
 
-    /// The upstream answered: its head through the response-headers phase and out, then
-    /// its body. Returns whether the downstream connection stays open.
-    #[allow(clippy::too_many_arguments)] // Reason: the stream's parts, borrowed separately.
-    async fn respond(
-        &mut self,
-        route: &Route,
-        req: &Request,
-        ex: Exchange<'_>,
-        info: &mut StreamInfo<'_>,
-        ctx: &filter::Ctx<'_>,
-        chain: &Chain<'_>,
-    ) -> bool {
-        let Exchange {
-            mut resp,
-            buf: mut ubuf,
-            conn: up,
-            cluster,
-            deadline,
-            // Held (in the cluster's request breaker) until the response is relayed.
-            request: _in_flight,
-        } = ex;
-        let shard = self.shard;
-        let stats = shard.stats;
-        if let Status::Reply(e) = chain.on_response_headers(ctx, &resp) {
-            shard.pools.give_vec(ubuf);
-            return self.fail(e, info).await;
-        }
-        info.response_code = Some(resp.status);
-        info.response_code_details = "via_upstream";
-        let edits = route.edits_responses.then_some(&route.edits[..]);
-
-        // 101 to an Upgrade request: the answer is relayed, then the connection tunnelled.
-        let upgrade = resp.status == 101 && req.upgrade.is_some();
-        // The compressor filters (when the chain has any): a compressed body goes out in a
-        // framing of unknown length, through its encoder.
-        let (coding, mut encoder) = self.coding(chain, ctx, &resp, &ubuf, upgrade);
-        // An HTTP/1.0 client cannot take chunks: the body goes to it decoded, delimited by the
-        // connection's end.
-        let http10 = req.version == Version::Http10;
-        let dechunk = http10 && resp.framing == Framing::Chunked;
-        let framing_out = match (&encoder, dechunk) {
-            (Some(_), false) if !http10 => Framing::Chunked,
-            (Some(_), _) | (None, true) => Framing::UntilClose,
-            (None, false) => resp.framing,
-        };
-        let close = req.close || self.draining.fired() || framing_out == Framing::UntilClose;
-        // A small body (up to 64 KiB) is read whole and goes out with the head, in one send.
-        let small = match upgrade || encoder.is_some() {
-            true => Ok(false),
-            false => {
-                body::read_small(
-                    &up.stream,
-                    &mut ubuf,
-                    resp.len,
-                    resp.framing,
-                    SMALL_BODY,
-                    deadline,
-                    self.timer.as_mut(),
-                )
-                .await
-            }
-        };
-        let body_len = match small {
-            Ok(true) => {
-                let Framing::Length(n) = resp.framing else {
-                    unreachable!("read_small reads Content-Length bodies")
-                };
-                n as usize
-            }
-            Ok(false) => 0,
-            Err(mut e) => {
-                shard.pools.give_vec(ubuf);
-                let max_at = self
-                    .http
-                    .manager
-                    .max_stream_duration
-                    .map(|d| info.start + d);
-                if e.kind == Kind::UpstreamTimeout && router::max_duration_reached(max_at) {
-                    e = Kind::MaxStreamDuration.into();
-                }
-                stats.inc(match e.kind {
-                    Kind::UpstreamTimeout => Counter::UpstreamRqTimeout,
-                    Kind::MaxStreamDuration => Counter::DownstreamRqMaxDurationReached,
-                    _ => Counter::UpstreamRqReset,
-                });
-                // The head was not sent yet: the client gets a local reply.
-                return match e.kind {
-                    Kind::UpstreamClosed => {
-                        info.flags.insert(e.response_flag());
-                        self.reply(
-                            502,
-                            "upstream reset before the response body completed",
-                            info,
-                        )
-                        .await
-                    }
-                    _ => self.fail(e, info).await,
-                };
-            }
-        };
-        let sent = {
-            // A bodiless response's declared length (HEAD, 304) is forwarded as sent.
-            let content_length = match resp.framing {
-                Framing::Empty if !upgrade => resp
-                    .headers
-                    .iter()
-                    .find(|h| &ubuf[h.name.clone()] == b"content-length")
-                    .map(|h| &ubuf[h.value.clone()]),
-                _ => None,
-            };
-            let date = self.shard.http_date();
-            let mut digits = [0u8; 20];
-            let service_time = info
-                .upstream_service_time
-                .filter(|_| !self.http.manager.suppress_envoy_headers)
-                .map(|t| decimal(t.as_millis() as u64, &mut digits).len())
-                .map(|n| &digits[digits.len() - n..]);
-            let headers = ResponseHeaders {
-                resp: &resp,
-                raw: &ubuf[..resp.len],
-                upgrade,
-                edits,
-                server: &self.http.manager,
-                date: &date,
-                service_time,
-                coding: coding.as_ref(),
-            };
-            let head = ResponseHead {
-                status: resp.status,
-                reason: resp.reason.clone().map(|r| &ubuf[r]),
-                headers: &headers,
-                framing: framing_out,
-                content_length,
-                after: match (upgrade, close) {
-                    (true, _) => ConnectionAfter::Upgrade,
-                    (false, true) => ConnectionAfter::Close,
-                    (false, false) => ConnectionAfter::KeepAlive,
-                },
-            };
-            if upgrade {
-                stats.inc(Counter::UpgradesTotal);
-                count_status(shard, 101);
-                let idle = self.http.manager.stream_idle_timeout;
-                let early = &ubuf[resp.len..];
-                self.down
-                    .upgrade(shard, &head, early, &up.stream, idle)
-                    .await;
-                shard.pools.give_vec(ubuf);
-                return false;
-            }
-            let body = &ubuf[resp.len..resp.len + body_len];
-            self.down.send_response(shard, &head, body).await
-        };
-        count_status(shard, resp.status);
-        ubuf.drain(..resp.len + body_len);
-        if body_len > 0 {
-            resp.framing = Framing::Empty;
-        }
-        let Ok(out_len) = sent else {
-            shard.pools.give_vec(ubuf);
-            info.flags
-                .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-            return false;
-        };
-        stats.add(Counter::DownstreamCxTxBytes, out_len);
-        info.bytes_sent += out_len;
-
-        // The body, under the route timeout (until the whole response has been relayed, as
-        // Envoy's) and the stream idle timeout.
-        let wait = Wait {
-            timer: self.timer.as_mut(),
-            idle: self.http.manager.stream_idle_timeout,
-            deadline,
-        };
-        let mut moved = 0;
-        let end = match &mut encoder {
-            // Boxed: the compressing relay's state stays off the common path's future.
-            Some(coder) => {
-                let (enc, max) = &mut **coder;
-                let (from, framing) = (&up.stream, resp.framing);
-                Box::pin(self.down.relay_encoded_response_body(
-                    shard, from, &mut ubuf, framing, enc, *max, wait, &mut moved,
-                ))
-                .await
-            }
-            None => {
-                self.down
-                    .relay_response_body(
-                        shard,
-                        &up.stream,
-                        &mut ubuf,
-                        resp.framing,
-                        wait,
-                        &mut moved,
-                    )
-                    .await
-            }
-        };
-        info.bytes_sent += moved;
-        let leftover = !ubuf.is_empty();
-        shard.pools.give_vec(ubuf);
-        match end {
-            BodyEnd::Done => {
-                // Only after a complete, delimited exchange.
-                if !resp.close && !leftover && resp.framing != Framing::UntilClose {
-                    shard.upstreams.release(up, cluster, info.start);
-                }
-                !close
-            }
-            BodyEnd::Source(_) | BodyEnd::TimedOut => {
-                // Too late for a status: the client sees the connection reset.
-                let timed_out = end == BodyEnd::TimedOut;
-                let max_at = self
-                    .http
-                    .manager
-                    .max_stream_duration
-                    .map(|d| info.start + d);
-                let by_max = timed_out && router::max_duration_reached(max_at);
-                stats.inc(match (timed_out, by_max) {
-                    (true, true) => Counter::DownstreamRqMaxDurationReached,
-                    (true, false) => Counter::UpstreamRqTimeout,
-                    (false, _) => Counter::UpstreamRqReset,
-                });
-                info.flags.insert(match (timed_out, by_max) {
-                    (true, true) => ResponseFlags::DURATION_TIMEOUT,
-                    (true, false) => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
-                    (false, _) => ResponseFlags::UPSTREAM_REMOTE_RESET,
-                });
-                self.down.reset();
-                false
-            }
-            BodyEnd::Sink => {
-                info.flags
-                    .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
-                false
-            }
-        }
-    }
-
-    /// What the chain's compressor filters make of this response, and the encoder of the
-    /// one that compresses it (with its chunk size). Without compressors: nothing, at the
-    /// cost of one scan of the chain.
-    fn coding<'c>(
-        &self,
-        chain: &Chain<'c>,
-        ctx: &filter::Ctx<'c>,
-        resp: &Response,
-        ubuf: &[u8],
-        upgrade: bool,
-    ) -> (Option<Coding<'c>>, Option<Box<(Encoder, usize)>>) {
-        let Some(compressors) = chain.compressors(ctx.route) else {
-            return (None, None);
-        };
-        let raw = &ubuf[..resp.len];
-        let mut coding = filter::compressor::negotiate(&compressors, ctx, resp, raw, upgrade);
-        let encoder = coding
-            .compress
-            .and_then(|cfg| match Encoder::new(&cfg.library) {
-                Ok(e) => Some(Box::new((e, filter::compressor::chunk_size(&cfg.library)))),
-                Err(e) => {
-                    log::warn!(
-                        "compressor {:?}: {e}; the response goes uncompressed",
-                        cfg.name
-                    );
-                    None
-                }
-            });
-        if encoder.is_none() {
-            coding.compress = None;
-        }
-        (Some(coding), encoder)
-    }
-
     /// Ends the stream with `e`'s local reply (then closes), or just closes when the
     /// client is gone.
     async fn fail(&mut self, e: ProxyError, info: &mut StreamInfo<'_>) -> bool {
@@ -611,7 +341,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
         close: bool,
         info: &mut StreamInfo<'_>,
     ) -> bool {
-        self.local_coded(status, body, extra.to_vec(), close, None, info)
+        self.local_coded(status, body, extra, close, None, info)
             .await
     }
 
@@ -621,7 +351,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
         &mut self,
         status: u16,
         body: &str,
-        mut extra: Vec<(&[u8], Cow<'_, [u8]>)>,
+        extra: &[(&[u8], Cow<'_, [u8]>)],
         close: bool,
         filters: Option<(&Chain<'_>, &filter::Ctx<'_>)>,
         info: &mut StreamInfo<'_>,
@@ -629,10 +359,14 @@ impl<'a, D: Downstream> Stream<'a, D> {
         let close = close || self.draining.fired();
         count_status(self.shard, status);
         info.response_code = Some(status);
+        // Only a chain with compressors may change the headers (and so needs a copy).
+        let mut changed = None;
         let encoded = filters.and_then(|(chain, ctx)| {
             let compressors = chain.compressors(ctx.route)?;
-            filter::compressor::local_body(&compressors, ctx, status, body, &mut extra)
+            let list = changed.insert(extra.to_vec());
+            filter::compressor::local_body(&compressors, ctx, status, body, list)
         });
+        let extra = changed.as_deref().unwrap_or(extra);
         let date = self.shard.http_date();
         let mut with = super::headers::local_headers(&self.http.manager, &date);
         with.extend(extra.iter().map(|(n, v)| (*n, Cow::Borrowed(&v[..]))));
@@ -799,6 +533,8 @@ fn external_address<'a>(
     let written = 45 - out.len();
     std::str::from_utf8(&buf[..written]).ok()
 }
+
+mod respond;
 
 #[cfg(test)]
 mod decimal_tests {

@@ -1,0 +1,73 @@
+//! The HTTP filters' own configurations (the variants of [`super::HttpFilterConfig`]).
+
+use serde::{Deserialize, Serialize};
+
+/// `envoy.extensions.filters.http.compressor.v3.Compressor`, response direction, with
+/// Envoy's defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressorConfig {
+    /// `compressor_library.name` (for logs).
+    pub name: String,
+    pub library: CompressorLibrary,
+    /// `common_config.enabled` (its default value: control reads the runtime key).
+    pub enabled: bool,
+    /// `min_content_length` (default 30).
+    pub min_content_length: u32,
+    /// Media types compressed (lower-case; Envoy's default list when none is given).
+    pub content_types: Vec<String>,
+    pub disable_on_etag_header: bool,
+    /// A strong `etag` becomes weak (`W/`) instead of being removed.
+    pub weaken_etag_on_compress: bool,
+    pub remove_accept_encoding_header: bool,
+    /// Status codes never compressed.
+    pub uncompressible_response_codes: Vec<u16>,
+    pub choose_first: bool,
+}
+
+/// A compressor library and its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompressorLibrary {
+    /// `envoy.compression.gzip.compressor`: zlib level 0-9, window bits 9-15.
+    Gzip {
+        level: u32,
+        window_bits: u8,
+        chunk_size: u32,
+    },
+    /// `envoy.compression.brotli.compressor`.
+    Brotli {
+        quality: u32,
+        window_bits: u32,
+        input_block_bits: u32,
+        /// 0 generic, 1 text, 2 font.
+        mode: u32,
+        disable_literal_context_modeling: bool,
+        chunk_size: u32,
+    },
+    /// `envoy.compression.zstd.compressor`.
+    Zstd {
+        level: i32,
+        checksum: bool,
+        /// 0 default, else ZSTD_strategy 1-9.
+        strategy: u32,
+        chunk_size: u32,
+    },
+}
+
+impl CompressorLibrary {
+    /// The `content-encoding` token it produces.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            CompressorLibrary::Gzip { .. } => "gzip",
+            CompressorLibrary::Brotli { .. } => "br",
+            CompressorLibrary::Zstd { .. } => "zstd",
+        }
+    }
+}
+
+/// `envoy.extensions.filters.http.buffer.v3.Buffer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferConfig {
+    /// Each request body is read whole (up to this many bytes, else 413) before the request
+    /// goes upstream, with a `content-length` in place of chunked framing.
+    pub max_request_bytes: u32,
+}
