@@ -12,6 +12,23 @@ use std::fmt;
 
 use crate::http::info::ResponseFlags;
 
+/// Envoy's local reply to an upstream reset before the response started, naming the reset
+/// reason, and saying so when a retry policy had sent the request again.
+macro_rules! reset {
+    ($e:expr, $reason:literal) => {
+        match $e.retried {
+            false => concat!(
+                "upstream connect error or disconnect/reset before headers. reset reason: ",
+                $reason
+            ),
+            true => concat!(
+                "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: ",
+                $reason
+            ),
+        }
+    };
+}
+
 /// Which side is to blame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -80,6 +97,8 @@ pub enum Kind {
     ConnectFailed,
     /// The upstream closed or reset before a whole response head (UC).
     UpstreamClosed,
+    /// The retry policy's `per_try_timeout` ended the last attempt (UT): 504.
+    PerTryTimeout,
     /// The upstream response broke HTTP/1.1's framing rules (UPE).
     MalformedResponse,
     /// No (whole) response within the route timeout (UT): 504.
@@ -99,6 +118,9 @@ pub struct ProxyError {
     pub kind: Kind,
     pub fault: Fault,
     pub retry: Retry,
+    /// A retry policy sent the request again before this ended it (Envoy's local reply then
+    /// says "retried and the latest reset reason").
+    pub retried: bool,
 }
 
 impl ProxyError {
@@ -122,11 +144,16 @@ impl ProxyError {
             // The request may have reached the application, unless the connection was a
             // pooled one the peer had closed while it idled.
             UpstreamClosed => (Fault::Upstream, Retry::ReusedOnly),
-            MalformedResponse | UpstreamTimeout => (Fault::Upstream, Retry::No),
+            MalformedResponse | UpstreamTimeout | PerTryTimeout => (Fault::Upstream, Retry::No),
             // The cluster is saturated: another attempt would only add to it.
             UpstreamOverflow => (Fault::Upstream, Retry::No),
         };
-        ProxyError { kind, fault, retry }
+        ProxyError {
+            kind,
+            fault,
+            retry,
+            retried: false,
+        }
     }
 
     /// The status and body the client is answered with, when nothing was sent to it yet
@@ -145,16 +172,11 @@ impl ProxyError {
             DownstreamClosed => return None,
             NoRoute => (404, ""),
             NoHealthyUpstream => (503, "no healthy upstream"),
-            ConnectRefused | ConnectTimeout | ConnectFailed => (
-                502,
-                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-            ),
-            UpstreamClosed => (
-                502,
-                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-            ),
-            MalformedResponse => (502, "upstream sent a malformed response"),
-            UpstreamTimeout => (504, "upstream request timeout"),
+            ConnectRefused | ConnectFailed => (503, reset!(self, "remote connection failure")),
+            ConnectTimeout => (503, reset!(self, "connection timeout")),
+            UpstreamClosed => (503, reset!(self, "connection termination")),
+            MalformedResponse => (502, reset!(self, "protocol error")),
+            UpstreamTimeout | PerTryTimeout => (504, "upstream request timeout"),
             MaxStreamDuration => (504, "downstream duration timeout"),
             UpstreamOverflow => (
                 503,
@@ -177,12 +199,14 @@ impl ProxyError {
             DownstreamClosed => "downstream_remote_disconnect",
             NoRoute => "route_not_found",
             NoHealthyUpstream => "no_healthy_upstream",
-            ConnectRefused | ConnectTimeout | ConnectFailed => {
-                "upstream_reset_before_response_started{connection_failure}"
+            ConnectRefused | ConnectFailed => {
+                "upstream_reset_before_response_started{remote_connection_failure}"
             }
+            ConnectTimeout => "upstream_reset_before_response_started{connection_timeout}",
             UpstreamClosed => "upstream_reset_before_response_started{connection_termination}",
             MalformedResponse => "upstream_reset_before_response_started{protocol_error}",
             UpstreamTimeout => "upstream_response_timeout",
+            PerTryTimeout => "upstream_per_try_timeout",
             MaxStreamDuration => "max_duration_timeout",
             UpstreamOverflow => "upstream_reset_before_response_started{overflow}",
         }
@@ -207,7 +231,7 @@ impl ProxyError {
             }
             UpstreamClosed => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             MalformedResponse => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
-            UpstreamTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            UpstreamTimeout | PerTryTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
             MaxStreamDuration => ResponseFlags::DURATION_TIMEOUT,
             UpstreamOverflow => ResponseFlags::UPSTREAM_OVERFLOW,
         }
@@ -258,7 +282,18 @@ mod tests {
     #[test]
     fn each_error_has_its_answer_and_flag() {
         let e = ProxyError::new(Kind::ConnectTimeout);
-        assert_eq!(e.local_reply().map(|r| r.0), Some(502));
+        assert_eq!(e.local_reply().map(|r| r.0), Some(503));
+        let retried = ProxyError {
+            retried: true,
+            ..ProxyError::new(Kind::ConnectRefused)
+        };
+        assert_eq!(
+            retried.local_reply(),
+            Some((
+                503,
+                "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure"
+            ))
+        );
         assert_eq!(
             e.response_flag(),
             ResponseFlags::UPSTREAM_CONNECTION_FAILURE

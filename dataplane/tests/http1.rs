@@ -674,8 +674,12 @@ fn connect_failures_and_empty_clusters() {
     let proxy = Proxy::start(&yaml);
     let mut c = Client::connect(proxy.addr("web"));
     let r = c.get("x.example.com", "/", &[]); // cluster b: nothing listening
-    assert_eq!(r.status, 502, "{}", r.text());
-    assert!(r.text().contains("connection failure"), "{}", r.text());
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("remote connection failure"),
+        "{}",
+        r.text()
+    );
     let mut c = Client::connect(proxy.addr("web"));
     let r = c.get("other", "/empty", &[]);
     assert_eq!((r.status, r.text().as_str()), (503, "no healthy upstream"));

@@ -152,10 +152,14 @@ fn errors_become_their_local_replies() {
         // No route: 404, Envoy's empty body, the connection kept.
         let r = c.get("api.example.com", "/nowhere", &[]);
         assert_eq!((r.status, r.body.len()), (404, 0));
-        // Cluster b refuses connections: 502 naming the connect failure, then close.
+        // Cluster b refuses connections: 503 naming the connect failure (as Envoy's).
         let r = c.get("x.example.com", "/", &[]);
-        assert_eq!(r.status, 502);
-        assert!(r.text().contains("connection failure"), "{}", r.text());
+        assert_eq!(r.status, 503);
+        assert!(
+            r.text().contains("remote connection failure"),
+            "{}",
+            r.text()
+        );
         assert_eq!(core.count(Counter::RouteNotFound), 1);
         assert_eq!(core.count(Counter::UpstreamCxConnectFail), 1);
         // A malformed request: 400.
@@ -205,13 +209,14 @@ fn a_bodiless_request_that_meets_a_closed_pooled_connection_is_sent_again() {
         assert_eq!(r.text(), "ok");
         assert_eq!(core.count(Counter::UpstreamCxReused), 1);
         assert_eq!(conns.load(Ordering::SeqCst), 2);
-        // A request with a body is not replayed: it fails (502) when it meets the closed
-        // connection.
+        // A request with a body is not replayed: it fails (503, connection termination, as
+        // Envoy's) when it meets the closed connection.
         std::thread::sleep(Duration::from_millis(50));
         let r = c
             .raw(b"POST /v1/z HTTP/1.1\r\nhost: api.example.com\r\ncontent-length: 2\r\n\r\nhi")
             .unwrap();
-        assert_eq!(r.status, 502, "{}", r.text());
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.text().ends_with("connection termination"), "{}", r.text());
     });
 }
 

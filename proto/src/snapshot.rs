@@ -17,7 +17,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod filters;
+mod retry;
 pub use filters::*;
+pub use retry::*;
 
 /// Index of a cluster in [`Snapshot::clusters`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -631,6 +633,15 @@ pub struct Forward {
     /// `request_mirror_policies`: each request (whose body is in hand) also goes, fire and
     /// forget, to these clusters.
     pub mirrors: Vec<Mirror>,
+    /// The route's `retry_policy`, else its virtual host's.
+    pub retry: Option<Box<RetryPolicy>>,
+    /// `per_request_buffer_limit_bytes` (route's, else virtual host's; default 1 MiB as
+    /// Envoy's listener buffer limit): a request body up to this size is held for retries.
+    pub buffer_limit: u32,
+    /// The virtual host's `include_request_attempt_count` (`x-envoy-attempt-count` on each
+    /// upstream request) and `include_attempt_count_in_response` (on the response).
+    pub attempt_count_upstream: bool,
+    pub attempt_count_downstream: bool,
 }
 
 /// One `RequestMirrorPolicy`.

@@ -112,10 +112,26 @@ pub enum Counter {
     /// whose streaming body could not be copied.
     UpstreamRqMirrored,
     UpstreamRqMirrorSkipped,
+    /// Retries made under a retry policy (Envoy's `upstream_rq_retry`), requests whose retry
+    /// then succeeded (`upstream_rq_retry_success`), and failures that would have been
+    /// retried but had used every retry (`upstream_rq_retry_limit_exceeded`).
+    UpstreamRqRetry,
+    UpstreamRqRetrySuccess,
+    UpstreamRqRetryLimitExceeded,
+    /// Retries that waited the jittered exponential back-off, or the interval a rate-limited
+    /// response's header asked for (`upstream_rq_retry_backoff_exponential` / `_ratelimited`).
+    UpstreamRqRetryBackoffExponential,
+    UpstreamRqRetryBackoffRatelimited,
+    /// Attempts ended by the retry policy's `per_try_timeout` (`upstream_rq_per_try_timeout`).
+    UpstreamRqPerTryTimeout,
+    /// Requests whose body could not be held for a retry (larger than the buffer limit, or
+    /// streaming without a length): sent without retries (Envoy's
+    /// `retry_or_shadow_abandoned`).
+    RetryOrShadowAbandoned,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 49] = [
+    pub const ALL: [Counter; 56] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -165,6 +181,13 @@ impl Counter {
         Counter::DownstreamRqWsOnNonWsRoute,
         Counter::UpstreamRqMirrored,
         Counter::UpstreamRqMirrorSkipped,
+        Counter::UpstreamRqRetry,
+        Counter::UpstreamRqRetrySuccess,
+        Counter::UpstreamRqRetryLimitExceeded,
+        Counter::UpstreamRqRetryBackoffExponential,
+        Counter::UpstreamRqRetryBackoffRatelimited,
+        Counter::UpstreamRqPerTryTimeout,
+        Counter::RetryOrShadowAbandoned,
     ];
 
     pub const fn index(self) -> usize {
@@ -226,6 +249,13 @@ impl Counter {
             Counter::DownstreamRqWsOnNonWsRoute => "downstream_rq_ws_on_non_ws_route",
             Counter::UpstreamRqMirrored => "upstream_rq_mirrored",
             Counter::UpstreamRqMirrorSkipped => "upstream_rq_mirror_skipped",
+            Counter::UpstreamRqRetry => "upstream_rq_retry",
+            Counter::UpstreamRqRetrySuccess => "upstream_rq_retry_success",
+            Counter::UpstreamRqRetryLimitExceeded => "upstream_rq_retry_limit_exceeded",
+            Counter::UpstreamRqRetryBackoffExponential => "upstream_rq_retry_backoff_exponential",
+            Counter::UpstreamRqRetryBackoffRatelimited => "upstream_rq_retry_backoff_ratelimited",
+            Counter::UpstreamRqPerTryTimeout => "upstream_rq_per_try_timeout",
+            Counter::RetryOrShadowAbandoned => "retry_or_shadow_abandoned",
         }
     }
 

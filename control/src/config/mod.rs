@@ -15,6 +15,7 @@ mod http;
 mod lenient;
 mod listener;
 pub mod overlay;
+mod retry;
 mod route;
 pub mod runtime;
 mod supported;

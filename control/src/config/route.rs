@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use prost_reflect::{DynamicMessage, Value};
 use zerohop_proto::*;
 
-use super::compile::{as_msg, enum_name, list, msg, plain_bool, string, Names};
+use super::compile::{as_msg, enum_name, list, msg, plain_bool, string, u32_value, Names};
 use super::http::{bool_value, per_filter, regex_of, timeout, DEFAULT_ROUTE_TIMEOUT};
+use super::retry::retry_policy;
 use super::supported::element_label;
 use super::ConfigError;
 
@@ -60,6 +61,7 @@ pub(crate) fn route_config(
             routes.push(route(
                 r,
                 &format!("{p}.routes{}", element_label(j, r)),
+                (vh, &p),
                 clusters,
             )?);
         }
@@ -120,7 +122,12 @@ pub(super) fn fractional_percent(fp: &DynamicMessage, path: &str) -> Result<Frac
     })
 }
 
-fn route(r: &DynamicMessage, path: &str, clusters: &Names) -> Result<Route, ConfigError> {
+fn route(
+    r: &DynamicMessage,
+    path: &str,
+    vh: (&DynamicMessage, &str),
+    clusters: &Names,
+) -> Result<Route, ConfigError> {
     let Some(m) = msg(r, "match") else {
         return Err(ConfigError::at(
             format!("{path}.match"),
@@ -178,7 +185,9 @@ fn route(r: &DynamicMessage, path: &str, clusters: &Names) -> Result<Route, Conf
         runtime_fraction,
     };
     let action = if let Some(ra) = msg(r, "route") {
-        RouteAction::Forward(forward(ra, &format!("{path}.route"), clusters)?)
+        let mut f = forward(ra, &format!("{path}.route"), clusters)?;
+        retries(&mut f, (r, path), (ra, &format!("{path}.route")), vh)?;
+        RouteAction::Forward(f)
     } else if let Some(dr) = msg(r, "direct_response") {
         let status = match dr.get_field_by_name("status").as_deref() {
             Some(Value::U32(s)) => *s,
@@ -251,7 +260,58 @@ fn forward(ra: &DynamicMessage, path: &str, clusters: &Names) -> Result<Forward,
         timeout: timeout(ra, "timeout", path, Some(DEFAULT_ROUTE_TIMEOUT))?,
         upgrades: super::hcm_options::upgrade_configs(ra, path)?,
         mirrors: mirrors(ra, path, clusters)?,
+        retry: None,
+        buffer_limit: DEFAULT_BUFFER_LIMIT,
+        attempt_count_upstream: false,
+        attempt_count_downstream: false,
     })
+}
+
+/// Envoy's default `per_connection_buffer_limit_bytes` (a listener field zerohop does not
+/// take): the bound on a request body held for retries.
+const DEFAULT_BUFFER_LIMIT: u32 = 1024 * 1024;
+
+/// The retry policy (the route action's, else the virtual host's), the buffer limit for
+/// retries (the route's, else the virtual host's) and the virtual host's attempt-count
+/// headers.
+fn retries(
+    f: &mut Forward,
+    (r, rpath): (&DynamicMessage, &str),
+    (ra, rapath): (&DynamicMessage, &str),
+    (vh, vpath): (&DynamicMessage, &str),
+) -> Result<(), ConfigError> {
+    f.retry = match (msg(ra, "retry_policy"), msg(vh, "retry_policy")) {
+        (Some(p), _) => Some(retry_policy(p, &format!("{rapath}.retry_policy"))?),
+        (None, Some(p)) => Some(retry_policy(p, &format!("{vpath}.retry_policy"))?),
+        (None, None) => None,
+    }
+    .map(Box::new);
+    let limit = |m: &DynamicMessage, path: &str| -> Result<Option<u32>, ConfigError> {
+        if let Some(v) = msg(m, "request_body_buffer_limit") {
+            if m.has_field_by_name("per_request_buffer_limit_bytes") {
+                return Err(ConfigError::at(
+                    format!("{path}.request_body_buffer_limit"),
+                    "only one of per_request_buffer_limit_bytes and request_body_buffer_limit may be set",
+                ));
+            }
+            let n = match v.get_field_by_name("value").as_deref() {
+                Some(Value::U64(n)) => *n,
+                _ => 0,
+            };
+            return Ok(Some(n.min(u64::from(u32::MAX)) as u32));
+        }
+        Ok(
+            msg(m, "per_request_buffer_limit_bytes")
+                .map(|v| u32_value(v).min(DEFAULT_BUFFER_LIMIT)),
+        )
+    };
+    f.buffer_limit = match limit(r, rpath)? {
+        Some(n) => n,
+        None => limit(vh, vpath)?.unwrap_or(DEFAULT_BUFFER_LIMIT),
+    };
+    f.attempt_count_upstream = plain_bool(vh, "include_request_attempt_count");
+    f.attempt_count_downstream = plain_bool(vh, "include_attempt_count_in_response");
+    Ok(())
 }
 
 /// `request_mirror_policies`: a cluster each, a fraction read from the runtime.
@@ -334,7 +394,7 @@ fn redirect(rd: &DynamicMessage, path: &str) -> Result<Redirect, ConfigError> {
     })
 }
 
-fn header_matcher(h: &DynamicMessage, path: &str) -> Result<HeaderMatcher, ConfigError> {
+pub(super) fn header_matcher(h: &DynamicMessage, path: &str) -> Result<HeaderMatcher, ConfigError> {
     let name = string(h, "name").to_ascii_lowercase();
     if name.is_empty() {
         return Err(ConfigError::at(

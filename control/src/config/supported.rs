@@ -333,6 +333,11 @@ const FIELDS: &[(&str, &[&str])] = &[
             "response_headers_to_add",
             "response_headers_to_remove",
             "typed_per_filter_config",
+            "retry_policy",
+            "include_request_attempt_count",
+            "include_attempt_count_in_response",
+            "per_request_buffer_limit_bytes",
+            "request_body_buffer_limit",
         ],
     ),
     (
@@ -350,6 +355,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "typed_per_filter_config",
             // Kept for tracing: no span is made yet (tracing is refused), so it is metadata.
             "decorator",
+            "per_request_buffer_limit_bytes",
+            "request_body_buffer_limit",
         ],
     ),
     (
@@ -413,6 +420,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "timeout",
             "upgrade_configs",
             "request_mirror_policies",
+            "retry_policy",
         ],
     ),
     // trace_sampled (no tracing yet), cluster_header and header mutations are refused.
@@ -465,6 +473,12 @@ fn known_fields(type_name: &str) -> Option<&'static [&'static str]> {
         .find(|(t, _)| *t == type_name)
         .map(|(_, f)| *f)
         .or_else(|| super::filters::fields(type_name))
+        .or_else(|| {
+            super::retry::FIELDS
+                .iter()
+                .find(|(t, _)| *t == type_name)
+                .map(|(_, f)| *f)
+        })
 }
 
 /// Well-known types taken whole as values.

@@ -241,8 +241,32 @@ fn http_config_errors_name_the_field() {
         ),
         (
             "cluster: b, timeout: 2s",
-            "cluster: b, retry_policy: {num_retries: 2}",
-            ".route.retry_policy",
+            "cluster: b, retry_policy: {retry_on: \"5xx,sometimes\"}",
+            ".route.retry_policy.retry_on",
+            "invalid retry_on value \"sometimes\"",
+        ),
+        (
+            "cluster: b, timeout: 2s",
+            "cluster: b, retry_policy: {retry_on: 5xx, per_try_idle_timeout: 1s}",
+            ".route.retry_policy.per_try_idle_timeout",
+            "not supported",
+        ),
+        (
+            "cluster: b, timeout: 2s",
+            "cluster: b, retry_policy: {retry_back_off: {base_interval: 1s, max_interval: 0.5s}}",
+            ".route.retry_policy.retry_back_off.max_interval",
+            "greater than or equal to the base_interval",
+        ),
+        (
+            "cluster: b, timeout: 2s",
+            "cluster: b, retry_policy: {retry_priority: {name: envoy.retry_priorities.previous_priorities}}",
+            ".route.retry_policy.retry_priority",
+            "not supported",
+        ),
+        (
+            "cluster: b, timeout: 2s",
+            "cluster: b, hedge_policy: {hedge_on_per_try_timeout: true}",
+            ".route.hedge_policy",
             "not supported",
         ),
         (

@@ -6,6 +6,8 @@
 //! virtual host's and the route configuration's, and its per-filter overrides resolved to
 //! the connection manager's filter list, most specific level first.
 
+pub mod retry;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -17,14 +19,20 @@ use zerohop_proto::{
 
 use crate::fasthash::FastHash;
 use crate::upstream::lb::WeightedPick;
+use retry::RetryPlan;
 
 /// What a matched route does, with everything the request path needs precompiled.
+// Reason: a route table holds a few of these, built once per generation and never moved on
+// the request path; boxing the forward action would add a pointer chase per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Action {
     Forward {
         forward: Forward,
         pick: WeightedPick,
         regex_rewrite: Option<(Regex, String)>,
+        /// The retry policy, its header matchers compiled.
+        retry: Option<Box<RetryPlan>>,
         /// `x-envoy-expected-rq-timeout-ms`: the route's timeout in ms, made once.
         timeout_ms: Option<String>,
     },
@@ -123,6 +131,30 @@ fn starts_with(v: &str, prefix: &str, ignore_case: bool) -> bool {
         )
 }
 
+/// A header matcher (`HeaderMatcher`), compiled: routes match request headers with it, and
+/// retry policies request and response headers.
+#[derive(Debug)]
+pub struct HeaderRule {
+    name: String,
+    rule: Rule,
+    invert: bool,
+}
+
+impl HeaderRule {
+    pub fn compile(m: &zerohop_proto::HeaderMatcher) -> Result<HeaderRule, regex::Error> {
+        Ok(HeaderRule {
+            name: m.name.clone(),
+            rule: Rule::compile(&m.rule)?,
+            invert: m.invert,
+        })
+    }
+
+    /// Whether the headers `header` looks up (first value by lower-case name) match.
+    pub fn matches<'h>(&self, header: impl Fn(&str) -> Option<&'h str>) -> bool {
+        self.rule.matches(header(&self.name)) != self.invert
+    }
+}
+
 /// Envoy's regex matchers match the whole value.
 fn full(pattern: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pattern})$"))
@@ -133,7 +165,7 @@ pub struct Route {
     pub name: String,
     path: PathMatcher,
     case_sensitive: bool,
-    headers: Vec<(String, Rule, bool)>,
+    headers: Vec<HeaderRule>,
     query: Vec<(String, Option<Rule>)>,
     /// `runtime_fraction` (numerator, denominator): matches when the request's random draw
     /// modulo the denominator falls below the numerator, as Envoy's `featureEnabled`.
@@ -234,7 +266,7 @@ impl RouteTable {
                 let headers = m
                     .headers
                     .iter()
-                    .map(|h| Ok((h.name.clone(), Rule::compile(&h.rule)?, h.invert)))
+                    .map(HeaderRule::compile)
                     .collect::<Result<_, regex::Error>>()?;
                 let query = m
                     .query_parameters
@@ -249,12 +281,22 @@ impl RouteTable {
                 let action = match &r.action {
                     RouteAction::Forward(f) => Action::Forward {
                         pick: WeightedPick::new(f.targets.iter().map(|t| t.weight)),
+                        retry: f
+                            .retry
+                            .as_deref()
+                            .map(RetryPlan::compile)
+                            .transpose()?
+                            .map(Box::new),
                         regex_rewrite: match &f.regex_rewrite {
                             Some((p, sub)) => Some((Regex::new(p)?, re2_substitution(sub))),
                             None => None,
                         },
+                        // The per-try timeout when the retry policy has one, as Envoy's.
                         timeout_ms: f
-                            .timeout
+                            .retry
+                            .as_ref()
+                            .and_then(|r| r.per_try_timeout)
+                            .or(f.timeout)
                             .filter(|t| !t.is_zero())
                             .map(|t| t.as_millis().to_string()),
                         forward: f.clone(),
@@ -369,10 +411,7 @@ impl Route {
         };
         path_ok
             && self.fraction.is_none_or(|(n, d)| req.random % d < n)
-            && self
-                .headers
-                .iter()
-                .all(|(name, rule, invert)| rule.matches((req.header)(name)) != *invert)
+            && self.headers.iter().all(|h| h.matches(req.header))
             && self.query.iter().all(|(name, rule)| {
                 let value = query_value(req.query, name);
                 match rule {

@@ -6,6 +6,10 @@ fn fwd(prefix_rewrite: Option<&str>, regex_rewrite: Option<(&str, &str)>) -> Rou
     RouteAction::Forward(Forward {
         upgrades: vec![],
         mirrors: vec![],
+        retry: None,
+        buffer_limit: 1 << 20,
+        attempt_count_upstream: false,
+        attempt_count_downstream: false,
         targets: vec![WeightedCluster {
             cluster: ClusterId(0),
             weight: 1,

@@ -5,16 +5,17 @@
 //! the upstream layer, reads the request through codec-neutral types, and takes a streamed
 //! request body from whatever [`Downstream`] the stream has.
 //!
-//! Retries are decided by the error ([`crate::error::Retry`]) and the [`RetryState`]: today
-//! one more attempt, on a new connection, for a bodiless request that met a pooled
-//! connection the upstream had closed (nothing reached the application).
+//! Retries are decided by the [`RetryState`]: the route's retry policy (its conditions on
+//! responses and failures, retries, per-try timeout, back-off, host predicate), and the
+//! pool's own replay of a bodiless request that met a pooled connection the upstream had
+//! closed (nothing reached the application).
 
 pub mod mirror;
 mod retry;
 
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
@@ -28,11 +29,12 @@ use crate::http::hcm::headers::RequestHeaders;
 use crate::http::info::StreamInfo;
 use crate::http::message::HeaderSource;
 use crate::http::message::{Framing, Request, RequestOut, Response};
+use crate::route::retry::Failure;
 use crate::route::{Action, Route};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 use crate::upstream::UpstreamConn;
-pub use retry::RetryState;
+pub use retry::{Decision, Failed, RetryState};
 
 /// What follows the request head.
 #[derive(Debug)]
@@ -68,10 +70,30 @@ struct RouterHeaders<'a> {
     timeout_ms: Option<&'a str>,
     original_path: Option<String>,
     original_host: Option<&'a [u8]>,
+    /// `x-envoy-attempt-count` (the virtual host's `include_request_attempt_count`; set
+    /// whether or not Envoy's other headers are suppressed, as Envoy's).
+    attempt: Option<u32>,
 }
 
 impl HeaderSource for RouterHeaders<'_> {
     fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        let Some(n) = self.attempt else {
+            return self.envoy_headers(f);
+        };
+        let mut digits = [0u8; 20];
+        let n = crate::http::hcm::decimal(u64::from(n), &mut digits);
+        self.envoy_headers(|name, v| {
+            if name != b"x-envoy-attempt-count" {
+                f(name, v)
+            }
+        });
+        f(b"x-envoy-attempt-count", n);
+    }
+}
+
+impl RouterHeaders<'_> {
+    /// The headers without the attempt count.
+    fn envoy_headers(&self, mut f: impl FnMut(&[u8], &[u8])) {
         if !self.on {
             return self.inner.for_each(f);
         }
@@ -196,7 +218,16 @@ fn mirror_all<D>(
     }
 }
 
-/// Sends `out` to an endpoint of the route's cluster and reads the response head.
+/// How one attempt ended, when it did not end the request.
+enum Next {
+    /// It failed.
+    Failed(Failed),
+    /// Its response is retried after this back-off.
+    Again(Duration),
+}
+
+/// Sends `out` to an endpoint of the route's cluster and reads the response head, attempt
+/// after attempt as the retry policy allows.
 pub async fn forward<'g, D: Downstream>(
     shard: &Rc<Shard>,
     gen: &'g Generation,
@@ -205,7 +236,10 @@ pub async fn forward<'g, D: Downstream>(
     mut timer: Pin<&mut Sleep>,
 ) -> Result<Exchange<'g>, ProxyError> {
     let Action::Forward {
-        pick, timeout_ms, ..
+        pick,
+        timeout_ms,
+        retry: plan,
+        ..
     } = &out.route.action
     else {
         unreachable!("forward() is called for forwarding routes")
@@ -213,11 +247,10 @@ pub async fn forward<'g, D: Downstream>(
     let stats = shard.stats;
     let cluster: &'g ClusterPlan = gen.pick_target(&out.forward.targets, pick, &shard.rng);
     info.upstream_cluster = Some(&cluster.cluster.name);
-    let Some(endpoint) = shard.upstreams.pick(cluster, &shard.rng) else {
+    let Some(mut endpoint) = shard.upstreams.pick(cluster, &shard.rng) else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         return Err(Kind::NoHealthyUpstream.into());
     };
-    info.upstream_host = Some(endpoint);
     let started = info.start;
     // The route timeout, or the stream's `max_stream_duration` when that ends first.
     let deadline = earlier(out.forward.timeout.map(|t| started + t), out.max_at);
@@ -226,7 +259,7 @@ pub async fn forward<'g, D: Downstream>(
         false => stats.inc(Counter::UpstreamRqTimeout),
     };
 
-    // The head is built once; a bodiless request may be sent twice.
+    // The head is built once (again for each attempt only to count attempts in it).
     let mut head = shard.pools.take_vec();
     head.reserve(out.req.raw.len() + 128);
     let rewritten = match out.route.rewrites_path() {
@@ -257,7 +290,7 @@ pub async fn forward<'g, D: Downstream>(
         (Some(_), None) => Some(out.req.path().to_owned()),
         (Some(_), Some(q)) => Some(format!("{}?{q}", out.req.path())),
     };
-    let own = RouterHeaders {
+    let mut own = RouterHeaders {
         inner: out.headers,
         on: !out.headers.suppress_envoy_headers,
         timeout_ms: timeout_ms.as_deref(),
@@ -267,6 +300,7 @@ pub async fn forward<'g, D: Downstream>(
             .host_rewrite
             .as_ref()
             .map(|_| &raw[out.req.host.clone()]),
+        attempt: out.forward.attempt_count_upstream.then_some(1),
     };
     crate::upstream::encode_request(cluster, &mut head, &request, &own);
     if let RequestBody::Buffered(b) = &out.body {
@@ -276,96 +310,181 @@ pub async fn forward<'g, D: Downstream>(
         mirror_all(shard, gen, out, &request, &own);
     }
 
-    let mut retry = RetryState::new(out.req, &out.body);
+    let mut retry = RetryState::new(plan.as_deref(), out.req, &out.body);
+    let per_try = plan.as_ref().and_then(|p| p.policy.per_try_timeout);
     let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
     let breakers = &shard.upstreams.breakers;
-    let result = loop {
+    let result = 'request: loop {
         info.attempts += 1;
-        let connected = shard
-            .upstreams
-            .http_connection(stats, cluster, endpoint, started, deadline)
-            .await;
-        let mut conn = match connected {
-            Ok(c) => c,
-            Err(e) => {
-                if e.kind == Kind::UpstreamTimeout {
-                    timed_out(stats);
+        info.upstream_host = Some(endpoint);
+        retry.tried(endpoint);
+        let next = 'attempt: {
+            let connected = shard
+                .upstreams
+                .http_connection(stats, cluster, endpoint, started, deadline)
+                .await;
+            let mut conn = match connected {
+                Ok(c) => c,
+                Err(e) => match e.kind {
+                    Kind::ConnectRefused | Kind::ConnectTimeout | Kind::ConnectFailed => {
+                        break 'attempt Next::Failed(Failed {
+                            error: e,
+                            failure: Some(Failure::Connect),
+                            reused: false,
+                            answered: false,
+                        })
+                    }
+                    Kind::UpstreamTimeout => {
+                        timed_out(stats);
+                        break 'request Err(e);
+                    }
+                    _ => break 'request Err(e),
+                },
+            };
+            // The request breaker is asked once the request has a connection, as Envoy's
+            // pool asks it when it attaches a stream; full, the connection goes back unused.
+            let in_flight = match breakers.request(slot, limits, stats) {
+                Ok(held) => held,
+                Err(e) => {
+                    shard.upstreams.release_unused(conn, cluster);
+                    break 'request Err(e);
                 }
-                break Err(e);
-            }
-        };
-        // The request breaker is asked once the request has a connection, as Envoy's pool
-        // asks it when it attaches a stream; full, the connection goes back unused.
-        let in_flight = match breakers.request(slot, limits, stats) {
-            Ok(held) => held,
-            Err(e) => {
-                shard.upstreams.release_unused(conn, cluster);
-                break Err(e);
-            }
-        };
-        stats.inc(Counter::UpstreamRqTotal);
-        // Declared after `conn`, so dropped before it: if this future is dropped mid-exchange
-        // (the client left), the upstream sees the end at once instead of after the ring has
-        // cancelled the pending receive and closed the socket, two loop turns later. A chain
-        // of proxies looping back to themselves then unwinds faster than it can regrow.
-        let abandon = AbandonGuard(std::os::fd::AsRawFd::as_raw_fd(&conn.stream));
-        let sent;
-        (sent, head) = conn.send_head(head).await;
-        if let Err(e) = sent {
-            if retry.again(&e, conn.reused, false, || {
-                breakers.retry(slot, limits, stats)
-            }) {
-                continue;
-            }
-            stats.inc(Counter::UpstreamRqReset);
-            break Err(e);
-        }
-        if let RequestBody::Stream(body) = &mut out.body {
-            match conn.send_body(body, timer.as_mut()).await {
-                Ok(n) => info.bytes_received += n,
-                Err(e) => break Err(e),
-            }
-        }
-        let mut buf = shard.pools.take_vec();
-        let max_headers = cluster.cluster.protocol.common().max_headers_count;
-        let read = conn
-            .read_response(
-                &mut buf,
-                out.req.method(),
-                deadline,
-                timer.as_mut(),
-                max_headers,
-                stats,
-            )
-            .await;
-        match read {
-            Ok(resp) => {
-                std::mem::forget(abandon);
-                break Ok(Exchange {
-                    resp,
-                    buf,
-                    conn,
-                    cluster,
-                    deadline,
-                    max_at: out.max_at,
-                    request: in_flight,
+            };
+            stats.inc(Counter::UpstreamRqTotal);
+            // The per-try timeout runs from when the attempt has its connection, as Envoy's.
+            let try_deadline = match per_try {
+                Some(t) => earlier(deadline, Some(Instant::now() + t)),
+                None => deadline,
+            };
+            // Declared after `conn`, so dropped before it: if this future is dropped
+            // mid-exchange (the client left), the upstream sees the end at once instead of
+            // after the ring has cancelled the pending receive and closed the socket, two
+            // loop turns later. A chain of proxies looping back to themselves then unwinds
+            // faster than it can regrow.
+            let abandon = AbandonGuard(std::os::fd::AsRawFd::as_raw_fd(&conn.stream));
+            let sent;
+            (sent, head) = conn.send_head(head).await;
+            if let Err(e) = sent {
+                let reused = conn.reused;
+                break 'attempt Next::Failed(Failed {
+                    error: e,
+                    failure: Some(Failure::Reset { sent: false }),
+                    reused,
+                    answered: false,
                 });
             }
-            Err(e) => {
-                let nothing_received = buf.is_empty();
-                shard.pools.give_vec(buf);
-                let answered = !nothing_received;
-                if retry.again(&e, conn.reused, answered, || {
-                    breakers.retry(slot, limits, stats)
-                }) {
-                    continue;
+            if let RequestBody::Stream(body) = &mut out.body {
+                match conn.send_body(body, timer.as_mut()).await {
+                    Ok(n) => info.bytes_received += n,
+                    Err(e) => break 'request Err(e),
                 }
-                match e.kind {
-                    Kind::UpstreamTimeout => timed_out(stats),
-                    Kind::UpstreamClosed => stats.inc(Counter::UpstreamRqReset),
-                    _ => {}
+            }
+            let mut buf = shard.pools.take_vec();
+            let max_headers = cluster.cluster.protocol.common().max_headers_count;
+            let read = conn
+                .read_response(
+                    &mut buf,
+                    out.req.method(),
+                    try_deadline,
+                    timer.as_mut(),
+                    max_headers,
+                    stats,
+                )
+                .await;
+            match read {
+                Ok(resp) => {
+                    let header = |n: &str| response_header(&resp, &buf, n);
+                    let breaker = || breakers.retry(slot, limits, stats);
+                    match retry.on_response(resp.status, header, stats, &shard.rng, breaker) {
+                        // The response is dropped with its connection, as Envoy resets the
+                        // upstream stream.
+                        Decision::Retry(wait) => {
+                            shard.pools.give_vec(buf);
+                            drop((abandon, in_flight, conn));
+                            break 'attempt Next::Again(wait);
+                        }
+                        Decision::No | Decision::Replay => {}
+                    }
+                    std::mem::forget(abandon);
+                    break 'request Ok(Exchange {
+                        resp,
+                        buf,
+                        conn,
+                        cluster,
+                        deadline,
+                        max_at: out.max_at,
+                        request: in_flight,
+                    });
                 }
-                break Err(e);
+                Err(mut e) => {
+                    let answered = !buf.is_empty();
+                    shard.pools.give_vec(buf);
+                    let failure = match e.kind {
+                        // The per-try timeout, not the route's.
+                        Kind::UpstreamTimeout if try_deadline != deadline => {
+                            stats.inc(Counter::UpstreamRqPerTryTimeout);
+                            e = Kind::PerTryTimeout.into();
+                            Some(Failure::PerTryTimeout)
+                        }
+                        Kind::UpstreamClosed | Kind::MalformedResponse => {
+                            Some(Failure::Reset { sent: true })
+                        }
+                        _ => None,
+                    };
+                    break 'attempt Next::Failed(Failed {
+                        error: e,
+                        failure,
+                        reused: conn.reused,
+                        answered,
+                    });
+                }
+            }
+        };
+        let wait = match next {
+            Next::Again(wait) => wait,
+            Next::Failed(failed) => {
+                let breaker = || breakers.retry(slot, limits, stats);
+                let decision = retry.on_failure(&failed, stats, &shard.rng, breaker);
+                let mut e = failed.error;
+                if decision != Decision::Replay {
+                    match e.kind {
+                        Kind::UpstreamTimeout => timed_out(stats),
+                        Kind::UpstreamClosed => stats.inc(Counter::UpstreamRqReset),
+                        _ => {}
+                    }
+                }
+                match decision {
+                    Decision::Replay => continue,
+                    Decision::Retry(wait) => wait,
+                    Decision::No => {
+                        e.retried = retry.retries > 0;
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        // The back-off, within the route timeout.
+        if let Some(d) = deadline.filter(|d| Instant::now() + wait >= *d) {
+            monoio::time::sleep_until(d.into()).await;
+            timed_out(stats);
+            break Err(Kind::UpstreamTimeout.into());
+        }
+        if !wait.is_zero() {
+            monoio::time::sleep(wait).await;
+        }
+        match retry.pick_again(|| shard.upstreams.pick(cluster, &shard.rng)) {
+            Some(host) => endpoint = host,
+            None => {
+                stats.inc(Counter::UpstreamCxNoHealthyUpstream);
+                break Err(Kind::NoHealthyUpstream.into());
+            }
+        }
+        if let Some(n) = own.attempt.as_mut() {
+            *n += 1;
+            head.clear();
+            crate::upstream::encode_request(cluster, &mut head, &request, &own);
+            if let RequestBody::Buffered(b) = &out.body {
+                head.extend_from_slice(b);
             }
         }
     };
@@ -374,6 +493,15 @@ pub async fn forward<'g, D: Downstream>(
         Kind::UpstreamTimeout if max_duration_reached(out.max_at) => Kind::MaxStreamDuration.into(),
         _ => e,
     })
+}
+
+/// The first value of a response header (by lower-case name), if it is UTF-8.
+fn response_header<'b>(resp: &Response, buf: &'b [u8], name: &str) -> Option<&'b str> {
+    let h = resp
+        .headers
+        .iter()
+        .find(|h| &buf[h.name.clone()] == name.as_bytes())?;
+    std::str::from_utf8(&buf[h.value.clone()]).ok()
 }
 
 /// Shuts an upstream socket down (both ways) when dropped: set while a request is out on it.

@@ -230,6 +230,32 @@ fn http_listener() -> Listener {
                             regex_rewrite: Some(("x(.)".into(), "\\1".into())),
                             host_rewrite: Some("h".into()),
                             timeout: Some(Duration::from_millis(1500)),
+                            retry: Some(Box::new(RetryPolicy {
+                                retry_on: RetryOn(RetryOn::FIVE_XX | RetryOn::GRPC_UNAVAILABLE),
+                                num_retries: 3,
+                                per_try_timeout: Some(Duration::from_millis(250)),
+                                back_off_base: Duration::from_millis(10),
+                                back_off_max: Duration::from_millis(100),
+                                rate_limited: Some(RateLimitedBackOff {
+                                    reset_headers: vec![ResetHeader {
+                                        name: "retry-after".into(),
+                                        unix_timestamp: false,
+                                    }],
+                                    max_interval: Duration::from_secs(300),
+                                }),
+                                previous_hosts: true,
+                                host_selection_retry_max_attempts: 3,
+                                retriable_status_codes: vec![418],
+                                retriable_headers: vec![HeaderMatcher {
+                                    name: "x-retry".into(),
+                                    rule: StringRule::Present(true),
+                                    invert: false,
+                                }],
+                                retriable_request_headers: vec![],
+                            })),
+                            buffer_limit: 4096,
+                            attempt_count_upstream: true,
+                            attempt_count_downstream: true,
                         }),
                     ),
                     route(

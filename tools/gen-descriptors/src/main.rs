@@ -38,6 +38,12 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/extensions/network/dns_resolver/cares/v3/cares_dns_resolver.proto",
     "envoy/extensions/network/dns_resolver/getaddrinfo/v3/getaddrinfo_dns_resolver.proto",
+    "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
+    "envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto",
+    "envoy/extensions/load_balancing_policies/ring_hash/v3/ring_hash.proto",
+    "envoy/extensions/load_balancing_policies/maglev/v3/maglev.proto",
+    "envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto",
+    "envoy/extensions/load_balancing_policies/random/v3/random.proto",
     "udpa/type/v1/typed_struct.proto",
     "xds/type/v3/typed_struct.proto",
 ];

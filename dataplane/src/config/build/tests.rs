@@ -35,6 +35,10 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
         action: RouteAction::Forward(Forward {
             upgrades: vec![],
             mirrors: vec![],
+            retry: None,
+            buffer_limit: 1 << 20,
+            attempt_count_upstream: false,
+            attempt_count_downstream: false,
             targets: vec![WeightedCluster {
                 cluster: ClusterId(0),
                 weight: 1,

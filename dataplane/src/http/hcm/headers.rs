@@ -243,6 +243,8 @@ pub struct ResponseHeaders<'r> {
     pub date: &'r [u8],
     /// `x-envoy-upstream-service-time`, in ms (`None` when suppressed).
     pub service_time: Option<&'r [u8]>,
+    /// `x-envoy-attempt-count` (the virtual host's `include_attempt_count_in_response`).
+    pub attempts: Option<&'r [u8]>,
     /// What the compressor filters do to the head (`content-encoding`, `vary`, `etag`).
     pub coding: Option<&'r Coding<'r>>,
 }
@@ -265,6 +267,7 @@ impl ResponseHeaders<'_> {
             }
             if n == b"date"
                 || (self.service_time.is_some() && n == b"x-envoy-upstream-service-time")
+                || (self.attempts.is_some() && n == b"x-envoy-attempt-count")
             {
                 continue;
             }
@@ -317,6 +320,9 @@ impl ResponseHeaders<'_> {
         emit(b"date", Cow::Borrowed(self.date));
         if let Some(t) = self.service_time {
             emit(b"x-envoy-upstream-service-time", Cow::Borrowed(t));
+        }
+        if let Some(n) = self.attempts {
+            emit(b"x-envoy-attempt-count", Cow::Borrowed(n));
         }
         server_kept
     }

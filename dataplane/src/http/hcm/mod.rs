@@ -36,7 +36,7 @@ use crate::http::message::Request;
 use crate::shard::config::ShardConfig;
 use crate::shard::listeners::BoundListener;
 use crate::shard::Shard;
-pub use stream::{count_status, Stream};
+pub use stream::{count_status, decimal, Stream};
 
 /// What one downstream HTTP connection keeps across its streams, whatever its codec.
 #[derive(Debug)]

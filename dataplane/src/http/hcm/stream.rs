@@ -218,6 +218,26 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 headers.drop_accept_encoding = decisions.drop_accept_encoding;
                 headers.user_agent = hcm.user_agent.as_ref();
                 let max_at = hcm.max_stream_duration.map(|d| info.start + d);
+                // A body that a retry could send again, or a mirror copy, is held (as Envoy
+                // buffers it) when its length is known and within the buffer limit;
+                // otherwise it streams, and is neither retried nor copied.
+                let copies = forward.retry.is_some() || !forward.mirrors.is_empty();
+                if copies && buffered.is_none() && req.framing != Framing::Empty {
+                    buffered = self.down.take_received_body(req.framing, SMALL_BODY);
+                    match req.framing {
+                        _ if buffered.is_some() => {}
+                        Framing::Length(n) if n <= u64::from(forward.buffer_limit) => {
+                            if req.expect_continue && self.down.send_continue().await.is_err() {
+                                return false;
+                            }
+                            match self.buffer_body(req, forward.buffer_limit, info).await {
+                                Ok(b) => buffered = Some(b),
+                                Err(e) => return self.fail(e, info).await,
+                            }
+                        }
+                        _ => shard.stats.inc(Counter::RetryOrShadowAbandoned),
+                    }
+                }
                 let with_body = |body| Outgoing {
                     max_at,
                     ..outgoing(req, route, forward, &headers, framing, body)
@@ -498,7 +518,7 @@ fn redirect_location(rd: &Redirect, route: &Route, req: &Request) -> String {
 }
 
 /// `n` in decimal, written at the end of `buf` (no allocation on the request path).
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;

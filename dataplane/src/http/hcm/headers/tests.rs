@@ -175,6 +175,7 @@ fn route_edits_apply_to_request_and_response_headers() {
         server: &manager,
         date: b"Sun, 06 Dec 2026 16:07:15 GMT",
         service_time: None,
+        attempts: None,
         coding: None,
     };
     assert_eq!(
@@ -235,6 +236,7 @@ fn the_server_header_follows_its_transformation() {
             server: m,
             date: b"Sun, 06 Dec 2026 16:07:15 GMT",
             service_time: None,
+            attempts: None,
             coding: None,
         });
         got.into_iter()

@@ -117,7 +117,15 @@ impl<D: Downstream> Stream<'_, D> {
                 .filter(|_| !self.http.manager.suppress_envoy_headers)
                 .map(|t| decimal(t.as_millis() as u64, &mut digits).len())
                 .map(|n| &digits[digits.len() - n..]);
+            let mut attempt_digits = [0u8; 20];
+            let attempts = match &route.action {
+                Action::Forward { forward, .. } if forward.attempt_count_downstream => {
+                    Some(decimal(u64::from(info.attempts), &mut attempt_digits))
+                }
+                _ => None,
+            };
             let headers = ResponseHeaders {
+                attempts,
                 resp: &resp,
                 raw: &ubuf[..resp.len],
                 upgrade,
