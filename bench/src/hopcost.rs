@@ -129,10 +129,12 @@ pub fn check_available(targets: &[Kind], mode: Mode, tools: &Tools) -> Result<()
     for k in targets {
         match k {
             Kind::Direct => {}
-            Kind::Zerohop if !tools.zerohop.is_file() => missing.push(format!(
-                "zerohop: {} not found (cargo build --release, or --zerohop PATH)",
-                tools.zerohop.display()
-            )),
+            Kind::Zerohop | Kind::ZerohopResilient if !tools.zerohop.is_file() => {
+                missing.push(format!(
+                    "zerohop: {} not found (cargo build --release, or --zerohop PATH)",
+                    tools.zerohop.display()
+                ))
+            }
             Kind::ZerohopBaseline
                 if !tools.zerohop_baseline.as_ref().is_some_and(|p| p.is_file()) =>
             {

@@ -14,6 +14,10 @@ pub enum Kind {
     /// Another zerohop build (`--zerohop-baseline PATH`), e.g. the commit before a change,
     /// measured beside the current one in the same run.
     ZerohopBaseline,
+    /// This zerohop with resilience configured but not triggered (HTTP only): a retry
+    /// policy with a per-try timeout, and explicit circuit breakers; its cost is its ratio
+    /// to `zerohop` in the same run.
+    ZerohopResilient,
     /// HAProxy in TCP mode, one thread; `splice` adds `option splice-auto`.
     Haproxy {
         splice: bool,
@@ -111,6 +115,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Zerohop => "zerohop",
             Kind::ZerohopBaseline => "zerohop-baseline",
+            Kind::ZerohopResilient => "zerohop+resilience",
             Kind::Haproxy { splice: false } => "haproxy",
             Kind::Haproxy { splice: true } => "haproxy+splice",
             Kind::Nginx => "nginx",
@@ -123,6 +128,7 @@ impl Kind {
             "direct" => Kind::Direct,
             "zerohop" => Kind::Zerohop,
             "zerohop-baseline" => Kind::ZerohopBaseline,
+            "zerohop+resilience" => Kind::ZerohopResilient,
             "haproxy" => Kind::Haproxy { splice: false },
             "haproxy+splice" => Kind::Haproxy { splice: true },
             "nginx" => Kind::Nginx,
@@ -204,7 +210,10 @@ pub fn start(
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
     let tag = format!("{}-{}-{port}", kind.name(), std::process::id());
     // Envoy reads a bootstrap as YAML only when its name says so.
-    let ext = if matches!(kind, Kind::Zerohop | Kind::ZerohopBaseline | Kind::Envoy) {
+    let ext = if matches!(
+        kind,
+        Kind::Zerohop | Kind::ZerohopBaseline | Kind::ZerohopResilient | Kind::Envoy
+    ) {
         "yaml"
     } else {
         "cfg"
@@ -212,11 +221,12 @@ pub fn start(
     let cfg = std::env::temp_dir().join(format!("zerohop-bench-{tag}.{ext}"));
     let mut files = vec![cfg.clone()];
     let cmd = match kind {
-        Kind::Zerohop | Kind::ZerohopBaseline => {
+        Kind::Zerohop | Kind::ZerohopBaseline | Kind::ZerohopResilient => {
+            let resilient = kind == Kind::ZerohopResilient;
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                Mode::Http => envoy_http_config(port, upstream, false),
-                Mode::HttpGzip => envoy_http_config(port, upstream, true),
+                Mode::Http => envoy_http_config(port, upstream, false, resilient),
+                Mode::HttpGzip => envoy_http_config(port, upstream, true, resilient),
             };
             std::fs::write(&cfg, yaml).unwrap();
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
@@ -249,8 +259,8 @@ pub fn start(
         Kind::Envoy => {
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                Mode::Http => envoy_http_config(port, upstream, false),
-                Mode::HttpGzip => envoy_http_config(port, upstream, true),
+                Mode::Http => envoy_http_config(port, upstream, false, false),
+                Mode::HttpGzip => envoy_http_config(port, upstream, true, false),
             };
             std::fs::write(&cfg, yaml).unwrap();
             with_cpu(envoy_command(tools, &cfg), proxy_cpu)
@@ -388,7 +398,16 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
 }
 
 /// The HTTP connection manager with one route to the upstream: Envoy and zerohop both run it.
-fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool) -> String {
+/// `resilient` adds a retry policy (with a per-try timeout) to the route and explicit
+/// circuit breakers to the cluster, none of which the benchmark's traffic triggers.
+fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool, resilient: bool) -> String {
+    let (retry, breakers) = match resilient {
+        true => (
+            ", retry_policy: { retry_on: \"5xx,reset,connect-failure\", num_retries: 2, per_try_timeout: 5s }",
+            "    circuit_breakers: { thresholds: [ { max_connections: 4096, max_pending_requests: 4096, max_requests: 4096, max_retries: 8 } ] }\n",
+        ),
+        false => ("", ""),
+    };
     let compressor = match gzip {
         true => {
             r#"          - name: envoy.filters.http.compressor
@@ -421,7 +440,7 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool) -> String {
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
-                route: {{ cluster: upstream }}
+                route: {{ cluster: upstream{retry} }}
           http_filters:
 {compressor}          - name: envoy.filters.http.router
             typed_config:
@@ -429,7 +448,7 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool) -> String {
   clusters:
   - name: upstream
     connect_timeout: 5s
-    load_assignment:
+{breakers}    load_assignment:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:

@@ -461,6 +461,8 @@ pub enum HttpFilterConfig {
     Buffer(BufferConfig),
     /// `envoy.filters.http.compressor` (response direction).
     Compressor(CompressorConfig),
+    /// `envoy.filters.http.fault`: delays and aborts.
+    Fault(FaultConfig),
     /// `envoy.filters.http.router`.
     Router,
 }

@@ -128,10 +128,17 @@ pub enum Counter {
     /// streaming without a length): sent without retries (Envoy's
     /// `retry_or_shadow_abandoned`).
     RetryOrShadowAbandoned,
+    /// The fault filter's delays and aborts injected, faults not injected because
+    /// `max_active_faults` were active (Envoy's `fault.delays_injected`, `aborts_injected`,
+    /// `faults_overflow`), and the faults active now (gauge, `fault.active_faults`).
+    FaultDelaysInjected,
+    FaultAbortsInjected,
+    FaultFaultsOverflow,
+    FaultActiveFaults,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 56] = [
+    pub const ALL: [Counter; 60] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -188,6 +195,10 @@ impl Counter {
         Counter::UpstreamRqRetryBackoffRatelimited,
         Counter::UpstreamRqPerTryTimeout,
         Counter::RetryOrShadowAbandoned,
+        Counter::FaultDelaysInjected,
+        Counter::FaultAbortsInjected,
+        Counter::FaultFaultsOverflow,
+        Counter::FaultActiveFaults,
     ];
 
     pub const fn index(self) -> usize {
@@ -256,12 +267,19 @@ impl Counter {
             Counter::UpstreamRqRetryBackoffRatelimited => "upstream_rq_retry_backoff_ratelimited",
             Counter::UpstreamRqPerTryTimeout => "upstream_rq_per_try_timeout",
             Counter::RetryOrShadowAbandoned => "retry_or_shadow_abandoned",
+            Counter::FaultDelaysInjected => "fault_delays_injected",
+            Counter::FaultAbortsInjected => "fault_aborts_injected",
+            Counter::FaultFaultsOverflow => "fault_faults_overflow",
+            Counter::FaultActiveFaults => "fault_active_faults",
         }
     }
 
     /// Gauges go up and down; everything else only counts up.
     pub const fn is_gauge(self) -> bool {
-        matches!(self, Counter::DownstreamCxActive)
+        matches!(
+            self,
+            Counter::DownstreamCxActive | Counter::FaultActiveFaults
+        )
     }
 }
 

@@ -265,13 +265,13 @@ fn istio_filters_are_no_ops_unknown_filters_refused_unless_optional() {
     );
     assert!(check(&r, &d, Kind::Listener, listener("in", 15006, unknown(true))).is_ok());
     // A filter zerohop knows the type of but does not implement is refused too.
-    let fault = serde_json::json!([
-        {"name": "envoy.filters.http.fault", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
+    let rbac = serde_json::json!([
+        {"name": "envoy.filters.http.rbac", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}},
         router(),
     ]);
-    let e = check(&r, &d, Kind::Listener, listener("in", 15006, fault)).unwrap_err();
-    assert!(e.contains("HTTPFault is not supported"), "{e}");
+    let e = check(&r, &d, Kind::Listener, listener("in", 15006, rbac)).unwrap_err();
+    assert!(e.contains("RBAC is not supported"), "{e}");
 }
 
 #[test]

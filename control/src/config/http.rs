@@ -13,6 +13,7 @@ use super::compile::{
 };
 use super::filters;
 use super::route::route_config;
+use super::runtime::Runtime;
 use super::supported::{element_label, unpack_any};
 use super::ConfigError;
 
@@ -326,6 +327,7 @@ const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
 pub(super) fn per_filter(
     m: &DynamicMessage,
     path: &str,
+    rt: &Runtime,
 ) -> Result<Vec<PerFilterConfig>, ConfigError> {
     let field = "typed_per_filter_config";
     let Some(value) = m.get_field_by_name(field) else {
@@ -350,7 +352,7 @@ pub(super) fn per_filter(
                     Some(c) => {
                         let cpath = format!("{at}.config");
                         let c = unpack_any(c).map_err(|e| ConfigError::at(cpath.clone(), e))?;
-                        Some(compile_override(&c, &cpath)?)
+                        Some(compile_override(&c, &cpath, rt)?)
                     }
                     None => {
                         return Err(ConfigError::at(
@@ -361,7 +363,7 @@ pub(super) fn per_filter(
                 }
             }
         } else {
-            Some(compile_override(&inner, &at)?)
+            Some(compile_override(&inner, &at, rt)?)
         };
         if let Some(config) = config {
             out.push(PerFilterConfig {
@@ -375,10 +377,14 @@ pub(super) fn per_filter(
     Ok(out)
 }
 
-fn compile_override(c: &DynamicMessage, path: &str) -> Result<FilterOverride, ConfigError> {
+fn compile_override(
+    c: &DynamicMessage,
+    path: &str,
+    rt: &Runtime,
+) -> Result<FilterOverride, ConfigError> {
     let ty = c.descriptor().full_name().to_owned();
     match filters::by_per_route_type(&ty).and_then(|k| k.per_route.as_ref()) {
-        Some(p) => (p.compile)(c, path),
+        Some(p) => (p.compile)(c, path, rt),
         None => Err(ConfigError::at(
             path,
             format!("per-route configuration of type {ty} is not supported by zerohop"),

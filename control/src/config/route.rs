@@ -70,14 +70,14 @@ pub(crate) fn route_config(
             domains,
             routes,
             headers: edits(vh, &p)?,
-            per_filter: per_filter(vh, &p)?,
+            per_filter: per_filter(vh, &p, &clusters.runtime)?,
         });
     }
     Ok(RouteConfig {
         name: string(rc, "name"),
         virtual_hosts,
         headers: edits(rc, path)?,
-        per_filter: per_filter(rc, path)?,
+        per_filter: per_filter(rc, path, &clusters.runtime)?,
     })
 }
 
@@ -100,7 +100,7 @@ fn runtime_fraction(
 }
 
 /// `envoy.type.v3.FractionalPercent`.
-pub(super) fn fractional_percent(fp: &DynamicMessage, path: &str) -> Result<Fraction, ConfigError> {
+pub(crate) fn fractional_percent(fp: &DynamicMessage, path: &str) -> Result<Fraction, ConfigError> {
     let numerator = match fp.get_field_by_name("numerator").as_deref() {
         Some(Value::U32(n)) => *n,
         _ => 0,
@@ -219,7 +219,7 @@ fn route(
         matcher,
         action,
         headers: edits(r, path)?,
-        per_filter: per_filter(r, path)?,
+        per_filter: per_filter(r, path, &clusters.runtime)?,
     })
 }
 
@@ -394,7 +394,7 @@ fn redirect(rd: &DynamicMessage, path: &str) -> Result<Redirect, ConfigError> {
     })
 }
 
-pub(super) fn header_matcher(h: &DynamicMessage, path: &str) -> Result<HeaderMatcher, ConfigError> {
+pub(crate) fn header_matcher(h: &DynamicMessage, path: &str) -> Result<HeaderMatcher, ConfigError> {
     let name = string(h, "name").to_ascii_lowercase();
     if name.is_empty() {
         return Err(ConfigError::at(

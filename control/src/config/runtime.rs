@@ -141,6 +141,18 @@ impl Runtime {
         }
     }
 
+    /// A whole number (Envoy's `getInteger`): the runtime's value for `key` when it is one,
+    /// else `default`.
+    pub fn integer(&self, key: &str, default: u64) -> u64 {
+        if key.is_empty() {
+            return default;
+        }
+        match self.lookup(key).1 {
+            Some(Entry::Text(t)) => t.trim().parse().unwrap_or(default),
+            _ => default,
+        }
+    }
+
     /// A `RuntimeFractionalPercent`, as Envoy's `featureEnabled`: the runtime value when it is
     /// a fractional percent or a whole number (a percentage; above 100 always), else the
     /// default.

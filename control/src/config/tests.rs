@@ -650,7 +650,7 @@ fn typed_per_filter_config_compiles_at_each_level() {
     let larger = "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, buffer: { max_request_bytes: 9 } }";
     let generic_off =
         "{ \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true }";
-    let optional_unknown = "{ \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, is_optional: true, config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault } }";
+    let optional_unknown = "{ \"@type\": type.googleapis.com/envoy.config.route.v3.FilterConfig, is_optional: true, config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute } }";
     let yaml = with(
         &per("buf", disabled),
         &per("buf", larger),
@@ -680,7 +680,7 @@ fn typed_per_filter_config_compiles_at_each_level() {
     assert_eq!(api.routes[0].per_filter[0].config, FilterOverride::Disabled);
 
     let fault =
-        "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault }";
+        "{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute }";
     let cases = [
         (with(&per("f", fault), "", ""), "routes[0](api-v1).typed_per_filter_config[\"f\"]", "not supported"),
         (

@@ -155,6 +155,40 @@ impl HeaderRule {
     }
 }
 
+/// Whether the headers `header` looks up match `m`, evaluated from the snapshot's form
+/// without compiling it (no allocation; a regex rule, rare outside routes, is compiled for
+/// the call).
+pub fn header_matches<'h>(
+    m: &zerohop_proto::HeaderMatcher,
+    header: impl Fn(&str) -> Option<&'h str>,
+) -> bool {
+    let v = header(&m.name);
+    let ok = match (&m.rule, v) {
+        (StringRule::Present(p), v) => v.is_some() == *p,
+        (_, None) => false,
+        (StringRule::Exact { value, ignore_case }, Some(v)) => {
+            eq(v.as_bytes(), value.as_bytes(), *ignore_case)
+        }
+        (StringRule::Prefix { value, ignore_case }, Some(v)) => starts_with(v, value, *ignore_case),
+        (StringRule::Suffix { value, ignore_case }, Some(v)) => {
+            v.len() >= value.len()
+                && eq(
+                    &v.as_bytes()[v.len() - value.len()..],
+                    value.as_bytes(),
+                    *ignore_case,
+                )
+        }
+        (StringRule::Contains { value, ignore_case }, Some(v)) => {
+            value.is_empty()
+                || v.as_bytes()
+                    .windows(value.len())
+                    .any(|w| eq(w, value.as_bytes(), *ignore_case))
+        }
+        (StringRule::Regex(p), Some(v)) => full(p).is_ok_and(|re| re.is_match(v)),
+    };
+    ok != m.invert
+}
+
 /// Envoy's regex matchers match the whole value.
 fn full(pattern: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{pattern})$"))

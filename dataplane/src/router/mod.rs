@@ -133,6 +133,9 @@ pub struct Outgoing<'a, D> {
     pub body: RequestBody<'a, D>,
     /// When the connection manager's `max_stream_duration` ends the stream.
     pub max_at: Option<Instant>,
+    /// When the router took the request (the route timeout runs from here): the request's
+    /// start, or the end of an injected delay.
+    pub started: Instant,
 }
 
 /// The earlier of two optional deadlines.
@@ -251,7 +254,7 @@ pub async fn forward<'g, D: Downstream>(
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         return Err(Kind::NoHealthyUpstream.into());
     };
-    let started = info.start;
+    let started = out.started;
     // The route timeout, or the stream's `max_stream_duration` when that ends first.
     let deadline = earlier(out.forward.timeout.map(|t| started + t), out.max_at);
     let timed_out = |stats: ShardStats| match max_duration_reached(out.max_at) {

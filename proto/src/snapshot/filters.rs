@@ -1,6 +1,10 @@
 //! The HTTP filters' own configurations (the variants of [`super::HttpFilterConfig`]).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+use super::{Fraction, HeaderMatcher};
 
 /// `envoy.extensions.filters.http.compressor.v3.Compressor`, response direction, with
 /// Envoy's defaults filled in.
@@ -70,4 +74,37 @@ pub struct BufferConfig {
     /// Each request body is read whole (up to this many bytes, else 413) before the request
     /// goes upstream, with a `content-length` in place of chunked framing.
     pub max_request_bytes: u32,
+}
+
+/// `envoy.extensions.filters.http.fault.v3.HTTPFault`, its runtime keys read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultConfig {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+    /// Every one must match the request for a fault to apply.
+    pub headers: Vec<HeaderMatcher>,
+    /// When not empty, `x-envoy-downstream-service-node` must be one of these.
+    pub downstream_nodes: Vec<String>,
+    /// Faults active at once (delayed or aborted streams), on each shard; `None`: no limit.
+    pub max_active_faults: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultDelay {
+    /// `fixed_delay` (the runtime's `delay_duration_runtime` over it); `None`:
+    /// `header_delay`, the request's `x-envoy-fault-delay-request` in ms.
+    pub fixed: Option<Duration>,
+    /// The share of requests delayed (`x-envoy-fault-delay-request-percentage` may lower it
+    /// for header delays).
+    pub percentage: Fraction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultAbort {
+    /// `http_status` (the runtime's `abort_http_status_runtime` over it); `None`:
+    /// `header_abort`, the request's `x-envoy-fault-abort-request`.
+    pub http_status: Option<u16>,
+    pub percentage: Fraction,
+    /// `response_body` (default `fault filter abort`).
+    pub body: Option<String>,
 }

@@ -7,6 +7,7 @@ use zerohop_proto::{BufferConfig, FilterOverride, HttpFilterConfig};
 
 use super::{HttpFilterKind, PerRoute};
 use crate::config::compile::{msg, u32_value};
+use crate::config::runtime::Runtime;
 use crate::config::ConfigError;
 
 const BUFFER: &str = "envoy.extensions.filters.http.buffer.v3.Buffer";
@@ -50,7 +51,7 @@ fn config(buffer: &DynamicMessage, path: &str) -> Result<BufferConfig, ConfigErr
 
 /// `BufferPerRoute`: `disabled: true` or a `buffer` of its own (one of them, as Envoy's
 /// oneof requires).
-fn per_route(p: &DynamicMessage, path: &str) -> Result<FilterOverride, ConfigError> {
+fn per_route(p: &DynamicMessage, path: &str, _: &Runtime) -> Result<FilterOverride, ConfigError> {
     if let Some(b) = msg(p, "buffer") {
         let own = config(b, &format!("{path}.buffer"))?;
         return Ok(FilterOverride::Config(HttpFilterConfig::Buffer(own)));

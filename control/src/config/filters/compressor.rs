@@ -292,7 +292,7 @@ fn library(lib: &DynamicMessage, path: &str) -> Result<CompressorLibrary, Config
 
 /// `CompressorPerRoute`: `disabled: true`, or `overrides` whose `response_direction_config`
 /// enables compression on the route (with its own `remove_accept_encoding_header`).
-fn per_route(p: &DynamicMessage, path: &str) -> Result<FilterOverride, ConfigError> {
+fn per_route(p: &DynamicMessage, path: &str, _: &Runtime) -> Result<FilterOverride, ConfigError> {
     if plain_bool(p, "disabled") {
         return Ok(FilterOverride::Compressor {
             enabled: Some(false),

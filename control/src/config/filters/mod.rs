@@ -8,6 +8,7 @@
 
 mod buffer;
 mod compressor;
+mod fault;
 pub(super) mod router;
 
 use prost_reflect::DynamicMessage;
@@ -37,12 +38,16 @@ pub(crate) struct HttpFilterKind {
 #[derive(Debug)]
 pub(crate) struct PerRoute {
     pub type_name: &'static str,
-    pub compile: fn(&DynamicMessage, &str) -> Result<FilterOverride, ConfigError>,
+    pub compile: fn(&DynamicMessage, &str, &Runtime) -> Result<FilterOverride, ConfigError>,
 }
 
 /// Every HTTP filter zerohop implements.
-pub(crate) const REGISTRY: &[&HttpFilterKind] =
-    &[&router::FILTER, &buffer::FILTER, &compressor::FILTER];
+pub(crate) const REGISTRY: &[&HttpFilterKind] = &[
+    &router::FILTER,
+    &buffer::FILTER,
+    &compressor::FILTER,
+    &fault::FILTER,
+];
 
 /// The filter whose `typed_config` carries `type_name`.
 pub(crate) fn by_type(type_name: &str) -> Option<&'static HttpFilterKind> {

@@ -23,6 +23,7 @@
 
 pub mod buffer;
 pub mod compressor;
+pub mod fault;
 
 use zerohop_proto::{CompressorConfig, FilterOverride, HttpFilter, HttpFilterConfig};
 
@@ -30,6 +31,7 @@ use crate::error::ProxyError;
 use crate::http::message::{Framing, Request, Response};
 use crate::route::Route;
 use crate::stats::ShardStats;
+use crate::upstream::lb::Rng;
 
 /// What a phase decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub struct Decisions {
     pub buffer_body: Option<u32>,
     /// The upstream is not told what the client accepts (`accept-encoding` dropped).
     pub drop_accept_encoding: bool,
+    /// A delay and/or an abort the fault filter injects.
+    pub fault: Option<fault::Injected>,
 }
 
 /// What every phase sees of the request.
@@ -54,6 +58,8 @@ pub struct Ctx<'a> {
     pub req: &'a Request,
     pub route: Option<&'a Route>,
     pub stats: ShardStats,
+    /// The shard's generator, for the filters' random draws.
+    pub rng: &'a Rng,
 }
 
 /// An HTTP filter: its configuration type and the phases it acts in.
@@ -114,6 +120,7 @@ macro_rules! registry {
 registry! {
     Buffer => buffer::Buffer,
     Compressor => compressor::Compressor,
+    Fault => fault::Fault,
 }
 
 /// The filters of one connection manager (the router excluded).

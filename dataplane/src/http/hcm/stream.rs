@@ -143,10 +143,34 @@ impl<'a, D: Downstream> Stream<'a, D> {
             req,
             route,
             stats: self.shard.stats,
+            rng: &self.shard.rng,
         };
         let mut decisions = Decisions::default();
         if let Status::Reply(e) = chain.on_request_headers(&ctx, &mut decisions) {
             return self.fail(e, info).await;
+        }
+        // A fault injected: active until the stream ends; its delay waited out here (the
+        // route timeout starts after it, as Envoy's router starts after the fault filter),
+        // then its abort answered.
+        let _active = decisions
+            .fault
+            .as_ref()
+            .map(|_| ActiveFault(self.shard.stats));
+        let mut routed_at = info.start;
+        if let Some(fault) = decisions.fault.take() {
+            if let Some(d) = fault.delay {
+                info.flags.insert(ResponseFlags::DELAY_INJECTED);
+                monoio::time::sleep(d).await;
+                routed_at = Instant::now();
+            }
+            if let Some((status, body)) = fault.abort {
+                self.shard.stats.inc(Counter::FaultAbortsInjected);
+                info.flags.insert(ResponseFlags::FAULT_INJECTED);
+                info.response_code_details = "fault_filter_abort";
+                return self
+                    .local(status, &body, &[], close_after_local, info)
+                    .await;
+            }
         }
         let mut framing = req.framing;
         let mut buffered = None;
@@ -240,7 +264,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 }
                 let with_body = |body| Outgoing {
                     max_at,
-                    ..outgoing(req, route, forward, &headers, framing, body)
+                    ..outgoing(req, route, forward, &headers, framing, body, routed_at)
                 };
                 let (exchange, complete) = match whole_body(self.down, buffered, req) {
                     // The whole request is in hand: while the upstream answers, the client is
@@ -407,6 +431,7 @@ fn outgoing<'o, D>(
     headers: &'o RequestHeaders<'o>,
     framing: Framing,
     body: RequestBody<'o, D>,
+    started: Instant,
 ) -> Outgoing<'o, D> {
     Outgoing {
         req,
@@ -419,6 +444,16 @@ fn outgoing<'o, D>(
         },
         body,
         max_at: None,
+        started,
+    }
+}
+
+/// Counts a fault active while it lives (the stream's, from injection to its end).
+struct ActiveFault(crate::stats::ShardStats);
+
+impl Drop for ActiveFault {
+    fn drop(&mut self) {
+        self.0.dec(Counter::FaultActiveFaults);
     }
 }
 
