@@ -119,14 +119,37 @@ fn pick(c: &mut Criterion) {
             LbPolicy::Random,
             (1..=10).collect::<Vec<u32>>(),
         ),
+        (
+            "ring_hash/100",
+            LbPolicy::RingHash {
+                min_ring_size: 1024,
+                max_ring_size: 8 << 20,
+            },
+            (1..=100).map(|w| 1 + w % 3).collect(),
+        ),
+        (
+            "maglev/100",
+            LbPolicy::Maglev { table_size: 65537 },
+            (1..=100).map(|w| 1 + w % 3).collect(),
+        ),
     ];
     for (name, policy, weights) in cases {
         let t = LbTable::new(policy, &endpoints(&weights));
         let mut state = LbState::default();
+        // The hashing balancers take a different key each pick (as requests bring theirs).
+        let mut key = 0u64;
         g.bench_function(name, |bench| {
-            bench.iter(|| black_box(state.pick(&t, 1, &rng)))
+            bench.iter(|| {
+                key = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                black_box(state.pick(&t, 1, &rng, Some(key)))
+            })
         });
     }
+    // What a header hash policy costs on top: XXH64 of a 36-byte value.
+    let value = b"7b0e3f4a-4c1d-4b59-9c1a-1b8a2f9e6d10";
+    g.bench_function("xxh64_header_value/36", |bench| {
+        bench.iter(|| black_box(zerohop::upstream::lb::hash::hash_key(&[black_box(value)])))
+    });
     g.finish();
     let w = WeightedPick::new([90, 10]);
     c.bench_function("weighted_cluster_pick/2", |b| {

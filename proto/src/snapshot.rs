@@ -305,6 +305,15 @@ impl Default for UpstreamHttp {
 pub enum LbPolicy {
     RoundRobin,
     Random,
+    /// `RING_HASH` (`ring_hash_lb_config`: ring size bounds; xxHash only).
+    RingHash {
+        min_ring_size: u64,
+        max_ring_size: u64,
+    },
+    /// `MAGLEV` (`maglev_lb_config.table_size`, a prime; default 65,537).
+    Maglev {
+        table_size: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -637,6 +646,8 @@ pub struct Forward {
     pub mirrors: Vec<Mirror>,
     /// The route's `retry_policy`, else its virtual host's.
     pub retry: Option<Box<RetryPolicy>>,
+    /// `hash_policy`: what a hashing load balancer (ring hash, Maglev) hashes.
+    pub hash_policy: Vec<HashPolicy>,
     /// `per_request_buffer_limit_bytes` (route's, else virtual host's; default 1 MiB as
     /// Envoy's listener buffer limit): a request body up to this size is held for retries.
     pub buffer_limit: u32,
@@ -644,6 +655,26 @@ pub struct Forward {
     /// upstream request) and `include_attempt_count_in_response` (on the response).
     pub attempt_count_upstream: bool,
     pub attempt_count_downstream: bool,
+}
+
+/// One `RouteAction.HashPolicy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashPolicy {
+    pub on: HashOn,
+    /// Stop at this policy when it gave a hash.
+    pub terminal: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HashOn {
+    /// A request header's value(s), by lower-case name.
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// `connection_properties.source_ip`.
+    SourceIp,
+    /// A query parameter's value.
+    QueryParameter(String),
 }
 
 /// One `RequestMirrorPolicy`.

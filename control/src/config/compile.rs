@@ -362,18 +362,7 @@ pub(crate) fn cluster(
             "must be greater than 0",
         ));
     }
-    let lb_policy = match enum_name(c, "lb_policy").as_str() {
-        "ROUND_ROBIN" => LbPolicy::RoundRobin,
-        "RANDOM" => LbPolicy::Random,
-        other => {
-            return Err(ConfigError::at(
-                format!("{path}.lb_policy"),
-                format!(
-                "lb_policy {other} is not supported by zerohop (supported: ROUND_ROBIN, RANDOM)"
-            ),
-            ))
-        }
-    };
+    let lb_policy = super::lb::lb_policy(c, path)?;
     let endpoints = match (msg(c, "load_assignment"), &discovery) {
         (Some(la), Discovery::Static) => endpoints(la, &format!("{path}.load_assignment"))?,
         // Filled by resolution (`crate::dns`), before the cluster is published.

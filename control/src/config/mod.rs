@@ -12,6 +12,7 @@ mod envoy;
 mod filters;
 mod hcm_options;
 mod http;
+mod lb;
 mod lenient;
 mod listener;
 pub mod overlay;

@@ -261,10 +261,50 @@ fn forward(ra: &DynamicMessage, path: &str, clusters: &Names) -> Result<Forward,
         upgrades: super::hcm_options::upgrade_configs(ra, path)?,
         mirrors: mirrors(ra, path, clusters)?,
         retry: None,
+        hash_policy: hash_policy(ra, path)?,
         buffer_limit: DEFAULT_BUFFER_LIMIT,
         attempt_count_upstream: false,
         attempt_count_downstream: false,
     })
+}
+
+/// `hash_policy`: headers, cookies (without `ttl`: zerohop sets no cookie), the source IP
+/// and query parameters; `filter_state` is refused by name.
+fn hash_policy(ra: &DynamicMessage, path: &str) -> Result<Vec<HashPolicy>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, h) in list(ra, "hash_policy").iter().enumerate() {
+        let h = as_msg(h);
+        let hp = format!("{path}.hash_policy[{i}]");
+        let named = |m: &DynamicMessage, field: &str, at: String| match string(m, field) {
+            n if n.is_empty() => Err(ConfigError::at(format!("{at}.{field}"), "required")),
+            n => Ok(n),
+        };
+        let on = if let Some(m) = msg(h, "header") {
+            HashOn::Header(named(m, "header_name", format!("{hp}.header"))?.to_ascii_lowercase())
+        } else if let Some(m) = msg(h, "cookie") {
+            HashOn::Cookie(named(m, "name", format!("{hp}.cookie"))?)
+        } else if let Some(m) = msg(h, "connection_properties") {
+            if !plain_bool(m, "source_ip") {
+                return Err(ConfigError::at(
+                    format!("{hp}.connection_properties.source_ip"),
+                    "must be true",
+                ));
+            }
+            HashOn::SourceIp
+        } else if let Some(m) = msg(h, "query_parameter") {
+            HashOn::QueryParameter(named(m, "name", format!("{hp}.query_parameter"))?)
+        } else {
+            return Err(ConfigError::at(
+                hp,
+                "a hash policy needs header, cookie, connection_properties or query_parameter",
+            ));
+        };
+        out.push(HashPolicy {
+            on,
+            terminal: plain_bool(h, "terminal"),
+        });
+    }
+    Ok(out)
 }
 
 /// Envoy's default `per_connection_buffer_limit_bytes` (a listener field zerohop does not

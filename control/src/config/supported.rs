@@ -167,6 +167,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "eds_cluster_config",
             "typed_extension_protocol_options",
             "circuit_breakers",
+            "ring_hash_lb_config",
+            "maglev_lb_config",
             // STRICT_DNS and LOGICAL_DNS (config::dns).
             "dns_lookup_family",
             "dns_refresh_rate",
@@ -421,8 +423,33 @@ const FIELDS: &[(&str, &[&str])] = &[
             "upgrade_configs",
             "request_mirror_policies",
             "retry_policy",
+            "hash_policy",
         ],
     ),
+    // filter_state hashing is refused by name; so are a cookie's ttl, path and attributes
+    // (zerohop sets no cookie).
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy",
+        &["header", "cookie", "connection_properties", "query_parameter", "terminal"],
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.Header",
+        &["header_name"],
+    ),
+    ("envoy.config.route.v3.RouteAction.HashPolicy.Cookie", &["name"]),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties",
+        &["source_ip"],
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter",
+        &["name"],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
+        &["minimum_ring_size", "maximum_ring_size", "hash_function"],
+    ),
+    ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
     // trace_sampled (no tracing yet), cluster_header and header mutations are refused.
     (
         "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",

@@ -36,7 +36,7 @@ pub async fn serve(
     let listener: &BoundListener = &listener;
     let stats = shard.stats;
     let cluster = gen.pick_target(&tcp.proxy.targets, &tcp.pick, &shard.rng);
-    let Some(addr) = shard.upstreams.pick(cluster, &shard.rng) else {
+    let Some(addr) = shard.upstreams.pick(cluster, &shard.rng, None) else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         log::debug!(
             "{}: cluster {} has no endpoint",

@@ -7,6 +7,7 @@ fn fwd(prefix_rewrite: Option<&str>, regex_rewrite: Option<(&str, &str)>) -> Rou
         upgrades: vec![],
         mirrors: vec![],
         retry: None,
+        hash_policy: vec![],
         buffer_limit: 1 << 20,
         attempt_count_upstream: false,
         attempt_count_downstream: false,

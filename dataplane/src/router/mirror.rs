@@ -60,7 +60,7 @@ async fn send(
     timeout: Option<Duration>,
 ) -> Result<(), ProxyError> {
     let stats = shard.stats;
-    let Some(endpoint) = shard.upstreams.pick(cluster, &shard.rng) else {
+    let Some(endpoint) = shard.upstreams.pick(cluster, &shard.rng, None) else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         return Err(Kind::NoHealthyUpstream.into());
     };

@@ -10,6 +10,7 @@
 //! pool's own replay of a bodiless request that met a pooled connection the upstream had
 //! closed (nothing reached the application).
 
+mod hash;
 pub mod mirror;
 mod retry;
 
@@ -33,6 +34,7 @@ use crate::route::retry::Failure;
 use crate::route::{Action, Route};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
+use crate::upstream::lb::LbStates;
 use crate::upstream::UpstreamConn;
 pub use retry::{Decision, Failed, RetryState};
 
@@ -136,6 +138,8 @@ pub struct Outgoing<'a, D> {
     /// When the router took the request (the route timeout runs from here): the request's
     /// start, or the end of an injected delay.
     pub started: Instant,
+    /// The client's address (for a `source_ip` hash policy).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// The earlier of two optional deadlines.
@@ -250,7 +254,12 @@ pub async fn forward<'g, D: Downstream>(
     let stats = shard.stats;
     let cluster: &'g ClusterPlan = gen.pick_target(&out.forward.targets, pick, &shard.rng);
     info.upstream_cluster = Some(&cluster.cluster.name);
-    let Some(mut endpoint) = shard.upstreams.pick(cluster, &shard.rng) else {
+    // The request's hash, only for a hashing balancer and a route that says what to hash.
+    let hash = match LbStates::hashes(&cluster.lb) && !out.forward.hash_policy.is_empty() {
+        true => hash::request_hash(&out.forward.hash_policy, out.req, out.peer),
+        false => None,
+    };
+    let Some(mut endpoint) = shard.upstreams.pick(cluster, &shard.rng, hash) else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         return Err(Kind::NoHealthyUpstream.into());
     };
@@ -475,7 +484,7 @@ pub async fn forward<'g, D: Downstream>(
         if !wait.is_zero() {
             monoio::time::sleep(wait).await;
         }
-        match retry.pick_again(|| shard.upstreams.pick(cluster, &shard.rng)) {
+        match retry.pick_again(|| shard.upstreams.pick(cluster, &shard.rng, hash)) {
             Some(host) => endpoint = host,
             None => {
                 stats.inc(Counter::UpstreamCxNoHealthyUpstream);

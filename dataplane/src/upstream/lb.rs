@@ -75,6 +75,10 @@ pub enum LbTable {
         total: i64,
     },
     Random(WeightedPick),
+    /// `RING_HASH`: (hash, endpoint) sorted by hash ([`hash::ring`]).
+    RingHash(Vec<(u64, u32)>),
+    /// `MAGLEV`: the endpoint of each table entry ([`hash::maglev`]).
+    Maglev(Vec<u32>),
 }
 
 impl LbTable {
@@ -82,6 +86,11 @@ impl LbTable {
         let weights = || endpoints.iter().map(|e| e.weight);
         match policy {
             LbPolicy::Random => LbTable::Random(WeightedPick::new(weights())),
+            LbPolicy::RingHash {
+                min_ring_size,
+                max_ring_size,
+            } => LbTable::RingHash(hash::ring(endpoints, min_ring_size, max_ring_size)),
+            LbPolicy::Maglev { table_size } => LbTable::Maglev(hash::maglev(endpoints, table_size)),
             LbPolicy::RoundRobin if endpoints.windows(2).all(|w| w[0].weight == w[1].weight) => {
                 LbTable::RoundRobin {
                     len: endpoints.len(),
@@ -110,8 +119,15 @@ pub struct LbState {
 }
 
 impl LbState {
-    /// The index of the next endpoint, or `None` for a cluster without endpoints.
-    pub fn pick(&mut self, table: &LbTable, version: u64, rng: &Rng) -> Option<usize> {
+    /// The index of the next endpoint, or `None` for a cluster without endpoints. A hashing
+    /// table takes the request's `hash` (a random one without).
+    pub fn pick(
+        &mut self,
+        table: &LbTable,
+        version: u64,
+        rng: &Rng,
+        hash: Option<u64>,
+    ) -> Option<usize> {
         if self.version != version {
             self.version = version;
             self.scores.clear();
@@ -139,6 +155,14 @@ impl LbState {
                 Some(best)
             }
             LbTable::Random(w) => w.pick(rng),
+            LbTable::RingHash(ring) => {
+                hash::ring_pick(ring, hash.unwrap_or_else(|| rng.next_u64()))
+            }
+            LbTable::Maglev(table) => {
+                let h = hash.unwrap_or_else(|| rng.next_u64());
+                let len = table.len() as u64;
+                (len > 0).then(|| table[(h % len) as usize] as usize)
+            }
         }
     }
 }
@@ -150,15 +174,29 @@ pub struct LbStates(RefCell<Vec<LbState>>);
 impl LbStates {
     /// Picks an endpoint of the cluster in `slot` (its table and version from the
     /// generation in use).
-    pub fn pick(&self, slot: u32, table: &LbTable, version: u64, rng: &Rng) -> Option<usize> {
+    pub fn pick(
+        &self,
+        slot: u32,
+        table: &LbTable,
+        version: u64,
+        rng: &Rng,
+        hash: Option<u64>,
+    ) -> Option<usize> {
         let mut states = self.0.borrow_mut();
         let slot = slot as usize;
         if slot >= states.len() {
             states.resize_with(slot + 1, LbState::default);
         }
-        states[slot].pick(table, version, rng)
+        states[slot].pick(table, version, rng, hash)
+    }
+
+    /// Whether `table` picks by the request's hash.
+    pub fn hashes(table: &LbTable) -> bool {
+        matches!(table, LbTable::RingHash(_) | LbTable::Maglev(_))
     }
 }
+
+pub mod hash;
 
 #[cfg(test)]
 mod tests;

@@ -113,9 +113,9 @@ impl Upstreams {
     }
 
     /// An endpoint of `cluster` for the next request or connection; `None` when it has none.
-    pub fn pick(&self, cluster: &ClusterPlan, rng: &Rng) -> Option<SocketAddr> {
+    pub fn pick(&self, cluster: &ClusterPlan, rng: &Rng, hash: Option<u64>) -> Option<SocketAddr> {
         self.lb
-            .pick(cluster.slot, &cluster.lb, cluster.lb_version, rng)
+            .pick(cluster.slot, &cluster.lb, cluster.lb_version, rng, hash)
             .map(|i| cluster.cluster.endpoints[i].address)
     }
 

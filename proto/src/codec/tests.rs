@@ -230,6 +230,16 @@ fn http_listener() -> Listener {
                             regex_rewrite: Some(("x(.)".into(), "\\1".into())),
                             host_rewrite: Some("h".into()),
                             timeout: Some(Duration::from_millis(1500)),
+                            hash_policy: vec![
+                                HashPolicy {
+                                    on: HashOn::Header("x-user".into()),
+                                    terminal: true,
+                                },
+                                HashPolicy {
+                                    on: HashOn::SourceIp,
+                                    terminal: false,
+                                },
+                            ],
                             retry: Some(Box::new(RetryPolicy {
                                 retry_on: RetryOn(RetryOn::FIVE_XX | RetryOn::GRPC_UNAVAILABLE),
                                 num_retries: 3,

@@ -36,6 +36,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
             upgrades: vec![],
             mirrors: vec![],
             retry: None,
+            hash_policy: vec![],
             buffer_limit: 1 << 20,
             attempt_count_upstream: false,
             attempt_count_downstream: false,

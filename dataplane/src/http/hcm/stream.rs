@@ -242,6 +242,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 headers.drop_accept_encoding = decisions.drop_accept_encoding;
                 headers.user_agent = hcm.user_agent.as_ref();
                 let max_at = hcm.max_stream_duration.map(|d| info.start + d);
+                let peer_addr = self.peer;
                 // A body that a retry could send again, or a mirror copy, is held (as Envoy
                 // buffers it) when its length is known and within the buffer limit;
                 // otherwise it streams, and is neither retried nor copied.
@@ -264,6 +265,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 }
                 let with_body = |body| Outgoing {
                     max_at,
+                    peer: peer_addr,
                     ..outgoing(req, route, forward, &headers, framing, body, routed_at)
                 };
                 let (exchange, complete) = match whole_body(self.down, buffered, req) {
@@ -445,6 +447,7 @@ fn outgoing<'o, D>(
         body,
         max_at: None,
         started,
+        peer: None,
     }
 }
 

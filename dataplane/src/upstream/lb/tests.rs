@@ -17,14 +17,16 @@ fn counts(t: &LbTable, n: usize, picks: usize) -> Vec<usize> {
     let mut s = LbState::default();
     let mut c = vec![0; n];
     for _ in 0..picks {
-        c[s.pick(t, 1, &rng).unwrap()] += 1;
+        c[s.pick(t, 1, &rng, None).unwrap()] += 1;
     }
     c
 }
 
 fn seq(s: &mut LbState, t: &LbTable, version: u64, n: usize) -> Vec<usize> {
     let rng = Rng::new(1);
-    (0..n).map(|_| s.pick(t, version, &rng).unwrap()).collect()
+    (0..n)
+        .map(|_| s.pick(t, version, &rng, None).unwrap())
+        .collect()
 }
 
 #[test]
@@ -57,8 +59,11 @@ fn empty_cluster_picks_nothing() {
     let rng = Rng::new(1);
     let mut s = LbState::default();
     let rr = LbTable::new(LbPolicy::RoundRobin, &[]);
-    assert_eq!(s.pick(&rr, 1, &rng), None);
-    assert_eq!(s.pick(&LbTable::new(LbPolicy::Random, &[]), 1, &rng), None);
+    assert_eq!(s.pick(&rr, 1, &rng, None), None);
+    assert_eq!(
+        s.pick(&LbTable::new(LbPolicy::Random, &[]), 1, &rng, None),
+        None
+    );
 }
 
 #[test]
@@ -96,7 +101,7 @@ fn states_are_kept_per_slot() {
     let t = LbTable::new(LbPolicy::RoundRobin, &endpoints(&[1, 1]));
     let states = LbStates::default();
     let rng = Rng::new(1);
-    assert_eq!(states.pick(3, &t, 1, &rng), Some(0));
-    assert_eq!(states.pick(0, &t, 1, &rng), Some(0));
-    assert_eq!(states.pick(3, &t, 1, &rng), Some(1));
+    assert_eq!(states.pick(3, &t, 1, &rng, None), Some(0));
+    assert_eq!(states.pick(0, &t, 1, &rng, None), Some(0));
+    assert_eq!(states.pick(3, &t, 1, &rng, None), Some(1));
 }
