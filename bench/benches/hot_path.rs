@@ -128,6 +128,22 @@ fn pick(c: &mut Criterion) {
             (1..=100).map(|w| 1 + w % 3).collect(),
         ),
         (
+            "least_request/100",
+            LbPolicy::LeastRequest {
+                choice_count: 2,
+                active_request_bias: 1.0f64.to_bits(),
+            },
+            vec![1; 100],
+        ),
+        (
+            "weighted_least_request/100",
+            LbPolicy::LeastRequest {
+                choice_count: 2,
+                active_request_bias: 1.0f64.to_bits(),
+            },
+            (1..=100).map(|w| 1 + w % 3).collect(),
+        ),
+        (
             "maglev/100",
             LbPolicy::Maglev { table_size: 65537 },
             (1..=100).map(|w| 1 + w % 3).collect(),

@@ -314,6 +314,12 @@ pub enum LbPolicy {
     Maglev {
         table_size: u64,
     },
+    /// `LEAST_REQUEST` (`least_request_lb_config`: `choice_count`, default 2;
+    /// `active_request_bias`, default 1.0, as the bits of an `f64`).
+    LeastRequest {
+        choice_count: u32,
+        active_request_bias: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

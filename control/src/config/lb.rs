@@ -46,6 +46,41 @@ pub(super) fn lb_policy(c: &DynamicMessage, path: &str) -> Result<LbPolicy, Conf
                 max_ring_size: max,
             }
         }
+        "LEAST_REQUEST" => {
+            let cfg = msg(c, "least_request_lb_config");
+            let at = format!("{path}.least_request_lb_config");
+            let choice_count = match cfg.and_then(|m| msg(m, "choice_count")) {
+                Some(w) => match w.get_field_by_name("value").as_deref() {
+                    Some(Value::U32(n)) if *n >= 2 => *n,
+                    other => {
+                        return Err(ConfigError::at(
+                            format!("{at}.choice_count"),
+                            format!("{other:?}: must be at least 2"),
+                        ))
+                    }
+                },
+                None => 2,
+            };
+            // A RuntimeDouble: its default value (a cluster compiles before the runtime is
+            // consulted; a runtime value for its key is not read).
+            let bias = match cfg.and_then(|m| msg(m, "active_request_bias")) {
+                Some(rd) => match rd.get_field_by_name("default_value").as_deref() {
+                    Some(Value::F64(v)) if *v >= 0.0 => *v,
+                    None => 0.0,
+                    other => {
+                        return Err(ConfigError::at(
+                            format!("{at}.active_request_bias.default_value"),
+                            format!("{other:?}: must not be negative"),
+                        ))
+                    }
+                },
+                None => 1.0,
+            };
+            LbPolicy::LeastRequest {
+                choice_count,
+                active_request_bias: bias.to_bits(),
+            }
+        }
         "MAGLEV" => {
             let table_size = msg(c, "maglev_lb_config")
                 .and_then(|m| u64_of(m, "table_size"))
@@ -62,7 +97,7 @@ pub(super) fn lb_policy(c: &DynamicMessage, path: &str) -> Result<LbPolicy, Conf
         other => {
             return Err(ConfigError::at(
                 format!("{path}.lb_policy"),
-                format!("lb_policy {other} is not supported by zerohop (supported: ROUND_ROBIN, RANDOM, RING_HASH, MAGLEV)"),
+                format!("lb_policy {other} is not supported by zerohop (supported: ROUND_ROBIN, RANDOM, LEAST_REQUEST, RING_HASH, MAGLEV)"),
             ))
         }
     };
@@ -73,7 +108,9 @@ pub(super) fn lb_policy(c: &DynamicMessage, path: &str) -> Result<LbPolicy, Conf
     for (field, wants) in stray {
         let policy_is = matches!(
             (&policy, wants),
-            (LbPolicy::RingHash { .. }, "RING_HASH") | (LbPolicy::Maglev { .. }, "MAGLEV")
+            (LbPolicy::RingHash { .. }, "RING_HASH")
+                | (LbPolicy::Maglev { .. }, "MAGLEV")
+                | (LbPolicy::LeastRequest { .. }, "LEAST_REQUEST")
         );
         if msg(c, field).is_some() && !policy_is {
             return Err(ConfigError::at(

@@ -169,6 +169,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "circuit_breakers",
             "ring_hash_lb_config",
             "maglev_lb_config",
+            "least_request_lb_config",
             // STRICT_DNS and LOGICAL_DNS (config::dns).
             "dns_lookup_family",
             "dns_refresh_rate",
@@ -450,6 +451,14 @@ const FIELDS: &[(&str, &[&str])] = &[
         &["minimum_ring_size", "maximum_ring_size", "hash_function"],
     ),
     ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
+    (
+        "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig",
+        &["choice_count", "active_request_bias"],
+    ),
+    (
+        "envoy.config.core.v3.RuntimeDouble",
+        &["default_value", "runtime_key"],
+    ),
     // trace_sampled (no tracing yet), cluster_header and header mutations are refused.
     (
         "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",

@@ -109,9 +109,27 @@ fn unimplemented_field_is_refused_naming_resource_and_field() {
 
 #[test]
 fn unsupported_lb_policy_is_refused() {
-    let e = err(&BASE.replace("ROUND_ROBIN", "LEAST_REQUEST"));
+    let e = err(&BASE.replace("ROUND_ROBIN", "CLUSTER_PROVIDED"));
     assert_eq!(e.path, "static_resources.clusters[0](backend).lb_policy");
-    assert!(e.message.contains("LEAST_REQUEST"), "{e}");
+    assert!(e.message.contains("CLUSTER_PROVIDED"), "{e}");
+    // The hashing and least-request policies compile, their settings checked.
+    let lb = |policy: &str| BASE.replace("lb_policy: ROUND_ROBIN", policy);
+    assert!(load(&lb("lb_policy: LEAST_REQUEST"), Format::Yaml).is_ok());
+    assert!(load(&lb("lb_policy: RING_HASH"), Format::Yaml).is_ok());
+    assert!(load(&lb("lb_policy: MAGLEV"), Format::Yaml).is_ok());
+    let e = err(&lb(
+        "lb_policy: MAGLEV\n    maglev_lb_config: { table_size: 1000 }",
+    ));
+    assert!(e.path.ends_with("maglev_lb_config.table_size"), "{e}");
+    let e = err(&lb(
+        "lb_policy: LEAST_REQUEST\n    least_request_lb_config: { choice_count: 1 }",
+    ));
+    assert!(
+        e.path.ends_with("least_request_lb_config.choice_count"),
+        "{e}"
+    );
+    let e = err(&lb("lb_policy: ROUND_ROBIN\n    ring_hash_lb_config: {}"));
+    assert!(e.path.ends_with("ring_hash_lb_config"), "{e}");
 }
 
 #[test]

@@ -179,6 +179,8 @@ pub struct Exchange<'g> {
     pub max_at: Option<Instant>,
     /// The request's place in the cluster's request breaker, until the response is relayed.
     pub request: crate::upstream::breaker::Held,
+    /// Its count in flight to the endpoint (least request), until then too.
+    pub active: Option<crate::upstream::lb::Active>,
 }
 
 /// Each of the route's mirror policies that draws this request: a copy of it (host with
@@ -259,7 +261,8 @@ pub async fn forward<'g, D: Downstream>(
         true => hash::request_hash(&out.forward.hash_policy, out.req, out.peer),
         false => None,
     };
-    let Some(mut endpoint) = shard.upstreams.pick(cluster, &shard.rng, hash) else {
+    let Some((mut endpoint, mut active)) = shard.upstreams.pick_request(cluster, &shard.rng, hash)
+    else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         return Err(Kind::NoHealthyUpstream.into());
     };
@@ -426,6 +429,7 @@ pub async fn forward<'g, D: Downstream>(
                         deadline,
                         max_at: out.max_at,
                         request: in_flight,
+                        active: active.take(),
                     });
                 }
                 Err(mut e) => {
@@ -484,8 +488,9 @@ pub async fn forward<'g, D: Downstream>(
         if !wait.is_zero() {
             monoio::time::sleep(wait).await;
         }
-        match retry.pick_again(|| shard.upstreams.pick(cluster, &shard.rng, hash)) {
-            Some(host) => endpoint = host,
+        let picked = retry.pick_again(|| shard.upstreams.pick_request(cluster, &shard.rng, hash));
+        match picked {
+            Some((host, now_active)) => (endpoint, active) = (host, now_active),
             None => {
                 stats.inc(Counter::UpstreamCxNoHealthyUpstream);
                 break Err(Kind::NoHealthyUpstream.into());

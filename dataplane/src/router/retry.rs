@@ -200,13 +200,16 @@ impl<'p> RetryState<'p> {
 
     /// A host for a retry: `pick` asked again while it gives a host already tried, up to
     /// `host_selection_retry_max_attempts` more times (the last pick stands).
-    pub fn pick_again(&self, mut pick: impl FnMut() -> Option<SocketAddr>) -> Option<SocketAddr> {
+    pub fn pick_again<T>(
+        &self,
+        mut pick: impl FnMut() -> Option<(SocketAddr, T)>,
+    ) -> Option<(SocketAddr, T)> {
         let mut host = pick()?;
         let Some(p) = self.plan.filter(|p| p.policy.previous_hosts) else {
             return Some(host);
         };
         for _ in 0..p.policy.host_selection_retry_max_attempts {
-            if !self.tried.contains(&host) {
+            if !self.tried.contains(&host.0) {
                 break;
             }
             host = pick()?;

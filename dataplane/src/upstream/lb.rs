@@ -4,6 +4,7 @@
 //! Envoy's per-worker load balancers).
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use zerohop_proto::{Endpoint, LbPolicy};
 
@@ -61,7 +62,7 @@ impl WeightedPick {
 }
 
 /// How one cluster's endpoints are chosen: what a generation holds.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum LbTable {
     /// All weights equal: a plain rotating index.
     RoundRobin {
@@ -79,6 +80,18 @@ pub enum LbTable {
     RingHash(Vec<(u64, u32)>),
     /// `MAGLEV`: the endpoint of each table entry ([`hash::maglev`]).
     Maglev(Vec<u32>),
+    /// `LEAST_REQUEST`, by this shard's requests in flight to each endpoint (Envoy counts
+    /// them per host for the process; a shard sees its own). Equal weights: the fewest of
+    /// `choice_count` random picks (Envoy's power of two choices). Otherwise each endpoint
+    /// weighs `weight / (active + 1) ^ bias`, picked by smooth weighted round robin over
+    /// those weights (Envoy's earliest-deadline-first scheduler over the same weights).
+    LeastRequest {
+        choice_count: u32,
+        len: usize,
+        /// `None`: all weights equal.
+        weights: Option<Vec<f64>>,
+        bias: f64,
+    },
 }
 
 impl LbTable {
@@ -91,6 +104,18 @@ impl LbTable {
                 max_ring_size,
             } => LbTable::RingHash(hash::ring(endpoints, min_ring_size, max_ring_size)),
             LbPolicy::Maglev { table_size } => LbTable::Maglev(hash::maglev(endpoints, table_size)),
+            LbPolicy::LeastRequest {
+                choice_count,
+                active_request_bias,
+            } => {
+                let equal = endpoints.windows(2).all(|w| w[0].weight == w[1].weight);
+                LbTable::LeastRequest {
+                    choice_count,
+                    len: endpoints.len(),
+                    weights: (!equal).then(|| weights().map(f64::from).collect()),
+                    bias: f64::from_bits(active_request_bias),
+                }
+            }
             LbPolicy::RoundRobin if endpoints.windows(2).all(|w| w[0].weight == w[1].weight) => {
                 LbTable::RoundRobin {
                     len: endpoints.len(),
@@ -106,7 +131,7 @@ impl LbTable {
 }
 
 /// One shard's state for one cluster slot.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LbState {
     /// The `lb_version` the scores were made for.
     version: u64,
@@ -116,6 +141,33 @@ pub struct LbState {
     next: usize,
     /// Weighted round robin's running scores, kept only while the endpoints are the same.
     scores: Vec<i64>,
+    /// Least request: requests in flight per endpoint (shared with their [`Active`] guards)
+    /// and the weighted pick's running scores.
+    active: Rc<[Cell<u32>]>,
+    fscores: Vec<f64>,
+}
+
+impl Default for LbState {
+    fn default() -> LbState {
+        LbState {
+            version: 0,
+            next: 0,
+            scores: Vec::new(),
+            active: Rc::from(Vec::new()),
+            fscores: Vec::new(),
+        }
+    }
+}
+
+/// A request in flight to an endpoint of a least-request cluster: counted until dropped.
+#[derive(Debug)]
+pub struct Active(Rc<[Cell<u32>]>, usize);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let c = &self.0[self.1];
+        c.set(c.get().saturating_sub(1));
+    }
 }
 
 impl LbState {
@@ -131,6 +183,8 @@ impl LbState {
         if self.version != version {
             self.version = version;
             self.scores.clear();
+            self.fscores.clear();
+            self.active = Rc::from(Vec::new());
         }
         match table {
             LbTable::RoundRobin { len: 0 } => None,
@@ -163,7 +217,81 @@ impl LbState {
                 let len = table.len() as u64;
                 (len > 0).then(|| table[(h % len) as usize] as usize)
             }
+            LbTable::LeastRequest {
+                choice_count,
+                len,
+                weights,
+                bias,
+            } => self.least_request(*choice_count, *len, weights.as_deref(), *bias, rng),
         }
+    }
+
+    /// `n` endpoints of a least-request table, the first pick's in-flight counts made.
+    fn least_request(
+        &mut self,
+        choices: u32,
+        n: usize,
+        weights: Option<&[f64]>,
+        bias: f64,
+        rng: &Rng,
+    ) -> Option<usize> {
+        if n == 0 {
+            return None;
+        }
+        if self.active.len() != n {
+            self.active = (0..n).map(|_| Cell::new(0)).collect();
+        }
+        let Some(weights) = weights else {
+            return self.fewest_of(choices, rng);
+        };
+        if self.fscores.len() != n {
+            self.fscores = vec![0.0; n];
+        }
+        let (mut best, mut total) = (0, 0.0);
+        for (i, (&weight, active)) in weights.iter().zip(self.active.iter()).enumerate() {
+            let active = f64::from(active.get()) + 1.0;
+            let w = if bias == 1.0 {
+                weight / active
+            } else if bias == 0.0 {
+                weight
+            } else {
+                weight / active.powf(bias)
+            };
+            total += w;
+            self.fscores[i] += w;
+            if self.fscores[i] > self.fscores[best] {
+                best = i;
+            }
+        }
+        self.fscores[best] -= total;
+        Some(best)
+    }
+
+    /// The endpoint with the fewest requests in flight among `choices` random ones (the
+    /// first drawn on a tie), as Envoy's unweighted least request.
+    fn fewest_of(&mut self, choices: u32, rng: &Rng) -> Option<usize> {
+        let n = self.active.len();
+        if n == 0 {
+            return None;
+        }
+        let mut best = rng.below(n as u64) as usize;
+        for _ in 1..choices {
+            let other = rng.below(n as u64) as usize;
+            if self.active[other].get() < self.active[best].get() {
+                best = other;
+            }
+        }
+        Some(best)
+    }
+
+    /// Counts a request in flight to endpoint `i` (least request only).
+    pub fn track(&self, table: &LbTable, i: usize) -> Option<Active> {
+        if !matches!(table, LbTable::LeastRequest { .. }) || i >= self.active.len() {
+            return None;
+        }
+        let c = &self.active[i];
+        c.set(c.get() + 1);
+        Some(Active(self.active.clone(), i))
     }
 }
 
@@ -188,6 +316,12 @@ impl LbStates {
             states.resize_with(slot + 1, LbState::default);
         }
         states[slot].pick(table, version, rng, hash)
+    }
+
+    /// Counts a request in flight to endpoint `i` of the cluster in `slot` (least request
+    /// only; `None` otherwise).
+    pub fn track(&self, slot: u32, table: &LbTable, i: usize) -> Option<Active> {
+        self.0.borrow().get(slot as usize)?.track(table, i)
     }
 
     /// Whether `table` picks by the request's hash.

@@ -119,6 +119,21 @@ impl Upstreams {
             .map(|i| cluster.cluster.endpoints[i].address)
     }
 
+    /// [`Upstreams::pick`] for a request: with, on a least-request cluster, its count in
+    /// flight to the endpoint (until the guard drops).
+    pub fn pick_request(
+        &self,
+        cluster: &ClusterPlan,
+        rng: &Rng,
+        hash: Option<u64>,
+    ) -> Option<(SocketAddr, Option<lb::Active>)> {
+        let i = self
+            .lb
+            .pick(cluster.slot, &cluster.lb, cluster.lb_version, rng, hash)?;
+        let active = self.lb.track(cluster.slot, &cluster.lb, i);
+        Some((cluster.cluster.endpoints[i].address, active))
+    }
+
     /// A connection to `endpoint` for an HTTP request: the most recently used pooled one,
     /// else a new one. With the cluster's connection breaker full, the request waits
     /// (pending) for a connection to come back or close, until `deadline` (the route

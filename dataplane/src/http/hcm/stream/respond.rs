@@ -23,8 +23,10 @@ impl<D: Downstream> Stream<'_, D> {
             cluster,
             deadline,
             max_at,
-            // Held (in the cluster's request breaker) until the response is relayed.
+            // Held (in the cluster's request breaker, and counted in flight to the endpoint)
+            // until the response is relayed.
             request: _in_flight,
+            active: _active,
         } = ex;
         let shard = self.shard;
         let stats = shard.stats;
