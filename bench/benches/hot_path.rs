@@ -31,6 +31,7 @@ fn snapshot(clusters: usize, eps: usize) -> Snapshot {
             protocol: UpstreamProtocol::default(),
             transport: TransportSocket::default(),
             circuit_breakers: CircuitBreakers::default(),
+            outlier_detection: None,
         })
         .collect();
     let listeners = vec![Listener::simple(

@@ -223,6 +223,33 @@ pub struct Cluster {
     pub transport: TransportSocket,
     /// `circuit_breakers.thresholds` of priority DEFAULT (Envoy's defaults when absent).
     pub circuit_breakers: CircuitBreakers,
+    /// `outlier_detection`: hosts ejected after consecutive failures.
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// `envoy.config.cluster.v3.OutlierDetection`, the consecutive-failure detectors, with
+/// Envoy's defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// An ejected host returns at the first sweep (every `interval`) after its ejection
+    /// time has passed.
+    pub interval: Duration,
+    /// Ejection time: `base_ejection_time` x the host's ejections, at most
+    /// `max(max_ejection_time, base_ejection_time)`, plus up to `max_ejection_time_jitter`.
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_time_jitter: Duration,
+    pub max_ejection_percent: u32,
+    pub always_eject_one_host: bool,
+    pub consecutive_5xx: u32,
+    pub enforcing_consecutive_5xx: u32,
+    pub consecutive_gateway_failure: u32,
+    pub enforcing_consecutive_gateway_failure: u32,
+    /// Local-origin failures (connect failures, timeouts, resets) counted apart from the
+    /// upstream's 5xx; otherwise they count as 503 / 504.
+    pub split_external_local_origin_errors: bool,
+    pub consecutive_local_origin_failure: u32,
+    pub enforcing_consecutive_local_origin_failure: u32,
 }
 
 /// A cluster's circuit-breaker thresholds for the whole process (each shard enforces its

@@ -135,10 +135,18 @@ pub enum Counter {
     FaultAbortsInjected,
     FaultFaultsOverflow,
     FaultActiveFaults,
+    /// Outlier ejections made (Envoy's `outlier_detection.ejections_enforced_total` and by
+    /// detector), and ejections not made because `max_ejection_percent` was reached
+    /// (`ejections_overflow`).
+    OutlierEjectionsEnforcedTotal,
+    OutlierEjectionsEnforcedConsecutive5xx,
+    OutlierEjectionsEnforcedConsecutiveGatewayFailure,
+    OutlierEjectionsEnforcedConsecutiveLocalOriginFailure,
+    OutlierEjectionsOverflow,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 60] = [
+    pub const ALL: [Counter; 65] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -199,6 +207,11 @@ impl Counter {
         Counter::FaultAbortsInjected,
         Counter::FaultFaultsOverflow,
         Counter::FaultActiveFaults,
+        Counter::OutlierEjectionsEnforcedTotal,
+        Counter::OutlierEjectionsEnforcedConsecutive5xx,
+        Counter::OutlierEjectionsEnforcedConsecutiveGatewayFailure,
+        Counter::OutlierEjectionsEnforcedConsecutiveLocalOriginFailure,
+        Counter::OutlierEjectionsOverflow,
     ];
 
     pub const fn index(self) -> usize {
@@ -271,6 +284,17 @@ impl Counter {
             Counter::FaultAbortsInjected => "fault_aborts_injected",
             Counter::FaultFaultsOverflow => "fault_faults_overflow",
             Counter::FaultActiveFaults => "fault_active_faults",
+            Counter::OutlierEjectionsEnforcedTotal => "outlier_detection_ejections_enforced_total",
+            Counter::OutlierEjectionsEnforcedConsecutive5xx => {
+                "outlier_detection_ejections_enforced_consecutive_5xx"
+            }
+            Counter::OutlierEjectionsEnforcedConsecutiveGatewayFailure => {
+                "outlier_detection_ejections_enforced_consecutive_gateway_failure"
+            }
+            Counter::OutlierEjectionsEnforcedConsecutiveLocalOriginFailure => {
+                "outlier_detection_ejections_enforced_consecutive_local_origin_failure"
+            }
+            Counter::OutlierEjectionsOverflow => "outlier_detection_ejections_overflow",
         }
     }
 

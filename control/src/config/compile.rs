@@ -270,6 +270,7 @@ pub(crate) fn add_missing(snapshot: &mut Snapshot, names: Names) {
             protocol: UpstreamProtocol::default(),
             transport: TransportSocket::default(),
             circuit_breakers: CircuitBreakers::default(),
+            outlier_detection: None,
         });
     }
 }
@@ -383,6 +384,7 @@ pub(crate) fn cluster(
         protocol: UpstreamProtocol::Http1(http),
         transport: TransportSocket::RawBuffer,
         circuit_breakers: circuit_breakers(c),
+        outlier_detection: super::outlier::outlier_detection(c, path)?,
     };
     Ok((cluster, discovery))
 }

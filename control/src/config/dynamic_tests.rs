@@ -191,7 +191,7 @@ fn each_resource_is_checked_alone_naming_resource_and_field() {
     let r = Resources::default();
     assert!(check(&r, &d, Kind::Cluster, eds_cluster("web")).is_ok());
     let mut bad = eds_cluster("web");
-    bad["lb_policy"] = "MAGLEV".into();
+    bad["lb_policy"] = "CLUSTER_PROVIDED".into();
     let e = check(&r, &d, Kind::Cluster, bad).unwrap_err();
     assert!(e.starts_with("web: Cluster(web).lb_policy"), "{e}");
     let e = check(&r, &d, Kind::Cluster, eds_cluster("xds-grpc")).unwrap_err();

@@ -15,6 +15,7 @@ mod http;
 mod lb;
 mod lenient;
 mod listener;
+mod outlier;
 pub mod overlay;
 mod retry;
 mod route;

@@ -497,7 +497,7 @@ mod tests {
 
         // An invalid cluster: NACK with the last accepted version; the valid one applies.
         let mut bad = eds_cluster("bad");
-        bad["lb_policy"] = "MAGLEV".into();
+        bad["lb_policy"] = "CLUSTER_PROVIDED".into();
         let p = c
             .sotw(cds(
                 "2",

@@ -35,6 +35,7 @@ use crate::route::{Action, Route};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 use crate::upstream::lb::LbStates;
+use crate::upstream::outlier::Outcome;
 use crate::upstream::UpstreamConn;
 pub use retry::{Decision, Failed, RetryState};
 
@@ -261,7 +262,8 @@ pub async fn forward<'g, D: Downstream>(
         true => hash::request_hash(&out.forward.hash_policy, out.req, out.peer),
         false => None,
     };
-    let Some((mut endpoint, mut active)) = shard.upstreams.pick_request(cluster, &shard.rng, hash)
+    let Some((mut endpoint, (mut index, mut active))) =
+        shard.upstreams.pick_request(cluster, &shard.rng, hash)
     else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         return Err(Kind::NoHealthyUpstream.into());
@@ -329,6 +331,12 @@ pub async fn forward<'g, D: Downstream>(
     let per_try = plan.as_ref().and_then(|p| p.policy.per_try_timeout);
     let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
     let breakers = &shard.upstreams.breakers;
+    // What each attempt came to, for the outlier detector of its host.
+    let report = |i: usize, o: Outcome| {
+        if let Some(od) = &cluster.outlier {
+            od.report(i, o, stats, &shard.rng);
+        }
+    };
     let result = 'request: loop {
         info.attempts += 1;
         info.upstream_host = Some(endpoint);
@@ -342,12 +350,19 @@ pub async fn forward<'g, D: Downstream>(
                 Ok(c) => c,
                 Err(e) => match e.kind {
                     Kind::ConnectRefused | Kind::ConnectTimeout | Kind::ConnectFailed => {
+                        report(
+                            index,
+                            match e.kind {
+                                Kind::ConnectTimeout => Outcome::Timeout,
+                                _ => Outcome::ConnectFailed,
+                            },
+                        );
                         break 'attempt Next::Failed(Failed {
                             error: e,
                             failure: Some(Failure::Connect),
                             reused: false,
                             answered: false,
-                        })
+                        });
                     }
                     Kind::UpstreamTimeout => {
                         timed_out(stats);
@@ -380,6 +395,7 @@ pub async fn forward<'g, D: Downstream>(
             let sent;
             (sent, head) = conn.send_head(head).await;
             if let Err(e) = sent {
+                report(index, Outcome::Reset);
                 let reused = conn.reused;
                 break 'attempt Next::Failed(Failed {
                     error: e,
@@ -408,6 +424,7 @@ pub async fn forward<'g, D: Downstream>(
                 .await;
             match read {
                 Ok(resp) => {
+                    report(index, Outcome::Status(resp.status));
                     let header = |n: &str| response_header(&resp, &buf, n);
                     let breaker = || breakers.retry(slot, limits, stats);
                     match retry.on_response(resp.status, header, stats, &shard.rng, breaker) {
@@ -435,6 +452,13 @@ pub async fn forward<'g, D: Downstream>(
                 Err(mut e) => {
                     let answered = !buf.is_empty();
                     shard.pools.give_vec(buf);
+                    report(
+                        index,
+                        match e.kind {
+                            Kind::UpstreamTimeout => Outcome::Timeout,
+                            _ => Outcome::Reset,
+                        },
+                    );
                     let failure = match e.kind {
                         // The per-try timeout, not the route's.
                         Kind::UpstreamTimeout if try_deadline != deadline => {
@@ -490,7 +514,7 @@ pub async fn forward<'g, D: Downstream>(
         }
         let picked = retry.pick_again(|| shard.upstreams.pick_request(cluster, &shard.rng, hash));
         match picked {
-            Some((host, now_active)) => (endpoint, active) = (host, now_active),
+            Some((host, (i, now_active))) => (endpoint, index, active) = (host, i, now_active),
             None => {
                 stats.inc(Counter::UpstreamCxNoHealthyUpstream);
                 break Err(Kind::NoHealthyUpstream.into());

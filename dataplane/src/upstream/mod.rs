@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod connect;
 pub mod h1;
 pub mod lb;
+pub mod outlier;
 pub mod pool;
 
 use std::future::Future;
@@ -119,19 +120,32 @@ impl Upstreams {
             .map(|i| cluster.cluster.endpoints[i].address)
     }
 
-    /// [`Upstreams::pick`] for a request: with, on a least-request cluster, its count in
-    /// flight to the endpoint (until the guard drops).
+    /// [`Upstreams::pick`] for a request: the endpoint, its index, and on a least-request
+    /// cluster its count in flight (until the guard drops). An endpoint the outlier
+    /// detector ejected is passed over for the balancer's next pick, as many times as the
+    /// cluster has endpoints; when every one is out, the last pick stands (Envoy's panic
+    /// mode routes to all hosts).
     pub fn pick_request(
         &self,
         cluster: &ClusterPlan,
         rng: &Rng,
         hash: Option<u64>,
-    ) -> Option<(SocketAddr, Option<lb::Active>)> {
-        let i = self
-            .lb
-            .pick(cluster.slot, &cluster.lb, cluster.lb_version, rng, hash)?;
+    ) -> Option<(SocketAddr, (usize, Option<lb::Active>))> {
+        let pick = || {
+            self.lb
+                .pick(cluster.slot, &cluster.lb, cluster.lb_version, rng, hash)
+        };
+        let mut i = pick()?;
+        if let Some(od) = &cluster.outlier {
+            for _ in 0..cluster.cluster.endpoints.len() {
+                if !od.ejected(i) {
+                    break;
+                }
+                i = pick()?;
+            }
+        }
         let active = self.lb.track(cluster.slot, &cluster.lb, i);
-        Some((cluster.cluster.endpoints[i].address, active))
+        Some((cluster.cluster.endpoints[i].address, (i, active)))
     }
 
     /// A connection to `endpoint` for an HTTP request: the most recently used pooled one,

@@ -25,6 +25,7 @@ fn sample() -> Snapshot {
                 }),
                 transport: TransportSocket::RawBuffer,
                 circuit_breakers: CircuitBreakers::default(),
+                outlier_detection: None,
             },
             Cluster {
                 name: "empty".into(),
@@ -37,6 +38,7 @@ fn sample() -> Snapshot {
                 }),
                 transport: TransportSocket::default(),
                 circuit_breakers: CircuitBreakers::default(),
+                outlier_detection: None,
             },
         ],
         listeners: vec![

@@ -153,6 +153,7 @@ fn write_fuzz_seeds() {
             protocol: UpstreamProtocol::default(),
             transport: TransportSocket::default(),
             circuit_breakers: CircuitBreakers::default(),
+            outlier_detection: None,
         }],
         listeners: vec![Listener::simple(
             "front",

@@ -19,6 +19,7 @@ fn cluster(name: &str, ports: &[u16]) -> Cluster {
         protocol: UpstreamProtocol::default(),
         transport: TransportSocket::default(),
         circuit_breakers: CircuitBreakers::default(),
+        outlier_detection: None,
     }
 }
 

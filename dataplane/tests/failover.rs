@@ -1,0 +1,204 @@
+//! Failover against Envoy 1.40: one of three endpoints dies at about 1,000 requests a
+//! second, under a retry policy (connect-failure, reset) and outlier detection (consecutive
+//! 5xx, local-origin failures counting as 503). Both proxies must fail no request, eject the
+//! dead host, and stop trying it once ejected. Envoy comes from PyPI; CI sets
+//! ZEROHOP_REQUIRE_PEERS=1, so there a missing Envoy fails the test.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::envoy;
+use support::http::Client;
+use support::{admin, Proxy};
+use zerohop_proto::stats::Counter;
+
+/// An upstream that can be killed: its port closed and its connections shut down at once.
+struct Killable {
+    addr: SocketAddr,
+    dead: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Killable {
+    fn start() -> Killable {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let dead = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (d, c) = (dead.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                if d.load(Ordering::SeqCst) {
+                    break; // the listener drops: the port refuses from now on
+                }
+                c.lock().unwrap().push(s.try_clone().unwrap());
+                std::thread::spawn(move || serve(s));
+            }
+        });
+        Killable { addr, dead, conns }
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        // Wakes the accept loop so that it sees it is dead and closes the port.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve(s: TcpStream) {
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if line != "\r\n" {
+            continue;
+        }
+        let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if w.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn config(ups: &[SocketAddr], admin_port: u16) -> String {
+    let endpoints: String = ups
+        .iter()
+        .map(|a| {
+            format!(
+                "        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
+                a.port()
+            )
+        })
+        .collect();
+    let prefix = format!(
+        "admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}\n"
+    );
+    support::http::http_bootstrap(
+        &prefix,
+        0,
+        "",
+        "              - match: { prefix: \"/\" }\n                route: { cluster: svc, retry_policy: { retry_on: \"connect-failure,reset\", num_retries: 3 } }\n",
+        &format!(
+            r#"  - name: svc
+    outlier_detection:
+      consecutive_5xx: 3
+      interval: 1s
+      base_ejection_time: 30s
+      max_ejection_percent: 50
+      enforcing_success_rate: 0
+    load_assignment:
+      cluster_name: svc
+      endpoints:
+      - lb_endpoints:
+{endpoints}"#
+        ),
+    )
+}
+
+/// About 1,000 requests a second from 4 clients for 3 s, the third upstream killed after
+/// the first second. Returns (requests, failures).
+fn load(addr: SocketAddr, victim: &Killable) -> (usize, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut n, mut failed) = (0, 0);
+                let mut c = Client::connect(addr);
+                while !stop.load(Ordering::SeqCst) {
+                    let t = Instant::now();
+                    match c.raw(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n") {
+                        Some(r) if r.status == 200 => {}
+                        _ => {
+                            failed += 1;
+                            c = Client::connect(addr);
+                        }
+                    }
+                    n += 1;
+                    if let Some(rest) = Duration::from_millis(4).checked_sub(t.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                }
+                (n, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    victim.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    clients
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// The outcome both proxies must reach: no failed request, the dead host ejected, and few
+/// connect attempts to it (those before the ejection).
+fn outcome(requests: usize, failed: usize, ejections: u64, connect_fails: u64) -> Vec<String> {
+    vec![
+        format!("over 1,500 requests: {}", requests > 1500),
+        format!("failed: {failed}"),
+        format!("dead host ejected: {}", ejections >= 1),
+        format!(
+            "connect attempts to it after ejection few: {}",
+            connect_fails <= 10
+        ),
+    ]
+}
+
+#[test]
+fn a_dead_endpoint_costs_no_request_and_is_ejected() {
+    let ups: Vec<Killable> = (0..3).map(|_| Killable::start()).collect();
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    let proxy = Proxy::start(&config(&addrs, envoy::free_port()));
+    let (n, failed) = load(proxy.addr("web"), &ups[2]);
+    let z = outcome(
+        n,
+        failed,
+        proxy.total(Counter::OutlierEjectionsEnforcedTotal),
+        proxy.total(Counter::UpstreamCxConnectFail),
+    );
+    eprintln!("[zerohop] {n} requests: {z:?}");
+    assert_eq!(
+        z,
+        outcome(2000, 0, 1, 0),
+        "zerohop: a request failed or the host stayed in"
+    );
+    if !envoy::available() {
+        return;
+    }
+    let ups: Vec<Killable> = (0..3).map(|_| Killable::start()).collect();
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    let eadmin = envoy::free_port();
+    let (_envoy, eaddr) = envoy::start(&config(&addrs, eadmin));
+    let (n, failed) = load(eaddr, &ups[2]);
+    let (_, stats) = admin::request(eadmin, "GET", "/stats");
+    let stat = |name: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cluster.svc.{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let e = outcome(
+        n,
+        failed,
+        stat("outlier_detection.ejections_enforced_total"),
+        stat("upstream_cx_connect_fail"),
+    );
+    eprintln!("[envoy]   {n} requests: {e:?}");
+    assert_eq!(z, e, "zerohop and Envoy differ");
+}
