@@ -15,8 +15,8 @@ pub enum Kind {
     /// measured beside the current one in the same run.
     ZerohopBaseline,
     /// This zerohop with resilience configured but not triggered (HTTP only): a retry
-    /// policy with a per-try timeout, and explicit circuit breakers; its cost is its ratio
-    /// to `zerohop` in the same run.
+    /// policy with a per-try timeout, explicit circuit breakers and outlier detection; its
+    /// cost is its ratio to `zerohop` in the same run.
     ZerohopResilient,
     /// HAProxy in TCP mode, one thread; `splice` adds `option splice-auto`.
     Haproxy {
@@ -398,13 +398,14 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
 }
 
 /// The HTTP connection manager with one route to the upstream: Envoy and zerohop both run it.
-/// `resilient` adds a retry policy (with a per-try timeout) to the route and explicit
-/// circuit breakers to the cluster, none of which the benchmark's traffic triggers.
+/// `resilient` adds a retry policy (with a per-try timeout) to the route, and explicit
+/// circuit breakers and outlier detection to the cluster, none of which the benchmark's
+/// traffic triggers.
 fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool, resilient: bool) -> String {
     let (retry, breakers) = match resilient {
         true => (
             ", retry_policy: { retry_on: \"5xx,reset,connect-failure\", num_retries: 2, per_try_timeout: 5s }",
-            "    circuit_breakers: { thresholds: [ { max_connections: 4096, max_pending_requests: 4096, max_requests: 4096, max_retries: 8 } ] }\n",
+            "    circuit_breakers: { thresholds: [ { max_connections: 4096, max_pending_requests: 4096, max_requests: 4096, max_retries: 8 } ] }\n    outlier_detection: { consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 50, enforcing_success_rate: 0 }\n",
         ),
         false => ("", ""),
     };
