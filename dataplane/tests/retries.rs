@@ -133,6 +133,18 @@ fn config(ups: &[SocketAddr], admin_port: u16) -> String {
         cluster("half", "ROUND_ROBIN", "", &[dead, ups[0]]),
         cluster("dead", "ROUND_ROBIN", "", &[dead]),
         cluster(
+            "budget0",
+            "ROUND_ROBIN",
+            "    circuit_breakers: { thresholds: [ { retry_budget: { budget_percent: { value: 0 }, min_retry_concurrency: 0 } } ] }\n",
+            ups,
+        ),
+        cluster(
+            "budget1",
+            "ROUND_ROBIN",
+            "    circuit_breakers: { thresholds: [ { retry_budget: { budget_percent: { value: 0 }, min_retry_concurrency: 1 } } ] }\n",
+            ups,
+        ),
+        cluster(
             "nobudget",
             "ROUND_ROBIN",
             "    circuit_breakers: { thresholds: [ { max_retries: 0 } ] }\n",
@@ -219,6 +231,10 @@ static_resources:
                 route: {{ cluster: half, retry_policy: {{ retry_on: connect-failure, num_retries: 3 }} }}
               - match: {{ prefix: "/dead" }}
                 route: {{ cluster: dead, retry_policy: {{ retry_on: connect-failure, num_retries: 2 }} }}
+              - match: {{ prefix: "/budget0" }}
+                route: {{ cluster: budget0, retry_policy: {{ retry_on: 5xx }} }}
+              - match: {{ prefix: "/budget1" }}
+                route: {{ cluster: budget1, retry_policy: {{ retry_on: 5xx }} }}
               - match: {{ prefix: "/nobudget" }}
                 route: {{ cluster: nobudget, retry_policy: {{ retry_on: 5xx }} }}
               - match: {{ prefix: "/" }}
@@ -270,6 +286,8 @@ const CASES: &[Case] = &[
     ("svc", "/limited-wait", "wait,200", &[], ""),
     ("svc", "/previous", "503,503,200", &[], ""),
     ("svc", "/nobudget", "503,200", &[], ""),
+    ("svc", "/budget0", "503,200", &[], ""),
+    ("svc", "/budget1", "503,200", &[], ""),
     // A client's retry headers are Envoy's internal ones: removed, never honoured.
     (
         "svc",

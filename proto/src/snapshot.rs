@@ -250,6 +250,10 @@ pub struct OutlierDetection {
     pub split_external_local_origin_errors: bool,
     pub consecutive_local_origin_failure: u32,
     pub enforcing_consecutive_local_origin_failure: u32,
+    /// The cluster's `common_lb_config.healthy_panic_threshold` (default 50%, the bits of
+    /// an `f64`): below that share of hosts in, the balancer ignores ejections (Envoy's
+    /// panic mode); at 0 it never does, and a cluster with every host out has none.
+    pub healthy_panic_threshold: u64,
 }
 
 /// A cluster's circuit-breaker thresholds for the whole process (each shard enforces its
@@ -260,6 +264,18 @@ pub struct CircuitBreakers {
     pub max_pending_requests: u32,
     pub max_requests: u32,
     pub max_retries: u32,
+    /// `retry_budget`: retries in flight bounded by a share of the requests active and
+    /// pending instead of `max_retries`.
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// `CircuitBreakers.Thresholds.RetryBudget`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryBudget {
+    /// `budget_percent` (default 20%), the bits of an `f64`.
+    pub budget_percent: u64,
+    /// `min_retry_concurrency` (default 3).
+    pub min_retry_concurrency: u32,
 }
 
 impl Default for CircuitBreakers {
@@ -270,6 +286,7 @@ impl Default for CircuitBreakers {
             max_pending_requests: 1024,
             max_requests: 1024,
             max_retries: 3,
+            retry_budget: None,
         }
     }
 }

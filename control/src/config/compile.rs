@@ -414,6 +414,18 @@ fn circuit_breakers(c: &DynamicMessage) -> CircuitBreakers {
             *slot = u32_value(w);
         }
     }
+    if let Some(b) = msg(t, "retry_budget") {
+        let percent = msg(b, "budget_percent")
+            .and_then(|p| match p.get_field_by_name("value").as_deref() {
+                Some(Value::F64(v)) => Some(*v),
+                _ => None,
+            })
+            .unwrap_or(20.0);
+        out.retry_budget = Some(RetryBudget {
+            budget_percent: percent.clamp(0.0, 100.0).to_bits(),
+            min_retry_concurrency: msg(b, "min_retry_concurrency").map_or(3, u32_value),
+        });
+    }
     out
 }
 

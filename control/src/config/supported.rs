@@ -171,6 +171,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "maglev_lb_config",
             "least_request_lb_config",
             "outlier_detection",
+            "common_lb_config",
             // STRICT_DNS and LOGICAL_DNS (config::dns).
             "dns_lookup_family",
             "dns_refresh_rate",
@@ -225,8 +226,14 @@ const FIELDS: &[(&str, &[&str])] = &[
             "max_pending_requests",
             "max_requests",
             "max_retries",
+            "retry_budget",
         ],
     ),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget",
+        &["budget_percent", "min_retry_concurrency"],
+    ),
+    ("envoy.type.v3.Percent", &["value"]),
     // HTTP/2 to the ADS server's cluster only (compile refuses it elsewhere).
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -452,6 +459,12 @@ const FIELDS: &[(&str, &[&str])] = &[
         &["minimum_ring_size", "maximum_ring_size", "hash_function"],
     ),
     ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
+    // Only the panic threshold (config::outlier); zone-aware and locality-weighted
+    // balancing, slow start and the rest are refused by name.
+    (
+        "envoy.config.cluster.v3.Cluster.CommonLbConfig",
+        &["healthy_panic_threshold"],
+    ),
     // Success-rate and failure-percentage ejection are not implemented: their enforcement
     // must be 0 (config::outlier checks it); their other settings then do nothing.
     (

@@ -462,6 +462,7 @@ fn circuit_breaker_thresholds_compile_and_what_zerohop_lacks_is_refused() {
             max_pending_requests: 1024,
             max_requests: 9,
             max_retries: 0,
+            retry_budget: None,
         },
         "the first DEFAULT entry; what it leaves out keeps Envoy's default"
     );
@@ -478,8 +479,20 @@ fn circuit_breaker_thresholds_compile_and_what_zerohop_lacks_is_refused() {
         b.snapshot.clusters[0].circuit_breakers,
         CircuitBreakers::default()
     );
+    // A retry budget, with Envoy's defaults (20%, 3) for what it leaves out.
+    let b = load(
+        &with("{ thresholds: [ { retry_budget: {} } ] }"),
+        Format::Yaml,
+    )
+    .unwrap();
+    assert_eq!(
+        b.snapshot.clusters[0].circuit_breakers.retry_budget,
+        Some(zerohop_proto::RetryBudget {
+            budget_percent: 20.0f64.to_bits(),
+            min_retry_concurrency: 3
+        })
+    );
     for (cb, field) in [
-        ("{ thresholds: [ { retry_budget: {} } ] }", "retry_budget"),
         (
             "{ thresholds: [ { track_remaining: true } ] }",
             "track_remaining",

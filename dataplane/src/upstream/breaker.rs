@@ -66,6 +66,10 @@ pub fn share(thresholds: &CircuitBreakers, shards: usize) -> CircuitBreakers {
         max_pending_requests: one(thresholds.max_pending_requests),
         max_requests: one(thresholds.max_requests),
         max_retries: one(thresholds.max_retries),
+        retry_budget: thresholds.retry_budget.map(|b| zerohop_proto::RetryBudget {
+            min_retry_concurrency: one(b.min_retry_concurrency),
+            ..b
+        }),
     }
 }
 
@@ -187,7 +191,18 @@ impl Breakers {
     /// A retry of a request to cluster `slot`, held while the retry runs; `None` (counted as
     /// Envoy's `upstream_rq_retry_overflow`) when the retry breaker is full: no retry then.
     pub fn retry(&self, slot: usize, limits: &CircuitBreakers, stats: ShardStats) -> Option<Held> {
-        let held = self.take(slot, Resource::Retry, limits.max_retries);
+        // A retry budget: a share of the requests active and pending, at least its
+        // minimum concurrency, instead of `max_retries` (as Envoy's).
+        let max = match limits.retry_budget {
+            Some(b) => {
+                let open = self.open(slot);
+                let active = f64::from(open.requests.get() + open.pending.get());
+                let share = (active * f64::from_bits(b.budget_percent) / 100.0) as u32;
+                share.max(b.min_retry_concurrency)
+            }
+            None => limits.max_retries,
+        };
+        let held = self.take(slot, Resource::Retry, max);
         if held.is_none() {
             stats.inc(Counter::UpstreamRqRetryOverflow);
         }
@@ -258,6 +273,7 @@ mod tests {
             max_pending_requests: pending,
             max_requests: requests,
             max_retries: 1,
+            retry_budget: None,
         }
     }
 

@@ -123,8 +123,8 @@ impl Upstreams {
     /// [`Upstreams::pick`] for a request: the endpoint, its index, and on a least-request
     /// cluster its count in flight (until the guard drops). An endpoint the outlier
     /// detector ejected is passed over for the balancer's next pick, as many times as the
-    /// cluster has endpoints; when every one is out, the last pick stands (Envoy's panic
-    /// mode routes to all hosts).
+    /// cluster has endpoints; below the cluster's healthy panic threshold ejections are
+    /// ignored (Envoy's panic mode routes to all hosts), and with none left, there is none.
     pub fn pick_request(
         &self,
         cluster: &ClusterPlan,
@@ -136,11 +136,18 @@ impl Upstreams {
                 .pick(cluster.slot, &cluster.lb, cluster.lb_version, rng, hash)
         };
         let mut i = pick()?;
-        if let Some(od) = &cluster.outlier {
-            for _ in 0..cluster.cluster.endpoints.len() {
-                if !od.ejected(i) {
+        if let Some(od) = cluster.outlier.as_ref().filter(|od| od.enforced()) {
+            let mut tries = cluster.cluster.endpoints.len();
+            while od.ejected(i) {
+                if tries == 0 {
+                    // Every host out with a panic threshold of 0: no healthy host, as
+                    // Envoy's. (Otherwise unlucky draws keep the last pick.)
+                    if od.all_out() {
+                        return None;
+                    }
                     break;
                 }
+                tries -= 1;
                 i = pick()?;
             }
         }

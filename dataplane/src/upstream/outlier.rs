@@ -70,6 +70,20 @@ impl Hosts {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// Whether the balancer should pass over ejected hosts now: not below the healthy panic
+    /// threshold (then every host takes traffic, as Envoy's panic mode).
+    pub fn enforced(&self) -> bool {
+        let n = self.hosts.len() as f64;
+        let ejected = f64::from(self.ejected.load(Relaxed));
+        ejected == 0.0
+            || 100.0 * (n - ejected) / n >= f64::from_bits(self.cfg.healthy_panic_threshold)
+    }
+
+    /// Whether every host is out.
+    pub fn all_out(&self) -> bool {
+        self.ejected.load(Relaxed) as usize >= self.hosts.len()
+    }
+
     /// Whether endpoint `i` is ejected now (an ejection whose time has passed ends here).
     pub fn ejected(&self, i: usize) -> bool {
         let Some(h) = self.hosts.get(i) else {
@@ -240,6 +254,7 @@ mod tests {
             split_external_local_origin_errors: false,
             consecutive_local_origin_failure: 5,
             enforcing_consecutive_local_origin_failure: 100,
+            healthy_panic_threshold: 50.0f64.to_bits(),
         }
     }
 
@@ -278,6 +293,24 @@ mod tests {
         let out = (0..4).filter(|&i| h.ejected(i)).count();
         assert_eq!(out, 2, "50% of 4");
         assert_eq!(s.get(Counter::OutlierEjectionsOverflow), 1);
+        assert!(h.enforced(), "50% in is not below the 50% panic threshold");
+        let strict = Hosts::new(
+            OutlierDetection {
+                max_ejection_percent: 100,
+                healthy_panic_threshold: 60.0f64.to_bits(),
+                ..cfg()
+            },
+            4,
+        );
+        for host in 0..2 {
+            for _ in 0..3 {
+                strict.report(host, Outcome::Status(500), s, &rng);
+            }
+        }
+        assert!(
+            !strict.enforced(),
+            "50% in is below 60%: panic, every host takes traffic"
+        );
     }
 
     #[test]
