@@ -82,9 +82,7 @@ fn config(ups: &[SocketAddr], admin_port: u16) -> String {
             )
         })
         .collect();
-    let prefix = format!(
-        "admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}\n"
-    );
+    let prefix = support::http::admin_prefix(admin_port);
     support::http::http_bootstrap(
         &prefix,
         0,

@@ -9,26 +9,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::envoy;
-use support::http::{upstream, Client};
+use support::http::{admin_prefix, manager_bootstrap, static_cluster, upstream, Client, ROUTER};
 use support::{admin, Proxy};
 use zerohop_proto::stats::Counter;
 
 const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
 
 fn config(up: u16, admin_port: u16) -> String {
-    format!(
-        r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
-static_resources:
-  listeners:
-  - name: web
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: web
-          route_config:
+    let manager = format!(
+        r#"          route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
@@ -93,16 +82,13 @@ static_resources:
               max_active_faults: 1
               delay: {{ header_delay: {{}}, percentage: {{ numerator: 100 }} }}
               abort: {{ header_abort: {{}}, percentage: {{ numerator: 100 }} }}
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: up
-    load_assignment:
-      cluster_name: up
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {up} }} }} }}
-"#
+{ROUTER}"#
+    );
+    manager_bootstrap(
+        &admin_prefix(admin_port),
+        0,
+        &manager,
+        &static_cluster("up", up),
     )
 }
 

@@ -72,28 +72,7 @@ fn config(ups: &[Upstream]) -> String {
         ),
     ]
     .concat();
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: web
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: web
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-{clusters}"#
-    )
+    support::http::http_bootstrap("", 0, "", &routes, &clusters)
 }
 
 /// Which upstream each key reached, per route.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use support::envoy;
 use support::http::Client;
+use support::http::{admin_prefix, manager_bootstrap, ROUTER};
 use support::{admin, refused_port, Proxy};
 use zerohop_proto::stats::Counter;
 
@@ -152,19 +153,8 @@ fn config(ups: &[SocketAddr], admin_port: u16) -> String {
         ),
     ]
     .concat();
-    format!(
-        r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }}
-static_resources:
-  listeners:
-  - name: web
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: web
-          route_config:
+    let manager = format!(
+        r#"          route_config:
             virtual_hosts:
             - name: counted
               domains: ["counted"]
@@ -240,11 +230,9 @@ static_resources:
               - match: {{ prefix: "/" }}
                 route: {{ cluster: svc }}
           http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-{clusters}"#
-    )
+{ROUTER}"#
+    );
+    manager_bootstrap(&admin_prefix(admin_port), 0, &manager, &clusters)
 }
 
 /// (host, path, plan, extra headers, body).

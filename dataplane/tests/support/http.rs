@@ -410,6 +410,26 @@ pub fn observed(r: &Response) -> Vec<String> {
 /// entries, indented 14, under one catch-all virtual host) and the router; then the
 /// cluster entries `clusters` (indented 2). `prefix` goes before `static_resources`.
 pub fn http_bootstrap(prefix: &str, port: u16, hcm: &str, routes: &str, clusters: &str) -> String {
+    let manager = format!(
+        r#"{hcm}          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+{ROUTER}"#
+    );
+    manager_bootstrap(prefix, port, &manager, clusters)
+}
+
+/// The router as the last entry of `http_filters` (indented 10).
+pub const ROUTER: &str = "          - name: envoy.filters.http.router\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }\n";
+
+/// A bootstrap with one HTTP/1.1 listener `web` on 127.0.0.1:`port` (0: any) whose
+/// connection manager (`stat_prefix: web`) has the fields `manager` (indented 10: its route
+/// configuration, its filters, ...); then the cluster entries `clusters` (indented 2).
+/// `prefix` goes before `static_resources`.
+pub fn manager_bootstrap(prefix: &str, port: u16, manager: &str, clusters: &str) -> String {
     format!(
         r#"{prefix}static_resources:
   listeners:
@@ -421,17 +441,14 @@ pub fn http_bootstrap(prefix: &str, port: u16, hcm: &str, routes: &str, clusters
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: web
-{hcm}          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
+{manager}  clusters:
 {clusters}"#
     )
+}
+
+/// An `admin` entry on 127.0.0.1:`port`, to go before `static_resources`.
+pub fn admin_prefix(port: u16) -> String {
+    format!("admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n")
 }
 
 /// A STATIC cluster entry `name` with one endpoint on 127.0.0.1:`port`.
