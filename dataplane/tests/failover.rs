@@ -200,3 +200,62 @@ fn a_dead_endpoint_costs_no_request_and_is_ejected() {
     eprintln!("[envoy]   {n} requests: {e:?}");
     assert_eq!(z, e, "zerohop and Envoy differ");
 }
+
+/// The tcp_proxy reports its connects to the outlier detector and passes over an ejected
+/// host, as Envoy's: of two endpoints one refuses; after its first failure (the client's
+/// connection closed, in both proxies) it is ejected and every later connection reaches the
+/// live one.
+#[test]
+fn the_tcp_proxy_ejects_an_endpoint_that_refuses() {
+    let live = support::echo_upstream();
+    let dead = support::refused_port();
+    let config = |admin_port: u16| {
+        format!(
+            "{}{}",
+            support::http::admin_prefix(admin_port),
+            support::tcp_proxy_config(&[dead, live], "", "1s").replace(
+                "    type: STATIC\n",
+                "    type: STATIC\n    outlier_detection: { consecutive_5xx: 1, max_ejection_percent: 50, enforcing_success_rate: 0 }\n",
+            )
+        )
+    };
+    let run = |addr: SocketAddr| {
+        let mut failed = 0;
+        for _ in 0..12 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut echo = [0u8; 5];
+            let ok = s.write_all(b"ping\n").is_ok()
+                && std::io::Read::read_exact(&mut s, &mut echo).is_ok()
+                && &echo == b"ping\n";
+            failed += usize::from(!ok);
+        }
+        format!("connections failed: at most one: {}", failed <= 1)
+    };
+    let proxy = Proxy::start(&config(envoy::free_port()));
+    let z = run(proxy.addr("front"));
+    let z_ejected = proxy.total(Counter::OutlierEjectionsEnforcedTotal);
+    eprintln!("[zerohop] {z}, ejections {z_ejected}");
+    assert_eq!(z, "connections failed: at most one: true");
+    if !envoy::available() {
+        return;
+    }
+    let eadmin = envoy::free_port();
+    let (_envoy, eaddr) = envoy::start(&config(eadmin));
+    let e = run(eaddr);
+    let (_, stats) = admin::request(eadmin, "GET", "/stats");
+    let e_ejected: u64 = stats
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("cluster.backend.outlier_detection.ejections_enforced_total: ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    eprintln!("[envoy]   {e}, ejections {e_ejected}");
+    assert_eq!(z, e, "zerohop and Envoy differ");
+    assert_eq!(
+        z_ejected.min(1),
+        e_ejected.min(1),
+        "ejected in one and not the other"
+    );
+}

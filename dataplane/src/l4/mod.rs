@@ -14,6 +14,7 @@ use crate::net::tunnel::tunnel;
 use crate::shard::config::ShardConfig;
 use crate::shard::listeners::BoundListener;
 use crate::shard::Shard;
+use crate::upstream::outlier::Outcome;
 
 /// Serves one downstream connection accepted on listener `index` of `gen`, whose filter
 /// chain `chain` ends in a tcp_proxy.
@@ -36,7 +37,8 @@ pub async fn serve(
     let listener: &BoundListener = &listener;
     let stats = shard.stats;
     let cluster = gen.pick_target(&tcp.proxy.targets, &tcp.pick, &shard.rng);
-    let Some(addr) = shard.upstreams.pick(cluster, &shard.rng, None) else {
+    // Hosts the outlier detector ejected are passed over, as for HTTP requests.
+    let Some((addr, (index, _))) = shard.upstreams.pick_request(cluster, &shard.rng, None) else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         log::debug!(
             "{}: cluster {} has no endpoint",
@@ -54,9 +56,22 @@ pub async fn serve(
             return;
         }
     };
+    // The connect's result goes to the outlier detector, as Envoy's tcp_proxy reports it.
+    let report = |o: Outcome| {
+        if let Some(od) = &cluster.outlier {
+            od.report(index, o, stats, &shard.rng);
+        }
+    };
     let up = match crate::upstream::connect::connect(stats, &cluster.cluster, addr).await {
-        Ok(up) => up,
+        Ok(up) => {
+            report(Outcome::ConnectSucceeded);
+            up
+        }
         Err(e) => {
+            report(match e.kind {
+                crate::error::Kind::ConnectTimeout => Outcome::Timeout,
+                _ => Outcome::ConnectFailed,
+            });
             log::debug!("{}: {e}", listener.name);
             return; // dropping `down` closes the client promptly
         }

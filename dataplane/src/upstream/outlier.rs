@@ -35,6 +35,9 @@ pub enum Outcome {
     Timeout,
     /// The connection was reset or closed before a whole response head.
     Reset,
+    /// A connection was made and that is all the request needs (the tcp_proxy): a success
+    /// (Envoy's `LocalOriginConnectSuccessFinal`, a 200 without the split).
+    ConnectSucceeded,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +114,13 @@ impl Hosts {
         // Without the split, local-origin failures count as the status Envoy maps them to.
         let status = match (outcome, cfg.split_external_local_origin_errors) {
             (Outcome::Status(s), _) => s,
+            (Outcome::ConnectSucceeded, false) => 200,
+            (Outcome::ConnectSucceeded, true) => {
+                if h.local.load(Relaxed) != 0 {
+                    h.local.store(0, Relaxed);
+                }
+                return;
+            }
             (Outcome::Timeout, false) => 504,
             (Outcome::ConnectFailed | Outcome::Reset, false) => 503,
             (_, true) => {
