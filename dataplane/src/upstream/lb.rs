@@ -4,6 +4,7 @@
 //! Envoy's per-worker load balancers).
 
 use std::cell::{Cell, RefCell};
+use std::collections::BinaryHeap;
 use std::rc::Rc;
 
 use zerohop_proto::{Endpoint, LbPolicy};
@@ -83,8 +84,7 @@ pub enum LbTable {
     /// `LEAST_REQUEST`, by this shard's requests in flight to each endpoint (Envoy counts
     /// them per host for the process; a shard sees its own). Equal weights: the fewest of
     /// `choice_count` random picks (Envoy's power of two choices). Otherwise each endpoint
-    /// weighs `weight / (active + 1) ^ bias`, picked by smooth weighted round robin over
-    /// those weights (Envoy's earliest-deadline-first scheduler over the same weights).
+    /// weighs `weight / (active + 1) ^ bias` in Envoy's earliest-deadline-first scheduler.
     LeastRequest {
         choice_count: u32,
         len: usize,
@@ -144,7 +144,36 @@ pub struct LbState {
     /// Least request: requests in flight per endpoint (shared with their [`Active`] guards)
     /// and the weighted pick's running scores.
     active: Rc<[Cell<u32>]>,
-    fscores: Vec<f64>,
+    /// Weighted least request's scheduler: deadlines by endpoint, the current time, and an
+    /// insertion count that breaks ties in order.
+    edf: BinaryHeap<Due>,
+    edf_now: f64,
+    edf_seq: u64,
+}
+
+/// An endpoint's next deadline in the scheduler (a min-heap by deadline, then insertion).
+#[derive(Debug)]
+struct Due(f64, u64, usize);
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Due) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
+        // Reversed: BinaryHeap pops the greatest, the scheduler wants the earliest.
+        other.0.total_cmp(&self.0).then(other.1.cmp(&self.1))
+    }
 }
 
 impl Default for LbState {
@@ -154,7 +183,9 @@ impl Default for LbState {
             next: 0,
             scores: Vec::new(),
             active: Rc::from(Vec::new()),
-            fscores: Vec::new(),
+            edf: BinaryHeap::new(),
+            edf_now: 0.0,
+            edf_seq: 0,
         }
     }
 }
@@ -183,7 +214,7 @@ impl LbState {
         if self.version != version {
             self.version = version;
             self.scores.clear();
-            self.fscores.clear();
+            self.edf.clear();
             self.active = Rc::from(Vec::new());
         }
         match table {
@@ -244,26 +275,36 @@ impl LbState {
         let Some(weights) = weights else {
             return self.fewest_of(choices, rng);
         };
-        if self.fscores.len() != n {
-            self.fscores = vec![0.0; n];
-        }
-        let (mut best, mut total) = (0, 0.0);
-        for (i, (&weight, active)) in weights.iter().zip(self.active.iter()).enumerate() {
-            let active = f64::from(active.get()) + 1.0;
+        let weight_of = |i: usize| {
+            let active = f64::from(self.active[i].get()) + 1.0;
             let w = if bias == 1.0 {
-                weight / active
+                weights[i] / active
             } else if bias == 0.0 {
-                weight
+                weights[i]
             } else {
-                weight / active.powf(bias)
+                weights[i] / active.powf(bias)
             };
-            total += w;
-            self.fscores[i] += w;
-            if self.fscores[i] > self.fscores[best] {
-                best = i;
+            w.max(f64::MIN_POSITIVE)
+        };
+        // Envoy's earliest-deadline-first scheduler: each endpoint is due at 1 / its weight
+        // after the last pick's time; the one due first is picked, its weight recomputed
+        // from its requests in flight and its next deadline set. O(log n) a pick.
+        if self.edf.len() != n {
+            self.edf.clear();
+            self.edf_now = 0.0;
+            for i in 0..n {
+                self.edf.push(Due(1.0 / weight_of(i), i as u64, i));
             }
+            self.edf_seq = n as u64;
         }
-        self.fscores[best] -= total;
+        let Due(deadline, _, best) = self.edf.pop()?;
+        self.edf_now = deadline;
+        self.edf.push(Due(
+            self.edf_now + 1.0 / weight_of(best),
+            self.edf_seq,
+            best,
+        ));
+        self.edf_seq += 1;
         Some(best)
     }
 

@@ -105,3 +105,38 @@ fn states_are_kept_per_slot() {
     assert_eq!(states.pick(0, &t, 1, &rng, None), Some(0));
     assert_eq!(states.pick(3, &t, 1, &rng, None), Some(1));
 }
+
+#[test]
+fn least_request_shares_by_weight_and_avoids_busy_endpoints() {
+    let rng = Rng::new(3);
+    let policy = LbPolicy::LeastRequest {
+        choice_count: 2,
+        active_request_bias: 1.0f64.to_bits(),
+    };
+    let weighted = endpoints(&[1, 1, 2]);
+    let t = LbTable::new(policy, &weighted);
+    let mut s = LbState::default();
+    let mut c = [0usize; 3];
+    for _ in 0..4000 {
+        c[s.pick(&t, 1, &rng, None).unwrap()] += 1;
+    }
+    assert_eq!(c, [1000, 1000, 2000], "idle: by weight alone");
+    // Three requests in flight to the heavy one: its weight falls to 2 / 4, below each
+    // light one's 1.
+    let held: Vec<_> = (0..3).filter_map(|_| s.track(&t, 2)).collect();
+    let mut c = [0usize; 3];
+    for _ in 0..3000 {
+        c[s.pick(&t, 1, &rng, None).unwrap()] += 1;
+    }
+    assert!(c[2] < c[0] && c[2] < c[1], "{c:?}");
+    drop(held);
+    // Equal weights: two choices, never the busy one when the other is free.
+    let equal = LbTable::new(policy, &weighted[..2]);
+    let mut s = LbState::default();
+    s.pick(&equal, 1, &rng, None);
+    let _busy = s.track(&equal, 0);
+    let picks: Vec<usize> = (0..50)
+        .map(|_| s.pick(&equal, 1, &rng, None).unwrap())
+        .collect();
+    assert!(picks.iter().filter(|&&p| p == 0).count() < 25, "{picks:?}");
+}
