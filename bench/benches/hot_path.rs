@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use zerohop::config::{Slots, Terminal};
+use zerohop::upstream::lb::hash::HashKey;
 use zerohop::upstream::lb::{LbState, LbTable, Rng, WeightedPick};
 use zerohop_proto::*;
 
@@ -158,7 +159,7 @@ fn pick(c: &mut Criterion) {
         g.bench_function(name, |bench| {
             bench.iter(|| {
                 key = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                black_box(state.pick(&t, 1, &rng, Some(key)))
+                black_box(state.pick(&t, 1, &rng, Some(HashKey::new(key))))
             })
         });
     }

@@ -104,7 +104,10 @@ fn run(addr: SocketAddr) -> Vec<String> {
 
 #[test]
 fn hashing_balancers_pick_the_hosts_envoy_picks() {
-    let ups: Vec<Upstream> = NAMES.iter().map(|n| upstream(n)).collect();
+    // Upstreams listed in descending port order: Envoy builds its Maglev table in the order
+    // of the hosts' address text, not the order the config lists them in.
+    let mut ups: Vec<Upstream> = NAMES.iter().map(|n| upstream(n)).collect();
+    ups.sort_by_key(|u| std::cmp::Reverse(u.addr.port()));
     let proxy = Proxy::start(&config(&ups));
     let z = run(proxy.addr("web"));
     // Keys spread over the hosts, and a key sticks to its host.

@@ -131,6 +131,7 @@ fn config(ups: &[SocketAddr], admin_port: u16) -> String {
     let clusters = [
         cluster("svc", "ROUND_ROBIN", "", ups),
         cluster("rnd", "RANDOM", "", ups),
+        cluster("ring", "RING_HASH", "", ups),
         cluster("half", "ROUND_ROBIN", "", &[dead, ups[0]]),
         cluster("dead", "ROUND_ROBIN", "", &[dead]),
         cluster(
@@ -217,6 +218,15 @@ fn config(ups: &[SocketAddr], admin_port: u16) -> String {
                     num_retries: 2
                     retry_host_predicate: [ {{ name: envoy.retry_host_predicates.previous_hosts, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate }} }} ]
                     host_selection_retry_max_attempts: 20
+              - match: {{ prefix: "/hashed" }}
+                route:
+                  cluster: ring
+                  hash_policy: [ {{ header: {{ header_name: x-key }} }} ]
+                  retry_policy:
+                    retry_on: 5xx
+                    num_retries: 2
+                    retry_host_predicate: [ {{ name: envoy.retry_host_predicates.previous_hosts, typed_config: {{ "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate }} }} ]
+                    host_selection_retry_max_attempts: 5
               - match: {{ prefix: "/half" }}
                 route: {{ cluster: half, retry_policy: {{ retry_on: connect-failure, num_retries: 3 }} }}
               - match: {{ prefix: "/dead" }}
@@ -273,6 +283,8 @@ const CASES: &[Case] = &[
     ("svc", "/limited-5xx", "limited503,200", &[], ""),
     ("svc", "/limited-wait", "wait,200", &[], ""),
     ("svc", "/previous", "503,503,200", &[], ""),
+    // A hashing balancer asked for another host varies the hash, as Envoy's.
+    ("svc", "/hashed", "503,503,200", &[], ""),
     ("svc", "/nobudget", "503,200", &[], ""),
     ("svc", "/budget0", "503,200", &[], ""),
     ("svc", "/budget1", "503,200", &[], ""),

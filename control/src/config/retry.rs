@@ -107,20 +107,24 @@ pub(super) fn retry_policy(rp: &DynamicMessage, path: &str) -> Result<RetryPolic
     for (i, p) in list(rp, "retry_host_predicate").iter().enumerate() {
         let p = as_msg(p);
         let pp = format!("{path}.retry_host_predicate[{i}]");
-        let by_type = match msg(p, "typed_config") {
-            Some(any) => {
-                unpack_any(any)
-                    .map_err(|e| ConfigError::at(format!("{pp}.typed_config"), e))?
-                    .descriptor()
-                    .full_name()
-                    == PREVIOUS_HOSTS
-            }
-            None => false,
-        };
-        if !by_type && string(p, "name") != "envoy.retry_host_predicates.previous_hosts" {
+        // Envoy finds the predicate by its typed_config's type (a name alone is refused).
+        let Some(any) = msg(p, "typed_config") else {
             return Err(ConfigError::at(
-                pp,
-                "retry host predicate not supported by zerohop (only previous_hosts)",
+                format!("{pp}.typed_config"),
+                "required (Envoy finds a retry host predicate by its type)",
+            ));
+        };
+        let ty = unpack_any(any)
+            .map_err(|e| ConfigError::at(format!("{pp}.typed_config"), e))?
+            .descriptor()
+            .full_name()
+            .to_owned();
+        if ty != PREVIOUS_HOSTS {
+            return Err(ConfigError::at(
+                format!("{pp}.typed_config"),
+                format!(
+                    "retry host predicate {ty} is not supported by zerohop (only previous_hosts)"
+                ),
             ));
         }
         previous_hosts = true;

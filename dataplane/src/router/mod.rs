@@ -34,6 +34,7 @@ use crate::route::retry::Failure;
 use crate::route::{Action, Route};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
+use crate::upstream::lb::hash::HashKey;
 use crate::upstream::lb::LbStates;
 use crate::upstream::outlier::Outcome;
 use crate::upstream::UpstreamConn;
@@ -263,7 +264,9 @@ pub async fn forward<'g, D: Downstream>(
         false => None,
     };
     let Some((mut endpoint, (mut index, mut active))) =
-        shard.upstreams.pick_request(cluster, &shard.rng, hash)
+        shard
+            .upstreams
+            .pick_request(cluster, &shard.rng, hash.map(HashKey::new))
     else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         return Err(Kind::NoHealthyUpstream.into());
@@ -512,7 +515,12 @@ pub async fn forward<'g, D: Downstream>(
         if !wait.is_zero() {
             monoio::time::sleep(wait).await;
         }
-        let picked = retry.pick_again(|| shard.upstreams.pick_request(cluster, &shard.rng, hash));
+        // A hashing balancer asked again for another host is told which attempt it is (the
+        // ring walks on, Maglev varies the hash, as Envoy's).
+        let picked = retry.pick_again(|attempt| {
+            let key = hash.map(|hash| HashKey { hash, attempt });
+            shard.upstreams.pick_request(cluster, &shard.rng, key)
+        });
         match picked {
             Some((host, (i, now_active))) => (endpoint, index, active) = (host, i, now_active),
             None => {

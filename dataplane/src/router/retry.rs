@@ -199,20 +199,21 @@ impl<'p> RetryState<'p> {
     }
 
     /// A host for a retry: `pick` asked again while it gives a host already tried, up to
-    /// `host_selection_retry_max_attempts` more times (the last pick stands).
+    /// `host_selection_retry_max_attempts` more times (the last pick stands). `pick` is told
+    /// which selection attempt it makes (0 first), for a hashing balancer to vary the hash.
     pub fn pick_again<T>(
         &self,
-        mut pick: impl FnMut() -> Option<(SocketAddr, T)>,
+        mut pick: impl FnMut(u32) -> Option<(SocketAddr, T)>,
     ) -> Option<(SocketAddr, T)> {
-        let mut host = pick()?;
+        let mut host = pick(0)?;
         let Some(p) = self.plan.filter(|p| p.policy.previous_hosts) else {
             return Some(host);
         };
-        for _ in 0..p.policy.host_selection_retry_max_attempts {
+        for attempt in 1..=p.policy.host_selection_retry_max_attempts {
             if !self.tried.contains(&host.0) {
                 break;
             }
-            host = pick()?;
+            host = pick(attempt)?;
         }
         Some(host)
     }

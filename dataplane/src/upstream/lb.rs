@@ -209,7 +209,7 @@ impl LbState {
         table: &LbTable,
         version: u64,
         rng: &Rng,
-        hash: Option<u64>,
+        hash: Option<HashKey>,
     ) -> Option<usize> {
         if self.version != version {
             self.version = version;
@@ -241,12 +241,10 @@ impl LbState {
             }
             LbTable::Random(w) => w.pick(rng),
             LbTable::RingHash(ring) => {
-                hash::ring_pick(ring, hash.unwrap_or_else(|| rng.next_u64()))
+                hash::ring_pick(ring, hash.unwrap_or_else(|| HashKey::new(rng.next_u64())))
             }
             LbTable::Maglev(table) => {
-                let h = hash.unwrap_or_else(|| rng.next_u64());
-                let len = table.len() as u64;
-                (len > 0).then(|| table[(h % len) as usize] as usize)
+                hash::maglev_pick(table, hash.unwrap_or_else(|| HashKey::new(rng.next_u64())))
             }
             LbTable::LeastRequest {
                 choice_count,
@@ -349,7 +347,7 @@ impl LbStates {
         table: &LbTable,
         version: u64,
         rng: &Rng,
-        hash: Option<u64>,
+        hash: Option<HashKey>,
     ) -> Option<usize> {
         let mut states = self.0.borrow_mut();
         let slot = slot as usize;
@@ -372,6 +370,8 @@ impl LbStates {
 }
 
 pub mod hash;
+
+use hash::HashKey;
 
 #[cfg(test)]
 mod tests;

@@ -114,7 +114,12 @@ impl Upstreams {
     }
 
     /// An endpoint of `cluster` for the next request or connection; `None` when it has none.
-    pub fn pick(&self, cluster: &ClusterPlan, rng: &Rng, hash: Option<u64>) -> Option<SocketAddr> {
+    pub fn pick(
+        &self,
+        cluster: &ClusterPlan,
+        rng: &Rng,
+        hash: Option<lb::hash::HashKey>,
+    ) -> Option<SocketAddr> {
         self.lb
             .pick(cluster.slot, &cluster.lb, cluster.lb_version, rng, hash)
             .map(|i| cluster.cluster.endpoints[i].address)
@@ -129,7 +134,7 @@ impl Upstreams {
         &self,
         cluster: &ClusterPlan,
         rng: &Rng,
-        hash: Option<u64>,
+        hash: Option<lb::hash::HashKey>,
     ) -> Option<(SocketAddr, (usize, Option<lb::Active>))> {
         let pick = || {
             self.lb

@@ -37,10 +37,43 @@ pub fn ring(endpoints: &[Endpoint], min_size: u64, max_size: u64) -> Vec<(u64, u
     ring
 }
 
-/// The ring entry for `hash`: the first whose hash is at least it, else the first.
-pub fn ring_pick(ring: &[(u64, u32)], hash: u64) -> Option<usize> {
-    let i = ring.partition_point(|&(h, _)| h < hash);
-    ring.get(i).or(ring.first()).map(|&(_, e)| e as usize)
+/// A request's hash, and which selection attempt this is (0 first; a retry whose host
+/// predicate refused the last pick asks again with 1, 2, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashKey {
+    pub hash: u64,
+    pub attempt: u32,
+}
+
+impl HashKey {
+    pub fn new(hash: u64) -> HashKey {
+        HashKey { hash, attempt: 0 }
+    }
+}
+
+/// The ring entry for `key`: the first whose hash is at least its hash (else the first),
+/// then, for a later attempt, that many entries further on (Envoy's ring skips the host
+/// a predicate refused this way).
+pub fn ring_pick(ring: &[(u64, u32)], key: HashKey) -> Option<usize> {
+    if ring.is_empty() {
+        return None;
+    }
+    let i = ring.partition_point(|&(h, _)| h < key.hash) % ring.len();
+    let i = (i + key.attempt as usize) % ring.len();
+    Some(ring[i].1 as usize)
+}
+
+/// The Maglev entry for `key`: `hash % size`, the hash varied for a later attempt (all its
+/// high bits flipped, as Envoy's).
+pub fn maglev_pick(table: &[u32], key: HashKey) -> Option<usize> {
+    if table.is_empty() {
+        return None;
+    }
+    let mut h = key.hash;
+    if key.attempt > 0 {
+        h ^= (!0u64).wrapping_sub(u64::from(key.attempt)).wrapping_add(1);
+    }
+    Some(table[(h % table.len() as u64) as usize] as usize)
 }
 
 /// Envoy's weighted Maglev table of `size` (a prime) entries, each an endpoint index.
@@ -49,6 +82,7 @@ pub fn maglev(endpoints: &[Endpoint], size: u64) -> Vec<u32> {
         return Vec::new();
     }
     struct Build {
+        index: u32,
         offset: u64,
         skip: u64,
         weight: f64,
@@ -56,17 +90,23 @@ pub fn maglev(endpoints: &[Endpoint], size: u64) -> Vec<u32> {
         next: u64,
     }
     let total: f64 = endpoints.iter().map(|e| f64::from(e.weight)).sum();
-    let mut entries: Vec<Build> = endpoints
+    // Envoy fills the table in the order of the hosts' keys (their address text), so that
+    // the table does not depend on the order hosts arrive in.
+    let mut keyed: Vec<(String, usize)> = endpoints
         .iter()
-        .map(|e| {
-            let key = e.address.to_string();
-            Build {
-                offset: xxh64(key.as_bytes(), 0) % size,
-                skip: xxh64(key.as_bytes(), 1) % (size - 1) + 1,
-                weight: f64::from(e.weight) / total,
-                target: 0.0,
-                next: 0,
-            }
+        .enumerate()
+        .map(|(i, e)| (e.address.to_string(), i))
+        .collect();
+    keyed.sort();
+    let mut entries: Vec<Build> = keyed
+        .iter()
+        .map(|(key, i)| Build {
+            index: *i as u32,
+            offset: xxh64(key.as_bytes(), 0) % size,
+            skip: xxh64(key.as_bytes(), 1) % (size - 1) + 1,
+            weight: f64::from(endpoints[*i].weight) / total,
+            target: 0.0,
+            next: 0,
         })
         .collect();
     let max_weight = entries.iter().map(|e| e.weight).fold(0.0, f64::max);
@@ -74,7 +114,7 @@ pub fn maglev(endpoints: &[Endpoint], size: u64) -> Vec<u32> {
     let mut filled = 0u64;
     let mut iteration = 1u64;
     while filled < size {
-        for (i, e) in entries.iter_mut().enumerate() {
+        for e in entries.iter_mut() {
             if filled >= size {
                 break;
             }
@@ -87,7 +127,7 @@ pub fn maglev(endpoints: &[Endpoint], size: u64) -> Vec<u32> {
                 e.next += 1;
                 c = (e.offset + e.skip * e.next) % size;
             }
-            table[c as usize] = i as u32;
+            table[c as usize] = e.index;
             e.next += 1;
             filled += 1;
         }
@@ -133,11 +173,16 @@ mod tests {
     #[test]
     fn a_key_takes_the_next_entry_round_the_ring() {
         let r = vec![(10, 0), (20, 1), (30, 2)];
-        assert_eq!(ring_pick(&r, 5), Some(0));
-        assert_eq!(ring_pick(&r, 10), Some(0));
-        assert_eq!(ring_pick(&r, 11), Some(1));
-        assert_eq!(ring_pick(&r, 31), Some(0), "wraps");
-        assert_eq!(ring_pick(&[], 1), None);
+        let at = |h| HashKey::new(h);
+        assert_eq!(ring_pick(&r, at(5)), Some(0));
+        assert_eq!(ring_pick(&r, at(10)), Some(0));
+        assert_eq!(ring_pick(&r, at(11)), Some(1));
+        assert_eq!(ring_pick(&r, at(31)), Some(0), "wraps");
+        assert_eq!(ring_pick(&[], at(1)), None);
+        // Later attempts walk on round the ring.
+        let again = |h, attempt| HashKey { hash: h, attempt };
+        assert_eq!(ring_pick(&r, again(11, 1)), Some(2));
+        assert_eq!(ring_pick(&r, again(11, 2)), Some(0));
     }
 
     #[test]
