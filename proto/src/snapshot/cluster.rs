@@ -1,0 +1,91 @@
+//! A cluster's policies: load balancing, circuit breakers, outlier detection.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a cluster picks an endpoint (`lb_policy` and its settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LbPolicy {
+    RoundRobin,
+    Random,
+    /// `RING_HASH` (`ring_hash_lb_config`: ring size bounds; xxHash only).
+    RingHash {
+        min_ring_size: u64,
+        max_ring_size: u64,
+    },
+    /// `MAGLEV` (`maglev_lb_config.table_size`, a prime; default 65,537).
+    Maglev {
+        table_size: u64,
+    },
+    /// `LEAST_REQUEST` (`least_request_lb_config`: `choice_count`, default 2;
+    /// `active_request_bias`, default 1.0, as the bits of an `f64`).
+    LeastRequest {
+        choice_count: u32,
+        active_request_bias: u64,
+    },
+}
+
+/// `envoy.config.cluster.v3.OutlierDetection`, the consecutive-failure detectors, with
+/// Envoy's defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// An ejected host returns at the first sweep (every `interval`) after its ejection
+    /// time has passed.
+    pub interval: Duration,
+    /// Ejection time: `base_ejection_time` x the host's ejections, at most
+    /// `max(max_ejection_time, base_ejection_time)`, plus up to `max_ejection_time_jitter`.
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_time_jitter: Duration,
+    pub max_ejection_percent: u32,
+    pub always_eject_one_host: bool,
+    pub consecutive_5xx: u32,
+    pub enforcing_consecutive_5xx: u32,
+    pub consecutive_gateway_failure: u32,
+    pub enforcing_consecutive_gateway_failure: u32,
+    /// Local-origin failures (connect failures, timeouts, resets) counted apart from the
+    /// upstream's 5xx; otherwise they count as 503 / 504.
+    pub split_external_local_origin_errors: bool,
+    pub consecutive_local_origin_failure: u32,
+    pub enforcing_consecutive_local_origin_failure: u32,
+    /// The cluster's `common_lb_config.healthy_panic_threshold` (default 50%, the bits of
+    /// an `f64`): below that share of hosts in, the balancer ignores ejections (Envoy's
+    /// panic mode); at 0 it never does, and a cluster with every host out has none.
+    pub healthy_panic_threshold: u64,
+}
+
+/// A cluster's circuit-breaker thresholds for the whole process (each shard enforces its
+/// share; see the data plane's `upstream::breaker`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitBreakers {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+    /// `retry_budget`: retries in flight bounded by a share of the requests active and
+    /// pending instead of `max_retries`.
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// `CircuitBreakers.Thresholds.RetryBudget`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryBudget {
+    /// `budget_percent` (default 20%), the bits of an `f64`.
+    pub budget_percent: u64,
+    /// `min_retry_concurrency` (default 3).
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for CircuitBreakers {
+    /// Envoy's defaults for a cluster without `circuit_breakers`.
+    fn default() -> Self {
+        CircuitBreakers {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+            retry_budget: None,
+        }
+    }
+}
