@@ -221,7 +221,7 @@ fn config(ups: &[SocketAddr], admin_port: u16) -> String {
               - match: {{ prefix: "/hashed" }}
                 route:
                   cluster: ring
-                  hash_policy: [ {{ header: {{ header_name: x-key }} }} ]
+                  hash_policy: [ {{ header: {{ header_name: x-user }} }} ]
                   retry_policy:
                     retry_on: 5xx
                     num_retries: 2
@@ -283,8 +283,10 @@ const CASES: &[Case] = &[
     ("svc", "/limited-5xx", "limited503,200", &[], ""),
     ("svc", "/limited-wait", "wait,200", &[], ""),
     ("svc", "/previous", "503,503,200", &[], ""),
-    // A hashing balancer asked for another host varies the hash, as Envoy's.
-    ("svc", "/hashed", "503,503,200", &[], ""),
+    // A hashing balancer asked for another host walks on round the ring, as Envoy's (the
+    // same key through both proxies: the ring is the same, so are the hosts).
+    ("svc", "/hashed", "503,503,200", &[("x-user", "u-1")], ""),
+    ("svc", "/hashed", "503,503,200", &[("x-user", "u-2")], ""),
     ("svc", "/nobudget", "503,200", &[], ""),
     ("svc", "/budget0", "503,200", &[], ""),
     ("svc", "/budget1", "503,200", &[], ""),
