@@ -323,9 +323,9 @@ impl LbState {
         Some(best)
     }
 
-    /// Counts a request in flight to endpoint `i` (least request only).
-    pub fn track(&self, table: &LbTable, i: usize) -> Option<Active> {
-        if !matches!(table, LbTable::LeastRequest { .. }) || i >= self.active.len() {
+    /// Counts a request in flight to endpoint `i` (of a least-request table).
+    pub fn track(&self, i: usize) -> Option<Active> {
+        if i >= self.active.len() {
             return None;
         }
         let c = &self.active[i];
@@ -360,7 +360,11 @@ impl LbStates {
     /// Counts a request in flight to endpoint `i` of the cluster in `slot` (least request
     /// only; `None` otherwise).
     pub fn track(&self, slot: u32, table: &LbTable, i: usize) -> Option<Active> {
-        self.0.borrow().get(slot as usize)?.track(table, i)
+        // Decided by the table before the state is borrowed: other policies pay nothing.
+        if !matches!(table, LbTable::LeastRequest { .. }) {
+            return None;
+        }
+        self.0.borrow().get(slot as usize)?.track(i)
     }
 
     /// Whether `table` picks by the request's hash.

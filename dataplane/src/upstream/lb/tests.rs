@@ -123,7 +123,7 @@ fn least_request_shares_by_weight_and_avoids_busy_endpoints() {
     assert_eq!(c, [1000, 1000, 2000], "idle: by weight alone");
     // Three requests in flight to the heavy one: its weight falls to 2 / 4, below each
     // light one's 1.
-    let held: Vec<_> = (0..3).filter_map(|_| s.track(&t, 2)).collect();
+    let held: Vec<_> = (0..3).filter_map(|_| s.track(2)).collect();
     let mut c = [0usize; 3];
     for _ in 0..3000 {
         c[s.pick(&t, 1, &rng, None).unwrap()] += 1;
@@ -134,7 +134,7 @@ fn least_request_shares_by_weight_and_avoids_busy_endpoints() {
     let equal = LbTable::new(policy, &weighted[..2]);
     let mut s = LbState::default();
     s.pick(&equal, 1, &rng, None);
-    let _busy = s.track(&equal, 0);
+    let _busy = s.track(0);
     let picks: Vec<usize> = (0..50)
         .map(|_| s.pick(&equal, 1, &rng, None).unwrap())
         .collect();
