@@ -17,8 +17,19 @@ fn bench(args: &[&str]) -> Output {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zerohop-loadgen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // The pid and this process's start time: CI runs the suite twice (root, then an
+    // unprivileged user), and a pid reused from the first pass met a root-owned directory.
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("zerohop-loadgen-{}-{t:x}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    });
     dir.join(name)
 }
 

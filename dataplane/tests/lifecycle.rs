@@ -146,8 +146,8 @@ fn zero_memlock_falls_back_to_epoll_with_a_warning_and_serves() {
 fn a_new_binary_takes_over_the_listeners_without_refusing_or_resetting_a_connection() {
     let up = echo_upstream();
     let shm = std::path::PathBuf::from(format!(
-        "/dev/shm/zerohop-test-upgrade-{}",
-        std::process::id()
+        "/dev/shm/{}",
+        support::unique("zerohop-test-upgrade")
     ));
     let _cleanup = RemoveOnDrop(vec![
         shm.clone(),

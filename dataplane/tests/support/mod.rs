@@ -38,10 +38,25 @@ pub fn control_bin() -> PathBuf {
     p
 }
 
-pub fn scratch(name: &str) -> PathBuf {
+/// A name no other test process has used: the pid, this process's start time and a
+/// counter. The pid alone is not enough: CI runs the suite twice (as root, then as an
+/// unprivileged user), and a reused pid met the first pass's root-owned directory.
+pub fn unique(prefix: &str) -> String {
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    });
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("zerohop-test-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    format!("{prefix}-{}-{start:x}-{n}", std::process::id())
+}
+
+/// A fresh directory of this test's own, and `name` in it.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("zerohop-test"));
+    std::fs::create_dir(&dir).unwrap();
     dir.join(name)
 }
 
@@ -97,13 +112,11 @@ impl Proxy {
     pub fn start_with(yaml: &str, opts: Opts) -> Proxy {
         let cfg = scratch(opts.config_name.as_deref().unwrap_or("bootstrap.yaml"));
         std::fs::write(&cfg, yaml).unwrap();
-        let shm = opts.attach.clone().or(opts.shm.clone()).unwrap_or_else(|| {
-            PathBuf::from(format!(
-                "/dev/shm/zerohop-test-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::SeqCst)
-            ))
-        });
+        let shm = opts
+            .attach
+            .clone()
+            .or(opts.shm.clone())
+            .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/{}", unique("zerohop-test"))));
         let mut cmd = if opts.memlock_zero {
             let mut c = Command::new("prlimit");
             c.arg("--memlock=0:0").arg("--").arg(bin());
@@ -302,11 +315,7 @@ impl Control {
     pub fn start(yaml: &str, args: &[&str]) -> Control {
         let config = scratch("control.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let shm = PathBuf::from(format!(
-            "/dev/shm/zerohop-ctl-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
+        let shm = PathBuf::from(format!("/dev/shm/{}", unique("zerohop-ctl")));
         let child = Control::spawn(&config, &shm, args);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Segment::open(&shm)

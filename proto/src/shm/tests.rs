@@ -61,7 +61,13 @@ fn oversized_snapshot_is_refused_by_the_writer() {
 
 #[test]
 fn file_segment_is_shared_and_reattached() {
-    let dir = std::env::temp_dir().join(format!("zerohop-shm-test-{}", std::process::id()));
+    // The start time beside the pid: CI runs the suite twice (root, then an unprivileged
+    // user), and a pid reused from the first pass would meet a root-owned file.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("zerohop-shm-test-{}-{t:x}", std::process::id()));
     let _ = std::fs::remove_file(&dir);
     let a = Segment::create_or_attach(&dir, small()).unwrap();
     a.publish(b"x").unwrap();
