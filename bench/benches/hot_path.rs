@@ -24,15 +24,19 @@ fn snapshot(clusters: usize, eps: usize) -> Snapshot {
             connect_timeout: Duration::from_secs(1),
             lb_policy: LbPolicy::RoundRobin,
             endpoints: (0..eps)
-                .map(|e| Endpoint {
-                    address: SocketAddr::from(([10, (c >> 8) as u8, c as u8, e as u8 + 1], 8080)),
-                    weight: 1,
+                .map(|e| {
+                    Endpoint::new(
+                        SocketAddr::from(([10, (c >> 8) as u8, c as u8, e as u8 + 1], 8080)),
+                        1,
+                    )
                 })
                 .collect(),
             protocol: UpstreamProtocol::default(),
             transport: TransportSocket::default(),
             circuit_breakers: CircuitBreakers::default(),
             outlier_detection: None,
+            healthy_panic_threshold: 50.0f64.to_bits(),
+            health_checks: Vec::new(),
         })
         .collect();
     let listeners = vec![Listener::simple(
@@ -57,10 +61,7 @@ fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
     weights
         .iter()
         .enumerate()
-        .map(|(i, &weight)| Endpoint {
-            address: ([127, 0, 0, 1], 9000 + i as u16).into(),
-            weight,
-        })
+        .map(|(i, &weight)| Endpoint::new(([127, 0, 0, 1], 9000 + i as u16).into(), weight))
         .collect()
 }
 

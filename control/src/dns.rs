@@ -292,7 +292,10 @@ impl Target {
                     }
                 }
             };
-            let jitter = self.spec.jitter.map_or(Duration::ZERO, random_below);
+            let jitter = self
+                .spec
+                .jitter
+                .map_or(Duration::ZERO, crate::random::below);
             tokio::time::sleep(wait + jitter).await;
         }
     }
@@ -306,10 +309,7 @@ impl Target {
         for ip in ips {
             let address = SocketAddr::new(ip, target.port);
             if !hosts.iter().any(|h| h.address == address) {
-                hosts.push(Endpoint {
-                    address,
-                    weight: target.weight,
-                });
+                hosts.push(Endpoint::new(address, target.weight));
             }
         }
         let announce = {
@@ -375,19 +375,7 @@ fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
         .checked_mul(1u32 << failures.saturating_sub(1).min(30))
         .unwrap_or(max)
         .min(max);
-    random_below(ceiling).max(Duration::from_millis(1))
-}
-
-/// A uniformly random duration in `[0, d)` (microsecond steps).
-fn random_below(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let micros = d.as_micros() as u64;
-    if micros == 0 {
-        return Duration::ZERO;
-    }
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(micros);
-    Duration::from_micros(h.finish() % micros)
+    crate::random::below(ceiling).max(Duration::from_millis(1))
 }
 
 /// A cluster's resolver.

@@ -15,7 +15,9 @@
 pub mod admin;
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod publish;
+mod random;
 pub mod source;
 pub mod stats;
 pub mod xds;

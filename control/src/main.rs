@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use zerohop_control::config::{self, Bootstrap, Format};
 use zerohop_control::dns::Discovery;
+use zerohop_control::health::Checker;
 use zerohop_control::publish::{Applied, Publisher};
 use zerohop_control::source::{self, SnapshotCache};
 use zerohop_control::{admin, stats};
@@ -243,6 +244,7 @@ fn run() -> anyhow::Result<()> {
         state: state.clone(),
         cache,
         dns: discovery.clone(),
+        health: Checker::new(publisher.clone())?,
         gate: Mutex::new(()),
     });
 
@@ -340,6 +342,7 @@ fn run() -> anyhow::Result<()> {
                     let mut snapshot = std::mem::take(&mut boot.snapshot);
                     let boot_meta = boot;
                     discovery.fill(&mut snapshot);
+                    out.assign_health_slots(&mut snapshot);
                     if unchanged(&publisher, &state, &snapshot) {
                         log::info!("config unchanged; nothing to publish")
                     } else {
@@ -453,17 +456,24 @@ enum Event {
 }
 
 /// Where snapshots go: the segment, admin's view and the snapshot cache, with DNS
-/// clusters' endpoints filled in. One publish at a time (the ADS client's thread and DNS
-/// answers both publish).
+/// clusters' endpoints filled in and health-checked hosts given their health slots. One
+/// publish at a time (the ADS client's thread and DNS answers both publish).
 struct Out {
     publisher: Arc<Publisher>,
     state: admin::Shared,
     cache: Option<SnapshotCache>,
     dns: Arc<Discovery>,
+    health: Checker,
     gate: Mutex<()>,
 }
 
 impl Out {
+    /// Gives `snapshot`'s hosts already under health checking their slots, so that it
+    /// compares equal to the one in force when nothing changed.
+    fn assign_health_slots(&self, snapshot: &mut Snapshot) {
+        self.health.fill_known(snapshot);
+    }
+
     /// Publishes `snapshot` with DNS clusters' latest endpoints (`served`: see
     /// [`publish_as`]).
     fn publish(&self, mut snapshot: Snapshot, served: bool) -> anyhow::Result<()> {
@@ -498,7 +508,10 @@ impl Out {
 
 /// Publishes and waits for the shards; `served` also waits for a data plane that has not
 /// attached yet (xDS: the ACK that follows must mean "serving"). The caller holds the gate.
-fn publish_as(out: &Out, snapshot: Snapshot, served: bool, store: bool) -> anyhow::Result<()> {
+/// Health-checked hosts get their slots first, and a cluster new to health checking warms:
+/// the publish waits for its hosts' first checks, as Envoy's cluster initialization does.
+fn publish_as(out: &Out, mut snapshot: Snapshot, served: bool, store: bool) -> anyhow::Result<()> {
+    out.health.assign(&mut snapshot).wait();
     let (publisher, state) = (&out.publisher, &out.state);
     let cache = out.cache.as_ref().filter(|_| store);
     let generation = publisher.publish(&snapshot, Duration::from_secs(5))?;

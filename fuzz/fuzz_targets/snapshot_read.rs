@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         // Published: a well-formed segment whose slot holds arbitrary snapshot bytes.
-        let seg = Segment::new_in_memory(Geometry { slot_count: 2, slot_size: 1 << 16, shard_capacity: 1 })
+        let seg = Segment::new_in_memory(Geometry { slot_count: 2, slot_size: 1 << 16, shard_capacity: 1, health_slots: 16 })
             .expect("valid geometry");
         if seg.publish(rest).is_ok() {
             match seg.read_current(0) {

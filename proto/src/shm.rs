@@ -7,6 +7,9 @@
 //! 4096     one 64-byte ack line per shard: applied generation, rejected generation, apply time
 //! slots    `slot_count` slots of `slot_size` bytes, each holding one encoded snapshot
 //! stats    one block of counters per shard (see [`crate::stats`]), written only by its shard
+//! health   the host health table: one byte per health slot written by control (the host
+//!          failed its active health checks), one per slot written by the data plane (the
+//!          host's cluster has had traffic); see `shm/health.rs`
 //! ```
 //!
 //! Publishing is a seqlock per slot: control marks the slot odd (`2g+1`), writes the bytes,
@@ -33,13 +36,16 @@ use crate::stats::Counter;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP\x01");
 /// Bumped on any change to the layout described above or to [`Counter::ALL`].
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 pub const MAX_SLOTS: usize = 8;
 pub const MAX_SHARDS: usize = 256;
 const HEADER_SIZE: usize = 4096;
 const ACK_LINE: usize = 64;
 const PAGE: usize = 4096;
 const MAX_SLOT_SIZE: u64 = 1 << 30;
+/// The most hosts under active health checking, process-wide (each has a slot in the
+/// health table); a segment's own number is in its [`Geometry`].
+pub const HEALTH_SLOTS: usize = 1 << 17;
 
 #[repr(C)]
 struct Header {
@@ -61,6 +67,10 @@ struct Header {
     shard_base: AtomicU64,
     dataplane_pid: AtomicU64,
     control_pid: AtomicU64,
+    /// Bumped by control after it changes the health table.
+    health_epoch: AtomicU64,
+    /// Slots in the health table.
+    health_slots: AtomicU64,
     slots: [SlotDesc; MAX_SLOTS],
 }
 
@@ -92,6 +102,8 @@ pub struct Geometry {
     pub slot_count: u32,
     pub slot_size: u64,
     pub shard_capacity: u32,
+    /// Hosts the health table holds (at most [`HEALTH_SLOTS`]).
+    pub health_slots: u32,
 }
 
 impl Default for Geometry {
@@ -102,6 +114,7 @@ impl Default for Geometry {
             slot_count: 2,
             slot_size: 64 << 20,
             shard_capacity: MAX_SHARDS as u32,
+            health_slots: HEALTH_SLOTS as u32,
         }
     }
 }
@@ -122,8 +135,14 @@ impl Geometry {
     fn stats_offset(&self) -> usize {
         self.slot_offset(self.slot_count as usize)
     }
+    fn health_offset(&self) -> usize {
+        round_up(
+            self.stats_offset() + self.shard_capacity as usize * self.stats_stride(),
+            PAGE,
+        )
+    }
     fn total_size(&self) -> usize {
-        self.stats_offset() + self.shard_capacity as usize * self.stats_stride()
+        self.health_offset() + round_up(2 * self.health_slots as usize, 8)
     }
     fn check(&self) -> Result<(), AttachError> {
         if !(2..=MAX_SLOTS as u32).contains(&self.slot_count) {
@@ -131,6 +150,9 @@ impl Geometry {
         }
         if !(1..=MAX_SHARDS as u32).contains(&self.shard_capacity) {
             return Err(AttachError::Layout("shard_capacity must be 1..=256"));
+        }
+        if self.health_slots as usize > HEALTH_SLOTS {
+            return Err(AttachError::Layout("health_slots must be at most 131072"));
         }
         if self.slot_size == 0
             || self.slot_size > MAX_SLOT_SIZE
@@ -320,6 +342,7 @@ impl Segment {
                 slot_count: 0,
                 slot_size: 0,
                 shard_capacity: 0,
+                health_slots: 0,
             },
         )?;
         seg.validated()
@@ -337,6 +360,7 @@ impl Segment {
                 slot_count: 0,
                 slot_size: 0,
                 shard_capacity: 0,
+                health_slots: 0,
             },
         )
         .validated()
@@ -360,6 +384,8 @@ impl Segment {
         h.slot_count.store(geometry.slot_count, Ordering::Relaxed);
         h.shard_capacity
             .store(geometry.shard_capacity, Ordering::Relaxed);
+        h.health_slots
+            .store(u64::from(geometry.health_slots), Ordering::Relaxed);
         h.counters_per_shard
             .store(Counter::ALL.len() as u32, Ordering::Relaxed);
         h.slot_size.store(geometry.slot_size, Ordering::Relaxed);
@@ -431,6 +457,7 @@ impl Segment {
             slot_count: h.slot_count.load(Ordering::Relaxed),
             slot_size: h.slot_size.load(Ordering::Relaxed),
             shard_capacity: h.shard_capacity.load(Ordering::Relaxed),
+            health_slots: u32::try_from(h.health_slots.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
         };
         g.check()?;
         if h.total_size.load(Ordering::Relaxed) != g.total_size() as u64
@@ -747,7 +774,6 @@ pub fn pid_alive(pid: u32) -> bool {
     pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: comparable across processes on one host.
 /// The abstract Unix datagram socket the shard on ack line `line` of the segment at
 /// `segment` listens on for "a new generation is published". Control sends one byte to
 /// each active shard's after publishing, so shards apply a generation at once instead of at
@@ -762,6 +788,7 @@ pub fn wake_address(segment: &Path, line: usize) -> io::Result<std::os::unix::ne
     std::os::unix::net::SocketAddr::from_abstract_name(name)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: comparable across processes on one host.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -772,6 +799,7 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+mod health;
 mod repair;
 #[cfg(test)]
 mod tests;

@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 
 mod cluster;
 mod filters;
+mod health;
 mod retry;
 mod route;
 pub use cluster::*;
 pub use filters::*;
+pub use health::*;
 pub use retry::*;
 pub use route::*;
 
@@ -229,6 +231,14 @@ pub struct Cluster {
     pub circuit_breakers: CircuitBreakers,
     /// `outlier_detection`: hosts ejected after consecutive failures.
     pub outlier_detection: Option<OutlierDetection>,
+    /// `common_lb_config.healthy_panic_threshold` (default 50%, the bits of an `f64`): below
+    /// that share of hosts available (not ejected, not failing health checks, not unhealthy
+    /// by EDS), the balancer uses every host (Envoy's panic mode); at 0 it never does, and a
+    /// cluster with every host out has none.
+    pub healthy_panic_threshold: u64,
+    /// `health_checks`: run by control, their verdicts reach the data plane through the
+    /// segment's health table ([`Endpoint::health_slot`]).
+    pub health_checks: Vec<HealthCheck>,
 }
 
 /// How HTTP requests reach a cluster.
@@ -291,6 +301,30 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// `load_balancing_weight`, always >= 1 (Envoy's default is 1).
     pub weight: u32,
+    /// The host's place in the segment's health table (below
+    /// [`crate::shm::HEALTH_SLOTS`]) when its cluster has active `health_checks`: control
+    /// writes there whether the host failed them, the data plane reads it.
+    pub health_slot: Option<u32>,
+    /// EDS `health_status` UNHEALTHY, DRAINING or TIMEOUT: the host is out of load
+    /// balancing, as Envoy's `FAILED_EDS_HEALTH` (except in panic mode).
+    pub eds_unhealthy: bool,
+    /// `endpoint.health_check_config` (`address`, `port_value`): where health checks go
+    /// instead of `address`. Control's alone.
+    #[serde(with = "opt_addr")]
+    pub health_check_address: Option<SocketAddr>,
+}
+
+impl Endpoint {
+    /// A healthy endpoint at `address` with no health checking of its own.
+    pub fn new(address: SocketAddr, weight: u32) -> Endpoint {
+        Endpoint {
+            address,
+            weight,
+            health_slot: None,
+            eds_unhealthy: false,
+            health_check_address: None,
+        }
+    }
 }
 
 // === the HTTP connection manager ===
@@ -476,6 +510,23 @@ pub enum FilterOverride {
 /// serde's own form visits an IPv6 address byte by byte, which made it the costliest part of
 /// decoding 100,000 endpoints. Human-readable encodings (JSON for `/config_dump`) keep the
 /// text form.
+mod opt_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Addr(#[serde(with = "super::addr")] SocketAddr);
+
+    pub fn serialize<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        a.map(Addr).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        Ok(Option::<Addr>::deserialize(d)?.map(|a| a.0))
+    }
+}
+
 mod addr {
     use std::net::{IpAddr, SocketAddr};
 
@@ -557,6 +608,16 @@ impl Snapshot {
         for (i, c) in self.clusters.iter().enumerate() {
             if c.endpoints.iter().any(|e| e.weight == 0) {
                 return bad(format!("clusters[{i}].endpoints"), "zero weight");
+            }
+            let slots = crate::shm::HEALTH_SLOTS as u32;
+            if c.endpoints
+                .iter()
+                .any(|e| e.health_slot.is_some_and(|s| s >= slots))
+            {
+                return bad(
+                    format!("clusters[{i}].endpoints"),
+                    "health slot out of range",
+                );
             }
             if c.protocol.common().max_headers_count == 0 {
                 return bad(format!("clusters[{i}].protocol"), "max_headers_count of 0");

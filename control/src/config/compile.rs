@@ -271,6 +271,8 @@ pub(crate) fn add_missing(snapshot: &mut Snapshot, names: Names) {
             transport: TransportSocket::default(),
             circuit_breakers: CircuitBreakers::default(),
             outlier_detection: None,
+            healthy_panic_threshold: 50.0f64.to_bits(),
+            health_checks: Vec::new(),
         });
     }
 }
@@ -376,6 +378,7 @@ pub(crate) fn cluster(
         }
         (None, _) => Vec::new(),
     };
+    let health_checks = super::health::health_checks(c, &name, path)?;
     let cluster = Cluster {
         name,
         connect_timeout,
@@ -385,6 +388,8 @@ pub(crate) fn cluster(
         transport: TransportSocket::RawBuffer,
         circuit_breakers: circuit_breakers(c),
         outlier_detection: super::outlier::outlier_detection(c, path)?,
+        healthy_panic_threshold: super::outlier::panic_threshold(c).to_bits(),
+        health_checks,
     };
     Ok((cluster, discovery))
 }
@@ -546,7 +551,8 @@ pub(crate) fn endpoints(la: &DynamicMessage, path: &str) -> Result<Vec<Endpoint>
         for (j, lbe) in list(as_msg(group), "lb_endpoints").iter().enumerate() {
             let p = format!("{path}.endpoints[{i}].lb_endpoints[{j}]");
             let lbe = as_msg(lbe);
-            let address = match msg(lbe, "endpoint").and_then(|e| msg(e, "address")) {
+            let endpoint = msg(lbe, "endpoint");
+            let address = match endpoint.and_then(|e| msg(e, "address")) {
                 Some(a) => socket_address(a, &format!("{p}.endpoint.address"))?,
                 None => {
                     return Err(ConfigError::at(
@@ -565,7 +571,13 @@ pub(crate) fn endpoints(la: &DynamicMessage, path: &str) -> Result<Vec<Endpoint>
                     "must be at least 1",
                 ));
             }
-            endpoints.push(Endpoint { address, weight });
+            let mut e = Endpoint::new(address, weight);
+            if let Some(ep) = endpoint {
+                let at = format!("{p}.endpoint");
+                e.health_check_address = super::health::check_address(ep, address, &at)?;
+            }
+            e.eds_unhealthy = super::health::eds_unhealthy(lbe, &p)?;
+            endpoints.push(e);
         }
     }
     Ok(endpoints)

@@ -237,7 +237,8 @@ pub struct Checked {
 enum Body {
     Listener(DynListener),
     Route(DynamicMessage),
-    Cluster(Cluster, Discovery),
+    /// Boxed: a compiled cluster is several times the size of the other bodies.
+    Cluster(Box<(Cluster, Discovery)>),
     Endpoints(Vec<Endpoint>),
 }
 
@@ -351,7 +352,7 @@ impl Resources {
                     ));
                 }
                 let (cluster, discovery) = compile::cluster(&m, path, true)?;
-                Ok(Body::Cluster(cluster, discovery))
+                Ok(Body::Cluster(Box::new((cluster, discovery))))
             }
             Kind::Endpoint => Ok(Body::Endpoints(compile::endpoints(&m, path)?)),
             Kind::Route => {
@@ -403,7 +404,8 @@ impl Resources {
     /// routes have not arrived) waits beside the version that is serving.
     pub fn apply(&mut self, c: Checked) {
         match c.body {
-            Body::Cluster(cluster, discovery) => {
+            Body::Cluster(compiled) => {
+                let (cluster, discovery) = *compiled;
                 let warm = match &discovery {
                     Discovery::Static | Discovery::Dns(_) => true,
                     Discovery::Eds(service) => self.endpoints.contains_key(service),

@@ -11,6 +11,7 @@ mod dynamic;
 mod envoy;
 mod filters;
 mod hcm_options;
+mod health;
 mod http;
 mod lb;
 mod lenient;

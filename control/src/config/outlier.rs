@@ -88,13 +88,11 @@ pub(super) fn outlier_detection(
             "enforcing_consecutive_local_origin_failure",
             100,
         )?,
-        healthy_panic_threshold: panic_threshold(c).to_bits(),
     }))
 }
 
-/// `common_lb_config.healthy_panic_threshold` (a `Percent`, default 50). Without outlier
-/// detection no host is ever out, so it has nothing to do.
-fn panic_threshold(c: &DynamicMessage) -> f64 {
+/// `common_lb_config.healthy_panic_threshold` (a `Percent`, default 50).
+pub(super) fn panic_threshold(c: &DynamicMessage) -> f64 {
     msg(c, "common_lb_config")
         .and_then(|l| msg(l, "healthy_panic_threshold"))
         .and_then(|p| match p.get_field_by_name("value").as_deref() {

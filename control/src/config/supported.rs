@@ -172,6 +172,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "least_request_lb_config",
             "outlier_detection",
             "common_lb_config",
+            // config::health; run by crate::health.
+            "health_checks",
             // STRICT_DNS and LOGICAL_DNS (config::dns).
             "dns_lookup_family",
             "dns_refresh_rate",
@@ -258,14 +260,69 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.endpoint.v3.LbEndpoint",
-        &["endpoint", "load_balancing_weight"],
+        &["endpoint", "load_balancing_weight", "health_status"],
     ),
     // `hostname`: the host's name, as Envoy shows it; zerohop has no feature that reads it
-    // (auto_host_rewrite and health checks are refused), so it is kept as metadata.
+    // (auto_host_rewrite is refused; a health check's host is its own `host`, else the
+    // cluster's name), so it is kept as metadata.
     (
         "envoy.config.endpoint.v3.Endpoint",
-        &["address", "hostname"],
+        &["address", "hostname", "health_check_config"],
     ),
+    (
+        "envoy.config.endpoint.v3.Endpoint.HealthCheckConfig",
+        &["port_value", "address"],
+    ),
+    // Active health checks (config::health, crate::health).
+    (
+        "envoy.config.core.v3.HealthCheck",
+        &[
+            "timeout",
+            "interval",
+            "initial_jitter",
+            "interval_jitter",
+            "interval_jitter_percent",
+            "unhealthy_threshold",
+            "healthy_threshold",
+            "reuse_connection",
+            "no_traffic_interval",
+            "no_traffic_healthy_interval",
+            "unhealthy_interval",
+            "unhealthy_edge_interval",
+            "healthy_edge_interval",
+            "always_log_health_check_failures",
+            "always_log_health_check_success",
+            "http_health_check",
+            "tcp_health_check",
+            "grpc_health_check",
+        ],
+    ),
+    (
+        "envoy.config.core.v3.HealthCheck.HttpHealthCheck",
+        &[
+            "host",
+            "path",
+            "send",
+            "receive",
+            "response_buffer_size",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "expected_statuses",
+            "retriable_statuses",
+            "codec_client_type",
+            "method",
+        ],
+    ),
+    (
+        "envoy.config.core.v3.HealthCheck.TcpHealthCheck",
+        &["send", "receive"],
+    ),
+    (
+        "envoy.config.core.v3.HealthCheck.GrpcHealthCheck",
+        &["service_name", "authority"],
+    ),
+    ("envoy.config.core.v3.HealthCheck.Payload", &["text", "binary"]),
+    ("envoy.type.v3.Int64Range", &["start", "end"]),
     // HTTP (issue #4).
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",

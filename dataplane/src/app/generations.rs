@@ -62,6 +62,8 @@ pub struct ConfigThread {
     /// The segment's incarnation the wake-up socket is bound for.
     pub incarnation: u64,
     pub last_watch: Instant,
+    /// The segment's health epoch when the hosts' flags were last synced.
+    pub health_epoch: u64,
 }
 
 impl ConfigThread {
@@ -79,6 +81,7 @@ impl ConfigThread {
                     self.wait();
                     self.graveyard.empty();
                     self.follow();
+                    self.follow_health(&self.latest.get(), false);
                     self.look_after_segment();
                 }
             })
@@ -143,7 +146,16 @@ impl ConfigThread {
         }
     }
 
+    /// Health checks' verdicts into the hosts' flags when control changed them (or, with
+    /// `all`, for a generation about to be handed out), and the clusters' first traffic
+    /// out to control.
+    fn follow_health(&mut self, g: &Generation, all: bool) {
+        let changed = all || self.seg.health_epoch() != self.health_epoch;
+        self.health_epoch = sync_health(self.seg, g, changed);
+    }
+
     fn publish(&mut self, g: Arc<Generation>) {
+        self.follow_health(&g, true);
         // Every generation: a listener that failed to bind is tried again.
         let failed = self.manager.lock().expect("listener manager").apply(&g);
         self.stats
@@ -163,6 +175,23 @@ impl ConfigThread {
             let _ = s.send(&[1]);
         }
     }
+}
+
+/// Copies the health checks' verdicts from the segment into `g`'s hosts (when `changed`)
+/// and marks the slots of clusters that have had traffic since; returns the health epoch
+/// the verdicts are from. Nothing to do without health-checked clusters.
+pub fn sync_health(seg: &Segment, g: &Generation, changed: bool) -> u64 {
+    let epoch = seg.health_epoch();
+    for hosts in g.clusters.iter().filter_map(|c| c.hosts.as_deref()) {
+        if !hosts.checked() {
+            continue;
+        }
+        if changed {
+            hosts.sync_health(|slot| seg.host_failed(slot));
+        }
+        hosts.tell_traffic(|slot| seg.mark_traffic(slot));
+    }
+    epoch
 }
 
 /// Binds the wake-up address of ack line `line` (see [`zerohop_proto::shm::wake_address`]);

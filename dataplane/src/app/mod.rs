@@ -211,6 +211,7 @@ fn serve(
     let first = slots
         .build(generation, snapshot)
         .map_err(|e| err(format!("generation {generation}: {e}")))?;
+    let health_epoch = generations::sync_health(seg, &first, true);
     let latest: &'static Latest = Box::leak(Box::new(Latest::new(Arc::new(first))));
     let graveyard: &'static Graveyard = Box::leak(Box::default());
     let mailboxes: &'static [Mailbox] =
@@ -285,6 +286,7 @@ fn serve(
         last_read: generation,
         incarnation: seg.incarnation(),
         last_watch: Instant::now(),
+        health_epoch,
     }
     .spawn()
     .map_err(|e| err(format!("config thread: {e}")))?;

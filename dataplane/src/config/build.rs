@@ -177,12 +177,7 @@ fn plan(cluster: Cluster, slot: u32, lb_version: u64, shards: usize) -> ClusterP
     ClusterPlan {
         lb: LbTable::new(cluster.lb_policy, &cluster.endpoints),
         breakers: crate::upstream::breaker::share(&cluster.circuit_breakers, shards),
-        outlier: cluster.outlier_detection.map(|od| {
-            std::sync::Arc::new(crate::upstream::outlier::Hosts::new(
-                od,
-                cluster.endpoints.len(),
-            ))
-        }),
+        hosts: crate::upstream::hosts::Hosts::for_cluster(&cluster).map(std::sync::Arc::new),
         cluster,
         slot,
         lb_version,

@@ -144,6 +144,7 @@ pub struct ClusterPlan {
     /// This shard's share of the cluster's circuit-breaker thresholds (every shard's is the
     /// same: the process's divided evenly, see `upstream::breaker::share`).
     pub breakers: zerohop_proto::CircuitBreakers,
-    /// The outlier detector, shared by every shard, when the cluster has one.
-    pub outlier: Option<std::sync::Arc<crate::upstream::outlier::Hosts>>,
+    /// Which hosts are out (ejected, failing health checks, unhealthy by EDS), shared by
+    /// every shard, when anything can put one out.
+    pub hosts: Option<std::sync::Arc<crate::upstream::hosts::Hosts>>,
 }

@@ -14,7 +14,7 @@ use crate::net::tunnel::tunnel;
 use crate::shard::config::ShardConfig;
 use crate::shard::listeners::BoundListener;
 use crate::shard::Shard;
-use crate::upstream::outlier::Outcome;
+use crate::upstream::hosts::Outcome;
 
 /// Serves one downstream connection accepted on listener `index` of `gen`, whose filter
 /// chain `chain` ends in a tcp_proxy.
@@ -37,7 +37,7 @@ pub async fn serve(
     let listener: &BoundListener = &listener;
     let stats = shard.stats;
     let cluster = gen.pick_target(&tcp.proxy.targets, &tcp.pick, &shard.rng);
-    // Hosts the outlier detector ejected are passed over, as for HTTP requests.
+    // Hosts that are out (ejected, failing health checks) are passed over, as for HTTP.
     let Some((addr, (index, _))) = shard.upstreams.pick_request(cluster, &shard.rng, None) else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
         log::debug!(
@@ -58,7 +58,7 @@ pub async fn serve(
     };
     // The connect's result goes to the outlier detector, as Envoy's tcp_proxy reports it.
     let report = |o: Outcome| {
-        if let Some(od) = &cluster.outlier {
+        if let Some(od) = &cluster.hosts {
             od.report(index, o, stats, &shard.rng);
         }
     };

@@ -34,9 +34,9 @@ use crate::route::retry::Failure;
 use crate::route::{Action, Route};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
+use crate::upstream::hosts::Outcome;
 use crate::upstream::lb::hash::HashKey;
 use crate::upstream::lb::LbStates;
-use crate::upstream::outlier::Outcome;
 use crate::upstream::UpstreamConn;
 pub use retry::{Decision, Failed, RetryState};
 
@@ -336,7 +336,7 @@ pub async fn forward<'g, D: Downstream>(
     let breakers = &shard.upstreams.breakers;
     // What each attempt came to, for the outlier detector of its host.
     let report = |i: usize, o: Outcome| {
-        if let Some(od) = &cluster.outlier {
+        if let Some(od) = &cluster.hosts {
             od.report(i, o, stats, &shard.rng);
         }
     };

@@ -10,8 +10,8 @@
 pub mod breaker;
 pub mod connect;
 pub mod h1;
+pub mod hosts;
 pub mod lb;
-pub mod outlier;
 pub mod pool;
 
 use std::future::Future;
@@ -126,10 +126,11 @@ impl Upstreams {
     }
 
     /// [`Upstreams::pick`] for a request: the endpoint, its index, and on a least-request
-    /// cluster its count in flight (until the guard drops). An endpoint the outlier
-    /// detector ejected is passed over for the balancer's next pick, as many times as the
-    /// cluster has endpoints; below the cluster's healthy panic threshold ejections are
-    /// ignored (Envoy's panic mode routes to all hosts), and with none left, there is none.
+    /// cluster its count in flight (until the guard drops). An endpoint that is out
+    /// (ejected by the outlier detector, failing its health checks, unhealthy by EDS) is
+    /// passed over for the balancer's next pick, as many times as the cluster has
+    /// endpoints; below the cluster's healthy panic threshold that is ignored (Envoy's
+    /// panic mode routes to all hosts), and with none left, there is none.
     pub fn pick_request(
         &self,
         cluster: &ClusterPlan,
@@ -141,19 +142,22 @@ impl Upstreams {
                 .pick(cluster.slot, &cluster.lb, cluster.lb_version, rng, hash)
         };
         let mut i = pick()?;
-        if let Some(od) = cluster.outlier.as_ref().filter(|od| od.enforced()) {
-            let mut tries = cluster.cluster.endpoints.len();
-            while od.ejected(i) {
-                if tries == 0 {
-                    // Every host out with a panic threshold of 0: no healthy host, as
-                    // Envoy's. (Otherwise unlucky draws keep the last pick.)
-                    if od.all_out() {
-                        return None;
+        if let Some(hosts) = &cluster.hosts {
+            hosts.note_traffic();
+            if hosts.enforced() {
+                let mut tries = cluster.cluster.endpoints.len();
+                while hosts.unavailable(i) {
+                    if tries == 0 {
+                        // Every host out with a panic threshold of 0: no healthy host, as
+                        // Envoy's. (Otherwise unlucky draws keep the last pick.)
+                        if hosts.all_out() {
+                            return None;
+                        }
+                        break;
                     }
-                    break;
+                    tries -= 1;
+                    i = pick()?;
                 }
-                tries -= 1;
-                i = pick()?;
             }
         }
         let active = self.lb.track(cluster.slot, &cluster.lb, i);

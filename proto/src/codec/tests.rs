@@ -9,14 +9,8 @@ fn sample() -> Snapshot {
                 connect_timeout: Duration::from_millis(250),
                 lb_policy: LbPolicy::RoundRobin,
                 endpoints: vec![
-                    Endpoint {
-                        address: "127.0.0.1:8080".parse().unwrap(),
-                        weight: 1,
-                    },
-                    Endpoint {
-                        address: "[::1]:8081".parse().unwrap(),
-                        weight: 3,
-                    },
+                    Endpoint::new("127.0.0.1:8080".parse().unwrap(), 1),
+                    Endpoint::new("[::1]:8081".parse().unwrap(), 3),
                 ],
                 protocol: UpstreamProtocol::Http1(UpstreamHttp {
                     idle_timeout: Some(Duration::from_secs(90)),
@@ -26,6 +20,8 @@ fn sample() -> Snapshot {
                 transport: TransportSocket::RawBuffer,
                 circuit_breakers: CircuitBreakers::default(),
                 outlier_detection: None,
+                healthy_panic_threshold: 50.0f64.to_bits(),
+                health_checks: Vec::new(),
             },
             Cluster {
                 name: "empty".into(),
@@ -39,6 +35,8 @@ fn sample() -> Snapshot {
                 transport: TransportSocket::default(),
                 circuit_breakers: CircuitBreakers::default(),
                 outlier_detection: None,
+                healthy_panic_threshold: 50.0f64.to_bits(),
+                health_checks: Vec::new(),
             },
         ],
         listeners: vec![

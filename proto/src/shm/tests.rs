@@ -5,6 +5,7 @@ fn small() -> Geometry {
         slot_count: 2,
         slot_size: 4096,
         shard_capacity: 4,
+        health_slots: 16,
     }
 }
 
@@ -152,14 +153,13 @@ fn write_fuzz_seeds() {
             name: "backend".into(),
             connect_timeout: std::time::Duration::from_millis(250),
             lb_policy: LbPolicy::RoundRobin,
-            endpoints: vec![Endpoint {
-                address: "127.0.0.1:8080".parse().unwrap(),
-                weight: 1,
-            }],
+            endpoints: vec![Endpoint::new("127.0.0.1:8080".parse().unwrap(), 1)],
             protocol: UpstreamProtocol::default(),
             transport: TransportSocket::default(),
             circuit_breakers: CircuitBreakers::default(),
             outlier_detection: None,
+            healthy_panic_threshold: 50.0f64.to_bits(),
+            health_checks: Vec::new(),
         }],
         listeners: vec![Listener::simple(
             "front",
@@ -179,6 +179,7 @@ fn write_fuzz_seeds() {
         slot_count: 2,
         slot_size: 4096,
         shard_capacity: 1,
+        health_slots: 16,
     })
     .unwrap();
     seg.publish(&bytes).unwrap();

@@ -49,10 +49,6 @@ pub struct OutlierDetection {
     pub split_external_local_origin_errors: bool,
     pub consecutive_local_origin_failure: u32,
     pub enforcing_consecutive_local_origin_failure: u32,
-    /// The cluster's `common_lb_config.healthy_panic_threshold` (default 50%, the bits of
-    /// an `f64`): below that share of hosts in, the balancer ignores ejections (Envoy's
-    /// panic mode); at 0 it never does, and a cluster with every host out has none.
-    pub healthy_panic_threshold: u64,
 }
 
 /// A cluster's circuit-breaker thresholds for the whole process (each shard enforces its

@@ -11,15 +11,14 @@ fn cluster(name: &str, ports: &[u16]) -> Cluster {
         lb_policy: LbPolicy::RoundRobin,
         endpoints: ports
             .iter()
-            .map(|&p| Endpoint {
-                address: ([127, 0, 0, 1], p).into(),
-                weight: 1,
-            })
+            .map(|&p| Endpoint::new(([127, 0, 0, 1], p).into(), 1))
             .collect(),
         protocol: UpstreamProtocol::default(),
         transport: TransportSocket::default(),
         circuit_breakers: CircuitBreakers::default(),
         outlier_detection: None,
+        healthy_panic_threshold: 50.0f64.to_bits(),
+        health_checks: Vec::new(),
     }
 }
 

@@ -151,10 +151,7 @@ mod tests {
 
     fn endpoints(n: u16, weight: impl Fn(u16) -> u32) -> Vec<Endpoint> {
         (0..n)
-            .map(|i| Endpoint {
-                address: ([10, 0, 0, 1], 8000 + i).into(),
-                weight: weight(i),
-            })
+            .map(|i| Endpoint::new(([10, 0, 0, 1], 8000 + i).into(), weight(i)))
             .collect()
     }
 

@@ -4,10 +4,7 @@ fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
     weights
         .iter()
         .enumerate()
-        .map(|(i, &weight)| Endpoint {
-            address: ([127, 0, 0, 1], 1000 + i as u16).into(),
-            weight,
-        })
+        .map(|(i, &weight)| Endpoint::new(([127, 0, 0, 1], 1000 + i as u16).into(), weight))
         .collect()
 }
 

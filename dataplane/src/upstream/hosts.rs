@@ -1,3 +1,6 @@
+//! Which of a cluster's hosts may take traffic, for the whole process: outlier detection's
+//! ejections, active health checks' verdicts and EDS health, with Envoy's panic mode.
+//!
 //! Outlier detection, the consecutive-failure detectors, as Envoy's: each response (or
 //! local-origin failure) of an attempt is reported for its host; a host that reaches
 //! `consecutive_5xx`, `consecutive_gateway_failure` (or, with
@@ -8,18 +11,25 @@
 //! sweep (every `interval`) after `base_ejection_time` x its ejections (at most
 //! `max_ejection_time`, plus jitter).
 //!
-//! Ejection is a property of the host for the whole process: the state is one array of
-//! atomics per cluster (built with the generation, kept while the cluster is unchanged),
-//! read and written by every shard. A response writes its host's counters only when they
-//! change (a success on a host with no failures stores nothing), so hosts that answer well
-//! cost every shard one load; a pick costs one load per host tried. No config generation is
-//! involved: every shard sees an ejection at its next pick.
+//! Active health checks run in control; the config thread copies their verdicts from the
+//! segment's health table into each host's flags ([`Hosts::sync_health`]) when control says
+//! they changed, and tells control which clusters have had traffic
+//! ([`Hosts::tell_traffic`]). EDS health is fixed per
+//! generation. A host with any flag set is out; below the cluster's healthy panic threshold
+//! every host takes traffic again.
+//!
+//! This is the one process-wide state on the request path: one array of atomics per
+//! cluster (built with the generation, kept while the cluster is unchanged), read and
+//! written by every shard. A response writes its host's counters only when they change (a
+//! success on a host with no failures stores nothing), so hosts that answer well cost every
+//! shard one load; a pick costs one load per host tried. No config generation is involved:
+//! every shard sees an ejection at its next pick.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use zerohop_proto::stats::Counter;
-use zerohop_proto::OutlierDetection;
+use zerohop_proto::{Cluster, OutlierDetection};
 
 use crate::stats::ShardStats;
 use crate::upstream::lb::Rng;
@@ -40,6 +50,11 @@ pub enum Outcome {
     ConnectSucceeded,
 }
 
+/// A host's flags: why it is out.
+const EJECTED: u8 = 1;
+const FAILED_ACTIVE_HC: u8 = 2;
+const FAILED_EDS_HEALTH: u8 = 4;
+
 #[derive(Debug, Default)]
 struct Host {
     five: AtomicU32,
@@ -48,69 +63,149 @@ struct Host {
     /// Milliseconds since the detector's start until which the host is out (0: in).
     until: AtomicU64,
     ejections: AtomicU32,
+    flags: AtomicU8,
 }
 
-/// One cluster's detector, by endpoint index.
+/// One cluster's hosts, by endpoint index.
 #[derive(Debug)]
 pub struct Hosts {
-    cfg: OutlierDetection,
+    /// `None`: no outlier detection (reports do nothing).
+    cfg: Option<OutlierDetection>,
+    /// `healthy_panic_threshold`, in percent.
+    panic_threshold: f64,
     start: Instant,
     hosts: Box<[Host]>,
+    /// Hosts ejected now (for `max_ejection_percent`).
     ejected: AtomicU32,
+    /// Hosts with any flag set.
+    out: AtomicU32,
+    /// Each endpoint's place in the segment's health table.
+    slots: Box<[Option<u32>]>,
+    /// A shard picked a host (set once); and whether the config thread has told control.
+    traffic: AtomicBool,
+    traffic_told: AtomicBool,
 }
 
 impl Hosts {
-    pub fn new(cfg: OutlierDetection, endpoints: usize) -> Hosts {
-        Hosts {
-            cfg,
-            start: Instant::now(),
-            hosts: (0..endpoints).map(|_| Host::default()).collect(),
-            ejected: AtomicU32::new(0),
+    /// The state of `cluster`'s hosts, when anything can put one out: outlier detection,
+    /// health checks, or EDS health. Health-checked hosts start in; the config thread syncs
+    /// them before any shard sees the generation.
+    pub fn for_cluster(cluster: &Cluster) -> Option<Hosts> {
+        let checked = cluster.endpoints.iter().any(|e| e.health_slot.is_some());
+        let eds = cluster.endpoints.iter().any(|e| e.eds_unhealthy);
+        if cluster.outlier_detection.is_none() && !checked && !eds {
+            return None;
         }
+        let hosts = Hosts {
+            cfg: cluster.outlier_detection,
+            panic_threshold: f64::from_bits(cluster.healthy_panic_threshold),
+            start: Instant::now(),
+            hosts: cluster.endpoints.iter().map(|_| Host::default()).collect(),
+            ejected: AtomicU32::new(0),
+            out: AtomicU32::new(0),
+            slots: cluster.endpoints.iter().map(|e| e.health_slot).collect(),
+            traffic: AtomicBool::new(false),
+            traffic_told: AtomicBool::new(false),
+        };
+        for (h, e) in hosts.hosts.iter().zip(&cluster.endpoints) {
+            if e.eds_unhealthy {
+                hosts.set(h, FAILED_EDS_HEALTH);
+            }
+        }
+        Some(hosts)
     }
 
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
 
-    /// Whether the balancer should pass over ejected hosts now: not below the healthy panic
-    /// threshold (then every host takes traffic, as Envoy's panic mode).
+    fn set(&self, h: &Host, flag: u8) {
+        if h.flags.fetch_or(flag, Relaxed) == 0 {
+            self.out.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn clear(&self, h: &Host, flag: u8) {
+        if h.flags.fetch_and(!flag, Relaxed) == flag {
+            self.out.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Whether the balancer should pass over hosts that are out now: not below the healthy
+    /// panic threshold (then every host takes traffic, as Envoy's panic mode).
     pub fn enforced(&self) -> bool {
         let n = self.hosts.len() as f64;
-        let ejected = f64::from(self.ejected.load(Relaxed));
-        ejected == 0.0
-            || 100.0 * (n - ejected) / n >= f64::from_bits(self.cfg.healthy_panic_threshold)
+        let out = f64::from(self.out.load(Relaxed));
+        out == 0.0 || 100.0 * (n - out) / n >= self.panic_threshold
     }
 
     /// Whether every host is out.
     pub fn all_out(&self) -> bool {
-        self.ejected.load(Relaxed) as usize >= self.hosts.len()
+        self.out.load(Relaxed) as usize >= self.hosts.len()
     }
 
-    /// Whether endpoint `i` is ejected now (an ejection whose time has passed ends here).
-    pub fn ejected(&self, i: usize) -> bool {
+    /// Whether endpoint `i` is out now (an ejection whose time has passed ends here). A
+    /// pick also notes that the cluster has traffic.
+    pub fn unavailable(&self, i: usize) -> bool {
         let Some(h) = self.hosts.get(i) else {
             return false;
         };
-        let until = h.until.load(Relaxed);
-        if until == 0 {
+        let flags = h.flags.load(Relaxed);
+        if flags == 0 {
             return false;
         }
-        if self.now_ms() < until {
-            return true;
+        if flags & EJECTED != 0 {
+            let until = h.until.load(Relaxed);
+            if until != 0 && self.now_ms() < until {
+                return true;
+            }
+            if until != 0 && h.until.compare_exchange(until, 0, Relaxed, Relaxed).is_ok() {
+                self.ejected.fetch_sub(1, Relaxed);
+                self.clear(h, EJECTED);
+            }
+            return h.flags.load(Relaxed) & !EJECTED != 0;
         }
-        if h.until.compare_exchange(until, 0, Relaxed, Relaxed).is_ok() {
-            self.ejected.fetch_sub(1, Relaxed);
+        true
+    }
+
+    /// A shard sends the cluster traffic (one load once noted).
+    pub fn note_traffic(&self) {
+        if !self.traffic.load(Relaxed) {
+            self.traffic.store(true, Relaxed);
         }
-        false
+    }
+
+    /// The config thread: copies the health checks' verdicts (`failed(slot)`) into the
+    /// hosts' flags.
+    pub fn sync_health(&self, failed: impl Fn(u32) -> bool) {
+        for (h, slot) in self.hosts.iter().zip(&self.slots) {
+            let Some(slot) = *slot else { continue };
+            match failed(slot) {
+                true => self.set(h, FAILED_ACTIVE_HC),
+                false => self.clear(h, FAILED_ACTIVE_HC),
+            }
+        }
+    }
+
+    /// The config thread: marks the cluster's slots (`mark(slot)`) once, after its first
+    /// traffic.
+    pub fn tell_traffic(&self, mark: impl Fn(u32)) {
+        if self.traffic.load(Relaxed) && !self.traffic_told.load(Relaxed) {
+            self.slots.iter().flatten().for_each(|&s| mark(s));
+            self.traffic_told.store(true, Relaxed);
+        }
+    }
+
+    /// Whether any host is health checked.
+    pub fn checked(&self) -> bool {
+        self.slots.iter().any(Option::is_some)
     }
 
     /// Reports what an attempt to endpoint `i` came to.
     pub fn report(&self, i: usize, outcome: Outcome, stats: ShardStats, rng: &Rng) {
-        let Some(h) = self.hosts.get(i) else {
+        let (Some(h), Some(cfg)) = (self.hosts.get(i), &self.cfg) else {
             return;
         };
-        let cfg = &self.cfg;
         // Without the split, local-origin failures count as the status Envoy maps them to.
         let status = match (outcome, cfg.split_external_local_origin_errors) {
             (Outcome::Status(s), _) => s,
@@ -203,7 +298,9 @@ impl Hosts {
         if rng.below(100) >= u64::from(enforcing) || h.until.load(Relaxed) != 0 {
             return false;
         }
-        let cfg = &self.cfg;
+        let Some(cfg) = &self.cfg else {
+            return false;
+        };
         let hosts = self.hosts.len() as u64;
         let ejected = u64::from(self.ejected.load(Relaxed));
         let allowed = 100 * (ejected + 1) <= u64::from(cfg.max_ejection_percent) * hosts
@@ -230,6 +327,7 @@ impl Hosts {
             return false;
         }
         self.ejected.fetch_add(1, Relaxed);
+        self.set(h, EJECTED);
         stats.inc(Counter::OutlierEjectionsEnforcedTotal);
         stats.inc(counter);
         true
@@ -264,54 +362,75 @@ mod tests {
             split_external_local_origin_errors: false,
             consecutive_local_origin_failure: 5,
             enforcing_consecutive_local_origin_failure: 100,
-            healthy_panic_threshold: 50.0f64.to_bits(),
         }
+    }
+
+    fn cluster(od: Option<OutlierDetection>, n: u16, panic: f64) -> Cluster {
+        Cluster {
+            name: "c".into(),
+            connect_timeout: Duration::from_secs(1),
+            lb_policy: zerohop_proto::LbPolicy::RoundRobin,
+            endpoints: (0..n)
+                .map(|i| zerohop_proto::Endpoint::new(([127, 0, 0, 1], 1000 + i).into(), 1))
+                .collect(),
+            protocol: Default::default(),
+            transport: Default::default(),
+            circuit_breakers: Default::default(),
+            outlier_detection: od,
+            healthy_panic_threshold: panic.to_bits(),
+            health_checks: Vec::new(),
+        }
+    }
+
+    fn detector(od: OutlierDetection, n: u16) -> Hosts {
+        Hosts::for_cluster(&cluster(Some(od), n, 50.0)).unwrap()
     }
 
     #[test]
     fn consecutive_5xx_eject_and_a_success_starts_over() {
         let (s, rng) = (stats(), Rng::new(7));
-        let h = Hosts::new(cfg(), 4);
+        let h = detector(cfg(), 4);
         h.report(0, Outcome::Status(500), s, &rng);
         h.report(0, Outcome::Status(500), s, &rng);
         h.report(0, Outcome::Status(200), s, &rng);
         h.report(0, Outcome::Status(500), s, &rng);
-        assert!(!h.ejected(0), "a success in between");
+        assert!(!h.unavailable(0), "a success in between");
         h.report(0, Outcome::Status(500), s, &rng);
         // A connect failure counts as 503.
         h.report(0, Outcome::ConnectFailed, s, &rng);
-        assert!(h.ejected(0));
+        assert!(h.unavailable(0));
         assert_eq!(s.get(Counter::OutlierEjectionsEnforcedConsecutive5xx), 1);
         // Gateway failures are detected but not enforced by default (enforcing 0).
         h.report(1, Outcome::Status(503), s, &rng);
         h.report(1, Outcome::Status(503), s, &rng);
-        assert!(!h.ejected(1));
+        assert!(!h.unavailable(1));
         // Back after base x 1, at a sweep.
         std::thread::sleep(Duration::from_millis(60));
-        assert!(!h.ejected(0));
+        assert!(!h.unavailable(0));
     }
 
     #[test]
     fn at_most_max_ejection_percent_of_the_hosts_are_out() {
         let (s, rng) = (stats(), Rng::new(7));
-        let h = Hosts::new(cfg(), 4);
+        let h = detector(cfg(), 4);
         for host in 0..3 {
             for _ in 0..3 {
                 h.report(host, Outcome::Timeout, s, &rng);
             }
         }
-        let out = (0..4).filter(|&i| h.ejected(i)).count();
+        let out = (0..4).filter(|&i| h.unavailable(i)).count();
         assert_eq!(out, 2, "50% of 4");
         assert_eq!(s.get(Counter::OutlierEjectionsOverflow), 1);
         assert!(h.enforced(), "50% in is not below the 50% panic threshold");
-        let strict = Hosts::new(
-            OutlierDetection {
+        let strict = Hosts::for_cluster(&cluster(
+            Some(OutlierDetection {
                 max_ejection_percent: 100,
-                healthy_panic_threshold: 60.0f64.to_bits(),
                 ..cfg()
-            },
+            }),
             4,
-        );
+            60.0,
+        ))
+        .unwrap();
         for host in 0..2 {
             for _ in 0..3 {
                 strict.report(host, Outcome::Status(500), s, &rng);
@@ -326,7 +445,7 @@ mod tests {
     #[test]
     fn split_local_origin_failures_have_their_own_detector() {
         let (s, rng) = (stats(), Rng::new(7));
-        let h = Hosts::new(
+        let h = detector(
             OutlierDetection {
                 split_external_local_origin_errors: true,
                 consecutive_local_origin_failure: 2,
@@ -338,13 +457,64 @@ mod tests {
         h.report(1, Outcome::Status(503), s, &rng);
         h.report(1, Outcome::ConnectFailed, s, &rng);
         h.report(1, Outcome::Status(503), s, &rng);
-        assert!(!h.ejected(1));
+        assert!(!h.unavailable(1));
         h.report(1, Outcome::ConnectFailed, s, &rng);
         h.report(1, Outcome::ConnectFailed, s, &rng);
-        assert!(h.ejected(1));
+        assert!(h.unavailable(1));
         assert_eq!(
             s.get(Counter::OutlierEjectionsEnforcedConsecutiveLocalOriginFailure),
             1
         );
+    }
+
+    #[test]
+    fn health_check_verdicts_and_eds_health_put_hosts_out_with_panic_mode() {
+        let mut c = cluster(None, 4, 50.0);
+        for (i, e) in c.endpoints.iter_mut().enumerate() {
+            e.health_slot = Some(10 + i as u32);
+        }
+        c.endpoints[3].eds_unhealthy = true;
+        let h = Hosts::for_cluster(&c).unwrap();
+        assert!(h.checked());
+        assert!(h.unavailable(3) && !h.unavailable(0), "EDS health, fixed");
+        let failed = std::cell::Cell::new(vec![11u32]);
+        let marked = std::cell::RefCell::new(Vec::new());
+        let read = |s: u32| {
+            let f = failed.take();
+            let out = f.contains(&s);
+            failed.set(f);
+            out
+        };
+        h.sync_health(read);
+        h.tell_traffic(|s| marked.borrow_mut().push(s));
+        assert!(h.unavailable(1) && !h.unavailable(2));
+        assert!(h.enforced(), "2 of 4 in: not below 50%");
+        assert!(marked.borrow().is_empty(), "no traffic yet");
+        failed.set(vec![10, 11]);
+        h.note_traffic();
+        h.sync_health(read);
+        h.tell_traffic(|s| marked.borrow_mut().push(s));
+        assert!(!h.enforced(), "1 of 4 in: panic, every host takes traffic");
+        assert_eq!(*marked.borrow(), vec![10, 11, 12, 13]);
+        failed.set(Vec::new());
+        h.sync_health(read);
+        h.tell_traffic(|s| marked.borrow_mut().push(s));
+        assert!(!h.unavailable(0) && !h.unavailable(1) && h.unavailable(3));
+        assert_eq!(marked.borrow().len(), 4, "told once");
+        // An ejection and a failed check on one host count it out once.
+        let both = Hosts::for_cluster(&{
+            let mut c = cluster(Some(cfg()), 2, 0.0);
+            c.endpoints[0].health_slot = Some(1);
+            c
+        })
+        .unwrap();
+        both.sync_health(|_| true);
+        let (s, rng) = (stats(), Rng::new(7));
+        for _ in 0..3 {
+            both.report(0, Outcome::Status(500), s, &rng);
+        }
+        assert!(both.unavailable(0) && !both.all_out());
+        both.sync_health(|_| false);
+        assert!(both.unavailable(0), "still ejected");
     }
 }
