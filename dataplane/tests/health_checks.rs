@@ -330,3 +330,56 @@ fn tcp_checks_check_ports_and_health_status_as_envoy_does() {
     eprintln!("[envoy]   {e:?}");
     assert_eq!(z, e, "zerohop and Envoy differ");
 }
+
+/// Envoy checks gRPC over the cluster's own HTTP/2 and refuses a gRPC health check on an
+/// HTTP/1.1 cluster; zerohop's clusters are HTTP/1.1 (upstream HTTP/2 is issue #15), so it
+/// refuses the same config, naming the field. Likewise for what zerohop does not implement
+/// and Envoy accepts: an HTTP/2 HTTP check, two checks on one cluster, DEGRADED health.
+#[test]
+fn health_check_configs_zerohop_cannot_run_are_refused_by_name() {
+    let up = "127.0.0.1:9".parse().unwrap();
+    let grpc = "    health_checks:\n    - { timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {} }\n";
+    let cases = [
+        (grpc, endpoint(up, ""), "health_checks[0].grpc_health_check", false),
+        (
+            "    health_checks:\n    - { timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: { path: /h, codec_client_type: HTTP2 } }\n",
+            endpoint(up, ""),
+            "http_health_check.codec_client_type",
+            true,
+        ),
+        (
+            "    health_checks:\n    - { timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {} }\n    - { timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {} }\n",
+            endpoint(up, ""),
+            // Envoy 1.40 wants a name on each of several checks; zerohop runs one.
+            "health_checks[1]",
+            false,
+        ),
+        (
+            "",
+            "        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } }\n          health_status: DEGRADED\n".to_owned(),
+            "health_status",
+            true,
+        ),
+    ];
+    for (checks, eps, field, envoy_accepts) in cases {
+        let yaml = config(envoy::free_port(), checks, &eps);
+        let file = support::scratch("refused.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let out = std::process::Command::new(support::control_bin())
+            .args(["--check", "-c", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "zerohop accepted {field}");
+        assert!(err.contains(field), "the error names {field}: {err}");
+        if envoy::available() {
+            let accepted = std::process::Command::new("envoy")
+                .args(["--mode", "validate", "-c", file.to_str().unwrap()])
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert_eq!(accepted, envoy_accepts, "Envoy on {field}");
+        }
+    }
+}

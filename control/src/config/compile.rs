@@ -378,7 +378,8 @@ pub(crate) fn cluster(
         }
         (None, _) => Vec::new(),
     };
-    let health_checks = super::health::health_checks(c, &name, path)?;
+    // Every cluster speaks HTTP/1.1 upstream (HTTP/2 options are refused above).
+    let health_checks = super::health::health_checks(c, &name, false, path)?;
     let cluster = Cluster {
         name,
         connect_timeout,

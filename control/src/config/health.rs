@@ -11,10 +11,12 @@ use zerohop_proto::{HealthCheck, HealthChecker, HttpHealthCheck};
 use super::compile::{as_msg, duration, enum_name, list, msg, port_value, string, u32_value};
 use super::ConfigError;
 
-/// `Cluster.health_checks`; `cluster` names the host header's default.
+/// `Cluster.health_checks`; `cluster` names the host header's default, `http2` says
+/// whether the cluster speaks HTTP/2 (gRPC checks need it).
 pub(super) fn health_checks(
     c: &DynamicMessage,
     cluster: &str,
+    http2: bool,
     path: &str,
 ) -> Result<Vec<HealthCheck>, ConfigError> {
     let mut out = Vec::new();
@@ -30,6 +32,7 @@ pub(super) fn health_checks(
         out.push(health_check(
             as_msg(hc),
             cluster,
+            http2,
             &format!("{path}.health_checks[{i}]"),
         )?);
     }
@@ -39,6 +42,7 @@ pub(super) fn health_checks(
 fn health_check(
     hc: &DynamicMessage,
     cluster: &str,
+    http2: bool,
     path: &str,
 ) -> Result<HealthCheck, ConfigError> {
     let time = |field: &str| -> Result<Option<Duration>, ConfigError> {
@@ -90,6 +94,14 @@ fn health_check(
             receive: payloads(t, "receive", &p)?,
         }
     } else if let Some(g) = msg(hc, "grpc_health_check") {
+        // Envoy checks gRPC over the cluster's own HTTP/2; zerohop's clusters speak
+        // HTTP/1.1 until upstream HTTP/2 lands, so Envoy itself would refuse this.
+        if !http2 {
+            return Err(ConfigError::at(
+                format!("{path}.grpc_health_check"),
+                format!("{cluster} cluster must support HTTP/2 for gRPC healthchecking (Envoy's rule; zerohop's upstreams are HTTP/1.1 only)"),
+            ));
+        }
         let authority = match string(g, "authority") {
             a if a.is_empty() => cluster.to_owned(),
             a => a,

@@ -262,7 +262,7 @@ async fn grpc(
 
 #[cfg(test)]
 mod tests {
-    use super::payload_matches;
+    use super::*;
 
     #[test]
     fn blocks_are_found_in_order() {
@@ -271,5 +271,86 @@ mod tests {
         assert!(!payload_matches(&[b"OK".to_vec(), b"PONG".to_vec()], data));
         assert!(!payload_matches(&[b"PING".to_vec()], data));
         assert!(payload_matches(&[], data));
+    }
+
+    /// The gRPC checker against a real grpcio health server (tests/xds/grpc_health_server.py
+    /// on the xDS tests' Python). Configs cannot reach it yet (Envoy's rule: gRPC checks
+    /// need an HTTP/2 cluster), so it is tested here.
+    #[test]
+    fn the_grpc_checker_reads_the_serving_status() {
+        use std::io::{BufRead, Write};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let python = std::env::var_os("ZEROHOP_XDS_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join("target/ci/xds-venv/bin/python3"));
+        let ready = std::process::Command::new(&python)
+            .args(["-c", "import grpc_health.v1.health"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ready {
+            assert!(
+                std::env::var_os("ZEROHOP_REQUIRE_PEERS").is_none(),
+                "{} with grpcio-health-checking is required here",
+                python.display()
+            );
+            return;
+        }
+        let mut server = std::process::Command::new(python)
+            .arg(root.join("tests/xds/grpc_health_server.py"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", line.trim()).parse().unwrap();
+        let mut set = |service: &str, status: &str| {
+            writeln!(server.stdin.as_mut().unwrap(), "{service} {status}").unwrap();
+            line.clear();
+            out.read_line(&mut line).unwrap();
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = |service: &str| HealthCheck {
+            timeout: std::time::Duration::from_secs(2),
+            interval: std::time::Duration::from_secs(1),
+            initial_jitter: Default::default(),
+            interval_jitter: Default::default(),
+            interval_jitter_percent: 0,
+            unhealthy_threshold: 1,
+            healthy_threshold: 1,
+            unhealthy_interval: Default::default(),
+            unhealthy_edge_interval: Default::default(),
+            healthy_edge_interval: Default::default(),
+            no_traffic_interval: Default::default(),
+            no_traffic_healthy_interval: Default::default(),
+            reuse_connection: true,
+            checker: HealthChecker::Grpc {
+                service_name: service.into(),
+                authority: "svc".into(),
+            },
+        };
+        let mut conn = Conn::None;
+        let mut check = |service: &str, at: SocketAddr, conn: &mut Conn| {
+            rt.block_on(super::check(&cfg(service), at, conn))
+        };
+        set("svc.v1", "SERVING");
+        assert_eq!(check("svc.v1", addr, &mut conn), Verdict::Healthy);
+        assert!(matches!(conn, Conn::Grpc(_)), "the channel is kept");
+        set("svc.v1", "NOT_SERVING");
+        assert_eq!(check("svc.v1", addr, &mut conn), Verdict::Failed);
+        // A service the server does not know: NOT_FOUND, the server's answer.
+        assert_eq!(check("other", addr, &mut conn), Verdict::Failed);
+        let _ = server.kill();
+        let _ = server.wait();
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(check("svc.v1", refused, &mut Conn::None), Verdict::Network);
     }
 }
