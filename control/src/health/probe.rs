@@ -335,7 +335,7 @@ mod tests {
             },
         };
         let mut conn = Conn::None;
-        let mut check = |service: &str, at: SocketAddr, conn: &mut Conn| {
+        let check = |service: &str, at: SocketAddr, conn: &mut Conn| {
             rt.block_on(super::check(&cfg(service), at, conn))
         };
         set("svc.v1", "SERVING");
