@@ -475,6 +475,8 @@ pub enum HttpFilterConfig {
     Compressor(CompressorConfig),
     /// `envoy.filters.http.fault`: delays and aborts.
     Fault(FaultConfig),
+    /// `envoy.filters.http.local_ratelimit`: a token bucket shared by every shard.
+    LocalRateLimit(LocalRateLimitConfig),
     /// `envoy.filters.http.router`.
     Router,
 }

@@ -143,10 +143,18 @@ pub enum Counter {
     OutlierEjectionsEnforcedConsecutiveGatewayFailure,
     OutlierEjectionsEnforcedConsecutiveLocalOriginFailure,
     OutlierEjectionsOverflow,
+    /// The HTTP local rate limit filter: requests it checked (`filter_enabled` drew them),
+    /// found within the bucket, found over it, and answered over it (`filter_enforced`
+    /// drew them): Envoy's `http_local_rate_limit.enabled`, `ok`, `rate_limited`,
+    /// `enforced`.
+    HttpLocalRateLimitEnabled,
+    HttpLocalRateLimitOk,
+    HttpLocalRateLimitRateLimited,
+    HttpLocalRateLimitEnforced,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 65] = [
+    pub const ALL: [Counter; 69] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -212,6 +220,10 @@ impl Counter {
         Counter::OutlierEjectionsEnforcedConsecutiveGatewayFailure,
         Counter::OutlierEjectionsEnforcedConsecutiveLocalOriginFailure,
         Counter::OutlierEjectionsOverflow,
+        Counter::HttpLocalRateLimitEnabled,
+        Counter::HttpLocalRateLimitOk,
+        Counter::HttpLocalRateLimitRateLimited,
+        Counter::HttpLocalRateLimitEnforced,
     ];
 
     pub const fn index(self) -> usize {
@@ -295,6 +307,10 @@ impl Counter {
                 "outlier_detection_ejections_enforced_consecutive_local_origin_failure"
             }
             Counter::OutlierEjectionsOverflow => "outlier_detection_ejections_overflow",
+            Counter::HttpLocalRateLimitEnabled => "http_local_rate_limit_enabled",
+            Counter::HttpLocalRateLimitOk => "http_local_rate_limit_ok",
+            Counter::HttpLocalRateLimitRateLimited => "http_local_rate_limit_rate_limited",
+            Counter::HttpLocalRateLimitEnforced => "http_local_rate_limit_enforced",
         }
     }
 

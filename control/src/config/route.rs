@@ -513,68 +513,75 @@ fn string_matcher(sm: &DynamicMessage, path: &str) -> Result<StringRule, ConfigE
 }
 
 /// `request_headers_to_add` / `_remove` and the response pair, at one level.
-fn edits(m: &DynamicMessage, path: &str) -> Result<HeaderEdits, ConfigError> {
-    let adds = |field: &str| -> Result<Vec<HeaderAdd>, ConfigError> {
-        let mut out = Vec::new();
-        for (i, o) in list(m, field).iter().enumerate() {
-            let o = as_msg(o);
-            let p = format!("{path}.{field}[{i}]");
-            let Some(h) = msg(o, "header") else {
-                return Err(ConfigError::at(format!("{p}.header"), "needs a header"));
-            };
-            let name = string(h, "key").to_ascii_lowercase();
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            {
-                return Err(ConfigError::at(
-                    format!("{p}.header.key"),
-                    format!("{name:?} is not a valid header name"),
-                ));
-            }
-            if name.starts_with(':') || name == "host" {
-                return Err(ConfigError::at(
-                    format!("{p}.header.key"),
-                    format!("{name:?} cannot be modified"),
-                ));
-            }
-            let value = string(h, "value");
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(ConfigError::at(
-                    format!("{p}.header.value"),
-                    "a header value cannot hold CR, LF or NUL",
-                ));
-            }
-            let append = if o.has_field_by_name("append") {
-                // The deprecated BoolValue: true appends, false overwrites.
-                if bool_value(o, "append", true) {
-                    AppendAction::AppendIfExistsOrAdd
-                } else {
-                    AppendAction::OverwriteIfExistsOrAdd
-                }
-            } else {
-                match enum_name(o, "append_action").as_str() {
-                    "APPEND_IF_EXISTS_OR_ADD" => AppendAction::AppendIfExistsOrAdd,
-                    "ADD_IF_ABSENT" => AppendAction::AddIfAbsent,
-                    "OVERWRITE_IF_EXISTS_OR_ADD" => AppendAction::OverwriteIfExistsOrAdd,
-                    "OVERWRITE_IF_EXISTS" => AppendAction::OverwriteIfExists,
-                    other => {
-                        return Err(ConfigError::at(
-                            format!("{p}.append_action"),
-                            format!("unknown {other}"),
-                        ))
-                    }
-                }
-            };
-            out.push(HeaderAdd {
-                name,
-                value,
-                append,
-            });
+/// `field`'s `HeaderValueOption`s: names checked and lower-cased, values without CR, LF or
+/// NUL, Envoy's append semantics.
+pub(crate) fn header_adds(
+    m: &DynamicMessage,
+    field: &str,
+    path: &str,
+) -> Result<Vec<HeaderAdd>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, o) in list(m, field).iter().enumerate() {
+        let o = as_msg(o);
+        let p = format!("{path}.{field}[{i}]");
+        let Some(h) = msg(o, "header") else {
+            return Err(ConfigError::at(format!("{p}.header"), "needs a header"));
+        };
+        let name = string(h, "key").to_ascii_lowercase();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(ConfigError::at(
+                format!("{p}.header.key"),
+                format!("{name:?} is not a valid header name"),
+            ));
         }
-        Ok(out)
-    };
+        if name.starts_with(':') || name == "host" {
+            return Err(ConfigError::at(
+                format!("{p}.header.key"),
+                format!("{name:?} cannot be modified"),
+            ));
+        }
+        let value = string(h, "value");
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(ConfigError::at(
+                format!("{p}.header.value"),
+                "a header value cannot hold CR, LF or NUL",
+            ));
+        }
+        let append = if o.has_field_by_name("append") {
+            // The deprecated BoolValue: true appends, false overwrites.
+            if bool_value(o, "append", true) {
+                AppendAction::AppendIfExistsOrAdd
+            } else {
+                AppendAction::OverwriteIfExistsOrAdd
+            }
+        } else {
+            match enum_name(o, "append_action").as_str() {
+                "APPEND_IF_EXISTS_OR_ADD" => AppendAction::AppendIfExistsOrAdd,
+                "ADD_IF_ABSENT" => AppendAction::AddIfAbsent,
+                "OVERWRITE_IF_EXISTS_OR_ADD" => AppendAction::OverwriteIfExistsOrAdd,
+                "OVERWRITE_IF_EXISTS" => AppendAction::OverwriteIfExists,
+                other => {
+                    return Err(ConfigError::at(
+                        format!("{p}.append_action"),
+                        format!("unknown {other}"),
+                    ))
+                }
+            }
+        };
+        out.push(HeaderAdd {
+            name,
+            value,
+            append,
+        });
+    }
+    Ok(out)
+}
+
+fn edits(m: &DynamicMessage, path: &str) -> Result<HeaderEdits, ConfigError> {
     let removes = |field: &str| -> Vec<String> {
         list(m, field)
             .iter()
@@ -585,9 +592,9 @@ fn edits(m: &DynamicMessage, path: &str) -> Result<HeaderEdits, ConfigError> {
             .collect()
     };
     Ok(HeaderEdits {
-        request_add: adds("request_headers_to_add")?,
+        request_add: header_adds(m, "request_headers_to_add", path)?,
         request_remove: removes("request_headers_to_remove"),
-        response_add: adds("response_headers_to_add")?,
+        response_add: header_adds(m, "response_headers_to_add", path)?,
         response_remove: removes("response_headers_to_remove"),
     })
 }

@@ -108,3 +108,36 @@ pub struct FaultAbort {
     /// `response_body` (default `fault filter abort`).
     pub body: Option<String>,
 }
+
+/// `envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit` (the filter's, or a
+/// route's in `typed_per_filter_config`, which replaces it), its runtime keys read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalRateLimitConfig {
+    pub stat_prefix: String,
+    /// `status` of a limited request's reply (default 429).
+    pub status: u16,
+    /// `None`: this configuration limits nothing (Envoy's filter without a `token_bucket`,
+    /// there for routes to configure).
+    pub bucket: Option<TokenBucket>,
+    /// `filter_enabled`: the share of requests the bucket is checked for (default 0%).
+    pub enabled: Fraction,
+    /// `filter_enforced`: the share of limited requests that are answered (default 0%).
+    pub enforced: Fraction,
+    /// `response_headers_to_add`, on limited requests' replies.
+    pub response_headers: Vec<super::HeaderAdd>,
+    /// `enable_retry_after_header`: a limited reply says when the bucket fills again.
+    pub retry_after: bool,
+}
+
+/// `envoy.type.v3.TokenBucket`: `max_tokens`, refilled by `tokens_per_fill` every
+/// `fill_interval` (at least 50 ms) from when it is first used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TokenBucket {
+    /// Which bucket: control derives it from where the configuration is and what it says,
+    /// so that a bucket keeps its tokens across generations while both stay the same, and
+    /// two filters (or routes) never share one. Shared by every shard.
+    pub id: u64,
+    pub max_tokens: u32,
+    pub tokens_per_fill: u32,
+    pub fill_interval: Duration,
+}

@@ -48,6 +48,15 @@ const ROOTS: &[&str] = &[
     "xds/type/v3/typed_struct.proto",
 ];
 
+/// Roots compiled in a pass of their own, then merged: they name `common.ratelimit.v3.*`
+/// relative to their package, which protoc resolves among their imports alone, while one
+/// pool holding every root also has `envoy.extensions.filters.common` (the fault filter's)
+/// for the first component to land on.
+const SEPARATE: &[&str] = &[
+    "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto",
+    "envoy/extensions/filters/network/local_ratelimit/v3/local_rate_limit.proto",
+];
+
 fn main() {
     let out = std::env::args().nth(1).expect("usage: gen-descriptors OUT");
     let root = envoy_types_proto_root();
@@ -66,12 +75,52 @@ fn main() {
     .collect();
     let mut includes = includes;
     includes.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protos"));
-    let mut compiler = protox::Compiler::new(&includes).expect("include paths");
-    compiler.include_imports(true).include_source_info(false);
-    compiler.open_files(ROOTS).expect("compile Envoy protos");
-    let bytes = compiler.encode_file_descriptor_set();
+    // Encoded by protox itself (custom options such as the validation rules are kept), and
+    // merged as encoded: a FileDescriptorSet is its `file` entries one after another.
+    let compile = |roots: &[&str]| {
+        let mut compiler = protox::Compiler::new(&includes).expect("include paths");
+        compiler.include_imports(true).include_source_info(false);
+        compiler.open_files(roots).expect("compile Envoy protos");
+        compiler.encode_file_descriptor_set()
+    };
+    let mut bytes = compile(ROOTS);
+    let mut names: Vec<String> = entries(&bytes).into_iter().map(|(n, _)| n).collect();
+    let more = compile(SEPARATE);
+    for (name, entry) in entries(&more) {
+        if !names.contains(&name) {
+            bytes.extend_from_slice(entry);
+            names.push(name);
+        }
+    }
     std::fs::write(&out, &bytes).expect("write output");
-    eprintln!("wrote {} ({} bytes, {} files)", out, bytes.len(), compiler.files().len());
+    eprintln!("wrote {} ({} bytes, {} files)", out, bytes.len(), names.len());
+}
+
+/// The `file` entries of an encoded FileDescriptorSet: each file's name and its bytes
+/// (tag, length and message).
+fn entries(set: &[u8]) -> Vec<(String, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < set.len() {
+        let start = at;
+        assert_eq!(set[at], 0x0a, "a FileDescriptorSet holds only `file` entries");
+        at += 1;
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = set[at];
+            at += 1;
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let file: prost_types::FileDescriptorProto =
+            prost::Message::decode(&set[at..at + len]).expect("a FileDescriptorProto");
+        at += len;
+        out.push((file.name.unwrap_or_default(), &set[start..at]));
+    }
+    out
 }
 
 fn envoy_types_proto_root() -> PathBuf {

@@ -9,6 +9,7 @@
 mod buffer;
 mod compressor;
 mod fault;
+mod local_ratelimit;
 pub(super) mod router;
 
 use prost_reflect::DynamicMessage;
@@ -47,6 +48,7 @@ pub(crate) const REGISTRY: &[&HttpFilterKind] = &[
     &buffer::FILTER,
     &compressor::FILTER,
     &fault::FILTER,
+    &local_ratelimit::FILTER,
 ];
 
 /// The filter whose `typed_config` carries `type_name`.

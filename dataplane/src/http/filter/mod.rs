@@ -24,6 +24,7 @@
 pub mod buffer;
 pub mod compressor;
 pub mod fault;
+pub mod local_ratelimit;
 
 use zerohop_proto::{CompressorConfig, FilterOverride, HttpFilter, HttpFilterConfig};
 
@@ -39,6 +40,8 @@ pub enum Status {
     Continue,
     /// Stop and answer the client with this error's local reply.
     Reply(ProxyError),
+    /// Stop the chain: the decisions say what the stream answers.
+    Stop,
 }
 
 /// What the request-headers phase asks of the stream.
@@ -50,6 +53,8 @@ pub struct Decisions {
     pub drop_accept_encoding: bool,
     /// A delay and/or an abort the fault filter injects.
     pub fault: Option<fault::Injected>,
+    /// The local rate limit's reply to a request over its bucket.
+    pub limited: Option<local_ratelimit::Limited>,
 }
 
 /// What every phase sees of the request.
@@ -121,6 +126,7 @@ registry! {
     Buffer => buffer::Buffer,
     Compressor => compressor::Compressor,
     Fault => fault::Fault,
+    LocalRateLimit => local_ratelimit::LocalRateLimit,
 }
 
 /// The filters of one connection manager (the router excluded).

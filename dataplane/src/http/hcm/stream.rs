@@ -149,6 +149,24 @@ impl<'a, D: Downstream> Stream<'a, D> {
         if let Status::Reply(e) = chain.on_request_headers(&ctx, &mut decisions) {
             return self.fail(e, info).await;
         }
+        if let Some(limited) = decisions.limited.take() {
+            info.flags.insert(ResponseFlags::RATE_LIMITED);
+            info.response_code_details = "local_rate_limited";
+            let extra: Vec<(&[u8], Cow<'_, [u8]>)> = limited
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes().into()))
+                .collect();
+            return self
+                .local(
+                    limited.status,
+                    "local_rate_limited",
+                    &extra,
+                    close_after_local,
+                    info,
+                )
+                .await;
+        }
         // A fault injected: active until the stream ends; its delay waited out here (the
         // route timeout starts after it, as Envoy's router starts after the fault filter),
         // then its abort answered.
