@@ -15,8 +15,9 @@ pub enum Kind {
     /// measured beside the current one in the same run.
     ZerohopBaseline,
     /// This zerohop with resilience configured but not triggered (HTTP only): a retry
-    /// policy with a per-try timeout, explicit circuit breakers and outlier detection; its
-    /// cost is its ratio to `zerohop` in the same run.
+    /// policy with a per-try timeout, explicit circuit breakers, outlier detection, an
+    /// active health check (TCP, every second) and a local rate limit whose bucket never
+    /// runs out; its cost is its ratio to `zerohop` in the same run.
     ZerohopResilient,
     /// HAProxy in TCP mode, one thread; `splice` adds `option splice-auto`.
     Haproxy {
@@ -402,12 +403,20 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
 /// circuit breakers and outlier detection to the cluster, none of which the benchmark's
 /// traffic triggers.
 fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool, resilient: bool) -> String {
-    let (retry, breakers) = match resilient {
+    let (retry, breakers, limit) = match resilient {
         true => (
             ", retry_policy: { retry_on: \"5xx,reset,connect-failure\", num_retries: 2, per_try_timeout: 5s }",
-            "    circuit_breakers: { thresholds: [ { max_connections: 4096, max_pending_requests: 4096, max_requests: 4096, max_retries: 8 } ] }\n    outlier_detection: { consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 50, enforcing_success_rate: 0 }\n",
+            "    circuit_breakers: { thresholds: [ { max_connections: 4096, max_pending_requests: 4096, max_requests: 4096, max_retries: 8 } ] }\n    outlier_detection: { consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 50, enforcing_success_rate: 0 }\n    health_checks: [ { timeout: 1s, interval: 1s, unhealthy_threshold: 3, healthy_threshold: 1, tcp_health_check: {} } ]\n",
+            r#"          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: limit
+              token_bucket: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
+              filter_enabled: { default_value: { numerator: 100 } }
+              filter_enforced: { default_value: { numerator: 100 } }
+"#,
         ),
-        false => ("", ""),
+        false => ("", "", ""),
     };
     let compressor = match gzip {
         true => {
@@ -443,7 +452,7 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool, resilient: boo
               - match: {{ prefix: "/" }}
                 route: {{ cluster: upstream{retry} }}
           http_filters:
-{compressor}          - name: envoy.filters.http.router
+{limit}{compressor}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
