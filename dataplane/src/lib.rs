@@ -27,6 +27,7 @@ pub mod http;
 pub mod http1;
 pub mod l4;
 pub mod net;
+pub mod ratelimit;
 pub mod route;
 pub mod router;
 pub mod shard;

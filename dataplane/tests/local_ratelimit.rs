@@ -150,3 +150,65 @@ fn requests_over_the_bucket_are_answered_as_envoy_answers_them() {
     assert_eq!(z, e, "zerohop and Envoy differ");
     assert_eq!(counters, e_counters, "the counters differ");
 }
+
+/// `envoy.filters.network.local_ratelimit` before a tcp_proxy: each connection takes a
+/// token; without one it is closed before it reaches the upstream, in both proxies.
+#[test]
+fn connections_over_the_bucket_are_closed_as_envoy_closes_them() {
+    use std::io::{Read, Write};
+    let echo = support::echo_upstream();
+    let config = |admin_port: u16| {
+        let limit = r#"    - filters:
+      - name: envoy.filters.network.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit
+          stat_prefix: conns
+          token_bucket: { max_tokens: 2, tokens_per_fill: 1, fill_interval: 60s }
+      - name: envoy.filters.network.tcp_proxy"#;
+        format!(
+            "{}{}",
+            support::http::admin_prefix(admin_port),
+            support::tcp_proxy_config(&[echo], "", "1s").replace(
+                "    - filters:\n      - name: envoy.filters.network.tcp_proxy",
+                limit
+            )
+        )
+    };
+    let run = |front: SocketAddr| -> Vec<bool> {
+        (0..4)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(front).unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                    .unwrap();
+                let mut echo = [0u8; 5];
+                s.write_all(b"ping\n").is_ok()
+                    && s.read_exact(&mut echo).is_ok()
+                    && &echo == b"ping\n"
+            })
+            .collect()
+    };
+    let proxy = Proxy::start(&config(envoy::free_port()));
+    // The test's wait for Envoy to listen is a connection, which takes a token there: one
+    // here too.
+    drop(std::net::TcpStream::connect(proxy.addr("front")).unwrap());
+    let z = run(proxy.addr("front"));
+    let z_limited = proxy.total(Counter::LocalRateLimitRateLimited);
+    eprintln!("[zerohop] echoed {z:?}, rate_limited {z_limited}");
+    assert_eq!(z, [true, false, false, false]);
+    assert_eq!(z_limited, 3);
+    if !envoy::available() {
+        return;
+    }
+    let eadmin = envoy::free_port();
+    let (_envoy, eaddr) = envoy::start(&config(eadmin));
+    let e = run(eaddr);
+    let (_, stats) = admin::request(eadmin, "GET", "/stats");
+    let e_limited: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("local_rate_limit.conns.rate_limited: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    eprintln!("[envoy]   echoed {e:?}, rate_limited {e_limited}");
+    assert_eq!(z, e, "zerohop and Envoy differ");
+    assert_eq!(z_limited, e_limited, "the counters differ");
+}

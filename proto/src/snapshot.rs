@@ -187,6 +187,9 @@ pub enum NetworkFilter {
     TcpProxy(TcpProxy),
     /// `envoy.filters.network.http_connection_manager`, serving HTTP/1.1.
     Http(HttpManager),
+    /// `envoy.filters.network.local_ratelimit`: each connection takes a token from the
+    /// bucket or is closed (not terminal).
+    LocalRateLimit(NetworkRateLimit),
 }
 
 impl NetworkFilter {
@@ -654,6 +657,7 @@ impl Snapshot {
                     match f {
                         NetworkFilter::TcpProxy(tp) => targets(&tp.targets, n, path)?,
                         NetworkFilter::Http(h) => validate_http(h, &path, n)?,
+                        NetworkFilter::LocalRateLimit(_) => {}
                     }
                 }
             }

@@ -151,10 +151,13 @@ pub enum Counter {
     HttpLocalRateLimitOk,
     HttpLocalRateLimitRateLimited,
     HttpLocalRateLimitEnforced,
+    /// Connections the network local rate limit closed (Envoy's
+    /// `local_rate_limit.<stat_prefix>.rate_limited`).
+    LocalRateLimitRateLimited,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 69] = [
+    pub const ALL: [Counter; 70] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -224,6 +227,7 @@ impl Counter {
         Counter::HttpLocalRateLimitOk,
         Counter::HttpLocalRateLimitRateLimited,
         Counter::HttpLocalRateLimitEnforced,
+        Counter::LocalRateLimitRateLimited,
     ];
 
     pub const fn index(self) -> usize {
@@ -311,6 +315,7 @@ impl Counter {
             Counter::HttpLocalRateLimitOk => "http_local_rate_limit_ok",
             Counter::HttpLocalRateLimitRateLimited => "http_local_rate_limit_rate_limited",
             Counter::HttpLocalRateLimitEnforced => "http_local_rate_limit_enforced",
+            Counter::LocalRateLimitRateLimited => "local_rate_limit_rate_limited",
         }
     }
 

@@ -172,35 +172,106 @@ fn filter_chain(
         .enumerate()
         .filter(|(_, f)| !super::http::istio_no_op(as_msg(f)))
         .collect();
-    let [(i, f)] = filters[..] else {
+    // Local rate limits first, then the one terminal filter.
+    let Some(((i, f), limits)) = filters.split_last() else {
         return Err(ConfigError::at(
             fpath,
-            format!(
-                "exactly one network filter (tcp_proxy or http_connection_manager) is supported (found {})",
-                filters.len()
-            ),
+            "a filter chain needs a network filter (tcp_proxy or http_connection_manager)",
         ));
     };
+    let mut out = Vec::with_capacity(filters.len());
+    for &(k, l) in limits {
+        let l = as_msg(l);
+        let lpath = format!("{fpath}{}.typed_config", element_label(k, l));
+        let m = typed_config(l, &lpath)?;
+        if m.descriptor().full_name() != NETWORK_LIMIT {
+            return Err(ConfigError::at(
+                lpath,
+                format!(
+                    "network filter {} is not supported here (before the terminal filter: envoy.filters.network.local_ratelimit only)",
+                    m.descriptor().full_name()
+                ),
+            ));
+        }
+        out.push(NetworkFilter::LocalRateLimit(network_rate_limit(
+            &m,
+            &lpath,
+            &clusters.runtime,
+        )?));
+    }
     let f = as_msg(f);
-    let fpath = format!("{fpath}{}.typed_config", element_label(i, f));
-    let Some(any) = msg(f, "typed_config") else {
-        return Err(ConfigError::at(fpath, "a filter needs a typed_config"));
-    };
-    let tp = unpack_any(any).map_err(|e| ConfigError::at(fpath.clone(), e))?;
-    let filter = match tp.descriptor().full_name() {
+    let fpath = format!("{fpath}{}.typed_config", element_label(*i, f));
+    let tp = typed_config(f, &fpath)?;
+    out.push(match tp.descriptor().full_name() {
         TCP_PROXY => NetworkFilter::TcpProxy(tcp_proxy(&tp, &fpath, clusters)?),
         HCM => NetworkFilter::Http(super::http::http_manager(&tp, &fpath, clusters, routes)?),
         other => {
             return Err(ConfigError::at(
                 fpath,
-                format!("network filter {other} is not supported here"),
+                format!("network filter {other} is not supported here (the last filter: tcp_proxy or http_connection_manager)"),
             ))
         }
-    };
+    });
     Ok(FilterChain {
         name: string(c, "name"),
         matcher,
-        filters: vec![filter],
+        filters: out,
+    })
+}
+
+/// A network filter's `typed_config`, decoded.
+fn typed_config(f: &DynamicMessage, path: &str) -> Result<DynamicMessage, ConfigError> {
+    let Some(any) = msg(f, "typed_config") else {
+        return Err(ConfigError::at(path, "a filter needs a typed_config"));
+    };
+    unpack_any(any).map_err(|e| ConfigError::at(path, e))
+}
+
+const NETWORK_LIMIT: &str = "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
+
+/// `envoy.filters.network.local_ratelimit`: a bucket per filter (Envoy's "each filter and
+/// filter chain has an independent rate limit"), `runtime_enabled` read now.
+fn network_rate_limit(
+    m: &DynamicMessage,
+    path: &str,
+    rt: &super::runtime::Runtime,
+) -> Result<NetworkRateLimit, ConfigError> {
+    let stat_prefix = string(m, "stat_prefix");
+    if stat_prefix.is_empty() {
+        return Err(ConfigError::at(
+            format!("{path}.stat_prefix"),
+            "is required (Envoy's validation)",
+        ));
+    }
+    let Some(tb) = msg(m, "token_bucket") else {
+        return Err(ConfigError::at(
+            format!("{path}.token_bucket"),
+            "is required (Envoy's validation)",
+        ));
+    };
+    let bucket = super::filters::token_bucket(tb, &format!("{path}.token_bucket"), path)?;
+    let enabled = match msg(m, "runtime_enabled") {
+        Some(flag) => {
+            let default = match msg(flag, "default_value") {
+                Some(b) => matches!(
+                    b.get_field_by_name("value").as_deref(),
+                    Some(Value::Bool(true))
+                ),
+                None => {
+                    return Err(ConfigError::at(
+                        format!("{path}.runtime_enabled.default_value"),
+                        "is required (Envoy's validation)",
+                    ))
+                }
+            };
+            rt.boolean(&string(flag, "runtime_key"), default)
+        }
+        None => true,
+    };
+    Ok(NetworkRateLimit {
+        stat_prefix,
+        bucket,
+        enabled,
     })
 }
 

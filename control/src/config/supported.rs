@@ -598,6 +598,16 @@ const FIELDS: &[(&str, &[&str])] = &[
         &["header", "append", "append_action"],
     ),
     ("envoy.config.core.v3.HeaderValue", &["key", "value"]),
+    // envoy.filters.network.local_ratelimit (config::listener); its TokenBucket is the
+    // HTTP filter's (config::filters::local_ratelimit).
+    (
+        "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
+        &["stat_prefix", "token_bucket", "runtime_enabled"],
+    ),
+    (
+        "envoy.config.core.v3.RuntimeFeatureFlag",
+        &["default_value", "runtime_key"],
+    ),
 ];
 
 const HTTP_FILTER: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter";

@@ -108,10 +108,23 @@ impl Slots {
                         let routes = self.table(rc, &manager.http_filters, &mut tables)?;
                         Terminal::Http(Arc::new(HttpPlan { manager, routes }))
                     }
-                    None => return Err(format!("listener {}: a chain without filters", l.name)),
+                    Some(NetworkFilter::LocalRateLimit(_)) | None => {
+                        return Err(format!(
+                            "listener {}: a chain without a terminal filter",
+                            l.name
+                        ))
+                    }
                 };
+                let limits = filters
+                    .into_iter()
+                    .filter_map(|f| match f {
+                        NetworkFilter::LocalRateLimit(l) => Some(l),
+                        _ => None,
+                    })
+                    .collect();
                 chains.push(Arc::new(ChainPlan {
                     name: chain.name,
+                    limits,
                     terminal,
                 }));
             }

@@ -106,6 +106,8 @@ pub struct ListenerPlan {
 #[derive(Debug)]
 pub struct ChainPlan {
     pub name: String,
+    /// `envoy.filters.network.local_ratelimit` filters before the terminal one.
+    pub limits: Vec<zerohop_proto::NetworkRateLimit>,
     pub terminal: Terminal,
 }
 

@@ -155,6 +155,27 @@ fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a:
         );
         return;
     };
+    // The chain's network local rate limits, in order: a connection without a token is
+    // closed before the terminal filter sees it (Envoy's "no further filter iteration").
+    for limit in &plan.chains[chain].limits {
+        let bucket = crate::ratelimit::buckets();
+        if limit.enabled
+            && bucket
+                .take(&limit.bucket, std::time::Instant::now())
+                .is_err()
+        {
+            a.guard
+                .shard()
+                .stats
+                .inc(Counter::LocalRateLimitRateLimited);
+            log::debug!(
+                "{}: local rate limit {}: closing a connection",
+                listener.name,
+                limit.stat_prefix
+            );
+            return;
+        }
+    }
     match &plan.chains[chain].terminal {
         Terminal::Tcp(_) => {
             monoio::spawn(crate::l4::serve(cfg, index, chain, listener, a));

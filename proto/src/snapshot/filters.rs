@@ -141,3 +141,12 @@ pub struct TokenBucket {
     pub tokens_per_fill: u32,
     pub fill_interval: Duration,
 }
+
+/// `envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRateLimit {
+    pub stat_prefix: String,
+    pub bucket: TokenBucket,
+    /// `runtime_enabled`, its runtime key read (default: enabled).
+    pub enabled: bool,
+}

@@ -138,7 +138,11 @@ fn config(
 /// The bucket: Envoy's validation (at least one token, a fill interval of 50 ms or more),
 /// and its id, from where it is configured (`at`: the filter's or the route's path) and
 /// what it holds.
-fn token_bucket(tb: &DynamicMessage, path: &str, at: &str) -> Result<TokenBucket, ConfigError> {
+pub(crate) fn token_bucket(
+    tb: &DynamicMessage,
+    path: &str,
+    at: &str,
+) -> Result<TokenBucket, ConfigError> {
     let max_tokens = match tb.get_field_by_name("max_tokens").as_deref() {
         Some(Value::U32(n)) if *n > 0 => *n,
         _ => {

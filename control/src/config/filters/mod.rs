@@ -12,6 +12,8 @@ mod fault;
 mod local_ratelimit;
 pub(super) mod router;
 
+pub(super) use local_ratelimit::token_bucket;
+
 use prost_reflect::DynamicMessage;
 use zerohop_proto::{FilterOverride, HttpFilterConfig};
 
