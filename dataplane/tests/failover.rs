@@ -184,13 +184,7 @@ fn a_dead_endpoint_costs_no_request_and_is_ejected() {
     let (_envoy, eaddr) = envoy::start(&config(&addrs, eadmin));
     let (n, failed) = load(eaddr, &ups[2]);
     let (_, stats) = admin::request(eadmin, "GET", "/stats");
-    let stat = |name: &str| {
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("cluster.svc.{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let stat = |name: &str| admin::stat(&stats, &format!("cluster.svc.{name}"));
     let e = outcome(
         n,
         failed,
@@ -244,13 +238,10 @@ fn the_tcp_proxy_ejects_an_endpoint_that_refuses() {
     let (_envoy, eaddr) = envoy::start(&config(eadmin));
     let e = run(eaddr);
     let (_, stats) = admin::request(eadmin, "GET", "/stats");
-    let e_ejected: u64 = stats
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("cluster.backend.outlier_detection.ejections_enforced_total: ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let e_ejected = admin::stat(
+        &stats,
+        "cluster.backend.outlier_detection.ejections_enforced_total",
+    );
     eprintln!("[envoy]   {e}, ejections {e_ejected}");
     assert_eq!(z, e, "zerohop and Envoy differ");
     assert_eq!(

@@ -203,15 +203,7 @@ fn faults_are_injected_as_envoy_injects_them() {
     let (_, stats) = admin::request(eadmin, "GET", "/stats");
     let ec: Vec<(&str, u64)> = COUNTERS
         .iter()
-        .map(|(_, n)| {
-            let want = format!("http.web.fault.{n}: ");
-            let v = stats
-                .lines()
-                .find_map(|l| l.strip_prefix(&want))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            (*n, v)
-        })
+        .map(|(_, n)| (*n, admin::stat(&stats, &format!("http.web.fault.{n}"))))
         .collect();
     eprintln!("[envoy]   {ec:?}");
     assert_eq!(z, e, "zerohop and Envoy differ");

@@ -137,12 +137,8 @@ fn requests_over_the_bucket_are_answered_as_envoy_answers_them() {
     let (_envoy, eaddr) = envoy::start(&config(eadmin, up.addr.port()));
     let e = run(eaddr);
     let (_, stats) = admin::request(eadmin, "GET", "/stats");
-    let stat = |prefix: &str, name: &str| -> u64 {
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{prefix}.http_local_rate_limit.{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+    let stat = |prefix: &str, name: &str| {
+        admin::stat(&stats, &format!("{prefix}.http_local_rate_limit.{name}"))
     };
     let e_counters = ["enabled", "ok", "rate_limited", "enforced"]
         .map(|n| stat("limiter", n) + stat("route", n));
@@ -203,11 +199,7 @@ fn connections_over_the_bucket_are_closed_as_envoy_closes_them() {
     let (_envoy, eaddr) = envoy::start(&config(eadmin));
     let e = run(eaddr);
     let (_, stats) = admin::request(eadmin, "GET", "/stats");
-    let e_limited: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("local_rate_limit.conns.rate_limited: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let e_limited = admin::stat(&stats, "local_rate_limit.conns.rate_limited");
     eprintln!("[envoy]   echoed {e:?}, rate_limited {e_limited}");
     assert_eq!(z, e, "zerohop and Envoy differ");
     assert_eq!(z_limited, e_limited, "the counters differ");

@@ -65,3 +65,12 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// The value of stat `name` in a `/stats` text (Envoy's `name: value` lines); 0 when absent.
+pub fn stat(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
