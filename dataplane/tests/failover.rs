@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +38,7 @@ impl Killable {
                     break; // the listener drops: the port refuses from now on
                 }
                 c.lock().unwrap().push(s.try_clone().unwrap());
-                std::thread::spawn(move || serve(s));
+                std::thread::spawn(move || serve(s, 200));
             }
         });
         Killable { addr, dead, conns }
@@ -53,7 +54,8 @@ impl Killable {
     }
 }
 
-fn serve(s: TcpStream) {
+/// Answers every request on `s` with `status`.
+fn serve(s: TcpStream, status: u16) {
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
@@ -65,7 +67,7 @@ fn serve(s: TcpStream) {
         if line != "\r\n" {
             continue;
         }
-        let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
         if w.write_all(reply.as_bytes()).is_err() {
             return;
         }
@@ -249,4 +251,115 @@ fn the_tcp_proxy_ejects_an_endpoint_that_refuses() {
         e_ejected.min(1),
         "ejected in one and not the other"
     );
+}
+
+/// An upstream that answers every request with `status`.
+fn answering(status: u16) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || serve(s, status));
+        }
+    });
+    addr
+}
+
+/// The success-rate and failure-percentage detectors as Envoy's: of five endpoints one
+/// answers 503 to everything; under about 1,000 requests a second, its success rate (0%
+/// against a mean of 80%) and its failure percentage (100%) put it out at an interval's
+/// sweep, in both proxies, and afterwards every request is answered 200. The consecutive
+/// detector is kept out of it (`enforcing_consecutive_5xx: 0`).
+#[test]
+fn success_rate_and_failure_percentage_eject_as_envoy_does() {
+    let ups: Vec<SocketAddr> = (0..5)
+        .map(|i| answering(if i == 4 { 503 } else { 200 }))
+        .collect();
+    let cases = [
+        (
+            "success rate",
+            "",
+            "outlier_detection_ejections_enforced_success_rate",
+        ),
+        (
+            "failure percentage",
+            "      enforcing_success_rate: 0\n      enforcing_failure_percentage: 100\n",
+            "outlier_detection_ejections_enforced_failure_percentage",
+        ),
+    ];
+    for (name, detector, counter) in cases {
+        let config = |admin_port: u16| {
+            config(&ups, admin_port)
+                .replace(
+                    ", retry_policy: { retry_on: \"connect-failure,reset\", num_retries: 3 }",
+                    "",
+                )
+                .replace("      enforcing_success_rate: 0\n", detector)
+                .replace(
+                    "      consecutive_5xx: 3\n",
+                    "      enforcing_consecutive_5xx: 0\n",
+                )
+        };
+        // About 1,000 requests a second for 3.5 s (more than 100 per host per interval,
+        // the detectors' request volume), then 40 requests: which statuses they get.
+        let run = |front: SocketAddr| -> (usize, Vec<u16>) {
+            let stop = Arc::new(AtomicBool::new(false));
+            let clients: Vec<_> = (0..4)
+                .map(|_| {
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let mut c = Client::connect(front);
+                        let mut n = 0;
+                        while !stop.load(Ordering::SeqCst) {
+                            let t = Instant::now();
+                            if c.raw(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n").is_none() {
+                                c = Client::connect(front);
+                            }
+                            n += 1;
+                            if let Some(rest) = Duration::from_millis(4).checked_sub(t.elapsed()) {
+                                std::thread::sleep(rest);
+                            }
+                        }
+                        n
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(3500));
+            stop.store(true, Ordering::SeqCst);
+            let n = clients.into_iter().map(|c| c.join().unwrap()).sum();
+            let mut c = Client::connect(front);
+            let after = (0..40)
+                .map(|_| {
+                    c.raw(b"GET / HTTP/1.1\r\nhost: svc\r\n\r\n")
+                        .map_or(0, |r| r.status)
+                })
+                .collect::<BTreeSet<u16>>()
+                .into_iter()
+                .collect();
+            (n, after)
+        };
+        let proxy = Proxy::start(&config(envoy::free_port()));
+        let (n, z) = run(proxy.addr("web"));
+        let c = Counter::ALL
+            .into_iter()
+            .find(|c| c.name() == counter)
+            .unwrap();
+        let z_ejected = proxy.total(c);
+        eprintln!("[zerohop] {name}: {n} requests, then statuses {z:?}, ejected {z_ejected}");
+        assert_eq!(z, [200], "{name}: the failing host is out");
+        assert_eq!(z_ejected, 1, "{name}");
+        drop(proxy);
+        if !envoy::available() {
+            continue;
+        }
+        let eadmin = envoy::free_port();
+        let (_envoy, eaddr) = envoy::start(&config(eadmin));
+        let (n, e) = run(eaddr);
+        let (_, stats) = admin::request(eadmin, "GET", "/stats");
+        let stat = counter.replacen("outlier_detection_", "outlier_detection.", 1);
+        let e_ejected = admin::stat(&stats, &format!("cluster.svc.{stat}"));
+        eprintln!("[envoy]   {name}: {n} requests, then statuses {e:?}, ejected {e_ejected}");
+        assert_eq!(z, e, "{name}: zerohop and Envoy differ");
+        assert_eq!(z_ejected, e_ejected, "{name}: the ejections differ");
+    }
 }

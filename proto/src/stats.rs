@@ -143,6 +143,13 @@ pub enum Counter {
     OutlierEjectionsEnforcedConsecutiveGatewayFailure,
     OutlierEjectionsEnforcedConsecutiveLocalOriginFailure,
     OutlierEjectionsOverflow,
+    /// Ejections by the success-rate and failure-percentage detectors (Envoy's
+    /// `outlier_detection.ejections_enforced_success_rate`, `_failure_percentage`, and their
+    /// `_local_origin_` forms).
+    OutlierEjectionsEnforcedSuccessRate,
+    OutlierEjectionsEnforcedFailurePercentage,
+    OutlierEjectionsEnforcedLocalOriginSuccessRate,
+    OutlierEjectionsEnforcedLocalOriginFailurePercentage,
     /// The HTTP local rate limit filter: requests it checked (`filter_enabled` drew them),
     /// found within the bucket, found over it, and answered over it (`filter_enforced`
     /// drew them): Envoy's `http_local_rate_limit.enabled`, `ok`, `rate_limited`,
@@ -157,7 +164,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 70] = [
+    pub const ALL: [Counter; 74] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -223,6 +230,10 @@ impl Counter {
         Counter::OutlierEjectionsEnforcedConsecutiveGatewayFailure,
         Counter::OutlierEjectionsEnforcedConsecutiveLocalOriginFailure,
         Counter::OutlierEjectionsOverflow,
+        Counter::OutlierEjectionsEnforcedSuccessRate,
+        Counter::OutlierEjectionsEnforcedFailurePercentage,
+        Counter::OutlierEjectionsEnforcedLocalOriginSuccessRate,
+        Counter::OutlierEjectionsEnforcedLocalOriginFailurePercentage,
         Counter::HttpLocalRateLimitEnabled,
         Counter::HttpLocalRateLimitOk,
         Counter::HttpLocalRateLimitRateLimited,
@@ -311,6 +322,18 @@ impl Counter {
                 "outlier_detection_ejections_enforced_consecutive_local_origin_failure"
             }
             Counter::OutlierEjectionsOverflow => "outlier_detection_ejections_overflow",
+            Counter::OutlierEjectionsEnforcedSuccessRate => {
+                "outlier_detection_ejections_enforced_success_rate"
+            }
+            Counter::OutlierEjectionsEnforcedFailurePercentage => {
+                "outlier_detection_ejections_enforced_failure_percentage"
+            }
+            Counter::OutlierEjectionsEnforcedLocalOriginSuccessRate => {
+                "outlier_detection_ejections_enforced_local_origin_success_rate"
+            }
+            Counter::OutlierEjectionsEnforcedLocalOriginFailurePercentage => {
+                "outlier_detection_ejections_enforced_local_origin_failure_percentage"
+            }
             Counter::HttpLocalRateLimitEnabled => "http_local_rate_limit_enabled",
             Counter::HttpLocalRateLimitOk => "http_local_rate_limit_ok",
             Counter::HttpLocalRateLimitRateLimited => "http_local_rate_limit_rate_limited",

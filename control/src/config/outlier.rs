@@ -1,7 +1,6 @@
 //! A cluster's `outlier_detection`: the consecutive-failure detectors (5xx, gateway
-//! failures, local-origin failures) with Envoy's defaults. Success-rate and
-//! failure-percentage ejection are not implemented: a config that enforces them (Envoy
-//! enforces success rate by default) is refused, naming the field to set to 0.
+//! failures, local-origin failures) and the success-rate and failure-percentage ones, with
+//! Envoy's defaults.
 
 use std::time::Duration;
 
@@ -36,20 +35,6 @@ pub(super) fn outlier_detection(
         }
     };
     let split = plain_bool(od, "split_external_local_origin_errors");
-    let not_enforced = [
-        ("enforcing_success_rate", 100, true),
-        ("enforcing_failure_percentage", 0, true),
-        ("enforcing_local_origin_success_rate", 100, split),
-        ("enforcing_failure_percentage_local_origin", 0, split),
-    ];
-    for (field, default, applies) in not_enforced {
-        if applies && percent(field, default)? != 0 {
-            return Err(ConfigError::at(
-                format!("{path}.{field}"),
-                format!("success-rate and failure-percentage ejection are not supported by zerohop (Envoy's default for {field} is {default}): set it to 0"),
-            ));
-        }
-    }
     let interval = time("interval", Duration::from_secs(10))?;
     if interval.is_zero() {
         return Err(ConfigError::at(
@@ -87,6 +72,19 @@ pub(super) fn outlier_detection(
         enforcing_consecutive_local_origin_failure: percent(
             "enforcing_consecutive_local_origin_failure",
             100,
+        )?,
+        success_rate_minimum_hosts: num("success_rate_minimum_hosts", 5),
+        success_rate_request_volume: num("success_rate_request_volume", 100),
+        success_rate_stdev_factor: num("success_rate_stdev_factor", 1900),
+        enforcing_success_rate: percent("enforcing_success_rate", 100)?,
+        enforcing_local_origin_success_rate: percent("enforcing_local_origin_success_rate", 100)?,
+        failure_percentage_threshold: percent("failure_percentage_threshold", 85)?,
+        failure_percentage_minimum_hosts: num("failure_percentage_minimum_hosts", 5),
+        failure_percentage_request_volume: num("failure_percentage_request_volume", 50),
+        enforcing_failure_percentage: percent("enforcing_failure_percentage", 0)?,
+        enforcing_failure_percentage_local_origin: percent(
+            "enforcing_failure_percentage_local_origin",
+            0,
         )?,
     }))
 }

@@ -522,8 +522,8 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.config.cluster.v3.Cluster.CommonLbConfig",
         &["healthy_panic_threshold"],
     ),
-    // Success-rate and failure-percentage ejection are not implemented: their enforcement
-    // must be 0 (config::outlier checks it); their other settings then do nothing.
+    // Every detector: consecutive failures, success rate and failure percentage
+    // (config::outlier; the data plane's upstream::hosts).
     (
         "envoy.config.cluster.v3.OutlierDetection",
         &[

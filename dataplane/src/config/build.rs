@@ -149,12 +149,19 @@ impl Slots {
             .iter()
             .flat_map(|p| p.cluster.endpoints.iter().map(|e| e.address))
             .collect();
+        let sweeps = plans
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.hosts.as_ref().is_some_and(|h| h.sweeps()))
+            .map(|(i, _)| i)
+            .collect();
         Ok(Generation {
             number,
             listeners: listener_plans,
             clusters: plans,
             by_name: listener_index,
             endpoints,
+            sweeps,
         })
     }
 

@@ -44,9 +44,17 @@ pub struct Generation {
     /// Every cluster's endpoints: a shard closes its idle connections to any other (a host
     /// that EDS or DNS removed), as Envoy drains a removed host's pools.
     endpoints: std::collections::HashSet<std::net::SocketAddr, crate::fasthash::FastHash>,
+    /// The clusters whose outlier detection has success-rate or failure-percentage
+    /// detectors (swept by shard 0).
+    sweeps: Vec<usize>,
 }
 
 impl Generation {
+    /// See [`Generation::sweeps`]'s field.
+    pub fn sweeps(&self) -> &[usize] {
+        &self.sweeps
+    }
+
     /// The generation a shard holds before the first one arrives.
     pub fn empty() -> Generation {
         Generation {
@@ -55,6 +63,7 @@ impl Generation {
             clusters: Vec::new(),
             by_name: HashMap::new(),
             endpoints: Default::default(),
+            sweeps: Vec::new(),
         }
     }
 

@@ -245,6 +245,16 @@ async fn main(spec: Spec) {
         shard.take_listener_ops();
         shard.maybe_reload();
         shard.refresh_date();
+        if shard.id == 0 {
+            // The success-rate and failure-percentage detectors, process-wide: one shard
+            // sweeps them, each cluster once per its interval.
+            let config = shard.config();
+            for &i in config.sweeps() {
+                if let Some(hosts) = &config.clusters[i].hosts {
+                    hosts.sweep(shard.stats, &shard.rng);
+                }
+            }
+        }
         let now = Instant::now();
         shard.expire_drained_listeners(now);
         if now >= next_sweep {

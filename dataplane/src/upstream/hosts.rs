@@ -9,7 +9,10 @@
 //! put more than `max_ejection_percent` of the cluster's hosts out (`always_eject_one_host`
 //! lets one go regardless). An ejected host is skipped by the load balancers until the first
 //! sweep (every `interval`) after `base_ejection_time` x its ejections (at most
-//! `max_ejection_time`, plus jitter).
+//! `max_ejection_time`, plus jitter). The success-rate and failure-percentage detectors
+//! count each host's requests and successes per `interval` and, every `interval`, eject
+//! the hosts below the cluster's mean less `success_rate_stdev_factor` deviations, or at
+//! `failure_percentage_threshold` (shard 0 runs the sweep: [`Hosts::sweep`]).
 //!
 //! Active health checks run in control; the config thread copies their verdicts from the
 //! segment's health table into each host's flags ([`Hosts::sync_health`]) when control says
@@ -64,6 +67,16 @@ struct Host {
     until: AtomicU64,
     ejections: AtomicU32,
     flags: AtomicU8,
+    /// This interval's requests (high 32 bits) and successes (low 32 bits), for the
+    /// success-rate and failure-percentage detectors; local-origin events apart with
+    /// `split_external_local_origin_errors`.
+    window: AtomicU64,
+    local_window: AtomicU64,
+}
+
+/// One request, and one success when `ok`, in a window word.
+fn tally(window: &AtomicU64, ok: bool) {
+    window.fetch_add((1 << 32) | u64::from(ok), Relaxed);
 }
 
 /// One cluster's hosts, by endpoint index.
@@ -84,6 +97,8 @@ pub struct Hosts {
     /// A shard picked a host (set once); and whether the config thread has told control.
     traffic: AtomicBool,
     traffic_told: AtomicBool,
+    /// Milliseconds since `start` of the next success-rate / failure-percentage sweep.
+    next_sweep: AtomicU64,
 }
 
 impl Hosts {
@@ -106,6 +121,11 @@ impl Hosts {
             slots: cluster.endpoints.iter().map(|e| e.health_slot).collect(),
             traffic: AtomicBool::new(false),
             traffic_told: AtomicBool::new(false),
+            next_sweep: AtomicU64::new(
+                cluster
+                    .outlier_detection
+                    .map_or(0, |od| od.interval.as_millis() as u64),
+            ),
         };
         for (h, e) in hosts.hosts.iter().zip(&cluster.endpoints) {
             if e.eds_unhealthy {
@@ -206,6 +226,24 @@ impl Hosts {
         let (Some(h), Some(cfg)) = (self.hosts.get(i), &self.cfg) else {
             return;
         };
+        if cfg.sweeps() {
+            // The windows the sweep reads: without the split, local-origin failures count
+            // as the 503 / 504 Envoy maps them to; with it, they and the connections made
+            // (every answer had one, as Envoy's router reports) count apart.
+            let split = cfg.split_external_local_origin_errors;
+            match outcome {
+                Outcome::Status(s) => {
+                    tally(&h.window, !(500..600).contains(&s));
+                    if split {
+                        tally(&h.local_window, true);
+                    }
+                }
+                Outcome::ConnectSucceeded if split => tally(&h.local_window, true),
+                Outcome::ConnectSucceeded => tally(&h.window, true),
+                _ if split => tally(&h.local_window, false),
+                _ => tally(&h.window, false),
+            }
+        }
         // Without the split, local-origin failures count as the status Envoy maps them to.
         let status = match (outcome, cfg.split_external_local_origin_errors) {
             (Outcome::Status(s), _) => s,
@@ -295,6 +333,19 @@ impl Hosts {
         rng: &Rng,
     ) -> bool {
         count.store(0, Relaxed);
+        self.eject(h, enforcing, counter, stats, rng)
+    }
+
+    /// Ejects `h` when the enforcing percentage draws it and the cluster may lose another
+    /// host. Returns whether it was ejected.
+    fn eject(
+        &self,
+        h: &Host,
+        enforcing: u32,
+        counter: Counter,
+        stats: ShardStats,
+        rng: &Rng,
+    ) -> bool {
         if rng.below(100) >= u64::from(enforcing) || h.until.load(Relaxed) != 0 {
             return false;
         }
@@ -332,6 +383,103 @@ impl Hosts {
         stats.inc(counter);
         true
     }
+
+    /// Whether the cluster has success-rate or failure-percentage detectors to sweep.
+    pub fn sweeps(&self) -> bool {
+        self.cfg.as_ref().is_some_and(OutlierDetection::sweeps)
+    }
+
+    /// The success-rate and failure-percentage detectors, once every `interval` (shard 0
+    /// calls this at each tick, as Envoy's detector runs on its main thread's timer): every
+    /// host's window since the last sweep is read and started over, and the hosts that fall
+    /// below are ejected.
+    pub fn sweep(&self, stats: ShardStats, rng: &Rng) {
+        let Some(cfg) = self.cfg.as_ref().filter(|c| c.sweeps()) else {
+            return;
+        };
+        let now = self.now_ms();
+        if now < self.next_sweep.load(Relaxed) {
+            return;
+        }
+        let interval = cfg.interval.as_millis().max(1) as u64;
+        self.next_sweep.store(now + interval, Relaxed);
+        let external = Detectors {
+            window: |h| &h.window,
+            success_rate: (
+                cfg.enforcing_success_rate,
+                Counter::OutlierEjectionsEnforcedSuccessRate,
+            ),
+            failure_percentage: (
+                cfg.enforcing_failure_percentage,
+                Counter::OutlierEjectionsEnforcedFailurePercentage,
+            ),
+        };
+        self.detect(cfg, external, stats, rng);
+        if cfg.split_external_local_origin_errors {
+            let local = Detectors {
+                window: |h| &h.local_window,
+                success_rate: (
+                    cfg.enforcing_local_origin_success_rate,
+                    Counter::OutlierEjectionsEnforcedLocalOriginSuccessRate,
+                ),
+                failure_percentage: (
+                    cfg.enforcing_failure_percentage_local_origin,
+                    Counter::OutlierEjectionsEnforcedLocalOriginFailurePercentage,
+                ),
+            };
+            self.detect(cfg, local, stats, rng);
+        }
+    }
+
+    fn detect(&self, cfg: &OutlierDetection, d: Detectors, stats: ShardStats, rng: &Rng) {
+        // (host, requests, success rate in percent); hosts out now take no part.
+        let rates: Vec<(usize, u64, f64)> = self
+            .hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                let w = (d.window)(h).swap(0, Relaxed);
+                let (total, ok) = (w >> 32, w & 0xffff_ffff);
+                (total > 0 && h.until.load(Relaxed) == 0)
+                    .then(|| (i, total, 100.0 * ok as f64 / total as f64))
+            })
+            .collect();
+        let valid = |volume: u32, minimum: u32| {
+            let v: Vec<_> = rates.iter().filter(|r| r.1 >= u64::from(volume)).collect();
+            (!v.is_empty() && v.len() >= minimum as usize).then_some(v)
+        };
+        if let Some(v) = valid(
+            cfg.success_rate_request_volume,
+            cfg.success_rate_minimum_hosts,
+        ) {
+            let n = v.len() as f64;
+            let mean = v.iter().map(|r| r.2).sum::<f64>() / n;
+            let variance = v.iter().map(|r| (r.2 - mean).powi(2)).sum::<f64>() / n;
+            let factor = f64::from(cfg.success_rate_stdev_factor) / 1000.0;
+            let threshold = mean - factor * variance.sqrt();
+            for r in v.iter().filter(|r| r.2 < threshold) {
+                let (enforcing, counter) = d.success_rate;
+                self.eject(&self.hosts[r.0], enforcing, counter, stats, rng);
+            }
+        }
+        if let Some(v) = valid(
+            cfg.failure_percentage_request_volume,
+            cfg.failure_percentage_minimum_hosts,
+        ) {
+            let threshold = f64::from(cfg.failure_percentage_threshold);
+            for r in v.iter().filter(|r| 100.0 - r.2 >= threshold) {
+                let (enforcing, counter) = d.failure_percentage;
+                self.eject(&self.hosts[r.0], enforcing, counter, stats, rng);
+            }
+        }
+    }
+}
+
+/// One origin's window and what its two detectors do.
+struct Detectors {
+    window: fn(&Host) -> &AtomicU64,
+    success_rate: (u32, Counter),
+    failure_percentage: (u32, Counter),
 }
 
 #[cfg(test)]
@@ -362,6 +510,16 @@ mod tests {
             split_external_local_origin_errors: false,
             consecutive_local_origin_failure: 5,
             enforcing_consecutive_local_origin_failure: 100,
+            success_rate_minimum_hosts: 5,
+            success_rate_request_volume: 100,
+            success_rate_stdev_factor: 1900,
+            enforcing_success_rate: 0,
+            enforcing_local_origin_success_rate: 0,
+            failure_percentage_threshold: 85,
+            failure_percentage_minimum_hosts: 5,
+            failure_percentage_request_volume: 50,
+            enforcing_failure_percentage: 0,
+            enforcing_failure_percentage_local_origin: 0,
         }
     }
 
@@ -516,5 +674,65 @@ mod tests {
         assert!(both.unavailable(0) && !both.all_out());
         both.sync_health(|_| false);
         assert!(both.unavailable(0), "still ejected");
+    }
+
+    #[test]
+    fn success_rate_and_failure_percentage_sweeps_eject_the_outlier() {
+        let (s, rng) = (stats(), Rng::new(7));
+        let od = OutlierDetection {
+            consecutive_5xx: 1_000_000,
+            enforcing_success_rate: 100,
+            interval: Duration::from_millis(20),
+            ..cfg()
+        };
+        let h = detector(od, 6);
+        assert!(h.sweeps());
+        // Hosts 0-4 answer 120 requests well; host 5 half of them with 503; nothing is
+        // judged before the interval has passed.
+        let load = |h: &Hosts| {
+            for i in 0..6 {
+                for k in 0..120 {
+                    let status = if i == 5 && k % 2 == 0 { 503 } else { 200 };
+                    h.report(i, Outcome::Status(status), s, &rng);
+                }
+            }
+        };
+        load(&h);
+        h.sweep(s, &rng);
+        assert!(!h.unavailable(5), "the first interval has not passed");
+        std::thread::sleep(Duration::from_millis(25));
+        h.sweep(s, &rng);
+        // Mean 91.7, deviation 18.6: the threshold is 56.3, and host 5 is at 50.
+        assert!(h.unavailable(5) && !h.unavailable(0));
+        assert_eq!(s.get(Counter::OutlierEjectionsEnforcedSuccessRate), 1);
+        // Too few requests (under success_rate_request_volume) judge nobody.
+        let quiet = detector(od, 6);
+        for i in 0..6 {
+            for _ in 0..50 {
+                quiet.report(i, Outcome::Status(if i == 5 { 503 } else { 200 }), s, &rng);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+        quiet.sweep(s, &rng);
+        assert!(!quiet.unavailable(5));
+        // Failure percentage: host 5 fails 90% (at least the 85% threshold).
+        let fp = detector(
+            OutlierDetection {
+                enforcing_success_rate: 0,
+                enforcing_failure_percentage: 100,
+                ..od
+            },
+            6,
+        );
+        for i in 0..6 {
+            for k in 0..60 {
+                let bad = i == 5 && k % 10 != 0;
+                fp.report(i, Outcome::Status(if bad { 500 } else { 200 }), s, &rng);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+        fp.sweep(s, &rng);
+        assert!(fp.unavailable(5) && !fp.unavailable(4));
+        assert_eq!(s.get(Counter::OutlierEjectionsEnforcedFailurePercentage), 1);
     }
 }

@@ -26,8 +26,8 @@ pub enum LbPolicy {
     },
 }
 
-/// `envoy.config.cluster.v3.OutlierDetection`, the consecutive-failure detectors, with
-/// Envoy's defaults filled in.
+/// `envoy.config.cluster.v3.OutlierDetection`: the consecutive-failure detectors and the
+/// success-rate and failure-percentage ones, with Envoy's defaults filled in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutlierDetection {
     /// An ejected host returns at the first sweep (every `interval`) after its ejection
@@ -49,6 +49,37 @@ pub struct OutlierDetection {
     pub split_external_local_origin_errors: bool,
     pub consecutive_local_origin_failure: u32,
     pub enforcing_consecutive_local_origin_failure: u32,
+    /// Success rate, every `interval` over the requests of the last one: hosts with at
+    /// least `success_rate_request_volume` requests, when there are
+    /// `success_rate_minimum_hosts` of them, whose rate is below the mean less
+    /// `success_rate_stdev_factor` / 1000 standard deviations.
+    pub success_rate_minimum_hosts: u32,
+    pub success_rate_request_volume: u32,
+    pub success_rate_stdev_factor: u32,
+    pub enforcing_success_rate: u32,
+    /// With `split_external_local_origin_errors`: the same over local-origin events.
+    pub enforcing_local_origin_success_rate: u32,
+    /// Failure percentage: hosts with at least `failure_percentage_request_volume`
+    /// requests, when there are `failure_percentage_minimum_hosts` of them, that failed at
+    /// least `failure_percentage_threshold` percent.
+    pub failure_percentage_threshold: u32,
+    pub failure_percentage_minimum_hosts: u32,
+    pub failure_percentage_request_volume: u32,
+    pub enforcing_failure_percentage: u32,
+    pub enforcing_failure_percentage_local_origin: u32,
+}
+
+impl OutlierDetection {
+    /// Whether the success-rate or failure-percentage detectors may eject (they then need
+    /// each host's requests counted, and a sweep every `interval`).
+    pub fn sweeps(&self) -> bool {
+        let split = self.split_external_local_origin_errors;
+        self.enforcing_success_rate > 0
+            || self.enforcing_failure_percentage > 0
+            || (split
+                && (self.enforcing_local_origin_success_rate > 0
+                    || self.enforcing_failure_percentage_local_origin > 0))
+    }
 }
 
 /// A cluster's circuit-breaker thresholds for the whole process (each shard enforces its
