@@ -15,9 +15,10 @@ pub enum Kind {
     /// measured beside the current one in the same run.
     ZerohopBaseline,
     /// This zerohop with resilience configured but not triggered (HTTP only): a retry
-    /// policy with a per-try timeout, explicit circuit breakers, outlier detection, an
-    /// active health check (TCP, every second) and a local rate limit whose bucket never
-    /// runs out; its cost is its ratio to `zerohop` in the same run.
+    /// policy with a per-try timeout, explicit circuit breakers, outlier detection with
+    /// Envoy's default success-rate detector (every response counted), an active health
+    /// check (TCP, every second) and a local rate limit whose bucket never runs out; its
+    /// cost is its ratio to `zerohop` in the same run.
     ZerohopResilient,
     /// HAProxy in TCP mode, one thread; `splice` adds `option splice-auto`.
     Haproxy {
@@ -406,7 +407,7 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool, resilient: boo
     let (retry, breakers, limit) = match resilient {
         true => (
             ", retry_policy: { retry_on: \"5xx,reset,connect-failure\", num_retries: 2, per_try_timeout: 5s }",
-            "    circuit_breakers: { thresholds: [ { max_connections: 4096, max_pending_requests: 4096, max_requests: 4096, max_retries: 8 } ] }\n    outlier_detection: { consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 50, enforcing_success_rate: 0 }\n    health_checks: [ { timeout: 1s, interval: 1s, unhealthy_threshold: 3, healthy_threshold: 1, tcp_health_check: {} } ]\n",
+            "    circuit_breakers: { thresholds: [ { max_connections: 4096, max_pending_requests: 4096, max_requests: 4096, max_retries: 8 } ] }\n    outlier_detection: { consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 50 }\n    health_checks: [ { timeout: 1s, interval: 1s, unhealthy_threshold: 3, healthy_threshold: 1, tcp_health_check: {} } ]\n",
             r#"          - name: envoy.filters.http.local_ratelimit
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
