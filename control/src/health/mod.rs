@@ -134,7 +134,17 @@ impl Checker {
             for e in &mut cluster.endpoints {
                 let target = e.health_check_address.unwrap_or(e.address);
                 let key = (cluster.name.clone(), e.address, target);
-                let kept = old.remove(&key).filter(|s| *s.spec == *spec);
+                // A host whose check changed starts over: its old task stops and its slot
+                // is given out again after this publish.
+                let kept = match old.remove(&key) {
+                    Some(s) if *s.spec == *spec => Some(s),
+                    Some(s) => {
+                        s.task.abort();
+                        inner.released.push(s.slot);
+                        None
+                    }
+                    None => None,
+                };
                 let session = match kept {
                     Some(s) => s,
                     None => {
