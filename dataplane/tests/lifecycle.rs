@@ -156,11 +156,19 @@ fn a_new_binary_takes_over_the_listeners_without_refusing_or_resetting_a_connect
     // A fixed port: a new process that bound sockets of its own (instead of taking the old
     // ones) would then join the same SO_REUSEPORT group, and the connections queued on the
     // old sockets when they close would be reset: what this test must catch.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Below the ephemeral range (32768 and up): a port another test's proxy bound with
+    // port 0 (SO_REUSEPORT too, same user) could otherwise be this one, and the two proxies
+    // would share it.
+    let port = (0..1000)
+        .map(|k| {
+            20000
+                + (std::process::id() as u16)
+                    .wrapping_mul(7)
+                    .wrapping_add(k * 13)
+                    % 12000
+        })
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below the ephemeral range");
     let yaml = tcp_proxy_config(&[up], "", "1s")
         .replace("port_value: 0 }", &format!("port_value: {port} }}"));
     let opts = Opts {
