@@ -25,6 +25,7 @@ pub mod error;
 pub mod fasthash;
 pub mod http;
 pub mod http1;
+pub mod http2;
 pub mod l4;
 pub mod net;
 pub mod ratelimit;

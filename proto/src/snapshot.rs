@@ -361,6 +361,8 @@ pub struct HttpManager {
     pub use_remote_address: bool,
     /// `http_protocol_options`: what the HTTP/1.1 codec accepts.
     pub http1: Http1Options,
+    /// `http2_protocol_options`: the HTTP/2 codec's settings.
+    pub http2: Http2Options,
     /// `http_filters`, in order; the router is always the last.
     pub http_filters: Vec<HttpFilter>,
     pub route_config: RouteConfig,
@@ -457,9 +459,50 @@ pub struct Http1Options {
 /// `HttpConnectionManager.codec_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CodecType {
-    /// `AUTO`: the codec is chosen per connection (HTTP/1.1 is the only one today).
+    /// `AUTO`: the codec is chosen per connection: HTTP/2 when the client opens with the
+    /// HTTP/2 connection preface (prior knowledge), else HTTP/1.1.
     Auto,
     Http1,
+    /// `HTTP2`: every connection speaks HTTP/2 (prior knowledge).
+    Http2,
+}
+
+/// `HttpConnectionManager.http2_protocol_options` (`Http2ProtocolOptions`), as the HTTP/2
+/// codec applies them. zerohop's defaults follow Envoy's edge guidance rather than its
+/// unbounded ones: 100 concurrent streams, a 64 KiB stream window and a 1 MiB connection
+/// window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http2Options {
+    /// `max_concurrent_streams` (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// `initial_stream_window_size` (SETTINGS_INITIAL_WINDOW_SIZE).
+    pub initial_stream_window_size: u32,
+    /// `initial_connection_window_size`.
+    pub initial_connection_window_size: u32,
+    /// `hpack_table_size` (SETTINGS_HEADER_TABLE_SIZE: the decoder's dynamic table).
+    pub hpack_table_size: u32,
+    /// `connection_keepalive`: a PING every `interval`; no answer within `timeout` closes
+    /// the connection.
+    pub keepalive: Option<Http2Keepalive>,
+}
+
+impl Default for Http2Options {
+    fn default() -> Self {
+        Http2Options {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 64 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+            hpack_table_size: 4096,
+            keepalive: None,
+        }
+    }
+}
+
+/// `Http2ProtocolOptions.connection_keepalive` (`KeepaliveSettings`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http2Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// One entry of `http_filters`.

@@ -467,6 +467,17 @@ fn protocol_options(c: &DynamicMessage, path: &str) -> Result<(UpstreamHttp, boo
         let options = unpack_any(any).map_err(|e| ConfigError::at(at.clone(), e))?;
         let explicit = msg(&options, "explicit_http_config");
         http2 = explicit.is_some_and(|e| e.has_field_by_name("http2_protocol_options"));
+        if let Some(h2) = explicit.and_then(|e| msg(e, "http2_protocol_options")) {
+            if let Some((field, _)) = h2.fields().next() {
+                return Err(ConfigError::at(
+                    format!(
+                        "{at}.explicit_http_config.http2_protocol_options.{}",
+                        field.name()
+                    ),
+                    "not supported by zerohop on an upstream (only on the connection manager)",
+                ));
+            }
+        }
         if let Some(h1) = explicit.and_then(|e| msg(e, "http_protocol_options")) {
             if let Some((field, _)) = h1.fields().next() {
                 return Err(ConfigError::at(

@@ -1,12 +1,14 @@
 //! Connection-manager options beyond the basics: `upgrade_configs` (also on a route action:
 //! which `Upgrade` types are forwarded; Envoy answers any other upgrade request 403, and so
 //! does zerohop; CONNECT is not implemented and is refused by name), the `server` header,
-//! and path normalization.
+//! path normalization, and the HTTP/2 codec's `http2_protocol_options`.
 
 use prost_reflect::{DynamicMessage, Value};
-use zerohop_proto::{EscapedSlashes, PathNormalization, ServerHeader, UpgradeConfig};
+use zerohop_proto::{
+    EscapedSlashes, Http2Keepalive, Http2Options, PathNormalization, ServerHeader, UpgradeConfig,
+};
 
-use super::compile::{as_msg, enum_name, list, msg, plain_bool, string};
+use super::compile::{as_msg, duration, enum_name, list, msg, plain_bool, string, u32_value};
 use super::supported::element_label;
 use super::ConfigError;
 
@@ -104,4 +106,71 @@ pub(super) fn path_normalization(
         merge_slashes: plain_bool(hcm, "merge_slashes"),
         escaped_slashes,
     })
+}
+
+/// `http2_protocol_options` (at `path`), with Envoy's bounds. What the HTTP/2 codec does not
+/// honour is refused by name (the supported-field table): the frame-flood limits Envoy
+/// counts itself are the `h2` library's own (see ARCHITECTURE.md, "HTTP/2").
+pub(super) fn http2_options(hcm: &DynamicMessage, path: &str) -> Result<Http2Options, ConfigError> {
+    let mut out = Http2Options::default();
+    let Some(o) = msg(hcm, "http2_protocol_options") else {
+        return Ok(out);
+    };
+    let at = |f: &str| format!("{path}.http2_protocol_options.{f}");
+    let bounded = |f: &str, lo: u32, hi: u32, into: &mut u32| match msg(o, f).map(u32_value) {
+        Some(n) if !(lo..=hi).contains(&n) => Err(ConfigError::at(
+            at(f),
+            format!("must be between {lo} and {hi}"),
+        )),
+        Some(n) => {
+            *into = n;
+            Ok(())
+        }
+        None => Ok(()),
+    };
+    bounded(
+        "max_concurrent_streams",
+        1,
+        2_147_483_647,
+        &mut out.max_concurrent_streams,
+    )?;
+    bounded(
+        "initial_stream_window_size",
+        65_535,
+        2_147_483_647,
+        &mut out.initial_stream_window_size,
+    )?;
+    bounded(
+        "initial_connection_window_size",
+        65_535,
+        2_147_483_647,
+        &mut out.initial_connection_window_size,
+    )?;
+    bounded("hpack_table_size", 0, u32::MAX, &mut out.hpack_table_size)?;
+    if let Some(k) = msg(o, "connection_keepalive") {
+        let kat = at("connection_keepalive");
+        let interval = msg(k, "interval")
+            .map(|d| duration(d, &format!("{kat}.interval")))
+            .transpose()?;
+        let timeout = msg(k, "timeout")
+            .map(|d| duration(d, &format!("{kat}.timeout")))
+            .transpose()?;
+        let Some(timeout) = timeout.filter(|t| *t >= std::time::Duration::from_millis(1)) else {
+            return Err(ConfigError::at(
+                format!("{kat}.timeout"),
+                "connection_keepalive needs a timeout of at least 1ms",
+            ));
+        };
+        // Without an interval Envoy sends no PING (the timeout alone has nothing to time).
+        if let Some(interval) = interval.filter(|i| !i.is_zero()) {
+            if interval < std::time::Duration::from_millis(1) {
+                return Err(ConfigError::at(
+                    format!("{kat}.interval"),
+                    "must be at least 1ms",
+                ));
+            }
+            out.keepalive = Some(Http2Keepalive { interval, timeout });
+        }
+    }
+    Ok(out)
 }

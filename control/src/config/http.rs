@@ -114,12 +114,13 @@ pub(super) fn http_manager(
     let codec = match enum_name(hcm, "codec_type").as_str() {
         "AUTO" => CodecType::Auto,
         "HTTP1" => CodecType::Http1,
-        other => {
-            return Err(ConfigError::at(
-                format!("{path}.codec_type"),
-                format!("codec_type {other} is not supported by zerohop (supported: AUTO, HTTP1; HTTP/2 is not implemented yet)"),
-            ))
-        }
+        "HTTP2" => CodecType::Http2,
+        other => return Err(ConfigError::at(
+            format!("{path}.codec_type"),
+            format!(
+                "codec_type {other} is not supported by zerohop (supported: AUTO, HTTP1, HTTP2)"
+            ),
+        )),
     };
     let http_filters = http_filters(hcm, &format!("{path}.http_filters"), &clusters.runtime)?;
     let max_kb = msg(hcm, "max_request_headers_kb").map_or(60, u32_value);
@@ -235,6 +236,7 @@ pub(super) fn http_manager(
         generate_request_id: bool_value(hcm, "generate_request_id", true),
         use_remote_address: bool_value(hcm, "use_remote_address", false),
         http1: http1_options(hcm, path)?,
+        http2: super::hcm_options::http2_options(hcm, path)?,
         http_filters,
         route_config,
     })

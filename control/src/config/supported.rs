@@ -59,7 +59,22 @@ const FIELDS: &[(&str, &[&str])] = &[
         &["cluster_name"],
     ),
     ("envoy.config.core.v3.Pipe", &["path"]),
-    ("envoy.config.core.v3.Http2ProtocolOptions", &[]),
+    // On the connection manager (the HTTP/2 codec); on a cluster only the ADS server's,
+    // where compile refuses any field set.
+    (
+        "envoy.config.core.v3.Http2ProtocolOptions",
+        &[
+            "max_concurrent_streams",
+            "initial_stream_window_size",
+            "initial_connection_window_size",
+            "hpack_table_size",
+            "connection_keepalive",
+        ],
+    ),
+    (
+        "envoy.config.core.v3.KeepaliveSettings",
+        &["interval", "timeout"],
+    ),
     (
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
         &["eds_config", "service_name"],
@@ -340,6 +355,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "generate_request_id",
             "use_remote_address",
             "http_protocol_options",
+            "http2_protocol_options",
             "upgrade_configs",
             "server_name",
             "server_header_transformation",

@@ -25,7 +25,7 @@ pub use guard::{ActiveGuard, Tracked};
 
 /// What is known about a connection for the filter chain match: what the listener filters
 /// detected, and its addresses once asked for (at most once).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Facts {
     addrs: Option<(SocketAddr, SocketAddr)>,
     pub transport_protocol: &'static str,
@@ -180,11 +180,16 @@ fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a:
         Terminal::Tcp(_) => {
             monoio::spawn(crate::l4::serve(cfg, index, chain, listener, a));
         }
-        // The codec by `codec_type` (`AUTO` is HTTP/1.1 until a second codec exists).
+        // The codec by `codec_type` (`AUTO` starts as HTTP/1.1 and hands a connection that
+        // opens with the HTTP/2 preface to the HTTP/2 codec).
         Terminal::Http(http) => match http.manager.codec {
             CodecType::Auto | CodecType::Http1 => {
                 let http = http.clone();
                 monoio::spawn(crate::http1::conn::serve(cfg, listener, http, a));
+            }
+            CodecType::Http2 => {
+                let http = http.clone();
+                monoio::spawn(crate::http2::conn::serve(cfg, listener, http, a));
             }
         },
     }

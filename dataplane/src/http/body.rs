@@ -123,28 +123,22 @@ pub async fn relay_chunked(
 }
 
 /// The rest of a response body, decoded from `framing` (what is in `buf` first, then
-/// `from`), through `enc` (compressed and flushed per read), out to `to`: as HTTP/1.1
-/// chunks of at most `max` bytes each, or as it comes (`chunked` false: a client delimited
-/// by the connection's end). `moved` counts the bytes sent; the compressor's byte counters
-/// are kept here. Nothing is spliced: every byte passes the encoder.
-#[allow(clippy::too_many_arguments)] // Reason: the two ends, their framings and the encoder.
-pub async fn relay_encoded(
+/// `from`), handed to `sink` as it arrives: each read's payload, and `true` with the last
+/// (possibly empty). A `false` from the sink ends the relay (`Sink`). Nothing is spliced:
+/// every byte passes the sink (a compressor, another codec's framing).
+pub async fn relay_decoded(
     from: &TcpStream,
     buf: &mut Vec<u8>,
     framing: Framing,
-    to: &TcpStream,
     last: &Cell<Instant>,
-    stats: crate::stats::ShardStats,
-    enc: &mut Encoder,
-    (chunked, max): (bool, usize),
-    moved: &mut u64,
+    mut sink: impl AsyncFnMut(&[u8], bool) -> bool,
 ) -> BodyEnd {
     let mut dec = ChunkedDecoder::default();
     let mut remaining = match framing {
         Framing::Length(n) => n,
         _ => 0,
     };
-    let (mut plain, mut packed, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    let mut plain = Vec::new();
     let mut closed = false;
     loop {
         let done = match framing {
@@ -164,32 +158,10 @@ pub async fn relay_encoded(
                 closed
             }
         };
-        if !plain.is_empty() || done {
-            stats.add(
-                Counter::CompressorTotalUncompressedBytes,
-                plain.len() as u64,
-            );
-            if enc.push(&plain, done, &mut packed).is_err() {
-                return BodyEnd::Sink;
-            }
-            stats.add(Counter::CompressorTotalCompressedBytes, packed.len() as u64);
-            match chunked {
-                true => {
-                    crate::http::filter::compressor::chunk_into(&packed, max, &mut out);
-                    if done {
-                        out.extend_from_slice(b"0\r\n\r\n");
-                    }
-                }
-                false => out.append(&mut packed),
-            }
-            if !out.is_empty() && send_all(to, &out).await.is_err() {
-                return BodyEnd::Sink;
-            }
-            *moved += out.len() as u64;
-            plain.clear();
-            packed.clear();
-            out.clear();
+        if (!plain.is_empty() || done) && !sink(&plain, done).await {
+            return BodyEnd::Sink;
         }
+        plain.clear();
         if done {
             return BodyEnd::Done;
         }
@@ -199,6 +171,68 @@ pub async fn relay_encoded(
             Ok(_) => last.set(Instant::now()),
         }
     }
+}
+
+/// The rest of a response body, decoded ([`relay_decoded`]), through `enc` (compressed and
+/// flushed per read), out to `to`: as HTTP/1.1 chunks of at most `max` bytes each, or as it
+/// comes (`chunked` false: a client delimited by the connection's end). `moved` counts the
+/// bytes sent; the compressor's byte counters are kept here.
+#[allow(clippy::too_many_arguments)] // Reason: the two ends, their framings and the encoder.
+pub async fn relay_encoded(
+    from: &TcpStream,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    to: &TcpStream,
+    last: &Cell<Instant>,
+    stats: crate::stats::ShardStats,
+    enc: &mut Encoder,
+    (chunked, max): (bool, usize),
+    moved: &mut u64,
+) -> BodyEnd {
+    let (mut packed, mut out) = (Vec::new(), Vec::new());
+    let sink = async |plain: &[u8], done: bool| {
+        let Ok(()) = compress(stats, enc, plain, done, &mut packed) else {
+            return false;
+        };
+        match chunked {
+            true => {
+                crate::http::filter::compressor::chunk_into(&packed, max, &mut out);
+                if done {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+            }
+            false => out.append(&mut packed),
+        }
+        if !out.is_empty() && send_all(to, &out).await.is_err() {
+            return false;
+        }
+        *moved += out.len() as u64;
+        packed.clear();
+        out.clear();
+        true
+    };
+    relay_decoded(from, buf, framing, last, sink).await
+}
+
+/// `plain` through the encoder into `packed` (flushed; finished when `done`), counted.
+pub fn compress(
+    stats: crate::stats::ShardStats,
+    enc: &mut Encoder,
+    plain: &[u8],
+    done: bool,
+    packed: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    stats.add(
+        Counter::CompressorTotalUncompressedBytes,
+        plain.len() as u64,
+    );
+    let before = packed.len();
+    enc.push(plain, done, packed)?;
+    stats.add(
+        Counter::CompressorTotalCompressedBytes,
+        (packed.len() - before) as u64,
+    );
+    Ok(())
 }
 
 /// A whole body, from `buf` and then `from` (what follows it stays in `buf`): a

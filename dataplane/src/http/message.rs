@@ -32,6 +32,8 @@ pub struct Header {
 pub enum Version {
     Http10,
     Http11,
+    /// HTTP/2: its own framing, no connection-level headers.
+    Http2,
 }
 
 /// A request head.

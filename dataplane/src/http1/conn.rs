@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use zerohop_proto::stats::Counter;
+use zerohop_proto::CodecType;
 
 use super::head::Limits;
 use super::server::{far_future, Incoming, ServerConn};
@@ -46,6 +47,10 @@ pub async fn serve(
     // The one timer every wait of this connection moves to its own deadline: usually a
     // cheap extension of an entry already in the timer wheel.
     let mut timer = std::pin::pin!(monoio::time::sleep_until(far_future().into()));
+    // `codec_type: AUTO`: a connection that opens with the HTTP/2 preface is HTTP/2's. The
+    // HTTP/1.1 parser refuses the preface's request line (version 2.0), so the check costs
+    // nothing on an HTTP/1.1 connection.
+    let mut first = conn.manager().codec == CodecType::Auto;
     loop {
         let hcm = conn.manager();
         let limits = Limits {
@@ -70,6 +75,10 @@ pub async fn serve(
                 shard.stats.inc(Counter::IdleTimeout);
                 return;
             }
+            Err(_) if first && down.buf.starts_with(crate::http2::PREFACE_START) => {
+                let early = std::mem::take(&mut down.buf);
+                return crate::http2::conn::run(shard, conn, down.stream, early).await;
+            }
             Err(e) => {
                 if let Some((status, why)) = conn.refused(shard, &e) {
                     let date = shard.http_date();
@@ -80,7 +89,8 @@ pub async fn serve(
                 return;
             }
         };
-        conn.begin_stream(shard, &down.stream);
+        first = false;
+        conn.begin_stream(shard, Some(&down.stream));
         let started = down.last.get();
         // Boxed: its state machine is what the connection holds only while a request is
         // served; inline, every idle connection would carry its ~3.5 KiB (and the task

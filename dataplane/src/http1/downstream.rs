@@ -133,7 +133,7 @@ impl Downstream for ServerConn {
                 // the connection's end.
                 let chunks = match self.version {
                     Version::Http10 => Chunks::Decoded,
-                    Version::Http11 => Chunks::AsSent,
+                    Version::Http11 | Version::Http2 => Chunks::AsSent,
                 };
                 let relay = body::relay_chunked(from, buf, to, last, chunks, moved);
                 within(relay, timer, last, idle, deadline)

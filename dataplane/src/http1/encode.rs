@@ -95,14 +95,15 @@ fn connection_header(out: &mut Vec<u8>, version: Version, connection: Connection
         (ConnectionAfter::KeepAlive, Version::Http10) => {
             out.extend_from_slice(b"connection: keep-alive\r\n")
         }
-        (ConnectionAfter::KeepAlive, Version::Http11) => {}
+        // (HTTP/2 is never written by this codec.)
+        (ConnectionAfter::KeepAlive, Version::Http11 | Version::Http2) => {}
     }
 }
 
 /// `HTTP/1.1 <status> <reason>\r\n` (or HTTP/1.0).
 pub fn status_line(out: &mut Vec<u8>, version: Version, status: u16, reason: &[u8]) {
     out.extend_from_slice(match version {
-        Version::Http11 => b"HTTP/1.1 ",
+        Version::Http11 | Version::Http2 => b"HTTP/1.1 ",
         Version::Http10 => b"HTTP/1.0 ",
     });
     match status {

@@ -178,6 +178,7 @@ fn http_listener() -> Listener {
         generate_request_id: true,
         use_remote_address: false,
         http1: Http1Options::default(),
+        http2: Default::default(),
         http_filters: vec![
             HttpFilter {
                 name: "buffer".into(),

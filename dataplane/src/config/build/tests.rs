@@ -77,6 +77,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
             generate_request_id: true,
             use_remote_address: false,
             http1: Http1Options::default(),
+            http2: Default::default(),
             http_filters: vec![HttpFilter {
                 name: "envoy.filters.http.router".into(),
                 config: HttpFilterConfig::Router,

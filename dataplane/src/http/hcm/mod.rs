@@ -39,7 +39,8 @@ use crate::shard::Shard;
 pub use stream::{count_status, decimal, Stream};
 
 /// What one downstream HTTP connection keeps across its streams, whatever its codec.
-#[derive(Debug)]
+/// Cloned by a multiplexing codec when a new generation applies to its next streams.
+#[derive(Clone, Debug)]
 pub struct Connection {
     cfg: Rc<ShardConfig>,
     listener: Rc<BoundListener>,
@@ -107,10 +108,27 @@ impl Connection {
         reply
     }
 
-    /// A stream begins on `socket`: it is served with the newest generation that still
-    /// sends this connection to an HTTP connection manager.
-    pub fn begin_stream(&mut self, shard: &Shard, socket: &TcpStream) {
-        if self.follow && shard.generation() != self.cfg.number {
+    /// The listener the connection was accepted on.
+    pub fn listener(&self) -> &Rc<BoundListener> {
+        &self.listener
+    }
+
+    /// Reads the connection's addresses now, for a codec that gives up its socket (a
+    /// filter chain match in a later generation may need them).
+    pub fn learn(&mut self, socket: &TcpStream) {
+        self.facts.learn(socket);
+    }
+
+    /// Whether a newer generation than this connection's may apply to its next stream.
+    pub fn stale(&self, shard: &Shard) -> bool {
+        self.follow && shard.generation() != self.cfg.number
+    }
+
+    /// A stream begins: it is served with the newest generation that still sends this
+    /// connection to an HTTP connection manager. `socket` gives the connection's addresses
+    /// if a chain match needs them and they were not [learnt](Self::learn).
+    pub fn begin_stream(&mut self, shard: &Shard, socket: Option<&TcpStream>) {
+        if self.stale(shard) {
             let next = shard.config();
             match follow_listener(&next, &self.listener, &mut self.facts, socket) {
                 Some(h) => (self.cfg, self.http) = (next, h),
@@ -161,11 +179,11 @@ fn follow_listener(
     next: &ShardConfig,
     listener: &BoundListener,
     facts: &mut Facts,
-    stream: &TcpStream,
+    stream: Option<&TcpStream>,
 ) -> Option<Arc<HttpPlan>> {
     let index = listener.index_in(next)?;
     let plan = &next.listeners[index];
-    if plan.selector.needs_facts() {
+    if let Some(stream) = stream.filter(|_| plan.selector.needs_facts()) {
         facts.learn(stream);
     }
     let chain = plan.selector.select(&facts.get())?;
