@@ -97,6 +97,11 @@ pub enum Kind {
     ConnectFailed,
     /// The upstream closed or reset before a whole response head (UC).
     UpstreamClosed,
+    /// An HTTP/2 upstream reset the stream before its response head (UR).
+    UpstreamReset,
+    /// An HTTP/2 upstream refused the stream (REFUSED_STREAM, or above its GOAWAY's last
+    /// stream): nothing of it was processed, so it may go again (UR).
+    UpstreamRefusedStream,
     /// The retry policy's `per_try_timeout` ended the last attempt (UT): 504.
     PerTryTimeout,
     /// The upstream response broke HTTP/1.1's framing rules (UPE).
@@ -144,6 +149,8 @@ impl ProxyError {
             // The request may have reached the application, unless the connection was a
             // pooled one the peer had closed while it idled.
             UpstreamClosed => (Fault::Upstream, Retry::ReusedOnly),
+            UpstreamReset => (Fault::Upstream, Retry::No),
+            UpstreamRefusedStream => (Fault::Upstream, Retry::Yes),
             MalformedResponse | UpstreamTimeout | PerTryTimeout => (Fault::Upstream, Retry::No),
             // The cluster is saturated: another attempt would only add to it.
             UpstreamOverflow => (Fault::Upstream, Retry::No),
@@ -175,6 +182,8 @@ impl ProxyError {
             ConnectRefused | ConnectFailed => (503, reset!(self, "remote connection failure")),
             ConnectTimeout => (503, reset!(self, "connection timeout")),
             UpstreamClosed => (503, reset!(self, "connection termination")),
+            UpstreamReset => (503, reset!(self, "remote reset")),
+            UpstreamRefusedStream => (503, reset!(self, "remote refused stream reset")),
             MalformedResponse => (502, reset!(self, "protocol error")),
             UpstreamTimeout | PerTryTimeout => (504, "upstream request timeout"),
             MaxStreamDuration => (504, "downstream duration timeout"),
@@ -204,6 +213,10 @@ impl ProxyError {
             }
             ConnectTimeout => "upstream_reset_before_response_started{connection_timeout}",
             UpstreamClosed => "upstream_reset_before_response_started{connection_termination}",
+            UpstreamReset => "upstream_reset_before_response_started{remote_reset}",
+            UpstreamRefusedStream => {
+                "upstream_reset_before_response_started{remote_refused_stream_reset}"
+            }
             MalformedResponse => "upstream_reset_before_response_started{protocol_error}",
             UpstreamTimeout => "upstream_response_timeout",
             PerTryTimeout => "upstream_per_try_timeout",
@@ -230,6 +243,7 @@ impl ProxyError {
                 ResponseFlags::UPSTREAM_CONNECTION_FAILURE
             }
             UpstreamClosed => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            UpstreamReset | UpstreamRefusedStream => ResponseFlags::UPSTREAM_REMOTE_RESET,
             MalformedResponse => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
             UpstreamTimeout | PerTryTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
             MaxStreamDuration => ResponseFlags::DURATION_TIMEOUT,

@@ -20,7 +20,9 @@ use support::http::{fixture, upstream};
 use zerohop::config::{Latest, Slots, Terminal};
 use zerohop::conn::Facts;
 use zerohop::http::body::{read_whole, BodyEnd};
-use zerohop::http::downstream::{ConnectionAfter, Downstream, LocalBody, ResponseHead, Wait};
+use zerohop::http::downstream::{
+    BodySink, BodySource, ConnectionAfter, Downstream, LocalBody, ResponseHead, Wait,
+};
 use zerohop::http::filter::compressor::Encoder;
 use zerohop::http::hcm::Connection;
 use zerohop::http::message::{Framing, Header, HeaderSource, Request, Version};
@@ -94,10 +96,14 @@ impl Downstream for Scripted {
         &mut self,
         _shard: &Shard,
         framing: Framing,
-        to: &TcpStream,
+        to: BodySink<'_>,
         _wait: Wait<'_>,
         moved: &mut u64,
     ) -> BodyEnd {
+        // The script's upstreams speak HTTP/1.1.
+        let BodySink::H1(to) = to else {
+            return BodyEnd::Sink;
+        };
         // The codec writes the body in the framing the upstream head declared.
         let wire = match framing {
             Framing::Chunked => {
@@ -139,12 +145,18 @@ impl Downstream for Scripted {
     async fn relay_response_body(
         &mut self,
         _shard: &Shard,
-        from: &TcpStream,
-        buf: &mut Vec<u8>,
-        framing: Framing,
+        from: BodySource<'_>,
         _wait: Wait<'_>,
         moved: &mut u64,
     ) -> BodyEnd {
+        let BodySource::H1 {
+            stream: from,
+            buf,
+            framing,
+        } = from
+        else {
+            return BodyEnd::Source(None);
+        };
         match read_whole(from, buf, framing, u64::MAX, &self.last).await {
             Ok(b) => {
                 *moved += b.len() as u64;
@@ -158,14 +170,20 @@ impl Downstream for Scripted {
     async fn relay_encoded_response_body(
         &mut self,
         _shard: &Shard,
-        from: &TcpStream,
-        buf: &mut Vec<u8>,
-        framing: Framing,
+        from: BodySource<'_>,
         enc: &mut Encoder,
         _max: usize,
         _wait: Wait<'_>,
         moved: &mut u64,
     ) -> BodyEnd {
+        let BodySource::H1 {
+            stream: from,
+            buf,
+            framing,
+        } = from
+        else {
+            return BodyEnd::Source(None);
+        };
         match read_whole(from, buf, framing, u64::MAX, &self.last).await {
             Ok(b) => {
                 let mut out = Vec::new();
@@ -200,6 +218,7 @@ impl Downstream for Scripted {
         let body = match body {
             LocalBody::Text(t) => t.to_owned(),
             LocalBody::Encoded(b) => format!("{} encoded bytes", b.len()),
+            LocalBody::Grpc { status, message } => format!("grpc-status {status}: {message}"),
         };
         self.sent.local = Some((status, body, close));
         true

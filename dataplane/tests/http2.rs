@@ -42,31 +42,7 @@ fn curl(addr: SocketAddr, path: &str, args: &[&str], stdin: Option<&[u8]>) -> Re
     }
     drop(input);
     let out = child.wait_with_output().unwrap();
-    parse(&out.stdout)
-}
-
-/// curl's `-i` output: status line, headers, blank line, body.
-fn parse(raw: &[u8]) -> Response {
-    let at = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..at]).into_owned();
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap();
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next().unwrap().to_owned();
-    let status = parts.next().unwrap().parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Response {
-        version,
-        status,
-        headers,
-        body: raw[at + 4..].to_vec(),
-    }
+    support::http::parse_curl(&out.stdout)
 }
 
 /// What must agree for each request of the suite.
@@ -77,6 +53,10 @@ fn observe(addr: SocketAddr) -> Vec<String> {
     let at_file = format!("@{}", file.display());
     let cases: Vec<(&str, Response)> = vec![
         ("get", curl(addr, "/a/b?x=1", &["-H", "x-shop: 1"], None)),
+        (
+            "te trailers",
+            curl(addr, "/t", &["-H", "te: trailers"], None),
+        ),
         (
             "cookies",
             curl(

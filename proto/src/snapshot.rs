@@ -249,13 +249,16 @@ pub struct Cluster {
 pub enum UpstreamProtocol {
     /// HTTP/1.1, with `HttpProtocolOptions.common_http_protocol_options`.
     Http1(UpstreamHttp),
+    /// HTTP/2 (prior knowledge): `explicit_http_config.http2_protocol_options`, or the
+    /// deprecated `Cluster.http2_protocol_options`; streams multiplexed per connection.
+    Http2(UpstreamHttp, Http2Options),
 }
 
 impl UpstreamProtocol {
     /// The options common to every HTTP protocol.
     pub fn common(&self) -> &UpstreamHttp {
         match self {
-            UpstreamProtocol::Http1(h) => h,
+            UpstreamProtocol::Http1(h) | UpstreamProtocol::Http2(h, _) => h,
         }
     }
 }
@@ -471,7 +474,7 @@ pub enum CodecType {
 /// codec applies them. zerohop's defaults follow Envoy's edge guidance rather than its
 /// unbounded ones: 100 concurrent streams, a 64 KiB stream window and a 1 MiB connection
 /// window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Http2Options {
     /// `max_concurrent_streams` (SETTINGS_MAX_CONCURRENT_STREAMS).
     pub max_concurrent_streams: u32,

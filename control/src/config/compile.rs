@@ -98,9 +98,6 @@ pub(super) struct Builder {
     /// socket: only the ADS server's cluster may be one. Control dials it; the data plane
     /// never sees it.
     pipes: Vec<(String, String, std::path::PathBuf)>,
-    /// Static clusters with `typed_extension_protocol_options` (HTTP/2), and their config
-    /// paths: only the ADS server's cluster may have them.
-    http2: Vec<(String, String)>,
     /// The `STRICT_DNS` and `LOGICAL_DNS` clusters, for control's resolver.
     dns: Vec<super::dns::DnsCluster>,
 }
@@ -113,9 +110,6 @@ impl Builder {
         c: &DynamicMessage,
         path: String,
     ) -> Result<(), ConfigError> {
-        if protocol_options(c, &path)?.1 {
-            self.http2.push((string(c, "name"), path.clone()));
-        }
         if let Some(socket) = pipe_endpoint(c) {
             self.pipes.push((string(c, "name"), path, socket));
             return Ok(());
@@ -177,13 +171,6 @@ impl Builder {
                 path.clone(),
                 format!("cluster {name:?}: a pipe (Unix socket) address is supported only for the cluster that dynamic_resources.ads_config names"),
             ));
-        }
-        if let Some((name, path)) = self
-            .http2
-            .iter()
-            .find(|(name, _)| ads.as_ref().is_none_or(|a| a.cluster_name != *name))
-        {
-            return Err(protocol_options_refused(name, path));
         }
         let runtime = super::runtime::Runtime::parse(b)?;
         let empty = HashMap::new();
@@ -277,13 +264,6 @@ pub(crate) fn add_missing(snapshot: &mut Snapshot, names: Names) {
     }
 }
 
-fn protocol_options_refused(name: &str, path: &str) -> ConfigError {
-    ConfigError::at(
-        format!("{path}.{PROTOCOL_OPTIONS}"),
-        format!("cluster {name:?}: upstream protocol options (HTTP/2 upstreams) are supported only for the cluster that dynamic_resources.ads_config names, which control dials with gRPC"),
-    )
-}
-
 /// The Unix socket path of a cluster whose single endpoint is a `pipe` address.
 fn pipe_endpoint(c: &DynamicMessage) -> Option<std::path::PathBuf> {
     let la = msg(c, "load_assignment")?;
@@ -318,10 +298,7 @@ pub(crate) fn cluster(
             "a cluster needs a name",
         ));
     }
-    let (http, http2) = protocol_options(c, path)?;
-    if eds_allowed && http2 {
-        return Err(protocol_options_refused(&name, path));
-    }
+    let protocol = protocol_options(c, path)?;
     let discovery = match (enum_name(c, "type").as_str(), eds_allowed) {
         ("STATIC", _) => Discovery::Static,
         ("EDS", true) => {
@@ -378,14 +355,14 @@ pub(crate) fn cluster(
         }
         (None, _) => Vec::new(),
     };
-    // Every cluster speaks HTTP/1.1 upstream (HTTP/2 options are refused above).
-    let health_checks = super::health::health_checks(c, &name, false, path)?;
+    let http2 = matches!(protocol, UpstreamProtocol::Http2(..));
+    let health_checks = super::health::health_checks(c, &name, http2, path)?;
     let cluster = Cluster {
         name,
         connect_timeout,
         lb_policy,
         endpoints,
-        protocol: UpstreamProtocol::Http1(http),
+        protocol,
         transport: TransportSocket::RawBuffer,
         circuit_breakers: circuit_breakers(c),
         outlier_detection: super::outlier::outlier_detection(c, path)?,
@@ -438,17 +415,34 @@ fn circuit_breakers(c: &DynamicMessage) -> CircuitBreakers {
 /// The one key `typed_extension_protocol_options` may have.
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-/// A cluster's `HttpProtocolOptions`: how HTTP/1.1 requests use its connections, and whether
-/// it asks for HTTP/2 (`explicit_http_config.http2_protocol_options`, which only the ADS
-/// server's cluster may).
-fn protocol_options(c: &DynamicMessage, path: &str) -> Result<(UpstreamHttp, bool), ConfigError> {
+/// A cluster's `HttpProtocolOptions` (and the deprecated `Cluster.http2_protocol_options`):
+/// the protocol its requests are sent in, and how they use its connections. HTTP/2's
+/// defaults upstream are Envoy's for streams (the peer's limit governs) and zerohop's for the
+/// windows (64 KiB a stream, 1 MiB a connection).
+fn protocol_options(c: &DynamicMessage, path: &str) -> Result<UpstreamProtocol, ConfigError> {
     let mut http = UpstreamHttp::default();
-    let mut http2 = false;
+    let upstream_h2 = Http2Options {
+        max_concurrent_streams: 2_147_483_647,
+        ..Http2Options::default()
+    };
+    // The deprecated field on the cluster itself.
+    let mut http2 = match msg(c, "http2_protocol_options") {
+        Some(h2) => Some(super::hcm_options::http2_protocol_options(
+            Some(h2),
+            &format!("{path}.http2_protocol_options"),
+            upstream_h2,
+        )?),
+        None => None,
+    };
+    let done = |http, http2: Option<Http2Options>| match http2 {
+        Some(o) => UpstreamProtocol::Http2(http, o),
+        None => UpstreamProtocol::Http1(http),
+    };
     let Some(field) = c.get_field_by_name(PROTOCOL_OPTIONS) else {
-        return Ok((http, http2));
+        return Ok(done(http, http2));
     };
     let Value::Map(map) = field.as_ref() else {
-        return Ok((http, http2));
+        return Ok(done(http, http2));
     };
     for (key, value) in map {
         let prost_reflect::MapKey::String(key) = key else {
@@ -466,17 +460,12 @@ fn protocol_options(c: &DynamicMessage, path: &str) -> Result<(UpstreamHttp, boo
         };
         let options = unpack_any(any).map_err(|e| ConfigError::at(at.clone(), e))?;
         let explicit = msg(&options, "explicit_http_config");
-        http2 = explicit.is_some_and(|e| e.has_field_by_name("http2_protocol_options"));
         if let Some(h2) = explicit.and_then(|e| msg(e, "http2_protocol_options")) {
-            if let Some((field, _)) = h2.fields().next() {
-                return Err(ConfigError::at(
-                    format!(
-                        "{at}.explicit_http_config.http2_protocol_options.{}",
-                        field.name()
-                    ),
-                    "not supported by zerohop on an upstream (only on the connection manager)",
-                ));
-            }
+            http2 = Some(super::hcm_options::http2_protocol_options(
+                Some(h2),
+                &format!("{at}.explicit_http_config.http2_protocol_options"),
+                upstream_h2,
+            )?);
         }
         if let Some(h1) = explicit.and_then(|e| msg(e, "http_protocol_options")) {
             if let Some((field, _)) = h1.fields().next() {
@@ -517,7 +506,7 @@ fn protocol_options(c: &DynamicMessage, path: &str) -> Result<(UpstreamHttp, boo
             http.max_headers_count = n;
         }
     }
-    Ok((http, http2))
+    Ok(done(http, http2))
 }
 
 /// Checks the `ConfigSource` of an EDS cluster or an RDS route configuration: over ADS, and

@@ -108,15 +108,29 @@ pub(super) fn path_normalization(
     })
 }
 
-/// `http2_protocol_options` (at `path`), with Envoy's bounds. What the HTTP/2 codec does not
-/// honour is refused by name (the supported-field table): the frame-flood limits Envoy
-/// counts itself are the `h2` library's own (see ARCHITECTURE.md, "HTTP/2").
+/// The connection manager's `http2_protocol_options` (at `path`).
 pub(super) fn http2_options(hcm: &DynamicMessage, path: &str) -> Result<Http2Options, ConfigError> {
-    let mut out = Http2Options::default();
-    let Some(o) = msg(hcm, "http2_protocol_options") else {
+    http2_protocol_options(
+        msg(hcm, "http2_protocol_options"),
+        &format!("{path}.http2_protocol_options"),
+        Http2Options::default(),
+    )
+}
+
+/// An `Http2ProtocolOptions` (at `path`; `None`: all defaults), with Envoy's bounds. What the
+/// HTTP/2 codec does not honour is refused by name (the supported-field table): the
+/// frame-flood limits Envoy counts itself are the `h2` library's own (see ARCHITECTURE.md,
+/// "HTTP/2").
+pub(super) fn http2_protocol_options(
+    o: Option<&DynamicMessage>,
+    path: &str,
+    defaults: Http2Options,
+) -> Result<Http2Options, ConfigError> {
+    let mut out = defaults;
+    let Some(o) = o else {
         return Ok(out);
     };
-    let at = |f: &str| format!("{path}.http2_protocol_options.{f}");
+    let at = |f: &str| format!("{path}.{f}");
     let bounded = |f: &str, lo: u32, hi: u32, into: &mut u32| match msg(o, f).map(u32_value) {
         Some(n) if !(lo..=hi).contains(&n) => Err(ConfigError::at(
             at(f),

@@ -94,12 +94,12 @@ fn health_check(
             receive: payloads(t, "receive", &p)?,
         }
     } else if let Some(g) = msg(hc, "grpc_health_check") {
-        // Envoy checks gRPC over the cluster's own HTTP/2; zerohop's clusters speak
-        // HTTP/1.1 until upstream HTTP/2 lands, so Envoy itself would refuse this.
+        // Envoy checks gRPC over the cluster's own HTTP/2, and refuses it on a cluster
+        // that speaks HTTP/1.1.
         if !http2 {
             return Err(ConfigError::at(
                 format!("{path}.grpc_health_check"),
-                format!("{cluster} cluster must support HTTP/2 for gRPC healthchecking (Envoy's rule; zerohop's upstreams are HTTP/1.1 only)"),
+                format!("{cluster} cluster must support HTTP/2 for gRPC healthchecking"),
             ));
         }
         let authority = match string(g, "authority") {

@@ -115,12 +115,14 @@ pub(super) fn http_manager(
         "AUTO" => CodecType::Auto,
         "HTTP1" => CodecType::Http1,
         "HTTP2" => CodecType::Http2,
-        other => return Err(ConfigError::at(
-            format!("{path}.codec_type"),
-            format!(
+        other => {
+            return Err(ConfigError::at(
+                format!("{path}.codec_type"),
+                format!(
                 "codec_type {other} is not supported by zerohop (supported: AUTO, HTTP1, HTTP2)"
             ),
-        )),
+            ))
+        }
     };
     let http_filters = http_filters(hcm, &format!("{path}.http_filters"), &clusters.runtime)?;
     let max_kb = msg(hcm, "max_request_headers_kb").map_or(60, u32_value);

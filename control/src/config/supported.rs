@@ -181,6 +181,8 @@ const FIELDS: &[(&str, &[&str])] = &[
             "load_assignment",
             "eds_cluster_config",
             "typed_extension_protocol_options",
+            // Deprecated in Envoy, still in wide use: HTTP/2 upstream.
+            "http2_protocol_options",
             "circuit_breakers",
             "ring_hash_lb_config",
             "maglev_lb_config",

@@ -457,11 +457,40 @@ fn cluster_http_protocol_options_compile_and_refuse_what_zerohop_lacks() {
         "0 disables"
     );
 
+    // HTTP/2 upstream: explicit options, and the deprecated field on the cluster.
+    let b = load(
+        &with(
+            "{ idle_timeout: 1s }",
+            "{ http2_protocol_options: { initial_stream_window_size: 70000 } }",
+        ),
+        Format::Yaml,
+    )
+    .unwrap();
+    let UpstreamProtocol::Http2(common, h2) = b.snapshot.clusters[0].protocol else {
+        panic!("HTTP/2 expected: {:?}", b.snapshot.clusters[0].protocol)
+    };
+    assert_eq!(common.idle_timeout, Some(Duration::from_secs(1)));
+    assert_eq!(h2.initial_stream_window_size, 70000);
+    assert_eq!(
+        h2.max_concurrent_streams, 2_147_483_647,
+        "Envoy's upstream default"
+    );
+    let deprecated = HTTP.replacen(
+        cluster_a,
+        &format!("{cluster_a}    http2_protocol_options: {{ hpack_table_size: 0 }}\n"),
+        1,
+    );
+    let b = load(&deprecated, Format::Yaml).unwrap();
+    assert!(matches!(
+        b.snapshot.clusters[0].protocol,
+        UpstreamProtocol::Http2(_, o) if o.hpack_table_size == 0
+    ));
+
     let cases = [
         (
-            with("{ idle_timeout: 1s }", "{ http2_protocol_options: {} }"),
-            "typed_extension_protocol_options",
-            "supported only for the cluster that dynamic_resources.ads_config names",
+            with("{ idle_timeout: 1s }", "{ http2_protocol_options: { max_outbound_frames: 5 } }"),
+            "explicit_http_config.http2_protocol_options.max_outbound_frames",
+            "not supported",
         ),
         (
             with("{ max_headers_count: 0 }", "{ http_protocol_options: {} }"),

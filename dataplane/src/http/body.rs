@@ -19,7 +19,7 @@ use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 
 use crate::error::{Kind, ProxyError};
-use crate::http::downstream::{Downstream, Wait};
+use crate::http::downstream::{BodySink, BodySource, Downstream, Wait};
 use crate::http::filter::compressor::Encoder;
 use crate::http::message::Framing;
 use crate::http1::chunked::{ChunkError, ChunkedDecoder};
@@ -173,15 +173,30 @@ pub async fn relay_decoded(
     }
 }
 
-/// The rest of a response body, decoded ([`relay_decoded`]), through `enc` (compressed and
+/// The rest of a response body from either kind of upstream, decoded, handed to `sink` as
+/// [`relay_decoded`] does (an HTTP/2 stream's trailers are dropped).
+pub async fn decoded_from(
+    from: BodySource<'_>,
+    last: &Cell<Instant>,
+    sink: impl AsyncFnMut(&[u8], bool) -> bool,
+) -> BodyEnd {
+    match from {
+        BodySource::H1 {
+            stream,
+            buf,
+            framing,
+        } => relay_decoded(stream, buf, framing, last, sink).await,
+        BodySource::H2 { recv, .. } => crate::http2::body::data_decoded(recv, last, sink).await,
+    }
+}
+
+/// The rest of a response body, decoded ([`decoded_from`]), through `enc` (compressed and
 /// flushed per read), out to `to`: as HTTP/1.1 chunks of at most `max` bytes each, or as it
 /// comes (`chunked` false: a client delimited by the connection's end). `moved` counts the
 /// bytes sent; the compressor's byte counters are kept here.
 #[allow(clippy::too_many_arguments)] // Reason: the two ends, their framings and the encoder.
 pub async fn relay_encoded(
-    from: &TcpStream,
-    buf: &mut Vec<u8>,
-    framing: Framing,
+    from: BodySource<'_>,
     to: &TcpStream,
     last: &Cell<Instant>,
     stats: crate::stats::ShardStats,
@@ -211,7 +226,7 @@ pub async fn relay_encoded(
         out.clear();
         true
     };
-    relay_decoded(from, buf, framing, last, sink).await
+    decoded_from(from, last, sink).await
 }
 
 /// `plain` through the encoder into `packed` (flushed; finished when `done`), counted.
@@ -380,7 +395,7 @@ impl<D: Downstream> StreamedBody<'_, D> {
     /// relayed.
     pub async fn relay_to(
         &mut self,
-        to: &TcpStream,
+        to: BodySink<'_>,
         timer: Pin<&mut Sleep>,
     ) -> Result<u64, ProxyError> {
         let shard = self.shard;

@@ -6,10 +6,10 @@
 //! [`crate::http1::server::ServerConn`]); the stream code is generic over it, so each codec
 //! gets its own monomorphized copy and no call goes through a vtable.
 //!
-//! Request bodies leave, and response bodies arrive, through an HTTP/1.1 upstream
-//! connection (the only upstream protocol today): the methods that move them take its
-//! socket, so that the HTTP/1.1 -> HTTP/1.1 splice stays a direct socket-to-socket path
-//! inside the codec's implementation.
+//! Request bodies leave, and response bodies arrive, through the upstream's side of the
+//! exchange ([`BodySink`], [`BodySource`]): an HTTP/1.1 connection's socket, so that the
+//! HTTP/1.1 -> HTTP/1.1 splice stays a direct socket-to-socket path inside the codec's
+//! implementation, or an HTTP/2 stream's handles.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -49,6 +49,34 @@ pub struct ResponseHead<'a> {
     pub after: ConnectionAfter,
 }
 
+/// Where a request body goes upstream.
+#[derive(Debug)]
+pub enum BodySink<'a> {
+    /// An HTTP/1.1 connection: the body in the request's framing.
+    H1(&'a TcpStream),
+    /// An HTTP/2 stream: DATA frames, the client's trailers as HTTP/2 trailers, then the
+    /// stream's end.
+    H2(&'a mut h2::SendStream<bytes::Bytes>),
+}
+
+/// Where the rest of a response body comes from.
+#[derive(Debug)]
+pub enum BodySource<'a> {
+    /// An HTTP/1.1 connection: `buf` holds what was received of the body already, the rest
+    /// is on the socket, delimited by `framing`.
+    H1 {
+        stream: &'a TcpStream,
+        buf: &'a mut Vec<u8>,
+        framing: Framing,
+    },
+    /// An HTTP/2 stream: DATA frames, then perhaps trailers. `framing` is the one the
+    /// response head went out with (a declared length, or none).
+    H2 {
+        recv: &'a mut h2::RecvStream,
+        framing: Framing,
+    },
+}
+
 /// A local reply's body.
 #[derive(Clone, Copy, Debug)]
 pub enum LocalBody<'a> {
@@ -57,6 +85,23 @@ pub enum LocalBody<'a> {
     /// Text the compressor encoded: sent in the codec's framing for a body of unknown
     /// length, as Envoy sends a compressed reply.
     Encoded(&'a [u8]),
+    /// The answer to a gRPC request, as Envoy shapes it: `200` with
+    /// `content-type: application/grpc`, `grpc-status` and `grpc-message` (the reply's text),
+    /// and no body (trailers-only).
+    Grpc { status: u8, message: &'a str },
+}
+
+/// The gRPC status Envoy answers a gRPC request with for a local reply of HTTP `status`
+/// (its `Grpc::Utility::httpToGrpcStatus`).
+pub fn grpc_status(status: u16) -> u8 {
+    match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
 }
 
 /// The limits one body transfer runs under: the stream idle timeout (no bytes either way
@@ -92,12 +137,12 @@ pub trait Downstream {
     ) -> Result<Vec<u8>, BodyEnd>;
 
     /// Relays the request body, as it arrives, to `to` (an HTTP/1.1 upstream connection,
-    /// written in the same framing); `moved` counts its bytes.
+    /// written in `framing`, or an HTTP/2 stream); `moved` counts its bytes.
     async fn relay_request_body(
         &mut self,
         shard: &Shard,
         framing: Framing,
-        to: &TcpStream,
+        to: BodySink<'_>,
         wait: Wait<'_>,
         moved: &mut u64,
     ) -> BodyEnd;
@@ -111,14 +156,11 @@ pub trait Downstream {
         body: &[u8],
     ) -> io::Result<u64>;
 
-    /// Relays the rest of the response body from `from` (an HTTP/1.1 upstream connection;
-    /// `buf` holds what was received of it already) in `framing`; `moved` counts its bytes.
+    /// Relays the rest of the response body from `from`; `moved` counts its bytes.
     async fn relay_response_body(
         &mut self,
         shard: &Shard,
-        from: &TcpStream,
-        buf: &mut Vec<u8>,
-        framing: Framing,
+        from: BodySource<'_>,
         wait: Wait<'_>,
         moved: &mut u64,
     ) -> BodyEnd;
@@ -126,13 +168,10 @@ pub trait Downstream {
     /// Relays the rest of the response body from `from` through `enc` (a compressed body:
     /// never spliced), in this codec's framing for a body of unknown length, in writes of at
     /// most `max` encoded bytes.
-    #[allow(clippy::too_many_arguments)] // Reason: the relay's parts, as above, and the encoder.
     async fn relay_encoded_response_body(
         &mut self,
         shard: &Shard,
-        from: &TcpStream,
-        buf: &mut Vec<u8>,
-        framing: Framing,
+        from: BodySource<'_>,
         enc: &mut crate::http::filter::compressor::Encoder,
         max: usize,
         wait: Wait<'_>,

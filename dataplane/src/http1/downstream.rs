@@ -16,7 +16,7 @@ use zerohop_proto::stats::Counter;
 
 use super::server::ServerConn;
 use crate::http::body::{self, pump_ctx, within, BodyEnd, Chunks};
-use crate::http::downstream::{Downstream, LocalBody, ResponseHead, Wait};
+use crate::http::downstream::{BodySink, BodySource, Downstream, LocalBody, ResponseHead, Wait};
 use crate::http::message::{Framing, Version};
 use crate::net::pump::{self, End};
 use crate::net::sys;
@@ -60,13 +60,23 @@ impl Downstream for ServerConn {
         &mut self,
         shard: &Shard,
         framing: Framing,
-        to: &TcpStream,
+        to: BodySink<'_>,
         wait: Wait<'_>,
         moved: &mut u64,
     ) -> BodyEnd {
         let mut buf = std::mem::take(&mut self.buf);
         let (from, last) = (&self.stream, &self.last);
         let relay = async {
+            let to = match to {
+                BodySink::H1(to) => to,
+                // To an HTTP/2 stream: decoded, as DATA.
+                BodySink::H2(send) => {
+                    return crate::http2::body::h1_to_data(
+                        from, &mut buf, framing, send, last, moved,
+                    )
+                    .await
+                }
+            };
             match framing {
                 Framing::Length(n) => {
                     *moved = n;
@@ -106,9 +116,7 @@ impl Downstream for ServerConn {
     async fn relay_response_body(
         &mut self,
         shard: &Shard,
-        from: &TcpStream,
-        buf: &mut Vec<u8>,
-        framing: Framing,
+        from: BodySource<'_>,
         wait: Wait<'_>,
         moved: &mut u64,
     ) -> BodyEnd {
@@ -118,6 +126,27 @@ impl Downstream for ServerConn {
             idle,
             deadline,
         } = wait;
+        let (from, buf, framing) = match from {
+            BodySource::H1 {
+                stream,
+                buf,
+                framing,
+            } => (stream, buf, framing),
+            // From an HTTP/2 stream: its DATA as sent (a declared length), or as chunks with
+            // its trailers; to an HTTP/1.0 client, as sent (delimited by the close).
+            BodySource::H2 { recv, framing } => {
+                let chunked = framing == Framing::Chunked && self.version != Version::Http10;
+                let (mut out, mut early) = (shard.pools.take_vec(), Vec::new());
+                let relay = crate::http2::body::data_to_h1(
+                    recv, &mut early, to, chunked, last, moved, &mut out,
+                );
+                let end = within(relay, timer, last, idle, deadline)
+                    .await
+                    .unwrap_or(BodyEnd::TimedOut);
+                shard.pools.give_vec(out);
+                return end;
+            }
+        };
         match framing {
             Framing::Empty => BodyEnd::Done,
             Framing::Length(n) => {
@@ -158,9 +187,7 @@ impl Downstream for ServerConn {
     async fn relay_encoded_response_body(
         &mut self,
         shard: &Shard,
-        from: &TcpStream,
-        buf: &mut Vec<u8>,
-        framing: Framing,
+        from: BodySource<'_>,
         enc: &mut crate::http::filter::compressor::Encoder,
         max: usize,
         wait: Wait<'_>,
@@ -169,17 +196,7 @@ impl Downstream for ServerConn {
         let (to, last) = (&self.stream, &self.last);
         // HTTP/1.1: chunks; an HTTP/1.0 client: the bytes, delimited by the close.
         let chunked = self.version == Version::Http11;
-        let relay = body::relay_encoded(
-            from,
-            buf,
-            framing,
-            to,
-            last,
-            shard.stats,
-            enc,
-            (chunked, max),
-            moved,
-        );
+        let relay = body::relay_encoded(from, to, last, shard.stats, enc, (chunked, max), moved);
         within(relay, wait.timer, last, wait.idle, wait.deadline)
             .await
             .unwrap_or(BodyEnd::TimedOut)

@@ -191,12 +191,24 @@ pub fn local_response(
         // A compressed body: chunked, or (HTTP/1.0) delimited by the close.
         LocalBody::Encoded(b) if version == Version::Http11 => (b, Framing::Chunked),
         LocalBody::Encoded(b) => (b, Framing::UntilClose),
+        LocalBody::Grpc { .. } => (&b""[..], Framing::Length(0)),
     };
     let close = close || framing == Framing::UntilClose;
     let mut out = Vec::with_capacity(128 + bytes.len());
+    let status = match body {
+        LocalBody::Grpc { .. } => 200,
+        _ => status,
+    };
     status_line(&mut out, version, status, default_reason(status).as_bytes());
     if !bytes.is_empty() {
         out.extend_from_slice(b"content-type: text/plain\r\n");
+    }
+    if let LocalBody::Grpc { status, message } = body {
+        out.extend_from_slice(b"content-type: application/grpc\r\n");
+        write_header(&mut out, b"grpc-status", status.to_string().as_bytes());
+        if !message.is_empty() {
+            write_header(&mut out, b"grpc-message", message.as_bytes());
+        }
     }
     write_framing(&mut out, framing);
     write_headers(&mut out, extra);

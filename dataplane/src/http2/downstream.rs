@@ -19,11 +19,11 @@ use h2::{Reason, RecvStream, SendStream};
 use monoio::net::TcpStream;
 use zerohop_proto::stats::Counter;
 
+use super::body::{self, release, send_data};
 use super::head;
-use crate::http::body::{self, within, BodyEnd};
-use crate::http::downstream::{Downstream, LocalBody, ResponseHead, Wait};
+use crate::http::body::{within, BodyEnd};
+use crate::http::downstream::{BodySink, BodySource, Downstream, LocalBody, ResponseHead, Wait};
 use crate::http::message::Framing;
-use crate::net::pump;
 use crate::shard::Shard;
 
 /// One HTTP/2 stream as the connection manager serves it.
@@ -65,47 +65,6 @@ impl H2Stream {
     }
 }
 
-/// The next DATA frame's bytes of `body`, after what was looked at already.
-async fn next_data(body: &mut RecvStream, early: &mut Vec<Bytes>) -> Option<Result<Bytes, ()>> {
-    if !early.is_empty() {
-        return Some(Ok(early.remove(0)));
-    }
-    std::future::poll_fn(|cx| body.poll_data(cx))
-        .await
-        .map(|r| r.map_err(|_| ()))
-}
-
-/// Gives the peer back `n` bytes of window: they have left zerohop.
-fn release(body: &mut RecvStream, n: usize) {
-    let _ = body.flow_control().release_capacity(n);
-}
-
-/// Sends `data` as DATA frames within the stream's send window, ending the stream after it
-/// when `end`. `Err` once the stream is gone (reset, or the connection closed).
-pub async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), ()> {
-    if data.is_empty() {
-        return match end {
-            true => send.send_data(data, true).map_err(|_| ()),
-            false => Ok(()),
-        };
-    }
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let granted = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
-        let n = match granted {
-            Some(Ok(n)) => n.min(data.len()),
-            Some(Err(_)) | None => return Err(()),
-        };
-        if n == 0 {
-            continue;
-        }
-        let chunk = data.split_to(n);
-        send.send_data(chunk, end && data.is_empty())
-            .map_err(|_| ())?;
-    }
-    Ok(())
-}
-
 impl Downstream for H2Stream {
     fn last_activity(&self) -> &Cell<Instant> {
         &self.last
@@ -121,9 +80,11 @@ impl Downstream for H2Stream {
     }
 
     /// What DATA has arrived already is taken without waiting; it is the whole body when
-    /// the stream has ended within `max` bytes.
+    /// the stream has ended within `max` bytes. Only a declared length qualifies: a body
+    /// without one streams (chunked to an HTTP/1.1 upstream, as Envoy's), whenever its
+    /// DATA happens to arrive.
     fn take_received_body(&mut self, framing: Framing, max: u64) -> Option<Vec<u8>> {
-        if framing == Framing::Empty {
+        if !matches!(framing, Framing::Length(n) if n <= max) {
             return None;
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -156,17 +117,17 @@ impl Downstream for H2Stream {
         max: u64,
         wait: Wait<'_>,
     ) -> Result<Vec<u8>, BodyEnd> {
-        let (body, early, last) = (&mut self.body, &mut self.early, &self.last);
+        let (recv, early, last) = (&mut self.body, &mut self.early, &self.last);
         let read = async {
             let mut whole = Vec::new();
-            while let Some(chunk) = next_data(body, early).await {
+            while let Some(chunk) = body::next_data(recv, early).await {
                 let chunk = chunk.map_err(|()| BodyEnd::Source(None))?;
                 last.set(Instant::now());
                 if (whole.len() + chunk.len()) as u64 > max {
                     return Err(BodyEnd::Sink);
                 }
                 whole.extend_from_slice(&chunk);
-                release(body, chunk.len());
+                release(recv, chunk.len());
             }
             Ok(whole)
         };
@@ -179,59 +140,23 @@ impl Downstream for H2Stream {
         &mut self,
         shard: &Shard,
         framing: Framing,
-        to: &TcpStream,
+        to: BodySink<'_>,
         wait: Wait<'_>,
         moved: &mut u64,
     ) -> BodyEnd {
-        let (body, early, last) = (&mut self.body, &mut self.early, &self.last);
-        let chunked = framing == Framing::Chunked;
+        let (recv, early, last) = (&mut self.body, &mut self.early, &self.last);
         let relay = async {
-            let mut out = shard.pools.take_vec();
-            let end = 'relay: {
-                while let Some(chunk) = next_data(body, early).await {
-                    let Ok(chunk) = chunk else {
-                        break 'relay BodyEnd::Source(None);
-                    };
-                    last.set(Instant::now());
-                    if chunk.is_empty() {
-                        continue;
-                    }
-                    out.clear();
-                    if chunked {
-                        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-                    }
-                    out.extend_from_slice(&chunk);
-                    if chunked {
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    if pump::send_all(to, &out).await.is_err() {
-                        break 'relay BodyEnd::Sink;
-                    }
-                    release(body, chunk.len());
-                    *moved += chunk.len() as u64;
+            match to {
+                BodySink::H1(to) => {
+                    let mut out = shard.pools.take_vec();
+                    let chunked = framing == Framing::Chunked;
+                    let end =
+                        body::data_to_h1(recv, early, to, chunked, last, moved, &mut out).await;
+                    shard.pools.give_vec(out);
+                    end
                 }
-                if chunked {
-                    out.clear();
-                    out.extend_from_slice(b"0\r\n");
-                    let trailers = std::future::poll_fn(|cx| body.poll_trailers(cx)).await;
-                    if let Ok(Some(map)) = trailers {
-                        for (n, v) in &map {
-                            crate::http1::encode::write_header(
-                                &mut out,
-                                n.as_str().as_bytes(),
-                                v.as_bytes(),
-                            );
-                        }
-                    }
-                    out.extend_from_slice(b"\r\n");
-                    if pump::send_all(to, &out).await.is_err() {
-                        break 'relay BodyEnd::Sink;
-                    }
-                }
-                BodyEnd::Done
-            };
-            shard.pools.give_vec(out);
-            end
+                BodySink::H2(send) => body::data_to_data(recv, early, send, last, moved).await,
+            }
         };
         within(relay, wait.timer, last, wait.idle, wait.deadline)
             .await
@@ -266,9 +191,7 @@ impl Downstream for H2Stream {
     async fn relay_response_body(
         &mut self,
         shard: &Shard,
-        from: &TcpStream,
-        buf: &mut Vec<u8>,
-        framing: Framing,
+        from: BodySource<'_>,
         wait: Wait<'_>,
         moved: &mut u64,
     ) -> BodyEnd {
@@ -279,15 +202,18 @@ impl Downstream for H2Stream {
             return BodyEnd::Sink;
         };
         let last = &self.last;
-        let sink = async |plain: &[u8], done: bool| {
-            let ok = send_data(send, Bytes::copy_from_slice(plain), done)
-                .await
-                .is_ok();
-            *moved += plain.len() as u64;
-            last.set(Instant::now());
-            ok
+        let relay = async {
+            match from {
+                BodySource::H1 {
+                    stream,
+                    buf,
+                    framing,
+                } => body::h1_to_data(stream, buf, framing, send, last, moved).await,
+                BodySource::H2 { recv, .. } => {
+                    body::data_to_data(recv, &mut Vec::new(), send, last, moved).await
+                }
+            }
         };
-        let relay = body::relay_decoded(from, buf, framing, last, sink);
         let end = within(relay, wait.timer, last, wait.idle, wait.deadline)
             .await
             .unwrap_or(BodyEnd::TimedOut);
@@ -299,9 +225,7 @@ impl Downstream for H2Stream {
     async fn relay_encoded_response_body(
         &mut self,
         shard: &Shard,
-        from: &TcpStream,
-        buf: &mut Vec<u8>,
-        framing: Framing,
+        from: BodySource<'_>,
         enc: &mut crate::http::filter::compressor::Encoder,
         _max: usize,
         wait: Wait<'_>,
@@ -313,15 +237,15 @@ impl Downstream for H2Stream {
         let (last, stats) = (&self.last, shard.stats);
         let mut packed = Vec::new();
         let sink = async |plain: &[u8], done: bool| {
-            if body::compress(stats, enc, plain, done, &mut packed).is_err() {
+            if crate::http::body::compress(stats, enc, plain, done, &mut packed).is_err() {
                 return false;
             }
             let out = Bytes::from(std::mem::take(&mut packed));
             *moved += out.len() as u64;
             last.set(Instant::now());
-            send_data(send, out, done).await.is_ok()
+            body::send_data(send, out, done).await.is_ok()
         };
-        let relay = body::relay_decoded(from, buf, framing, last, sink);
+        let relay = crate::http::body::decoded_from(from, last, sink);
         let end = within(relay, wait.timer, last, wait.idle, wait.deadline)
             .await
             .unwrap_or(BodyEnd::TimedOut);

@@ -168,12 +168,28 @@ pub fn local_response(
     extra: &[(&[u8], Cow<'_, [u8]>)],
 ) -> (http::Response<()>, Bytes) {
     let mut resp = http::Response::new(());
+    let status = match body {
+        LocalBody::Grpc { .. } => 200,
+        _ => status,
+    };
     *resp.status_mut() =
         http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let map = resp.headers_mut();
     let body = match body {
         // An empty one ends the stream with the head, without a length (as Envoy's).
         LocalBody::Text("") => Bytes::new(),
+        // Trailers-only: the status in the head, which ends the stream.
+        LocalBody::Grpc {
+            status: code,
+            message,
+        } => {
+            push(map, b"content-type", b"application/grpc");
+            map.insert("grpc-status", HeaderValue::from(u16::from(code)));
+            if !message.is_empty() {
+                push(map, b"grpc-message", message.as_bytes());
+            }
+            Bytes::new()
+        }
         LocalBody::Text(t) => {
             push(map, b"content-type", b"text/plain");
             map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(t.len()));

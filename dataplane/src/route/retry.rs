@@ -17,6 +17,8 @@ pub enum Failure {
     Reset { sent: bool },
     /// The policy's `per_try_timeout` ended the attempt.
     PerTryTimeout,
+    /// An HTTP/2 upstream refused the stream (REFUSED_STREAM): nothing of it was processed.
+    RefusedStream,
 }
 
 #[derive(Debug)]
@@ -105,6 +107,9 @@ pub fn retriable_failure(on: RetryOn, f: Failure) -> bool {
         }
         Failure::Reset { sent } => any_reset || (!sent && on.has(RetryOn::RESET_BEFORE_REQUEST)),
         Failure::PerTryTimeout => any_reset,
+        Failure::RefusedStream => {
+            any_reset || on.has(RetryOn::REFUSED_STREAM | RetryOn::RESET_BEFORE_REQUEST)
+        }
     }
 }
 

@@ -10,6 +10,9 @@
 //! pool's own replay of a bodiless request that met a pooled connection the upstream had
 //! closed (nothing reached the application).
 
+mod attempt;
+mod h1;
+mod h2;
 mod hash;
 pub mod mirror;
 mod retry;
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
-use zerohop_proto::Forward;
+use zerohop_proto::{Forward, UpstreamProtocol};
 
 use crate::config::{ClusterPlan, Generation};
 use crate::error::{Kind, ProxyError};
@@ -30,14 +33,13 @@ use crate::http::hcm::headers::RequestHeaders;
 use crate::http::info::StreamInfo;
 use crate::http::message::HeaderSource;
 use crate::http::message::{Framing, Request, RequestOut, Response};
-use crate::route::retry::Failure;
 use crate::route::{Action, Route};
 use crate::shard::Shard;
 use crate::stats::ShardStats;
 use crate::upstream::hosts::Outcome;
 use crate::upstream::lb::hash::HashKey;
 use crate::upstream::lb::LbStates;
-use crate::upstream::UpstreamConn;
+use crate::upstream::UpstreamSide;
 pub use retry::{Decision, Failed, RetryState};
 
 /// What follows the request head.
@@ -172,7 +174,7 @@ impl<D> std::fmt::Debug for Outgoing<'_, D> {
 pub struct Exchange<'g> {
     pub resp: Response,
     pub buf: Vec<u8>,
-    pub conn: UpstreamConn,
+    pub conn: UpstreamSide,
     pub cluster: &'g ClusterPlan,
     /// The route timeout (or `max_stream_duration`, when that ends first): until the whole
     /// response has been relayed, as Envoy's.
@@ -213,6 +215,11 @@ fn mirror_all<D>(
         let Some(plan) = gen.clusters.get(m.cluster.0 as usize) else {
             continue;
         };
+        // Mirrors go out over HTTP/1.1 only (not done for HTTP/2 clusters yet).
+        if !matches!(plan.cluster.protocol, UpstreamProtocol::Http1(_)) {
+            shard.stats.inc(Counter::UpstreamRqMirrorSkipped);
+            continue;
+        }
         let host = match m.shadow_suffix {
             true => mirror::shadow_host(request.authority),
             false => request.authority.to_vec(),
@@ -228,6 +235,8 @@ fn mirror_all<D>(
         mirror::spawn(shard, plan.clone(), head, is_head, out.forward.timeout);
     }
 }
+
+use attempt::{Answer, Attempt, Try};
 
 /// How one attempt ended, when it did not end the request.
 enum Next {
@@ -274,7 +283,8 @@ pub async fn forward<'g, D: Downstream>(
     let started = out.started;
     // The route timeout, or the stream's `max_stream_duration` when that ends first.
     let deadline = earlier(out.forward.timeout.map(|t| started + t), out.max_at);
-    let timed_out = |stats: ShardStats| match max_duration_reached(out.max_at) {
+    let max_at = out.max_at;
+    let timed_out = |stats: ShardStats| match max_duration_reached(max_at) {
         true => stats.inc(Counter::DownstreamRqMaxDurationReached),
         false => stats.inc(Counter::UpstreamRqTimeout),
     };
@@ -322,9 +332,13 @@ pub async fn forward<'g, D: Downstream>(
             .map(|_| &raw[out.req.host.clone()]),
         attempt: out.forward.attempt_count_upstream.then_some(1),
     };
-    crate::upstream::encode_request(cluster, &mut head, &request, &own);
-    if let RequestBody::Buffered(b) = &out.body {
-        head.extend_from_slice(b);
+    // An HTTP/1.1 cluster's head; an HTTP/2 one's goes as HEADERS, made by its attempt.
+    let http1 = matches!(cluster.cluster.protocol, UpstreamProtocol::Http1(_));
+    if http1 {
+        crate::upstream::encode_request(cluster, &mut head, &request, &own);
+        if let RequestBody::Buffered(b) = &out.body {
+            head.extend_from_slice(b);
+        }
     }
     if !out.forward.mirrors.is_empty() {
         mirror_all(shard, gen, out, &request, &own);
@@ -344,142 +358,66 @@ pub async fn forward<'g, D: Downstream>(
         info.attempts += 1;
         info.upstream_host = Some(endpoint);
         retry.tried(endpoint);
-        let next = 'attempt: {
-            let connected = shard
-                .upstreams
-                .http_connection(stats, cluster, endpoint, started, deadline)
-                .await;
-            let mut conn = match connected {
-                Ok(c) => c,
-                Err(e) => match e.kind {
-                    Kind::ConnectRefused | Kind::ConnectTimeout | Kind::ConnectFailed => {
-                        report(
-                            index,
-                            match e.kind {
-                                Kind::ConnectTimeout => Outcome::Timeout,
-                                _ => Outcome::ConnectFailed,
-                            },
-                        );
-                        break 'attempt Next::Failed(Failed {
-                            error: e,
-                            failure: Some(Failure::Connect),
-                            reused: false,
-                            answered: false,
+        let attempt = Try {
+            shard,
+            cluster,
+            endpoint,
+            started,
+            deadline,
+            per_try,
+        };
+        let attempted = match &cluster.cluster.protocol {
+            UpstreamProtocol::Http1(_) => {
+                h1::attempt(&attempt, out, &mut head, info, timer.as_mut()).await
+            }
+            UpstreamProtocol::Http2(_, opts) => {
+                h2::attempt(&attempt, opts, out, &request, &own, info, timer.as_mut()).await
+            }
+        };
+        let next = match attempted {
+            Attempt::Fatal(e) => {
+                // Only a wait for a connection ends in the route timeout here.
+                if e.kind == Kind::UpstreamTimeout {
+                    timed_out(stats);
+                }
+                break 'request Err(e);
+            }
+            Attempt::Failed(failed, outcome) => {
+                report(index, outcome);
+                Next::Failed(failed)
+            }
+            Attempt::Answered(answer) => {
+                report(index, Outcome::Status(answer.resp.status));
+                let header = |n: &str| response_header(&answer.resp, &answer.buf, n);
+                let breaker = || breakers.retry(slot, limits, stats);
+                match retry.on_response(answer.resp.status, header, stats, &shard.rng, breaker) {
+                    // The response is dropped with its connection (or stream), as Envoy
+                    // resets the upstream stream.
+                    Decision::Retry(wait) => {
+                        let Answer { buf, .. } = answer;
+                        shard.pools.give_vec(buf);
+                        Next::Again(wait)
+                    }
+                    Decision::No | Decision::Replay => {
+                        let Answer {
+                            abandon,
+                            resp,
+                            buf,
+                            up,
+                            in_flight,
+                        } = answer;
+                        std::mem::forget(abandon);
+                        break 'request Ok(Exchange {
+                            resp,
+                            buf,
+                            conn: up,
+                            cluster,
+                            deadline,
+                            max_at: out.max_at,
+                            request: in_flight,
+                            active: active.take(),
                         });
                     }
-                    Kind::UpstreamTimeout => {
-                        timed_out(stats);
-                        break 'request Err(e);
-                    }
-                    _ => break 'request Err(e),
-                },
-            };
-            // The request breaker is asked once the request has a connection, as Envoy's
-            // pool asks it when it attaches a stream; full, the connection goes back unused.
-            let in_flight = match breakers.request(slot, limits, stats) {
-                Ok(held) => held,
-                Err(e) => {
-                    shard.upstreams.release_unused(conn, cluster);
-                    break 'request Err(e);
-                }
-            };
-            stats.inc(Counter::UpstreamRqTotal);
-            // The per-try timeout runs from when the attempt has its connection, as Envoy's.
-            let try_deadline = match per_try {
-                Some(t) => earlier(deadline, Some(Instant::now() + t)),
-                None => deadline,
-            };
-            // Declared after `conn`, so dropped before it: if this future is dropped
-            // mid-exchange (the client left), the upstream sees the end at once instead of
-            // after the ring has cancelled the pending receive and closed the socket, two
-            // loop turns later. A chain of proxies looping back to themselves then unwinds
-            // faster than it can regrow.
-            let abandon = AbandonGuard(std::os::fd::AsRawFd::as_raw_fd(&conn.stream));
-            let sent;
-            (sent, head) = conn.send_head(head).await;
-            if let Err(e) = sent {
-                report(index, Outcome::Reset);
-                let reused = conn.reused;
-                break 'attempt Next::Failed(Failed {
-                    error: e,
-                    failure: Some(Failure::Reset { sent: false }),
-                    reused,
-                    answered: false,
-                });
-            }
-            if let RequestBody::Stream(body) = &mut out.body {
-                match conn.send_body(body, timer.as_mut()).await {
-                    Ok(n) => info.bytes_received += n,
-                    Err(e) => break 'request Err(e),
-                }
-            }
-            let mut buf = shard.pools.take_vec();
-            let max_headers = cluster.cluster.protocol.common().max_headers_count;
-            let read = conn
-                .read_response(
-                    &mut buf,
-                    out.req.method(),
-                    try_deadline,
-                    timer.as_mut(),
-                    max_headers,
-                    stats,
-                )
-                .await;
-            match read {
-                Ok(resp) => {
-                    report(index, Outcome::Status(resp.status));
-                    let header = |n: &str| response_header(&resp, &buf, n);
-                    let breaker = || breakers.retry(slot, limits, stats);
-                    match retry.on_response(resp.status, header, stats, &shard.rng, breaker) {
-                        // The response is dropped with its connection, as Envoy resets the
-                        // upstream stream.
-                        Decision::Retry(wait) => {
-                            shard.pools.give_vec(buf);
-                            drop((abandon, in_flight, conn));
-                            break 'attempt Next::Again(wait);
-                        }
-                        Decision::No | Decision::Replay => {}
-                    }
-                    std::mem::forget(abandon);
-                    break 'request Ok(Exchange {
-                        resp,
-                        buf,
-                        conn,
-                        cluster,
-                        deadline,
-                        max_at: out.max_at,
-                        request: in_flight,
-                        active: active.take(),
-                    });
-                }
-                Err(mut e) => {
-                    let answered = !buf.is_empty();
-                    shard.pools.give_vec(buf);
-                    report(
-                        index,
-                        match e.kind {
-                            Kind::UpstreamTimeout => Outcome::Timeout,
-                            _ => Outcome::Reset,
-                        },
-                    );
-                    let failure = match e.kind {
-                        // The per-try timeout, not the route's.
-                        Kind::UpstreamTimeout if try_deadline != deadline => {
-                            stats.inc(Counter::UpstreamRqPerTryTimeout);
-                            e = Kind::PerTryTimeout.into();
-                            Some(Failure::PerTryTimeout)
-                        }
-                        Kind::UpstreamClosed | Kind::MalformedResponse => {
-                            Some(Failure::Reset { sent: true })
-                        }
-                        _ => None,
-                    };
-                    break 'attempt Next::Failed(Failed {
-                        error: e,
-                        failure,
-                        reused: conn.reused,
-                        answered,
-                    });
                 }
             }
         };
@@ -492,7 +430,9 @@ pub async fn forward<'g, D: Downstream>(
                 if decision != Decision::Replay {
                     match e.kind {
                         Kind::UpstreamTimeout => timed_out(stats),
-                        Kind::UpstreamClosed => stats.inc(Counter::UpstreamRqReset),
+                        Kind::UpstreamClosed | Kind::UpstreamReset => {
+                            stats.inc(Counter::UpstreamRqReset)
+                        }
                         _ => {}
                     }
                 }
@@ -530,6 +470,8 @@ pub async fn forward<'g, D: Downstream>(
         }
         if let Some(n) = own.attempt.as_mut() {
             *n += 1;
+        }
+        if own.attempt.is_some() && http1 {
             head.clear();
             crate::upstream::encode_request(cluster, &mut head, &request, &own);
             if let RequestBody::Buffered(b) = &out.body {
@@ -551,14 +493,4 @@ fn response_header<'b>(resp: &Response, buf: &'b [u8], name: &str) -> Option<&'b
         .iter()
         .find(|h| &buf[h.name.clone()] == name.as_bytes())?;
     std::str::from_utf8(&buf[h.value.clone()]).ok()
-}
-
-/// Shuts an upstream socket down (both ways) when dropped: set while a request is out on it.
-struct AbandonGuard(std::os::fd::RawFd);
-
-impl Drop for AbandonGuard {
-    fn drop(&mut self) {
-        // The connection it guards is still open (it drops after this guard).
-        let _ = crate::net::sys::shutdown_both(self.0);
-    }
 }

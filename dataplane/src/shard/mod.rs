@@ -394,6 +394,7 @@ impl Shard {
         self.upstreams
             .pool
             .retain_endpoints(|e| next.has_endpoint(e));
+        self.upstreams.h2.retain_endpoints(|e| next.has_endpoint(e));
         let old = std::mem::replace(
             &mut *self.config.borrow_mut(),
             Rc::new(ShardConfig::new(next, self.graveyard)),

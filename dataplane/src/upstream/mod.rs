@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod connect;
 pub mod h1;
 pub mod hosts;
+pub mod http2;
 pub mod lb;
 pub mod pool;
 
@@ -35,7 +36,20 @@ use pool::{PoolKey, Protocol, UpstreamPool};
 pub struct Upstreams {
     pub lb: LbStates,
     pub pool: UpstreamPool,
+    /// HTTP/2 clusters' multiplexed connections.
+    pub h2: http2::H2Pool,
     pub breakers: Breakers,
+}
+
+/// The upstream side of an exchange whose response head has arrived: where its body is.
+#[derive(Debug)]
+pub enum UpstreamSide {
+    H1(UpstreamConn),
+    /// An HTTP/2 stream, and its place on its connection.
+    H2 {
+        recv: ::h2::RecvStream,
+        slot: http2::StreamSlot,
+    },
 }
 
 /// An upstream connection serving one exchange.
@@ -69,7 +83,7 @@ impl UpstreamConn {
         body: &'a mut crate::http::body::StreamedBody<'b, D>,
         timer: Pin<&'a mut Sleep>,
     ) -> impl Future<Output = Result<u64, ProxyError>> + use<'a, 'b, D> {
-        body.relay_to(&self.stream, timer)
+        body.relay_to(crate::http::downstream::BodySink::H1(&self.stream), timer)
     }
 
     /// Reads the response head (see [`h1::read_response`]).
@@ -86,18 +100,15 @@ impl UpstreamConn {
     }
 }
 
-/// Writes the request head `r` in the protocol `cluster` speaks.
+/// Writes the HTTP/1.1 request head `r` (an HTTP/2 cluster's requests go as HEADERS,
+/// [`crate::router`]'s `h2`).
 pub fn encode_request(
-    cluster: &ClusterPlan,
+    _cluster: &ClusterPlan,
     out: &mut Vec<u8>,
     r: &crate::http::message::RequestOut<'_>,
     headers: &impl crate::http::message::HeaderSource,
 ) {
-    match cluster.cluster.protocol {
-        zerohop_proto::UpstreamProtocol::Http1(_) => {
-            crate::http1::encode::request_head(out, r, headers)
-        }
-    }
+    crate::http1::encode::request_head(out, r, headers)
 }
 
 impl Upstreams {
@@ -184,23 +195,14 @@ impl Upstreams {
         if let Some(c) = self.pooled(stats, key, now) {
             return Ok(c);
         }
-        let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
-        // Pending until it has a connection, as Envoy counts it.
-        let _pending = self.breakers.pending(slot, limits, stats)?;
-        let held = loop {
-            let freed = match self.breakers.connection(slot, limits, stats) {
-                Ok(held) => break held,
-                Err(freed) => freed,
-            };
-            match deadline {
-                Some(d) => monoio::time::timeout_at(d.into(), freed)
-                    .await
-                    .map_err(|_| ProxyError::from(Kind::UpstreamTimeout))?,
-                None => freed.await,
-            }
-            if let Some(c) = self.pooled(stats, key, Instant::now()) {
-                return Ok(c);
-            }
+        let held = match self
+            .connection_place(stats, cluster, deadline, || {
+                self.pooled(stats, key, Instant::now())
+            })
+            .await?
+        {
+            Ok(held) => held,
+            Err(pooled) => return Ok(pooled),
         };
         // Boxed: a connect carries a timer of its own, which would otherwise make every
         // request's future larger (and cache-line aligned) for what pooling makes rare.
@@ -212,6 +214,98 @@ impl Upstreams {
             reused: false,
             held,
         })
+    }
+
+    /// A place in `cluster`'s connection breaker for a new connection. A request waiting for
+    /// one is pending (counted, under `max_pending_requests`); full, it waits for one of the
+    /// cluster's connections to close, until `deadline`, and each time one does, `reuse` may
+    /// find a connection that became available instead (`Err` with it).
+    async fn connection_place<T>(
+        &self,
+        stats: ShardStats,
+        cluster: &ClusterPlan,
+        deadline: Option<Instant>,
+        mut reuse: impl FnMut() -> Option<T>,
+    ) -> Result<Result<Held, T>, ProxyError> {
+        let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
+        // Pending until it has a connection, as Envoy counts it.
+        let _pending = self.breakers.pending(slot, limits, stats)?;
+        loop {
+            let freed = match self.breakers.connection(slot, limits, stats) {
+                Ok(held) => return Ok(Ok(held)),
+                Err(freed) => freed,
+            };
+            match deadline {
+                Some(d) => monoio::time::timeout_at(d.into(), freed)
+                    .await
+                    .map_err(|_| ProxyError::from(Kind::UpstreamTimeout))?,
+                None => freed.await,
+            }
+            if let Some(c) = reuse() {
+                return Ok(Err(c));
+            }
+        }
+    }
+
+    /// A stream to `endpoint` of HTTP/2 `cluster`: on a connection with room for it, else on
+    /// a new one (under the connection breaker, as [`Upstreams::http_connection`]). The
+    /// sender is ready for the stream when this returns, within `deadline`.
+    pub async fn h2_stream(
+        &self,
+        stats: ShardStats,
+        cluster: &ClusterPlan,
+        endpoint: SocketAddr,
+        opts: &zerohop_proto::Http2Options,
+        deadline: Option<Instant>,
+    ) -> Result<http2::H2Stream, ProxyError> {
+        let key = PoolKey {
+            endpoint,
+            protocol: Protocol::Http2,
+            transport: cluster.cluster.transport,
+        };
+        let common = cluster.cluster.protocol.common();
+        let max_requests = common.max_requests_per_connection;
+        let find = || self.h2.find(&key, opts, max_requests);
+        let stream = match find() {
+            Some(c) => {
+                stats.inc(Counter::UpstreamCxReused);
+                c.take(true)
+            }
+            None => match self
+                .connection_place(stats, cluster, deadline, find)
+                .await?
+            {
+                Err(c) => c.take(true),
+                Ok(held) => {
+                    let connect = connect::connect(stats, &cluster.cluster, endpoint);
+                    let tcp = Box::pin(connect).await?;
+                    let conn = http2::handshake(
+                        stats,
+                        &self.h2,
+                        key,
+                        tcp,
+                        opts,
+                        common.idle_timeout,
+                        held,
+                    );
+                    Box::pin(conn).await?.take(false)
+                }
+            },
+        };
+        let http2::H2Stream { send, slot, reused } = stream;
+        let ready = send.ready();
+        let send = match deadline {
+            Some(d) => monoio::time::timeout_at(d.into(), ready)
+                .await
+                .map_err(|_| ProxyError::from(Kind::UpstreamTimeout))?,
+            None => ready.await,
+        };
+        // A connection that went away under it: as a pooled connection found closed.
+        let send = send.map_err(|e| {
+            log::debug!("HTTP/2 upstream {endpoint}: {e}");
+            ProxyError::from(Kind::UpstreamClosed)
+        })?;
+        Ok(http2::H2Stream { send, slot, reused })
     }
 
     fn pooled(&self, stats: ShardStats, key: PoolKey, now: Instant) -> Option<UpstreamConn> {

@@ -22,6 +22,7 @@ use crate::net::sys;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Http1,
+    Http2,
 }
 
 /// What a pooled connection can be reused for.

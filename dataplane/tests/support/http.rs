@@ -464,3 +464,27 @@ pub fn static_cluster(name: &str, port: u16) -> String {
 "#
     )
 }
+
+/// curl's `-i` output: status line, headers, blank line, body.
+pub fn parse_curl(raw: &[u8]) -> Response {
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..at]).into_owned();
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap();
+    let mut parts = status_line.split_whitespace();
+    let version = parts.next().unwrap().to_owned();
+    let status = parts.next().unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Response {
+        version,
+        status,
+        headers,
+        body: raw[at + 4..].to_vec(),
+    }
+}

@@ -135,6 +135,14 @@ impl RequestHeaders<'_> {
             // An upgrade request keeps its `Connection` header and the headers it names, as
             // Envoy forwards them (`upgrade` itself is written by the codec).
             let upgrade = req.upgrade.is_some();
+            // `te` goes on as `te: trailers` when it names trailers (gRPC needs it), as
+            // Envoy sanitizes it; otherwise it is dropped with the other hop-by-hop headers.
+            if n == b"te" {
+                if crate::http::message::tokens(v).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
+                    emit(n, Cow::Borrowed(b"trailers"));
+                }
+                continue;
+            }
             let hop = (HOP_BY_HOP.contains(&n) && !(upgrade && n == b"connection"))
                 || sanitized(n, self.use_remote_address)
                 || (self.external_address.is_some() && n == b"x-envoy-external-address")

@@ -59,6 +59,9 @@ pub struct Stream<'a, D> {
     pub peer: Option<std::net::IpAddr>,
     /// Fired when the listener drains: answers then carry `connection: close`.
     pub draining: &'a Stop,
+    /// The request is gRPC (`content-type: application/grpc...`): local replies are
+    /// gRPC-shaped, as Envoy's.
+    pub grpc: bool,
 }
 
 impl<D> std::fmt::Debug for Stream<'_, D> {
@@ -74,6 +77,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
     /// stays open for the next request.
     pub async fn serve(mut self, req: &Request, info: &mut StreamInfo<'a>) -> bool {
         self.shard.stats.inc(Counter::DownstreamRqTotal);
+        self.grpc = is_grpc(req);
         let http: &'a HttpPlan = self.http;
         // The path as the connection manager normalizes it, before anything reads it.
         let normalized;
@@ -434,9 +438,13 @@ impl<'a, D: Downstream> Stream<'a, D> {
         let date = self.shard.http_date();
         let mut with = super::headers::local_headers(&self.http.manager, &date);
         with.extend(extra.iter().map(|(n, v)| (*n, Cow::Borrowed(&v[..]))));
-        let body = match &encoded {
-            Some(b) => LocalBody::Encoded(b),
-            None => LocalBody::Text(body),
+        let body = match (&encoded, self.grpc) {
+            (_, true) => LocalBody::Grpc {
+                status: crate::http::downstream::grpc_status(status),
+                message: body,
+            },
+            (Some(b), false) => LocalBody::Encoded(b),
+            (None, false) => LocalBody::Text(body),
         };
         let sent = self.down.local_reply(status, body, &with, close).await;
         sent && !close
@@ -517,6 +525,17 @@ fn streamed_body<'b, D: Downstream>(
 fn response_edits<'r>(route: &'r Route, mut headers: HeaderList<'r>) -> HeaderList<'r> {
     apply_edits(&mut headers, &route.edits, true);
     headers
+}
+
+/// Whether `req` is a gRPC request as Envoy tells one (`application/grpc`, or
+/// `application/grpc+<codec>`; not gRPC-Web).
+fn is_grpc(req: &Request) -> bool {
+    req.header("content-type").is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        ct.len() >= 16
+            && ct[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(ct.get(16), None | Some(b'+') | Some(b';'))
+    })
 }
 
 /// `downstream_rq_<N>xx`.

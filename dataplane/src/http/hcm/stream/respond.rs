@@ -2,6 +2,8 @@
 //! phase (and the compressors' decision) and out, then its body, relayed or compressed.
 
 use super::*;
+use crate::http::downstream::BodySource;
+use crate::upstream::UpstreamSide;
 
 impl<D: Downstream> Stream<'_, D> {
     /// The upstream answered: its head through the response-headers phase and out, then
@@ -19,7 +21,7 @@ impl<D: Downstream> Stream<'_, D> {
         let Exchange {
             mut resp,
             buf: mut ubuf,
-            conn: up,
+            conn: mut up,
             cluster,
             deadline,
             max_at,
@@ -54,9 +56,8 @@ impl<D: Downstream> Stream<'_, D> {
         };
         let close = req.close || self.draining.fired() || framing_out == Framing::UntilClose;
         // A small body (up to 64 KiB) is read whole and goes out with the head, in one send.
-        let small = match upgrade || encoder.is_some() {
-            true => Ok(false),
-            false => {
+        let small = match (&up, upgrade || encoder.is_some()) {
+            (UpstreamSide::H1(up), false) => {
                 body::read_small(
                     &up.stream,
                     &mut ubuf,
@@ -68,6 +69,8 @@ impl<D: Downstream> Stream<'_, D> {
                 )
                 .await
             }
+            // An HTTP/2 upstream's body comes in DATA frames, relayed as they arrive.
+            _ => Ok(false),
         };
         let body_len = match small {
             Ok(true) => {
@@ -149,7 +152,7 @@ impl<D: Downstream> Stream<'_, D> {
                     (false, false) => ConnectionAfter::KeepAlive,
                 },
             };
-            if upgrade {
+            if let (true, UpstreamSide::H1(up)) = (upgrade, &up) {
                 stats.inc(Counter::UpgradesTotal);
                 count_status(shard, 101);
                 let idle = self.http.manager.stream_idle_timeout;
@@ -185,26 +188,30 @@ impl<D: Downstream> Stream<'_, D> {
             deadline,
         };
         let mut moved = 0;
+        let from = match &mut up {
+            UpstreamSide::H1(up) => BodySource::H1 {
+                stream: &up.stream,
+                buf: &mut ubuf,
+                framing: resp.framing,
+            },
+            UpstreamSide::H2 { recv, .. } => BodySource::H2 {
+                recv,
+                framing: framing_out,
+            },
+        };
         let end = match &mut encoder {
             // Boxed: the compressing relay's state stays off the common path's future.
             Some(coder) => {
                 let (enc, max) = &mut **coder;
-                let (from, framing) = (&up.stream, resp.framing);
-                Box::pin(self.down.relay_encoded_response_body(
-                    shard, from, &mut ubuf, framing, enc, *max, wait, &mut moved,
-                ))
+                Box::pin(
+                    self.down
+                        .relay_encoded_response_body(shard, from, enc, *max, wait, &mut moved),
+                )
                 .await
             }
             None => {
                 self.down
-                    .relay_response_body(
-                        shard,
-                        &up.stream,
-                        &mut ubuf,
-                        resp.framing,
-                        wait,
-                        &mut moved,
-                    )
+                    .relay_response_body(shard, from, wait, &mut moved)
                     .await
             }
         };
@@ -213,9 +220,12 @@ impl<D: Downstream> Stream<'_, D> {
         shard.pools.give_vec(ubuf);
         match end {
             BodyEnd::Done => {
-                // Only after a complete, delimited exchange.
-                if !resp.close && !leftover && resp.framing != Framing::UntilClose {
-                    shard.upstreams.release(up, cluster, info.start);
+                // Only after a complete, delimited exchange (an HTTP/2 stream's place goes
+                // back as it drops).
+                if let UpstreamSide::H1(up) = up {
+                    if !resp.close && !leftover && resp.framing != Framing::UntilClose {
+                        shard.upstreams.release(up, cluster, info.start);
+                    }
                 }
                 !close
             }
