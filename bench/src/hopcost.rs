@@ -29,9 +29,10 @@ USAGE:
     rate against each, in rounds, rotating the order every round.
 
 OPTIONS:
-        --protocol P       tcp (echo exchanges; proxies in TCP mode) or http1 (proxies in HTTP
-                           mode: zerohop and Envoy run the same HTTP connection manager config)
-                           [default: tcp]
+        --protocol P       tcp (echo exchanges; proxies in TCP mode), http1 (proxies in HTTP
+                           mode: zerohop and Envoy run the same HTTP connection manager config),
+                           h2c (h2c clients, HTTP/1.1 upstream) or h2c-h2 (h2c clients, HTTP/2
+                           upstream; nginx cannot, leave it out) [default: tcp]
         --targets LIST     direct,zerohop,haproxy,nginx,envoy (any of them; haproxy+splice too)
                            [default: all five]
         --rate N           requests (exchanges) per second [default: 2000]
@@ -89,7 +90,13 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
                 a.mode = match p.value()?.string()?.as_str() {
                     "tcp" => Mode::Tcp,
                     "http1" => Mode::Http,
-                    other => return Err(format!("--protocol {other:?}: tcp or http1").into()),
+                    "h2c" => Mode::H2c { upstream_h2: false },
+                    "h2c-h2" => Mode::H2c { upstream_h2: true },
+                    other => {
+                        return Err(
+                            format!("--protocol {other:?}: tcp, http1, h2c or h2c-h2").into()
+                        )
+                    }
                 }
             }
             Long("targets") => a.targets = targets::parse_targets(&p.value()?.string()?)?,
@@ -190,6 +197,7 @@ pub fn run(a: &Args) -> Result<String, String> {
             crate::upstreams::http_server(load_cpu, a.body),
             Proto::Http1,
         ),
+        Mode::H2c { .. } => (crate::upstreams::http_server(load_cpu, a.body), Proto::H2c),
     };
     let samples = targets::Lineup {
         kinds: &a.targets,
@@ -249,6 +257,11 @@ fn write_report(a: &Args, samples: &[Vec<Sample>]) -> String {
     let what = match a.mode {
         Mode::Tcp => format!("TCP echo exchanges of {} B", a.size.unwrap_or(64)),
         Mode::Http | Mode::HttpGzip => format!("HTTP/1.1 GETs, {} B responses", a.body),
+        Mode::H2c { upstream_h2 } => format!(
+            "h2c GETs (one stream at a time per connection), {} B responses, HTTP/{} upstream",
+            a.body,
+            if upstream_h2 { "2" } else { "1.1" }
+        ),
     };
     let _ = writeln!(
         r,

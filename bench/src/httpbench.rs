@@ -36,6 +36,10 @@ OPTIONS:
                            gzip`; every proxy compresses with gzip at level 1, 32 KiB window
                            (zerohop and Envoy: envoy.filters.http.compressor; HAProxy:
                            compression algo gzip; nginx: gzip on); direct is uncompressed
+        --protocol P       http1, h2c (clients speak h2c: HTTP/1.1 upstream) or h2c-h2 (h2c
+                           both ways; nginx cannot proxy HTTP/2 upstream: leave it out)
+                           [default: http1]
+        --streams N        h2c: concurrent streams per connection [default: 10]
         --out FILE         also write the report to FILE
 ";
 
@@ -48,6 +52,9 @@ pub struct Args {
     tools: Tools,
     out: Option<std::path::PathBuf>,
     gzip: bool,
+    /// `Mode::Http`, or `Mode::H2c`.
+    mode: Mode,
+    streams: usize,
 }
 
 pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
@@ -61,6 +68,8 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
         tools: Tools::default(),
         out: None,
         gzip: false,
+        mode: Mode::Http,
+        streams: 10,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
@@ -76,6 +85,17 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
             Long("rounds") => a.rounds = p.value()?.parse()?,
             Long("out") => a.out = Some(p.value()?.into()),
             Long("gzip") => a.gzip = true,
+            Long("protocol") => {
+                a.mode = match p.value()?.string()?.as_str() {
+                    "http1" => Mode::Http,
+                    "h2c" => Mode::H2c { upstream_h2: false },
+                    "h2c-h2" => Mode::H2c { upstream_h2: true },
+                    other => {
+                        return Err(format!("--protocol {other:?}: http1, h2c or h2c-h2").into())
+                    }
+                }
+            }
+            Long("streams") => a.streams = p.value()?.parse()?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 std::process::exit(0);
@@ -83,8 +103,11 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
-    if a.rounds == 0 || a.connections == 0 || a.sizes.is_empty() {
-        return Err("--rounds, --connections and --sizes must be non-empty".into());
+    if a.rounds == 0 || a.connections == 0 || a.sizes.is_empty() || a.streams == 0 {
+        return Err("--rounds, --connections, --streams and --sizes must be non-empty".into());
+    }
+    if a.gzip && a.mode != Mode::Http {
+        return Err("--gzip is measured over HTTP/1.1 only".into());
     }
     Ok(a)
 }
@@ -104,16 +127,28 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 pub fn run(a: &Args) -> Result<String, String> {
-    crate::hopcost::check_available(&a.targets, Mode::Http, &a.tools)?;
+    crate::hopcost::check_available(&a.targets, a.mode, &a.tools)?;
     let mode = match a.gzip {
         true => Mode::HttpGzip,
-        false => Mode::Http,
+        false => a.mode,
+    };
+    let (proto, streams, what) = match a.mode {
+        Mode::H2c { upstream_h2 } => (
+            Proto::H2c,
+            a.streams,
+            format!(
+                "h2c ({} concurrent streams per connection) to the proxy, HTTP/{} to the upstream",
+                a.streams,
+                if upstream_h2 { "2" } else { "1.1" }
+            ),
+        ),
+        _ => (Proto::Http1, 1, "HTTP/1.1 keep-alive".to_owned()),
     };
     let (proxy_cpu, load_cpu) = targets::cpus();
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "HTTP/1.1 keep-alive, closed loop over {} connections, {} rounds x {} s per target and size (after 1 s warm-up), order rotated each round. Proxies: one worker pinned to one CPU; load and upstream on the other.{}\n",
+        "{what}, closed loop over {} connections, {} rounds x {} s per target and size (after 1 s warm-up), order rotated each round. Proxies: one worker pinned to one CPU; load and upstream on the other.{}\n",
         a.connections, a.rounds, a.duration,
         match a.gzip {
             true => " Text responses, compressed by each proxy with gzip (level 1, 32 KiB window); direct is uncompressed.",
@@ -135,7 +170,7 @@ pub fn run(a: &Args) -> Result<String, String> {
         .interleaved(a.rounds, &format!("{size} B, "), |t| {
             let spec = Spec {
                 connections: a.connections,
-                streams: 1,
+                streams,
                 cpus: load_cpu.map(|c| vec![c.id]).unwrap_or_default(),
                 duration: Duration::from_secs_f64(a.duration),
                 warmup: Duration::from_secs(1),
@@ -144,7 +179,7 @@ pub fn run(a: &Args) -> Result<String, String> {
                     true => vec![("Accept-Encoding".into(), "gzip".into())],
                     false => Vec::new(),
                 },
-                ..Spec::new(Proto::Http1, t.front, 0.0)
+                ..Spec::new(proto, t.front, 0.0)
             };
             // Proxy CPU at the end of the warm-up second and at the end of the run.
             let mut marks: Vec<f64> = Vec::new();

@@ -40,6 +40,13 @@ pub enum Mode {
     /// HTTP, every proxy compressing text responses with gzip at level 1 and a 32 KiB
     /// window (HAProxy's and nginx's defaults; Envoy and zerohop set to match).
     HttpGzip,
+    /// h2c (prior knowledge) from the client; to the upstream HTTP/1.1, or HTTP/2 when
+    /// `upstream_h2` (nginx cannot proxy HTTP/2 upstream, so it is left out then). zerohop
+    /// and Envoy: `codec_type: AUTO`, 100 concurrent streams; HAProxy: `proto h2`; nginx:
+    /// `listen ... http2`.
+    H2c {
+        upstream_h2: bool,
+    },
 }
 
 /// Where the proxy binaries are.
@@ -227,8 +234,7 @@ pub fn start(
             let resilient = kind == Kind::ZerohopResilient;
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                Mode::Http => envoy_http_config(port, upstream, false, resilient),
-                Mode::HttpGzip => envoy_http_config(port, upstream, true, resilient),
+                _ => envoy_http_config(port, upstream, mode, resilient),
             };
             std::fs::write(&cfg, yaml).unwrap();
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
@@ -261,8 +267,7 @@ pub fn start(
         Kind::Envoy => {
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                Mode::Http => envoy_http_config(port, upstream, false, false),
-                Mode::HttpGzip => envoy_http_config(port, upstream, true, false),
+                _ => envoy_http_config(port, upstream, mode, false),
             };
             std::fs::write(&cfg, yaml).unwrap();
             with_cpu(envoy_command(tools, &cfg), proxy_cpu)
@@ -359,9 +364,13 @@ fn with_cpu(c: Command, cpu: usize) -> Command {
 }
 
 fn haproxy_config(mode: Mode, port: u16, upstream: SocketAddr, splice: bool) -> String {
+    let (bind, server) = match mode {
+        Mode::H2c { upstream_h2 } => (" proto h2", if upstream_h2 { " proto h2" } else { "" }),
+        _ => ("", ""),
+    };
     let (compression, mode) = match mode {
         Mode::Tcp => ("", "tcp"),
-        Mode::Http => ("", "http"),
+        Mode::Http | Mode::H2c { .. } => ("", "http"),
         Mode::HttpGzip => (
             "  compression algo gzip\n  compression type text/plain\n",
             "http",
@@ -372,7 +381,7 @@ fn haproxy_config(mode: Mode, port: u16, upstream: SocketAddr, splice: bool) -> 
         .maximum
         .map_or(30_000, |m| (m.saturating_sub(64) / 2).min(30_000));
     format!(
-        "global\n  nbthread 1\n  maxconn {maxconn}\n\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{}\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\nbackend b\n{compression}  server s1 {upstream}\n",
+        "global\n  nbthread 1\n  maxconn {maxconn}\n\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n{}\nfrontend f\n  bind 127.0.0.1:{port}{bind}\n  default_backend b\n\nbackend b\n{compression}  server s1 {upstream}{server}\n",
         if splice { "  option splice-auto\n" } else { "" }
     )
 }
@@ -389,21 +398,37 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
         Mode::Tcp => format!(
             "load_module {NGINX_STREAM_MODULE};\n{head}stream {{\n  server {{\n    listen 127.0.0.1:{port};\n    proxy_pass {upstream};\n  }}\n}}\n"
         ),
-        Mode::Http | Mode::HttpGzip => format!(
+        Mode::Http | Mode::HttpGzip | Mode::H2c { .. } => format!(
             "{head}http {{\n  access_log off;{}\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream u {{\n    server {upstream};\n    keepalive 64;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://u;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
             match mode {
                 Mode::HttpGzip => "\n  gzip on;\n  gzip_types text/plain;\n  gzip_proxied any;\n  gzip_comp_level 1;\n  gzip_min_length 30;",
+                Mode::H2c { .. } => "\n  http2_max_concurrent_streams 100;",
                 _ => "",
             }
-        ),
+        ).replace(&format!("listen 127.0.0.1:{port};"), &match mode {
+            Mode::H2c { .. } => format!("listen 127.0.0.1:{port} http2;"),
+            _ => format!("listen 127.0.0.1:{port};"),
+        }),
     }
 }
 
 /// The HTTP connection manager with one route to the upstream: Envoy and zerohop both run it.
 /// `resilient` adds a retry policy (with a per-try timeout) to the route, and explicit
 /// circuit breakers and outlier detection to the cluster, none of which the benchmark's
-/// traffic triggers.
-fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool, resilient: bool) -> String {
+/// traffic triggers. In `H2c` mode the listener takes h2c (AUTO, 100 streams, as zerohop's
+/// default) and the cluster may speak HTTP/2.
+fn envoy_http_config(port: u16, upstream: SocketAddr, mode: Mode, resilient: bool) -> String {
+    let gzip = mode == Mode::HttpGzip;
+    let (codec, protocol) = match mode {
+        Mode::H2c { upstream_h2 } => (
+            "          codec_type: AUTO\n          http2_protocol_options: { max_concurrent_streams: 100, initial_stream_window_size: 65536, initial_connection_window_size: 1048576 }\n",
+            match upstream_h2 {
+                true => "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: { http2_protocol_options: { initial_stream_window_size: 65536, initial_connection_window_size: 1048576 } }\n",
+                false => "",
+            },
+        ),
+        _ => ("", ""),
+    };
     let (retry, breakers, limit) = match resilient {
         true => (
             ", retry_policy: { retry_on: \"5xx,reset,connect-failure\", num_retries: 2, per_try_timeout: 5s }",
@@ -445,7 +470,7 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool, resilient: boo
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: front
-          route_config:
+{codec}          route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
@@ -459,7 +484,7 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, gzip: bool, resilient: boo
   clusters:
   - name: upstream
     connect_timeout: 5s
-{breakers}    load_assignment:
+{protocol}{breakers}    load_assignment:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:

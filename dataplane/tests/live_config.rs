@@ -212,6 +212,11 @@ fn control_starts_from_the_snapshot_cache_when_its_config_is_unusable() {
     let yaml = tcp_proxy_config(&[up], "", "1s");
     {
         let _first = Control::start(&yaml, &["--snapshot-cache", cache.to_str().unwrap()]);
+        // The cache is written after the publish the start waits for.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cache.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     assert!(cache.exists());
     // A new control on a fresh segment, with a config file that is now broken.

@@ -161,6 +161,15 @@ pub(super) fn http2_protocol_options(
         &mut out.initial_connection_window_size,
     )?;
     bounded("hpack_table_size", 0, u32::MAX, &mut out.hpack_table_size)?;
+    // The h2 codec answers a malformed request by resetting its stream (Envoy's behaviour
+    // with `true`); closing the whole connection instead (`false`) is not available.
+    let field = "override_stream_error_on_invalid_http_message";
+    if o.has_field_by_name(field) && !super::http::bool_value(o, field, true) {
+        return Err(ConfigError::at(
+            at("override_stream_error_on_invalid_http_message"),
+            "false is not supported by zerohop: a malformed HTTP/2 request resets its stream only (as with true)",
+        ));
+    }
     if let Some(k) = msg(o, "connection_keepalive") {
         let kat = at("connection_keepalive");
         let interval = msg(k, "interval")

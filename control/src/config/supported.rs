@@ -69,6 +69,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "initial_connection_window_size",
             "hpack_table_size",
             "connection_keepalive",
+            "override_stream_error_on_invalid_http_message",
         ],
     ),
     (

@@ -300,6 +300,12 @@ fn http_config_errors_name_the_field() {
         ),
         (
             "codec_type: AUTO",
+            "codec_type: HTTP2\n          http2_protocol_options: { override_stream_error_on_invalid_http_message: false }",
+            ".http2_protocol_options.override_stream_error_on_invalid_http_message",
+            "false is not supported",
+        ),
+        (
+            "codec_type: AUTO",
             "codec_type: HTTP2\n          http2_protocol_options: { connection_keepalive: { interval: 1s } }",
             ".http2_protocol_options.connection_keepalive.timeout",
             "needs a timeout",

@@ -137,7 +137,9 @@ pub async fn run(shard: &Rc<Shard>, mut conn: Connection, stream: TcpStream, ear
                 monoio::spawn(stream.serve(req, respond));
             }
             Event::Accepted(Some(Err(e))) => {
-                if e.is_go_away() || e.is_io() {
+                // The client's own GOAWAY, or its socket: an ordinary end. Anything else
+                // is the codec refusing what the client sent (a flood, a protocol error).
+                if e.is_io() || (e.is_go_away() && e.is_remote()) {
                     log::debug!("HTTP/2 connection ended: {e}");
                 } else {
                     shard.stats.inc(Counter::DownstreamRqMalformed);
@@ -248,8 +250,9 @@ impl StreamTask {
             }
         };
         let mut timer = std::pin::pin!(monoio::time::sleep_until(far_future().into()));
-        conn.serve(shard, &mut down, timer.as_mut(), &request, started)
-            .await;
+        // Boxed: the stream's state machine is several KiB; inline, spawning each stream's
+        // task would copy all of it.
+        Box::pin(conn.serve(shard, &mut down, timer.as_mut(), &request, started)).await;
         if !down.answered() {
             down.reset();
         }

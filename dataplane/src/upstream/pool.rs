@@ -33,8 +33,11 @@ pub struct PoolKey {
     pub transport: TransportSocket,
 }
 
-/// Idle connections kept per endpoint; beyond this they are closed.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// Idle connections kept per endpoint; beyond this they are closed. Envoy keeps every idle
+/// connection (its `max_connections` breaker, 1,024 by default, bounds them): a cap well
+/// under the concurrency an HTTP/2 client brings (many streams, each on its own HTTP/1.1
+/// upstream connection) made the pool close and reopen connections on every request.
+pub const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 /// A connection idle for less than this is reused without a liveness check (a syscall):
 /// upstreams close idle connections after seconds, not microseconds, and a request without
 /// a body that meets a just-closed connection is sent again on a new one.
