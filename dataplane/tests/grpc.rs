@@ -19,7 +19,19 @@ use support::http::{http_bootstrap, observed, upstream};
 use support::Proxy;
 
 /// The grpcio server; ends when dropped (its stdin closes).
-struct GrpcServer(Child, u16);
+struct GrpcServer(Child, u16, Option<BufReader<std::process::ChildStdout>>);
+
+impl GrpcServer {
+    /// Sets its health (a named server's): `SERVING` or `NOT_SERVING`.
+    fn set(&mut self, status: &str) {
+        use std::io::Write;
+        let stdin = self.0.stdin.as_mut().unwrap();
+        writeln!(stdin, "{status}").unwrap();
+        let mut line = String::new();
+        self.2.as_mut().unwrap().read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ok");
+    }
+}
 
 impl Drop for GrpcServer {
     fn drop(&mut self) {
@@ -28,20 +40,21 @@ impl Drop for GrpcServer {
     }
 }
 
-fn grpc_server(python: &std::path::Path) -> GrpcServer {
+/// The grpcio server; `name`: it also serves grpc.health.v1 and answers `who` with it.
+fn grpc_server(python: &std::path::Path, name: Option<&str>) -> GrpcServer {
     let mut child = Command::new(python)
         .arg(peer_script())
         .arg("server")
+        .args(name)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("grpc server");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
     let port = line.trim().parse().expect("the server's port");
-    GrpcServer(child, port)
+    GrpcServer(child, port, Some(out))
 }
 
 fn peer_script() -> std::path::PathBuf {
@@ -96,7 +109,7 @@ fn grpc_through_http2_as_envoys() {
     let Some(python) = support::xds::grpc_python() else {
         return;
     };
-    let server = grpc_server(&python);
+    let server = grpc_server(&python, None);
     for deprecated in [false, true] {
         let cfg = config(server.1, deprecated);
         let proxy = Proxy::start(&cfg);
@@ -225,4 +238,71 @@ fn http_to_an_http2_upstream_as_envoys() {
         }
     }
     assert_eq!(z, e, "zerohop and Envoy differ");
+}
+
+/// Which servers `n` `who` calls through `addr` reached, counted.
+fn who(python: &std::path::Path, addr: SocketAddr, n: usize) -> serde_json::Value {
+    let out = Command::new(python)
+        .arg(peer_script())
+        .args(["who", &addr.to_string(), &n.to_string()])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `grpc_health_check` on an HTTP/2 cluster of two grpcio servers: one set NOT_SERVING
+/// stops getting calls, and gets them again once SERVING; zerohop and Envoy alike.
+#[test]
+fn grpc_health_checks_as_envoys() {
+    let Some(python) = support::xds::grpc_python() else {
+        return;
+    };
+    let (mut a, b) = (
+        grpc_server(&python, Some("a")),
+        grpc_server(&python, Some("b")),
+    );
+    let hc = "    health_checks: [ { timeout: 1s, interval: 0.2s, no_traffic_interval: 0.2s, unhealthy_threshold: 1, healthy_threshold: 1, grpc_health_check: {} } ]\n";
+    let clusters = format!(
+        "  - name: up\n    type: STATIC\n{H2}{hc}    load_assignment:\n      cluster_name: up\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
+        a.1, b.1
+    );
+    let cfg = http_bootstrap(
+        "",
+        0,
+        "          codec_type: AUTO\n",
+        "              - { match: { prefix: \"/\" }, route: { cluster: up } }\n",
+        &clusters,
+    );
+    let proxy = Proxy::start(&cfg);
+    let envoy = envoy::available().then(|| envoy::start(&cfg));
+    let mut addrs = vec![("zerohop", proxy.addr("web"))];
+    if let Some((_, addr)) = &envoy {
+        addrs.push(("envoy", *addr));
+    }
+    // Both healthy (the first checks pass within the interval).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for (name, addr) in &addrs {
+        let seen = who(&python, *addr, 20);
+        assert!(
+            seen.get("a").is_some() && seen.get("b").is_some(),
+            "{name}: {seen}"
+        );
+    }
+    a.set("NOT_SERVING");
+    // Past Envoy's balancer lag behind its own health flags (about a second).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for (name, addr) in &addrs {
+        let seen = who(&python, *addr, 20);
+        assert_eq!(seen, serde_json::json!({ "b": 20 }), "{name}");
+    }
+    a.set("SERVING");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for (name, addr) in &addrs {
+        let seen = who(&python, *addr, 20);
+        assert!(
+            seen.get("a").is_some() && seen.get("b").is_some(),
+            "{name}: {seen}"
+        );
+    }
 }

@@ -11,6 +11,11 @@ stdin closes:
   Bidi          answers each message with `echo:<message>`.
 `peer.py client HOST:PORT` runs the suite against HOST:PORT and prints one JSON object per
 case: its code, details, a digest of what came back, the trailing metadata it carried.
+
+`peer.py server NAME` also serves grpc.health.v1.Health (overall status SERVING; a line
+`SERVING` or `NOT_SERVING` on stdin sets it, answered `ok`), and answers a Unary `who`
+with NAME. `peer.py who HOST:PORT N` makes N `who` calls and prints the names, counted, as
+JSON.
 """
 import hashlib
 import json
@@ -24,8 +29,13 @@ import grpc
 SERVICE = "zh.Test"
 
 
+NAME = None
+
+
 def unary(request, context):
     text = request.decode("latin-1")
+    if text == "who":
+        return (NAME or "?").encode()
     if text.startswith("sleep:"):
         deadline = time.time() + float(text.split(":")[1])
         while time.time() < deadline and context.is_active():
@@ -69,11 +79,34 @@ def serve():
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    health = None
+    if NAME is not None:
+        from grpc_health.v1 import health as h, health_pb2, health_pb2_grpc
+        health = h.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        health.set("", health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
-    sys.stdin.read()
+    for line in sys.stdin:
+        if health is not None and line.strip() in ("SERVING", "NOT_SERVING"):
+            from grpc_health.v1 import health_pb2
+            health.set("", health_pb2.HealthCheckResponse.ServingStatus.Value(line.strip()))
+            print("ok", flush=True)
     server.stop(0)
+
+
+def who(target, n):
+    ch = grpc.insecure_channel(target)
+    u = ch.unary_unary("/%s/Unary" % SERVICE)
+    counts = {}
+    for _ in range(n):
+        try:
+            name = u(b"who", timeout=5).decode()
+        except grpc.RpcError as e:
+            name = e.code().name
+        counts[name] = counts.get(name, 0) + 1
+    print(json.dumps(counts, sort_keys=True), flush=True)
 
 
 def digest(data):
@@ -182,6 +215,10 @@ def client(target):
 
 if __name__ == "__main__":
     if sys.argv[1] == "server":
+        if len(sys.argv) > 2:
+            NAME = sys.argv[2]
         serve()
+    elif sys.argv[1] == "who":
+        who(sys.argv[2], int(sys.argv[3]))
     else:
         client(sys.argv[2])

@@ -221,6 +221,8 @@ mod dns_tests;
 #[cfg(test)]
 pub(crate) mod dynamic_tests;
 #[cfg(test)]
+mod http2_tests;
+#[cfg(test)]
 mod http_tests;
 #[cfg(test)]
 mod tests;

@@ -30,19 +30,13 @@ pub async fn serve(
     http: Arc<HttpPlan>,
     accepted: Accepted,
 ) {
-    let Accepted {
-        stream,
-        facts,
-        guard,
-    } = accepted;
+    let (mut conn, stream, guard) = Connection::accept(cfg, &listener, http, accepted);
     let shard: &Rc<Shard> = guard.shard();
-    let _ = stream.set_nodelay(true);
     // Only the downstream socket is registered for the drain deadline: upstream
     // connections change per request (idle ones belong to the shard's pool), and shutting
     // the downstream one ends whatever exchange is in flight.
     let fd = stream.as_raw_fd();
     let _tracked = Tracked::new(&listener, [fd, fd]);
-    let mut conn = Connection::new(cfg, listener.clone(), http, facts, stream.peer_addr().ok());
     let mut down = ServerConn::new(stream);
     // The one timer every wait of this connection moves to its own deadline: usually a
     // cheap extension of an entry already in the timer wheel.

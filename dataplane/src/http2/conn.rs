@@ -46,17 +46,11 @@ pub async fn serve(
     http: Arc<HttpPlan>,
     accepted: Accepted,
 ) {
-    let Accepted {
-        stream,
-        facts,
-        guard,
-    } = accepted;
-    let shard: &Rc<Shard> = guard.shard();
-    let _ = stream.set_nodelay(true);
+    let (conn, stream, guard) = Connection::accept(cfg, &listener, http, accepted);
+    // The downstream socket is shut at the drain deadline, whatever its streams are doing.
     let fd = stream.as_raw_fd();
     let _tracked = Tracked::new(&listener, [fd, fd]);
-    let conn = Connection::new(cfg, listener.clone(), http, facts, stream.peer_addr().ok());
-    run(shard, conn, stream, Vec::new()).await;
+    run(guard.shard(), conn, stream, Vec::new()).await;
 }
 
 /// Serves `stream` as HTTP/2 for `conn`; `early` is what was read of it already (the start

@@ -56,6 +56,26 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Takes on `accepted`, a connection accepted on `listener` whose chain ends in `http`
+    /// (of generation `cfg`), for a codec shell: the socket set for small writes (no Nagle
+    /// delay), the connection's state, and its place among the shard's active connections.
+    pub fn accept(
+        cfg: Rc<ShardConfig>,
+        listener: &Rc<BoundListener>,
+        http: Arc<HttpPlan>,
+        accepted: crate::conn::Accepted,
+    ) -> (Connection, TcpStream, crate::conn::ActiveGuard) {
+        let crate::conn::Accepted {
+            stream,
+            facts,
+            guard,
+        } = accepted;
+        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
+        let conn = Connection::new(cfg, listener.clone(), http, facts, peer);
+        (conn, stream, guard)
+    }
+
     /// Takes on a connection accepted on `listener` whose chain ends in `http`, of
     /// generation `cfg`.
     pub fn new(
