@@ -17,6 +17,8 @@ use support::Proxy;
 fn config(codec: &str, hcm_extra: &str, upstream_port: u16) -> String {
     let hcm = format!("          codec_type: {codec}\n{hcm_extra}");
     let routes = concat!(
+        "              - match: { prefix: \"/g\", grpc: {} }\n",
+        "                direct_response: { status: 200, body: { inline_string: \"grpc\" } }\n",
         "              - match: { prefix: \"/direct\" }\n",
         "                direct_response: { status: 202, body: { inline_string: \"direct\" } }\n",
         "              - match: { prefix: \"/\", headers: [{ name: x-route, string_match: { exact: none } }] }\n",
@@ -79,6 +81,17 @@ fn observe(addr: SocketAddr) -> Vec<String> {
         ),
         ("big response", curl(addr, "/big/1000000", &[], None)),
         ("no route", curl(addr, "/n", &["-H", "x-no-route: 1"], None)),
+        // `match.grpc`: only a gRPC request takes the route (its answer gRPC-shaped).
+        ("grpc route, plain request", curl(addr, "/g", &[], None)),
+        (
+            "grpc route, gRPC request",
+            curl(
+                addr,
+                "/g",
+                &["-H", "content-type: application/grpc", "-H", "te: trailers"],
+                None,
+            ),
+        ),
         ("direct", curl(addr, "/direct", &[], None)),
         (
             "header route",
@@ -126,6 +139,9 @@ fn observe(addr: SocketAddr) -> Vec<String> {
             seen.push(format!("upstream body {tail:?}"));
         } else {
             seen.push(format!("{} bytes", r.body.len()));
+            for h in ["content-type", "grpc-status", "grpc-message"] {
+                seen.push(format!("{h}: {:?}", r.header(h)));
+            }
         }
         // The proxy's own address (the request's authority) differs between the two.
         let here = addr.to_string();

@@ -183,6 +183,7 @@ fn route(
         headers,
         query_parameters,
         runtime_fraction,
+        grpc: m.has_field_by_name("grpc"),
     };
     let action = if let Some(ra) = msg(r, "route") {
         let mut f = forward(ra, &format!("{path}.route"), clusters)?;

@@ -456,8 +456,10 @@ const FIELDS: &[(&str, &[&str])] = &[
             "headers",
             "query_parameters",
             "runtime_fraction",
+            "grpc",
         ],
     ),
+    ("envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions", &[]),
     (
         "envoy.config.route.v3.HeaderMatcher",
         &[

@@ -161,6 +161,15 @@ pub struct RequestOut<'a> {
     pub upgrade: Option<&'a [u8]>,
 }
 
+/// Whether a `content-type` is gRPC's as Envoy tells it: `application/grpc`, or
+/// `application/grpc+<codec>` (not gRPC-Web).
+pub fn is_grpc_content_type(ct: &str) -> bool {
+    let ct = ct.as_bytes();
+    ct.len() >= 16
+        && ct[..16].eq_ignore_ascii_case(b"application/grpc")
+        && matches!(ct.get(16), None | Some(b'+') | Some(b';'))
+}
+
 /// The comma-separated tokens of a header value, trimmed (compare them case-insensitively).
 pub fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&b| b == b',')

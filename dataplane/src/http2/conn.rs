@@ -73,6 +73,9 @@ pub async fn run(shard: &Rc<Shard>, mut conn: Connection, stream: TcpStream, ear
         .initial_connection_window_size(o.initial_connection_window_size)
         .header_table_size(o.hpack_table_size)
         .max_header_list_size(hcm.max_request_headers_bytes)
+        // What a stream may hold queued beyond the client's window: a client that stops
+        // reading (a zero window) keeps this much per stream, and its upstream waits.
+        .max_send_buffer_size(o.initial_stream_window_size as usize)
         .max_pending_accept_reset_streams(MAX_PENDING_RESETS);
     let (keepalive, idle_timeout) = (o.keepalive, hcm.idle_timeout);
     // The preface and SETTINGS within the request-headers timeout (else the idle timeout).

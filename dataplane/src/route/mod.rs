@@ -204,6 +204,8 @@ pub struct Route {
     /// `runtime_fraction` (numerator, denominator): matches when the request's random draw
     /// modulo the denominator falls below the numerator, as Envoy's `featureEnabled`.
     fraction: Option<(u64, u64)>,
+    /// `match.grpc`: only gRPC requests.
+    grpc: bool,
     pub action: Action,
     /// Route, then virtual host, then route configuration level: applied in that order.
     pub edits: Vec<HeaderEdits>,
@@ -361,6 +363,7 @@ impl RouteTable {
                     fraction: m
                         .runtime_fraction
                         .map(|f| (u64::from(f.numerator), u64::from(f.denominator).max(1))),
+                    grpc: m.grpc,
                     action,
                     edits_requests: levels.iter().any(HeaderEdits::edits_requests),
                     edits_responses: levels.iter().any(HeaderEdits::edits_responses),
@@ -444,6 +447,9 @@ impl Route {
             PathMatcher::Path(p) => eq(req.path.as_bytes(), p.as_bytes(), !self.case_sensitive),
         };
         path_ok
+            && (!self.grpc
+                || (req.header)("content-type")
+                    .is_some_and(crate::http::message::is_grpc_content_type))
             && self.fraction.is_none_or(|(n, d)| req.random % d < n)
             && self.headers.iter().all(|h| h.matches(req.header))
             && self.query.iter().all(|(name, rule)| {

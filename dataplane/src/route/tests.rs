@@ -31,6 +31,7 @@ fn route(name: &str, path: PathMatch, action: RouteAction) -> zerohop_proto::Rou
             headers: vec![],
             query_parameters: vec![],
             runtime_fraction: None,
+            grpc: false,
         },
         action,
         headers: HeaderEdits::default(),

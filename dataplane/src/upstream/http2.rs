@@ -156,7 +156,8 @@ pub async fn handshake(
         .enable_push(false)
         .initial_window_size(opts.initial_stream_window_size)
         .initial_connection_window_size(opts.initial_connection_window_size)
-        .header_table_size(opts.hpack_table_size);
+        .header_table_size(opts.hpack_table_size)
+        .max_send_buffer_size(opts.initial_stream_window_size as usize);
     let (send, mut conn) = builder.handshake::<_, Bytes>(io).await.map_err(|e| {
         stats.inc(Counter::UpstreamCxConnectFail);
         log::debug!("HTTP/2 handshake with {}: {e}", key.endpoint);

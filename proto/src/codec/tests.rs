@@ -136,6 +136,7 @@ fn http_listener() -> Listener {
                 numerator: 5,
                 denominator: 10_000,
             }),
+            grpc: true,
         },
         action,
         headers: edits.clone(),

@@ -81,6 +81,8 @@ pub struct RouteMatch {
     /// `runtime_fraction`, with the runtime's value already read by control: the route
     /// matches a request only for that fraction of requests (drawn per request).
     pub runtime_fraction: Option<Fraction>,
+    /// `grpc`: only gRPC requests (`content-type: application/grpc...`) match.
+    pub grpc: bool,
 }
 
 /// Envoy's `FractionalPercent`: `numerator` out of `denominator` (100, 10,000 or 1,000,000).

@@ -31,6 +31,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
             headers: vec![],
             query_parameters: vec![],
             runtime_fraction: None,
+            grpc: false,
         },
         action: RouteAction::Forward(Forward {
             upgrades: vec![],

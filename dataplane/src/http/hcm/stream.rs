@@ -77,7 +77,9 @@ impl<'a, D: Downstream> Stream<'a, D> {
     /// stays open for the next request.
     pub async fn serve(mut self, req: &Request, info: &mut StreamInfo<'a>) -> bool {
         self.shard.stats.inc(Counter::DownstreamRqTotal);
-        self.grpc = is_grpc(req);
+        self.grpc = req
+            .header("content-type")
+            .is_some_and(crate::http::message::is_grpc_content_type);
         let http: &'a HttpPlan = self.http;
         // The path as the connection manager normalizes it, before anything reads it.
         let normalized;
@@ -525,17 +527,6 @@ fn streamed_body<'b, D: Downstream>(
 fn response_edits<'r>(route: &'r Route, mut headers: HeaderList<'r>) -> HeaderList<'r> {
     apply_edits(&mut headers, &route.edits, true);
     headers
-}
-
-/// Whether `req` is a gRPC request as Envoy tells one (`application/grpc`, or
-/// `application/grpc+<codec>`; not gRPC-Web).
-fn is_grpc(req: &Request) -> bool {
-    req.header("content-type").is_some_and(|ct| {
-        let ct = ct.as_bytes();
-        ct.len() >= 16
-            && ct[..16].eq_ignore_ascii_case(b"application/grpc")
-            && matches!(ct.get(16), None | Some(b'+') | Some(b';'))
-    })
 }
 
 /// `downstream_rq_<N>xx`.
