@@ -69,12 +69,12 @@ impl Downstream for ServerConn {
         let relay = async {
             let to = match to {
                 BodySink::H1(to) => to,
-                // To an HTTP/2 stream: decoded, as DATA.
+                // To an HTTP/2 stream: decoded, as DATA. Boxed, as every relay to or from an
+                // HTTP/2 stream here: the HTTP/1.1 path's futures keep their size.
                 BodySink::H2(send) => {
-                    return crate::http2::body::h1_to_data(
-                        from, &mut buf, framing, send, last, moved,
-                    )
-                    .await
+                    let relay =
+                        crate::http2::body::h1_to_data(from, &mut buf, framing, send, last, moved);
+                    return Box::pin(relay).await;
                 }
             };
             match framing {
@@ -140,7 +140,7 @@ impl Downstream for ServerConn {
                 let relay = crate::http2::body::data_to_h1(
                     recv, &mut early, to, chunked, last, moved, &mut out,
                 );
-                let end = within(relay, timer, last, idle, deadline)
+                let end = Box::pin(within(relay, timer, last, idle, deadline))
                     .await
                     .unwrap_or(BodyEnd::TimedOut);
                 shard.pools.give_vec(out);

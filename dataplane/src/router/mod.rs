@@ -370,8 +370,12 @@ pub async fn forward<'g, D: Downstream>(
             UpstreamProtocol::Http1(_) => {
                 h1::attempt(&attempt, out, &mut head, info, timer.as_mut()).await
             }
+            // Boxed: its state (a stream, a handshake) would otherwise make every request's
+            // future larger, HTTP/1.1's too.
             UpstreamProtocol::Http2(_, opts) => {
-                h2::attempt(&attempt, opts, out, &request, &own, info, timer.as_mut()).await
+                let attempt =
+                    h2::attempt(&attempt, opts, out, &request, &own, info, timer.as_mut());
+                Box::pin(attempt).await
             }
         };
         let next = match attempted {
