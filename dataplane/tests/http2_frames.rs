@@ -21,10 +21,16 @@ use support::http::{http_bootstrap, static_cluster, upstream};
 use support::Proxy;
 
 fn cases(python: &std::path::Path, addr: SocketAddr) -> Vec<Value> {
+    run(python, addr, &[])
+}
+
+/// tests/h2/raw.py against `addr`, only the cases `only` if any.
+fn run(python: &std::path::Path, addr: SocketAddr, only: &[&str]) -> Vec<Value> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/h2/raw.py");
     let out = Command::new(python)
         .arg(script)
         .arg(addr.to_string())
+        .args(only)
         .output()
         .expect("raw.py");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -110,4 +116,40 @@ fn frames_and_floods_as_envoy_handles_them() {
             "Envoy's default changed"
         );
     }
+}
+
+/// A draining listener (SIGTERM) sends GOAWAY to its HTTP/2 connections and lets the streams
+/// in flight finish, then the process exits. (Envoy drains the same way, by its drain
+/// manager; its SIGTERM does not drain, so this one is zerohop's alone.)
+#[test]
+fn a_drain_sends_goaway_and_lets_streams_finish() {
+    let Some(python) = support::xds::grpc_python() else {
+        return;
+    };
+    let up = upstream("a");
+    let routes = "              - { match: { prefix: \"/\" }, route: { cluster: a } }\n";
+    let cfg = http_bootstrap(
+        "",
+        0,
+        "          codec_type: HTTP2\n",
+        routes,
+        &static_cluster("a", up.addr.port()),
+    );
+    let mut proxy = Proxy::start(&cfg);
+    let addr = proxy.addr("web");
+    let client = std::thread::spawn(move || run(&python, addr, &["drain"]));
+    // The request is out (its upstream answers after a second).
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    proxy.signal("TERM");
+    let out = client.join().unwrap();
+    let c = case(&out, "drain");
+    assert_eq!(c["goaway"], "NO_ERROR", "{c}");
+    assert_eq!(c["first_done"], true, "{c}");
+    assert!(served(c), "{c}");
+    assert!(
+        proxy
+            .wait_exit(std::time::Duration::from_secs(20))
+            .is_some(),
+        "zerohop exits once drained"
+    );
 }

@@ -5,7 +5,8 @@ streams reset (and why), the GOAWAY (and why), whether the connection was closed
 Cases: independent streams (a stream whose window is never opened must not hold back
 another), rapid reset (CVE-2023-44487), a CONTINUATION flood, a header list over the
 limit, a request without :path, a connection-specific header, a PING flood, a flood of
-empty DATA frames, and a reset of a stream waiting for its upstream.
+empty DATA frames, and a reset of a stream waiting for its upstream. `raw.py HOST:PORT drain`
+runs only the drain case: a request in flight while the caller makes the proxy drain.
 """
 import json
 import socket
@@ -215,11 +216,23 @@ def reset_waiting(addr):
     return c.report("reset while waiting", next_answered=3 in c.ended)
 
 
+def drain(addr):
+    """A request in flight while the proxy drains (the caller signals it): GOAWAY, and the
+    request still answered."""
+    c = Conn(addr)
+    c.send(c.get(1, "/slow-drain"))
+    c.pump(8, until=lambda c: 1 in c.ended)
+    c.pump(1)
+    return c.report("drain", first_done=1 in c.ended)
+
+
 if __name__ == "__main__":
     addr = sys.argv[1]
     only = sys.argv[2:]
     for f in (independent, rapid_reset, continuation_flood, too_large, no_path,
-              connection_header, ping_flood, empty_data, reset_waiting):
+              connection_header, ping_flood, empty_data, reset_waiting, drain):
+        if f is drain and "drain" not in only:
+            continue
         if only and f.__name__ not in only:
             continue
         print(json.dumps(f(addr), sort_keys=True), flush=True)
