@@ -125,15 +125,11 @@ pub async fn attempt<D: Downstream>(
                 (false, true) => Kind::UpstreamReset,
                 (false, false) => Kind::UpstreamClosed,
             };
-            // A refused stream was never processed: as a pooled connection found closed,
-            // it may go again whatever its body.
-            super::attempt::response_failed(
-                t,
-                kind.into(),
-                try_deadline,
-                refused || stream.reused,
-                false,
-            )
+            // A refused stream was never processed, but as Envoy's router, only a retry
+            // policy sends it again (`refused-stream`, `reset-before-request`, `reset`): no
+            // replay of the pool's own.
+            let reused = stream.reused && !refused;
+            super::attempt::response_failed(t, kind.into(), try_deadline, reused, false)
         }
     }
 }
