@@ -57,20 +57,20 @@ fn served(c: &Value) -> bool {
         .is_some_and(|s| s.iter().any(|v| v == 200))
 }
 
+/// One listener (`codec_type`) routing everything to the describing upstream on `port`.
+fn config(codec: &str, port: u16) -> String {
+    let routes = "              - { match: { prefix: \"/\" }, route: { cluster: a } }\n";
+    let hcm = format!("          codec_type: {codec}\n");
+    http_bootstrap("", 0, &hcm, routes, &static_cluster("a", port))
+}
+
 #[test]
 fn frames_and_floods_as_envoy_handles_them() {
     let Some(python) = support::xds::grpc_python() else {
         return;
     };
     let up = upstream("a");
-    let routes = "              - { match: { prefix: \"/\" }, route: { cluster: a } }\n";
-    let cfg = http_bootstrap(
-        "",
-        0,
-        "          codec_type: AUTO\n",
-        routes,
-        &static_cluster("a", up.addr.port()),
-    );
+    let cfg = config("AUTO", up.addr.port());
     let proxy = Proxy::start(&cfg);
     let z = cases(&python, proxy.addr("web"));
     for c in &z {
@@ -127,14 +127,7 @@ fn a_drain_sends_goaway_and_lets_streams_finish() {
         return;
     };
     let up = upstream("a");
-    let routes = "              - { match: { prefix: \"/\" }, route: { cluster: a } }\n";
-    let cfg = http_bootstrap(
-        "",
-        0,
-        "          codec_type: HTTP2\n",
-        routes,
-        &static_cluster("a", up.addr.port()),
-    );
+    let cfg = config("HTTP2", up.addr.port());
     let mut proxy = Proxy::start(&cfg);
     let addr = proxy.addr("web");
     let client = std::thread::spawn(move || run(&python, addr, &["drain"]));
