@@ -65,6 +65,27 @@ pub async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes, end: bool)
     Ok(())
 }
 
+/// Each DATA frame of `recv` (after `early`) to `sink`, as it arrives; its window goes back
+/// to the peer once the sink took it. `Sink` when the sink refuses, `Source` when the stream
+/// fails; `Ok` at its end (trailers, if any, still to read).
+async fn each_data(
+    recv: &mut RecvStream,
+    early: &mut Vec<Bytes>,
+    last: &Cell<Instant>,
+    mut sink: impl AsyncFnMut(Bytes) -> bool,
+) -> Result<(), BodyEnd> {
+    while let Some(chunk) = next_data(recv, early).await {
+        let chunk = chunk.map_err(|()| BodyEnd::Source(None))?;
+        last.set(Instant::now());
+        let n = chunk.len();
+        if !sink(chunk).await {
+            return Err(BodyEnd::Sink);
+        }
+        release(recv, n);
+    }
+    Ok(())
+}
+
 /// DATA from `recv` to an HTTP/1.1 peer `to`: as sent (`chunked` false: a declared length, or
 /// a connection delimited by its end), or as chunks ending in the stream's trailers. `out`
 /// is a scratch buffer.
@@ -77,27 +98,20 @@ pub async fn data_to_h1(
     moved: &mut u64,
     out: &mut Vec<u8>,
 ) -> BodyEnd {
-    while let Some(chunk) = next_data(recv, early).await {
-        let Ok(chunk) = chunk else {
-            return BodyEnd::Source(None);
-        };
-        last.set(Instant::now());
+    let sink = async |chunk: Bytes| {
         if chunk.is_empty() {
-            continue;
+            return true;
         }
         out.clear();
-        if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        match chunked {
+            true => crate::http::filter::compressor::chunk_into(&chunk, usize::MAX, out),
+            false => out.extend_from_slice(&chunk),
         }
-        out.extend_from_slice(&chunk);
-        if chunked {
-            out.extend_from_slice(b"\r\n");
-        }
-        if pump::send_all(to, out).await.is_err() {
-            return BodyEnd::Sink;
-        }
-        release(recv, chunk.len());
         *moved += chunk.len() as u64;
+        pump::send_all(to, out).await.is_ok()
+    };
+    if let Err(end) = each_data(recv, early, last, sink).await {
+        return end;
     }
     if chunked {
         out.clear();
@@ -123,17 +137,12 @@ pub async fn data_to_data(
     last: &Cell<Instant>,
     moved: &mut u64,
 ) -> BodyEnd {
-    while let Some(chunk) = next_data(recv, early).await {
-        let Ok(chunk) = chunk else {
-            return BodyEnd::Source(None);
-        };
-        last.set(Instant::now());
-        let n = chunk.len();
-        if send_data(send, chunk, false).await.is_err() {
-            return BodyEnd::Sink;
-        }
-        release(recv, n);
-        *moved += n as u64;
+    let sink = async |chunk: Bytes| {
+        *moved += chunk.len() as u64;
+        send_data(send, chunk, false).await.is_ok()
+    };
+    if let Err(end) = each_data(recv, early, last, sink).await {
+        return end;
     }
     let sent = match trailers(recv).await {
         Some(map) => send.send_trailers(map).map_err(|_| ()),
@@ -173,16 +182,9 @@ pub async fn data_decoded(
     last: &Cell<Instant>,
     mut sink: impl AsyncFnMut(&[u8], bool) -> bool,
 ) -> BodyEnd {
-    let mut early = Vec::new();
-    while let Some(chunk) = next_data(recv, &mut early).await {
-        let Ok(chunk) = chunk else {
-            return BodyEnd::Source(None);
-        };
-        last.set(Instant::now());
-        if !sink(&chunk, false).await {
-            return BodyEnd::Sink;
-        }
-        release(recv, chunk.len());
+    let each = async |chunk: Bytes| sink(&chunk, false).await;
+    if let Err(end) = each_data(recv, &mut Vec::new(), last, each).await {
+        return end;
     }
     match sink(&[], true).await {
         true => BodyEnd::Done,

@@ -229,7 +229,7 @@ fn mirror_all<D>(
             ..*request
         };
         let mut head = shard.pools.take_vec();
-        crate::upstream::encode_request(plan, &mut head, &copy, headers);
+        crate::upstream::encode_request(&mut head, &copy, headers);
         head.extend_from_slice(body);
         let is_head = request.method == b"HEAD";
         mirror::spawn(shard, plan.clone(), head, is_head, out.forward.timeout);
@@ -335,7 +335,7 @@ pub async fn forward<'g, D: Downstream>(
     // An HTTP/1.1 cluster's head; an HTTP/2 one's goes as HEADERS, made by its attempt.
     let http1 = matches!(cluster.cluster.protocol, UpstreamProtocol::Http1(_));
     if http1 {
-        crate::upstream::encode_request(cluster, &mut head, &request, &own);
+        crate::upstream::encode_request(&mut head, &request, &own);
         if let RequestBody::Buffered(b) = &out.body {
             head.extend_from_slice(b);
         }
@@ -477,7 +477,7 @@ pub async fn forward<'g, D: Downstream>(
         }
         if own.attempt.is_some() && http1 {
             head.clear();
-            crate::upstream::encode_request(cluster, &mut head, &request, &own);
+            crate::upstream::encode_request(&mut head, &request, &own);
             if let RequestBody::Buffered(b) = &out.body {
                 head.extend_from_slice(b);
             }

@@ -103,7 +103,6 @@ impl UpstreamConn {
 /// Writes the HTTP/1.1 request head `r` (an HTTP/2 cluster's requests go as HEADERS,
 /// [`crate::router`]'s `h2`).
 pub fn encode_request(
-    _cluster: &ClusterPlan,
     out: &mut Vec<u8>,
     r: &crate::http::message::RequestOut<'_>,
     headers: &impl crate::http::message::HeaderSource,

@@ -178,7 +178,7 @@ impl Connection {
             peer_ip: self.peer_ip.as_deref(),
             peer: self.peer,
             draining: &self.listener.stop_accepting,
-            grpc: false,
+            request: req,
         }
         .serve(req, &mut info)
         .await;

@@ -59,9 +59,10 @@ pub struct Stream<'a, D> {
     pub peer: Option<std::net::IpAddr>,
     /// Fired when the listener drains: answers then carry `connection: close`.
     pub draining: &'a Stop,
-    /// The request is gRPC (`content-type: application/grpc...`): local replies are
-    /// gRPC-shaped, as Envoy's.
-    pub grpc: bool,
+    /// The request as received: a local reply to a gRPC request (`content-type:
+    /// application/grpc...`) is gRPC-shaped, as Envoy's, and the content type is looked up
+    /// only when there is a local reply to shape.
+    pub request: &'a Request,
 }
 
 impl<D> std::fmt::Debug for Stream<'_, D> {
@@ -77,9 +78,6 @@ impl<'a, D: Downstream> Stream<'a, D> {
     /// stays open for the next request.
     pub async fn serve(mut self, req: &Request, info: &mut StreamInfo<'a>) -> bool {
         self.shard.stats.inc(Counter::DownstreamRqTotal);
-        self.grpc = req
-            .header("content-type")
-            .is_some_and(crate::http::message::is_grpc_content_type);
         let http: &'a HttpPlan = self.http;
         // The path as the connection manager normalizes it, before anything reads it.
         let normalized;
@@ -440,7 +438,11 @@ impl<'a, D: Downstream> Stream<'a, D> {
         let date = self.shard.http_date();
         let mut with = super::headers::local_headers(&self.http.manager, &date);
         with.extend(extra.iter().map(|(n, v)| (*n, Cow::Borrowed(&v[..]))));
-        let body = match (&encoded, self.grpc) {
+        let grpc = self
+            .request
+            .header("content-type")
+            .is_some_and(crate::http::message::is_grpc_content_type);
+        let body = match (&encoded, grpc) {
             (_, true) => LocalBody::Grpc {
                 status: crate::http::downstream::grpc_status(status),
                 message: body,
