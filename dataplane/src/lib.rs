@@ -33,4 +33,5 @@ pub mod route;
 pub mod router;
 pub mod shard;
 pub mod stats;
+pub mod tls;
 pub mod upstream;

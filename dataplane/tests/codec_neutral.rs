@@ -15,7 +15,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
 use support::http::{fixture, upstream};
 use zerohop::config::{Latest, Slots, Terminal};
 use zerohop::conn::Facts;
@@ -201,7 +200,7 @@ impl Downstream for Scripted {
         _shard: &Shard,
         head: &ResponseHead<'_>,
         _early: &[u8],
-        _up: &TcpStream,
+        _up: &zerohop::net::transport::Sock,
         _idle: Option<Duration>,
     ) -> bool {
         self.sent.status = Some(head.status);

@@ -21,11 +21,13 @@ mod filters;
 mod health;
 mod retry;
 mod route;
+mod tls;
 pub use cluster::*;
 pub use filters::*;
 pub use health::*;
 pub use retry::*;
 pub use route::*;
+pub use tls::*;
 
 /// Index of a cluster in [`Snapshot::clusters`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,6 +108,10 @@ pub enum ListenerFilter {
     /// `envoy.filters.listener.http_inspector`: detects HTTP/1.x or HTTP/2 (h2c prior
     /// knowledge) from the first bytes, as the application protocol the chain match sees.
     HttpInspector,
+    /// `envoy.filters.listener.tls_inspector`: reads a TLS ClientHello without consuming
+    /// it, for the chain match's transport protocol (`tls`), server name (SNI) and
+    /// application protocols (ALPN).
+    TlsInspector,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +121,8 @@ pub struct FilterChain {
     /// The network filters in order; the last is terminal (tcp_proxy or the HTTP
     /// connection manager) and the only one today.
     pub filters: Vec<NetworkFilter>,
+    /// `transport_socket`: `None` is raw_buffer; TLS terminated with this context.
+    pub tls: Option<DownstreamTls>,
 }
 
 /// `FilterChainMatch`: every field set must hold for the chain to be a candidate; among
@@ -270,11 +278,13 @@ impl Default for UpstreamProtocol {
 }
 
 /// `Cluster.transport_socket`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TransportSocket {
     /// `envoy.transport_sockets.raw_buffer`, Envoy's default: plain TCP.
     #[default]
     RawBuffer,
+    /// `envoy.transport_sockets.tls` with an `UpstreamTlsContext`.
+    Tls(Box<UpstreamTls>),
 }
 
 /// `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`
@@ -673,6 +683,9 @@ impl Snapshot {
             if c.protocol.common().max_headers_count == 0 {
                 return bad(format!("clusters[{i}].protocol"), "max_headers_count of 0");
             }
+            if let TransportSocket::Tls(t) = &c.transport {
+                tls_common(&t.common, format!("clusters[{i}].transport"))?;
+            }
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if l.filter_chains.is_empty() && l.default_filter_chain.is_none() {
@@ -688,6 +701,15 @@ impl Snapshot {
                 .iter()
                 .map(|c| (format!("listeners[{i}].default_filter_chain"), c));
             for (path, chain) in chains.chain(default) {
+                if let Some(t) = &chain.tls {
+                    if t.common.certificates.is_empty() {
+                        return bad(
+                            format!("{path}.tls"),
+                            "a server context without a certificate",
+                        );
+                    }
+                    tls_common(&t.common, format!("{path}.tls"))?;
+                }
                 match chain.filters.split_last() {
                     Some((last, rest))
                         if last.is_terminal() && !rest.iter().any(NetworkFilter::is_terminal) => {}
@@ -710,6 +732,22 @@ impl Snapshot {
         }
         Ok(())
     }
+}
+
+/// What rustls cannot be asked to build: empty chains or keys, a version range upside down.
+fn tls_common(t: &TlsCommon, path: String) -> Result<(), Invalid> {
+    let what = if t.min_version > t.max_version {
+        "minimum TLS version above the maximum"
+    } else if t
+        .certificates
+        .iter()
+        .any(|c| c.chain.is_empty() || c.key.is_empty())
+    {
+        "a certificate without a chain or key"
+    } else {
+        return Ok(());
+    };
+    Err(Invalid { path, what })
 }
 
 /// A route's or tcp_proxy's targets: at least one, weights above 0, ids among `n` clusters.

@@ -161,10 +161,28 @@ pub enum Counter {
     /// Connections the network local rate limit closed (Envoy's
     /// `local_rate_limit.<stat_prefix>.rate_limited`).
     LocalRateLimitRateLimited,
+    /// TLS, Envoy's `ssl.*` of listeners (downstream) and clusters (upstream): handshakes
+    /// completed (`no_certificate`: of them, those whose client sent no certificate),
+    /// handshakes that failed other than by verification (`connection_error`), peers refused
+    /// for want of a certificate, for a certificate whose SAN matched no
+    /// `match_typed_subject_alt_names` entry, or for one that did not verify (chain, expiry,
+    /// revocation), and sessions resumed.
+    SslHandshake,
+    SslConnectionError,
+    SslNoCertificate,
+    SslFailVerifyNoCert,
+    SslFailVerifySan,
+    SslFailVerifyError,
+    SslSessionReused,
+    UpstreamSslHandshake,
+    UpstreamSslConnectionError,
+    UpstreamSslFailVerifySan,
+    UpstreamSslFailVerifyError,
+    UpstreamSslSessionReused,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 74] = [
+    pub const ALL: [Counter; 86] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -239,6 +257,18 @@ impl Counter {
         Counter::HttpLocalRateLimitRateLimited,
         Counter::HttpLocalRateLimitEnforced,
         Counter::LocalRateLimitRateLimited,
+        Counter::SslHandshake,
+        Counter::SslConnectionError,
+        Counter::SslNoCertificate,
+        Counter::SslFailVerifyNoCert,
+        Counter::SslFailVerifySan,
+        Counter::SslFailVerifyError,
+        Counter::SslSessionReused,
+        Counter::UpstreamSslHandshake,
+        Counter::UpstreamSslConnectionError,
+        Counter::UpstreamSslFailVerifySan,
+        Counter::UpstreamSslFailVerifyError,
+        Counter::UpstreamSslSessionReused,
     ];
 
     pub const fn index(self) -> usize {
@@ -339,6 +369,18 @@ impl Counter {
             Counter::HttpLocalRateLimitRateLimited => "http_local_rate_limit_rate_limited",
             Counter::HttpLocalRateLimitEnforced => "http_local_rate_limit_enforced",
             Counter::LocalRateLimitRateLimited => "local_rate_limit_rate_limited",
+            Counter::SslHandshake => "ssl_handshake",
+            Counter::SslConnectionError => "ssl_connection_error",
+            Counter::SslNoCertificate => "ssl_no_certificate",
+            Counter::SslFailVerifyNoCert => "ssl_fail_verify_no_cert",
+            Counter::SslFailVerifySan => "ssl_fail_verify_san",
+            Counter::SslFailVerifyError => "ssl_fail_verify_error",
+            Counter::SslSessionReused => "ssl_session_reused",
+            Counter::UpstreamSslHandshake => "upstream_ssl_handshake",
+            Counter::UpstreamSslConnectionError => "upstream_ssl_connection_error",
+            Counter::UpstreamSslFailVerifySan => "upstream_ssl_fail_verify_san",
+            Counter::UpstreamSslFailVerifyError => "upstream_ssl_fail_verify_error",
+            Counter::UpstreamSslSessionReused => "upstream_ssl_session_reused",
         }
     }
 

@@ -363,7 +363,10 @@ pub(crate) fn cluster(
         lb_policy,
         endpoints,
         protocol,
-        transport: TransportSocket::RawBuffer,
+        transport: match msg(c, "transport_socket") {
+            Some(ts) => super::tls::upstream(ts, &format!("{path}.transport_socket"))?,
+            None => TransportSocket::RawBuffer,
+        },
         circuit_breakers: circuit_breakers(c),
         outlier_detection: super::outlier::outlier_detection(c, path)?,
         healthy_panic_threshold: super::outlier::panic_threshold(c).to_bits(),

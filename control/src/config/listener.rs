@@ -134,6 +134,7 @@ fn overlap(a: &FilterChainMatch, b: &FilterChainMatch) -> bool {
 }
 
 const HTTP_INSPECTOR: &str = "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+const TLS_INSPECTOR: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 
 fn listener_filter(f: &DynamicMessage, path: &str) -> Result<ListenerFilter, ConfigError> {
     let Some(any) = msg(f, "typed_config") else {
@@ -146,9 +147,10 @@ fn listener_filter(f: &DynamicMessage, path: &str) -> Result<ListenerFilter, Con
     let config = unpack_any(any).map_err(|e| ConfigError::at(tpath.clone(), e))?;
     match config.descriptor().full_name() {
         HTTP_INSPECTOR => Ok(ListenerFilter::HttpInspector),
+        TLS_INSPECTOR => Ok(ListenerFilter::TlsInspector),
         other => Err(ConfigError::at(
             tpath,
-            format!("listener filter {other} is not supported by zerohop (supported: envoy.filters.listener.http_inspector)"),
+            format!("listener filter {other} is not supported by zerohop (supported: envoy.filters.listener.http_inspector, envoy.filters.listener.tls_inspector)"),
         )),
     }
 }
@@ -212,10 +214,15 @@ fn filter_chain(
             ))
         }
     });
+    let tls = match msg(c, "transport_socket") {
+        Some(ts) => super::tls::downstream(ts, &format!("{path}.transport_socket"))?,
+        None => None,
+    };
     Ok(FilterChain {
         name: string(c, "name"),
         matcher,
         filters: out,
+        tls,
     })
 }
 

@@ -22,6 +22,7 @@ mod retry;
 mod route;
 pub mod runtime;
 mod supported;
+mod tls;
 
 use std::fmt;
 

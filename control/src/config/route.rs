@@ -200,9 +200,15 @@ fn route(
                 "must be between 200 and 599",
             ));
         }
-        let body = msg(dr, "body")
-            .map(|b| string(b, "inline_string"))
-            .unwrap_or_default();
+        let body = match msg(dr, "body") {
+            Some(b) => {
+                let bpath = format!("{path}.direct_response.body");
+                let bytes = super::tls::data_source(b, &bpath)?;
+                String::from_utf8(bytes)
+                    .map_err(|_| ConfigError::at(bpath, "a direct response body is text (UTF-8)"))?
+            }
+            None => String::new(),
+        };
         RouteAction::Direct {
             status: status as u16,
             body,
@@ -481,7 +487,7 @@ pub(crate) fn header_matcher(h: &DynamicMessage, path: &str) -> Result<HeaderMat
     })
 }
 
-fn string_matcher(sm: &DynamicMessage, path: &str) -> Result<StringRule, ConfigError> {
+pub(crate) fn string_matcher(sm: &DynamicMessage, path: &str) -> Result<StringRule, ConfigError> {
     let ignore_case = plain_bool(sm, "ignore_case");
     Ok(if sm.has_field_by_name("exact") {
         StringRule::Exact {

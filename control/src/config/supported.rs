@@ -126,7 +126,65 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.listener.v3.FilterChain",
-        &["name", "filters", "filter_chain_match"],
+        &["name", "filters", "filter_chain_match", "transport_socket"],
+    ),
+    // TLS (config::tls).
+    ("envoy.config.core.v3.TransportSocket", &["name", "typed_config"]),
+    (
+        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+        &[],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        &[
+            "common_tls_context",
+            "require_client_certificate",
+            "disable_stateless_session_resumption",
+            "disable_stateful_session_resumption",
+        ],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        &["common_tls_context", "sni", "max_session_keys"],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+        &[
+            "tls_certificates",
+            "tls_params",
+            "alpn_protocols",
+            "validation_context",
+        ],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.TlsCertificate",
+        &["certificate_chain", "private_key"],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
+        &[
+            "tls_minimum_protocol_version",
+            "tls_maximum_protocol_version",
+            "cipher_suites",
+            "ecdh_curves",
+        ],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
+        &[
+            "trusted_ca",
+            "crl",
+            "match_typed_subject_alt_names",
+            "match_subject_alt_names",
+        ],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher",
+        &["san_type", "matcher"],
+    ),
+    (
+        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        &[],
     ),
     (
         "envoy.config.listener.v3.FilterChainMatch",
@@ -182,6 +240,7 @@ const FIELDS: &[(&str, &[&str])] = &[
             "load_assignment",
             "eds_cluster_config",
             "typed_extension_protocol_options",
+            "transport_socket",
             // Deprecated in Envoy, still in wide use: HTTP/2 upstream.
             "http2_protocol_options",
             "circuit_breakers",
@@ -600,7 +659,10 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.config.route.v3.DirectResponseAction",
         &["status", "body"],
     ),
-    ("envoy.config.core.v3.DataSource", &["inline_string"]),
+    (
+        "envoy.config.core.v3.DataSource",
+        &["filename", "inline_bytes", "inline_string"],
+    ),
     (
         "envoy.config.route.v3.RedirectAction",
         &[

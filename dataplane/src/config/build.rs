@@ -32,6 +32,8 @@ pub struct Slots {
     /// Shards in the process (0 taken as 1): each enforces its share of a cluster's
     /// circuit-breaker thresholds.
     shards: usize,
+    /// The newest generation's downstream TLS configurations by context.
+    tls: HashMap<zerohop_proto::DownstreamTls, Arc<rustls::ServerConfig>>,
 }
 
 impl Slots {
@@ -66,14 +68,14 @@ impl Slots {
                     let same_lb = old.cluster.lb_policy == c.lb_policy
                         && old.cluster.endpoints == c.endpoints;
                     let lb_version = if same_lb { old.lb_version } else { version() };
-                    Arc::new(plan(c, old.slot, lb_version, self.shards))
+                    Arc::new(plan(c, old.slot, lb_version, self.shards)?)
                 }
                 None => {
                     let slot = free.pop().unwrap_or_else(|| {
                         next_slot += 1;
                         next_slot - 1
                     });
-                    Arc::new(plan(c, slot, version(), self.shards))
+                    Arc::new(plan(c, slot, version(), self.shards)?)
                 }
             };
             by_name.insert(plan.cluster.name.clone(), plan.clone());
@@ -88,6 +90,7 @@ impl Slots {
         }
 
         let mut tables: HashMap<String, Vec<Arc<RouteTable>>> = HashMap::new();
+        let mut tls = HashMap::new();
         let mut listener_plans = Vec::with_capacity(listeners.len());
         let mut listener_index = HashMap::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
@@ -122,10 +125,20 @@ impl Slots {
                         _ => None,
                     })
                     .collect();
+                let server = match chain.tls {
+                    Some(t) => Some(self.server_tls(t, &mut tls).map_err(|e| {
+                        format!(
+                            "listener {} filter chain {:?}: transport_socket: {e}",
+                            l.name, chain.name
+                        )
+                    })?),
+                    None => None,
+                };
                 chains.push(Arc::new(ChainPlan {
                     name: chain.name,
                     limits,
                     terminal,
+                    tls: server,
                 }));
             }
             listener_index.insert(l.name.clone(), i);
@@ -145,6 +158,7 @@ impl Slots {
         self.next_slot = next_slot;
         self.next_version = next_version;
         self.tables = tables;
+        self.tls = tls;
         let endpoints = plans
             .iter()
             .flat_map(|p| p.cluster.endpoints.iter().map(|e| e.address))
@@ -163,6 +177,23 @@ impl Slots {
             endpoints,
             sweeps,
         })
+    }
+
+    /// The server configuration of `t`: the previous generation's if it had the same
+    /// context, else a new one.
+    fn server_tls(
+        &self,
+        t: zerohop_proto::DownstreamTls,
+        made: &mut HashMap<zerohop_proto::DownstreamTls, Arc<rustls::ServerConfig>>,
+    ) -> Result<Arc<rustls::ServerConfig>, String> {
+        if let Some(c) = made.get(&t).or_else(|| self.tls.get(&t)) {
+            let c = c.clone();
+            made.insert(t, c.clone());
+            return Ok(c);
+        }
+        let c = crate::tls::server_config(&t)?;
+        made.insert(t, c.clone());
+        Ok(c)
     }
 
     /// The route table for `rc` under `filters`: the previous generation's if it compiled
@@ -193,15 +224,45 @@ impl Slots {
     }
 }
 
-fn plan(cluster: Cluster, slot: u32, lb_version: u64, shards: usize) -> ClusterPlan {
-    ClusterPlan {
+fn plan(
+    cluster: Cluster,
+    slot: u32,
+    lb_version: u64,
+    shards: usize,
+) -> Result<ClusterPlan, String> {
+    let tls = match &cluster.transport {
+        zerohop_proto::TransportSocket::RawBuffer => None,
+        zerohop_proto::TransportSocket::Tls(t) => {
+            let fail = |e| format!("cluster {}: transport_socket: {e}", cluster.name);
+            let sni = match &t.sni {
+                Some(s) => Some(
+                    rustls_pki_types::ServerName::try_from(s.clone())
+                        .map_err(|e| fail(format!("sni: {e}")))?,
+                ),
+                None => None,
+            };
+            let id = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                t.hash(&mut h);
+                h.finish() | 1
+            };
+            Some(super::UpstreamTlsPlan {
+                config: crate::tls::client_config(t).map_err(fail)?,
+                sni,
+                id,
+            })
+        }
+    };
+    Ok(ClusterPlan {
+        tls,
         lb: LbTable::new(cluster.lb_policy, &cluster.endpoints),
         breakers: crate::upstream::breaker::share(&cluster.circuit_breakers, shards),
         hosts: crate::upstream::hosts::Hosts::for_cluster(&cluster).map(std::sync::Arc::new),
         cluster,
         slot,
         lb_version,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub struct ConnFacts<'a> {
     /// `raw_buffer` unless a listener filter detected another.
     pub transport_protocol: &'a str,
     /// Detected application protocols, in preference order (ALPN, or `http_inspector`).
-    pub application_protocols: &'a [&'a str],
+    pub application_protocols: &'a [String],
 }
 
 #[derive(Debug)]
@@ -101,7 +101,7 @@ impl ChainSelector {
             let list = &m[i].application_protocols;
             match named {
                 _ if list.is_empty() => Some(0),
-                Some(p) if list.iter().any(|a| a == *p) => Some(1),
+                Some(p) if list.iter().any(|a| a == p) => Some(1),
                 _ => None,
             }
         });

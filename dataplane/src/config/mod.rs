@@ -118,6 +118,10 @@ pub struct ChainPlan {
     /// `envoy.filters.network.local_ratelimit` filters before the terminal one.
     pub limits: Vec<zerohop_proto::NetworkRateLimit>,
     pub terminal: Terminal,
+    /// `transport_socket` TLS: the server configuration its connections' handshakes use
+    /// (shared by the shards; kept across generations while the context is unchanged, so
+    /// session tickets and cached sessions stay valid).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A filter chain's terminal network filter, compiled.
@@ -158,4 +162,18 @@ pub struct ClusterPlan {
     /// Which hosts are out (ejected, failing health checks, unhealthy by EDS), shared by
     /// every shard, when anything can put one out.
     pub hosts: Option<std::sync::Arc<crate::upstream::hosts::Hosts>>,
+    /// `transport_socket` TLS: the client configuration (its session cache shared by the
+    /// shards) and the SNI sent.
+    pub tls: Option<UpstreamTlsPlan>,
+}
+
+#[derive(Debug)]
+pub struct UpstreamTlsPlan {
+    pub config: Arc<rustls::ClientConfig>,
+    /// The SNI, or `None` (then the endpoint's IP stands in as rustls' server name; IP
+    /// names are never sent).
+    pub sni: Option<rustls_pki_types::ServerName<'static>>,
+    /// Identifies the context in pool keys: connections made with one context are never
+    /// handed to a request that needs another.
+    pub id: u64,
 }

@@ -1,5 +1,8 @@
-//! `envoy.filters.listener.http_inspector`: which HTTP a new plaintext connection speaks,
-//! from its first bytes, for `filter_chain_match.application_protocols`.
+//! The listener filters: `envoy.filters.listener.http_inspector` (which HTTP a new
+//! plaintext connection speaks, from its first bytes, for
+//! `filter_chain_match.application_protocols`) and `envoy.filters.listener.tls_inspector`
+//! (a ClientHello's SNI and ALPN, for `server_names`, `transport_protocol: tls` and
+//! `application_protocols`).
 //!
 //! As Envoy's: the HTTP/2 connection preface gives `h2c`; a request line ending in
 //! `HTTP/1.1` gives `http/1.1`, any other HTTP version `http/1.0`; bytes that cannot start a
@@ -107,6 +110,72 @@ pub async fn http(
     stream: &TcpStream,
     timeout: Option<Duration>,
 ) -> Result<Option<&'static str>, InspectError> {
+    peek_for(stream, timeout, |data| match classify(data) {
+        Verdict::Protocol(p) => Some(Some(p)),
+        Verdict::NotHttp => Some(None),
+        Verdict::More => None,
+    })
+    .await
+}
+
+/// What `envoy.filters.listener.tls_inspector` learns from a ClientHello.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hello {
+    /// SNI, lower-cased.
+    pub server_name: Option<String>,
+    /// ALPN, in the client's order.
+    pub alpn: Vec<String>,
+}
+
+/// Reads a ClientHello from the first bytes (sans-I/O): `Some(Some)` when they are one,
+/// `Some(None)` when they are not TLS, `None` when more bytes are needed. rustls parses it.
+pub fn client_hello(data: &[u8]) -> Option<Option<Hello>> {
+    // A TLS handshake record, as Envoy's inspector checks first.
+    if data.first().is_some_and(|&b| b != 0x16) {
+        return Some(None);
+    }
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = data;
+    while !rest.is_empty() {
+        match acceptor.read_tls(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return Some(None),
+        }
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => {
+            let h = accepted.client_hello();
+            Some(Some(Hello {
+                server_name: h.server_name().map(str::to_ascii_lowercase),
+                alpn: h
+                    .alpn()
+                    .map(|a| a.map(|p| String::from_utf8_lossy(p).into_owned()).collect())
+                    .unwrap_or_default(),
+            }))
+        }
+        Ok(None) => None,
+        Err(_) => Some(None),
+    }
+}
+
+/// `envoy.filters.listener.tls_inspector`: the ClientHello's server name and ALPN, if the
+/// connection starts with one (peeked, not consumed; up to 64 KiB, as Envoy's
+/// `max_client_hello_size`).
+pub async fn tls(
+    stream: &TcpStream,
+    timeout: Option<Duration>,
+) -> Result<Option<Hello>, InspectError> {
+    peek_for(stream, timeout, client_hello).await
+}
+
+/// Peeks at `stream` until `decide` returns an answer from its first bytes, or `timeout`
+/// passes (see [`http`]).
+async fn peek_for<T>(
+    stream: &TcpStream,
+    timeout: Option<Duration>,
+    mut decide: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<T, InspectError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
     let mut buf = vec![0u8; 8 * 1024];
@@ -133,11 +202,10 @@ pub async fn http(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => return Err(InspectError::Closed),
         };
-        match classify(&buf[..n]) {
-            Verdict::Protocol(p) => return Ok(Some(p)),
-            Verdict::NotHttp => return Ok(None),
-            Verdict::More if n == MAX_INSPECT => return Err(InspectError::TooLong),
-            Verdict::More => {
+        match decide(&buf[..n]) {
+            Some(answer) => return Ok(answer),
+            None if n == MAX_INSPECT => return Err(InspectError::TooLong),
+            None => {
                 if n == buf.len() {
                     buf.resize((buf.len() * 2).min(MAX_INSPECT), 0);
                 }

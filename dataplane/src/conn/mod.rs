@@ -1,11 +1,12 @@
 //! A new downstream connection, from accept to the filter chain that serves it: the one
 //! place that dispatches by listener.
 //!
-//! The listener's filters run first (`http_inspector`), then the filter chain match picks a
-//! chain (`config::ChainSelector`; a listener with one open chain picks it without asking
-//! the socket anything), and the chain's terminal filter takes the connection: the
-//! tcp_proxy (`l4`) or the HTTP connection manager (`http::hcm`). A connection no chain
-//! matches is closed and counted (`no_filter_chain_match`, as Envoy's).
+//! The listener's filters run first (`http_inspector`, `tls_inspector`), then the filter
+//! chain match picks a chain (`config::ChainSelector`; a listener with one open chain picks
+//! it without asking the socket anything); a chain with a TLS transport socket runs the
+//! handshake (`tls`), and the chain's terminal filter takes the connection: the tcp_proxy
+//! (`l4`) or the HTTP connection manager (`http::hcm`), HTTP/2 when ALPN agreed on `h2`. A
+//! connection no chain matches is closed and counted (`no_filter_chain_match`, as Envoy's).
 
 mod guard;
 pub mod inspect;
@@ -18,6 +19,7 @@ use zerohop_proto::stats::Counter;
 use zerohop_proto::{CodecType, ListenerFilter};
 
 use crate::config::{ConnFacts, Terminal};
+use crate::net::transport::Sock;
 use crate::shard::config::ShardConfig;
 use crate::shard::listeners::BoundListener;
 use crate::shard::Shard;
@@ -29,7 +31,9 @@ pub use guard::{ActiveGuard, Tracked};
 pub struct Facts {
     addrs: Option<(SocketAddr, SocketAddr)>,
     pub transport_protocol: &'static str,
-    pub application_protocols: Vec<&'static str>,
+    /// The TLS server name (SNI) the tls_inspector read.
+    pub server_name: Option<String>,
+    pub application_protocols: Vec<String>,
 }
 
 impl Default for Facts {
@@ -37,6 +41,7 @@ impl Default for Facts {
         Facts {
             addrs: None,
             transport_protocol: "raw_buffer",
+            server_name: None,
             application_protocols: Vec::new(),
         }
     }
@@ -61,17 +66,18 @@ impl Facts {
         ConnFacts {
             local,
             peer,
-            server_name: None,
+            server_name: self.server_name.as_deref(),
             transport_protocol: self.transport_protocol,
             application_protocols: &self.application_protocols,
         }
     }
 }
 
-/// An accepted connection on its way to a terminal filter.
+/// An accepted connection on its way to a terminal filter (plain until its chain's TLS
+/// handshake is done).
 #[derive(Debug)]
 pub struct Accepted {
-    pub stream: TcpStream,
+    pub stream: Sock,
     pub facts: Facts,
     /// Counts the connection as active until it is dropped.
     pub guard: ActiveGuard,
@@ -90,7 +96,7 @@ pub fn dispatch(
     let guard = ActiveGuard::enter(shard);
     if cfg.listeners[index].listener_filters.is_empty() {
         let accepted = Accepted {
-            stream,
+            stream: Sock::Plain(stream),
             facts: Facts::default(),
             guard,
         };
@@ -114,13 +120,32 @@ async fn inspect(
         match f {
             ListenerFilter::HttpInspector => {
                 match inspect::http(&stream, plan.listener_filters_timeout).await {
-                    Ok(Some(p)) => facts.application_protocols.push(p),
+                    Ok(Some(p)) => facts.application_protocols.push(p.to_owned()),
                     Ok(None) => {}
                     Err(inspect::InspectError::Timeout)
                         if plan.continue_on_listener_filters_timeout => {}
                     Err(e) => {
                         log::debug!(
                             "{}: listener filter http_inspector: {e:?}; closing",
+                            listener.name
+                        );
+                        return;
+                    }
+                }
+            }
+            ListenerFilter::TlsInspector => {
+                match inspect::tls(&stream, plan.listener_filters_timeout).await {
+                    Ok(Some(hello)) => {
+                        facts.transport_protocol = "tls";
+                        facts.server_name = hello.server_name;
+                        facts.application_protocols = hello.alpn;
+                    }
+                    Ok(None) => {}
+                    Err(inspect::InspectError::Timeout)
+                        if plan.continue_on_listener_filters_timeout => {}
+                    Err(e) => {
+                        log::debug!(
+                            "{}: listener filter tls_inspector: {e:?}; closing",
                             listener.name
                         );
                         return;
@@ -134,7 +159,7 @@ async fn inspect(
         index,
         listener,
         Accepted {
-            stream,
+            stream: Sock::Plain(stream),
             facts,
             guard,
         },
@@ -145,7 +170,7 @@ async fn inspect(
 fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a: Accepted) {
     let plan = &cfg.listeners[index];
     if plan.selector.needs_facts() {
-        a.facts.learn(&a.stream);
+        a.facts.learn(a.stream.tcp());
     }
     let Some(chain) = plan.selector.select(&a.facts.get()) else {
         a.guard.shard().stats.inc(Counter::NoFilterChainMatch);
@@ -176,21 +201,84 @@ fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a:
             return;
         }
     }
-    match &plan.chains[chain].terminal {
+    match plan.chains[chain].tls.clone() {
+        Some(tls) => {
+            monoio::spawn(terminate(cfg, index, chain, listener, a, tls));
+        }
+        None => serve(cfg, index, chain, listener, a),
+    }
+}
+
+/// Runs the TLS handshake of a chain with a TLS transport socket, then serves the chain.
+/// The handshake is bounded by the terminal filter's first wait (the connection manager's
+/// request-headers or idle timeout, the tcp_proxy's idle timeout).
+async fn terminate(
+    cfg: Rc<ShardConfig>,
+    index: usize,
+    chain: usize,
+    listener: Rc<BoundListener>,
+    mut a: Accepted,
+    config: std::sync::Arc<rustls::ServerConfig>,
+) {
+    let Sock::Plain(tcp) = a.stream else {
+        return; // a connection is accepted plain; nothing terminates TLS twice
+    };
+    let limit = match &cfg.listeners[index].chains[chain].terminal {
+        Terminal::Tcp(t) => t.proxy.idle_timeout,
+        Terminal::Http(h) => h.manager.request_headers_timeout.or(h.manager.idle_timeout),
+    };
+    let stats = a.guard.shard().stats;
+    let conn = match rustls::ServerConnection::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("{}: TLS: {e}", listener.name);
+            return;
+        }
+    };
+    let deadline = limit.map(|d| std::time::Instant::now() + d);
+    let done = crate::tls::TlsStream::handshake(tcp, conn, deadline).await;
+    crate::tls::count_handshake(stats, false, done.as_ref());
+    match done {
+        Ok(s) => {
+            a.stream = Sock::Tls(Box::new(s));
+            serve(cfg, index, chain, listener, a);
+        }
+        Err(e) => log::debug!("{}: TLS handshake failed: {e}", listener.name),
+    }
+}
+
+/// Spawns the chain's terminal filter on the connection.
+fn serve(
+    cfg: Rc<ShardConfig>,
+    index: usize,
+    chain: usize,
+    listener: Rc<BoundListener>,
+    a: Accepted,
+) {
+    match &cfg.listeners[index].chains[chain].terminal {
         Terminal::Tcp(_) => {
             monoio::spawn(crate::l4::serve(cfg, index, chain, listener, a));
         }
-        // The codec by `codec_type` (`AUTO` starts as HTTP/1.1 and hands a connection that
-        // opens with the HTTP/2 preface to the HTTP/2 codec).
-        Terminal::Http(http) => match http.manager.codec {
-            CodecType::Auto | CodecType::Http1 => {
-                let http = http.clone();
-                monoio::spawn(crate::http1::conn::serve(cfg, listener, http, a));
+        // The codec: HTTP/2 when TLS agreed on it by ALPN, else by `codec_type` (`AUTO`
+        // starts as HTTP/1.1 and hands a connection that opens with the HTTP/2 preface to
+        // the HTTP/2 codec).
+        Terminal::Http(http) => {
+            let alpn_h2 = match &a.stream {
+                Sock::Tls(t) => t.alpn().is_some_and(|p| p == b"h2"),
+                Sock::Plain(_) => false,
+            };
+            let http = http.clone();
+            match http.manager.codec {
+                CodecType::Auto | CodecType::Http2 if alpn_h2 => {
+                    monoio::spawn(crate::http2::conn::serve(cfg, listener, http, a));
+                }
+                CodecType::Auto | CodecType::Http1 => {
+                    monoio::spawn(crate::http1::conn::serve(cfg, listener, http, a));
+                }
+                CodecType::Http2 => {
+                    monoio::spawn(crate::http2::conn::serve(cfg, listener, http, a));
+                }
             }
-            CodecType::Http2 => {
-                let http = http.clone();
-                monoio::spawn(crate::http2::conn::serve(cfg, listener, http, a));
-            }
-        },
+        }
     }
 }

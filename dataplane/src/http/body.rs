@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use crate::net::transport::Sock;
 use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 
@@ -41,9 +41,9 @@ pub enum BodyEnd {
 /// `n` bytes from `buf` (consumed) and then from `from`, to `to`.
 pub async fn relay_length(
     ctx: &Ctx<'_>,
-    from: &TcpStream,
+    from: &Sock,
     buf: &mut Vec<u8>,
-    to: &TcpStream,
+    to: &Sock,
     n: u64,
 ) -> BodyEnd {
     let have = (buf.len() as u64).min(n) as usize;
@@ -71,9 +71,9 @@ pub enum Chunks {
 /// `chunks` says; `moved` counts the bytes passed on. Nothing after a malformed line goes
 /// on.
 pub async fn relay_chunked(
-    from: &TcpStream,
+    from: &Sock,
     buf: &mut Vec<u8>,
-    to: &TcpStream,
+    to: &Sock,
     last: &Cell<Instant>,
     chunks: Chunks,
     moved: &mut u64,
@@ -127,7 +127,7 @@ pub async fn relay_chunked(
 /// (possibly empty). A `false` from the sink ends the relay (`Sink`). Nothing is spliced:
 /// every byte passes the sink (a compressor, another codec's framing).
 pub async fn relay_decoded(
-    from: &TcpStream,
+    from: &Sock,
     buf: &mut Vec<u8>,
     framing: Framing,
     last: &Cell<Instant>,
@@ -197,7 +197,7 @@ pub async fn decoded_from(
 #[allow(clippy::too_many_arguments)] // Reason: the two ends, their framings and the encoder.
 pub async fn relay_encoded(
     from: BodySource<'_>,
-    to: &TcpStream,
+    to: &Sock,
     last: &Cell<Instant>,
     stats: crate::stats::ShardStats,
     enc: &mut Encoder,
@@ -254,7 +254,7 @@ pub fn compress(
 /// Content-Length body as sent, a chunked one decoded (its trailers dropped). `Err(Sink)`
 /// once it passes `max` bytes.
 pub async fn read_whole(
-    from: &TcpStream,
+    from: &Sock,
     buf: &mut Vec<u8>,
     framing: Framing,
     max: u64,
@@ -440,7 +440,7 @@ impl<D: Downstream> StreamedBody<'_, D> {
 /// `timer`), so that it goes out in the same send as the head. `Ok(false)` for a body that
 /// is not small.
 pub async fn read_small(
-    from: &TcpStream,
+    from: &Sock,
     buf: &mut Vec<u8>,
     start: usize,
     framing: Framing,

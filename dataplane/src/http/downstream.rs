@@ -17,7 +17,7 @@ use std::io;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use crate::net::transport::Sock;
 use monoio::time::Sleep;
 
 use crate::http::body::BodyEnd;
@@ -53,7 +53,7 @@ pub struct ResponseHead<'a> {
 #[derive(Debug)]
 pub enum BodySink<'a> {
     /// An HTTP/1.1 connection: the body in the request's framing.
-    H1(&'a TcpStream),
+    H1(&'a Sock),
     /// An HTTP/2 stream: DATA frames, the client's trailers as HTTP/2 trailers, then the
     /// stream's end.
     H2(&'a mut h2::SendStream<bytes::Bytes>),
@@ -65,7 +65,7 @@ pub enum BodySource<'a> {
     /// An HTTP/1.1 connection: `buf` holds what was received of the body already, the rest
     /// is on the socket, delimited by `framing`.
     H1 {
-        stream: &'a TcpStream,
+        stream: &'a Sock,
         buf: &'a mut Vec<u8>,
         framing: Framing,
     },
@@ -185,7 +185,7 @@ pub trait Downstream {
         shard: &Shard,
         head: &ResponseHead<'_>,
         early: &[u8],
-        up: &TcpStream,
+        up: &Sock,
         idle: Option<Duration>,
     ) -> bool;
 

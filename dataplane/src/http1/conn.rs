@@ -84,7 +84,7 @@ pub async fn serve(
             }
         };
         first = false;
-        conn.begin_stream(shard, Some(&down.stream));
+        conn.begin_stream(shard, Some(down.stream.tcp()));
         let started = down.last.get();
         // Boxed: its state machine is what the connection holds only while a request is
         // served; inline, every idle connection would carry its ~3.5 KiB (and the task

@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use crate::net::transport::Sock;
 use zerohop_proto::stats::Counter;
 
 use super::server::ServerConn;
@@ -207,7 +207,7 @@ impl Downstream for ServerConn {
         shard: &Shard,
         head: &ResponseHead<'_>,
         early: &[u8],
-        up: &TcpStream,
+        up: &Sock,
         idle: Option<Duration>,
     ) -> bool {
         let mut out = shard.pools.take_vec();

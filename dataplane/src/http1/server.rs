@@ -13,7 +13,6 @@ use std::cell::Cell;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
 use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 
@@ -22,6 +21,7 @@ use crate::error::{Kind, ProxyError};
 use crate::http::downstream::ResponseHead;
 use crate::http::message::{has_token, Request, Version};
 use crate::net::ring;
+use crate::net::transport::{Sock, Transport};
 use crate::stats::ShardStats;
 use zerohop_proto::Http1Options;
 
@@ -53,7 +53,9 @@ pub enum Incoming {
 
 #[derive(Debug)]
 pub struct ServerConn {
-    pub stream: TcpStream,
+    /// Plain TCP (heads received and sent through the ring) or TLS (through rustls, on
+    /// readiness).
+    pub stream: Sock,
     /// Bytes read and not yet consumed (the next head, or body bytes).
     pub buf: Vec<u8>,
     /// The allocation a request head is copied into (handed back between requests).
@@ -67,7 +69,7 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    pub fn new(stream: TcpStream) -> ServerConn {
+    pub fn new(stream: Sock) -> ServerConn {
         ServerConn {
             stream,
             buf: Vec::new(),
@@ -126,7 +128,7 @@ impl ServerConn {
                 }
                 false => READ_CHUNK,
             };
-            let op = ring::recv_op(&mut self.stream, &mut self.buf, want);
+            let op = self.stream.recv_op(&mut self.buf, want);
             let mut op = std::pin::pin!(op);
             // The clock is read only when a timer fires: the next slice ends a second after
             // the last activity, and then a second after each firing.
@@ -310,13 +312,14 @@ impl ServerConn {
         );
     }
 
-    /// Sends all of `out` through the ring and gives the buffer back.
+    /// Sends all of `out` (through the ring on a plain connection) and gives the buffer
+    /// back.
     pub async fn send(&mut self, out: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
-        ring::send(&mut self.stream, out).await
+        self.stream.send(out).await
     }
 
     /// Sends `bytes` on the readiness path (rare replies, body remainders).
     pub async fn send_all(&self, bytes: &[u8]) -> std::io::Result<()> {
-        crate::net::pump::send_all(&self.stream, bytes).await
+        self.stream.send_all(bytes).await
     }
 }

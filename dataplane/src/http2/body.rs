@@ -8,9 +8,9 @@
 use std::cell::Cell;
 use std::time::Instant;
 
+use crate::net::transport::Sock;
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
-use monoio::net::TcpStream;
 
 use crate::http::body::{self, BodyEnd};
 use crate::http::message::Framing;
@@ -92,7 +92,7 @@ async fn each_data(
 pub async fn data_to_h1(
     recv: &mut RecvStream,
     early: &mut Vec<Bytes>,
-    to: &TcpStream,
+    to: &Sock,
     chunked: bool,
     last: &Cell<Instant>,
     moved: &mut u64,
@@ -157,7 +157,7 @@ pub async fn data_to_data(
 /// An HTTP/1.1-framed body (what `buf` holds, then `from`) as DATA on `send`, ending the
 /// stream with its last bytes.
 pub async fn h1_to_data(
-    from: &TcpStream,
+    from: &Sock,
     buf: &mut Vec<u8>,
     framing: Framing,
     send: &mut SendStream<Bytes>,

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::Reason;
-use monoio::net::TcpStream;
 use zerohop_proto::stats::Counter;
 use zerohop_proto::Http2Keepalive;
 
@@ -30,6 +29,7 @@ use crate::error::Kind;
 use crate::http::downstream::{Downstream, LocalBody};
 use crate::http::hcm::Connection;
 use crate::http1::server::far_future;
+use crate::net::transport::Sock;
 use crate::shard::config::ShardConfig;
 use crate::shard::listeners::BoundListener;
 use crate::shard::Shard;
@@ -55,11 +55,11 @@ pub async fn serve(
 
 /// Serves `stream` as HTTP/2 for `conn`; `early` is what was read of it already (the start
 /// of the preface, found by `codec_type: AUTO`).
-pub async fn run(shard: &Rc<Shard>, mut conn: Connection, stream: TcpStream, early: Vec<u8>) {
-    conn.learn(&stream);
-    let io = match stream.try_into_poll_io() {
-        Ok(s) => Io::new(early, s),
-        Err((e, _)) => {
+pub async fn run(shard: &Rc<Shard>, mut conn: Connection, stream: Sock, early: Vec<u8>) {
+    conn.learn(stream.tcp());
+    let io = match Io::new(early, stream) {
+        Ok(io) => io,
+        Err(e) => {
             log::warn!("HTTP/2: cannot poll the connection: {e}");
             return;
         }

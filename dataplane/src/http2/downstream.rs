@@ -13,10 +13,10 @@ use std::io;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::net::transport::Sock;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use monoio::net::TcpStream;
 use zerohop_proto::stats::Counter;
 
 use super::body::{self, release, send_data};
@@ -259,7 +259,7 @@ impl Downstream for H2Stream {
         _shard: &Shard,
         _head: &ResponseHead<'_>,
         _early: &[u8],
-        _up: &TcpStream,
+        _up: &Sock,
         _idle: Option<Duration>,
     ) -> bool {
         self.reset();

@@ -1,6 +1,7 @@
 //! The socket as `h2` reads and writes it: monoio's poll-style view of the connection
-//! (readiness through the ring), after the bytes another codec already read off it (the
-//! start of the connection preface, when `codec_type: AUTO` looked at it first).
+//! (readiness through the ring), plain or under TLS, after the bytes another codec already
+//! read off it (the start of the connection preface, when `codec_type: AUTO` looked at it
+//! first).
 
 use std::io;
 use std::pin::Pin;
@@ -9,22 +10,55 @@ use std::task::{Context, Poll};
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::net::transport::Sock;
+use crate::tls::TlsIo;
+
 #[derive(Debug)]
 pub struct Io {
     /// Read already, not yet given to `h2`: returned first.
     early: Vec<u8>,
     at: usize,
-    inner: TcpStreamPoll,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Plain(TcpStreamPoll),
+    Tls(Box<TlsIo<TcpStreamPoll>>),
 }
 
 impl Io {
-    pub fn new(early: Vec<u8>, inner: TcpStreamPoll) -> Io {
-        Io {
+    /// `sock` in poll style, `early` to be read first.
+    pub fn new(early: Vec<u8>, sock: Sock) -> io::Result<Io> {
+        let inner = match sock {
+            Sock::Plain(s) => Inner::Plain(s.try_into_poll_io().map_err(|(e, _)| e)?),
+            Sock::Tls(t) => {
+                let (tcp, conn) = t.into_parts();
+                let tcp = tcp.try_into_poll_io().map_err(|(e, _)| e)?;
+                Inner::Tls(Box::new(TlsIo::new(tcp, conn)))
+            }
+        };
+        Ok(Io {
             early,
             at: 0,
             inner,
-        }
+        })
     }
+}
+
+macro_rules! inner {
+    ($this:expr, $s:ident => $e:expr) => {
+        match &mut $this.inner {
+            Inner::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Inner::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
 }
 
 impl AsyncRead for Io {
@@ -44,7 +78,7 @@ impl AsyncRead for Io {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        inner!(this, s => s.poll_read(cx, buf))
     }
 }
 
@@ -54,7 +88,7 @@ impl AsyncWrite for Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        inner!(self, s => s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -62,18 +96,21 @@ impl AsyncWrite for Io {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        inner!(self, s => s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            Inner::Plain(s) => s.is_write_vectored(),
+            Inner::Tls(_) => false,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        inner!(self, s => s.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        inner!(self, s => s.poll_shutdown(cx))
     }
 }

@@ -62,7 +62,7 @@ pub async fn serve(
             od.report(index, o, stats, &shard.rng);
         }
     };
-    let up = match crate::upstream::connect::connect(stats, &cluster.cluster, addr).await {
+    let up = match crate::upstream::connect::connect(stats, cluster, addr).await {
         Ok(up) => {
             report(Outcome::ConnectSucceeded);
             up
@@ -77,7 +77,7 @@ pub async fn serve(
         }
     };
     // `down` came from accept4 with SOCK_NONBLOCK.
-    let _ = down.set_nodelay(true);
+    let _ = down.tcp().set_nodelay(true);
     // Registered so that a removed listener's drain deadline can end it; forgotten (guard
     // dropped) before `up` and `down` close.
     let _tracked = Tracked::new(listener, [down.as_raw_fd(), up.as_raw_fd()]);

@@ -10,6 +10,7 @@ pub mod hangup;
 pub mod pump;
 pub mod ring;
 pub mod sys;
+pub mod transport;
 pub mod tunnel;
 
 use std::cell::RefCell;

@@ -3,12 +3,12 @@
 
 use std::cell::Cell;
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use monoio::net::TcpStream;
 use zerohop_proto::stats::Counter;
 
+use super::transport::{Sock, Transport};
 use super::{sys, Pipe, Pools, BUF_SIZE};
 use crate::stats::ShardStats;
 
@@ -44,11 +44,11 @@ enum Step {
 }
 
 /// Moves bytes from `from` to `to` until `from` ends.
-pub async fn pump(from: &TcpStream, to: &TcpStream, ctx: &Ctx<'_>) -> End {
+pub async fn pump(from: &Sock, to: &Sock, ctx: &Ctx<'_>) -> End {
     let mut pipe: Option<Pipe> = None;
     let mut ready = false;
     let end = loop {
-        if !ready && from.readable(false).await.is_err() {
+        if !ready && from.readable().await.is_err() {
             break End::SourceReset;
         }
         let step = match &pipe {
@@ -62,7 +62,7 @@ pub async fn pump(from: &TcpStream, to: &TcpStream, ctx: &Ctx<'_>) -> End {
         }
     };
     if end == End::Eof {
-        let _ = sys::shutdown_write(to.as_raw_fd());
+        let _ = to.shutdown_write();
         if let Some(p) = pipe {
             ctx.pools.give_pipe(p); // empty: every splice in was spliced out
         }
@@ -70,20 +70,15 @@ pub async fn pump(from: &TcpStream, to: &TcpStream, ctx: &Ctx<'_>) -> End {
     end
 }
 
-async fn copy_once(
-    from: &TcpStream,
-    to: &TcpStream,
-    ctx: &Ctx<'_>,
-    pipe: &mut Option<Pipe>,
-) -> Step {
+async fn copy_once(from: &Sock, to: &Sock, ctx: &Ctx<'_>, pipe: &mut Option<Pipe>) -> Step {
     let mut buf = ctx.pools.take_buffer();
-    let step = match sys::recv(from.as_raw_fd(), &mut buf) {
+    let step = match from.try_recv(&mut buf) {
         Ok(0) => Step::End(End::Eof),
         Ok(n) => {
             ctx.moved(n, Counter::BytesCopied);
             match send_all(to, &buf[..n]).await {
                 Ok(()) => {
-                    if n == BUF_SIZE {
+                    if n == BUF_SIZE && splices(from, to) {
                         // A full buffer means bulk: move the rest of this direction by splice.
                         *pipe = ctx.pools.take_pipe();
                     }
@@ -100,7 +95,13 @@ async fn copy_once(
     step
 }
 
-async fn splice_once(from: &TcpStream, to: &TcpStream, pipe: &Pipe, ctx: &Ctx<'_>) -> Step {
+/// Whether bytes may go from `from` to `to` by splice: both plain sockets (TLS bytes must
+/// pass through rustls).
+fn splices(from: &Sock, to: &Sock) -> bool {
+    from.plain().is_some() && to.plain().is_some()
+}
+
+async fn splice_once(from: &Sock, to: &Sock, pipe: &Pipe, ctx: &Ctx<'_>) -> Step {
     let n = match sys::splice(from.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity) {
         Ok(0) => return Step::End(End::Eof),
         Ok(n) => n,
@@ -112,7 +113,7 @@ async fn splice_once(from: &TcpStream, to: &TcpStream, pipe: &Pipe, ctx: &Ctx<'_
         match sys::splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left) {
             Ok(m) => left -= m,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if to.writable(false).await.is_err() {
+                if to.tcp().writable(false).await.is_err() {
                     return Step::End(End::SinkReset);
                 }
             }
@@ -134,17 +135,8 @@ fn read_error(e: io::Error) -> Step {
 }
 
 /// Writes all of `buf` (readiness from the ring, non-blocking sends).
-pub async fn send_all(to: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    let fd: RawFd = to.as_raw_fd();
-    while !buf.is_empty() {
-        match sys::send(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => to.writable(false).await?,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+pub async fn send_all(to: &Sock, buf: &[u8]) -> io::Result<()> {
+    to.send_all(buf).await
 }
 
 impl Ctx<'_> {
@@ -159,19 +151,18 @@ impl Ctx<'_> {
 /// read, for when nothing can have arrived yet (a request just sent, a response just
 /// relayed): it saves a read that would fail. `Ok(0)` at end of stream.
 pub async fn recv_into(
-    from: &TcpStream,
+    from: &Sock,
     buf: &mut Vec<u8>,
     wait_first: bool,
     max: usize,
 ) -> io::Result<usize> {
-    let fd = from.as_raw_fd();
     if wait_first {
-        from.readable(false).await?;
+        from.readable().await?;
     }
     loop {
-        match sys::recv_spare(fd, buf, max) {
+        match from.try_recv_spare(buf, max) {
             Ok(n) => return Ok(n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => from.readable(false).await?,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => from.readable().await?,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -180,16 +171,16 @@ pub async fn recv_into(
 
 /// Moves exactly `n` bytes from `from` to `to`: through a pooled buffer, or by splice(2)
 /// through a pooled pipe when more than a buffer's worth remains.
-pub async fn copy_exact(from: &TcpStream, to: &TcpStream, mut n: u64, ctx: &Ctx<'_>) -> End {
+pub async fn copy_exact(from: &Sock, to: &Sock, mut n: u64, ctx: &Ctx<'_>) -> End {
     let mut pipe: Option<Pipe> = None;
     let end = loop {
         if n == 0 {
             break End::Eof;
         }
-        if from.readable(false).await.is_err() {
+        if from.readable().await.is_err() {
             break End::SourceReset;
         }
-        if pipe.is_none() && n > BUF_SIZE as u64 {
+        if pipe.is_none() && n > BUF_SIZE as u64 && splices(from, to) {
             pipe = ctx.pools.take_pipe();
         }
         let moved = match &pipe {
@@ -212,15 +203,10 @@ pub async fn copy_exact(from: &TcpStream, to: &TcpStream, mut n: u64, ctx: &Ctx<
     end
 }
 
-async fn copy_at_most(
-    from: &TcpStream,
-    to: &TcpStream,
-    n: u64,
-    ctx: &Ctx<'_>,
-) -> Result<usize, End> {
+async fn copy_at_most(from: &Sock, to: &Sock, n: u64, ctx: &Ctx<'_>) -> Result<usize, End> {
     let mut buf = ctx.pools.take_buffer();
     let want = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-    let r = match sys::recv(from.as_raw_fd(), &mut buf[..want]) {
+    let r = match from.try_recv(&mut buf[..want]) {
         Ok(0) => Err(End::SourceReset), // ended before the promised length
         Ok(m) => {
             ctx.moved(m, Counter::BytesCopied);
@@ -237,8 +223,8 @@ async fn copy_at_most(
 }
 
 async fn splice_at_most(
-    from: &TcpStream,
-    to: &TcpStream,
+    from: &Sock,
+    to: &Sock,
     pipe: &Pipe,
     n: u64,
     ctx: &Ctx<'_>,
@@ -258,7 +244,7 @@ async fn splice_at_most(
         match sys::splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left) {
             Ok(k) => left -= k,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if to.writable(false).await.is_err() {
+                if to.tcp().writable(false).await.is_err() {
                     return Err(End::SinkReset);
                 }
             }

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use crate::net::transport::Sock;
 use zerohop_proto::stats::Counter;
 
 use super::pump::{pump, Ctx, End};
@@ -21,8 +21,8 @@ use crate::stats::ShardStats;
 pub async fn tunnel(
     pools: &Pools,
     stats: ShardStats,
-    down: &TcpStream,
-    up: &TcpStream,
+    down: &Sock,
+    up: &Sock,
     idle: Option<Duration>,
 ) {
     let last = Cell::new(Instant::now());
@@ -58,7 +58,7 @@ pub async fn tunnel(
 }
 
 /// Makes the close of `s` (when its owner drops it) a RST.
-fn reset(stats: ShardStats, s: &TcpStream) {
+fn reset(stats: ShardStats, s: &Sock) {
     stats.inc(Counter::ResetForwarded);
     let _ = sys::set_linger_zero(s.as_raw_fd());
 }

@@ -50,8 +50,9 @@ enum PathMatcher {
     Regex(Regex),
 }
 
+/// A compiled `StringMatcher` (route and header matches, certificate SAN matchers).
 #[derive(Debug)]
-enum Rule {
+pub enum Rule {
     Exact(String, bool),
     Prefix(String, bool),
     Suffix(String, bool),
@@ -61,7 +62,7 @@ enum Rule {
 }
 
 impl Rule {
-    fn compile(r: &StringRule) -> Result<Rule, regex::Error> {
+    pub fn compile(r: &StringRule) -> Result<Rule, regex::Error> {
         let lower = |v: &str, ic: bool| {
             if ic {
                 v.to_ascii_lowercase()
@@ -88,7 +89,7 @@ impl Rule {
     }
 
     /// `value` is `None` when the header (or parameter) is absent.
-    fn matches(&self, value: Option<&str>) -> bool {
+    pub fn matches(&self, value: Option<&str>) -> bool {
         let Some(v) = value else {
             return matches!(self, Rule::Present(false));
         };

@@ -1,20 +1,59 @@
-//! Connecting to an endpoint, within the cluster's `connect_timeout`.
+//! Connecting to an endpoint, within the cluster's `connect_timeout`: TCP, then the TLS
+//! handshake when the cluster's transport socket is TLS (as Envoy's connect timeout, it
+//! covers both).
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use monoio::net::TcpStream;
 use zerohop_proto::stats::Counter;
 use zerohop_proto::Cluster;
 
+use crate::config::ClusterPlan;
 use crate::error::{Kind, ProxyError};
 use crate::net::sys;
+use crate::net::transport::Sock;
 use crate::stats::ShardStats;
+
+/// Connects to `addr` of `plan`'s cluster with its transport socket.
+pub async fn connect(
+    stats: ShardStats,
+    plan: &ClusterPlan,
+    addr: SocketAddr,
+) -> Result<Sock, ProxyError> {
+    let started = Instant::now();
+    let tcp = connect_tcp(stats, &plan.cluster, addr).await?;
+    let Some(tls) = &plan.tls else {
+        return Ok(Sock::Plain(tcp));
+    };
+    let name = tls
+        .sni
+        .clone()
+        .unwrap_or_else(|| rustls_pki_types::ServerName::IpAddress(addr.ip().into()));
+    let conn = rustls::ClientConnection::new(tls.config.clone(), name).map_err(|e| {
+        log::warn!("TLS to {addr} ({}): {e}", plan.cluster.name);
+        ProxyError::new(Kind::ConnectFailed)
+    })?;
+    let deadline = started + plan.cluster.connect_timeout;
+    let done = crate::tls::TlsStream::handshake(tcp, conn, Some(deadline)).await;
+    crate::tls::count_handshake(stats, true, done.as_ref());
+    match done {
+        Ok(s) => Ok(Sock::Tls(Box::new(s))),
+        Err(e) => {
+            log::debug!(
+                "TLS handshake with {addr} ({}) failed: {e}",
+                plan.cluster.name
+            );
+            Err(ProxyError::new(Kind::ConnectFailed))
+        }
+    }
+}
 
 /// Connects to `addr`, counting the outcome (`upstream_cx_total`, `_connect_fail`,
 /// `_connect_timeout`). The stream comes back non-blocking with TCP_NODELAY: connected
 /// through the ring it would be blocking, and splice needs O_NONBLOCK on both ends. A
 /// failure keeps refused, timed out and other causes apart.
-pub async fn connect(
+async fn connect_tcp(
     stats: ShardStats,
     cluster: &Cluster,
     addr: SocketAddr,

@@ -23,7 +23,7 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Sends a request head (and whatever body bytes were appended to it) and gives the buffer
 /// back. A failure is [`Kind::UpstreamClosed`]: retryable when the connection was reused.
 pub async fn send(conn: &mut UpstreamConn, out: Vec<u8>) -> (Result<(), ProxyError>, Vec<u8>) {
-    let (r, out) = ring::send(&mut conn.stream, out).await;
+    let (r, out) = conn.stream.send(out).await;
     (r.map_err(|_| Kind::UpstreamClosed.into()), out)
 }
 
@@ -82,7 +82,11 @@ pub async fn read_response(
                 return Err(Kind::MalformedResponse.into());
             }
         }
-        match ring::recv(&mut conn.stream, buf, READ_CHUNK, deadline, timer.as_mut()).await {
+        match conn
+            .stream
+            .recv(buf, READ_CHUNK, deadline, timer.as_mut())
+            .await
+        {
             ring::Recv::Read(_) => {}
             ring::Recv::TimedOut => return Err(Kind::UpstreamTimeout.into()),
             ring::Recv::Closed | ring::Recv::Failed(_) => return Err(Kind::UpstreamClosed.into()),

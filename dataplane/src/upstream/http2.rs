@@ -138,19 +138,18 @@ pub async fn handshake(
     stats: ShardStats,
     pool: &H2Pool,
     key: PoolKey,
-    stream: monoio::net::TcpStream,
+    stream: crate::net::transport::Sock,
     opts: &Http2Options,
     idle_timeout: Option<Duration>,
     held: Held,
 ) -> Result<Rc<H2Conn>, ProxyError> {
-    let io = stream.try_into_poll_io().map_err(|(e, _)| {
+    let io = crate::http2::Io::new(Vec::new(), stream).map_err(|e| {
         log::warn!(
             "HTTP/2 upstream {}: cannot poll the connection: {e}",
             key.endpoint
         );
         ProxyError::from(Kind::ConnectFailed)
     })?;
-    let io = crate::http2::Io::new(Vec::new(), io);
     let mut builder = h2::client::Builder::new();
     builder
         .enable_push(false)

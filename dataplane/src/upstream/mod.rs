@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Instant;
 
-use monoio::net::TcpStream;
 use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 
@@ -55,7 +54,7 @@ pub enum UpstreamSide {
 /// An upstream connection serving one exchange.
 #[derive(Debug)]
 pub struct UpstreamConn {
-    pub stream: TcpStream,
+    pub stream: crate::net::transport::Sock,
     pub key: PoolKey,
     /// Requests it served before this one.
     pub served: u32,
@@ -189,7 +188,7 @@ impl Upstreams {
         let key = PoolKey {
             endpoint,
             protocol: Protocol::Http1,
-            transport: cluster.cluster.transport,
+            transport: cluster.tls.as_ref().map_or(0, |t| t.id),
         };
         if let Some(c) = self.pooled(stats, key, now) {
             return Ok(c);
@@ -205,7 +204,7 @@ impl Upstreams {
         };
         // Boxed: a connect carries a timer of its own, which would otherwise make every
         // request's future larger (and cache-line aligned) for what pooling makes rare.
-        let stream = Box::pin(connect::connect(stats, &cluster.cluster, endpoint)).await?;
+        let stream = Box::pin(connect::connect(stats, cluster, endpoint)).await?;
         Ok(UpstreamConn {
             stream,
             key,
@@ -260,7 +259,7 @@ impl Upstreams {
         let key = PoolKey {
             endpoint,
             protocol: Protocol::Http2,
-            transport: cluster.cluster.transport,
+            transport: cluster.tls.as_ref().map_or(0, |t| t.id),
         };
         let common = cluster.cluster.protocol.common();
         let max_requests = common.max_requests_per_connection;
@@ -276,7 +275,7 @@ impl Upstreams {
             {
                 Err(c) => c.take(true),
                 Ok(held) => {
-                    let connect = connect::connect(stats, &cluster.cluster, endpoint);
+                    let connect = connect::connect(stats, cluster, endpoint);
                     let tcp = Box::pin(connect).await?;
                     let conn = http2::handshake(
                         stats,

@@ -1,6 +1,6 @@
 //! A shard's idle upstream connections, keyed by what makes two connections
-//! interchangeable: the endpoint, the protocol spoken on it and the transport socket (a
-//! plain one today; a TLS context will be part of the key). Nothing is shared with other
+//! interchangeable: the endpoint, the protocol spoken on it and the transport socket (plain,
+//! or the TLS context it was made with). Nothing is shared with other
 //! shards; a connection goes back only after a complete, delimited exchange, and not at all
 //! once it has served the cluster's `max_requests_per_connection`.
 
@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
-use zerohop_proto::TransportSocket;
+use crate::net::transport::Sock;
 
 use super::breaker::Held;
 use crate::fasthash::FastHash;
@@ -30,7 +28,8 @@ pub enum Protocol {
 pub struct PoolKey {
     pub endpoint: SocketAddr,
     pub protocol: Protocol,
-    pub transport: TransportSocket,
+    /// 0: plain TCP; else the TLS context's id (`config::UpstreamTlsPlan::id`).
+    pub transport: u64,
 }
 
 /// Idle connections kept per endpoint; beyond this they are closed. Envoy keeps every idle
@@ -46,7 +45,7 @@ const CHECK_AFTER: Duration = Duration::from_millis(200);
 /// An idle connection.
 #[derive(Debug)]
 struct Idle {
-    stream: TcpStream,
+    stream: Sock,
     since: Instant,
     /// Requests it has served.
     served: u32,
@@ -65,7 +64,7 @@ pub struct UpstreamPool {
 impl UpstreamPool {
     /// The most recently used idle connection for `key` that is still open and within its
     /// idle timeout, with the requests it has served (`now`: the caller's clock reading).
-    pub fn checkout(&self, key: &PoolKey, now: Instant) -> Option<(TcpStream, u32, Held)> {
+    pub fn checkout(&self, key: &PoolKey, now: Instant) -> Option<(Sock, u32, Held)> {
         let mut idle = self.idle.borrow_mut();
         let conns = idle.get_mut(key)?;
         while let Some(c) = conns.pop() {
@@ -85,7 +84,7 @@ impl UpstreamPool {
     pub fn checkin(
         &self,
         key: PoolKey,
-        stream: TcpStream,
+        stream: Sock,
         since: Instant,
         served: u32,
         idle_timeout: Option<Duration>,

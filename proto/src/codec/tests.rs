@@ -32,7 +32,19 @@ fn sample() -> Snapshot {
                     idle_timeout: None,
                     ..UpstreamHttp::default()
                 }),
-                transport: TransportSocket::default(),
+                transport: TransportSocket::Tls(Box::new(UpstreamTls {
+                    common: TlsCommon {
+                        certificates: Vec::new(),
+                        min_version: TlsVersion::Tls13,
+                        max_version: TlsVersion::Tls13,
+                        cipher_suites: Vec::new(),
+                        ecdh_curves: Vec::new(),
+                        alpn: vec!["h2".into()],
+                        validation: None,
+                    },
+                    sni: Some("backend.example".into()),
+                    max_session_keys: 1,
+                })),
                 circuit_breakers: CircuitBreakers::default(),
                 outlier_detection: None,
                 healthy_panic_threshold: 50.0f64.to_bits(),
@@ -322,6 +334,34 @@ fn http_listener() -> Listener {
             name: "matched".into(),
             matcher,
             filters: vec![http.clone()],
+            tls: Some(DownstreamTls {
+                common: TlsCommon {
+                    certificates: vec![TlsCertificate {
+                        chain: vec![vec![0x30, 0x82, 1], vec![0x30, 0x82, 2]],
+                        key: vec![0x30, 3],
+                        key_format: KeyFormat::Pkcs8,
+                    }],
+                    min_version: TlsVersion::Tls12,
+                    max_version: TlsVersion::Tls13,
+                    cipher_suites: vec![0xc02f],
+                    ecdh_curves: vec![0x001d],
+                    alpn: vec!["h2".into(), "http/1.1".into()],
+                    validation: Some(CertValidation {
+                        trusted_ca: vec![vec![0x30, 4]],
+                        crls: Vec::new(),
+                        san_matchers: vec![SanMatcher {
+                            san_type: SanType::Uri,
+                            rule: StringRule::Prefix {
+                                value: "spiffe://cluster.local/".into(),
+                                ignore_case: false,
+                            },
+                        }],
+                    }),
+                },
+                require_client_certificate: true,
+                disable_stateless_session_resumption: false,
+                disable_stateful_session_resumption: true,
+            }),
         }],
         default_filter_chain: Some(chain(http)),
     }
@@ -332,6 +372,7 @@ fn chain(filter: NetworkFilter) -> FilterChain {
         name: String::new(),
         matcher: FilterChainMatch::default(),
         filters: vec![filter],
+        tls: None,
     }
 }
 

@@ -110,7 +110,7 @@ pub struct HeaderMatcher {
 }
 
 /// A value test, Envoy's `StringMatcher` plus `present_match`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum StringRule {
     Exact { value: String, ignore_case: bool },
     Prefix { value: String, ignore_case: bool },

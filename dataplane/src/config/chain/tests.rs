@@ -129,9 +129,10 @@ fn server_names_transport_and_application_protocols() {
         "tls without a server-name-less tls chain"
     );
     let mut f = facts("127.0.0.1:1", "127.0.0.1:2");
-    f.application_protocols = &["h2c"];
+    let (h2c, http10) = (["h2c".to_owned()], ["http/1.0".to_owned()]);
+    f.application_protocols = &h2c;
     assert_eq!(s.select(&f), Some(2));
-    f.application_protocols = &["http/1.0"];
+    f.application_protocols = &http10;
     assert_eq!(
         s.select(&f),
         Some(3),

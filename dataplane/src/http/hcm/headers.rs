@@ -96,6 +96,8 @@ pub struct RequestHeaders<'r> {
     /// `add_user_agent`: `x-envoy-downstream-service-cluster` / `-node` set, and
     /// `user-agent` when the client sent none (or an empty one), as Envoy's.
     pub user_agent: Option<&'r LocalNode>,
+    /// The client connection is TLS: the scheme the connection manager sets is `https`.
+    pub tls: bool,
     id: std::cell::OnceCell<[u8; 36]>,
 }
 
@@ -118,6 +120,7 @@ impl<'r> RequestHeaders<'r> {
             replace_request_id: false,
             drop_accept_encoding: false,
             user_agent: None,
+            tls: false,
             id: std::cell::OnceCell::new(),
         }
     }
@@ -192,7 +195,8 @@ impl RequestHeaders<'_> {
             emit(b"x-envoy-external-address", Cow::Borrowed(ip.as_bytes()));
         }
         if self.use_remote_address || !xfp_seen {
-            emit(b"x-forwarded-proto", Cow::Borrowed(b"http"));
+            let scheme: &[u8] = if self.tls { b"https" } else { b"http" };
+            emit(b"x-forwarded-proto", Cow::Borrowed(scheme));
         }
         if let Some(u) = self.user_agent {
             let cluster = Cow::Borrowed(u.cluster.as_bytes());

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use monoio::net::TcpStream;
+
+use crate::net::transport::Sock;
 use monoio::time::Sleep;
 use zerohop_proto::stats::Counter;
 use zerohop_proto::HttpManager;
@@ -53,6 +55,8 @@ pub struct Connection {
     peer_ip: Option<String>,
     /// The client's own address (`x-envoy-external-address`).
     peer: Option<std::net::IpAddr>,
+    /// The connection is TLS.
+    tls: bool,
 }
 
 impl Connection {
@@ -64,15 +68,16 @@ impl Connection {
         listener: &Rc<BoundListener>,
         http: Arc<HttpPlan>,
         accepted: crate::conn::Accepted,
-    ) -> (Connection, TcpStream, crate::conn::ActiveGuard) {
+    ) -> (Connection, Sock, crate::conn::ActiveGuard) {
         let crate::conn::Accepted {
             stream,
             facts,
             guard,
         } = accepted;
-        let _ = stream.set_nodelay(true);
-        let peer = stream.peer_addr().ok();
-        let conn = Connection::new(cfg, listener.clone(), http, facts, peer);
+        let _ = stream.tcp().set_nodelay(true);
+        let peer = stream.tcp().peer_addr().ok();
+        let mut conn = Connection::new(cfg, listener.clone(), http, facts, peer);
+        conn.tls = matches!(stream, Sock::Tls(_));
         (conn, stream, guard)
     }
 
@@ -99,6 +104,7 @@ impl Connection {
             follow: true,
             peer_ip,
             peer: peer.map(|p| p.ip().to_canonical()),
+            tls: false,
         }
     }
 
@@ -177,6 +183,7 @@ impl Connection {
             timer,
             peer_ip: self.peer_ip.as_deref(),
             peer: self.peer,
+            tls: self.tls,
             draining: &self.listener.stop_accepting,
             request: req,
         }

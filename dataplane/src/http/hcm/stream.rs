@@ -57,6 +57,8 @@ pub struct Stream<'a, D> {
     pub peer_ip: Option<&'a str>,
     /// The client's own address.
     pub peer: Option<std::net::IpAddr>,
+    /// The client connection is TLS (`x-forwarded-proto: https`).
+    pub tls: bool,
     /// Fired when the listener drains: answers then carry `connection: close`.
     pub draining: &'a Stop,
     /// The request as received: a local reply to a gRPC request (`content-type:
@@ -263,6 +265,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     hcm.use_remote_address && !hcm.preserve_external_request_id;
                 headers.drop_accept_encoding = decisions.drop_accept_encoding;
                 headers.user_agent = hcm.user_agent.as_ref();
+                headers.tls = self.tls;
                 let max_at = hcm.max_stream_duration.map(|d| info.start + d);
                 let peer_addr = self.peer;
                 // A body that a retry could send again, or a mirror copy, is held (as Envoy
