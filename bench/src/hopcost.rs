@@ -32,7 +32,8 @@ OPTIONS:
         --protocol P       tcp (echo exchanges; proxies in TCP mode), http1 (proxies in HTTP
                            mode: zerohop and Envoy run the same HTTP connection manager config),
                            h2c (h2c clients, HTTP/1.1 upstream) or h2c-h2 (h2c clients, HTTP/2
-                           upstream; nginx cannot, leave it out) [default: tcp]
+                           upstream; nginx cannot, leave it out) or tls (HTTP/1.1 over TLS 1.3,
+                           terminated by each proxy) [default: tcp]
         --targets LIST     direct,zerohop,haproxy,nginx,envoy (any of them; haproxy+splice too)
                            [default: all five]
         --rate N           requests (exchanges) per second [default: 2000]
@@ -92,6 +93,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
                     "http1" => Mode::Http,
                     "h2c" => Mode::H2c { upstream_h2: false },
                     "h2c-h2" => Mode::H2c { upstream_h2: true },
+                    "tls" => Mode::Tls,
                     other => {
                         return Err(
                             format!("--protocol {other:?}: tcp, http1, h2c or h2c-h2").into()
@@ -188,6 +190,15 @@ struct Sample {
     rss: Option<u64>,
 }
 
+/// The protocol the load speaks to `t`: the upstream itself (direct) is plain HTTP/1.1 in
+/// a TLS run.
+pub fn plain_for_direct(proto: Proto, t: &targets::Target) -> Proto {
+    match (proto, t.pid) {
+        (Proto::Https, None) => Proto::Http1,
+        (p, _) => p,
+    }
+}
+
 pub fn run(a: &Args) -> Result<String, String> {
     check_available(&a.targets, a.mode, &a.tools)?;
     let (proxy_cpu, load_cpu) = targets::cpus();
@@ -198,6 +209,13 @@ pub fn run(a: &Args) -> Result<String, String> {
             Proto::Http1,
         ),
         Mode::H2c { .. } => (crate::upstreams::http_server(load_cpu, a.body), Proto::H2c),
+        Mode::Tls => {
+            crate::gen::client::trust(targets::tls_files().0.clone());
+            (
+                crate::upstreams::http_server(load_cpu, a.body),
+                Proto::Https,
+            )
+        }
     };
     let samples = targets::Lineup {
         kinds: &a.targets,
@@ -214,7 +232,7 @@ pub fn run(a: &Args) -> Result<String, String> {
             duration: Duration::from_secs_f64(a.duration),
             warmup: Duration::from_secs_f64(a.warmup),
             size: a.size.unwrap_or(if a.mode == Mode::Tcp { 64 } else { 0 }),
-            ..Spec::new(proto, t.front, a.rate)
+            ..Spec::new(plain_for_direct(proto, t), t.front, a.rate)
         };
         let before = t.pid.map(procstat::cpu_seconds);
         let outcome = gen::run(&spec, |_| {});
@@ -261,6 +279,10 @@ fn write_report(a: &Args, samples: &[Vec<Sample>]) -> String {
             "h2c GETs (one stream at a time per connection), {} B responses, HTTP/{} upstream",
             a.body,
             if upstream_h2 { "2" } else { "1.1" }
+        ),
+        Mode::Tls => format!(
+            "HTTP/1.1 GETs over TLS 1.3 (kept-alive connections; direct: plain), {} B responses",
+            a.body
         ),
     };
     let _ = writeln!(

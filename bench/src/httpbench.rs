@@ -37,8 +37,10 @@ OPTIONS:
                            (zerohop and Envoy: envoy.filters.http.compressor; HAProxy:
                            compression algo gzip; nginx: gzip on); direct is uncompressed
         --protocol P       http1, h2c (clients speak h2c: HTTP/1.1 upstream) or h2c-h2 (h2c
-                           both ways; nginx cannot proxy HTTP/2 upstream: leave it out)
-                           [default: http1]
+                           both ways; nginx cannot proxy HTTP/2 upstream: leave it out) or
+                           tls (TLS 1.3 terminated by each proxy, HTTP/1.1 keep-alive inside),
+                           tls-full or tls-resumed (a new TLS connection per request: full
+                           handshakes, or sessions resumed by ticket) [default: http1]
         --streams N        h2c: concurrent streams per connection [default: 10]
         --out FILE         also write the report to FILE
 ";
@@ -55,6 +57,8 @@ pub struct Args {
     /// `Mode::Http`, or `Mode::H2c`.
     mode: Mode,
     streams: usize,
+    /// TLS: a new connection per request, resuming sessions (`Some(true)`) or not.
+    handshakes: Option<bool>,
 }
 
 pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
@@ -70,6 +74,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
         gzip: false,
         mode: Mode::Http,
         streams: 10,
+        handshakes: None,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
@@ -86,12 +91,20 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
             Long("out") => a.out = Some(p.value()?.into()),
             Long("gzip") => a.gzip = true,
             Long("protocol") => {
-                a.mode = match p.value()?.string()?.as_str() {
+                let v = p.value()?.string()?;
+                a.mode = match v.as_str() {
                     "http1" => Mode::Http,
                     "h2c" => Mode::H2c { upstream_h2: false },
                     "h2c-h2" => Mode::H2c { upstream_h2: true },
+                    "tls" => Mode::Tls,
+                    "tls-full" | "tls-resumed" => {
+                        a.handshakes = Some(v == "tls-resumed");
+                        Mode::Tls
+                    }
                     other => {
-                        return Err(format!("--protocol {other:?}: http1, h2c or h2c-h2").into())
+                        return Err(
+                            format!("--protocol {other:?}: http1, h2c, h2c-h2 or tls").into()
+                        )
                     }
                 }
             }
@@ -142,6 +155,19 @@ pub fn run(a: &Args) -> Result<String, String> {
                 if upstream_h2 { "2" } else { "1.1" }
             ),
         ),
+        Mode::Tls => {
+            crate::gen::client::trust(targets::tls_files().0.clone());
+            let (proto, conns) = match a.handshakes {
+                None => (Proto::Https, "HTTP/1.1 keep-alive inside"),
+                Some(false) => (Proto::HttpsFull, "a new connection per request, each a full handshake, HTTP/1.1 inside"),
+                Some(true) => (Proto::HttpsResumed, "a new connection per request, each resuming a session (TLS 1.3 ticket), HTTP/1.1 inside"),
+            };
+            (
+                proto,
+                1,
+                format!("TLS 1.3 (ECDSA P-256, ALPN http/1.1) terminated by the proxy, {conns}, HTTP/1.1 keep-alive to the upstream (direct: plain)"),
+            )
+        }
         _ => (Proto::Http1, 1, "HTTP/1.1 keep-alive".to_owned()),
     };
     let (proxy_cpu, load_cpu) = targets::cpus();
@@ -179,7 +205,7 @@ pub fn run(a: &Args) -> Result<String, String> {
                     true => vec![("Accept-Encoding".into(), "gzip".into())],
                     false => Vec::new(),
                 },
-                ..Spec::new(proto, t.front, 0.0)
+                ..Spec::new(crate::hopcost::plain_for_direct(proto, t), t.front, 0.0)
             };
             // Proxy CPU at the end of the warm-up second and at the end of the run.
             let mut marks: Vec<f64> = Vec::new();

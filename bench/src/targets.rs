@@ -47,6 +47,38 @@ pub enum Mode {
     H2c {
         upstream_h2: bool,
     },
+    /// TLS 1.3 termination (one ECDSA P-256 certificate, [`tls_files`]), HTTP/1.1
+    /// keep-alive inside, HTTP/1.1 to the upstream.
+    Tls,
+}
+
+/// The certificate files every proxy serves in `Mode::Tls`, made once per run: (CA (DER),
+/// certificate chain PEM, key PEM, certificate and key in one PEM for HAProxy).
+pub fn tls_files() -> &'static (Vec<u8>, PathBuf, PathBuf, PathBuf) {
+    static FILES: std::sync::OnceLock<(Vec<u8>, PathBuf, PathBuf, PathBuf)> =
+        std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "zerohop-bench CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+        let dir = std::env::temp_dir().join(format!("zerohop-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (chain, k, both) = (
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            dir.join("both.pem"),
+        );
+        std::fs::write(&chain, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        std::fs::write(&both, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+        (ca.der().to_vec(), chain, k, both)
+    })
 }
 
 /// Where the proxy binaries are.
@@ -364,13 +396,18 @@ fn with_cpu(c: Command, cpu: usize) -> Command {
 }
 
 fn haproxy_config(mode: Mode, port: u16, upstream: SocketAddr, splice: bool) -> String {
+    let tls_bind = format!(
+        " ssl crt {} alpn http/1.1 ssl-min-ver TLSv1.3",
+        tls_files().3.display()
+    );
     let (bind, server) = match mode {
         Mode::H2c { upstream_h2 } => (" proto h2", if upstream_h2 { " proto h2" } else { "" }),
+        Mode::Tls => (tls_bind.as_str(), ""),
         _ => ("", ""),
     };
     let (compression, mode) = match mode {
         Mode::Tcp => ("", "tcp"),
-        Mode::Http | Mode::H2c { .. } => ("", "http"),
+        Mode::Http | Mode::H2c { .. } | Mode::Tls => ("", "http"),
         Mode::HttpGzip => (
             "  compression algo gzip\n  compression type text/plain\n",
             "http",
@@ -398,7 +435,7 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
         Mode::Tcp => format!(
             "load_module {NGINX_STREAM_MODULE};\n{head}stream {{\n  server {{\n    listen 127.0.0.1:{port};\n    proxy_pass {upstream};\n  }}\n}}\n"
         ),
-        Mode::Http | Mode::HttpGzip | Mode::H2c { .. } => format!(
+        Mode::Http | Mode::HttpGzip | Mode::H2c { .. } | Mode::Tls => format!(
             "{head}http {{\n  access_log off;{}\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream u {{\n    server {upstream};\n    keepalive 64;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://u;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
             match mode {
                 Mode::HttpGzip => "\n  gzip on;\n  gzip_types text/plain;\n  gzip_proxied any;\n  gzip_comp_level 1;\n  gzip_min_length 30;",
@@ -407,6 +444,11 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
             }
         ).replace(&format!("listen 127.0.0.1:{port};"), &match mode {
             Mode::H2c { .. } => format!("listen 127.0.0.1:{port} http2;"),
+            Mode::Tls => format!(
+                "listen 127.0.0.1:{port} ssl;\n    ssl_protocols TLSv1.3;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_session_cache shared:SSL:10m;",
+                tls_files().1.display(),
+                tls_files().2.display()
+            ),
             _ => format!("listen 127.0.0.1:{port};"),
         }),
     }
@@ -459,13 +501,32 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, mode: Mode, resilient: boo
         }
         false => "",
     };
+    let tls = match mode {
+        Mode::Tls => format!(
+            r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [http/1.1]
+            tls_params: {{ tls_minimum_protocol_version: TLSv1_3 }}
+            tls_certificates:
+            - certificate_chain: {{ filename: {} }}
+              private_key: {{ filename: {} }}
+"#,
+            tls_files().1.display(),
+            tls_files().2.display()
+        ),
+        _ => String::new(),
+    };
     format!(
         r#"static_resources:
   listeners:
   - name: front
     address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
     filter_chains:
-    - filters:
+    - name: front
+{tls}      filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager

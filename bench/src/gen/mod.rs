@@ -397,7 +397,11 @@ fn thread_main(
             workers.push(monoio::spawn(async move {
                 match proto {
                     Proto::Tcp => tcp_worker(&th, w).await,
-                    Proto::Http1 | Proto::Http1Close => http1_worker(&th, w, proto).await,
+                    Proto::Http1
+                    | Proto::Http1Close
+                    | Proto::Https
+                    | Proto::HttpsFull
+                    | Proto::HttpsResumed => http1_worker(&th, w, proto).await,
                     Proto::H2c => h2_worker(&th, w, &slot).await,
                 }
             }));
@@ -495,14 +499,14 @@ async fn http1_worker(th: &Thread, id: usize, proto: Proto) {
         let r = with_timeout(th, async {
             let c = match &mut conn {
                 Some(c) => c,
-                None => conn.insert(Http1Conn::open(&th.req).await?),
+                None => conn.insert(Http1Conn::open(&th.req, proto).await?),
             };
             c.exchange().await
         })
         .await;
         let status = match r {
             Ok((status, reuse)) => {
-                if !reuse || proto == Proto::Http1Close {
+                if !reuse || proto.closes() {
                     conn = None;
                 }
                 Ok(status)

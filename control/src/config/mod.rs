@@ -227,3 +227,5 @@ mod http2_tests;
 mod http_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

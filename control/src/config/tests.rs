@@ -637,9 +637,9 @@ fn filter_chain_errors_name_the_field() {
         (
             chains_config(
                 &chain("{}"),
-                "    listener_filters:\n    - name: tls\n      typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }\n",
+                "    listener_filters:\n    - name: dst\n      typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst }\n",
             ),
-            "listener_filters[0](tls)",
+            "listener_filters[0](dst)",
             "not supported",
         ),
         (

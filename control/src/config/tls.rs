@@ -320,12 +320,16 @@ fn certificate(t: &DynamicMessage, path: &str) -> Result<TlsCertificate, ConfigE
             .collect(),
         signer,
     );
-    certified.keys_match().map_err(|e| {
-        ConfigError::at(
-            kpath.clone(),
+    // Only a proven mismatch is refused: a certificate webpki cannot parse (a version 1
+    // certificate, say) is still served as it is, as Envoy serves it.
+    if let Err(e @ rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+        certified.keys_match()
+    {
+        return Err(ConfigError::at(
+            kpath,
             format!("the private key does not belong to the certificate: {e}"),
-        )
-    })?;
+        ));
+    }
     Ok(TlsCertificate {
         chain,
         key: key.secret_der().to_vec(),

@@ -27,12 +27,25 @@ pub use poll::TlsIo;
 pub use stream::{HandshakeError, TlsStream};
 use verify::{ClientVerifier, SanRules, ServerVerifier};
 
-/// ring, with the context's cipher suites and curves (in its order) when it names them.
+/// ring, with the context's cipher suites and curves (in its order) when it names them,
+/// else Envoy's defaults: curves X25519 then P-256 (ring's own list starts with P-384,
+/// which it computes without assembly, at ten times the cost), AES-128-GCM before
+/// AES-256-GCM before ChaCha20-Poly1305 (BoringSSL's order on hardware with AES).
 fn provider(c: &TlsCommon) -> Result<Arc<CryptoProvider>, String> {
     // Reason: ring is the one provider (aws-lc-rs would add a C and CMake build); its lack
     // of post-quantum key exchange is what the deprecation notes.
     #[allow(deprecated)]
     let mut p = rustls::crypto::ring::default_provider();
+    let rank = |s: &rustls::SupportedCipherSuite| -> u8 {
+        let name = format!("{:?}", s.suite());
+        match () {
+            _ if name.contains("AES_128") => 0,
+            _ if name.contains("AES_256") => 1,
+            _ => 2,
+        }
+    };
+    p.cipher_suites
+        .sort_by_key(|s| (s.version() != &rustls::version::TLS13, rank(s)));
     if !c.cipher_suites.is_empty() {
         // TLS 1.3's suites stay (Envoy does not configure them either).
         let all = std::mem::take(&mut p.cipher_suites);
@@ -50,13 +63,15 @@ fn provider(c: &TlsCommon) -> Result<Arc<CryptoProvider>, String> {
         }
         p.cipher_suites = chosen;
     }
-    if !c.ecdh_curves.is_empty() {
-        let all = std::mem::take(&mut p.kx_groups);
-        for want in &c.ecdh_curves {
-            match all.iter().find(|g| u16::from(g.name()) == *want) {
-                Some(g) => p.kx_groups.push(*g),
-                None => return Err(format!("ECDH curve 0x{want:04x} is not available")),
-            }
+    let curves: &[u16] = match c.ecdh_curves.is_empty() {
+        true => &[0x001d, 0x0017],
+        false => &c.ecdh_curves,
+    };
+    let all = std::mem::take(&mut p.kx_groups);
+    for want in curves {
+        match all.iter().find(|g| u16::from(g.name()) == *want) {
+            Some(g) => p.kx_groups.push(*g),
+            None => return Err(format!("ECDH curve 0x{want:04x} is not available")),
         }
     }
     Ok(Arc::new(p))
