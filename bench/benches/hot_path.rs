@@ -5,7 +5,9 @@
 //! - building a generation (balancer tables, route tables, chain selectors), at 1,000
 //!   clusters, from nothing and from a previous generation that differs in one endpoint;
 //! - picking an endpoint (per connection) for each load-balancing policy, and picking a
-//!   weighted target cluster.
+//!   weighted target cluster;
+//! - TLS: the event-loop time a handshake holds a shard at once (the server's answer to a
+//!   ClientHello: key exchange, signature, its whole first flight), full and resumed.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -233,5 +235,98 @@ fn http(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, build, pick, http);
+/// The server's work on a client's first flight, as one shard does it between two awaits:
+/// read the ClientHello, process it, write ServerHello to Finished (and, resumed, without
+/// the certificate and its signature).
+fn tls(c: &mut Criterion) {
+    use criterion::BatchSize;
+    use std::sync::Arc;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let t = DownstreamTls {
+        common: TlsCommon {
+            certificates: vec![TlsCertificate {
+                chain: vec![cert.der().to_vec()],
+                key: key.serialize_der(),
+                key_format: KeyFormat::Pkcs8,
+            }],
+            min_version: TlsVersion::Tls12,
+            max_version: TlsVersion::Tls13,
+            cipher_suites: Vec::new(),
+            ecdh_curves: Vec::new(),
+            alpn: vec!["http/1.1".to_owned()],
+            validation: None,
+        },
+        require_client_certificate: false,
+        disable_stateless_session_resumption: false,
+        disable_stateful_session_resumption: false,
+    };
+    let server = zerohop::tls::server_config(&t).unwrap();
+    #[allow(deprecated)] // Reason: ring, as the data plane's.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![rustls::crypto::ring::kx_group::X25519];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let client = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let hello = |client: &Arc<rustls::ClientConfig>| {
+        let mut cl =
+            rustls::ClientConnection::new(client.clone(), "localhost".try_into().unwrap()).unwrap();
+        let mut out = Vec::new();
+        cl.write_tls(&mut out).unwrap();
+        (cl, out)
+    };
+    let answer = |bytes: &[u8]| {
+        let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
+        s.read_tls(&mut &bytes[..]).unwrap();
+        s.process_new_packets().unwrap();
+        let mut out = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut out).unwrap();
+        }
+        (s, out)
+    };
+    let mut g = c.benchmark_group("tls");
+    g.bench_function("server first flight, full handshake", |b| {
+        b.iter_batched(|| hello(&client).1, |h| answer(&h).1, BatchSize::SmallInput)
+    });
+    // A complete handshake first, so that the client holds a ticket to resume with.
+    let resuming_hello = || {
+        let (mut cl, h) = hello(&client);
+        let (mut s, flight) = answer(&h);
+        cl.read_tls(&mut &flight[..]).unwrap();
+        cl.process_new_packets().unwrap();
+        let mut fin = Vec::new();
+        while cl.wants_write() {
+            cl.write_tls(&mut fin).unwrap();
+        }
+        s.read_tls(&mut &fin[..]).unwrap();
+        s.process_new_packets().unwrap();
+        let mut tickets = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut tickets).unwrap();
+        }
+        cl.read_tls(&mut &tickets[..]).unwrap();
+        cl.process_new_packets().unwrap();
+        hello(&client).1
+    };
+    g.bench_function("server first flight, resumed", |b| {
+        b.iter_batched(resuming_hello, |h| answer(&h).1, BatchSize::SmallInput)
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, build, pick, http, tls);
 criterion_main!(benches);

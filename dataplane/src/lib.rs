@@ -29,6 +29,7 @@ pub mod http2;
 pub mod l4;
 pub mod net;
 pub mod ratelimit;
+pub mod rbac;
 pub mod route;
 pub mod router;
 pub mod shard;

@@ -488,3 +488,179 @@ fn tls_inspector_chooses_chains_as_envoys() {
         same("tls_inspector", &z, &run(addr));
     }
 }
+
+/// Whether openssl's second connection resumed the first one's session.
+fn resumed(addr: SocketAddr, pki: &Pki) -> Vec<String> {
+    let sess = pki.dir.join(format!("session-{}", addr.port()));
+    let _ = std::fs::remove_file(&sess);
+    let mut out = Vec::new();
+    for flag in ["-sess_out", "-sess_in"] {
+        // No session saved (the server offered none): the second connection has none to use.
+        let (flag, file) = match flag == "-sess_in" && !sess.exists() {
+            true => ("-sess_in", String::new()),
+            false => (flag, format!("{flag} {}", sess.display())),
+        };
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf 'GET / HTTP/1.1\\r\\nhost: x\\r\\nconnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -connect {addr} -servername localhost -CAfile {} {file} -ign_eof 2>/dev/null",
+                pki.path("ca.pem"),
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        let kind = text
+            .lines()
+            .find(|l| l.starts_with("New,") || l.starts_with("Reused,"))
+            .map(|l| l.split(',').next().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| "no handshake".to_owned());
+        out.push(format!(
+            "{flag}: {kind}, answered {}",
+            text.contains("resumable")
+        ));
+    }
+    out
+}
+
+#[test]
+fn session_resumption_as_envoys() {
+    let pki = Pki::new("resume");
+    let routes = "              - match: { prefix: \"/\" }\n                direct_response: { status: 200, body: { inline_string: \"resumable\" } }\n";
+    for (extra, want) in [
+        ("", "Reused"),
+        (
+            "          disable_stateless_session_resumption: true\n          disable_stateful_session_resumption: true\n",
+            "New",
+        ),
+    ] {
+        let cfg = bootstrap(&server_tls(&pki, extra, ""), routes, "");
+        let proxy = Proxy::start(&cfg);
+        let z = resumed(proxy.addr("web"), &pki);
+        eprintln!("[zerohop] {z:?}");
+        assert_eq!(z[1], format!("-sess_in: {want}, answered true"), "{extra}");
+        assert_eq!(
+            proxy.total(Counter::SslSessionReused),
+            u64::from(want == "Reused")
+        );
+        if envoy::available() {
+            let (_envoy, addr) = envoy::start(&cfg);
+            same("session resumption", &z, &resumed(addr, &pki));
+        }
+    }
+}
+
+#[test]
+fn passthrough_by_sni_as_envoys() {
+    let pki = Pki::new("pass");
+    let routes = "              - match: { prefix: \"/\" }\n                direct_response: { status: 200, body: { inline_string: \"the backend's own TLS\" } }\n";
+    let back = Proxy::start(&bootstrap(&server_tls(&pki, "", ""), routes, ""));
+    let port = back.addr("web").port();
+    let cfg = format!(
+        r#"static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }}
+    filter_chains:
+    - filter_chain_match: {{ server_names: [backend.test] }}
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: pass
+          cluster: b
+  clusters:
+{}"#,
+        static_cluster("b", port)
+    );
+    let run = |addr: SocketAddr| {
+        let mut out = Vec::new();
+        for host in ["backend.test", "other.test"] {
+            let o = Command::new("curl")
+                .args(["-s", "--max-time", "10", "--cacert", &pki.path("ca.pem")])
+                .args(["--resolve", &format!("{host}:{}:127.0.0.1", addr.port())])
+                .arg(format!("https://{host}:{}/", addr.port()))
+                .output()
+                .unwrap();
+            out.push(format!(
+                "{host}: exit {:?} {}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout)
+            ));
+        }
+        out
+    };
+    let proxy = Proxy::start(&cfg);
+    let z = run(proxy.addr("web"));
+    eprintln!("[zerohop] {z:?}");
+    assert_eq!(z[0], "backend.test: exit Some(0) the backend's own TLS");
+    assert_eq!(proxy.total(Counter::NoFilterChainMatch), 1, "other.test");
+    if envoy::available() {
+        let (_envoy, addr) = envoy::start(&cfg);
+        same("passthrough", &z, &run(addr));
+    }
+}
+
+/// RBAC's `authenticated` principal reads the client certificate's URI SAN (SPIFFE id).
+#[test]
+fn rbac_authenticated_principals_as_envoys() {
+    let pki = Pki::new("rbac");
+    let validation = format!(
+        "            validation_context:\n              trusted_ca: {{ filename: {} }}\n",
+        pki.path("ca.pem")
+    );
+    let tls = server_tls(
+        &pki,
+        "          require_client_certificate: true\n",
+        &validation,
+    );
+    let routes = "              - match: { prefix: \"/\" }\n                direct_response: { status: 200, body: { inline_string: \"in\" } }\n";
+    let rbac = r#"          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: ALLOW
+                policies:
+                  ns-a-only:
+                    permissions: [ { url_path: { path: { prefix: "/a/" } } } ]
+                    principals: [ { authenticated: { principal_name: { prefix: "spiffe://cluster.local/ns/a/" } } } ]
+                  any-peer:
+                    permissions: [ { url_path: { path: { prefix: "/peers/" } } } ]
+                    principals: [ { authenticated: {} } ]
+"#;
+    let cfg = bootstrap(&tls, routes, "").replacen(ROUTER, &format!("{rbac}{ROUTER}"), 1);
+    let run = |addr: SocketAddr| {
+        let mut out = Vec::new();
+        for who in ["client", "intruder"] {
+            let (c, k) = (
+                pki.path(&format!("{who}.pem")),
+                pki.path(&format!("{who}.key")),
+            );
+            for path in ["/a/x", "/peers/x", "/other"] {
+                let r = curl(&pki, addr, path, &["--http1.1", "--cert", &c, "--key", &k]);
+                out.push(format!("{who} {path}: {}", r[0]));
+            }
+        }
+        out
+    };
+    let proxy = Proxy::start(&cfg);
+    let z = run(proxy.addr("web"));
+    eprintln!("[zerohop] {z:#?}");
+    assert_eq!(
+        z,
+        [
+            "client /a/x: HTTP/1.1 200",
+            "client /peers/x: HTTP/1.1 200",
+            "client /other: HTTP/1.1 403",
+            "intruder /a/x: HTTP/1.1 403",
+            "intruder /peers/x: HTTP/1.1 200",
+            "intruder /other: HTTP/1.1 403",
+        ]
+    );
+    if envoy::available() {
+        let (_envoy, addr) = envoy::start(&cfg);
+        same("authenticated principals", &z, &run(addr));
+    }
+}

@@ -19,12 +19,14 @@ use serde::{Deserialize, Serialize};
 mod cluster;
 mod filters;
 mod health;
+mod rbac;
 mod retry;
 mod route;
 mod tls;
 pub use cluster::*;
 pub use filters::*;
 pub use health::*;
+pub use rbac::*;
 pub use retry::*;
 pub use route::*;
 pub use tls::*;
@@ -198,6 +200,9 @@ pub enum NetworkFilter {
     /// `envoy.filters.network.local_ratelimit`: each connection takes a token from the
     /// bucket or is closed (not terminal).
     LocalRateLimit(NetworkRateLimit),
+    /// `envoy.filters.network.rbac`: a connection the policies deny is closed (not
+    /// terminal).
+    Rbac(NetworkRbac),
 }
 
 impl NetworkFilter {
@@ -536,6 +541,8 @@ pub enum HttpFilterConfig {
     Fault(FaultConfig),
     /// `envoy.filters.http.local_ratelimit`: a token bucket shared by every shard.
     LocalRateLimit(LocalRateLimitConfig),
+    /// `envoy.filters.http.rbac`: 403 for a request the policies deny.
+    Rbac(RbacConfig),
     /// `envoy.filters.http.router`.
     Router,
 }
@@ -725,7 +732,7 @@ impl Snapshot {
                     match f {
                         NetworkFilter::TcpProxy(tp) => targets(&tp.targets, n, path)?,
                         NetworkFilter::Http(h) => validate_http(h, &path, n)?,
-                        NetworkFilter::LocalRateLimit(_) => {}
+                        NetworkFilter::LocalRateLimit(_) | NetworkFilter::Rbac(_) => {}
                     }
                 }
             }

@@ -179,10 +179,21 @@ pub enum Counter {
     UpstreamSslFailVerifySan,
     UpstreamSslFailVerifyError,
     UpstreamSslSessionReused,
+    /// RBAC, Envoy's `http.<prefix>.rbac.allowed` / `denied` / `shadow_allowed` /
+    /// `shadow_denied`, and the network filter's `<prefix>.rbac.allowed` / `denied` /
+    /// `shadow_allowed` / `shadow_denied`.
+    RbacAllowed,
+    RbacDenied,
+    RbacShadowAllowed,
+    RbacShadowDenied,
+    NetworkRbacAllowed,
+    NetworkRbacDenied,
+    NetworkRbacShadowAllowed,
+    NetworkRbacShadowDenied,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 86] = [
+    pub const ALL: [Counter; 94] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -269,6 +280,14 @@ impl Counter {
         Counter::UpstreamSslFailVerifySan,
         Counter::UpstreamSslFailVerifyError,
         Counter::UpstreamSslSessionReused,
+        Counter::RbacAllowed,
+        Counter::RbacDenied,
+        Counter::RbacShadowAllowed,
+        Counter::RbacShadowDenied,
+        Counter::NetworkRbacAllowed,
+        Counter::NetworkRbacDenied,
+        Counter::NetworkRbacShadowAllowed,
+        Counter::NetworkRbacShadowDenied,
     ];
 
     pub const fn index(self) -> usize {
@@ -381,6 +400,14 @@ impl Counter {
             Counter::UpstreamSslFailVerifySan => "upstream_ssl_fail_verify_san",
             Counter::UpstreamSslFailVerifyError => "upstream_ssl_fail_verify_error",
             Counter::UpstreamSslSessionReused => "upstream_ssl_session_reused",
+            Counter::RbacAllowed => "rbac_allowed",
+            Counter::RbacDenied => "rbac_denied",
+            Counter::RbacShadowAllowed => "rbac_shadow_allowed",
+            Counter::RbacShadowDenied => "rbac_shadow_denied",
+            Counter::NetworkRbacAllowed => "network_rbac_allowed",
+            Counter::NetworkRbacDenied => "network_rbac_denied",
+            Counter::NetworkRbacShadowAllowed => "network_rbac_shadow_allowed",
+            Counter::NetworkRbacShadowDenied => "network_rbac_shadow_denied",
         }
     }
 

@@ -186,20 +186,22 @@ fn filter_chain(
         let l = as_msg(l);
         let lpath = format!("{fpath}{}.typed_config", element_label(k, l));
         let m = typed_config(l, &lpath)?;
-        if m.descriptor().full_name() != NETWORK_LIMIT {
-            return Err(ConfigError::at(
-                lpath,
-                format!(
-                    "network filter {} is not supported here (before the terminal filter: envoy.filters.network.local_ratelimit only)",
-                    m.descriptor().full_name()
-                ),
-            ));
+        match m.descriptor().full_name() {
+            NETWORK_LIMIT => out.push(NetworkFilter::LocalRateLimit(network_rate_limit(
+                &m,
+                &lpath,
+                &clusters.runtime,
+            )?)),
+            NETWORK_RBAC => out.push(NetworkFilter::Rbac(network_rbac(&m, &lpath)?)),
+            other => {
+                return Err(ConfigError::at(
+                    lpath,
+                    format!(
+                        "network filter {other} is not supported here (before the terminal filter: envoy.filters.network.local_ratelimit, envoy.filters.network.rbac)"
+                    ),
+                ))
+            }
         }
-        out.push(NetworkFilter::LocalRateLimit(network_rate_limit(
-            &m,
-            &lpath,
-            &clusters.runtime,
-        )?));
     }
     let f = as_msg(f);
     let fpath = format!("{fpath}{}.typed_config", element_label(*i, f));
@@ -235,6 +237,39 @@ fn typed_config(f: &DynamicMessage, path: &str) -> Result<DynamicMessage, Config
 }
 
 const NETWORK_LIMIT: &str = "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
+const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
+
+/// `envoy.filters.network.rbac`: checked once per connection, before its first byte is
+/// served (`enforcement_type: ONE_TIME_ON_FIRST_BYTE`, Envoy's default; `CONTINUOUS` is
+/// refused).
+fn network_rbac(m: &DynamicMessage, path: &str) -> Result<NetworkRbac, ConfigError> {
+    let stat_prefix = string(m, "stat_prefix");
+    if stat_prefix.is_empty() {
+        return Err(ConfigError::at(
+            format!("{path}.stat_prefix"),
+            "a network RBAC filter needs a stat_prefix",
+        ));
+    }
+    if enum_name(m, "enforcement_type") != "ONE_TIME_ON_FIRST_BYTE" {
+        return Err(ConfigError::at(
+            format!("{path}.enforcement_type"),
+            "only ONE_TIME_ON_FIRST_BYTE is supported",
+        ));
+    }
+    let rules = match msg(m, "rules") {
+        Some(r) => Some(super::rbac::rules(r, &format!("{path}.rules"))?),
+        None => None,
+    };
+    let shadow = match msg(m, "shadow_rules") {
+        Some(r) => Some(super::rbac::rules(r, &format!("{path}.shadow_rules"))?),
+        None => None,
+    };
+    Ok(NetworkRbac {
+        stat_prefix,
+        rules,
+        shadow,
+    })
+}
 
 /// `envoy.filters.network.local_ratelimit`: a bucket per filter (Envoy's "each filter and
 /// filter chain has an independent rate limit"), `runtime_enabled` read now.
@@ -353,41 +388,45 @@ fn filter_chain_match(m: &DynamicMessage, path: &str) -> Result<FilterChainMatch
 /// A list of `CidrRange`s: the address an IP literal, the prefix length within it, the
 /// address stored masked (as Envoy stores it).
 fn cidr_ranges(m: &DynamicMessage, field: &str, path: &str) -> Result<Vec<CidrRange>, ConfigError> {
-    let mut out = Vec::new();
-    for (i, r) in list(m, field).iter().enumerate() {
-        let r = as_msg(r);
-        let p = format!("{path}.{field}[{i}]");
-        let text = string(r, "address_prefix");
-        let address: IpAddr = text.parse().map_err(|_| {
-            ConfigError::at(
-                format!("{p}.address_prefix"),
-                format!("{text:?} is not an IP address"),
-            )
-        })?;
-        let max = if address.is_ipv4() { 32 } else { 128 };
-        let len = msg(r, "prefix_len").map_or(0, u32_value);
-        if len > max {
-            return Err(ConfigError::at(
-                format!("{p}.prefix_len"),
-                format!("{len} is longer than the address ({max} bits)"),
-            ));
-        }
-        let masked = match address {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                IpAddr::V4((u32::from(a) & mask).into())
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                IpAddr::V6((u128::from(a) & mask).into())
-            }
-        };
-        out.push(CidrRange {
-            address: masked,
-            prefix_len: len as u8,
-        });
+    list(m, field)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| cidr(as_msg(r), &format!("{path}.{field}[{i}]")))
+        .collect()
+}
+
+/// A `CidrRange`: the address an IP literal, the prefix length within it, the address
+/// stored masked (as Envoy stores it).
+pub(crate) fn cidr(r: &DynamicMessage, p: &str) -> Result<CidrRange, ConfigError> {
+    let text = string(r, "address_prefix");
+    let address: IpAddr = text.parse().map_err(|_| {
+        ConfigError::at(
+            format!("{p}.address_prefix"),
+            format!("{text:?} is not an IP address"),
+        )
+    })?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let len = msg(r, "prefix_len").map_or(0, u32_value);
+    if len > max {
+        return Err(ConfigError::at(
+            format!("{p}.prefix_len"),
+            format!("{len} is longer than the address ({max} bits)"),
+        ));
     }
-    Ok(out)
+    let masked = match address {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    };
+    Ok(CidrRange {
+        address: masked,
+        prefix_len: len as u8,
+    })
 }
 
 fn tcp_proxy(tp: &DynamicMessage, path: &str, clusters: &Names) -> Result<TcpProxy, ConfigError> {

@@ -18,6 +18,7 @@ mod lenient;
 mod listener;
 mod outlier;
 pub mod overlay;
+mod rbac;
 mod retry;
 mod route;
 pub mod runtime;
@@ -225,6 +226,8 @@ pub(crate) mod dynamic_tests;
 mod http2_tests;
 #[cfg(test)]
 mod http_tests;
+#[cfg(test)]
+mod rbac_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

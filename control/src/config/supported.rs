@@ -186,6 +186,47 @@ const FIELDS: &[(&str, &[&str])] = &[
         "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
         &[],
     ),
+    // RBAC (config::rbac), for the HTTP and the network filter.
+    (
+        "envoy.extensions.filters.network.rbac.v3.RBAC",
+        &["stat_prefix", "rules", "shadow_rules", "enforcement_type"],
+    ),
+    ("envoy.config.rbac.v3.RBAC", &["action", "policies"]),
+    ("envoy.config.rbac.v3.Policy", &["permissions", "principals"]),
+    (
+        "envoy.config.rbac.v3.Permission",
+        &[
+            "any",
+            "and_rules",
+            "or_rules",
+            "not_rule",
+            "header",
+            "url_path",
+            "destination_ip",
+            "destination_port",
+            "destination_port_range",
+            "requested_server_name",
+        ],
+    ),
+    ("envoy.config.rbac.v3.Permission.Set", &["rules"]),
+    (
+        "envoy.config.rbac.v3.Principal",
+        &[
+            "any",
+            "and_ids",
+            "or_ids",
+            "not_id",
+            "authenticated",
+            "direct_remote_ip",
+            "remote_ip",
+            "header",
+            "url_path",
+        ],
+    ),
+    ("envoy.config.rbac.v3.Principal.Set", &["ids"]),
+    ("envoy.config.rbac.v3.Principal.Authenticated", &["principal_name"]),
+    ("envoy.type.matcher.v3.PathMatcher", &["path"]),
+    ("envoy.type.v3.Int32Range", &["start", "end"]),
     (
         "envoy.config.listener.v3.FilterChainMatch",
         &[

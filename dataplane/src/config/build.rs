@@ -111,20 +111,22 @@ impl Slots {
                         let routes = self.table(rc, &manager.http_filters, &mut tables)?;
                         Terminal::Http(Arc::new(HttpPlan { manager, routes }))
                     }
-                    Some(NetworkFilter::LocalRateLimit(_)) | None => {
+                    Some(NetworkFilter::LocalRateLimit(_) | NetworkFilter::Rbac(_)) | None => {
                         return Err(format!(
                             "listener {}: a chain without a terminal filter",
                             l.name
                         ))
                     }
                 };
-                let limits = filters
-                    .into_iter()
-                    .filter_map(|f| match f {
-                        NetworkFilter::LocalRateLimit(l) => Some(l),
-                        _ => None,
-                    })
-                    .collect();
+                let mut limits = Vec::new();
+                let mut rbac = Vec::new();
+                for f in filters {
+                    match f {
+                        NetworkFilter::LocalRateLimit(l) => limits.push(l),
+                        NetworkFilter::Rbac(r) => rbac.push(r),
+                        NetworkFilter::TcpProxy(_) | NetworkFilter::Http(_) => {}
+                    }
+                }
                 let server = match chain.tls {
                     Some(t) => Some(self.server_tls(t, &mut tls).map_err(|e| {
                         format!(
@@ -137,6 +139,7 @@ impl Slots {
                 chains.push(Arc::new(ChainPlan {
                     name: chain.name,
                     limits,
+                    rbac,
                     terminal,
                     tls: server,
                 }));

@@ -117,6 +117,9 @@ pub struct ChainPlan {
     pub name: String,
     /// `envoy.filters.network.local_ratelimit` filters before the terminal one.
     pub limits: Vec<zerohop_proto::NetworkRateLimit>,
+    /// `envoy.filters.network.rbac` filters, checked once the connection's TLS handshake
+    /// (if any) is done, before the terminal filter takes it.
+    pub rbac: Vec<zerohop_proto::NetworkRbac>,
     pub terminal: Terminal,
     /// `transport_socket` TLS: the server configuration its connections' handshakes use
     /// (shared by the shards; kept across generations while the context is unchanged, so

@@ -31,9 +31,11 @@ pub use guard::{ActiveGuard, Tracked};
 pub struct Facts {
     addrs: Option<(SocketAddr, SocketAddr)>,
     pub transport_protocol: &'static str,
-    /// The TLS server name (SNI) the tls_inspector read.
+    /// The TLS server name (SNI) the tls_inspector or the handshake read.
     pub server_name: Option<String>,
     pub application_protocols: Vec<String>,
+    /// The TLS peer certificate's names (`rbac::peer_names`), if the peer sent one.
+    pub peer_names: Option<Vec<String>>,
 }
 
 impl Default for Facts {
@@ -43,6 +45,7 @@ impl Default for Facts {
             transport_protocol: "raw_buffer",
             server_name: None,
             application_protocols: Vec::new(),
+            peer_names: None,
         }
     }
 }
@@ -57,6 +60,11 @@ impl Facts {
                 stream.peer_addr().unwrap_or(unspecified),
             ));
         }
+    }
+
+    /// The local (destination) address, if it was learnt.
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.addrs.map(|(local, _)| local)
     }
 
     /// The facts, as the chain match takes them (addresses unspecified if never learnt).
@@ -209,6 +217,36 @@ fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a:
     }
 }
 
+/// Whether every network RBAC filter allows the connection (shadow rules counted).
+fn network_rbac(filters: &[zerohop_proto::NetworkRbac], a: &Accepted) -> bool {
+    let facts = a.facts.get();
+    let s = crate::rbac::Subject {
+        peer: Some(facts.peer.ip()),
+        remote: Some(facts.peer.ip()),
+        local: Some(facts.local),
+        sni: facts.server_name,
+        peer_names: a.facts.peer_names.as_deref(),
+        request: None,
+    };
+    let stats = a.guard.shard().stats;
+    for f in filters {
+        if let Some(shadow) = &f.shadow {
+            stats.inc(match crate::rbac::evaluate(shadow, &s).allowed {
+                true => Counter::NetworkRbacShadowAllowed,
+                false => Counter::NetworkRbacShadowDenied,
+            });
+        }
+        if let Some(rules) = &f.rules {
+            if !crate::rbac::evaluate(rules, &s).allowed {
+                stats.inc(Counter::NetworkRbacDenied);
+                return false;
+            }
+            stats.inc(Counter::NetworkRbacAllowed);
+        }
+    }
+    true
+}
+
 /// Runs the TLS handshake of a chain with a TLS transport socket, then serves the chain.
 /// The handshake is bounded by the terminal filter's first wait (the connection manager's
 /// request-headers or idle timeout, the tcp_proxy's idle timeout).
@@ -240,6 +278,12 @@ async fn terminate(
     crate::tls::count_handshake(stats, false, done.as_ref());
     match done {
         Ok(s) => {
+            if a.facts.server_name.is_none() {
+                a.facts.server_name = s.server_name();
+            }
+            a.facts.peer_names = s
+                .peer_certificates()
+                .and_then(|c| c.first().map(|leaf| crate::rbac::peer_names(leaf)));
             a.stream = Sock::Tls(Box::new(s));
             serve(cfg, index, chain, listener, a);
         }
@@ -247,15 +291,24 @@ async fn terminate(
     }
 }
 
-/// Spawns the chain's terminal filter on the connection.
+/// Spawns the chain's terminal filter on the connection, once its network RBAC filters
+/// allow it.
 fn serve(
     cfg: Rc<ShardConfig>,
     index: usize,
     chain: usize,
     listener: Rc<BoundListener>,
-    a: Accepted,
+    mut a: Accepted,
 ) {
-    match &cfg.listeners[index].chains[chain].terminal {
+    let plan = &cfg.listeners[index].chains[chain];
+    if !plan.rbac.is_empty() {
+        a.facts.learn(a.stream.tcp());
+        if !network_rbac(&plan.rbac, &a) {
+            log::debug!("{}: RBAC denied a connection; closing", listener.name);
+            return;
+        }
+    }
+    match &plan.terminal {
         Terminal::Tcp(_) => {
             monoio::spawn(crate::l4::serve(cfg, index, chain, listener, a));
         }

@@ -100,6 +100,18 @@ impl Request {
         }
     }
 
+    /// The path and its query as sent (`:path`): both codecs lay the query out right after
+    /// the path and its `?`.
+    pub fn path_and_query(&self) -> &str {
+        match &self.query {
+            Some(q) if q.start == self.path.end + 1 => match self.text(&(self.path.start..q.end)) {
+                "" => "/",
+                p => p,
+            },
+            _ => self.path(),
+        }
+    }
+
     pub fn query(&self) -> Option<&str> {
         self.query.as_ref().map(|q| self.text(q))
     }

@@ -163,8 +163,13 @@ pub fn header_matches<'h>(
     m: &zerohop_proto::HeaderMatcher,
     header: impl Fn(&str) -> Option<&'h str>,
 ) -> bool {
-    let v = header(&m.name);
-    let ok = match (&m.rule, v) {
+    string_matches(&m.rule, header(&m.name)) != m.invert
+}
+
+/// Whether `v` (`None`: absent) satisfies `rule`, from the snapshot's form (see
+/// [`header_matches`]).
+pub fn string_matches(rule: &StringRule, v: Option<&str>) -> bool {
+    match (rule, v) {
         (StringRule::Present(p), v) => v.is_some() == *p,
         (_, None) => false,
         (StringRule::Exact { value, ignore_case }, Some(v)) => {
@@ -186,8 +191,7 @@ pub fn header_matches<'h>(
                     .any(|w| eq(w, value.as_bytes(), *ignore_case))
         }
         (StringRule::Regex(p), Some(v)) => full(p).is_ok_and(|re| re.is_match(v)),
-    };
-    ok != m.invert
+    }
 }
 
 /// Envoy's regex matchers match the whole value.

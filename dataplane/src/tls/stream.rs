@@ -171,6 +171,14 @@ impl TlsStream {
         )
     }
 
+    /// The SNI a client sent (server side).
+    pub fn server_name(&self) -> Option<String> {
+        match &*self.conn.borrow() {
+            rustls::Connection::Server(s) => s.server_name().map(str::to_owned),
+            rustls::Connection::Client(_) => None,
+        }
+    }
+
     /// Whether the peer sent a certificate.
     pub fn has_peer_certificate(&self) -> bool {
         self.conn

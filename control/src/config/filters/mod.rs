@@ -10,6 +10,7 @@ mod buffer;
 mod compressor;
 mod fault;
 mod local_ratelimit;
+mod rbac;
 pub(super) mod router;
 
 pub(super) use local_ratelimit::token_bucket;
@@ -51,6 +52,7 @@ pub(crate) const REGISTRY: &[&HttpFilterKind] = &[
     &compressor::FILTER,
     &fault::FILTER,
     &local_ratelimit::FILTER,
+    &rbac::FILTER,
 ];
 
 /// The filter whose `typed_config` carries `type_name`.

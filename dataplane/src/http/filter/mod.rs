@@ -25,6 +25,7 @@ pub mod buffer;
 pub mod compressor;
 pub mod fault;
 pub mod local_ratelimit;
+pub mod rbac;
 
 use zerohop_proto::{CompressorConfig, FilterOverride, HttpFilter, HttpFilterConfig};
 
@@ -55,6 +56,8 @@ pub struct Decisions {
     pub fault: Option<fault::Injected>,
     /// The local rate limit's reply to a request over its bucket.
     pub limited: Option<local_ratelimit::Limited>,
+    /// RBAC denied the request: the policy that decided (`none` when none matched).
+    pub rbac_denied: Option<String>,
 }
 
 /// What every phase sees of the request.
@@ -65,6 +68,8 @@ pub struct Ctx<'a> {
     pub stats: ShardStats,
     /// The shard's generator, for the filters' random draws.
     pub rng: &'a Rng,
+    /// The request and its connection as access control sees them.
+    pub subject: crate::rbac::Subject<'a>,
 }
 
 /// An HTTP filter: its configuration type and the phases it acts in.
@@ -127,6 +132,7 @@ registry! {
     Compressor => compressor::Compressor,
     Fault => fault::Fault,
     LocalRateLimit => local_ratelimit::LocalRateLimit,
+    Rbac => rbac::Rbac,
 }
 
 /// The filters of one connection manager (the router excluded).

@@ -76,8 +76,17 @@ impl Connection {
         } = accepted;
         let _ = stream.tcp().set_nodelay(true);
         let peer = stream.tcp().peer_addr().ok();
+        let rbac = http
+            .manager
+            .http_filters
+            .iter()
+            .any(|f| matches!(f.config, zerohop_proto::HttpFilterConfig::Rbac(_)));
         let mut conn = Connection::new(cfg, listener.clone(), http, facts, peer);
         conn.tls = matches!(stream, Sock::Tls(_));
+        if rbac {
+            // Destination address and port, for RBAC's permissions.
+            conn.facts.learn(stream.tcp());
+        }
         (conn, stream, guard)
     }
 
@@ -184,6 +193,7 @@ impl Connection {
             peer_ip: self.peer_ip.as_deref(),
             peer: self.peer,
             tls: self.tls,
+            facts: &self.facts,
             draining: &self.listener.stop_accepting,
             request: req,
         }

@@ -59,6 +59,8 @@ pub struct Stream<'a, D> {
     pub peer: Option<std::net::IpAddr>,
     /// The client connection is TLS (`x-forwarded-proto: https`).
     pub tls: bool,
+    /// What the connection's listener filters and handshake learnt (RBAC reads it).
+    pub facts: &'a crate::conn::Facts,
     /// Fired when the listener drains: answers then carry `connection: close`.
     pub draining: &'a Stop,
     /// The request as received: a local reply to a gRPC request (`content-type:
@@ -145,15 +147,37 @@ impl<'a, D: Downstream> Stream<'a, D> {
 
         // The filters' request-headers phase.
         let chain = Chain::new(&http.manager.http_filters);
+        let facts = self.facts.get();
+        let hcm = &http.manager;
         let ctx = filter::Ctx {
             req,
             route,
             stats: self.shard.stats,
             rng: &self.shard.rng,
+            subject: crate::rbac::Subject {
+                peer: self.peer,
+                remote: trusted_client(
+                    req,
+                    self.peer,
+                    hcm.use_remote_address,
+                    hcm.xff_num_trusted_hops,
+                ),
+                local: self.facts.local(),
+                sni: facts.server_name,
+                peer_names: self.facts.peer_names.as_deref(),
+                request: Some(req),
+            },
         };
         let mut decisions = Decisions::default();
         if let Status::Reply(e) = chain.on_request_headers(&ctx, &mut decisions) {
             return self.fail(e, info).await;
+        }
+        if let Some(policy) = decisions.rbac_denied.take() {
+            log::debug!("RBAC: access denied (policy {policy})");
+            info.response_code_details = "rbac_access_denied_matched_policy";
+            return self
+                .local(403, "RBAC: access denied", &[], close_after_local, info)
+                .await;
         }
         if let Some(limited) = decisions.limited.take() {
             info.flags.insert(ResponseFlags::RATE_LIMITED);
@@ -623,6 +647,29 @@ fn external_address<'a>(
     std::io::Write::write_fmt(&mut out, format_args!("{}", peer?)).ok()?;
     let written = 45 - out.len();
     std::str::from_utf8(&buf[..written]).ok()
+}
+
+/// The client's address as the connection manager trusts it (Envoy's downstream remote
+/// address): with `use_remote_address`, the peer, or the `x-forwarded-for` entry
+/// `xff_num_trusted_hops` from the right; without, the rightmost entry past the trusted
+/// hops, else the peer.
+fn trusted_client(
+    req: &Request,
+    peer: Option<std::net::IpAddr>,
+    use_remote_address: bool,
+    hops: u32,
+) -> Option<std::net::IpAddr> {
+    let skip = match use_remote_address {
+        true if hops == 0 => return peer,
+        true => hops as usize,
+        false => hops as usize + 1,
+    };
+    let from_xff = req.header("x-forwarded-for").and_then(|xff| {
+        let n = xff.split(',').count();
+        let i = n.checked_sub(skip)?;
+        xff.split(',').nth(i)?.trim().parse().ok()
+    });
+    from_xff.or(peer)
 }
 
 mod respond;
