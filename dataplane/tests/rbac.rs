@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use support::envoy;
-use support::http::ROUTER;
+use support::http::{admin_prefix, http_bootstrap, ROUTER};
 use support::Proxy;
 use zerohop_proto::stats::Counter;
 
@@ -24,32 +24,14 @@ fn rbac_filter(rules: &str, shadow: &str) -> String {
     )
 }
 
+/// A listener `web` answering 200 `in` to everything, behind `filters` (before the router),
+/// its connection manager trusting one `x-forwarded-for` hop; Envoy's admin on `admin`.
 fn http_config(admin: u16, filters: &str) -> String {
-    format!(
-        r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
-static_resources:
-  listeners:
-  - name: web
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: web
-          use_remote_address: true
-          xff_num_trusted_hops: 1
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                direct_response: {{ status: 200, body: {{ inline_string: "in" }} }}
-          http_filters:
-{filters}{ROUTER}  clusters: []
-"#
-    )
+    let hcm = "          use_remote_address: true\n          xff_num_trusted_hops: 1\n";
+    let routes = "              - match: { prefix: \"/\" }\n                direct_response: { status: 200, body: { inline_string: \"in\" } }\n";
+    http_bootstrap(&admin_prefix(admin), 0, hcm, routes, "")
+        .replacen(ROUTER, &format!("{filters}{ROUTER}"), 1)
+        .replace("  clusters:\n", "  clusters: []\n")
 }
 
 /// `curl` with `args`: "status body", or "failed".

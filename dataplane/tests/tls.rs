@@ -14,7 +14,7 @@ use std::process::Command;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use support::envoy;
-use support::http::{observed, static_cluster, upstream, ROUTER};
+use support::http::{http_bootstrap, observed, static_cluster, upstream, ROUTER};
 use support::Proxy;
 use zerohop_proto::stats::Counter;
 
@@ -31,8 +31,11 @@ impl Pki {
         let (ca, ca_key) = make_ca("zerohop test CA");
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("other-ca.pem"), other.pem()).unwrap();
+        let serial = std::cell::Cell::new(1u8);
         let leaf = |name: &str, sans: Vec<SanType>, by: (&rcgen::Certificate, &KeyPair)| {
             let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            serial.set(serial.get() + 1);
+            p.serial_number = Some(rcgen::SerialNumber::from_slice(&[serial.get()]));
             p.distinguished_name.push(DnType::CommonName, name);
             p.subject_alt_names = sans;
             let key = KeyPair::generate().unwrap();
@@ -67,6 +70,28 @@ impl Pki {
             vec![uri("spiffe://cluster.local/ns/a/sa/b")],
             (&other, &other_key),
         );
+        // A certificate the CA revoked, and its CRL.
+        leaf(
+            "revoked",
+            vec![uri("spiffe://cluster.local/ns/a/sa/b")],
+            (&ca, &ca_key),
+        );
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(&[serial.get()]),
+                revocation_time: rcgen::date_time_ymd(2026, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca, &ca_key)
+        .unwrap();
+        std::fs::write(dir.join("crl.pem"), crl.pem().unwrap()).unwrap();
         Pki { dir }
     }
 
@@ -109,26 +134,8 @@ fn bootstrap(tls: &str, routes: &str, clusters: &str) -> String {
         "" => " []\n".to_owned(),
         c => format!("\n{c}"),
     };
-    format!(
-        r#"static_resources:
-  listeners:
-  - name: web
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: web
-          codec_type: AUTO
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-{routes}          http_filters:
-{ROUTER}{tls}  clusters:{clusters}"#
-    )
+    http_bootstrap("", 0, "          codec_type: AUTO\n", routes, "")
+        .replace("  clusters:\n", &format!("{tls}  clusters:{clusters}"))
 }
 
 /// curl to `https://localhost:port/path` trusting the test CA, with `args`: the response
@@ -226,11 +233,13 @@ fn mutual_tls_spiffe_as_envoys() {
     let validation = format!(
         r#"            validation_context:
               trusted_ca: {{ filename: {} }}
+              crl: {{ filename: {} }}
               match_typed_subject_alt_names:
               - san_type: URI
                 matcher: {{ prefix: "spiffe://cluster.local/ns/a/" }}
 "#,
-        pki.path("ca.pem")
+        pki.path("ca.pem"),
+        pki.path("crl.pem")
     );
     let tls = server_tls(
         &pki,
@@ -251,6 +260,7 @@ fn mutual_tls_spiffe_as_envoys() {
             ("allowed SPIFFE id", Some("client")),
             ("other SPIFFE id", Some("intruder")),
             ("another CA", Some("stranger")),
+            ("revoked by the CRL", Some("revoked")),
             ("no certificate", None),
         ] {
             let (c, k);
@@ -662,5 +672,55 @@ fn rbac_authenticated_principals_as_envoys() {
     if envoy::available() {
         let (_envoy, addr) = envoy::start(&cfg);
         same("authenticated principals", &z, &run(addr));
+    }
+}
+
+/// A tcp_proxy behind a TLS transport socket terminates TLS and proxies the plaintext.
+#[test]
+fn tcp_proxy_terminates_tls_as_envoys() {
+    let pki = Pki::new("tcp");
+    let up = upstream("a");
+    let cfg = format!(
+        r#"static_resources:
+  listeners:
+  - name: web
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: a
+{}  clusters:
+{}"#,
+        server_tls(&pki, "", "").replace("[h2, http/1.1]", "[http/1.1]"),
+        static_cluster("a", up.addr.port())
+    );
+    let body = pki.dir.join("body.bin");
+    std::fs::write(&body, "x".repeat(300_000)).unwrap();
+    let at_body = format!("@{}", body.display());
+    let run = |addr: SocketAddr| {
+        let mut out = curl(&pki, addr, "/t", &["--http1.1"]);
+        out.extend(curl(
+            &pki,
+            addr,
+            "/post",
+            &["--http1.1", "--data-binary", &at_body],
+        ));
+        out
+    };
+    let proxy = Proxy::start(&cfg);
+    let z = run(proxy.addr("web"));
+    eprintln!("[zerohop] {z:#?}");
+    assert_eq!(z[0], "HTTP/1.1 200");
+    assert!(
+        z.iter()
+            .any(|l| l.contains("upstream saw x-forwarded-proto: []")),
+        "bytes pass as sent: no connection manager adds headers: {z:#?}"
+    );
+    if envoy::available() {
+        let (_envoy, addr) = envoy::start(&cfg);
+        same("tcp_proxy behind TLS", &z, &run(addr));
     }
 }
