@@ -184,6 +184,8 @@ pub fn server_config(t: &DownstreamTls) -> Result<Arc<ServerConfig>, String> {
         .map(|k| certified(&p, k))
         .collect::<Result<Vec<_>, _>>()?;
     let mut config = builder.with_cert_resolver(Arc::new(Certificates(certs)));
+    // The server's order of suites, as Envoy's (BoringSSL's) servers choose.
+    config.ignore_client_order = true;
     config.alpn_protocols = c.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
     if !t.disable_stateless_session_resumption {
         config.ticketer =
