@@ -15,7 +15,6 @@ use hdrhistogram::Histogram;
 
 use crate::chart;
 use crate::gen::{self, report, Proto, Spec};
-use crate::procstat;
 use crate::targets::{self, Kind, Mode, Tools};
 
 pub const HELP: &str = "\
@@ -32,8 +31,10 @@ OPTIONS:
         --protocol P       tcp (echo exchanges; proxies in TCP mode), http1 (proxies in HTTP
                            mode: zerohop and Envoy run the same HTTP connection manager config),
                            h2c (h2c clients, HTTP/1.1 upstream) or h2c-h2 (h2c clients, HTTP/2
-                           upstream; nginx cannot, leave it out) or tls (HTTP/1.1 over TLS 1.3,
-                           terminated by each proxy) [default: tcp]
+                           upstream; nginx cannot, leave it out), tls (HTTP/1.1 over TLS 1.3,
+                           terminated by each proxy) or mtls-2hop (two hops of each proxy,
+                           mutual TLS between them, as sidecar to sidecar: zerohop and envoy
+                           only) [default: tcp]
         --targets LIST     direct,zerohop,haproxy,nginx,envoy (any of them; haproxy+splice too)
                            [default: all five]
         --rate N           requests (exchanges) per second [default: 2000]
@@ -94,6 +95,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Args, lexopt::Error> {
                     "h2c" => Mode::H2c { upstream_h2: false },
                     "h2c-h2" => Mode::H2c { upstream_h2: true },
                     "tls" => Mode::Tls,
+                    "mtls-2hop" => Mode::Mtls,
                     other => {
                         return Err(
                             format!("--protocol {other:?}: tcp, http1, h2c or h2c-h2").into()
@@ -135,6 +137,17 @@ pub fn check_available(targets: &[Kind], mode: Mode, tools: &Tools) -> Result<()
             .is_ok_and(|s| s.success())
     };
     let mut missing = Vec::new();
+    if mode == Mode::Mtls {
+        if let Some(k) = targets
+            .iter()
+            .find(|k| matches!(k, Kind::Haproxy { .. } | Kind::Nginx))
+        {
+            return Err(format!(
+                "--protocol mtls-2hop runs zerohop and envoy (and direct), not {}",
+                k.name()
+            ));
+        }
+    }
     for k in targets {
         match k {
             Kind::Direct => {}
@@ -216,6 +229,10 @@ pub fn run(a: &Args) -> Result<String, String> {
                 Proto::Https,
             )
         }
+        Mode::Mtls | Mode::MtlsServer => (
+            crate::upstreams::http_server(load_cpu, a.body),
+            Proto::Http1,
+        ),
     };
     let samples = targets::Lineup {
         kinds: &a.targets,
@@ -234,19 +251,15 @@ pub fn run(a: &Args) -> Result<String, String> {
             size: a.size.unwrap_or(if a.mode == Mode::Tcp { 64 } else { 0 }),
             ..Spec::new(plain_for_direct(proto, t), t.front, a.rate)
         };
-        let before = t.pid.map(procstat::cpu_seconds);
+        let before = t.cpu_seconds();
         let outcome = gen::run(&spec, |_| {});
-        let used = t
-            .pid
-            .map(procstat::cpu_seconds)
-            .zip(before)
-            .map(|(a, b)| a - b);
+        let used = t.cpu_seconds().zip(before).map(|(a, b)| a - b);
         let loaded = a.warmup + a.duration;
         Sample {
             summary: report::summary(&outcome),
             latency: outcome.latency,
             vcpu_per_krps: used.map(|c| c / loaded / (a.rate / 1000.0)),
-            rss: t.pid.map(procstat::rss_bytes),
+            rss: t.rss_bytes(),
         }
     });
     Ok(write_report(a, &samples))
@@ -282,6 +295,10 @@ fn write_report(a: &Args, samples: &[Vec<Sample>]) -> String {
         ),
         Mode::Tls => format!(
             "HTTP/1.1 GETs over TLS 1.3 (kept-alive connections; direct: plain), {} B responses",
+            a.body
+        ),
+        Mode::Mtls | Mode::MtlsServer => format!(
+            "HTTP/1.1 GETs through two hops of each proxy, sidecar to sidecar (plain in, mutual TLS 1.3 between the two, with SAN checks; both hops' CPU and memory counted), {} B responses",
             a.body
         ),
     };

@@ -50,12 +50,18 @@ pub enum Mode {
     /// TLS 1.3 termination (one ECDSA P-256 certificate, [`tls_files`]), HTTP/1.1
     /// keep-alive inside, HTTP/1.1 to the upstream.
     Tls,
+    /// Two hops of the same proxy, as two sidecars: the client's (plain HTTP/1.1 in, mutual
+    /// TLS out) and the server's (mutual TLS in, plain to the upstream). zerohop and Envoy.
+    Mtls,
+    /// The server's sidecar of `Mtls` (internal).
+    MtlsServer,
 }
 
 /// The certificate files every proxy serves in `Mode::Tls`, made once per run: (CA (DER),
-/// certificate chain PEM, key PEM, certificate and key in one PEM for HAProxy).
-pub fn tls_files() -> &'static (Vec<u8>, PathBuf, PathBuf, PathBuf) {
-    static FILES: std::sync::OnceLock<(Vec<u8>, PathBuf, PathBuf, PathBuf)> =
+/// certificate chain PEM, key PEM, certificate and key in one PEM for HAProxy, the CA's
+/// PEM). The certificate (SAN `localhost`) serves as the client's too in `Mode::Mtls`.
+pub fn tls_files() -> &'static (Vec<u8>, PathBuf, PathBuf, PathBuf, PathBuf) {
+    static FILES: std::sync::OnceLock<(Vec<u8>, PathBuf, PathBuf, PathBuf, PathBuf)> =
         std::sync::OnceLock::new();
     FILES.get_or_init(|| {
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -77,7 +83,9 @@ pub fn tls_files() -> &'static (Vec<u8>, PathBuf, PathBuf, PathBuf) {
         std::fs::write(&chain, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         std::fs::write(&both, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
-        (ca.der().to_vec(), chain, k, both)
+        let ca_pem = dir.join("ca.pem");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        (ca.der().to_vec(), chain, k, both, ca_pem)
     })
 }
 
@@ -191,6 +199,28 @@ pub struct Target {
     pub pid: Option<u32>,
     child: Option<Child>,
     files: Vec<PathBuf>,
+    /// `Mode::Mtls`: the server's sidecar, behind this one (measured with it).
+    inner: Option<Box<Target>>,
+}
+
+impl Target {
+    /// CPU seconds the proxy (both hops in `Mode::Mtls`) has used.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let own = crate::procstat::cpu_seconds(self.pid?);
+        Some(
+            own + self
+                .inner
+                .as_ref()
+                .and_then(|t| t.cpu_seconds())
+                .unwrap_or(0.0),
+        )
+    }
+
+    /// Resident memory of the proxy (both hops in `Mode::Mtls`).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let own = crate::procstat::rss_bytes(self.pid?);
+        Some(own + self.inner.as_ref().and_then(|t| t.rss_bytes()).unwrap_or(0))
+    }
 }
 
 impl Drop for Target {
@@ -245,8 +275,18 @@ pub fn start(
             pid: None,
             child: None,
             files: vec![],
+            inner: None,
         };
     }
+    // Two sidecars: the server's first, the client's in front of it.
+    let (inner, upstream) = match mode {
+        Mode::Mtls => {
+            let server = start(kind, Mode::MtlsServer, upstream, tools, proxy_cpu);
+            let at = server.front;
+            (Some(Box::new(server)), at)
+        }
+        _ => (None, upstream),
+    };
     let port = free_port();
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
     let tag = format!("{}-{}-{port}", kind.name(), std::process::id());
@@ -320,6 +360,7 @@ pub fn start(
         pid: Some(pid),
         child: Some(child),
         files,
+        inner,
     }
 }
 
@@ -403,11 +444,12 @@ fn haproxy_config(mode: Mode, port: u16, upstream: SocketAddr, splice: bool) -> 
     let (bind, server) = match mode {
         Mode::H2c { upstream_h2 } => (" proto h2", if upstream_h2 { " proto h2" } else { "" }),
         Mode::Tls => (tls_bind.as_str(), ""),
+        Mode::Mtls | Mode::MtlsServer => panic!("the two-sidecar mode runs zerohop and Envoy only"),
         _ => ("", ""),
     };
     let (compression, mode) = match mode {
         Mode::Tcp => ("", "tcp"),
-        Mode::Http | Mode::H2c { .. } | Mode::Tls => ("", "http"),
+        Mode::Http | Mode::H2c { .. } | Mode::Tls | Mode::Mtls | Mode::MtlsServer => ("", "http"),
         Mode::HttpGzip => (
             "  compression algo gzip\n  compression type text/plain\n",
             "http",
@@ -435,6 +477,7 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
         Mode::Tcp => format!(
             "load_module {NGINX_STREAM_MODULE};\n{head}stream {{\n  server {{\n    listen 127.0.0.1:{port};\n    proxy_pass {upstream};\n  }}\n}}\n"
         ),
+        Mode::Mtls | Mode::MtlsServer => panic!("the two-sidecar mode runs zerohop and Envoy only"),
         Mode::Http | Mode::HttpGzip | Mode::H2c { .. } | Mode::Tls => format!(
             "{head}http {{\n  access_log off;{}\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  upstream u {{\n    server {upstream};\n    keepalive 64;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://u;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
             match mode {
@@ -517,6 +560,49 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, mode: Mode, resilient: boo
             tls_files().1.display(),
             tls_files().2.display()
         ),
+        // The server's sidecar: mutual TLS, the client's certificate checked.
+        Mode::MtlsServer => format!(
+            r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_params: {{ tls_minimum_protocol_version: TLSv1_3 }}
+            tls_certificates:
+            - certificate_chain: {{ filename: {} }}
+              private_key: {{ filename: {} }}
+            validation_context:
+              trusted_ca: {{ filename: {} }}
+              match_typed_subject_alt_names: [ {{ san_type: DNS, matcher: {{ exact: localhost }} }} ]
+"#,
+            tls_files().1.display(),
+            tls_files().2.display(),
+            tls_files().4.display()
+        ),
+        _ => String::new(),
+    };
+    // The client's sidecar: mutual TLS to the server's.
+    let upstream_tls = match mode {
+        Mode::Mtls => format!(
+            r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:
+          tls_params: {{ tls_minimum_protocol_version: TLSv1_3 }}
+          tls_certificates:
+          - certificate_chain: {{ filename: {} }}
+            private_key: {{ filename: {} }}
+          validation_context:
+            trusted_ca: {{ filename: {} }}
+            match_typed_subject_alt_names: [ {{ san_type: DNS, matcher: {{ exact: localhost }} }} ]
+"#,
+            tls_files().1.display(),
+            tls_files().2.display(),
+            tls_files().4.display()
+        ),
         _ => String::new(),
     };
     format!(
@@ -545,7 +631,7 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, mode: Mode, resilient: boo
   clusters:
   - name: upstream
     connect_timeout: 5s
-{protocol}{breakers}    load_assignment:
+{protocol}{breakers}{upstream_tls}    load_assignment:
       cluster_name: upstream
       endpoints:
       - lb_endpoints:

@@ -8,7 +8,7 @@ use std::process::Command;
 
 const JSON_EXPECT: &[(&str, &str)] = &[(
     "unsupported_filter.json",
-    "static_resources.listeners[0](web).filter_chains[0].filters[0](envoy.filters.network.http_connection_manager).typed_config.http_filters[0](envoy.filters.http.rbac).typed_config: extension type envoy.extensions.filters.http.rbac.v3.RBAC is not supported by zerohop",
+    "static_resources.listeners[0](web).filter_chains[0].filters[0](envoy.filters.network.http_connection_manager).typed_config.http_filters[0](envoy.filters.http.decompressor).typed_config: extension type envoy.extensions.filters.http.decompressor.v3.Decompressor is not supported by zerohop",
 )];
 
 fn expectation(path: &std::path::Path) -> String {

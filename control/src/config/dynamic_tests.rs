@@ -269,13 +269,13 @@ fn istio_filters_are_no_ops_unknown_filters_refused_unless_optional() {
     );
     assert!(check(&r, &d, Kind::Listener, listener("in", 15006, unknown(true))).is_ok());
     // A filter zerohop knows the type of but does not implement is refused too.
-    let rbac = serde_json::json!([
-        {"name": "envoy.filters.http.rbac", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}},
+    let decompressor = serde_json::json!([
+        {"name": "envoy.filters.http.decompressor", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor"}},
         router(),
     ]);
-    let e = check(&r, &d, Kind::Listener, listener("in", 15006, rbac)).unwrap_err();
-    assert!(e.contains("RBAC is not supported"), "{e}");
+    let e = check(&r, &d, Kind::Listener, listener("in", 15006, decompressor)).unwrap_err();
+    assert!(e.contains("Decompressor is not supported"), "{e}");
 }
 
 #[test]

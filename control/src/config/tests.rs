@@ -150,9 +150,9 @@ fn undefined_cluster_reference_is_refused() {
 fn unimplemented_extension_is_refused() {
     let e = err(&BASE.replace(
         "\"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: front\n          cluster: backend",
-        "\"@type\": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC\n          stat_prefix: front",
+        "\"@type\": type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor",
     ));
-    assert!(e.message.contains("RBAC is not supported"), "{e}");
+    assert!(e.message.contains("Decompressor is not supported"), "{e}");
     assert!(e.path.ends_with("typed_config"), "{e}");
 }
 
