@@ -12,6 +12,7 @@ use std::process::Command;
 
 use support::envoy;
 use support::http::{admin_prefix, http_bootstrap, ROUTER};
+use support::tls::{bootstrap, curl as tls_curl, same, server_tls, Pki};
 use support::Proxy;
 use zerohop_proto::stats::Counter;
 
@@ -227,4 +228,66 @@ fn deny_and_network_rbac_as_envoys() {
         curl(addr2, "/a", &[]),
         "zerohop and Envoy differ (network deny)"
     );
+}
+
+/// RBAC's `authenticated` principal reads the client certificate's URI SAN (SPIFFE id).
+#[test]
+fn authenticated_principals_as_envoys() {
+    let pki = Pki::new("rbac");
+    let validation = format!(
+        "            validation_context:\n              trusted_ca: {{ filename: {} }}\n",
+        pki.path("ca.pem")
+    );
+    let tls = server_tls(
+        &pki,
+        "          require_client_certificate: true\n",
+        &validation,
+    );
+    let routes = "              - match: { prefix: \"/\" }\n                direct_response: { status: 200, body: { inline_string: \"in\" } }\n";
+    let rbac = r#"          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: ALLOW
+                policies:
+                  ns-a-only:
+                    permissions: [ { url_path: { path: { prefix: "/a/" } } } ]
+                    principals: [ { authenticated: { principal_name: { prefix: "spiffe://cluster.local/ns/a/" } } } ]
+                  any-peer:
+                    permissions: [ { url_path: { path: { prefix: "/peers/" } } } ]
+                    principals: [ { authenticated: {} } ]
+"#;
+    let cfg = bootstrap(&tls, routes, "").replacen(ROUTER, &format!("{rbac}{ROUTER}"), 1);
+    let run = |addr: SocketAddr| {
+        let mut out = Vec::new();
+        for who in ["client", "intruder"] {
+            let (c, k) = (
+                pki.path(&format!("{who}.pem")),
+                pki.path(&format!("{who}.key")),
+            );
+            for path in ["/a/x", "/peers/x", "/other"] {
+                let r = tls_curl(&pki, addr, path, &["--http1.1", "--cert", &c, "--key", &k]);
+                out.push(format!("{who} {path}: {}", r[0]));
+            }
+        }
+        out
+    };
+    let proxy = Proxy::start(&cfg);
+    let z = run(proxy.addr("web"));
+    eprintln!("[zerohop] {z:#?}");
+    assert_eq!(
+        z,
+        [
+            "client /a/x: HTTP/1.1 200",
+            "client /peers/x: HTTP/1.1 200",
+            "client /other: HTTP/1.1 403",
+            "intruder /a/x: HTTP/1.1 403",
+            "intruder /peers/x: HTTP/1.1 200",
+            "intruder /other: HTTP/1.1 403",
+        ]
+    );
+    if envoy::available() {
+        let (_envoy, addr) = envoy::start(&cfg);
+        same("authenticated principals", &z, &run(addr));
+    }
 }
