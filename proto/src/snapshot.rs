@@ -543,6 +543,8 @@ pub enum HttpFilterConfig {
     LocalRateLimit(LocalRateLimitConfig),
     /// `envoy.filters.http.rbac`: 403 for a request the policies deny.
     Rbac(RbacConfig),
+    /// `envoy.filters.http.csrf`: 403 for a mutating request from another origin.
+    Csrf(CsrfConfig),
     /// `envoy.filters.http.router`.
     Router,
 }

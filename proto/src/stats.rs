@@ -190,10 +190,15 @@ pub enum Counter {
     NetworkRbacDenied,
     NetworkRbacShadowAllowed,
     NetworkRbacShadowDenied,
+    /// The CSRF filter, Envoy's `http.<prefix>.csrf.missing_source_origin` /
+    /// `request_invalid` / `request_valid`.
+    CsrfMissingSourceOrigin,
+    CsrfRequestInvalid,
+    CsrfRequestValid,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 94] = [
+    pub const ALL: [Counter; 97] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -288,6 +293,9 @@ impl Counter {
         Counter::NetworkRbacDenied,
         Counter::NetworkRbacShadowAllowed,
         Counter::NetworkRbacShadowDenied,
+        Counter::CsrfMissingSourceOrigin,
+        Counter::CsrfRequestInvalid,
+        Counter::CsrfRequestValid,
     ];
 
     pub const fn index(self) -> usize {
@@ -408,6 +416,9 @@ impl Counter {
             Counter::NetworkRbacDenied => "network_rbac_denied",
             Counter::NetworkRbacShadowAllowed => "network_rbac_shadow_allowed",
             Counter::NetworkRbacShadowDenied => "network_rbac_shadow_denied",
+            Counter::CsrfMissingSourceOrigin => "csrf_missing_source_origin",
+            Counter::CsrfRequestInvalid => "csrf_request_invalid",
+            Counter::CsrfRequestValid => "csrf_request_valid",
         }
     }
 

@@ -1,5 +1,5 @@
-//! Config tests of RBAC (HTTP and network filters): policies compile into the snapshot's
-//! trees, and what zerohop does not match is refused with the field named.
+//! Config tests of the access filters, RBAC (HTTP and network) and CSRF: policies compile
+//! into the snapshot, and what zerohop does not match is refused with the field named.
 
 use super::*;
 
@@ -52,6 +52,48 @@ fn rbac_compiles_and_refuses_by_name() {
         ("{ permissions: [], principals: [ { any: true } ] }", ".policies[p]", "at least one"),
     ];
     for (policy, path, msg) in cases {
+        let e = load(&with(policy), Format::Yaml).expect_err(policy);
+        assert!(e.path.ends_with(path), "{policy}: {e}");
+        assert!(e.to_string().contains(msg), "{policy}: {e}");
+    }
+}
+
+/// The CSRF filter's policy compiles; `filter_enabled` is required and regular expressions
+/// in `additional_origins` are refused by name.
+#[test]
+fn csrf_compiles_and_refuses_by_name() {
+    const ROUTER: &str = "          - name: envoy.filters.http.router\n";
+    let with = |policy: &str| {
+        HTTP.replacen(
+            ROUTER,
+            &format!("          - name: envoy.filters.http.csrf\n            typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy, {policy} }}\n{ROUTER}"),
+            1,
+        )
+    };
+    let b = load(
+        &with("filter_enabled: { default_value: { numerator: 100 } }, additional_origins: [ { exact: a.example } ]"),
+        Format::Yaml,
+    )
+    .unwrap();
+    let zerohop_proto::NetworkFilter::Http(h) =
+        &b.snapshot.listeners[0].filter_chains[0].filters[0]
+    else {
+        panic!("http expected")
+    };
+    let zerohop_proto::HttpFilterConfig::Csrf(c) = &h.http_filters[0].config else {
+        panic!("csrf first: {:?}", h.http_filters[0])
+    };
+    assert_eq!(c.enabled.numerator, 100);
+    assert_eq!(c.shadow.numerator, 0);
+    assert_eq!(c.additional_origins.len(), 1);
+    for (policy, path, msg) in [
+        ("shadow_enabled: { default_value: { numerator: 100 } }", ".filter_enabled", "required"),
+        (
+            "filter_enabled: { default_value: { numerator: 100 } }, additional_origins: [ { safe_regex: { regex: \".*\" } } ]",
+            ".additional_origins[0].safe_regex",
+            "regular expressions",
+        ),
+    ] {
         let e = load(&with(policy), Format::Yaml).expect_err(policy);
         assert!(e.path.ends_with(path), "{policy}: {e}");
         assert!(e.to_string().contains(msg), "{policy}: {e}");

@@ -4,7 +4,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fraction, HeaderMatcher};
+use super::{Fraction, HeaderMatcher, StringRule};
+
+/// `envoy.filters.http.csrf` (its `CsrfPolicy`, the filter's or a route's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsrfConfig {
+    /// `filter_enabled`: the share of requests checked and enforced.
+    pub enabled: Fraction,
+    /// `shadow_enabled`: the share checked and counted only.
+    pub shadow: Fraction,
+    /// `additional_origins`: source origins accepted besides the request's own host.
+    pub additional_origins: Vec<StringRule>,
+}
 
 /// `envoy.extensions.filters.http.compressor.v3.Compressor`, response direction, with
 /// Envoy's defaults filled in.

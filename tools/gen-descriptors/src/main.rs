@@ -28,6 +28,8 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/compression/zstd/decompressor/v3/zstd.proto",
     "envoy/extensions/filters/http/fault/v3/fault.proto",
     "envoy/extensions/filters/http/rbac/v3/rbac.proto",
+    "envoy/extensions/filters/http/csrf/v3/csrf.proto",
+    "envoy/extensions/filters/http/cors/v3/cors.proto",
     "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
     "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
     "envoy/extensions/filters/listener/http_inspector/v3/http_inspector.proto",

@@ -69,7 +69,7 @@ fn per_route(f: &DynamicMessage, path: &str, rt: &Runtime) -> Result<FilterOverr
 
 /// A `RuntimeFractionalPercent` (unset: 0%, Envoy's default here), the runtime's value
 /// for its key over its default.
-fn runtime_percent(
+pub(crate) fn runtime_percent(
     f: &DynamicMessage,
     field: &str,
     path: &str,

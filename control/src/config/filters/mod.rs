@@ -8,12 +8,13 @@
 
 mod buffer;
 mod compressor;
+mod csrf;
 mod fault;
 mod local_ratelimit;
 mod rbac;
 pub(super) mod router;
 
-pub(super) use local_ratelimit::token_bucket;
+pub(super) use local_ratelimit::{runtime_percent, token_bucket};
 
 use prost_reflect::DynamicMessage;
 use zerohop_proto::{FilterOverride, HttpFilterConfig};
@@ -53,6 +54,7 @@ pub(crate) const REGISTRY: &[&HttpFilterKind] = &[
     &fault::FILTER,
     &local_ratelimit::FILTER,
     &rbac::FILTER,
+    &csrf::FILTER,
 ];
 
 /// The filter whose `typed_config` carries `type_name`.

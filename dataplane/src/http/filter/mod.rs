@@ -23,6 +23,7 @@
 
 pub mod buffer;
 pub mod compressor;
+pub mod csrf;
 pub mod fault;
 pub mod local_ratelimit;
 pub mod rbac;
@@ -58,6 +59,8 @@ pub struct Decisions {
     pub limited: Option<local_ratelimit::Limited>,
     /// RBAC denied the request: the policy that decided (`none` when none matched).
     pub rbac_denied: Option<String>,
+    /// The CSRF filter refused the request's origin.
+    pub csrf_denied: bool,
 }
 
 /// What every phase sees of the request.
@@ -133,6 +136,7 @@ registry! {
     Fault => fault::Fault,
     LocalRateLimit => local_ratelimit::LocalRateLimit,
     Rbac => rbac::Rbac,
+    Csrf => csrf::Csrf,
 }
 
 /// The filters of one connection manager (the router excluded).

@@ -172,6 +172,12 @@ impl<'a, D: Downstream> Stream<'a, D> {
         if let Status::Reply(e) = chain.on_request_headers(&ctx, &mut decisions) {
             return self.fail(e, info).await;
         }
+        if decisions.csrf_denied {
+            info.response_code_details = "csrf_origin_mismatch";
+            return self
+                .local(403, "Invalid origin", &[], close_after_local, info)
+                .await;
+        }
         if let Some(policy) = decisions.rbac_denied.take() {
             log::debug!("RBAC: access denied (policy {policy})");
             info.response_code_details = "rbac_access_denied_matched_policy";
