@@ -15,8 +15,10 @@ use crate::route::{header_matches, string_matches};
 pub struct Subject<'a> {
     /// The connection's peer (`direct_remote_ip`).
     pub peer: Option<IpAddr>,
-    /// The client as the connection manager trusts it (`remote_ip`).
-    pub remote: Option<IpAddr>,
+    /// On the HTTP filter, the connection manager's `use_remote_address` and
+    /// `xff_num_trusted_hops`, from which `remote_ip` is worked out when a policy asks
+    /// ([`Subject::remote`]); `None` (the network filter): `remote_ip` is the peer.
+    pub xff: Option<(bool, u32)>,
     /// Where the client connected to (`destination_ip`, `destination_port`).
     pub local: Option<SocketAddr>,
     /// The TLS SNI (`requested_server_name`).
@@ -26,6 +28,29 @@ pub struct Subject<'a> {
     pub peer_names: Option<&'a [String]>,
     /// The request, on the HTTP filter.
     pub request: Option<&'a Request>,
+}
+
+impl Subject<'_> {
+    /// The client's address as the connection manager trusts it (Envoy's downstream remote
+    /// address): with `use_remote_address`, the peer, or the `x-forwarded-for` entry
+    /// `xff_num_trusted_hops` from the right; without, the rightmost entry past the trusted
+    /// hops, else the peer.
+    pub fn remote(&self) -> Option<IpAddr> {
+        let (Some((use_remote_address, hops)), Some(req)) = (self.xff, self.request) else {
+            return self.peer;
+        };
+        let skip = match use_remote_address {
+            true if hops == 0 => return self.peer,
+            true => hops as usize,
+            false => hops as usize + 1,
+        };
+        let from_xff = req.header("x-forwarded-for").and_then(|xff| {
+            let n = xff.split(',').count();
+            let i = n.checked_sub(skip)?;
+            xff.split(',').nth(i)?.trim().parse().ok()
+        });
+        from_xff.or(self.peer)
+    }
 }
 
 /// The outcome of one set of rules: allowed or not, and the policy that decided (by name).
@@ -105,7 +130,7 @@ fn principal(p: &Principal, s: &Subject<'_>) -> bool {
             (Some(names), Some(rule)) => names.iter().any(|n| string_matches(rule, Some(n))),
         },
         Principal::DirectRemoteIp(c) => s.peer.is_some_and(|ip| c.contains(ip)),
-        Principal::RemoteIp(c) => s.remote.or(s.peer).is_some_and(|ip| c.contains(ip)),
+        Principal::RemoteIp(c) => s.remote().is_some_and(|ip| c.contains(ip)),
         Principal::Header(m) => header(s, m),
         Principal::UrlPath(rule) => s
             .request

@@ -109,7 +109,15 @@ impl Slots {
                     Some(NetworkFilter::Http(mut manager)) => {
                         let rc = std::mem::take(&mut manager.route_config);
                         let routes = self.table(rc, &manager.http_filters, &mut tables)?;
-                        Terminal::Http(Arc::new(HttpPlan { manager, routes }))
+                        let needs_addresses = manager
+                            .http_filters
+                            .iter()
+                            .any(|f| matches!(f.config, zerohop_proto::HttpFilterConfig::Rbac(_)));
+                        Terminal::Http(Arc::new(HttpPlan {
+                            manager,
+                            routes,
+                            needs_addresses,
+                        }))
                     }
                     Some(NetworkFilter::LocalRateLimit(_) | NetworkFilter::Rbac(_)) | None => {
                         return Err(format!(

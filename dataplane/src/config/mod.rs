@@ -146,6 +146,8 @@ pub struct TcpPlan {
 pub struct HttpPlan {
     pub manager: HttpManager,
     pub routes: Arc<RouteTable>,
+    /// A filter reads the connection's addresses (RBAC): learnt once per connection.
+    pub needs_addresses: bool,
 }
 
 /// A cluster, its stable slot and its load-balancing table.

@@ -222,7 +222,7 @@ fn network_rbac(filters: &[zerohop_proto::NetworkRbac], a: &Accepted) -> bool {
     let facts = a.facts.get();
     let s = crate::rbac::Subject {
         peer: Some(facts.peer.ip()),
-        remote: Some(facts.peer.ip()),
+        xff: None,
         local: Some(facts.local),
         sni: facts.server_name,
         peer_names: a.facts.peer_names.as_deref(),

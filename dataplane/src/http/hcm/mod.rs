@@ -76,11 +76,7 @@ impl Connection {
         } = accepted;
         let _ = stream.tcp().set_nodelay(true);
         let peer = stream.tcp().peer_addr().ok();
-        let rbac = http
-            .manager
-            .http_filters
-            .iter()
-            .any(|f| matches!(f.config, zerohop_proto::HttpFilterConfig::Rbac(_)));
+        let rbac = http.needs_addresses;
         let mut conn = Connection::new(cfg, listener.clone(), http, facts, peer);
         conn.tls = matches!(stream, Sock::Tls(_));
         if rbac {

@@ -147,8 +147,9 @@ impl<'a, D: Downstream> Stream<'a, D> {
 
         // The filters' request-headers phase.
         let chain = Chain::new(&http.manager.http_filters);
-        let facts = self.facts.get();
         let hcm = &http.manager;
+        // What access control reads; the trusted client address is worked out only if a
+        // policy asks for it (no header lookup per request otherwise).
         let ctx = filter::Ctx {
             req,
             route,
@@ -156,14 +157,9 @@ impl<'a, D: Downstream> Stream<'a, D> {
             rng: &self.shard.rng,
             subject: crate::rbac::Subject {
                 peer: self.peer,
-                remote: trusted_client(
-                    req,
-                    self.peer,
-                    hcm.use_remote_address,
-                    hcm.xff_num_trusted_hops,
-                ),
+                xff: Some((hcm.use_remote_address, hcm.xff_num_trusted_hops)),
                 local: self.facts.local(),
-                sni: facts.server_name,
+                sni: self.facts.server_name.as_deref(),
                 peer_names: self.facts.peer_names.as_deref(),
                 request: Some(req),
             },
@@ -653,29 +649,6 @@ fn external_address<'a>(
     std::io::Write::write_fmt(&mut out, format_args!("{}", peer?)).ok()?;
     let written = 45 - out.len();
     std::str::from_utf8(&buf[..written]).ok()
-}
-
-/// The client's address as the connection manager trusts it (Envoy's downstream remote
-/// address): with `use_remote_address`, the peer, or the `x-forwarded-for` entry
-/// `xff_num_trusted_hops` from the right; without, the rightmost entry past the trusted
-/// hops, else the peer.
-fn trusted_client(
-    req: &Request,
-    peer: Option<std::net::IpAddr>,
-    use_remote_address: bool,
-    hops: u32,
-) -> Option<std::net::IpAddr> {
-    let skip = match use_remote_address {
-        true if hops == 0 => return peer,
-        true => hops as usize,
-        false => hops as usize + 1,
-    };
-    let from_xff = req.header("x-forwarded-for").and_then(|xff| {
-        let n = xff.split(',').count();
-        let i = n.checked_sub(skip)?;
-        xff.split(',').nth(i)?.trim().parse().ok()
-    });
-    from_xff.or(peer)
 }
 
 mod respond;
