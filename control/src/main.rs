@@ -191,11 +191,13 @@ fn run() -> anyhow::Result<()> {
                 s.clusters.len()
             ),
             Some(d) => println!(
-                "ok: {} static listeners, {} static clusters{dns}; ADS ({:?}) at {:?}",
+                "ok: {} static listeners, {} static clusters{dns}; {}",
                 s.listeners.len(),
                 s.clusters.len(),
-                d.ads.api,
-                d.ads.target
+                match &d.ads {
+                    Some(ads) => format!("ADS ({:?}) at {:?}", ads.api, ads.target),
+                    None => "secrets by SDS".into(),
+                }
             ),
         }
         return Ok(());
@@ -206,6 +208,9 @@ fn run() -> anyhow::Result<()> {
         .clone()
         .context("--shm PATH is required (see --help)")?;
     SERVING.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Registered before anything is published: a SIGHUP sent as soon as the first
+    // generation appears must reload, not take SIGHUP's default action (exit).
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     let mut geometry = Geometry::default();
     if let Some(n) = a.slot_size {
         geometry.slot_size = n;
@@ -292,13 +297,12 @@ fn run() -> anyhow::Result<()> {
 
     if dynamic {
         log::info!(
-            "dynamic_resources: the bootstrap is read once, as Envoy reads it; configuration changes come from the ADS server"
+            "dynamic_resources or SDS: the bootstrap is read once, as Envoy reads it; configuration changes come from xDS"
         );
     } else if let (Some(path), false) = (a.config.clone(), a.no_watch) {
         let tx = events.clone();
         source::watch(path, initial_stamp, move || tx.send(Event::Reload).is_ok())?;
     }
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -327,7 +331,7 @@ fn run() -> anyhow::Result<()> {
             break;
         }
         if reload && dynamic {
-            log::info!("SIGHUP: ignored, the configuration comes from the ADS server");
+            log::info!("SIGHUP: ignored, the configuration comes from xDS");
         } else if reload {
             // Admin-layer changes made before this load are compiled in by it.
             let ticket = state.lock().expect("admin state lock").runtime_ticket;
@@ -410,16 +414,21 @@ fn start_xds(
     static_dns: Vec<config::DnsCluster>,
     out: &Arc<Out>,
 ) -> anyhow::Result<()> {
-    log::info!(
-        "ADS ({:?}) at {:?} (cluster {:?}); the first configuration is published once it is complete{}",
-        d.ads.api,
-        d.ads.target,
-        d.ads.cluster_name,
-        match d.ads.initial_fetch_timeout {
-            Some(t) => format!(" or after initial_fetch_timeout {t:?}"),
-            None => String::new(),
-        }
-    );
+    match &d.ads {
+        Some(ads) => log::info!(
+            "ADS ({:?}) at {:?} (cluster {:?}); the first configuration is published once it is complete{}",
+            ads.api,
+            ads.target,
+            ads.cluster_name,
+            match ads.initial_fetch_timeout {
+                Some(t) => format!(" or after initial_fetch_timeout {t:?}"),
+                None => String::new(),
+            }
+        ),
+        None => log::info!(
+            "TLS contexts take secrets by SDS; the configuration is published once they have arrived"
+        ),
+    }
     let stats = Arc::new(Mutex::new(zerohop_control::xds::Stats::default()));
     out.state.lock().expect("admin state lock").xds = Some(stats.clone());
     let out = out.clone();
