@@ -1,4 +1,5 @@
-//! Any sequence of ADS responses, state of the world or delta, must be applied or refused
+//! Any sequence of ADS responses (clusters, endpoints, listeners, routes, secrets), state of
+//! the world or delta, must be applied or refused
 //! resource by resource (a NACK), never panic; whatever the client then holds must compile
 //! into a snapshot that survives the codec round trip.
 //!
@@ -12,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use zerohop_control::config::{load, Dynamic, Format};
 use zerohop_control::xds::wire::{DeltaDiscoveryResponse, DiscoveryResponse};
-use zerohop_control::xds::Client;
+use zerohop_control::xds::{Client, StreamId};
 use zerohop_proto::codec;
 
 const BOOTSTRAP: &str = include_str!("../../control/tests/fixtures/ads.yaml");
@@ -36,18 +37,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let delta = mode % 2 == 1;
     let mut client = Client::new(dynamic(delta));
-    client.connected();
+    client.connected(&StreamId::Ads);
     while rest.len() >= 2 {
         let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
         let body = &rest[2..(2 + len).min(rest.len())];
         rest = &rest[(2 + len).min(rest.len())..];
         let handled = match delta {
             false => match DiscoveryResponse::decode(body) {
-                Ok(r) => client.sotw(r),
+                Ok(r) => client.sotw(&StreamId::Ads, r),
                 Err(_) => continue,
             },
             true => match DeltaDiscoveryResponse::decode(body) {
-                Ok(r) => client.delta(r),
+                Ok(r) => client.delta(&StreamId::Ads, r),
                 Err(_) => continue,
             },
         };

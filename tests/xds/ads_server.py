@@ -1,6 +1,8 @@
-"""A scripted ADS server for zerohop's tests and benchmarks (grpcio + xds-protos).
+"""A scripted ADS and SDS server for zerohop's tests and benchmarks (grpcio + xds-protos).
 
-It serves both StreamAggregatedResources (state of the world) and DeltaAggregatedResources
+It serves both StreamAggregatedResources (state of the world) and DeltaAggregatedResources,
+and SecretDiscoveryService's StreamSecrets and DeltaSecrets (type "sds" only, as an SDS
+server named by an api_config_source, pilot-agent's sds-grpc, serves them),
 like a snapshot-cache control plane (go-control-plane's model): the driver sets, per type,
 a version and its resources; the server pushes to each subscribed client whatever that
 client does not yet hold, and waits for the ACK or NACK of a response before sending that
@@ -16,7 +18,8 @@ stdin (commands):
 
 stdout (events):
   {"event": "listening", "port": N, "unix": "path or null"}    (--unix PATH: a Unix socket)
-  {"event": "stream", "api": "sotw"|"delta", "peer": "...", "node": "node id or empty"}
+  {"event": "stream", "api": "sotw"|"delta"|"sds-sotw"|"sds-delta", "peer": "...",
+   "node": "node id or empty"}
   {"event": "request", "api": ..., "type": "cds", "version_info": ..., "nonce": ...,
    "names": [...], "subscribe": [...], "unsubscribe": [...], "initial_versions": {...},
    "error": "error_detail message or null", "t": monotonic seconds}
@@ -41,6 +44,7 @@ import grpc
 from google.protobuf import any_pb2, json_format
 
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
 
 # Every message type a test resource may carry, registered in the default pool.
 from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401
@@ -52,6 +56,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
     http_connection_manager_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.network.dns_resolver.cares.v3 import (  # noqa: F401
     cares_dns_resolver_pb2,
 )
@@ -63,6 +69,7 @@ TYPES = {
     "eds": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
     "lds": "type.googleapis.com/envoy.config.listener.v3.Listener",
     "rds": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    "sds": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
 }
 SHORT = {v: k for k, v in TYPES.items()}
 WILDCARD = {"cds", "lds"}
@@ -114,6 +121,7 @@ class Stream:
     def __init__(self, state, api, context):
         self.state = state
         self.api = api
+        self.delta = api.endswith("delta")
         self.context = context
         self.requests = queue.Queue()
         self.subscribed = {t: set() for t in TYPES}  # names; empty + wildcard = all
@@ -138,7 +146,7 @@ class Stream:
             "nonce": r.response_nonce,
             "error": r.error_detail.message if r.HasField("error_detail") else None,
         }
-        if self.api == "sotw":
+        if not self.delta:
             event["version_info"] = r.version_info
             event["names"] = sorted(r.resource_names)
         else:
@@ -153,7 +161,7 @@ class Stream:
             del self.in_flight[short]
         elif r.response_nonce and short in self.in_flight:
             return  # stale nonce: an answer to an older response
-        if self.api == "sotw":
+        if not self.delta:
             self.subscribed[short] = set(r.resource_names)
             if not r.response_nonce and r.version_info:
                 # Reconnect: the client already holds this version.
@@ -171,13 +179,13 @@ class Stream:
     def responses(self):
         """Yields what the client should be sent now, type by type."""
         out = []
-        for short in ("cds", "eds", "lds", "rds"):
+        for short in ("cds", "eds", "lds", "rds", "sds"):
             if short not in self.requested or short in self.in_flight:
                 continue
             version, table = self.state.types[short]
             wanted = self.wanted(short, table)
             nonce = str(next(NONCES))
-            if self.api == "sotw":
+            if not self.delta:
                 key = (version, frozenset(self.subscribed[short]))
                 if self.sent_version.get(short) == key:
                     continue
@@ -216,7 +224,9 @@ class Stream:
         return out
 
 
-class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer, sds_pb2_grpc.SecretDiscoveryServiceServicer):
+    """Both services share one servicer: SDS streams are told apart by their "api"."""
+
     def __init__(self, state):
         self.state = state
         self.streams = []
@@ -266,6 +276,12 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def DeltaAggregatedResources(self, request_iterator, context):
         yield from self.serve("delta", request_iterator, context)
 
+    def StreamSecrets(self, request_iterator, context):
+        yield from self.serve("sds-sotw", request_iterator, context)
+
+    def DeltaSecrets(self, request_iterator, context):
+        yield from self.serve("sds-delta", request_iterator, context)
+
     def close_all(self):
         with self.lock:
             for s in self.streams:
@@ -276,6 +292,7 @@ def start(state, port, unix=None):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     servicer = Ads(state)
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)
+    sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"unix:{unix}" if unix else f"127.0.0.1:{port}")
     server.start()
     return server, servicer, bound

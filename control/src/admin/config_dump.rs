@@ -188,7 +188,28 @@ pub fn render(st: &State, q: &Query) -> Result<Value, String> {
             ("dynamic_route_configs", list(dynamic_routes)),
         ],
     ));
-    configs.push(typed("SecretsConfigDump", []));
+    let static_secrets: Vec<Value> = statics
+        .secrets
+        .iter()
+        .map(|s| json!({ "name": s["name"], "last_updated": loaded, "secret": s }))
+        .collect();
+    let dynamic_secrets: Vec<Value> = dynamic(Kind::Secret)
+        .map(|((_, name), h)| {
+            json!({
+                "name": name,
+                "version_info": h.version,
+                "last_updated": timestamp(h.last_updated),
+                "secret": dump::redact_secret(dump::any_to_json(&h.resource)),
+            })
+        })
+        .collect();
+    configs.push(typed(
+        "SecretsConfigDump",
+        [
+            ("static_secrets", list(static_secrets)),
+            ("dynamic_active_secrets", list(dynamic_secrets)),
+        ],
+    ));
 
     match &q.resource {
         None => Ok(json!({ "configs": configs })),
@@ -210,6 +231,8 @@ fn select(configs: &[Value], field: &str) -> Result<Value, String> {
         "dynamic_route_configs" => "RoutesConfigDump.DynamicRouteConfig",
         "static_endpoint_configs" => "EndpointsConfigDump.StaticEndpointConfig",
         "dynamic_endpoint_configs" => "EndpointsConfigDump.DynamicEndpointConfig",
+        "static_secrets" => "SecretsConfigDump.StaticSecret",
+        "dynamic_active_secrets" => "SecretsConfigDump.DynamicSecret",
         _ => return Err(format!("{field} not found in config dump")),
     };
     let mut out = Vec::new();

@@ -3,14 +3,16 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use zerohop_proto::*;
 
 pub(crate) use super::listener::{listener, Routes};
+use super::secret::{GrpcClusters, SecretLookup, SecretRef, SecretSource, Secrets};
 use super::supported::{element_label, unpack_any};
 use super::{Bootstrap, ConfigError};
 
@@ -33,6 +35,8 @@ pub(crate) struct Names {
     pub(crate) runtime: super::runtime::Runtime,
     /// The bootstrap's node (`add_user_agent` names it).
     pub(crate) node: zerohop_proto::LocalNode,
+    /// The secrets TLS contexts may name.
+    pub(crate) secrets: SecretLookup,
 }
 
 impl Names {
@@ -42,6 +46,7 @@ impl Names {
             missing: None,
             runtime: Default::default(),
             node: Default::default(),
+            secrets: Default::default(),
         }
     }
 
@@ -51,6 +56,7 @@ impl Names {
             missing: Some(RefCell::new(Vec::new())),
             runtime: Default::default(),
             node: Default::default(),
+            secrets: Default::default(),
         }
     }
 
@@ -62,6 +68,12 @@ impl Names {
     ) -> Names {
         self.runtime = runtime.clone();
         self.node = node.clone();
+        self
+    }
+
+    /// With the secrets TLS contexts may name.
+    pub(crate) fn with_secrets(mut self, secrets: SecretLookup) -> Names {
+        self.secrets = secrets;
         self
     }
 
@@ -95,11 +107,16 @@ pub(super) struct Builder {
     ids: HashMap<String, ClusterId>,
     listeners: Vec<(String, DynamicMessage)>,
     /// Static clusters whose endpoint is a Unix socket (`pipe`), with their config path and
-    /// socket: only the ADS server's cluster may be one. Control dials it; the data plane
-    /// never sees it.
+    /// socket: only an ADS or SDS server's cluster may be one. Control dials it; the data
+    /// plane never sees it.
     pipes: Vec<(String, String, std::path::PathBuf)>,
     /// The `STRICT_DNS` and `LOGICAL_DNS` clusters, for control's resolver.
     dns: Vec<super::dns::DnsCluster>,
+    /// `static_resources.secrets`.
+    secrets: Secrets,
+    /// Clusters whose TLS context names a secret: compiled again once the whole bootstrap
+    /// is read (a secret or the SDS server's cluster may come later in the file).
+    sds_clusters: Vec<(usize, String, DynamicMessage)>,
 }
 
 const PROTOCOL_OPTIONS: &str = "typed_extension_protocol_options";
@@ -114,11 +131,16 @@ impl Builder {
             self.pipes.push((string(c, "name"), path, socket));
             return Ok(());
         }
-        let (cluster, discovery) = cluster(c, &path, false)?;
+        let lookup = SecretLookup::deferring();
+        let (cluster, discovery) = cluster(c, &path, false, &lookup)?;
         if let Discovery::Dns(dns) = discovery {
             self.dns.push(*dns);
         }
         let id = ClusterId(self.clusters.len() as u32);
+        if !lookup.asked().is_empty() {
+            self.sds_clusters
+                .push((self.clusters.len(), path.clone(), c.clone()));
+        }
         if self.ids.insert(cluster.name.clone(), id).is_some() {
             return Err(ConfigError::at(
                 path,
@@ -133,9 +155,29 @@ impl Builder {
         self.listeners.push((path, l));
     }
 
+    pub(super) fn add_secret(
+        &mut self,
+        m: &DynamicMessage,
+        path: String,
+    ) -> Result<(), ConfigError> {
+        let (name, secret) = super::secret::compile(m, &path)?;
+        let key = SecretRef {
+            source: SecretSource::Static,
+            name,
+        };
+        if self.secrets.contains_key(&key) {
+            return Err(ConfigError::at(
+                format!("{path}.name"),
+                format!("duplicate secret name {:?}", key.name),
+            ));
+        }
+        self.secrets.insert(key, secret);
+        Ok(())
+    }
+
     /// Compiles the listeners and the rest of the bootstrap (`node`, `admin`,
     /// `dynamic_resources`).
-    pub(super) fn finish(self, b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
+    pub(super) fn finish(mut self, b: &DynamicMessage) -> Result<Bootstrap, ConfigError> {
         let node_id = msg(b, "node").map(|n| string(n, "id")).unwrap_or_default();
         if let Some(cm) = msg(b, "cluster_manager") {
             let local = string(cm, "local_cluster_name");
@@ -159,18 +201,20 @@ impl Builder {
             None => None,
         };
         let ads = match msg(b, "dynamic_resources") {
-            Some(d) => Some(super::dynamic::ads(d, b, &self.clusters, &self.pipes)?),
+            Some(d) => Some(super::dynamic::ads(d, &self.clusters, &self.pipes)?),
             None => None,
         };
-        if let Some((name, path, _)) = self
-            .pipes
-            .iter()
-            .find(|(name, ..)| ads.as_ref().is_none_or(|a| a.cluster_name != *name))
-        {
-            return Err(ConfigError::at(
-                path.clone(),
-                format!("cluster {name:?}: a pipe (Unix socket) address is supported only for the cluster that dynamic_resources.ads_config names"),
-            ));
+        let grpc_targets = super::dynamic::grpc_targets(&self.clusters, &self.pipes);
+        let grpc: GrpcClusters = Arc::new(grpc_targets.keys().cloned().collect());
+        let secrets = Arc::new(std::mem::take(&mut self.secrets));
+        let lookup = || SecretLookup::new(secrets.clone(), grpc.clone(), ads.is_some(), false);
+        // The secrets the static resources name; any from an SDS server make the bootstrap
+        // dynamic (the xDS client fetches them and publishes once they are held).
+        let mut asked = BTreeSet::new();
+        for (i, path, c) in &self.sds_clusters {
+            let l = lookup();
+            self.clusters[*i] = cluster(c, path, false, &l)?.0;
+            asked.extend(l.asked());
         }
         let runtime = super::runtime::Runtime::parse(b)?;
         let empty = HashMap::new();
@@ -178,6 +222,7 @@ impl Builder {
             Some(_) => (Names::lenient(self.ids.clone()), Routes::Rds(&empty)),
             None => (Names::strict(self.ids.clone()), Routes::Static),
         };
+        let names = names.with_secrets(lookup());
         let local = zerohop_proto::LocalNode {
             cluster: msg(b, "node")
                 .map(|n| string(n, "cluster"))
@@ -193,9 +238,31 @@ impl Builder {
             let listener = listener(l, i, path, &names, routes)?;
             add_listener(&mut snapshot.listeners, listener, path)?;
         }
+        asked.extend(names.secrets.asked());
+        asked.retain(|r| r.source != SecretSource::Static);
+        // A Unix-socket cluster is dialled by control (ADS, SDS) and never by the data
+        // plane; without ADS, something static must name it as its SDS server.
+        let dialled = |name: &str| {
+            ads.is_some()
+                || asked.iter().any(
+                    |r| matches!(&r.source, SecretSource::Grpc { cluster, .. } if cluster == name),
+                )
+        };
+        if let Some((name, path, _)) = self.pipes.iter().find(|(name, ..)| !dialled(name)) {
+            return Err(ConfigError::at(
+                path.clone(),
+                format!("cluster {name:?}: a pipe (Unix socket) address is supported only for the gRPC server of ADS or SDS (dynamic_resources.ads_config, or an sds_config.api_config_source)"),
+            ));
+        }
         add_missing(&mut snapshot, names);
-        let dynamic = ads.map(|ads| super::dynamic::Dynamic {
+        let dynamic = (ads.is_some() || !asked.is_empty()).then(|| super::dynamic::Dynamic {
             ads,
+            grpc_targets,
+            grpc,
+            static_secrets: secrets,
+            static_sds_clusters: self.sds_clusters,
+            static_secret_refs: asked,
+            node: super::dynamic::node(b),
             runtime: runtime.clone(),
             local: local.clone(),
             static_clusters: self.clusters,
@@ -290,6 +357,7 @@ pub(crate) fn cluster(
     c: &DynamicMessage,
     path: &str,
     eds_allowed: bool,
+    secrets: &SecretLookup,
 ) -> Result<(Cluster, Discovery), ConfigError> {
     let name = string(c, "name");
     if name.is_empty() {
@@ -364,7 +432,7 @@ pub(crate) fn cluster(
         endpoints,
         protocol,
         transport: match msg(c, "transport_socket") {
-            Some(ts) => super::tls::upstream(ts, &format!("{path}.transport_socket"))?,
+            Some(ts) => super::tls::upstream(ts, &format!("{path}.transport_socket"), secrets)?,
             None => TransportSocket::RawBuffer,
         },
         circuit_breakers: circuit_breakers(c),

@@ -57,6 +57,22 @@ pub struct StaticDump {
     pub listeners: Vec<Value>,
     /// The route configurations written inline in the listeners' connection managers.
     pub route_configs: Vec<Value>,
+    /// `static_resources.secrets`, each an `Any`, private keys redacted.
+    pub secrets: Vec<Value>,
+}
+
+/// A `Secret` as Envoy's `/config_dump` shows it: every value inside the private key (a
+/// field Envoy marks sensitive) replaced by `[redacted]`.
+pub fn redact_secret(mut v: Value) -> Value {
+    if let Some(Value::Object(key)) = v
+        .get_mut("tls_certificate")
+        .and_then(|t| t.get_mut("private_key"))
+    {
+        for value in key.values_mut() {
+            *value = "[redacted]".into();
+        }
+    }
+    v
 }
 
 /// Decodes `text` again, one resource at a time as [`super::load`] does, and prints it.
@@ -72,6 +88,7 @@ pub fn static_dump(text: &str, format: Format) -> Result<StaticDump, ConfigError
             let v = to_any_json(&msg);
             match kind {
                 envoy::Resource::Cluster => self.0.clusters.push(v),
+                envoy::Resource::Secret => self.0.secrets.push(redact_secret(v)),
                 envoy::Resource::Listener => {
                     self.0.route_configs.extend(inline_route_configs(&v));
                     self.0.listeners.push(v)

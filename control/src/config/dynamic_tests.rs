@@ -27,7 +27,7 @@ fn check(
     kind: Kind,
     json: serde_json::Value,
 ) -> Result<Checked, String> {
-    r.check(d, kind, &any(json), "")
+    r.check(d, kind, &any(json), "", &SecretSource::Ads)
         .map_err(|(n, e)| format!("{n}: {e}"))
 }
 
@@ -82,7 +82,7 @@ pub(crate) fn routes(cluster: &str) -> serde_json::Value {
 #[test]
 fn an_ads_bootstrap_compiles_to_its_server_and_node() {
     let b = load(ADS, Format::Yaml).unwrap();
-    let ads = &b.dynamic.as_ref().unwrap().ads;
+    let ads = b.dynamic.as_ref().unwrap().ads.as_ref().unwrap();
     assert_eq!(ads.api, AdsApi::Delta);
     assert_eq!(ads.target, AdsTarget::Unix("./etc/istio/proxy/XDS".into()));
     assert_eq!(ads.cluster_name, "xds-grpc");
@@ -94,7 +94,7 @@ fn an_ads_bootstrap_compiles_to_its_server_and_node() {
         descriptor_pool()
             .get_message_by_name("envoy.config.core.v3.Node")
             .unwrap(),
-        ads.node.as_slice(),
+        b.dynamic.as_ref().unwrap().node.as_slice(),
     )
     .unwrap();
     let field = |f: &str| {
@@ -120,7 +120,7 @@ fn ads_bootstrap_errors_name_the_field() {
     );
     let b = load(&tcp, Format::Yaml).unwrap();
     assert_eq!(
-        b.dynamic.unwrap().ads.target,
+        b.dynamic.unwrap().ads.unwrap().target,
         AdsTarget::Tcp("127.0.0.1:15010".parse().unwrap())
     );
     let cases = [
@@ -192,7 +192,7 @@ static_resources:
 #[test]
 fn each_resource_is_checked_alone_naming_resource_and_field() {
     let d = dynamic();
-    let r = Resources::default();
+    let r = Resources::new(&d);
     assert!(check(&r, &d, Kind::Cluster, eds_cluster("web")).is_ok());
     let mut bad = eds_cluster("web");
     bad["lb_policy"] = "CLUSTER_PROVIDED".into();
@@ -209,7 +209,13 @@ fn each_resource_is_checked_alone_naming_resource_and_field() {
     );
     // A resource of another type in the response.
     let e = r
-        .check(&d, Kind::Listener, &any(eds_cluster("web")), "")
+        .check(
+            &d,
+            Kind::Listener,
+            &any(eds_cluster("web")),
+            "",
+            &SecretSource::Ads,
+        )
         .map_err(|(_, e)| e.to_string())
         .unwrap_err();
     assert!(e.contains("in a Listener response"), "{e}");
@@ -237,7 +243,7 @@ fn each_resource_is_checked_alone_naming_resource_and_field() {
 #[test]
 fn istio_filters_are_no_ops_unknown_filters_refused_unless_optional() {
     let d = dynamic();
-    let r = Resources::default();
+    let r = Resources::new(&d);
     let typed_struct = |url: &str| {
         serde_json::json!({"@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
             "type_url": url, "value": {"a": 1}})
@@ -281,7 +287,7 @@ fn istio_filters_are_no_ops_unknown_filters_refused_unless_optional() {
 #[test]
 fn clusters_warm_for_endpoints_and_listeners_for_routes() {
     let d = dynamic();
-    let mut r = Resources::default();
+    let mut r = Resources::new(&d);
     let apply = |r: &mut Resources, kind, json| {
         let c = check(r, &d, kind, json).unwrap();
         r.apply(c);

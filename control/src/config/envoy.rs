@@ -51,7 +51,7 @@ impl Format {
 
 /// What the streaming decoder hands each resource to, as soon as it has been decoded.
 pub(super) trait Sink {
-    /// `static_resources.clusters[i]` (path given) or `.listeners[i]`.
+    /// `static_resources.clusters[i]` (path given), `.listeners[i]` or `.secrets[i]`.
     fn resource(
         &mut self,
         kind: Resource,
@@ -64,6 +64,7 @@ pub(super) trait Sink {
 pub(super) enum Resource {
     Cluster,
     Listener,
+    Secret,
 }
 
 /// Decodes a bootstrap, streaming `static_resources` one resource at a time into `sink`,
@@ -272,6 +273,7 @@ impl<'de> Visitor<'de> for StaticResources<'_, '_, '_> {
             let kind = match field.name() {
                 "clusters" => Resource::Cluster,
                 "listeners" => Resource::Listener,
+                "secrets" => Resource::Secret,
                 other => {
                     return Err(A::Error::custom(format!(
                         "field envoy.config.bootstrap.v3.Bootstrap.StaticResources.{other} is not supported by zerohop"
@@ -317,6 +319,7 @@ impl<'de> Visitor<'de> for ResourceList<'_, '_, '_> {
         let list = match self.kind {
             Resource::Cluster => "clusters",
             Resource::Listener => "listeners",
+            Resource::Secret => "secrets",
         };
         let mut i = 0;
         while let Some(msg) = seq.next_element_seed(MessageSeed(self.desc.clone()))? {

@@ -217,7 +217,9 @@ fn filter_chain(
         }
     });
     let tls = match msg(c, "transport_socket") {
-        Some(ts) => super::tls::downstream(ts, &format!("{path}.transport_socket"))?,
+        Some(ts) => {
+            super::tls::downstream(ts, &format!("{path}.transport_socket"), &clusters.secrets)?
+        }
         None => None,
     };
     Ok(FilterChain {

@@ -22,6 +22,7 @@ mod rbac;
 mod retry;
 mod route;
 pub mod runtime;
+mod secret;
 mod supported;
 mod tls;
 
@@ -34,6 +35,7 @@ pub use dns::{DnsClient, DnsCluster, DnsTarget, LookupFamily, ResolverConfig};
 pub use dynamic::{Ads, AdsApi, AdsTarget, Checked, Dynamic, Kind, Resources};
 pub use envoy::{descriptor_pool, Format};
 pub use http::ISTIO_NO_OPS;
+pub use secret::{SecretRef, SecretSource};
 
 /// The embedded default configuration that `zerohop` runs with no `-c`: a TCP listener on
 /// 127.0.0.1:10000 in front of a demo upstream on 127.0.0.1:10001.
@@ -202,6 +204,7 @@ impl envoy::Sink for Collect {
         supported::check(&msg, &path)?;
         match kind {
             envoy::Resource::Cluster => self.0.add_cluster(&msg, path),
+            envoy::Resource::Secret => self.0.add_secret(&msg, path),
             envoy::Resource::Listener => {
                 self.0.add_listener(msg, path);
                 Ok(())
@@ -228,6 +231,16 @@ mod http2_tests;
 mod http_tests;
 #[cfg(test)]
 mod rbac_tests;
+/// A server certificate and its key (PEM), made by openssl for tests.
+#[cfg(test)]
+pub(crate) fn test_certificate() -> (String, String) {
+    let d = tls_tests::pki();
+    let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+    (read("srv.pem"), read("srv.key"))
+}
+
+#[cfg(test)]
+mod secret_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

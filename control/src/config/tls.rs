@@ -13,6 +13,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use zerohop_proto::*;
 
 use super::compile::*;
+use super::secret::SecretLookup;
 use super::supported::unpack_any;
 use super::ConfigError;
 
@@ -43,6 +44,7 @@ fn typed(ts: &DynamicMessage, path: &str) -> Result<Option<DynamicMessage>, Conf
 pub(crate) fn downstream(
     ts: &DynamicMessage,
     path: &str,
+    secrets: &SecretLookup,
 ) -> Result<Option<DownstreamTls>, ConfigError> {
     let Some(m) = typed(ts, path)? else {
         return Ok(None);
@@ -58,11 +60,11 @@ pub(crate) fn downstream(
         ));
     }
     let cpath = format!("{tpath}.common_tls_context");
-    let common = match msg(&m, "common_tls_context") {
-        Some(c) => common(c, &cpath)?,
-        None => common(&DynamicMessage::new(common_descriptor(&m)), &cpath)?,
+    let (common, pending) = match msg(&m, "common_tls_context") {
+        Some(c) => common(c, &cpath, secrets)?,
+        None => common(&DynamicMessage::new(common_descriptor(&m)), &cpath, secrets)?,
     };
-    if common.certificates.is_empty() {
+    if common.certificates.is_empty() && !pending {
         return Err(ConfigError::at(
             format!("{cpath}.tls_certificates"),
             "a server TLS context needs a certificate",
@@ -79,7 +81,7 @@ pub(crate) fn downstream(
         ));
     }
     let require = msg(&m, "require_client_certificate").is_some_and(bool_wrapper);
-    if require && common.validation.is_none() {
+    if require && common.validation.is_none() && !pending {
         return Err(ConfigError::at(
             format!("{tpath}.require_client_certificate"),
             "requiring a client certificate needs a validation_context with trusted_ca",
@@ -98,7 +100,11 @@ pub(crate) fn downstream(
 }
 
 /// A cluster's `transport_socket`.
-pub(crate) fn upstream(ts: &DynamicMessage, path: &str) -> Result<TransportSocket, ConfigError> {
+pub(crate) fn upstream(
+    ts: &DynamicMessage,
+    path: &str,
+    secrets: &SecretLookup,
+) -> Result<TransportSocket, ConfigError> {
     let Some(m) = typed(ts, path)? else {
         return Ok(TransportSocket::RawBuffer);
     };
@@ -113,9 +119,9 @@ pub(crate) fn upstream(ts: &DynamicMessage, path: &str) -> Result<TransportSocke
         ));
     }
     let cpath = format!("{tpath}.common_tls_context");
-    let common = match msg(&m, "common_tls_context") {
-        Some(c) => common(c, &cpath)?,
-        None => common(&DynamicMessage::new(common_descriptor(&m)), &cpath)?,
+    let (common, _) = match msg(&m, "common_tls_context") {
+        Some(c) => common(c, &cpath, secrets)?,
+        None => common(&DynamicMessage::new(common_descriptor(&m)), &cpath, secrets)?,
     };
     let sni = Some(string(&m, "sni")).filter(|s| !s.is_empty());
     if let Some(s) = &sni {
@@ -130,10 +136,18 @@ pub(crate) fn upstream(ts: &DynamicMessage, path: &str) -> Result<TransportSocke
         Some(v) => u32_value(v),
         None => 1,
     };
+    let pool_id = {
+        use prost::Message as _;
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        m.encode_to_vec().hash(&mut h);
+        h.finish()
+    };
     Ok(TransportSocket::Tls(Box::new(UpstreamTls {
         common,
         sni,
         max_session_keys,
+        pool_id,
     })))
 }
 
@@ -155,8 +169,13 @@ fn bool_wrapper(b: &DynamicMessage) -> bool {
     )
 }
 
-/// `CommonTlsContext`.
-fn common(c: &DynamicMessage, path: &str) -> Result<TlsCommon, ConfigError> {
+/// `CommonTlsContext`, and whether a secret it names has not arrived yet (the resource
+/// then warms; see [`SecretLookup`]).
+fn common(
+    c: &DynamicMessage,
+    path: &str,
+    secrets: &SecretLookup,
+) -> Result<(TlsCommon, bool), ConfigError> {
     let mut certificates = Vec::new();
     for (i, t) in list(c, "tls_certificates").iter().enumerate() {
         certificates.push(certificate(
@@ -164,6 +183,9 @@ fn common(c: &DynamicMessage, path: &str) -> Result<TlsCommon, ConfigError> {
             &format!("{path}.tls_certificates[{i}]"),
         )?);
     }
+    let (from_sds, named) = secrets.certificates(c, path)?;
+    let mut pending = from_sds.len() < named;
+    certificates.extend(from_sds);
     let (mut min_version, mut max_version) = (TlsVersion::Tls12, TlsVersion::Tls13);
     let (mut cipher_suites, mut ecdh_curves) = (Vec::new(), Vec::new());
     if let Some(p) = msg(c, "tls_params") {
@@ -211,9 +233,16 @@ fn common(c: &DynamicMessage, path: &str) -> Result<TlsCommon, ConfigError> {
         .collect();
     let validation = match msg(c, "validation_context") {
         Some(v) => Some(validation(v, &format!("{path}.validation_context"))?),
-        None => None,
+        None => match secrets.validation(c, path, validation)? {
+            Some(Some(v)) => Some(v),
+            Some(None) => {
+                pending = true;
+                None
+            }
+            None => None,
+        },
     };
-    Ok(TlsCommon {
+    let common = TlsCommon {
         certificates,
         min_version,
         max_version,
@@ -221,7 +250,8 @@ fn common(c: &DynamicMessage, path: &str) -> Result<TlsCommon, ConfigError> {
         ecdh_curves,
         alpn,
         validation,
-    })
+    };
+    Ok((common, pending))
 }
 
 fn version(p: &DynamicMessage, field: &str, path: &str) -> Result<Option<TlsVersion>, ConfigError> {
@@ -289,7 +319,7 @@ fn pem_certs(pem: &[u8], path: &str) -> Result<Vec<Vec<u8>>, ConfigError> {
 }
 
 /// `TlsCertificate`: the chain and the key, checked to belong together.
-fn certificate(t: &DynamicMessage, path: &str) -> Result<TlsCertificate, ConfigError> {
+pub(crate) fn certificate(t: &DynamicMessage, path: &str) -> Result<TlsCertificate, ConfigError> {
     let cpath = format!("{path}.certificate_chain");
     let kpath = format!("{path}.private_key");
     let (Some(c), Some(k)) = (msg(t, "certificate_chain"), msg(t, "private_key")) else {
@@ -338,7 +368,7 @@ fn certificate(t: &DynamicMessage, path: &str) -> Result<TlsCertificate, ConfigE
 }
 
 /// `CertificateValidationContext`.
-fn validation(v: &DynamicMessage, path: &str) -> Result<CertValidation, ConfigError> {
+pub(crate) fn validation(v: &DynamicMessage, path: &str) -> Result<CertValidation, ConfigError> {
     let trusted_ca = match msg(v, "trusted_ca") {
         Some(d) => {
             let p = format!("{path}.trusted_ca");

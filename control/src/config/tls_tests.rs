@@ -9,7 +9,7 @@ const CHAIN: &str = "    - filters:\n      - name: envoy.filters.network.http_co
 const CLUSTER: &str = "  - name: a\n    connect_timeout: 1s\n";
 
 /// A CA, and a server certificate and key it signed, as PEM files (made by openssl).
-fn pki() -> std::path::PathBuf {
+pub(super) fn pki() -> std::path::PathBuf {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(make_pki).clone()
 }
@@ -35,7 +35,7 @@ fn make_pki() -> std::path::PathBuf {
     dir
 }
 
-fn downstream(common: &str, extra: &str) -> String {
+pub(super) fn downstream(common: &str, extra: &str) -> String {
     let d = pki();
     let ts = format!(
         "    - transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n{extra}          common_tls_context:\n            tls_certificates: [ {{ certificate_chain: {{ filename: {d}/srv.pem }}, private_key: {{ filename: {d}/srv.key }} }} ]\n{common}      filters:\n      - name: envoy.filters.network.http_connection_manager\n",
@@ -107,8 +107,8 @@ fn tls_errors_name_the_field() {
         ),
         (
             downstream("            tls_certificate_sds_secret_configs: [ { name: x } ]\n", ""),
-            ".tls_certificate_sds_secret_configs",
-            "not supported",
+            ".tls_certificate_sds_secret_configs[0].name",
+            "unknown static secret",
         ),
         (
             downstream("", "          session_timeout: 10s\n"),

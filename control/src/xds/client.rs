@@ -1,9 +1,15 @@
-//! The ADS client's protocol state, sans I/O: responses in, the store updated, requests out.
+//! The xDS client's protocol state, sans I/O: responses in, the store updated, requests out.
+//!
+//! One client drives every stream a bootstrap needs: the ADS stream (clusters, endpoints,
+//! listeners, routes and secrets) and, as Envoy, one stream of `SecretDiscoveryService` per
+//! secret the TLS contexts take from an SDS server (Istio's `sds-grpc`). All feed one store, so a secret
+//! that arrives on its own stream lets a listener that came by ADS stop warming.
 //!
 //! The caller ([`super::run`]) feeds each response to [`Client::sotw`] or [`Client::delta`],
 //! publishes [`Client::snapshot`] when it changed and waits for the shards, and only then
 //! sends the requests [`Client::settle`] returns: the ACK or NACK of that response, and any
-//! change of the RDS/EDS subscriptions the response caused.
+//! change of the by-name subscriptions (RDS, EDS, SDS) the response caused, on whichever
+//! stream they belong to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -15,7 +21,40 @@ use super::wire::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, Status,
     INVALID_ARGUMENT,
 };
-use crate::config::{AdsApi, Dynamic, Kind, Resources};
+use crate::config::{AdsApi, Dynamic, Kind, Resources, SecretSource};
+
+/// An xDS stream.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StreamId {
+    Ads,
+    /// One secret from an SDS server ([`SecretSource::Grpc`]): Envoy opens a stream per
+    /// secret, and SDS servers written against it may expect one name per stream.
+    Sds {
+        source: SecretSource,
+        name: String,
+    },
+}
+
+impl StreamId {
+    /// Where the secrets this stream brings are filed.
+    pub fn source(&self) -> SecretSource {
+        match self {
+            StreamId::Ads => SecretSource::Ads,
+            StreamId::Sds { source, .. } => source.clone(),
+        }
+    }
+
+    /// The stream's flavour: `ads` is the bootstrap's `ads_config`.
+    pub fn api(&self, ads: Option<&crate::config::Ads>) -> AdsApi {
+        match self {
+            StreamId::Sds {
+                source: SecretSource::Grpc { api, .. },
+                ..
+            } => *api,
+            _ => ads.map_or(AdsApi::Sotw, |a| a.api),
+        }
+    }
+}
 
 /// A request for the stream, of the stream's flavour.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,7 +71,7 @@ struct TypeState {
     version: String,
     /// The nonce of the last response.
     nonce: String,
-    /// By-name kinds (RDS, EDS): the names the server was last asked for.
+    /// By-name kinds (RDS, EDS, SDS): the names the server was last asked for.
     subscribed: BTreeSet<String>,
     /// A request for this type is open on the current stream.
     requested: bool,
@@ -42,9 +81,17 @@ struct TypeState {
     received: bool,
 }
 
+/// One stream's protocol state, kept across reconnects.
+#[derive(Clone, Debug, Default)]
+struct Stream {
+    types: BTreeMap<Kind, TypeState>,
+    node_sent: bool,
+}
+
 /// What a response did, until its ACK or NACK is sent.
 #[derive(Debug)]
 pub struct Pending {
+    pub stream: StreamId,
     pub kind: Kind,
     nonce: String,
     /// SotW: the response's version, accepted unless there were errors.
@@ -59,8 +106,15 @@ pub struct Pending {
 }
 
 impl Pending {
-    fn new(kind: Kind, nonce: String, version: String, received: Instant) -> Pending {
+    fn new(
+        stream: StreamId,
+        kind: Kind,
+        nonce: String,
+        version: String,
+        received: Instant,
+    ) -> Pending {
         Pending {
+            stream,
             kind,
             nonce,
             version,
@@ -87,80 +141,145 @@ impl Pending {
     }
 }
 
-/// The protocol state of one ADS client, kept across reconnects.
+/// The protocol state of the xDS client, kept across reconnects.
 #[derive(Debug)]
 pub struct Client {
     pub dynamic: Dynamic,
     pub resources: Resources,
     /// Every resource held, as the server sent it, for admin's `/config_dump`.
     pub held: super::HeldResources,
-    types: BTreeMap<Kind, TypeState>,
-    node_sent: bool,
+    streams: BTreeMap<StreamId, Stream>,
 }
+
+/// The kinds the ADS stream carries, in Envoy's order of subscription.
+const ADS_KINDS: [Kind; 5] = [
+    Kind::Cluster,
+    Kind::Endpoint,
+    Kind::Listener,
+    Kind::Route,
+    Kind::Secret,
+];
 
 impl Client {
     pub fn new(dynamic: Dynamic) -> Client {
         Client {
+            resources: Resources::new(&dynamic),
             dynamic,
-            resources: Resources::default(),
             held: Default::default(),
-            types: Kind::ALL
-                .into_iter()
-                .map(|k| (k, TypeState::default()))
-                .collect(),
-            node_sent: false,
+            streams: BTreeMap::new(),
         }
     }
 
-    fn api(&self) -> AdsApi {
-        self.dynamic.ads.api
+    /// The streams the configuration needs now: ADS when the bootstrap has it, and one per
+    /// SDS server that something names.
+    pub fn wanted_streams(&self) -> Vec<StreamId> {
+        let ads = self.dynamic.ads.is_some().then_some(StreamId::Ads);
+        let sds = self
+            .resources
+            .wanted_secrets(&self.dynamic)
+            .into_iter()
+            .filter(|(s, _)| matches!(s, SecretSource::Grpc { .. }))
+            .flat_map(|(source, names)| {
+                names.into_iter().map(move |name| StreamId::Sds {
+                    source: source.clone(),
+                    name,
+                })
+            });
+        ads.into_iter().chain(sds).collect()
     }
 
-    /// The kinds the bootstrap subscribes to by wildcard.
-    fn wildcard(&self, kind: Kind) -> bool {
+    fn api(&self, sid: &StreamId) -> AdsApi {
+        sid.api(self.dynamic.ads.as_ref())
+    }
+
+    fn kinds(sid: &StreamId) -> &'static [Kind] {
+        match sid {
+            StreamId::Sds { .. } => &[Kind::Secret],
+            StreamId::Ads => &ADS_KINDS,
+        }
+    }
+
+    /// The kinds the bootstrap subscribes to by wildcard (on the ADS stream).
+    fn wildcard(&self, sid: &StreamId, kind: Kind) -> bool {
+        let Some(ads) = self.dynamic.ads.as_ref().filter(|_| *sid == StreamId::Ads) else {
+            return false;
+        };
         match kind {
-            Kind::Cluster => self.dynamic.ads.cds,
-            Kind::Listener => self.dynamic.ads.lds,
+            Kind::Cluster => ads.cds,
+            Kind::Listener => ads.lds,
             _ => false,
         }
     }
 
-    fn node(&mut self) -> Option<Vec<u8>> {
-        if self.node_sent && self.dynamic.ads.node_first_only {
-            return None;
+    /// The names a by-name kind is subscribed to on `sid`.
+    fn wanted(&self, sid: &StreamId, kind: Kind) -> BTreeSet<String> {
+        let mut names = match kind {
+            Kind::Secret => self
+                .resources
+                .wanted_secrets(&self.dynamic)
+                .remove(&sid.source())
+                .unwrap_or_default(),
+            _ => self.resources.wanted(&self.dynamic, kind),
+        };
+        if let StreamId::Sds { name, .. } = sid {
+            names.retain(|n| n == name);
         }
-        self.node_sent = true;
-        Some(self.dynamic.ads.node.clone())
+        names
     }
 
-    /// The first requests of a new stream: CDS, EDS, LDS, RDS, in Envoy's order, each
-    /// with what is already held so that the server need not resend it.
-    pub fn connected(&mut self) -> Vec<Request> {
-        self.node_sent = false;
-        for t in self.types.values_mut() {
+    fn node(&mut self, sid: &StreamId) -> Option<Vec<u8>> {
+        let first_only = match sid {
+            StreamId::Sds {
+                source:
+                    SecretSource::Grpc {
+                        node_first_only, ..
+                    },
+                ..
+            } => *node_first_only,
+            _ => self.dynamic.ads.as_ref().is_some_and(|a| a.node_first_only),
+        };
+        let stream = self.streams.entry(sid.clone()).or_default();
+        if stream.node_sent && first_only {
+            return None;
+        }
+        stream.node_sent = true;
+        Some(self.dynamic.node.clone())
+    }
+
+    fn state(&mut self, sid: &StreamId, kind: Kind) -> &mut TypeState {
+        let stream = self.streams.entry(sid.clone()).or_default();
+        stream.types.entry(kind).or_default()
+    }
+
+    /// The first requests of a new stream: on ADS CDS, EDS, LDS, RDS, SDS in Envoy's
+    /// order, each with what is already held so that the server need not resend it.
+    pub fn connected(&mut self, sid: &StreamId) -> Vec<Request> {
+        let stream = self.streams.entry(sid.clone()).or_default();
+        stream.node_sent = false;
+        for t in stream.types.values_mut() {
             t.requested = false;
             t.nonce.clear();
         }
         let mut out = Vec::new();
-        for kind in [Kind::Cluster, Kind::Endpoint, Kind::Listener, Kind::Route] {
-            let names = match self.wildcard(kind) {
+        for &kind in Self::kinds(sid) {
+            let names = match self.wildcard(sid, kind) {
                 true => BTreeSet::new(),
-                false if kind.by_name() => self.resources.wanted(&self.dynamic, kind),
+                false if kind.by_name() => self.wanted(sid, kind),
                 false => continue,
             };
             if kind.by_name() && names.is_empty() {
                 continue;
             }
-            out.push(self.open(kind, names));
+            out.push(self.open(sid, kind, names));
         }
         out
     }
 
     /// The first request for `kind` on this stream.
-    fn open(&mut self, kind: Kind, names: BTreeSet<String>) -> Request {
-        let node = self.node();
-        let api = self.api();
-        let t = self.types.get_mut(&kind).expect("every kind has a state");
+    fn open(&mut self, sid: &StreamId, kind: Kind, names: BTreeSet<String>) -> Request {
+        let node = self.node(sid);
+        let api = self.api(sid);
+        let t = self.state(sid, kind);
         t.requested = true;
         t.subscribed = names.clone();
         match api {
@@ -181,17 +300,25 @@ impl Client {
         }
     }
 
-    /// Applies a state-of-the-world response. For a type zerohop does not take, the NACK
-    /// to send at once.
-    pub fn sotw(&mut self, r: DiscoveryResponse) -> Result<Pending, Box<Request>> {
+    /// The kind of a response's type URL, if `sid` carries it.
+    fn kind_of(sid: &StreamId, type_url: &str) -> Option<Kind> {
+        Kind::from_type_url(type_url).filter(|k| Self::kinds(sid).contains(k))
+    }
+
+    /// Applies a state-of-the-world response on stream `sid`. For a type zerohop does
+    /// not take (there), the NACK to send at once.
+    pub fn sotw(&mut self, sid: &StreamId, r: DiscoveryResponse) -> Result<Pending, Box<Request>> {
         let received = Instant::now();
-        let Some(kind) = Kind::from_type_url(&r.type_url) else {
-            return Err(Box::new(self.unknown_type(&r.type_url, &r.nonce)));
+        let Some(kind) = Self::kind_of(sid, &r.type_url) else {
+            return Err(Box::new(self.unknown_type(sid, &r.type_url, &r.nonce)));
         };
-        let mut p = Pending::new(kind, r.nonce, r.version_info, received);
+        let mut p = Pending::new(sid.clone(), kind, r.nonce, r.version_info, received);
         let mut seen = BTreeSet::new();
         for any in &r.resources {
-            match self.resources.check(&self.dynamic, kind, any, "") {
+            match self
+                .resources
+                .check(&self.dynamic, kind, any, "", &sid.source())
+            {
                 Ok(c) => {
                     seen.insert(c.name.clone());
                     self.hold(kind, &c.name, &p.version, any);
@@ -205,30 +332,37 @@ impl Client {
                 }
             }
         }
-        if self.wildcard(kind) {
+        if self.wildcard(sid, kind) {
             for gone in self.resources.names(kind).difference(&seen) {
                 self.resources.remove(kind, gone);
                 p.removed += 1;
             }
         }
-        self.after_response(kind);
+        self.state(sid, kind).received = true;
         Ok(p)
     }
 
-    /// Applies a delta response.
-    pub fn delta(&mut self, r: DeltaDiscoveryResponse) -> Result<Pending, Box<Request>> {
+    /// Applies a delta response on stream `sid`.
+    pub fn delta(
+        &mut self,
+        sid: &StreamId,
+        r: DeltaDiscoveryResponse,
+    ) -> Result<Pending, Box<Request>> {
         let received = Instant::now();
-        let Some(kind) = Kind::from_type_url(&r.type_url) else {
-            return Err(Box::new(self.unknown_type(&r.type_url, &r.nonce)));
+        let Some(kind) = Self::kind_of(sid, &r.type_url) else {
+            return Err(Box::new(self.unknown_type(sid, &r.type_url, &r.nonce)));
         };
-        let mut p = Pending::new(kind, r.nonce, r.system_version_info, received);
+        let mut p = Pending::new(sid.clone(), kind, r.nonce, r.system_version_info, received);
         for res in &r.resources {
             let Some(any) = &res.resource else {
                 p.errors
                     .push((res.name.clone(), "a Resource without resource".into()));
                 continue;
             };
-            match self.resources.check(&self.dynamic, kind, any, &res.name) {
+            match self
+                .resources
+                .check(&self.dynamic, kind, any, &res.name, &sid.source())
+            {
                 Ok(c) if !res.name.is_empty() && c.name != res.name => p.errors.push((
                     res.name.clone(),
                     format!(
@@ -237,7 +371,7 @@ impl Client {
                     ),
                 )),
                 Ok(c) => {
-                    let t = self.types.get_mut(&kind).expect("state");
+                    let t = self.state(sid, kind);
                     t.versions.insert(c.name.clone(), res.version.clone());
                     self.hold(kind, &c.name, &res.version, any);
                     self.resources.apply(c);
@@ -247,21 +381,13 @@ impl Client {
             }
         }
         for name in &r.removed_resources {
-            self.types
-                .get_mut(&kind)
-                .expect("state")
-                .versions
-                .remove(name);
+            self.state(sid, kind).versions.remove(name);
             if self.resources.remove(kind, name) {
                 p.removed += 1;
             }
         }
-        self.after_response(kind);
+        self.state(sid, kind).received = true;
         Ok(p)
-    }
-
-    fn after_response(&mut self, kind: Kind) {
-        self.types.get_mut(&kind).expect("state").received = true;
     }
 
     /// Keeps what the server sent for an accepted resource. A cluster, listener or route
@@ -295,15 +421,19 @@ impl Client {
             .retain(|(k, n), _| names[k].contains(n));
     }
 
-    /// A NACK for a type zerohop does not implement (SDS, say): the server learns it at
+    /// A NACK for a type zerohop does not take on this stream: the server learns it at
     /// once, and the stream goes on.
-    fn unknown_type(&mut self, type_url: &str, nonce: &str) -> Request {
+    fn unknown_type(&mut self, sid: &StreamId, type_url: &str, nonce: &str) -> Request {
+        let message = match Kind::from_type_url(type_url) {
+            Some(_) => format!("type {type_url:?} is not served on an SDS stream"),
+            None => format!("type {type_url:?} is not supported by zerohop"),
+        };
         let error_detail = Some(Status {
             code: INVALID_ARGUMENT,
-            message: format!("type {type_url:?} is not supported by zerohop"),
+            message,
         });
-        let node = self.node();
-        match self.api() {
+        let node = self.node(sid);
+        match self.api(sid) {
             AdsApi::Sotw => Request::Sotw(DiscoveryRequest {
                 node,
                 type_url: type_url.into(),
@@ -326,33 +456,43 @@ impl Client {
         self.resources.assemble(&self.dynamic)
     }
 
-    /// True once the first configuration is complete: every subscribed type has answered
-    /// and nothing is warming.
+    /// True once the first configuration is complete: every stream the configuration needs
+    /// has answered every type it asked for, and nothing is warming.
     pub fn initialized(&self) -> bool {
-        let answered = self.types.iter().all(|(_, t)| !t.requested || t.received);
+        let answered = self.wanted_streams().iter().all(|sid| {
+            self.streams.get(sid).is_some_and(|s| {
+                s.types.values().all(|t| !t.requested || t.received)
+                    && s.types.values().any(|t| t.requested)
+            })
+        });
         let wildcards = [Kind::Cluster, Kind::Listener]
             .into_iter()
-            .filter(|k| self.wildcard(*k))
-            .all(|k| self.types[&k].received);
+            .filter(|k| self.wildcard(&StreamId::Ads, *k))
+            .all(|k| {
+                self.streams
+                    .get(&StreamId::Ads)
+                    .and_then(|s| s.types.get(&k))
+                    .is_some_and(|t| t.received)
+            });
         answered && wildcards && self.resources.warming() == 0
     }
 
     /// The requests to send once `p`'s result is applied: its ACK (or NACK), then any
-    /// change of the by-name subscriptions.
-    pub fn settle(&mut self, p: Pending) -> Vec<Request> {
-        let mut out = Vec::new();
+    /// change of the by-name subscriptions, each with the stream it goes on.
+    pub fn settle(&mut self, p: Pending) -> Vec<(StreamId, Request)> {
         let error_detail = p.error_detail().map(|message| Status {
             code: INVALID_ARGUMENT,
             message,
         });
-        let node = self.node();
-        let api = self.api();
-        let t = self.types.get_mut(&p.kind).expect("state");
+        let sid = p.stream.clone();
+        let node = self.node(&sid);
+        let api = self.api(&sid);
+        let t = self.state(&sid, p.kind);
         t.nonce = p.nonce.clone();
         if error_detail.is_none() {
             t.version = p.version;
         }
-        out.push(match api {
+        let ack = match api {
             AdsApi::Sotw => Request::Sotw(DiscoveryRequest {
                 version_info: t.version.clone(),
                 node,
@@ -368,70 +508,85 @@ impl Client {
                 error_detail,
                 ..Default::default()
             }),
-        });
+        };
+        let mut out = vec![(sid, ack)];
         out.extend(self.resubscribe());
         out
     }
 
-    /// Requests that bring the RDS and EDS subscriptions in line with what the listeners
-    /// and clusters now refer to; what nothing refers to is dropped.
-    pub fn resubscribe(&mut self) -> Vec<Request> {
+    /// Requests that bring the by-name subscriptions (EDS, RDS, SDS) of every open stream
+    /// in line with what the listeners and clusters now refer to; what nothing refers to
+    /// is dropped. A stream not connected yet subscribes when it connects.
+    pub fn resubscribe(&mut self) -> Vec<(StreamId, Request)> {
         let mut out = Vec::new();
-        for kind in [Kind::Endpoint, Kind::Route] {
-            let wanted = self.resources.wanted(&self.dynamic, kind);
-            let t = &self.types[&kind];
-            if wanted == t.subscribed && (t.requested || wanted.is_empty()) {
-                continue;
-            }
-            if !t.requested {
-                out.push(self.open(kind, wanted));
-                continue;
-            }
-            let node = self.node();
-            let api = self.api();
-            let t = self.types.get_mut(&kind).expect("state");
-            out.push(match api {
-                AdsApi::Sotw => Request::Sotw(DiscoveryRequest {
-                    version_info: t.version.clone(),
-                    node,
-                    resource_names: wanted.iter().cloned().collect(),
-                    type_url: kind.type_url().into(),
-                    response_nonce: t.nonce.clone(),
-                    error_detail: None,
-                }),
-                AdsApi::Delta => {
-                    for gone in t.subscribed.difference(&wanted) {
-                        t.versions.remove(gone);
-                    }
-                    Request::Delta(DeltaDiscoveryRequest {
-                        node,
-                        type_url: kind.type_url().into(),
-                        resource_names_subscribe: wanted
-                            .difference(&t.subscribed)
-                            .cloned()
-                            .collect(),
-                        resource_names_unsubscribe: t
-                            .subscribed
-                            .difference(&wanted)
-                            .cloned()
-                            .collect(),
-                        ..Default::default()
-                    })
+        let open: Vec<StreamId> = self.streams.keys().cloned().collect();
+        for sid in open {
+            for &kind in Self::kinds(&sid) {
+                if !kind.by_name() {
+                    continue;
                 }
-            });
-            t.subscribed = wanted;
+                if let Some(r) = self.resubscribe_one(&sid, kind) {
+                    out.push((sid.clone(), r));
+                }
+            }
         }
         self.resources.retain_wanted(&self.dynamic);
         self.prune_held();
         out
     }
 
-    /// The version last accepted for each type (SotW), or the number of resources held
-    /// (delta), for admin.
+    fn resubscribe_one(&mut self, sid: &StreamId, kind: Kind) -> Option<Request> {
+        let wanted = self.wanted(sid, kind);
+        let t = self.state(sid, kind);
+        if wanted == t.subscribed && (t.requested || wanted.is_empty()) {
+            return None;
+        }
+        if !t.requested {
+            return Some(self.open(sid, kind, wanted));
+        }
+        let node = self.node(sid);
+        let api = self.api(sid);
+        let t = self.state(sid, kind);
+        let r = match api {
+            AdsApi::Sotw => Request::Sotw(DiscoveryRequest {
+                version_info: t.version.clone(),
+                node,
+                resource_names: wanted.iter().cloned().collect(),
+                type_url: kind.type_url().into(),
+                response_nonce: t.nonce.clone(),
+                error_detail: None,
+            }),
+            AdsApi::Delta => {
+                for gone in t.subscribed.difference(&wanted) {
+                    t.versions.remove(gone);
+                }
+                Request::Delta(DeltaDiscoveryRequest {
+                    node,
+                    type_url: kind.type_url().into(),
+                    resource_names_subscribe: wanted.difference(&t.subscribed).cloned().collect(),
+                    resource_names_unsubscribe: t.subscribed.difference(&wanted).cloned().collect(),
+                    ..Default::default()
+                })
+            }
+        };
+        t.subscribed = wanted;
+        Some(r)
+    }
+
+    /// The version last accepted for each type on the ADS stream (SotW), or the number of
+    /// resources held (delta), for admin; secrets count those of every stream.
     pub fn versions(&self) -> Vec<(Kind, String, usize)> {
-        self.types
-            .iter()
-            .map(|(k, t)| (*k, t.version.clone(), self.resources.count(*k)))
+        let ads = self.streams.get(&StreamId::Ads);
+        Kind::ALL
+            .into_iter()
+            .filter(|k| ads.is_some_and(|s| s.types.contains_key(k)) || *k == Kind::Secret)
+            .map(|k| {
+                let version = ads
+                    .and_then(|s| s.types.get(&k))
+                    .map(|t| t.version.clone())
+                    .unwrap_or_default();
+                (k, version, self.resources.count(k))
+            })
             .collect()
     }
 }
@@ -439,7 +594,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::dynamic_tests::{any, assignment, eds_cluster};
+    use crate::config::dynamic_tests::{any, assignment, eds_cluster, listener, router};
     use crate::config::{load, Format};
     use crate::xds::wire::Resource;
 
@@ -474,7 +629,7 @@ mod tests {
     #[test]
     fn sotw_ack_nack_subscriptions_and_removal() {
         let mut c = client("GRPC");
-        let first: Vec<_> = c.connected().into_iter().map(sotw).collect();
+        let first: Vec<_> = c.connected(&StreamId::Ads).into_iter().map(sotw).collect();
         assert_eq!(first.len(), 2, "CDS and LDS, wildcard");
         assert_eq!(first[0].type_url, Kind::Cluster.type_url());
         assert_eq!(first[1].type_url, Kind::Listener.type_url());
@@ -485,9 +640,11 @@ mod tests {
         );
         assert!(first[1].node.is_none(), "set_node_on_first_message_only");
 
-        let p = c.sotw(cds("1", "n1", vec![eds_cluster("web")])).unwrap();
+        let p = c
+            .sotw(&StreamId::Ads, cds("1", "n1", vec![eds_cluster("web")]))
+            .unwrap();
         assert_eq!((p.applied, p.errors.len()), (1, 0));
-        let out: Vec<_> = c.settle(p).into_iter().map(sotw).collect();
+        let out: Vec<_> = c.settle(p).into_iter().map(|(_, r)| sotw(r)).collect();
         assert_eq!(out[0].version_info, "1");
         assert_eq!(out[0].response_nonce, "n1");
         assert!(out[0].error_detail.is_none());
@@ -499,14 +656,13 @@ mod tests {
         let mut bad = eds_cluster("bad");
         bad["lb_policy"] = "CLUSTER_PROVIDED".into();
         let p = c
-            .sotw(cds(
-                "2",
-                "n2",
-                vec![eds_cluster("web"), eds_cluster("api"), bad],
-            ))
+            .sotw(
+                &StreamId::Ads,
+                cds("2", "n2", vec![eds_cluster("web"), eds_cluster("api"), bad]),
+            )
             .unwrap();
         assert_eq!((p.applied, p.errors.len()), (2, 1));
-        let out: Vec<_> = c.settle(p).into_iter().map(sotw).collect();
+        let out: Vec<_> = c.settle(p).into_iter().map(|(_, r)| sotw(r)).collect();
         assert_eq!(out[0].version_info, "1");
         assert_eq!(out[0].response_nonce, "n2");
         let detail = &out[0].error_detail.as_ref().unwrap().message;
@@ -518,14 +674,16 @@ mod tests {
         assert_eq!(out[1].response_nonce, "", "no EDS response seen yet");
 
         // Absent from the next response: removed, and unsubscribed.
-        let p = c.sotw(cds("3", "n3", vec![eds_cluster("api")])).unwrap();
+        let p = c
+            .sotw(&StreamId::Ads, cds("3", "n3", vec![eds_cluster("api")]))
+            .unwrap();
         assert_eq!(p.removed, 1);
-        let out: Vec<_> = c.settle(p).into_iter().map(sotw).collect();
+        let out: Vec<_> = c.settle(p).into_iter().map(|(_, r)| sotw(r)).collect();
         assert_eq!(out[0].version_info, "3");
         assert_eq!(out[1].resource_names, ["api"]);
 
         // Reconnect: the accepted version, the subscriptions held.
-        let again: Vec<_> = c.connected().into_iter().map(sotw).collect();
+        let again: Vec<_> = c.connected(&StreamId::Ads).into_iter().map(sotw).collect();
         assert_eq!(again[0].version_info, "3");
         assert_eq!(again[1].type_url, Kind::Endpoint.type_url());
         assert_eq!(again[1].resource_names, ["api"]);
@@ -534,7 +692,7 @@ mod tests {
     #[test]
     fn delta_versions_removal_and_reconnect() {
         let mut c = client("DELTA_GRPC");
-        let first: Vec<_> = c.connected().into_iter().map(delta).collect();
+        let first: Vec<_> = c.connected(&StreamId::Ads).into_iter().map(delta).collect();
         assert!(first[0].resource_names_subscribe.is_empty(), "wildcard");
         let resource = |name: &str, version: &str, json| Resource {
             name: name.into(),
@@ -543,38 +701,47 @@ mod tests {
             ..Default::default()
         };
         let p = c
-            .delta(DeltaDiscoveryResponse {
-                resources: vec![resource("web", "a1", eds_cluster("web"))],
-                type_url: Kind::Cluster.type_url().into(),
-                nonce: "n1".into(),
-                ..Default::default()
-            })
+            .delta(
+                &StreamId::Ads,
+                DeltaDiscoveryResponse {
+                    resources: vec![resource("web", "a1", eds_cluster("web"))],
+                    type_url: Kind::Cluster.type_url().into(),
+                    nonce: "n1".into(),
+                    ..Default::default()
+                },
+            )
             .unwrap();
-        let out: Vec<_> = c.settle(p).into_iter().map(delta).collect();
+        let out: Vec<_> = c.settle(p).into_iter().map(|(_, r)| delta(r)).collect();
         assert_eq!(out[0].response_nonce, "n1");
         assert!(out[0].error_detail.is_none());
         assert_eq!(out[1].resource_names_subscribe, ["web"]);
         let p = c
-            .delta(DeltaDiscoveryResponse {
-                resources: vec![resource("web", "e1", assignment("web", 8080))],
-                type_url: Kind::Endpoint.type_url().into(),
-                nonce: "n2".into(),
-                ..Default::default()
-            })
+            .delta(
+                &StreamId::Ads,
+                DeltaDiscoveryResponse {
+                    resources: vec![resource("web", "e1", assignment("web", 8080))],
+                    type_url: Kind::Endpoint.type_url().into(),
+                    nonce: "n2".into(),
+                    ..Default::default()
+                },
+            )
             .unwrap();
         c.settle(p);
         assert_eq!(c.snapshot().clusters.len(), 1, "web is warm");
 
         // A name that does not match the resource is refused.
         let p = c
-            .delta(DeltaDiscoveryResponse {
-                resources: vec![resource("other", "a2", eds_cluster("web"))],
-                type_url: Kind::Cluster.type_url().into(),
-                nonce: "n3".into(),
-                ..Default::default()
-            })
+            .delta(
+                &StreamId::Ads,
+                DeltaDiscoveryResponse {
+                    resources: vec![resource("other", "a2", eds_cluster("web"))],
+                    type_url: Kind::Cluster.type_url().into(),
+                    nonce: "n3".into(),
+                    ..Default::default()
+                },
+            )
             .unwrap();
-        let out: Vec<_> = c.settle(p).into_iter().map(delta).collect();
+        let out: Vec<_> = c.settle(p).into_iter().map(|(_, r)| delta(r)).collect();
         assert!(out[0]
             .error_detail
             .as_ref()
@@ -583,7 +750,7 @@ mod tests {
             .contains("differs"));
 
         // Reconnect: what is held, with its versions.
-        let again: Vec<_> = c.connected().into_iter().map(delta).collect();
+        let again: Vec<_> = c.connected(&StreamId::Ads).into_iter().map(delta).collect();
         assert_eq!(again[0].initial_resource_versions.get("web").unwrap(), "a1");
         assert_eq!(again[1].type_url, Kind::Endpoint.type_url());
         assert_eq!(again[1].resource_names_subscribe, ["web"]);
@@ -591,29 +758,166 @@ mod tests {
 
         // Removal: the cluster goes, its assignment is unsubscribed.
         let p = c
-            .delta(DeltaDiscoveryResponse {
-                removed_resources: vec!["web".into()],
-                type_url: Kind::Cluster.type_url().into(),
-                nonce: "n4".into(),
-                ..Default::default()
-            })
+            .delta(
+                &StreamId::Ads,
+                DeltaDiscoveryResponse {
+                    removed_resources: vec!["web".into()],
+                    type_url: Kind::Cluster.type_url().into(),
+                    nonce: "n4".into(),
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(p.removed, 1);
-        let out: Vec<_> = c.settle(p).into_iter().map(delta).collect();
+        let out: Vec<_> = c.settle(p).into_iter().map(|(_, r)| delta(r)).collect();
         assert_eq!(out[1].resource_names_unsubscribe, ["web"]);
         assert!(c.snapshot().clusters.is_empty());
+    }
+
+    /// A listener whose certificate comes over ADS and whose CA comes from an SDS
+    /// server (`sds-grpc` on a Unix socket): it warms until both arrive, each on its
+    /// stream, and the SDS stream takes secrets only.
+    #[test]
+    fn secrets_by_ads_and_by_an_sds_server_warm_a_listener() {
+        let (cert, key) = crate::config::test_certificate();
+        let yaml = format!(
+            "{}  - name: sds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment: {{ cluster_name: sds-grpc, endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ pipe: {{ path: /tmp/sds }} }} }} }} ] }} ] }}\n",
+            include_str!("../../tests/fixtures/ads.yaml")
+        );
+        let mut c = Client::new(load(&yaml, Format::Yaml).unwrap().dynamic.unwrap());
+        c.connected(&StreamId::Ads);
+        let mut l = listener("in", 15006, serde_json::json!([router()]));
+        l["filter_chains"][0]["transport_socket"] = serde_json::json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": {
+                    "tls_certificate_sds_secret_configs": [{"name": "cert", "sds_config": {"ads": {}}}],
+                    "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": {
+                        "api_config_source": {"api_type": "GRPC", "grpc_services": [
+                            {"envoy_grpc": {"cluster_name": "sds-grpc"}}]}}},
+                },
+            },
+        });
+        l["filter_chains"][0]["filters"][0]["typed_config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("rds");
+        l["filter_chains"][0]["filters"][0]["typed_config"]["route_config"] =
+            serde_json::json!({"name": "r"});
+        let lds = |v: &str, n: &str| DeltaDiscoveryResponse {
+            resources: vec![Resource {
+                name: "in".into(),
+                version: v.into(),
+                resource: Some(any(l.clone())),
+                ..Default::default()
+            }],
+            type_url: Kind::Listener.type_url().into(),
+            nonce: n.into(),
+            ..Default::default()
+        };
+        let p = c.delta(&StreamId::Ads, lds("1", "n1")).unwrap();
+        assert_eq!(p.errors, vec![], "checked without its secrets");
+        let out = c.settle(p);
+        let sds: Vec<_> = out
+            .iter()
+            .filter(
+                |(_, r)| matches!(r, Request::Delta(d) if d.type_url == Kind::Secret.type_url()),
+            )
+            .collect();
+        assert_eq!(sds.len(), 1, "the ADS secret is subscribed to: {out:?}");
+        assert!(c.snapshot().listeners.is_empty(), "warming");
+        let sid = StreamId::Sds {
+            source: crate::config::SecretSource::Grpc {
+                cluster: "sds-grpc".into(),
+                api: AdsApi::Sotw,
+                node_first_only: false,
+            },
+            name: "ROOTCA".into(),
+        };
+        assert_eq!(c.wanted_streams(), vec![StreamId::Ads, sid.clone()]);
+        let first: Vec<_> = c.connected(&sid).into_iter().map(sotw).collect();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].type_url, Kind::Secret.type_url());
+        assert_eq!(first[0].resource_names, ["ROOTCA"]);
+        assert!(first[0].node.is_some());
+        // Only secrets on an SDS stream.
+        let nack = c
+            .sotw(&sid, cds("1", "x1", vec![eds_cluster("web")]))
+            .unwrap_err();
+        assert!(sotw(*nack)
+            .error_detail
+            .unwrap()
+            .message
+            .contains("SDS stream"));
+        let secret = |name: &str, body: serde_json::Value| {
+            let mut s = serde_json::json!({
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                "name": name,
+            });
+            s.as_object_mut()
+                .unwrap()
+                .extend(body.as_object().unwrap().clone());
+            any(s)
+        };
+        let p = c
+            .sotw(
+                &sid,
+                DiscoveryResponse {
+                    version_info: "1".into(),
+                    resources: vec![secret(
+                        "ROOTCA",
+                        serde_json::json!({
+                        "validation_context": {"trusted_ca": {"inline_string": cert}}}),
+                    )],
+                    type_url: Kind::Secret.type_url().into(),
+                    nonce: "s1".into(),
+                },
+            )
+            .unwrap();
+        c.settle(p);
+        assert!(c.snapshot().listeners.is_empty(), "still warming for cert");
+        let p = c
+            .delta(
+                &StreamId::Ads,
+                DeltaDiscoveryResponse {
+                    resources: vec![Resource {
+                        name: "cert".into(),
+                        version: "c1".into(),
+                        resource: Some(secret(
+                            "cert",
+                            serde_json::json!({"tls_certificate": {
+                            "certificate_chain": {"inline_string": cert},
+                            "private_key": {"inline_string": key}}}),
+                        )),
+                        ..Default::default()
+                    }],
+                    type_url: Kind::Secret.type_url().into(),
+                    nonce: "s2".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(p.errors, vec![]);
+        c.settle(p);
+        let snapshot = c.snapshot();
+        let tls = snapshot.listeners[0].filter_chains[0].tls.as_ref().unwrap();
+        assert_eq!(tls.common.certificates.len(), 1, "warm: both secrets held");
+        assert_eq!(tls.common.validation.as_ref().unwrap().trusted_ca.len(), 1);
     }
 
     #[test]
     fn an_unknown_type_is_nacked() {
         let mut c = client("GRPC");
         let nack = c
-            .sotw(DiscoveryResponse {
-                type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-                    .into(),
-                nonce: "s1".into(),
-                ..Default::default()
-            })
+            .sotw(
+                &StreamId::Ads,
+                DiscoveryResponse {
+                    type_url: "type.googleapis.com/envoy.service.runtime.v3.Runtime".into(),
+                    nonce: "s1".into(),
+                    ..Default::default()
+                },
+            )
             .unwrap_err();
         let nack = sotw(*nack);
         assert_eq!(nack.response_nonce, "s1");
@@ -650,6 +954,17 @@ mod seeds {
                 vec![listener("in", 15006, serde_json::json!([router()]))],
             ),
             (Kind::Route, vec![routes("web")]),
+            (
+                Kind::Secret,
+                vec![serde_json::json!({
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                    "name": "cert",
+                    "tls_certificate": {
+                        "certificate_chain": {"inline_string": crate::config::test_certificate().0},
+                        "private_key": {"inline_string": crate::config::test_certificate().1},
+                    },
+                })],
+            ),
         ];
         let sotw: Vec<Vec<u8>> = sets
             .iter()

@@ -1,18 +1,22 @@
-//! The ADS client: zerohop-control as an xDS client of Istio, go-control-plane or any
-//! Envoy control plane.
+//! The xDS client: zerohop-control as an xDS client of Istio, go-control-plane or any
+//! Envoy control plane, and of the SDS servers TLS contexts name.
 //!
 //! ```text
-//! ADS server --response--> client::Client (check each resource, warm, store)
-//!                              | snapshot changed?
-//!                              v
-//!                          publish --> shards apply --> ACK / NACK --> ADS server
+//! ADS server  --response--+
+//! SDS servers --response--+--> client::Client (check each resource, warm, store)
+//!                                  | snapshot changed?
+//!                                  v
+//!                              publish --> shards apply --> ACK / NACK --> that server
 //! ```
 //!
-//! One stream (state of the world or delta, as `ads_config.api_type` says) carries CDS, EDS,
-//! LDS and RDS. A response is acknowledged only after every shard has applied the snapshot
-//! it produced, so an ACK means "serving it". When the server is unreachable the last good
-//! configuration keeps serving and the client reconnects with jittered exponential backoff,
-//! presenting the versions it holds.
+//! One ADS stream (state of the world or delta, as `ads_config.api_type` says) carries CDS,
+//! EDS, LDS, RDS and SDS; each SDS server named by an `api_config_source` (Istio's
+//! `sds-grpc`) gets a stream of its own, opened when something first names it. Each stream
+//! is a task that only moves messages ([`transport`]); one loop owns the client and handles
+//! every stream's responses in turn. A response is acknowledged only after every shard has
+//! applied the snapshot it produced, so an ACK means "serving it". When a server is
+//! unreachable the last good configuration keeps serving and its stream reconnects with
+//! jittered exponential backoff, presenting the versions it holds.
 
 pub mod client;
 mod transport;
@@ -25,7 +29,7 @@ use std::time::Duration;
 use zerohop_proto::Snapshot;
 
 use crate::config::{Dynamic, Kind};
-pub use client::{Client, Pending, Request};
+pub use client::{Client, Pending, Request, StreamId};
 
 /// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`], with jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -107,13 +111,14 @@ impl Stats {
     }
 }
 
-/// `cds`, `eds`, `lds`, `rds`.
+/// `cds`, `eds`, `lds`, `rds`, `sds`.
 pub fn short(kind: Kind) -> &'static str {
     match kind {
         Kind::Cluster => "cds",
         Kind::Endpoint => "eds",
         Kind::Listener => "lds",
         Kind::Route => "rds",
+        Kind::Secret => "sds",
     }
 }
 
@@ -129,8 +134,21 @@ pub fn run(dynamic: Dynamic, publish: Publish, stats: Arc<Mutex<Stats>>) -> anyh
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(Driver::new(dynamic, publish, stats).run());
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Driver::new(dynamic, publish, stats, tx).run(rx).await
+    });
     Ok(())
+}
+
+/// What a stream's task tells the loop that owns the client.
+pub(crate) enum Event {
+    /// A stream connected: its first requests go to this sender.
+    Open(StreamId, tokio::sync::mpsc::UnboundedSender<Request>),
+    Sotw(StreamId, wire::DiscoveryResponse),
+    Delta(StreamId, wire::DeltaDiscoveryResponse),
+    /// The stream ended (it reconnects after a backoff).
+    Closed(StreamId),
 }
 
 struct Driver {
@@ -141,18 +159,32 @@ struct Driver {
     published: Option<(Snapshot, Vec<crate::config::DnsCluster>)>,
     /// When the first configuration is served regardless (`initial_fetch_timeout`).
     deadline: Option<tokio::time::Instant>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    /// The streams connected now, and where their requests go.
+    open: BTreeMap<StreamId, tokio::sync::mpsc::UnboundedSender<Request>>,
+    /// The streams whose task runs (connected or reconnecting).
+    started: BTreeMap<StreamId, tokio::task::JoinHandle<()>>,
 }
 
 impl Driver {
-    fn new(dynamic: Dynamic, publish: Publish, stats: Arc<Mutex<Stats>>) -> Driver {
+    fn new(
+        dynamic: Dynamic,
+        publish: Publish,
+        stats: Arc<Mutex<Stats>>,
+        events: tokio::sync::mpsc::UnboundedSender<Event>,
+    ) -> Driver {
         let deadline = dynamic
             .ads
-            .initial_fetch_timeout
+            .as_ref()
+            .and_then(|a| a.initial_fetch_timeout)
             .map(|t| tokio::time::Instant::now() + t);
         let client = Client::new(dynamic);
         {
             let mut st = stats.lock().expect("xds stats");
-            st.server = format!("{:?}", client.dynamic.ads.target);
+            st.server = match &client.dynamic.ads {
+                Some(a) => format!("{:?}", a.target),
+                None => "none (SDS only)".into(),
+            };
             st.held = client.held.clone();
         }
         Driver {
@@ -161,40 +193,97 @@ impl Driver {
             stats,
             published: None,
             deadline,
+            events,
+            open: BTreeMap::new(),
+            started: Default::default(),
         }
     }
 
-    async fn run(mut self) {
-        let mut failures = 0u32;
+    async fn run(mut self, mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) {
         loop {
-            let target = self.client.dynamic.ads.target.clone();
-            let api = self.client.dynamic.ads.api;
-            let outcome = transport::session(&target, api, &mut self).await;
-            {
-                let mut st = self.stats.lock().expect("xds stats");
-                st.connected = false;
-                st.stream_failures += 1;
+            self.start_streams();
+            let deadline = self.pending_deadline();
+            tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => self.on_event(e).await,
+                    None => return,
+                },
+                _ = sleep_until(deadline) => self.initial_timeout().await,
             }
-            match outcome {
-                Ok(true) => failures = 0,
-                Ok(false) | Err(_) => failures = failures.saturating_add(1),
+        }
+    }
+
+    /// Starts the task of every stream the configuration needs and has none yet (an SDS
+    /// server first named by a listener that just arrived, say).
+    fn start_streams(&mut self) {
+        let wanted = self.client.wanted_streams();
+        for sid in wanted.iter().cloned() {
+            if self.started.contains_key(&sid) {
+                continue;
             }
-            if let Err(e) = outcome {
-                log::warn!(
-                    "ADS stream to {target:?}: {e}; the last good configuration keeps serving"
-                );
-            } else {
-                log::warn!("ADS stream to {target:?} closed by the server; reconnecting");
+            let Some(target) = self.client.dynamic.target(&sid.source()).cloned() else {
+                continue; // checked when the resource compiled: not reached
+            };
+            let api = sid.api(self.client.dynamic.ads.as_ref());
+            log::info!("xDS stream {sid:?} to {target:?}");
+            let task = tokio::spawn(transport::run_stream(
+                sid.clone(),
+                target,
+                api,
+                self.events.clone(),
+            ));
+            self.started.insert(sid, task);
+        }
+        // An SDS stream whose secret nothing names any more is closed, as Envoy drops the
+        // subscription.
+        self.started.retain(|sid, task| {
+            let keep = wanted.contains(sid);
+            if !keep {
+                log::info!("xDS stream {sid:?}: no longer needed, closed");
+                task.abort();
             }
-            let delay = backoff(failures);
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
-            loop {
-                let deadline = self.pending_deadline();
-                tokio::select! {
-                    _ = &mut sleep => break,
-                    _ = sleep_until(deadline) => self.initial_timeout().await,
+            keep
+        });
+        self.open.retain(|sid, _| self.started.contains_key(sid));
+    }
+
+    async fn on_event(&mut self, e: Event) {
+        let out = match e {
+            Event::Open(sid, tx) => {
+                {
+                    let mut st = self.stats.lock().expect("xds stats");
+                    st.stream_connects += 1;
+                    st.connected |= sid == StreamId::Ads;
                 }
+                let first = self.client.connected(&sid);
+                for r in first {
+                    let _ = tx.send(r);
+                }
+                self.open.insert(sid, tx);
+                return;
+            }
+            Event::Closed(sid) => {
+                self.open.remove(&sid);
+                let mut st = self.stats.lock().expect("xds stats");
+                st.stream_failures += 1;
+                if sid == StreamId::Ads {
+                    st.connected = false;
+                }
+                return;
+            }
+            Event::Sotw(sid, r) => match self.client.sotw(&sid, r) {
+                Ok(p) => self.settle(p).await,
+                Err(nack) => vec![(sid, *nack)],
+            },
+            Event::Delta(sid, r) => match self.client.delta(&sid, r) {
+                Ok(p) => self.settle(p).await,
+                Err(nack) => vec![(sid, *nack)],
+            },
+        };
+        for (sid, r) in out {
+            // A stream that is down gets its subscriptions when it connects again.
+            if let Some(tx) = self.open.get(&sid) {
+                let _ = tx.send(r);
             }
         }
     }
@@ -217,7 +306,7 @@ impl Driver {
 
     /// Applies a response's outcome: publishes if the snapshot changed (and the first
     /// configuration is complete), then returns the requests to send.
-    async fn settle(&mut self, p: Pending) -> Vec<Request> {
+    async fn settle(&mut self, p: Pending) -> Vec<(StreamId, Request)> {
         let received = p.received;
         let kind = p.kind;
         let nack = p.error_detail();

@@ -1,19 +1,21 @@
-//! The gRPC stream to the ADS server, over TCP or a Unix socket, with HTTP/2 keepalive.
+//! The gRPC streams to the ADS and SDS servers, over TCP or a Unix socket, with HTTP/2
+//! keepalive. A stream's task only moves messages: the loop in [`super`] owns the client.
 
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt as _;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::client::{Client, Pending, Request};
+use super::client::{Request, StreamId};
 use super::wire::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse, DELTA_PATH,
-    STREAM_PATH,
+    SDS_DELTA_PATH, SDS_STREAM_PATH, STREAM_PATH,
 };
-use super::Driver;
+use super::Event;
 use crate::config::{AdsApi, AdsTarget};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,38 +49,74 @@ async fn connect(target: &AdsTarget) -> anyhow::Result<Channel> {
     })
 }
 
+/// A stream's task, for ever: connect, hand the loop every response, and reconnect with
+/// backoff when the stream ends.
+pub(super) async fn run_stream(
+    sid: StreamId,
+    target: AdsTarget,
+    api: AdsApi,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let outcome = session(&sid, &target, api, &events).await;
+        if events.send(Event::Closed(sid.clone())).is_err() {
+            return;
+        }
+        match &outcome {
+            Ok(true) => failures = 0,
+            Ok(false) | Err(_) => failures = failures.saturating_add(1),
+        }
+        match outcome {
+            Err(e) => log::warn!(
+                "xDS stream {sid:?} to {target:?}: {e}; the last good configuration keeps serving"
+            ),
+            Ok(_) => {
+                log::warn!("xDS stream {sid:?} to {target:?} closed by the server; reconnecting")
+            }
+        }
+        tokio::time::sleep(super::backoff(failures)).await;
+    }
+}
+
 /// One stream, from connect until it fails or the server ends it. `Ok(true)` when the
 /// server sent at least one response (the backoff starts again from its base).
-pub(super) async fn session(
+async fn session(
+    sid: &StreamId,
     target: &AdsTarget,
     api: AdsApi,
-    d: &mut Driver,
+    events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<bool> {
     let channel = connect(target).await?;
+    let ads = *sid == StreamId::Ads;
     match api {
         AdsApi::Sotw => {
+            let path = if ads { STREAM_PATH } else { SDS_STREAM_PATH };
             stream::<DiscoveryRequest, DiscoveryResponse>(
                 channel,
-                STREAM_PATH,
-                d,
+                path,
+                sid,
+                events,
                 |r| match r {
                     Request::Sotw(r) => r,
                     Request::Delta(_) => unreachable!("a SotW client makes SotW requests"),
                 },
-                Client::sotw,
+                Event::Sotw,
             )
             .await
         }
         AdsApi::Delta => {
+            let path = if ads { DELTA_PATH } else { SDS_DELTA_PATH };
             stream::<DeltaDiscoveryRequest, DeltaDiscoveryResponse>(
                 channel,
-                DELTA_PATH,
-                d,
+                path,
+                sid,
+                events,
                 |r| match r {
                     Request::Delta(r) => r,
                     Request::Sotw(_) => unreachable!("a delta client makes delta requests"),
                 },
-                Client::delta,
+                Event::Delta,
             )
             .await
         }
@@ -88,9 +126,10 @@ pub(super) async fn session(
 async fn stream<Q, S>(
     channel: Channel,
     path: &'static str,
-    d: &mut Driver,
+    sid: &StreamId,
+    events: &mpsc::UnboundedSender<Event>,
     unwrap: fn(Request) -> Q,
-    apply: fn(&mut Client, S) -> Result<Pending, Box<Request>>,
+    wrap: fn(StreamId, S) -> Event,
 ) -> anyhow::Result<bool>
 where
     Q: prost::Message + Send + Sync + 'static,
@@ -98,41 +137,23 @@ where
 {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
-    let (tx, rx) = mpsc::unbounded_channel::<Q>();
-    for r in d.client.connected() {
-        let _ = tx.send(unwrap(r));
-    }
+    let (tx, rx) = mpsc::unbounded_channel::<Request>();
+    // The loop queues the first requests at once; the stream sends them as it opens.
+    events.send(Event::Open(sid.clone(), tx))?;
     let codec = tonic_prost::ProstCodec::<Q, S>::default();
     let response = grpc
         .streaming(
-            tonic::Request::new(UnboundedReceiverStream::new(rx)),
+            tonic::Request::new(UnboundedReceiverStream::new(rx).map(unwrap)),
             PathAndQuery::from_static(path),
             codec,
         )
         .await?;
-    {
-        let mut st = d.stats.lock().expect("xds stats");
-        st.connected = true;
-        st.stream_connects += 1;
-    }
-    log::info!("ADS stream open ({path})");
+    log::info!("xDS stream open ({path})");
     let mut inbound = response.into_inner();
     let mut got = false;
-    loop {
-        let deadline = d.pending_deadline();
-        tokio::select! {
-            m = inbound.message() => {
-                let Some(resp) = m? else { return Ok(got) };
-                got = true;
-                let out = match apply(&mut d.client, resp) {
-                    Ok(p) => d.settle(p).await,
-                    Err(nack) => vec![*nack],
-                };
-                for r in out {
-                    let _ = tx.send(unwrap(r));
-                }
-            }
-            _ = super::sleep_until(deadline) => d.initial_timeout().await,
-        }
+    while let Some(resp) = inbound.message().await? {
+        got = true;
+        events.send(wrap(sid.clone(), resp))?;
     }
+    Ok(got)
 }

@@ -18,6 +18,11 @@ pub const STREAM_PATH: &str =
 pub const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
+/// gRPC paths of `envoy.service.secret.v3.SecretDiscoveryService`, the stream an SDS
+/// server named by an `api_config_source` serves (the same envelope).
+pub const SDS_STREAM_PATH: &str = "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets";
+pub const SDS_DELTA_PATH: &str = "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets";
+
 /// `google.rpc.Status`, as `error_detail`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Status {

@@ -252,12 +252,8 @@ fn plan(
                 ),
                 None => None,
             };
-            let id = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                t.hash(&mut h);
-                h.finish() | 1
-            };
+            // Non-zero: 0 is plain TCP's pool.
+            let id = t.pool_id | 1;
             Some(super::UpstreamTlsPlan {
                 config: crate::tls::client_config(t).map_err(fail)?,
                 sni,

@@ -179,6 +179,7 @@ pub struct UpstreamTlsPlan {
     /// names are never sent).
     pub sni: Option<rustls_pki_types::ServerName<'static>>,
     /// Identifies the context in pool keys: connections made with one context are never
-    /// handed to a request that needs another.
+    /// handed to a request that needs another. It is the context as configured
+    /// (`UpstreamTls::pool_id`): a rotated secret keeps the pooled connections in use.
     pub id: u64,
 }

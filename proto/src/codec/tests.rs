@@ -44,6 +44,7 @@ fn sample() -> Snapshot {
                     },
                     sni: Some("backend.example".into()),
                     max_session_keys: 1,
+                    pool_id: 7,
                 })),
                 circuit_breakers: CircuitBreakers::default(),
                 outlier_detection: None,

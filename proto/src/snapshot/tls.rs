@@ -105,4 +105,9 @@ pub struct UpstreamTls {
     pub sni: Option<String>,
     /// `max_session_keys` (Envoy's default 1; 0 disables resumption).
     pub max_session_keys: u32,
+    /// Which pooled connections this context may reuse: a hash of the context as
+    /// configured, secrets by name. A certificate or CA rotated by SDS keeps it, so
+    /// connections already open stay in use while new ones take the new secrets, as
+    /// Envoy's; any other change of the context starts a fresh pool.
+    pub pool_id: u64,
 }

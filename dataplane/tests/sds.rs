@@ -1,0 +1,704 @@
+//! Certificates over SDS (issue #16) against Envoy 1.40: the scripted xDS server
+//! (tests/xds/ads_server.py) serves secrets over the ADS stream (state of the world and
+//! delta) and as an SDS server of its own (`SecretDiscoveryService`, on a Unix socket as
+//! Istio's pilot-agent serves `sds-grpc`, or over TCP to a static listener). Each run records
+//! what a client sees: the listener warming (its port closed) until its secret arrives, the
+//! certificate it is served, and after each of three rotations how soon new handshakes get
+//! the new certificate; zerohop's transcript must equal Envoy's. Under zerohop a fixed-rate
+//! load of new connections and one keep-alive connection runs through the rotations: no
+//! request may fail and the open connection must stay open. The Istio-shaped run checks
+//! mutual TLS with a combined validation context (SPIFFE SAN from the listener, the CA from
+//! SDS) and a rotated CA. CI sets ZEROHOP_REQUIRE_PEERS=1.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{json, Value};
+use support::envoy::{self, Envoy};
+use support::http::upstream;
+use support::tls::make_ca;
+use support::xds::{self as x, AdsServer};
+use support::{Opts, Proxy};
+
+const WAIT: Duration = Duration::from_secs(20);
+const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// A CA and what it signs.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let (cert, key) = make_ca(name);
+        Ca { cert, key }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf with `sans`: (certificate PEM, key PEM, certificate DER).
+    fn leaf(&self, name: &str, sans: Vec<SanType>) -> (String, String, Vec<u8>) {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.subject_alt_names = sans;
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn server(&self, name: &str) -> (String, String, Vec<u8>) {
+        self.leaf(
+            name,
+            vec![SanType::DnsName("localhost".try_into().unwrap())],
+        )
+    }
+
+    fn spiffe(&self, name: &str, id: &str) -> (String, String, Vec<u8>) {
+        self.leaf(name, vec![SanType::URI(id.try_into().unwrap())])
+    }
+}
+
+fn cert_secret(name: &str, (cert, key, _): &(String, String, Vec<u8>)) -> Value {
+    json!({
+        "@type": SECRET,
+        "name": name,
+        "tls_certificate": {
+            "certificate_chain": {"inline_string": cert},
+            "private_key": {"inline_string": key},
+        },
+    })
+}
+
+fn ca_secret(name: &str, ca: &Ca) -> Value {
+    json!({
+        "@type": SECRET,
+        "name": name,
+        "validation_context": {"trusted_ca": {"inline_string": ca.pem()}},
+    })
+}
+
+/// An HTTP listener on 127.0.0.1:`port` whose TLS context is `tls` (a
+/// DownstreamTlsContext without its `@type`), routing everything to cluster `b`.
+fn tls_listener(port: u16, tls: Value) -> Value {
+    let mut typed = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+    });
+    typed
+        .as_object_mut()
+        .unwrap()
+        .extend(tls.as_object().unwrap().clone());
+    json!({
+        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+        "name": "tls",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": typed},
+            "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "tls",
+                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "b"}}]}]},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                },
+            }],
+        }],
+    })
+}
+
+/// An `SdsSecretConfig` for `name` from `source` (`ads`, or the static cluster `sds`).
+fn sds(name: &str, source: &str) -> Value {
+    let config = match source {
+        "ads" => json!({"ads": {}, "resource_api_version": "V3"}),
+        api => json!({
+            "resource_api_version": "V3",
+            "initial_fetch_timeout": "0s",
+            "api_config_source": {
+                "api_type": api,
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "sds"}}],
+            },
+        }),
+    };
+    json!({"name": name, "sds_config": config})
+}
+
+/// A static cluster `sds` at `address` (an Envoy `Address` in YAML), appended to a
+/// bootstrap's clusters (the last section of `x::bootstrap`).
+fn with_sds_cluster(bootstrap: &str, address: &str) -> String {
+    format!(
+        r#"{bootstrap}  - name: sds
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: sds
+      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {address} }} }} ] }} ]
+"#
+    )
+}
+
+/// A TLS client trusting `roots` (PEM), presenting `client` when given.
+fn client_config(
+    roots: &[String],
+    client: Option<&(String, String, Vec<u8>)>,
+) -> rustls::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for pem in roots {
+        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            store.add(c.unwrap()).unwrap();
+        }
+    }
+    #[allow(deprecated)] // Reason: ring is the provider zerohop itself uses.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    match client {
+        None => b.with_no_client_auth(),
+        Some((cert, key, _)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .map(|c| c.unwrap())
+                .collect();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+    }
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Result<Tls, String> {
+    let tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let conn =
+        rustls::ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
+            .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| format!("handshake: {e}"))?;
+    }
+    Ok(tls)
+}
+
+/// One GET on `tls`, keep-alive: the status.
+fn get(tls: &mut Tls) -> Result<u16, String> {
+    tls.write_all(b"GET /sds HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => return Err("closed".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head[9..12]
+        .parse()
+        .map_err(|_| format!("bad head {head:?}"))?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tls.read_exact(&mut body).map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+/// A new connection, one GET: the server's leaf (DER), or why it failed.
+fn fetch(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Result<Vec<u8>, String> {
+    let mut tls = tls_connect(addr, config)?;
+    let leaf = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    match get(&mut tls)? {
+        200 => Ok(leaf),
+        s => Err(format!("status {s}")),
+    }
+}
+
+/// What a client sees of a handshake or request, in words both transcripts share.
+fn seen(r: Result<Vec<u8>, String>, names: &[(&str, &[u8])]) -> String {
+    match r {
+        Ok(der) => match names.iter().find(|(_, d)| *d == der.as_slice()) {
+            Some((n, _)) => format!("served {n}"),
+            None => "served an unknown certificate".into(),
+        },
+        Err(_) => "refused".into(),
+    }
+}
+
+/// Load at a fixed rate while certificates rotate: new connections every 20 ms and one
+/// keep-alive connection asking every 20 ms.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let mut kept = tls_connect(addr, &config).expect("the keep-alive connection");
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let keepalive = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match get(&mut kept) {
+                    Ok(200) => o.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        f.lock().unwrap().push(format!("keep-alive: {other:?}"));
+                        return;
+                    }
+                };
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let fresh = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match fetch(addr, &config) {
+                    Ok(_) => o.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        f.lock().unwrap().push(format!("new connection: {e}"));
+                        0
+                    }
+                };
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Load {
+            stop,
+            ok,
+            failed,
+            threads: vec![keepalive, fresh],
+        }
+    }
+
+    /// (requests that succeeded, failures).
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failed = self.failed.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failed)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Peer {
+    Zerohop,
+    Envoy,
+}
+
+/// Starts `peer` on `yaml` in the background: zerohop's start returns once it serves a
+/// first generation, which waits for the listener's secret (or the initial fetch timeout).
+fn start(peer: Peer, yaml: String) -> std::thread::JoinHandle<Running> {
+    std::thread::spawn(move || match peer {
+        Peer::Zerohop => Running::Zerohop(Proxy::start_with(&yaml, Opts::default())),
+        Peer::Envoy => Running::Envoy(envoy::spawn(&yaml)),
+    })
+}
+
+/// Held to keep the peer running; dropped, it stops.
+#[allow(dead_code)] // Reason: only ever dropped.
+enum Running {
+    Zerohop(Proxy),
+    Envoy(Envoy),
+}
+
+/// Until `f` holds, or `timeout`.
+fn until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Where the secrets come from in a rotation run.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// The listener by LDS, its secret over the same ADS stream (`GRPC` or `DELTA_GRPC`).
+    Ads(&'static str),
+    /// A static listener, its secret from an SDS server over TCP (`GRPC` or `DELTA_GRPC`).
+    StaticSds(&'static str),
+}
+
+/// One rotation run: warming, then the first certificate and three rotations; returns
+/// the transcript (and asserts the load never failed under zerohop).
+fn rotation_run(peer: Peer, source: Source) -> Vec<String> {
+    let ca = Ca::new("rotation CA");
+    let certs: Vec<_> = (1..=4).map(|i| ca.server(&format!("cert{i}"))).collect();
+    let names: Vec<(String, &[u8])> = certs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("cert{}", i + 1), c.2.as_slice()))
+        .collect();
+    let names: Vec<(&str, &[u8])> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+    let up = upstream("b");
+    let port = envoy::free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut ads = AdsServer::start().expect("the xDS server");
+    let admin = envoy::free_port();
+    let (yaml, sds_type) = match source {
+        Source::Ads(api) => {
+            ads.set("cds", "1", vec![x::static_cluster("b", &[up.addr])]);
+            let tls = json!({"common_tls_context": {"tls_certificate_sds_secret_configs": [sds("cert", "ads")]}});
+            ads.set("lds", "1", vec![tls_listener(port, tls)]);
+            (x::bootstrap(ads.addr(), api, admin), "sds")
+        }
+        Source::StaticSds(api) => {
+            let tls = json!({"common_tls_context": {"tls_certificate_sds_secret_configs": [sds("cert", api)]}});
+            let mut listener = tls_listener(port, tls);
+            listener.as_object_mut().unwrap().remove("@type");
+            let yaml = format!(
+                "admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\nnode: {{ id: sds-test, cluster: sds-test }}\nstatic_resources:\n  listeners: [ {} ]\n  clusters:\n  - name: b\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment: {{ cluster_name: b, endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {} }} }} ] }} ] }}\n",
+                admin,
+                listener,
+                x::socket_address(up.addr),
+            );
+            (
+                with_sds_cluster(&yaml, &x::socket_address(ads.addr())),
+                "sds",
+            )
+        }
+    };
+    let mut out = Vec::new();
+    let running = start(peer, yaml);
+    // Warming: the secret is asked for, and until it arrives the port stays closed.
+    ads.wait(WAIT, |e| {
+        e["event"] == "request" && e["type"] == sds_type && e.to_string().contains("\"cert\"")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let closed = TcpStream::connect(addr).is_err();
+    out.push(format!(
+        "before the secret: port {}",
+        if closed { "closed" } else { "open" }
+    ));
+    ads.set(sds_type, "1", vec![cert_secret("cert", &certs[0])]);
+    let config = Arc::new(client_config(&[ca.pem()], None));
+    let first = until(WAIT, || fetch(addr, &config).is_ok());
+    out.push(format!(
+        "after the secret: {}",
+        seen(fetch(addr, &config), &names)
+    ));
+    assert!(
+        first.is_some(),
+        "{peer:?} never served the first certificate"
+    );
+    let _running = running.join().unwrap();
+    let load = Load::start(addr, config.clone());
+    for (i, cert) in certs.iter().enumerate().skip(1) {
+        std::thread::sleep(Duration::from_millis(700));
+        let version = (i + 1).to_string();
+        ads.set(sds_type, &version, vec![cert_secret("cert", cert)]);
+        let took = until(Duration::from_secs(5), || {
+            fetch(addr, &config).is_ok_and(|d| d == cert.2)
+        });
+        eprintln!("[{peer:?} {source:?}] rotation {i}: new handshakes see it after {took:?}");
+        let within = took.is_some_and(|t| t < Duration::from_secs(1));
+        out.push(format!(
+            "rotation {i}: new handshakes {} within 1 s",
+            if within {
+                "served the new certificate"
+            } else {
+                "did not see it"
+            }
+        ));
+        let ack = ads.answer(sds_type, &version, WAIT);
+        out.push(format!(
+            "rotation {i}: acknowledged: {}",
+            ack["error"].is_null()
+        ));
+    }
+    out.extend(dumped_secrets(admin));
+    let (ok, failed) = load.finish();
+    eprintln!(
+        "[{peer:?} {source:?}] load: {ok} requests, {} failed: {failed:?}",
+        failed.len()
+    );
+    if peer == Peer::Zerohop {
+        assert!(ok > 100, "the load ran ({ok})");
+        assert_eq!(
+            failed,
+            Vec::<String>::new(),
+            "no request fails during rotation"
+        );
+    }
+    out
+}
+
+/// `/config_dump?resource=dynamic_active_secrets`, in words: each secret's name, its
+/// version, and what the dump shows of its private key (Envoy redacts it).
+fn dumped_secrets(admin: u16) -> Vec<String> {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!(
+            "http://127.0.0.1:{admin}/config_dump?resource=dynamic_active_secrets"
+        ))
+        .output()
+        .expect("curl");
+    let dump: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+    configs
+        .iter()
+        .map(|c| {
+            let key = &c["secret"]["tls_certificate"]["private_key"];
+            format!(
+                "config_dump: {} {} version {:?}, chain shown: {}, private key {}",
+                c["@type"]
+                    .as_str()
+                    .unwrap_or("")
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(""),
+                c["name"],
+                c["version_info"].as_str().map(|v| v.len()),
+                c["secret"]["tls_certificate"]["certificate_chain"]["inline_string"].is_string(),
+                key,
+            )
+        })
+        .collect()
+}
+
+fn compare(z: &[String], e: &[String], what: &str) {
+    for l in z {
+        eprintln!("[zerohop] {l}");
+    }
+    for l in e {
+        eprintln!("[envoy]   {l}");
+    }
+    assert_eq!(z, e, "zerohop and Envoy differ: {what}");
+}
+
+fn rotation_as_envoys(source: Source) {
+    if !envoy::available() || AdsServer::start().is_none() {
+        return;
+    }
+    let z = rotation_run(Peer::Zerohop, source);
+    assert_eq!(z[0], "before the secret: port closed", "{z:#?}");
+    assert_eq!(z[1], "after the secret: served cert1", "{z:#?}");
+    assert!(
+        z.iter()
+            .filter(|l| l.contains("served the new certificate"))
+            .count()
+            == 3,
+        "{z:#?}"
+    );
+    let e = rotation_run(Peer::Envoy, source);
+    compare(&z, &e, &format!("{source:?}"));
+}
+
+#[test]
+fn sds_over_ads_delta_rotates_as_envoys() {
+    rotation_as_envoys(Source::Ads("DELTA_GRPC"));
+}
+
+#[test]
+fn sds_over_ads_sotw_rotates_as_envoys() {
+    rotation_as_envoys(Source::Ads("GRPC"));
+}
+
+#[test]
+fn sds_server_for_a_static_listener_rotates_as_envoys() {
+    rotation_as_envoys(Source::StaticSds("GRPC"));
+    rotation_as_envoys(Source::StaticSds("DELTA_GRPC"));
+}
+
+/// Istio's shape: listeners by delta ADS; the workload certificate (`default`) and the
+/// root (`ROOTCA`) from pilot-agent's SDS server on a Unix socket (`sds-grpc`, state of
+/// the world); mutual TLS with the SPIFFE SAN in the default validation context on the
+/// inbound listener, and originated by an outbound cluster with the same secrets (a hop
+/// through both). Who gets in, before and after the root rotates to another CA.
+fn istio_run(peer: Peer) -> Vec<String> {
+    let (ca, other) = (Ca::new("mesh CA"), Ca::new("next mesh CA"));
+    let server = ca.leaf(
+        "workload",
+        vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::URI(
+                "spiffe://cluster.local/ns/a/sa/workload"
+                    .try_into()
+                    .unwrap(),
+            ),
+        ],
+    );
+    let client = ca.spiffe("client", "spiffe://cluster.local/ns/a/sa/b");
+    let intruder = ca.spiffe("intruder", "spiffe://cluster.local/ns/evil/sa/x");
+    let next = other.spiffe("next", "spiffe://cluster.local/ns/a/sa/b");
+    let up = upstream("b");
+    let port = envoy::free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let socket = support::scratch("sds.sock");
+    let mut sds_server = AdsServer::start_on(Some(&socket)).expect("the SDS server");
+    let mut ads = AdsServer::start().expect("the ADS server");
+    sds_server.set(
+        "sds",
+        "1",
+        vec![cert_secret("default", &server), ca_secret("ROOTCA", &ca)],
+    );
+    let tls = json!({
+        "require_client_certificate": true,
+        "common_tls_context": {
+            "tls_certificate_sds_secret_configs": [sds("default", "GRPC")],
+            "combined_validation_context": {
+                "default_validation_context": {"match_typed_subject_alt_names": [
+                    {"san_type": "URI", "matcher": {"prefix": "spiffe://cluster.local/ns/a/"}}]},
+                "validation_context_sds_secret_config": sds("ROOTCA", "GRPC"),
+            },
+        },
+    });
+    // The sidecar's outbound side: a plaintext listener whose cluster originates mutual TLS
+    // (ISTIO_MUTUAL's shape) to the inbound listener above, with the same two secrets.
+    let plain_port = envoy::free_port();
+    let plain: SocketAddr = ([127, 0, 0, 1], plain_port).into();
+    let mut outbound = x::static_cluster("mtls", &[addr]);
+    outbound["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": "localhost",
+            "common_tls_context": {
+                "tls_certificate_sds_secret_configs": [sds("default", "GRPC")],
+                "combined_validation_context": {
+                    "default_validation_context": {"match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": "localhost"}}]},
+                    "validation_context_sds_secret_config": sds("ROOTCA", "GRPC"),
+                },
+            },
+        },
+    });
+    ads.set(
+        "cds",
+        "2",
+        vec![x::static_cluster("b", &[up.addr]), outbound],
+    );
+    let mut plain_listener = x::http_listener("plain", plain_port, "out");
+    plain_listener["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] =
+        "plain".into();
+    ads.set("rds", "1", vec![x::routes("out", &[("/", "mtls")])]);
+    ads.set("lds", "1", vec![tls_listener(port, tls), plain_listener]);
+    let yaml = with_sds_cluster(
+        &x::bootstrap(ads.addr(), "DELTA_GRPC", envoy::free_port()),
+        &format!("{{ pipe: {{ path: {} }} }}", socket.display()),
+    );
+    let _running = start(peer, yaml).join().unwrap();
+    let roots = [ca.pem()];
+    let cfg = |c: Option<&(String, String, Vec<u8>)>| Arc::new(client_config(&roots, c));
+    let outbound = |out: &mut Vec<String>, when: &str| {
+        let status = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .arg(format!("http://{plain}/out"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.push(format!("{when}: outbound mutual TLS: {status}"));
+    };
+    let try_all = |out: &mut Vec<String>, when: &str| {
+        for (who, c) in [
+            ("the SPIFFE client", Some(&client)),
+            ("no certificate", None),
+            ("the wrong SAN", Some(&intruder)),
+            ("the next CA's client", Some(&next)),
+        ] {
+            let r = fetch(addr, &cfg(c)).map(|_| ());
+            out.push(format!(
+                "{when}: {who}: {}",
+                if r.is_ok() { "200" } else { "refused" }
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    assert!(
+        until(WAIT, || fetch(addr, &cfg(Some(&client))).is_ok()).is_some(),
+        "{peer:?} never served mutual TLS"
+    );
+    try_all(&mut out, "root 1");
+    assert!(
+        until(WAIT, || {
+            let mut o = Vec::new();
+            outbound(&mut o, "");
+            o[0].ends_with("200")
+        })
+        .is_some(),
+        "{peer:?}: the outbound listener never served"
+    );
+    outbound(&mut out, "root 1");
+    sds_server.set(
+        "sds",
+        "2",
+        vec![cert_secret("default", &server), ca_secret("ROOTCA", &other)],
+    );
+    let rotated = until(Duration::from_secs(5), || {
+        fetch(addr, &cfg(Some(&next))).is_ok()
+    });
+    out.push(format!(
+        "root rotated within 1 s: {}",
+        rotated.is_some_and(|t| t < Duration::from_secs(1))
+    ));
+    try_all(&mut out, "root 2");
+    outbound(&mut out, "root 2");
+    let streams: Vec<String> = sds_server
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "stream")
+        .map(|e| e["api"].as_str().unwrap_or("").to_owned())
+        .collect();
+    out.push(format!("SDS streams: {streams:?}"));
+    out
+}
+
+#[test]
+fn istio_sds_grpc_mutual_tls_as_envoys() {
+    if !envoy::available() || AdsServer::start().is_none() {
+        return;
+    }
+    let z = istio_run(Peer::Zerohop);
+    assert!(
+        z.contains(&"root 1: the SPIFFE client: 200".to_owned()),
+        "{z:#?}"
+    );
+    assert!(
+        z.contains(&"root 2: the next CA's client: 200".to_owned()),
+        "{z:#?}"
+    );
+    let e = istio_run(Peer::Envoy);
+    compare(&z, &e, "Istio sds-grpc");
+}
