@@ -8,7 +8,8 @@
 //! load of new connections and one keep-alive connection runs through the rotations: no
 //! request may fail and the open connection must stay open. The Istio-shaped run checks
 //! mutual TLS with a combined validation context (SPIFFE SAN from the listener, the CA from
-//! SDS) and a rotated CA. CI sets ZEROHOP_REQUIRE_PEERS=1.
+//! SDS) and a rotated CA; the last run rotates files under a `watched_directory` the way a
+//! Kubernetes secret volume is updated. CI sets ZEROHOP_REQUIRE_PEERS=1.
 
 mod support;
 
@@ -701,4 +702,124 @@ fn istio_sds_grpc_mutual_tls_as_envoys() {
     );
     let e = istio_run(Peer::Envoy);
     compare(&z, &e, "Istio sds-grpc");
+}
+
+/// A Kubernetes secret volume: `dir/cert.pem` and `dir/key.pem` are symlinks into `..data`,
+/// itself a symlink to a timestamped directory; an update writes a new directory and
+/// renames a new `..data` over the old one (the kubelet's atomic writer).
+struct SecretVolume {
+    dir: std::path::PathBuf,
+    updates: u32,
+}
+
+impl SecretVolume {
+    fn new(first: &(String, String, Vec<u8>)) -> SecretVolume {
+        let dir = support::scratch("volume");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut v = SecretVolume { dir, updates: 0 };
+        v.write(first);
+        for f in ["cert.pem", "key.pem"] {
+            std::os::unix::fs::symlink(format!("..data/{f}"), v.dir.join(f)).unwrap();
+        }
+        v
+    }
+
+    fn write(&mut self, (cert, key, _): &(String, String, Vec<u8>)) {
+        self.updates += 1;
+        let data = format!("..{}", self.updates);
+        std::fs::create_dir(self.dir.join(&data)).unwrap();
+        std::fs::write(self.dir.join(&data).join("cert.pem"), cert).unwrap();
+        std::fs::write(self.dir.join(&data).join("key.pem"), key).unwrap();
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&data, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+    }
+}
+
+/// An SDS secret (over ADS) that names files in a secret volume with `watched_directory`:
+/// three updates of the volume, each served to new handshakes within a second, with the
+/// SDS resource itself unchanged.
+fn file_rotation_run(peer: Peer) -> Vec<String> {
+    let ca = Ca::new("volume CA");
+    let certs: Vec<_> = (1..=4).map(|i| ca.server(&format!("cert{i}"))).collect();
+    let names: Vec<(String, &[u8])> = certs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("cert{}", i + 1), c.2.as_slice()))
+        .collect();
+    let names: Vec<(&str, &[u8])> = names.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+    let mut volume = SecretVolume::new(&certs[0]);
+    let up = upstream("b");
+    let port = envoy::free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut ads = AdsServer::start().expect("the xDS server");
+    ads.set("cds", "1", vec![x::static_cluster("b", &[up.addr])]);
+    let tls =
+        json!({"common_tls_context": {"tls_certificate_sds_secret_configs": [sds("cert", "ads")]}});
+    ads.set("lds", "1", vec![tls_listener(port, tls)]);
+    let file = |f: &str| volume.dir.join(f).display().to_string();
+    ads.set(
+        "sds",
+        "1",
+        vec![json!({
+            "@type": SECRET,
+            "name": "cert",
+            "tls_certificate": {
+                "certificate_chain": {"filename": file("cert.pem")},
+                "private_key": {"filename": file("key.pem")},
+                "watched_directory": {"path": volume.dir.display().to_string()},
+            },
+        })],
+    );
+    let yaml = x::bootstrap(ads.addr(), "DELTA_GRPC", envoy::free_port());
+    let _running = start(peer, yaml).join().unwrap();
+    let config = Arc::new(client_config(&[ca.pem()], None));
+    let mut out = Vec::new();
+    assert!(
+        until(WAIT, || fetch(addr, &config).is_ok()).is_some(),
+        "{peer:?} never served"
+    );
+    out.push(format!("first: {}", seen(fetch(addr, &config), &names)));
+    let load = Load::start(addr, config.clone());
+    for (i, cert) in certs.iter().enumerate().skip(1) {
+        std::thread::sleep(Duration::from_millis(700));
+        volume.write(cert);
+        let took = until(Duration::from_secs(5), || {
+            fetch(addr, &config).is_ok_and(|d| d == cert.2)
+        });
+        eprintln!("[{peer:?} files] update {i}: new handshakes see it after {took:?}");
+        out.push(format!(
+            "volume update {i}: {} within 1 s",
+            if took.is_some_and(|t| t < Duration::from_secs(1)) {
+                "served the new certificate"
+            } else {
+                "did not serve it"
+            }
+        ));
+    }
+    let (ok, failed) = load.finish();
+    eprintln!(
+        "[{peer:?} files] load: {ok} requests, {} failed: {failed:?}",
+        failed.len()
+    );
+    if peer == Peer::Zerohop {
+        assert!(ok > 100, "the load ran ({ok})");
+        assert_eq!(
+            failed,
+            Vec::<String>::new(),
+            "no request fails during rotation"
+        );
+    }
+    out
+}
+
+#[test]
+fn sds_secret_files_rotate_by_watched_directory_as_envoys() {
+    if !envoy::available() || AdsServer::start().is_none() {
+        return;
+    }
+    let z = file_rotation_run(Peer::Zerohop);
+    assert_eq!(z[0], "first: served cert1", "{z:#?}");
+    let e = file_rotation_run(Peer::Envoy);
+    compare(&z, &e, "files in a watched directory");
 }

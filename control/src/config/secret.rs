@@ -8,6 +8,11 @@
 //! the xDS client subscribes to, per source. A secret that changes makes the next
 //! snapshot carry the new certificate: the data plane builds a new rustls configuration
 //! for the new handshakes while connections already open keep theirs.
+//!
+//! A secret that SDS delivers with file paths is read from them, and read again when they
+//! change ([`watched_paths`]: its `watched_directory`, else the files), as Envoy does;
+//! `watched_directory` elsewhere (a context's own `tls_certificates`, a static secret) has
+//! no effect, in Envoy as here: those files are read once.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -297,6 +302,34 @@ fn merge(default: Option<CertValidation>, dynamic: CertValidation) -> CertValida
     }
     v.san_matchers.extend(dynamic.san_matchers);
     v
+}
+
+/// The files an SDS secret is read from, watched for rotation as Envoy watches them: the
+/// `watched_directory` of its certificate or validation context when it names one (a
+/// Kubernetes secret volume swaps a symlink there), else each file itself. Empty for a
+/// secret written inline.
+pub(crate) fn watched_paths(m: &DynamicMessage) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for (field, sources) in [
+        ("tls_certificate", &["certificate_chain", "private_key"][..]),
+        ("validation_context", &["trusted_ca", "crl"][..]),
+    ] {
+        let Some(part) = msg(m, field) else { continue };
+        let files: Vec<std::path::PathBuf> = sources
+            .iter()
+            .filter_map(|f| msg(part, f))
+            .filter(|d| d.has_field_by_name("filename"))
+            .map(|d| string(d, "filename").into())
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        match msg(part, "watched_directory").map(|w| string(w, "path")) {
+            Some(dir) if !dir.is_empty() => out.push(dir.into()),
+            _ => out.extend(files),
+        }
+    }
+    out
 }
 
 /// A `Secret` resource (static, or from SDS): its name and content.

@@ -139,3 +139,47 @@ fn secret_errors_name_the_field() {
 }
 
 const HTTP_: &str = include_str!("../../tests/fixtures/http.yaml");
+
+/// An SDS secret read from files is read again when they change; a pair caught
+/// mid-rotation (the key not the certificate's) leaves the secret in force.
+#[test]
+fn sds_secret_files_are_read_again_only_when_usable() {
+    let d = pki();
+    let dir = d.join("volume");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(d.join("srv.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(d.join("srv.key"), dir.join("key.pem")).unwrap();
+    let yaml = format!(
+        "{}  - name: sds-grpc\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment: {{ cluster_name: sds-grpc, endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ pipe: {{ path: /tmp/sds }} }} }} }} ] }} ] }}\n",
+        include_str!("../../tests/fixtures/ads.yaml")
+    );
+    let dynamic = load(&yaml, Format::Yaml).unwrap().dynamic.unwrap();
+    let mut r = Resources::new(&dynamic);
+    let secret = serde_json::json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": "cert",
+        "tls_certificate": {
+            "certificate_chain": {"filename": dir.join("cert.pem")},
+            "private_key": {"filename": dir.join("key.pem")},
+        },
+    });
+    let c = r
+        .check(
+            &dynamic,
+            Kind::Secret,
+            &super::dynamic_tests::any(secret),
+            "",
+            &SecretSource::Ads,
+        )
+        .unwrap();
+    r.apply(c);
+    assert!(r.watches_files());
+    assert!(!r.reread_files(), "nothing changed");
+    // The key of another certificate: refused, the secret in force stays.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(d.join("other.key"), dir.join("key.pem")).unwrap();
+    assert!(!r.reread_files());
+    // Back to a usable pair with the same content: read, nothing to publish.
+    std::fs::copy(d.join("srv.key"), dir.join("key.pem")).unwrap();
+    assert!(!r.reread_files());
+}

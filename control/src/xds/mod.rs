@@ -200,6 +200,9 @@ impl Driver {
     }
 
     async fn run(mut self, mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        // SDS secrets read from files are looked at as often as a config file is.
+        let mut files = tokio::time::interval(crate::source::WATCH_INTERVAL);
+        files.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.start_streams();
             let deadline = self.pending_deadline();
@@ -209,6 +212,11 @@ impl Driver {
                     None => return,
                 },
                 _ = sleep_until(deadline) => self.initial_timeout().await,
+                _ = files.tick(), if self.client.resources.watches_files() => {
+                    if self.client.resources.reread_files() {
+                        self.publish_if_changed(false).await;
+                    }
+                }
             }
         }
     }

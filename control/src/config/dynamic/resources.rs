@@ -30,7 +30,24 @@ enum Body {
     /// Boxed: a compiled cluster is several times the size of the other bodies.
     Cluster(Box<DynCluster>),
     Endpoints(Vec<Endpoint>),
-    Secret(SecretRef, Secret),
+    /// With its message when it is read from files (watched for rotation).
+    Secret(SecretRef, Secret, Option<FileSecret>),
+}
+
+/// An SDS secret read from files: what it is compiled from again when they change.
+#[derive(Clone, Debug)]
+struct FileSecret {
+    msg: DynamicMessage,
+    path: String,
+    watched: Vec<std::path::PathBuf>,
+    /// The watched paths' stamps when it was last read.
+    stamps: Vec<Option<crate::source::Stamp>>,
+}
+
+impl FileSecret {
+    fn stamps(watched: &[std::path::PathBuf]) -> Vec<Option<crate::source::Stamp>> {
+        watched.iter().map(|p| crate::source::stamp(p)).collect()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +97,8 @@ pub struct Resources {
     endpoints: HashMap<String, Vec<Endpoint>>,
     /// The bootstrap's static secrets and those SDS delivered, by source and name.
     secrets: Arc<Secrets>,
+    /// The SDS secrets read from files.
+    secret_files: BTreeMap<SecretRef, FileSecret>,
     /// EDS service name -> clusters that may be warming for it; route configuration name
     /// -> listeners that may be warming for it. Checked against the slot when used, so an
     /// entry left by a replaced or removed resource is harmless; an assignment or route
@@ -195,12 +214,21 @@ impl Resources {
                 })))
             }
             Kind::Secret => {
+                // Stamped before the files are read: a change made meanwhile is seen.
+                let watched = secret::watched_paths(&m);
+                let stamps = FileSecret::stamps(&watched);
                 let (name, s) = secret::compile(&m, path)?;
                 let key = SecretRef {
                     source: source.clone(),
                     name,
                 };
-                Ok(Body::Secret(key, s))
+                let files = (!watched.is_empty()).then(|| FileSecret {
+                    msg: m,
+                    path: path.to_owned(),
+                    watched,
+                    stamps,
+                });
+                Ok(Body::Secret(key, s, files))
             }
             Kind::Endpoint => Ok(Body::Endpoints(compile::endpoints(&m, path)?)),
             Kind::Route => {
@@ -327,7 +355,11 @@ impl Resources {
                     false => slot.warming = Some(l),
                 }
             }
-            Body::Secret(key, secret) => {
+            Body::Secret(key, secret, files) => {
+                match files {
+                    Some(f) => self.secret_files.insert(key.clone(), f),
+                    None => self.secret_files.remove(&key),
+                };
                 Arc::make_mut(&mut self.secrets).insert(key, secret);
                 self.promote_secret_waiters();
             }
@@ -469,7 +501,42 @@ impl Resources {
         };
         if !self.secrets.keys().all(wanted) {
             Arc::make_mut(&mut self.secrets).retain(|k, _| wanted(k));
+            self.secret_files.retain(|k, _| wanted(k));
         }
+    }
+
+    /// True when some SDS secret is read from files (see [`Resources::reread_files`]).
+    pub fn watches_files(&self) -> bool {
+        !self.secret_files.is_empty()
+    }
+
+    /// Reads again the SDS secrets whose files changed (a certificate rotated on disk, as
+    /// cert-manager or a Kubernetes secret volume rotates it). True when a secret's
+    /// content changed. Files caught mid-rotation (a key that is not the certificate's, a
+    /// file half written) are tried again at the next look; the secret in force stays.
+    pub fn reread_files(&mut self) -> bool {
+        let mut changed = false;
+        for (key, f) in &mut self.secret_files {
+            let now = FileSecret::stamps(&f.watched);
+            if now == f.stamps {
+                continue;
+            }
+            match secret::compile(&f.msg, &f.path) {
+                Ok((_, s)) => {
+                    f.stamps = now;
+                    if self.secrets.get(key) != Some(&s) {
+                        log::info!("secret {:?}: its files changed; read again", key.name);
+                        Arc::make_mut(&mut self.secrets).insert(key.clone(), s);
+                        changed = true;
+                    }
+                }
+                Err(e) => log::warn!(
+                    "secret {:?}: its files changed but cannot be used yet ({e}); the one in force stays",
+                    key.name
+                ),
+            }
+        }
+        changed
     }
 
     /// How many clusters and listeners are waiting for their endpoints, routes or secrets.

@@ -171,7 +171,7 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.TlsCertificate",
-        &["certificate_chain", "private_key"],
+        &["certificate_chain", "private_key", "watched_directory"],
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
@@ -189,8 +189,11 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
             "crl",
             "match_typed_subject_alt_names",
             "match_subject_alt_names",
+            "watched_directory",
         ],
     ),
+    // Where an SDS secret's files are watched (config::secret::watched_paths).
+    ("envoy.config.core.v3.WatchedDirectory", &["path"]),
     (
         "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher",
         &["san_type", "matcher"],
