@@ -545,6 +545,9 @@ pub enum HttpFilterConfig {
     Rbac(RbacConfig),
     /// `envoy.filters.http.csrf`: 403 for a mutating request from another origin.
     Csrf(CsrfConfig),
+    /// `envoy.filters.http.cors`: preflights answered, responses to allowed origins
+    /// marked. The filter's own config has no policy; routes bring them.
+    Cors(CorsPolicy),
     /// `envoy.filters.http.router`.
     Router,
 }

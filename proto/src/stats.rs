@@ -195,10 +195,13 @@ pub enum Counter {
     CsrfMissingSourceOrigin,
     CsrfRequestInvalid,
     CsrfRequestValid,
+    /// The CORS filter, Envoy's `http.<prefix>.cors.origin_valid` / `origin_invalid`.
+    CorsOriginValid,
+    CorsOriginInvalid,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 97] = [
+    pub const ALL: [Counter; 99] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -296,6 +299,8 @@ impl Counter {
         Counter::CsrfMissingSourceOrigin,
         Counter::CsrfRequestInvalid,
         Counter::CsrfRequestValid,
+        Counter::CorsOriginValid,
+        Counter::CorsOriginInvalid,
     ];
 
     pub const fn index(self) -> usize {
@@ -419,6 +424,8 @@ impl Counter {
             Counter::CsrfMissingSourceOrigin => "csrf_missing_source_origin",
             Counter::CsrfRequestInvalid => "csrf_request_invalid",
             Counter::CsrfRequestValid => "csrf_request_valid",
+            Counter::CorsOriginValid => "cors_origin_valid",
+            Counter::CorsOriginInvalid => "cors_origin_invalid",
         }
     }
 

@@ -190,8 +190,27 @@ pub fn string_matches(rule: &StringRule, v: Option<&str>) -> bool {
                     .windows(value.len())
                     .any(|w| eq(w, value.as_bytes(), *ignore_case))
         }
-        (StringRule::Regex(p), Some(v)) => full(p).is_ok_and(|re| re.is_match(v)),
+        (StringRule::Regex(p), Some(v)) => REGEXES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if !cache.contains_key(p) {
+                if cache.len() >= REGEX_CACHE {
+                    cache.clear();
+                }
+                let Ok(re) = full(p) else { return false };
+                cache.insert(p.clone(), re);
+            }
+            cache[p].is_match(v)
+        }),
     }
+}
+
+/// How many patterns [`string_matches`] keeps compiled per shard. They come from the
+/// configuration (a filter's string matchers), so the set is small and each is compiled
+/// once per shard, not per request.
+const REGEX_CACHE: usize = 256;
+
+thread_local! {
+    static REGEXES: std::cell::RefCell<HashMap<String, Regex>> = Default::default();
 }
 
 /// Envoy's regex matchers match the whole value.
@@ -352,10 +371,13 @@ impl RouteTable {
                 let per_filter = filters
                     .iter()
                     .map(|f| {
-                        [&r.per_filter, &vh.per_filter, &rc.per_filter]
+                        let mut levels = [&r.per_filter, &vh.per_filter, &rc.per_filter]
                             .into_iter()
-                            .find_map(|level| override_for(level, &f.name))
-                            .map(|o| resolve_override(o, &f.config))
+                            .filter_map(|level| override_for(level, &f.name));
+                        match &f.config {
+                            HttpFilterConfig::Cors(_) => merge_cors(levels),
+                            own => levels.next().map(|o| resolve_override(o, own)),
+                        }
                     })
                     .collect();
                 t.draws |= m.runtime_fraction.is_some();
@@ -501,6 +523,41 @@ fn override_for(level: &[PerFilterConfig], name: &str) -> Option<FilterOverride>
         .iter()
         .find(|p| p.filter == name)
         .map(|p| p.config.clone())
+}
+
+/// The CORS policies of a route's levels (most specific first) as Envoy's CORS filter reads
+/// them: each field from the first level that sets it, `filter_enabled` and
+/// `shadow_enabled` from the first policy. A route that disables the filter disables it.
+fn merge_cors(mut levels: impl Iterator<Item = FilterOverride>) -> Option<FilterOverride> {
+    let first = levels.next()?;
+    let FilterOverride::Config(HttpFilterConfig::Cors(mut merged)) = first else {
+        return Some(first);
+    };
+    for o in levels {
+        let FilterOverride::Config(HttpFilterConfig::Cors(p)) = o else {
+            continue;
+        };
+        if merged.allow_origins.is_empty() {
+            merged.allow_origins = p.allow_origins;
+        }
+        let fill = |a: &mut Option<String>, b: Option<String>| {
+            if a.is_none() {
+                *a = b;
+            }
+        };
+        fill(&mut merged.allow_methods, p.allow_methods);
+        fill(&mut merged.allow_headers, p.allow_headers);
+        fill(&mut merged.expose_headers, p.expose_headers);
+        fill(&mut merged.max_age, p.max_age);
+        merged.allow_credentials = merged.allow_credentials.or(p.allow_credentials);
+        merged.allow_private_network_access = merged
+            .allow_private_network_access
+            .or(p.allow_private_network_access);
+        merged.forward_not_matching_preflights = merged
+            .forward_not_matching_preflights
+            .or(p.forward_not_matching_preflights);
+    }
+    Some(FilterOverride::Config(HttpFilterConfig::Cors(merged)))
 }
 
 /// An override that amends the filter's own configuration (`CompressorPerRoute.overrides`)

@@ -17,6 +17,29 @@ pub struct CsrfConfig {
     pub additional_origins: Vec<StringRule>,
 }
 
+/// `envoy.extensions.filters.http.cors.v3.CorsPolicy` at one level (route configuration,
+/// virtual host, route), or those levels merged as Envoy reads them: each field from the
+/// most specific level that sets it, `filter_enabled` / `shadow_enabled` from the most
+/// specific policy. `None` / empty: not set at that level.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorsPolicy {
+    /// False for the filter's own (empty) config: no policy, the filter does nothing.
+    pub present: bool,
+    /// `allow_origin_string_match` (a rule that matches `*` allows every origin).
+    pub allow_origins: Vec<StringRule>,
+    pub allow_methods: Option<String>,
+    pub allow_headers: Option<String>,
+    pub expose_headers: Option<String>,
+    pub max_age: Option<String>,
+    pub allow_credentials: Option<bool>,
+    pub allow_private_network_access: Option<bool>,
+    pub forward_not_matching_preflights: Option<bool>,
+    /// `filter_enabled` (unset: every request).
+    pub enabled: Fraction,
+    /// `shadow_enabled` (unset: none).
+    pub shadow: Fraction,
+}
+
 /// `envoy.extensions.filters.http.compressor.v3.Compressor`, response direction, with
 /// Envoy's defaults filled in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

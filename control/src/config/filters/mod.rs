@@ -8,6 +8,7 @@
 
 mod buffer;
 mod compressor;
+mod cors;
 mod csrf;
 mod fault;
 mod local_ratelimit;
@@ -55,6 +56,7 @@ pub(crate) const REGISTRY: &[&HttpFilterKind] = &[
     &local_ratelimit::FILTER,
     &rbac::FILTER,
     &csrf::FILTER,
+    &cors::FILTER,
 ];
 
 /// The filter whose `typed_config` carries `type_name`.

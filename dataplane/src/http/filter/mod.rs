@@ -23,6 +23,7 @@
 
 pub mod buffer;
 pub mod compressor;
+pub mod cors;
 pub mod csrf;
 pub mod fault;
 pub mod local_ratelimit;
@@ -61,6 +62,8 @@ pub struct Decisions {
     pub rbac_denied: Option<String>,
     /// The CSRF filter refused the request's origin.
     pub csrf_denied: bool,
+    /// The CORS filter's preflight answer, or the headers the response gets.
+    pub cors: Option<cors::CorsOutcome>,
 }
 
 /// What every phase sees of the request.
@@ -137,6 +140,7 @@ registry! {
     LocalRateLimit => local_ratelimit::LocalRateLimit,
     Rbac => rbac::Rbac,
     Csrf => csrf::Csrf,
+    Cors => cors::Cors,
 }
 
 /// The filters of one connection manager (the router excluded).

@@ -259,6 +259,8 @@ pub struct ResponseHeaders<'r> {
     pub attempts: Option<&'r [u8]>,
     /// What the compressor filters do to the head (`content-encoding`, `vary`, `etag`).
     pub coding: Option<&'r Coding<'r>>,
+    /// Headers the filters set (the CORS filter's), replacing the upstream's of those names.
+    pub filter_headers: &'r [(&'static str, String)],
 }
 
 impl ResponseHeaders<'_> {
@@ -278,6 +280,7 @@ impl ResponseHeaders<'_> {
                 server_kept = true;
             }
             if n == b"date"
+                || self.filter_headers.iter().any(|(f, _)| f.as_bytes() == n)
                 || (self.service_time.is_some() && n == b"x-envoy-upstream-service-time")
                 || (self.attempts.is_some() && n == b"x-envoy-attempt-count")
             {
@@ -328,6 +331,9 @@ impl ResponseHeaders<'_> {
                     Cow::Borrowed(cfg.library.encoding().as_bytes()),
                 );
             }
+        }
+        for (n, v) in self.filter_headers {
+            emit(n.as_bytes(), Cow::Borrowed(v.as_bytes()));
         }
         emit(b"date", Cow::Borrowed(self.date));
         if let Some(t) = self.service_time {

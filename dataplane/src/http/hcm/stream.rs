@@ -168,6 +168,17 @@ impl<'a, D: Downstream> Stream<'a, D> {
         if let Status::Reply(e) = chain.on_request_headers(&ctx, &mut decisions) {
             return self.fail(e, info).await;
         }
+        // The CORS filter: a preflight answered here; else the headers the response gets.
+        let cors = decisions.cors.take().unwrap_or_default();
+        if cors.preflight {
+            info.response_code_details = "cors_response";
+            let extra: Vec<(&[u8], Cow<'_, [u8]>)> = cors
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes().into()))
+                .collect();
+            return self.local(200, "", &extra, close_after_local, info).await;
+        }
         if decisions.csrf_denied {
             info.response_code_details = "csrf_origin_mismatch";
             return self
@@ -358,7 +369,8 @@ impl<'a, D: Downstream> Stream<'a, D> {
                         // From the request's start: routing before the send is
                         // microseconds, and one clock read fewer per request.
                         info.upstream_service_time = Some(info.start.elapsed());
-                        self.respond(route, req, ex, info, &ctx, &chain).await
+                        self.respond(route, req, ex, info, (&ctx, &chain), &cors.headers)
+                            .await
                     }
                     // The upstream failed a request that was read whole: as Envoy, the
                     // client's connection is kept (unless it asked otherwise).

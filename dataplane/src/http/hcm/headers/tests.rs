@@ -177,6 +177,7 @@ fn route_edits_apply_to_request_and_response_headers() {
         service_time: None,
         attempts: None,
         coding: None,
+        filter_headers: &[],
     };
     assert_eq!(
         collect(&src),
@@ -238,6 +239,7 @@ fn the_server_header_follows_its_transformation() {
             service_time: None,
             attempts: None,
             coding: None,
+            filter_headers: &[],
         });
         got.into_iter()
             .filter(|(n, _)| n == "server")

@@ -15,8 +15,8 @@ impl<D: Downstream> Stream<'_, D> {
         req: &Request,
         ex: Exchange<'_>,
         info: &mut StreamInfo<'_>,
-        ctx: &filter::Ctx<'_>,
-        chain: &Chain<'_>,
+        (ctx, chain): (&filter::Ctx<'_>, &Chain<'_>),
+        filter_headers: &[(&'static str, String)],
     ) -> bool {
         let Exchange {
             mut resp,
@@ -139,6 +139,7 @@ impl<D: Downstream> Stream<'_, D> {
                 date: &date,
                 service_time,
                 coding: coding.as_ref(),
+                filter_headers,
             };
             let head = ResponseHead {
                 status: resp.status,
