@@ -258,7 +258,7 @@ pub struct Cluster {
 }
 
 /// How HTTP requests reach a cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpstreamProtocol {
     /// HTTP/1.1, with `HttpProtocolOptions.common_http_protocol_options`.
     Http1(UpstreamHttp),
@@ -294,7 +294,7 @@ pub enum TransportSocket {
 
 /// `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`
 /// `.common_http_protocol_options`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamHttp {
     /// `idle_timeout`: a pooled connection idle this long is closed instead of reused
     /// (Envoy's default 1 h; `None` when set to 0, never).
@@ -304,6 +304,20 @@ pub struct UpstreamHttp {
     pub max_requests_per_connection: Option<u32>,
     /// `max_headers_count`: a response with more header fields is refused (502; default 100).
     pub max_headers_count: u32,
+    /// `upstream_http_protocol_options`: the upstream TLS server name taken from each
+    /// request (`auto_sni`) and the certificate checked against it (`auto_san_validation`).
+    pub auto_sni: Option<AutoSni>,
+}
+
+/// `UpstreamHttpProtocolOptions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoSni {
+    /// `auto_sni`: new connections send the request's host (not an IP address) as SNI.
+    pub sni: bool,
+    /// `auto_san_validation`: the server's certificate must be valid for that host.
+    pub san_validation: bool,
+    /// `override_auto_sni_header`: the header that names the host instead of `:authority`.
+    pub header: Option<String>,
 }
 
 impl Default for UpstreamHttp {
@@ -312,6 +326,7 @@ impl Default for UpstreamHttp {
             idle_timeout: Some(Duration::from_secs(3600)),
             max_requests_per_connection: None,
             max_headers_count: 100,
+            auto_sni: None,
         }
     }
 }

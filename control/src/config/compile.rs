@@ -549,6 +549,14 @@ fn protocol_options(c: &DynamicMessage, path: &str) -> Result<UpstreamProtocol, 
                 ));
             }
         }
+        if let Some(u) = msg(&options, "upstream_http_protocol_options") {
+            let header = string(u, "override_auto_sni_header");
+            http.auto_sni = Some(AutoSni {
+                sni: plain_bool(u, "auto_sni"),
+                san_validation: plain_bool(u, "auto_san_validation"),
+                header: (!header.is_empty()).then(|| header.to_ascii_lowercase()),
+            });
+        }
         let Some(common) = msg(&options, "common_http_protocol_options") else {
             continue;
         };

@@ -102,7 +102,7 @@ fn http2_clusters_compile() {
         Format::Yaml,
     )
     .unwrap();
-    let UpstreamProtocol::Http2(common, h2) = b.snapshot.clusters[0].protocol else {
+    let UpstreamProtocol::Http2(common, h2) = &b.snapshot.clusters[0].protocol else {
         panic!("HTTP/2 expected: {:?}", b.snapshot.clusters[0].protocol)
     };
     assert_eq!(common.idle_timeout, Some(Duration::from_secs(1)));

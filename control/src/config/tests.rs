@@ -384,6 +384,7 @@ fn cluster_http_protocol_options_compile_and_refuse_what_zerohop_lacks() {
             idle_timeout: Some(Duration::from_secs(90)),
             max_requests_per_connection: Some(100),
             max_headers_count: 50,
+            auto_sni: None,
         })
     );
     assert_eq!(b.snapshot.clusters[1].protocol, UpstreamProtocol::default());

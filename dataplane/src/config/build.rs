@@ -254,11 +254,20 @@ fn plan(
             };
             // Non-zero: 0 is plain TCP's pool.
             let id = t.pool_id | 1;
-            Some(super::UpstreamTlsPlan {
-                config: crate::tls::client_config(t).map_err(fail)?,
-                sni,
-                id,
-            })
+            let mut config = crate::tls::client_config(t).map_err(fail)?;
+            // `auto_sni`: each connection names the request's host (none for an address).
+            if cluster
+                .protocol
+                .common()
+                .auto_sni
+                .as_ref()
+                .is_some_and(|a| a.sni)
+            {
+                let mut c = (*config).clone();
+                c.enable_sni = true;
+                config = std::sync::Arc::new(c);
+            }
+            Some(super::UpstreamTlsPlan { config, sni, id })
         }
     };
     Ok(ClusterPlan {

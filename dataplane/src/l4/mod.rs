@@ -62,7 +62,7 @@ pub async fn serve(
             od.report(index, o, stats, &shard.rng);
         }
     };
-    let up = match crate::upstream::connect::connect(stats, cluster, addr).await {
+    let up = match crate::upstream::connect::connect(stats, cluster, addr, None).await {
         Ok(up) => {
             report(Outcome::ConnectSucceeded);
             up

@@ -29,6 +29,8 @@ pub struct Try<'a, 'g> {
     /// The route timeout (or `max_stream_duration`).
     pub deadline: Option<Instant>,
     pub per_try: Option<Duration>,
+    /// The host `auto_sni` / `auto_san_validation` take from the request.
+    pub server_name: Option<&'a str>,
 }
 
 impl Try<'_, '_> {

@@ -27,7 +27,14 @@ pub async fn attempt<D: Downstream>(
     let stats = shard.stats;
     let connected = shard
         .upstreams
-        .http_connection(stats, cluster, t.endpoint, t.started, t.deadline)
+        .http_connection(
+            stats,
+            cluster,
+            t.endpoint,
+            t.started,
+            t.deadline,
+            t.server_name,
+        )
         .await;
     let mut conn = match connected {
         Ok(c) => c,

@@ -36,7 +36,7 @@ pub async fn attempt<D: Downstream>(
     let stats = shard.stats;
     let stream = shard
         .upstreams
-        .h2_stream(stats, cluster, t.endpoint, opts, t.deadline)
+        .h2_stream(stats, cluster, t.endpoint, opts, t.deadline, t.server_name)
         .await;
     let stream = match stream {
         Ok(s) => s,

@@ -68,7 +68,7 @@ async fn send(
     let deadline = timeout.map(|t| started + t);
     let mut conn = shard
         .upstreams
-        .http_connection(stats, cluster, endpoint, started, deadline)
+        .http_connection(stats, cluster, endpoint, started, deadline, None)
         .await?;
     let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
     let _in_flight = match shard.upstreams.breakers.request(slot, limits, stats) {

@@ -344,6 +344,23 @@ pub async fn forward<'g, D: Downstream>(
         mirror_all(shard, gen, out, &request, &own);
     }
 
+    // `auto_sni` / `auto_san_validation`: the host the request goes with (or the override
+    // header's, when the request has it), without its port.
+    let server_name = cluster
+        .cluster
+        .protocol
+        .common()
+        .auto_sni
+        .as_ref()
+        .and_then(|a| {
+            let overridden = a.header.as_deref().and_then(|h| out.req.header(h));
+            let value = match overridden.filter(|v| !v.is_empty()) {
+                Some(v) => v,
+                None => std::str::from_utf8(request.authority).ok()?,
+            };
+            Some(crate::upstream::connect::host_of(value))
+        })
+        .filter(|h| !h.is_empty());
     let mut retry = RetryState::new(plan.as_deref(), out.req, &out.body);
     let per_try = plan.as_ref().and_then(|p| p.policy.per_try_timeout);
     let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
@@ -365,6 +382,7 @@ pub async fn forward<'g, D: Downstream>(
             started,
             deadline,
             per_try,
+            server_name,
         };
         let attempted = match &cluster.cluster.protocol {
             UpstreamProtocol::Http1(_) => {

@@ -187,6 +187,20 @@ impl TlsStream {
             .is_some_and(|c| !c.is_empty())
     }
 
+    /// Whether the peer's certificate is valid for `host` (a DNS name, wildcards as
+    /// webpki reads them, or an IP address): `auto_san_validation`'s check.
+    pub fn peer_valid_for(&self, host: &str) -> bool {
+        let conn = self.conn.borrow();
+        let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) else {
+            return false;
+        };
+        let Ok(name) = rustls_pki_types::ServerName::try_from(host) else {
+            return false;
+        };
+        webpki::EndEntityCert::try_from(leaf)
+            .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+    }
+
     /// The peer's certificate chain (leaf first), if it sent one.
     pub fn peer_certificates(&self) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
         self.conn

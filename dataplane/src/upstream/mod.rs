@@ -184,11 +184,12 @@ impl Upstreams {
         endpoint: SocketAddr,
         now: Instant,
         deadline: Option<Instant>,
+        server_name: Option<&str>,
     ) -> Result<UpstreamConn, ProxyError> {
         let key = PoolKey {
             endpoint,
             protocol: Protocol::Http1,
-            transport: cluster.tls.as_ref().map_or(0, |t| t.id),
+            transport: connect::transport_id(cluster, server_name),
         };
         if let Some(c) = self.pooled(stats, key, now) {
             return Ok(c);
@@ -204,7 +205,7 @@ impl Upstreams {
         };
         // Boxed: a connect carries a timer of its own, which would otherwise make every
         // request's future larger (and cache-line aligned) for what pooling makes rare.
-        let stream = Box::pin(connect::connect(stats, cluster, endpoint)).await?;
+        let stream = Box::pin(connect::connect(stats, cluster, endpoint, server_name)).await?;
         Ok(UpstreamConn {
             stream,
             key,
@@ -255,11 +256,12 @@ impl Upstreams {
         endpoint: SocketAddr,
         opts: &zerohop_proto::Http2Options,
         deadline: Option<Instant>,
+        server_name: Option<&str>,
     ) -> Result<http2::H2Stream, ProxyError> {
         let key = PoolKey {
             endpoint,
             protocol: Protocol::Http2,
-            transport: cluster.tls.as_ref().map_or(0, |t| t.id),
+            transport: connect::transport_id(cluster, server_name),
         };
         let common = cluster.cluster.protocol.common();
         let max_requests = common.max_requests_per_connection;
@@ -275,7 +277,7 @@ impl Upstreams {
             {
                 Err(c) => c.take(true),
                 Ok(held) => {
-                    let connect = connect::connect(stats, cluster, endpoint);
+                    let connect = connect::connect(stats, cluster, endpoint, server_name);
                     let tcp = Box::pin(connect).await?;
                     let conn = http2::handshake(
                         stats,

@@ -16,6 +16,11 @@ fn sample() -> Snapshot {
                     idle_timeout: Some(Duration::from_secs(90)),
                     max_requests_per_connection: Some(1000),
                     max_headers_count: 50,
+                    auto_sni: Some(AutoSni {
+                        sni: true,
+                        san_validation: true,
+                        header: Some("x-sni".into()),
+                    }),
                 }),
                 transport: TransportSocket::RawBuffer,
                 circuit_breakers: CircuitBreakers::default(),

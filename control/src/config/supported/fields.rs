@@ -373,7 +373,15 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
     // HTTP/2 to the ADS server's cluster only (compile refuses it elsewhere).
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        &["explicit_http_config", "common_http_protocol_options"],
+        &[
+            "explicit_http_config",
+            "common_http_protocol_options",
+            "upstream_http_protocol_options",
+        ],
+    ),
+    (
+        "envoy.config.core.v3.UpstreamHttpProtocolOptions",
+        &["auto_sni", "auto_san_validation", "override_auto_sni_header"],
     ),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
