@@ -4,6 +4,7 @@
 //! ([`envoy`]), checked field by field against what zerohop implements ([`supported`]), and
 //! compiled ([`compile`]). xDS resources will enter at the second step as decoded messages.
 
+mod builder;
 mod compile;
 mod dns;
 pub mod dump;
@@ -114,7 +115,7 @@ pub fn load(text: &str, format: Format) -> Result<Bootstrap, ConfigError> {
             "the config is empty (no document, only white space or comments): refused",
         ));
     }
-    let mut builder = Collect(compile::Builder::default());
+    let mut builder = Collect(builder::Builder::default());
     let rest = envoy::decode_bootstrap(text, format, &mut builder)?;
     supported::check(&rest, "")?;
     let mut boot = builder.0.finish(&rest)?;
@@ -192,7 +193,7 @@ fn is_blank(text: &str) -> bool {
 }
 
 /// Checks each resource as it is decoded; compiles clusters at once.
-struct Collect(compile::Builder);
+struct Collect(builder::Builder);
 
 impl envoy::Sink for Collect {
     fn resource(

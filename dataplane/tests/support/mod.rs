@@ -19,6 +19,7 @@ pub mod admin;
 pub mod dns;
 pub mod envoy;
 pub mod http;
+pub mod sds;
 pub mod tls;
 pub mod traffic;
 pub mod xds;

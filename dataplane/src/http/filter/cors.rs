@@ -113,7 +113,7 @@ impl Filter for Cors {
             }
         }
         let stop = out.preflight;
-        d.cors = Some(out);
+        d.cors = Some(Box::new(out));
         match stop {
             true => Status::Stop,
             false => Status::Continue,

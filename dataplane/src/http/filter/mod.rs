@@ -62,8 +62,9 @@ pub struct Decisions {
     pub rbac_denied: Option<String>,
     /// The CSRF filter refused the request's origin.
     pub csrf_denied: bool,
-    /// The CORS filter's preflight answer, or the headers the response gets.
-    pub cors: Option<cors::CorsOutcome>,
+    /// The CORS filter's preflight answer, or the headers the response gets (boxed: rare,
+    /// and the stream keeps it until its response).
+    pub cors: Option<Box<cors::CorsOutcome>>,
 }
 
 /// What every phase sees of the request.

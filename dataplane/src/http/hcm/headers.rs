@@ -280,7 +280,8 @@ impl ResponseHeaders<'_> {
                 server_kept = true;
             }
             if n == b"date"
-                || self.filter_headers.iter().any(|(f, _)| f.as_bytes() == n)
+                || (!self.filter_headers.is_empty()
+                    && self.filter_headers.iter().any(|(f, _)| f.as_bytes() == n))
                 || (self.service_time.is_some() && n == b"x-envoy-upstream-service-time")
                 || (self.attempts.is_some() && n == b"x-envoy-attempt-count")
             {

@@ -169,8 +169,8 @@ impl<'a, D: Downstream> Stream<'a, D> {
             return self.fail(e, info).await;
         }
         // The CORS filter: a preflight answered here; else the headers the response gets.
-        let cors = decisions.cors.take().unwrap_or_default();
-        if cors.preflight {
+        let cors = decisions.cors.take();
+        if let Some(cors) = cors.as_ref().filter(|c| c.preflight) {
             info.response_code_details = "cors_response";
             let extra: Vec<(&[u8], Cow<'_, [u8]>)> = cors
                 .headers
@@ -369,7 +369,8 @@ impl<'a, D: Downstream> Stream<'a, D> {
                         // From the request's start: routing before the send is
                         // microseconds, and one clock read fewer per request.
                         info.upstream_service_time = Some(info.start.elapsed());
-                        self.respond(route, req, ex, info, (&ctx, &chain), &cors.headers)
+                        let filter_headers = cors.as_ref().map_or(&[][..], |c| &c.headers);
+                        self.respond(route, req, ex, info, (&ctx, &chain), filter_headers)
                             .await
                     }
                     // The upstream failed a request that was read whole: as Envoy, the
