@@ -459,11 +459,14 @@ impl Client {
     /// True once the first configuration is complete: every stream the configuration needs
     /// has answered every type it asked for, and nothing is warming.
     pub fn initialized(&self) -> bool {
+        // An SDS stream must have connected and answered its secret; the ADS stream each
+        // type it asked for (it may ask for none: secrets only, none named yet).
         let answered = self.wanted_streams().iter().all(|sid| {
-            self.streams.get(sid).is_some_and(|s| {
-                s.types.values().all(|t| !t.requested || t.received)
-                    && s.types.values().any(|t| t.requested)
-            })
+            let Some(s) = self.streams.get(sid) else {
+                return *sid == StreamId::Ads;
+            };
+            let asked = *sid == StreamId::Ads || s.types.values().any(|t| t.requested);
+            asked && s.types.values().all(|t| !t.requested || t.received)
         });
         let wildcards = [Kind::Cluster, Kind::Listener]
             .into_iter()
