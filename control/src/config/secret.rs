@@ -21,7 +21,7 @@ use std::sync::Arc;
 use prost_reflect::DynamicMessage;
 use zerohop_proto::{CertValidation, TlsCertificate};
 
-use super::compile::{api_version, enum_name, list, msg, string};
+use super::compile::{api_version, list, msg, string};
 use super::dynamic::AdsApi;
 use super::ConfigError;
 
@@ -175,30 +175,8 @@ impl SecretLookup {
             ));
         };
         let apath = format!("{spath}.api_config_source");
-        let api_type = match enum_name(api, "api_type").as_str() {
-            "GRPC" => AdsApi::Sotw,
-            "DELTA_GRPC" => AdsApi::Delta,
-            other => {
-                return Err(ConfigError::at(
-                    format!("{apath}.api_type"),
-                    format!("api_type {other} is not supported for SDS (GRPC, DELTA_GRPC)"),
-                ))
-            }
-        };
-        api_version(api, "transport_api_version", &apath)?;
-        let cluster = match list(api, "grpc_services") {
-            [one] => msg(super::compile::as_msg(one), "envoy_grpc")
-                .map(|e| string(e, "cluster_name"))
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
+        let (api_type, cluster) = super::dynamic::api_config_source(api, &apath)?;
         let cpath = format!("{apath}.grpc_services[0].envoy_grpc.cluster_name");
-        if cluster.is_empty() {
-            return Err(ConfigError::at(
-                cpath,
-                "exactly one grpc_services entry with envoy_grpc.cluster_name is required",
-            ));
-        }
         if !self.grpc.contains(&cluster) && !self.defer {
             return Err(ConfigError::at(
                 cpath,

@@ -126,6 +126,41 @@ pub(super) fn node(bootstrap: &DynamicMessage) -> Vec<u8> {
     node.encode_to_vec()
 }
 
+/// An `ApiConfigSource` (`ads_config`, or an SDS `api_config_source`) at `path`: its stream
+/// flavour (`GRPC`, `DELTA_GRPC`) and the one `envoy_grpc.cluster_name` it names.
+pub(super) fn api_config_source(
+    ac: &DynamicMessage,
+    path: &str,
+) -> Result<(AdsApi, String), ConfigError> {
+    let api = match enum_name(ac, "api_type").as_str() {
+        "GRPC" => AdsApi::Sotw,
+        "DELTA_GRPC" => AdsApi::Delta,
+        other => {
+            return Err(ConfigError::at(
+                format!("{path}.api_type"),
+                format!(
+                    "api_type {other} is not supported by zerohop (supported: GRPC, DELTA_GRPC)"
+                ),
+            ))
+        }
+    };
+    compile::api_version(ac, "transport_api_version", path)?;
+    let services = list(ac, "grpc_services");
+    let cluster_name = match services {
+        [one] => msg(as_msg(one), "envoy_grpc")
+            .map(|e| string(e, "cluster_name"))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    if services.len() != 1 || cluster_name.is_empty() {
+        return Err(ConfigError::at(
+            format!("{path}.grpc_services[0].envoy_grpc.cluster_name"),
+            "exactly one grpc_services entry with envoy_grpc.cluster_name is required",
+        ));
+    }
+    Ok((api, cluster_name))
+}
+
 pub(super) fn ads(
     d: &DynamicMessage,
     clusters: &[Cluster],
@@ -139,33 +174,8 @@ pub(super) fn ads(
         ));
     };
     let apath = format!("{path}.ads_config");
-    let api = match enum_name(ac, "api_type").as_str() {
-        "GRPC" => AdsApi::Sotw,
-        "DELTA_GRPC" => AdsApi::Delta,
-        other => {
-            return Err(ConfigError::at(
-                format!("{apath}.api_type"),
-                format!(
-                    "api_type {other} is not supported by zerohop (supported: GRPC, DELTA_GRPC)"
-                ),
-            ))
-        }
-    };
-    compile::api_version(ac, "transport_api_version", &apath)?;
-    let services = list(ac, "grpc_services");
-    let cluster_name = match services {
-        [one] => msg(as_msg(one), "envoy_grpc")
-            .map(|e| string(e, "cluster_name"))
-            .unwrap_or_default(),
-        _ => String::new(),
-    };
+    let (api, cluster_name) = api_config_source(ac, &apath)?;
     let cpath = format!("{apath}.grpc_services[0].envoy_grpc.cluster_name");
-    if services.len() != 1 || cluster_name.is_empty() {
-        return Err(ConfigError::at(
-            cpath,
-            "exactly one grpc_services entry with envoy_grpc.cluster_name is required",
-        ));
-    }
     let target = if let Some(t) = grpc_targets(clusters, pipes).remove(&cluster_name) {
         t
     } else {

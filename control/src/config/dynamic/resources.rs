@@ -369,26 +369,10 @@ impl Resources {
     /// A secret arrived: what warmed only for secrets starts serving. Secrets are few
     /// and rarely change, so the warming resources are looked through rather than indexed.
     fn promote_secret_waiters(&mut self) {
-        let ready: Vec<String> = self
-            .listeners
-            .iter()
-            .filter(|(_, s)| s.warming.as_ref().is_some_and(|w| self.listener_ready(w)))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in ready {
-            let slot = self.listeners.get_mut(&name).expect("listed above");
-            slot.active = slot.warming.take();
-        }
-        let ready: Vec<String> = self
-            .clusters
-            .iter()
-            .filter(|(_, s)| s.warming.as_ref().is_some_and(|w| self.cluster_ready(w)))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in ready {
-            let slot = self.clusters.get_mut(&name).expect("listed above");
-            slot.active = slot.warming.take();
-        }
+        let listeners = ready(&self.listeners, |l| self.listener_ready(l));
+        activate(&mut self.listeners, listeners);
+        let clusters = ready(&self.clusters, |c| self.cluster_ready(c));
+        activate(&mut self.clusters, clusters);
     }
 
     /// Removes a resource (SotW absence for LDS/CDS, delta `removed_resources`). A secret
@@ -648,6 +632,24 @@ impl Resources {
         }
         add_missing(&mut snapshot, names);
         snapshot
+    }
+}
+
+/// The resources of `slots` whose warming version is now `ready`.
+fn ready<T>(slots: &BTreeMap<String, Slot<T>>, ready: impl Fn(&T) -> bool) -> Vec<String> {
+    slots
+        .iter()
+        .filter(|(_, s)| s.warming.as_ref().is_some_and(&ready))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// Their warming versions replace what serves.
+fn activate<T>(slots: &mut BTreeMap<String, Slot<T>>, names: Vec<String>) {
+    for name in names {
+        if let Some(slot) = slots.get_mut(&name) {
+            slot.active = slot.warming.take();
+        }
     }
 }
 

@@ -172,11 +172,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
         let cors = decisions.cors.take();
         if let Some(cors) = cors.as_ref().filter(|c| c.preflight) {
             info.response_code_details = "cors_response";
-            let extra: Vec<(&[u8], Cow<'_, [u8]>)> = cors
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_bytes(), v.as_bytes().into()))
-                .collect();
+            let extra = header_list(&cors.headers);
             return self.local(200, "", &extra, close_after_local, info).await;
         }
         if decisions.csrf_denied {
@@ -195,11 +191,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
         if let Some(limited) = decisions.limited.take() {
             info.flags.insert(ResponseFlags::RATE_LIMITED);
             info.response_code_details = "local_rate_limited";
-            let extra: Vec<(&[u8], Cow<'_, [u8]>)> = limited
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_bytes(), v.as_bytes().into()))
-                .collect();
+            let extra = header_list(&limited.headers);
             return self
                 .local(
                     limited.status,
@@ -665,6 +657,14 @@ fn external_address<'a>(
 }
 
 mod respond;
+
+/// Headers a filter asked for, as a local reply takes them.
+fn header_list<N: AsRef<str>>(headers: &[(N, String)]) -> Vec<(&[u8], Cow<'_, [u8]>)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_ref().as_bytes(), v.as_bytes().into()))
+        .collect()
+}
 
 #[cfg(test)]
 mod decimal_tests {
