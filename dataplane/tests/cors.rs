@@ -54,6 +54,11 @@ fn config(admin: u16, upstream_port: u16) -> String {
             "shadow",
             &route_policy("filter_enabled: { default_value: { numerator: 0 } }, shadow_enabled: { default_value: { numerator: 100 } }"),
         ),
+        forward(
+            "/any",
+            "",
+            &route_policy("allow_origin_string_match: [ { exact: \"*\" } ]"),
+        ),
         forward("/up", "", ""),
         direct("/", "in", ""),
     ]
@@ -130,6 +135,7 @@ fn run(addr: SocketAddr) -> Vec<String> {
             preflight("https://evil.example", "GET", ""),
         ),
         ("GET", "/", origin("https://app.example")),
+        ("GET", "/any", origin("https://whoever.example")),
         ("GET", "/up", vec![]),
         ("GET", "/up", origin("")),
     ];

@@ -557,6 +557,18 @@ fn merge_cors(mut levels: impl Iterator<Item = FilterOverride>) -> Option<Filter
             .forward_not_matching_preflights
             .or(p.forward_not_matching_preflights);
     }
+    // Envoy allows every origin when a matcher matches `*`: decided here, once, as a rule
+    // that matches any origin, rather than tried on each request.
+    if merged
+        .allow_origins
+        .iter()
+        .any(|r| string_matches(r, Some("*")))
+    {
+        merged.allow_origins = vec![StringRule::Prefix {
+            value: String::new(),
+            ignore_case: false,
+        }];
+    }
     Some(FilterOverride::Config(HttpFilterConfig::Cors(merged)))
 }
 

@@ -50,10 +50,12 @@ impl Filter for Cors {
         let Some(origin) = req.header("origin").filter(|o| !o.is_empty()) else {
             return Status::Continue;
         };
+        // A rule matching `*` became a rule matching every origin when the route table
+        // was built (`route::merge_cors`).
         let allowed = cfg
             .allow_origins
             .iter()
-            .any(|r| string_matches(r, Some("*")) || string_matches(r, Some(origin)));
+            .any(|r| string_matches(r, Some(origin)));
         ctx.stats.inc(match allowed {
             true => Counter::CorsOriginValid,
             false => Counter::CorsOriginInvalid,
