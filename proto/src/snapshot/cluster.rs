@@ -1,8 +1,11 @@
-//! A cluster's policies: load balancing, circuit breakers, outlier detection.
+//! A cluster's policies: the HTTP protocol it is spoken to in, load balancing, circuit
+//! breakers, outlier detection.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::Http2Options;
 
 /// How a cluster picks an endpoint (`lb_policy` and its settings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +116,70 @@ impl Default for CircuitBreakers {
             max_requests: 1024,
             max_retries: 3,
             retry_budget: None,
+        }
+    }
+}
+
+/// How HTTP requests reach a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, with `HttpProtocolOptions.common_http_protocol_options`.
+    Http1(UpstreamHttp),
+    /// HTTP/2 (prior knowledge): `explicit_http_config.http2_protocol_options`, or the
+    /// deprecated `Cluster.http2_protocol_options`; streams multiplexed per connection.
+    Http2(UpstreamHttp, Http2Options),
+}
+
+impl UpstreamProtocol {
+    /// The options common to every HTTP protocol.
+    pub fn common(&self) -> &UpstreamHttp {
+        match self {
+            UpstreamProtocol::Http1(h) | UpstreamProtocol::Http2(h, _) => h,
+        }
+    }
+}
+
+impl Default for UpstreamProtocol {
+    fn default() -> Self {
+        UpstreamProtocol::Http1(UpstreamHttp::default())
+    }
+}
+
+/// `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`
+/// `.common_http_protocol_options`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamHttp {
+    /// `idle_timeout`: a pooled connection idle this long is closed instead of reused
+    /// (Envoy's default 1 h; `None` when set to 0, never).
+    pub idle_timeout: Option<Duration>,
+    /// `max_requests_per_connection`: a connection that served this many requests is closed
+    /// (`None`: unlimited, Envoy's default).
+    pub max_requests_per_connection: Option<u32>,
+    /// `max_headers_count`: a response with more header fields is refused (502; default 100).
+    pub max_headers_count: u32,
+    /// `upstream_http_protocol_options`: the upstream TLS server name taken from each
+    /// request (`auto_sni`) and the certificate checked against it (`auto_san_validation`).
+    pub auto_sni: Option<AutoSni>,
+}
+
+/// `UpstreamHttpProtocolOptions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoSni {
+    /// `auto_sni`: new connections send the request's host (not an IP address) as SNI.
+    pub sni: bool,
+    /// `auto_san_validation`: the server's certificate must be valid for that host.
+    pub san_validation: bool,
+    /// `override_auto_sni_header`: the header that names the host instead of `:authority`.
+    pub header: Option<String>,
+}
+
+impl Default for UpstreamHttp {
+    fn default() -> UpstreamHttp {
+        UpstreamHttp {
+            idle_timeout: Some(Duration::from_secs(3600)),
+            max_requests_per_connection: None,
+            max_headers_count: 100,
+            auto_sni: None,
         }
     }
 }
