@@ -204,22 +204,11 @@ fn cors_as_envoys() {
     }
     let (_envoy, addr) = envoy::start(&cfg);
     let e = run(addr);
-    for (a, b) in z.iter().zip(&e) {
-        if a != b {
-            eprintln!("differ:\n  zerohop {a}\n  envoy   {b}");
-        }
-    }
-    assert_eq!(z, e, "zerohop and Envoy differ");
+    support::same("CORS", &z, &e);
     let stats = support::admin::get(admin, "/stats").unwrap_or_default();
     let ec: Vec<u64> = ["origin_valid", "origin_invalid"]
         .iter()
-        .map(|n| {
-            stats
-                .lines()
-                .filter(|l| l.contains(&format!("cors.{n}:")))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum()
-        })
+        .map(|n| support::admin::stat(&stats, &format!("http.web.cors.{n}")))
         .collect();
     assert_eq!(zc, ec, "cors counters (valid, invalid) differ");
 }

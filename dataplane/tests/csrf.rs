@@ -118,22 +118,11 @@ fn csrf_as_envoys() {
     }
     let (_envoy, addr) = envoy::start(&cfg);
     let e = run(addr);
-    for (a, b) in z.iter().zip(&e) {
-        if a != b {
-            eprintln!("differ:\n  zerohop {a}\n  envoy   {b}");
-        }
-    }
-    assert_eq!(z, e, "zerohop and Envoy differ");
+    support::same("CSRF", &z, &e);
     let stats = support::admin::get(admin, "/stats").unwrap_or_default();
     let ec: Vec<u64> = ["missing_source_origin", "request_invalid", "request_valid"]
         .iter()
-        .map(|n| {
-            stats
-                .lines()
-                .filter(|l| l.contains(&format!("csrf.{n}:")))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum()
-        })
+        .map(|n| support::admin::stat(&stats, &format!("http.web.csrf.{n}")))
         .collect();
     assert_eq!(zc, ec, "csrf counters (missing, invalid, valid) differ");
 }

@@ -12,7 +12,8 @@ use std::process::Command;
 
 use support::envoy;
 use support::http::{admin_prefix, http_bootstrap, ROUTER};
-use support::tls::{bootstrap, curl as tls_curl, same, server_tls, Pki};
+use support::same;
+use support::tls::{bootstrap, curl as tls_curl, server_tls, Pki};
 use support::Proxy;
 use zerohop_proto::stats::Counter;
 
@@ -153,12 +154,7 @@ fn http_rbac_as_envoys() {
     }
     let (_envoy, addr) = envoy::start(&cfg);
     let e = run(addr);
-    for (a, b) in z.iter().zip(&e) {
-        if a != b {
-            eprintln!("differ:\n  zerohop {a}\n  envoy   {b}");
-        }
-    }
-    assert_eq!(z, e, "zerohop and Envoy differ");
+    same("RBAC", &z, &e);
     assert_eq!(zc, envoy_counts(admin), "RBAC counters differ");
 }
 

@@ -202,16 +202,6 @@ fn dumped_secrets(admin: u16) -> Vec<String> {
         .collect()
 }
 
-fn compare(z: &[String], e: &[String], what: &str) {
-    for l in z {
-        eprintln!("[zerohop] {l}");
-    }
-    for l in e {
-        eprintln!("[envoy]   {l}");
-    }
-    assert_eq!(z, e, "zerohop and Envoy differ: {what}");
-}
-
 fn rotation_as_envoys(source: Source) {
     if !envoy::available() || AdsServer::start().is_none() {
         return;
@@ -227,7 +217,7 @@ fn rotation_as_envoys(source: Source) {
         "{z:#?}"
     );
     let e = rotation_run(Peer::Envoy, source);
-    compare(&z, &e, &format!("{source:?}"));
+    support::same(&format!("{source:?}"), &z, &e);
 }
 
 #[test]
@@ -412,7 +402,7 @@ fn istio_sds_grpc_mutual_tls_as_envoys() {
         "{z:#?}"
     );
     let e = istio_run(Peer::Envoy);
-    compare(&z, &e, "Istio sds-grpc");
+    support::same("Istio sds-grpc", &z, &e);
 }
 
 /// An SDS secret (over ADS) that names files in a secret volume with `watched_directory`:
@@ -495,5 +485,5 @@ fn sds_secret_files_rotate_by_watched_directory_as_envoys() {
     let z = file_rotation_run(Peer::Zerohop);
     assert_eq!(z[0], "first: served cert1", "{z:#?}");
     let e = file_rotation_run(Peer::Envoy);
-    compare(&z, &e, "files in a watched directory");
+    support::same("files in a watched directory", &z, &e);
 }

@@ -15,7 +15,8 @@ use std::process::Command;
 
 use support::envoy;
 use support::http::{static_cluster, upstream, ROUTER};
-use support::tls::{bootstrap, curl, same, server_tls, Pki};
+use support::same;
+use support::tls::{bootstrap, curl, server_tls, Pki};
 use support::Proxy;
 use zerohop_proto::stats::Counter;
 

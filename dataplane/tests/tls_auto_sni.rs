@@ -129,18 +129,9 @@ fn auto_sni_and_san_validation_as_envoys() {
     let ecfg = cfg.replacen("port_value: 0", &format!("port_value: {admin}"), 1);
     let (_envoy, addr) = envoy::start(&ecfg);
     let e = run(addr, port);
-    for (a, b) in z.iter().zip(&e) {
-        if a != b {
-            eprintln!("differ:\n  zerohop {a}\n  envoy   {b}");
-        }
-    }
-    assert_eq!(z, e, "zerohop and Envoy differ");
+    support::same("auto_sni", &z, &e);
     let stats = support::admin::get(admin, "/stats").unwrap_or_default();
-    let san: u64 = stats
-        .lines()
-        .filter(|l| l.starts_with("cluster.b.") && l.contains("ssl.fail_verify_san:"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let san = support::admin::stat(&stats, "cluster.b.ssl.fail_verify_san");
     assert_eq!(
         proxy.total(Counter::UpstreamSslFailVerifySan),
         san,

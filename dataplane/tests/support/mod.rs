@@ -24,6 +24,17 @@ pub mod tls;
 pub mod traffic;
 pub mod xds;
 
+/// Asserts that zerohop's transcript of a run equals Envoy's, printing the lines that
+/// differ first.
+pub fn same(what: &str, z: &[String], e: &[String]) {
+    for (zl, el) in z.iter().zip(e) {
+        if zl != el {
+            eprintln!("differ:\n  zerohop {zl}\n  envoy   {el}");
+        }
+    }
+    assert_eq!(z, e, "zerohop and Envoy differ: {what}");
+}
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 pub fn bin() -> PathBuf {

@@ -158,12 +158,3 @@ pub fn curl(pki: &Pki, addr: SocketAddr, path: &str, args: &[&str]) -> Vec<Strin
         .map(|l| l.replace(&here, "PROXY"))
         .collect()
 }
-
-pub fn same(what: &str, z: &[String], e: &[String]) {
-    for (zl, el) in z.iter().zip(e) {
-        if zl != el {
-            eprintln!("differ:\n  zerohop {zl}\n  envoy   {el}");
-        }
-    }
-    assert_eq!(z, e, "zerohop and Envoy differ: {what}");
-}
