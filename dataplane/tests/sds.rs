@@ -153,19 +153,7 @@ fn rotation_run(peer: Peer, source: Source) -> Vec<String> {
         ));
     }
     out.extend(dumped_secrets(admin));
-    let (ok, failed) = load.finish();
-    eprintln!(
-        "[{peer:?} {source:?}] load: {ok} requests, {} failed: {failed:?}",
-        failed.len()
-    );
-    if peer == Peer::Zerohop {
-        assert!(ok > 100, "the load ran ({ok})");
-        assert_eq!(
-            failed,
-            Vec::<String>::new(),
-            "no request fails during rotation"
-        );
-    }
+    load.check(&format!("{peer:?} {source:?}"), peer == Peer::Zerohop);
     out
 }
 
@@ -461,19 +449,7 @@ fn file_rotation_run(peer: Peer) -> Vec<String> {
             }
         ));
     }
-    let (ok, failed) = load.finish();
-    eprintln!(
-        "[{peer:?} files] load: {ok} requests, {} failed: {failed:?}",
-        failed.len()
-    );
-    if peer == Peer::Zerohop {
-        assert!(ok > 100, "the load ran ({ok})");
-        assert_eq!(
-            failed,
-            Vec::<String>::new(),
-            "no request fails during rotation"
-        );
-    }
+    load.check(&format!("{peer:?} files"), peer == Peer::Zerohop);
     out
 }
 

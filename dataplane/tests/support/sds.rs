@@ -294,6 +294,24 @@ impl Load {
         }
     }
 
+    /// Stops the load and reports it; `strict`: it must have run (over 100 requests) with
+    /// no failure.
+    pub fn check(self, who: &str, strict: bool) {
+        let (ok, failed) = self.finish();
+        eprintln!(
+            "[{who}] load: {ok} requests, {} failed: {failed:?}",
+            failed.len()
+        );
+        if strict {
+            assert!(ok > 100, "the load ran ({ok})");
+            assert_eq!(
+                failed,
+                Vec::<String>::new(),
+                "no request fails during rotation"
+            );
+        }
+    }
+
     /// (requests that succeeded, failures).
     pub fn finish(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
