@@ -22,6 +22,7 @@ use zerohop_proto::*;
 fn snapshot(clusters: usize, eps: usize) -> Snapshot {
     let clusters: Vec<Cluster> = (0..clusters)
         .map(|c| Cluster {
+            stats: Default::default(),
             name: format!("cluster-{c}"),
             connect_timeout: Duration::from_secs(1),
             lb_policy: LbPolicy::RoundRobin,

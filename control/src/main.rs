@@ -15,6 +15,7 @@ use zerohop_control::dns::Discovery;
 use zerohop_control::health::Checker;
 use zerohop_control::publish::{Applied, Publisher};
 use zerohop_control::source::{self, SnapshotCache};
+use zerohop_control::stats::scopes::Scopes;
 use zerohop_control::{admin, stats};
 use zerohop_proto::shm::{Geometry, ReadOutcome, Segment};
 use zerohop_proto::{codec, Snapshot};
@@ -168,11 +169,19 @@ fn run() -> anyhow::Result<()> {
     if let Some(format) = a.stats {
         let shm = a.shm.as_ref().context("stats needs --shm PATH")?;
         let seg = Segment::open(shm)?;
-        let shards = stats::read(&seg);
+        // The scopes are those of the snapshot the segment serves.
+        let snap = match seg.read_current(0) {
+            ReadOutcome::New { bytes, .. } => codec::decode(&bytes).unwrap_or_default(),
+            _ => Snapshot::default(),
+        };
+        let (facts, sel) = (
+            stats::Facts::default(),
+            stats::Select::parse(&[]).expect("no parameters"),
+        );
         match format {
-            "json" => println!("{:#}", stats::json(&shards)),
-            "prometheus" => print!("{}", stats::prometheus(&shards)),
-            _ => print!("{}", stats::text(&shards)),
+            "json" => println!("{:#}", stats::json(&seg, &snap, &facts, &sel)),
+            "prometheus" => print!("{}", stats::prometheus(&seg, &snap, &facts, &sel)),
+            _ => print!("{}", stats::text(&seg, &snap, &facts, &sel)),
         }
         return Ok(());
     }
@@ -250,6 +259,7 @@ fn run() -> anyhow::Result<()> {
         cache,
         dns: discovery.clone(),
         health: Checker::new(publisher.clone())?,
+        scopes: Mutex::new(served_scopes(publisher.segment())),
         gate: Mutex::new(()),
     });
 
@@ -473,7 +483,23 @@ struct Out {
     cache: Option<SnapshotCache>,
     dns: Arc<Discovery>,
     health: Checker,
+    /// Where each listener's, connection manager's and cluster's stats live.
+    scopes: Mutex<Scopes>,
     gate: Mutex<()>,
+}
+
+/// The stat-space assignment a restarted control continues: the places the served
+/// snapshot gives its names.
+fn served_scopes(seg: &Segment) -> Scopes {
+    let served = match seg.read_current(0) {
+        ReadOutcome::New { bytes, .. } => codec::decode(&bytes).ok(),
+        _ => None,
+    };
+    Scopes::new(
+        seg.geometry().stat_words,
+        served.as_ref(),
+        seg.stat_words_used(),
+    )
 }
 
 impl Out {
@@ -481,6 +507,15 @@ impl Out {
     /// compares equal to the one in force when nothing changed.
     fn assign_health_slots(&self, snapshot: &mut Snapshot) {
         self.health.fill_known(snapshot);
+        self.assign_scopes(snapshot);
+    }
+
+    /// Gives `snapshot`'s listeners, connection managers and clusters their stat places.
+    fn assign_scopes(&self, snapshot: &mut Snapshot) {
+        self.scopes
+            .lock()
+            .expect("stat scopes lock")
+            .assign(snapshot, self.publisher.segment());
     }
 
     /// Publishes `snapshot` with DNS clusters' latest endpoints (`served`: see
@@ -521,6 +556,7 @@ impl Out {
 /// the publish waits for its hosts' first checks, as Envoy's cluster initialization does.
 fn publish_as(out: &Out, mut snapshot: Snapshot, served: bool, store: bool) -> anyhow::Result<()> {
     out.health.assign(&mut snapshot).wait();
+    out.assign_scopes(&mut snapshot);
     let (publisher, state) = (&out.publisher, &out.state);
     let cache = out.cache.as_ref().filter(|_| store);
     let generation = publisher.publish(&snapshot, Duration::from_secs(5))?;
@@ -538,6 +574,8 @@ fn publish_as(out: &Out, mut snapshot: Snapshot, served: bool, store: bool) -> a
     );
     {
         let mut st = state.lock().expect("admin state lock");
+        let prev = std::mem::take(&mut st.snapshot);
+        st.changes.record(&prev, &snapshot);
         st.snapshot = snapshot;
         st.generation = generation;
     }

@@ -7,8 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use zerohop_proto::codec;
 use zerohop_proto::shm::{Geometry, ReadOutcome, Segment};
 
-/// Large enough for a small valid geometry (2 slots of 4 KiB, 1 shard).
-const RAW_WORDS: usize = 4096;
+/// Large enough for a small valid geometry (2 slots of 4 KiB, 1 shard, its stat space and
+/// 64 KiB code table).
+const RAW_WORDS: usize = 16384;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
@@ -27,11 +28,14 @@ fuzz_target!(|data: &[u8]| {
             for s in 0..seg.active_shards() {
                 let _ = seg.shard_ack(s);
                 let _ = seg.shard_counters(s);
+                let _ = seg.shard_space(s).len();
+                let _ = zerohop_proto::stats::codes::read(seg.shard_codes(s)).count();
             }
+            let _ = seg.stat_words_used();
         }
     } else {
         // Published: a well-formed segment whose slot holds arbitrary snapshot bytes.
-        let seg = Segment::new_in_memory(Geometry { slot_count: 2, slot_size: 1 << 16, shard_capacity: 1, health_slots: 16 })
+        let seg = Segment::new_in_memory(Geometry { slot_count: 2, slot_size: 1 << 16, shard_capacity: 1, health_slots: 16, stat_words: 512 })
             .expect("valid geometry");
         if seg.publish(rest).is_ok() {
             match seg.read_current(0) {

@@ -7,6 +7,9 @@
 //! 4096     one 64-byte ack line per shard: applied generation, rejected generation, apply time
 //! slots    `slot_count` slots of `slot_size` bytes, each holding one encoded snapshot
 //! stats    one block of counters per shard (see [`crate::stats`]), written only by its shard
+//! space    one stat space per shard: Envoy's scoped counters, gauges and histograms at the
+//!          words control assigned (see [`crate::stats::scope`]), written only by its shard
+//! codes    one response-code table per shard (see [`crate::stats::codes`])
 //! health   the host health table: one byte per health slot written by control (the host
 //!          failed its active health checks), one per slot written by the data plane (the
 //!          host's cluster has had traffic); see `shm/health.rs`
@@ -32,11 +35,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
+use crate::stats::codes::CODE_WORDS;
 use crate::stats::Counter;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP\x01");
 /// Bumped on any change to the layout described above or to [`Counter::ALL`].
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 pub const MAX_SLOTS: usize = 8;
 pub const MAX_SHARDS: usize = 256;
 const HEADER_SIZE: usize = 4096;
@@ -46,6 +50,8 @@ const MAX_SLOT_SIZE: u64 = 1 << 30;
 /// The most hosts under active health checking, process-wide (each has a slot in the
 /// health table); a segment's own number is in its [`Geometry`].
 pub const HEALTH_SLOTS: usize = 1 << 17;
+/// The most words of a shard's stat space.
+pub const MAX_STAT_WORDS: u32 = 1 << 24;
 
 #[repr(C)]
 struct Header {
@@ -71,6 +77,10 @@ struct Header {
     health_epoch: AtomicU64,
     /// Slots in the health table.
     health_slots: AtomicU64,
+    /// Words of each shard's stat space, and how many control has handed out (the high-water
+    /// mark: what a new data plane's lines zero and a re-created file copies).
+    stat_words: AtomicU64,
+    stat_words_used: AtomicU64,
     slots: [SlotDesc; MAX_SLOTS],
 }
 
@@ -104,6 +114,8 @@ pub struct Geometry {
     pub shard_capacity: u32,
     /// Hosts the health table holds (at most [`HEALTH_SLOTS`]).
     pub health_slots: u32,
+    /// Words of each shard's stat space (at most [`MAX_STAT_WORDS`], a multiple of 512).
+    pub stat_words: u32,
 }
 
 impl Default for Geometry {
@@ -115,6 +127,7 @@ impl Default for Geometry {
             slot_size: 64 << 20,
             shard_capacity: MAX_SHARDS as u32,
             health_slots: HEALTH_SLOTS as u32,
+            stat_words: 1 << 20,
         }
     }
 }
@@ -135,9 +148,21 @@ impl Geometry {
     fn stats_offset(&self) -> usize {
         self.slot_offset(self.slot_count as usize)
     }
-    fn health_offset(&self) -> usize {
+    fn space_offset(&self) -> usize {
         round_up(
             self.stats_offset() + self.shard_capacity as usize * self.stats_stride(),
+            PAGE,
+        )
+    }
+    fn space_stride(&self) -> usize {
+        self.stat_words as usize * 8
+    }
+    fn codes_offset(&self) -> usize {
+        self.space_offset() + self.shard_capacity as usize * self.space_stride()
+    }
+    fn health_offset(&self) -> usize {
+        round_up(
+            self.codes_offset() + self.shard_capacity as usize * CODE_WORDS * 8,
             PAGE,
         )
     }
@@ -150,6 +175,11 @@ impl Geometry {
         }
         if !(1..=MAX_SHARDS as u32).contains(&self.shard_capacity) {
             return Err(AttachError::Layout("shard_capacity must be 1..=256"));
+        }
+        if self.stat_words > MAX_STAT_WORDS || !self.stat_words.is_multiple_of(512) {
+            return Err(AttachError::Layout(
+                "stat_words must be a multiple of 512 up to 16777216",
+            ));
         }
         if self.health_slots as usize > HEALTH_SLOTS {
             return Err(AttachError::Layout("health_slots must be at most 131072"));
@@ -343,6 +373,7 @@ impl Segment {
                 slot_size: 0,
                 shard_capacity: 0,
                 health_slots: 0,
+                stat_words: 0,
             },
         )?;
         seg.validated()
@@ -361,6 +392,7 @@ impl Segment {
                 slot_size: 0,
                 shard_capacity: 0,
                 health_slots: 0,
+                stat_words: 0,
             },
         )
         .validated()
@@ -386,6 +418,8 @@ impl Segment {
             .store(geometry.shard_capacity, Ordering::Relaxed);
         h.health_slots
             .store(u64::from(geometry.health_slots), Ordering::Relaxed);
+        h.stat_words
+            .store(u64::from(geometry.stat_words), Ordering::Relaxed);
         h.counters_per_shard
             .store(Counter::ALL.len() as u32, Ordering::Relaxed);
         h.slot_size.store(geometry.slot_size, Ordering::Relaxed);
@@ -458,6 +492,7 @@ impl Segment {
             slot_size: h.slot_size.load(Ordering::Relaxed),
             shard_capacity: h.shard_capacity.load(Ordering::Relaxed),
             health_slots: u32::try_from(h.health_slots.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+            stat_words: u32::try_from(h.stat_words.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
         };
         g.check()?;
         if h.total_size.load(Ordering::Relaxed) != g.total_size() as u64
@@ -693,6 +728,13 @@ impl Segment {
             for c in self.shard_counters(line) {
                 c.store(0, Ordering::Relaxed);
             }
+            let used = self.stat_words_used();
+            for w in &self.shard_space(line)[..used] {
+                w.store(0, Ordering::Relaxed);
+            }
+            for w in self.shard_codes(line) {
+                w.store(0, Ordering::Relaxed);
+            }
         }
         h.dataplane_pid.store(u64::from(pid), Ordering::Relaxed);
         h.shard_base.store(base as u64, Ordering::Relaxed);
@@ -755,6 +797,48 @@ impl Segment {
 }
 
 impl Segment {
+    /// One shard's stat space: Envoy's scoped stats at the words control assigned.
+    pub fn shard_space(&self, shard: usize) -> &[AtomicU64] {
+        assert!(
+            shard < self.geometry.shard_capacity as usize,
+            "shard index out of range"
+        );
+        let off = self.geometry.space_offset() + shard * self.geometry.space_stride();
+        // SAFETY: the space lies inside the validated mapping (total_size <= len), is
+        // page-aligned and holds only atomics.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.add(off) as *const AtomicU64,
+                self.geometry.stat_words as usize,
+            )
+        }
+    }
+
+    /// One shard's response-code table ([`crate::stats::codes`]).
+    pub fn shard_codes(&self, shard: usize) -> &[AtomicU64] {
+        assert!(
+            shard < self.geometry.shard_capacity as usize,
+            "shard index out of range"
+        );
+        let off = self.geometry.codes_offset() + shard * CODE_WORDS * 8;
+        // SAFETY: the table lies inside the validated mapping (total_size <= len), is
+        // 8-aligned (the space before it is whole words) and holds only atomics.
+        unsafe { std::slice::from_raw_parts(self.base.add(off) as *const AtomicU64, CODE_WORDS) }
+    }
+
+    /// Words of the stat space control has handed out (never more than the space).
+    pub fn stat_words_used(&self) -> usize {
+        (self.header().stat_words_used.load(Ordering::Acquire) as usize)
+            .min(self.geometry.stat_words as usize)
+    }
+
+    /// Control raises the high-water mark before it publishes a snapshot using the words.
+    pub fn set_stat_words_used(&self, n: usize) {
+        self.header()
+            .stat_words_used
+            .fetch_max(n as u64, Ordering::AcqRel);
+    }
+
     /// A snapshot of every active shard's counters, indexed `[shard][Counter::index()]`.
     pub fn read_counters(&self) -> Vec<Vec<u64>> {
         let base = self.shard_base();

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::stats::StatScope;
+
 mod cluster;
 mod filters;
 mod health;
@@ -70,6 +72,9 @@ pub struct Listener {
     /// it is closed.
     pub filter_chains: Vec<FilterChain>,
     pub default_filter_chain: Option<FilterChain>,
+    /// Where `listener.<address>.*` lives in the shards' stat space (control assigns it by
+    /// the stat name when it publishes).
+    pub stats: StatScope,
 }
 
 impl Listener {
@@ -86,6 +91,7 @@ impl Listener {
                 ..FilterChain::default()
             }],
             default_filter_chain: None,
+            stats: StatScope::NONE,
         }
     }
 
@@ -255,6 +261,8 @@ pub struct Cluster {
     /// `health_checks`: run by control, their verdicts reach the data plane through the
     /// segment's health table ([`Endpoint::health_slot`]).
     pub health_checks: Vec<HealthCheck>,
+    /// Where `cluster.<name>.*` lives in the shards' stat space.
+    pub stats: StatScope,
 }
 
 /// `Cluster.transport_socket`.
@@ -362,6 +370,8 @@ pub struct HttpManager {
     /// `add_user_agent`: the node's cluster and name, for
     /// `x-envoy-downstream-service-cluster` / `-node` and a missing `user-agent`.
     pub user_agent: Option<LocalNode>,
+    /// Where `http.<stat_prefix>.*` lives in the shards' stat space.
+    pub stats: StatScope,
 }
 
 /// The bootstrap's `node.cluster` and `node.id` (`--service-cluster`, `--service-node`).

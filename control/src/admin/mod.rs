@@ -7,6 +7,7 @@
 //! a traffic path.
 
 mod config_dump;
+pub mod stats;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,8 +17,6 @@ use std::time::{Duration, SystemTime};
 use zerohop_proto::shm::Segment;
 use zerohop_proto::stats::Counter;
 use zerohop_proto::Snapshot;
-
-use crate::stats;
 
 /// What admin shows besides the segment: the compiled config that is in force.
 #[derive(Debug, Default)]
@@ -45,6 +44,8 @@ pub struct State {
     /// applied: `/runtime_modify` answers once its change is in force, as Envoy's does.
     pub runtime_ticket: u64,
     pub runtime_done: u64,
+    /// What publishes added, changed and removed (`cluster_manager.*`, `listener_manager.*`).
+    pub changes: stats::Changes,
 }
 
 impl State {
@@ -153,8 +154,10 @@ fn unescape(s: &str) -> String {
 }
 
 fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, String) {
-    let shards = stats::read(seg);
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if let Some(answer) = stats::route(path, query, seg, state) {
+        return answer;
+    }
     if path == "/config_dump" {
         let q = config_dump::Query::parse(query);
         let st = state.lock().expect("admin state lock");
@@ -167,7 +170,8 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
         "/ready" => {
             let g = seg.current_generation();
             if g > 0 && seg.dataplane_pid() != 0 && seg.active_shards() > 0 && seg.all_applied(g) {
-                let recreated: u64 = shards
+                let recreated: u64 = seg
+                    .read_counters()
                     .iter()
                     .map(|s| s[Counter::SegmentRecreated.index()])
                     .sum();
@@ -181,37 +185,6 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
             } else {
                 (503, "text/plain", "NOT READY\n".into())
             }
-        }
-        "/stats" => {
-            let mut out = stats::text(&shards);
-            for (name, v) in control_lines(state) {
-                out.push_str(&format!("{name}: {v}\n"));
-            }
-            (200, "text/plain", out)
-        }
-        "/stats?format=json" => {
-            let mut v = stats::json(&shards);
-            let own: serde_json::Map<_, _> = control_lines(state)
-                .into_iter()
-                .map(|(n, v)| (n, v.into()))
-                .collect();
-            if !own.is_empty() {
-                v["control"] = own.into();
-            }
-            (200, "application/json", format!("{v:#}\n"))
-        }
-        "/stats/prometheus" => {
-            let mut out = stats::prometheus(&shards);
-            for (name, v) in control_lines(state) {
-                let name: String = name
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
-                out.push_str(&format!(
-                    "# TYPE zerohop_{name} gauge\nzerohop_{name} {v}\n"
-                ));
-            }
-            (200, "text/plain; version=0.0.4", out)
         }
         "/generations" => {
             let st = state.lock().expect("admin state lock");
@@ -247,11 +220,8 @@ fn route(target: &str, seg: &Segment, state: &Shared) -> (u16, &'static str, Str
 
 /// Counters kept by control itself: the ADS client's (under dynamic_resources) and DNS
 /// clusters' `cluster.<name>.update_*`.
-fn control_lines(state: &Shared) -> Vec<(String, u64)> {
-    let (xds, dns) = {
-        let st = state.lock().expect("admin state lock");
-        (st.xds.clone(), st.dns.clone())
-    };
+fn control_lines_of(st: &State) -> Vec<(String, u64)> {
+    let (xds, dns) = (st.xds.clone(), st.dns.clone());
     let mut lines = xds
         .map(|x| x.lock().expect("xds stats").lines())
         .unwrap_or_default();

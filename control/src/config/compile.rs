@@ -130,6 +130,7 @@ pub(crate) fn add_listener(
 pub(crate) fn add_missing(snapshot: &mut Snapshot, names: Names) {
     for name in names.into_missing() {
         snapshot.clusters.push(Cluster {
+            stats: Default::default(),
             name,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             lb_policy: LbPolicy::RoundRobin,
@@ -239,6 +240,7 @@ pub(crate) fn cluster(
     let http2 = matches!(protocol, UpstreamProtocol::Http2(..));
     let health_checks = super::health::health_checks(c, &name, http2, path)?;
     let cluster = Cluster {
+        stats: Default::default(),
         name,
         connect_timeout,
         lb_policy,

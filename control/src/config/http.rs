@@ -204,6 +204,7 @@ pub(super) fn http_manager(
     let (server_name, server_header) = super::hcm_options::server(hcm, path)?;
     let path_normalization = super::hcm_options::path_normalization(hcm, path)?;
     Ok(HttpManager {
+        stats: Default::default(),
         upgrades,
         server_name,
         server_header,

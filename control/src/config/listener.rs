@@ -102,6 +102,7 @@ pub(crate) fn listener(
         ));
     }
     Ok(Listener {
+        stats: Default::default(),
         name,
         address,
         listener_filters,

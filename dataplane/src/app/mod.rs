@@ -184,7 +184,7 @@ fn serve(
             shards,
         },
         (generation, bytes),
-        crate::stats::ShardStats::new(seg.shard_counters(base)),
+        crate::stats::ShardStats::new(crate::stats::Blocks::of(seg, base)),
     ));
     let _ = kept.set(keeper.clone());
 
@@ -278,7 +278,7 @@ fn serve(
         slots,
         wake: generations::wake_socket(shm, base),
         shards: wakers,
-        stats: crate::stats::ShardStats::new(seg.shard_counters(base)),
+        stats: crate::stats::ShardStats::new(crate::stats::Blocks::of(seg, base)),
         keeper,
         watch_control: supervisor.is_none(),
         shm: shm.to_owned(),

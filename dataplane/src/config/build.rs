@@ -161,6 +161,7 @@ impl Slots {
                 continue_on_listener_filters_timeout: l.continue_on_listener_filters_timeout,
                 selector,
                 chains,
+                stats: l.stats,
             });
         }
 

@@ -110,6 +110,8 @@ pub struct ListenerPlan {
     pub selector: ChainSelector,
     /// `filter_chains` in order, then the default chain (if any).
     pub chains: Vec<Arc<ChainPlan>>,
+    /// `listener.<address>.*` in the shards' stat space.
+    pub stats: zerohop_proto::StatScope,
 }
 
 #[derive(Debug)]
@@ -170,6 +172,16 @@ pub struct ClusterPlan {
     /// `transport_socket` TLS: the client configuration (its session cache shared by the
     /// shards) and the SNI sent.
     pub tls: Option<UpstreamTlsPlan>,
+}
+
+impl ClusterPlan {
+    /// Where what this shard holds of the cluster is counted (`cluster.<name>.*`).
+    pub fn charge(&self, stats: crate::stats::ShardStats) -> crate::upstream::breaker::Charge {
+        crate::upstream::breaker::Charge {
+            stats,
+            scope: self.cluster.stats,
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use monoio::net::TcpStream;
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{Counter, ListenerStat};
 use zerohop_proto::{CodecType, ListenerFilter};
 
 use crate::config::{ConnFacts, Terminal};
@@ -101,7 +101,7 @@ pub fn dispatch(
     listener: Rc<BoundListener>,
     stream: TcpStream,
 ) {
-    let guard = ActiveGuard::enter(shard);
+    let guard = ActiveGuard::enter(shard, cfg.listeners[index].stats);
     if cfg.listeners[index].listener_filters.is_empty() {
         let accepted = Accepted {
             stream: Sock::Plain(stream),
@@ -130,9 +130,13 @@ async fn inspect(
                 match inspect::http(&stream, plan.listener_filters_timeout).await {
                     Ok(Some(p)) => facts.application_protocols.push(p.to_owned()),
                     Ok(None) => {}
-                    Err(inspect::InspectError::Timeout)
-                        if plan.continue_on_listener_filters_timeout => {}
+                    Err(e @ inspect::InspectError::Timeout)
+                        if plan.continue_on_listener_filters_timeout =>
+                    {
+                        pre_cx_timeout(&guard, &e)
+                    }
                     Err(e) => {
+                        pre_cx_timeout(&guard, &e);
                         log::debug!(
                             "{}: listener filter http_inspector: {e:?}; closing",
                             listener.name
@@ -149,9 +153,13 @@ async fn inspect(
                         facts.application_protocols = hello.alpn;
                     }
                     Ok(None) => {}
-                    Err(inspect::InspectError::Timeout)
-                        if plan.continue_on_listener_filters_timeout => {}
+                    Err(e @ inspect::InspectError::Timeout)
+                        if plan.continue_on_listener_filters_timeout =>
+                    {
+                        pre_cx_timeout(&guard, &e)
+                    }
                     Err(e) => {
+                        pre_cx_timeout(&guard, &e);
                         log::debug!(
                             "{}: listener filter tls_inspector: {e:?}; closing",
                             listener.name
@@ -174,6 +182,16 @@ async fn inspect(
     );
 }
 
+/// A listener filter that ran out of time: Envoy's `downstream_pre_cx_timeout`.
+fn pre_cx_timeout(guard: &ActiveGuard, e: &inspect::InspectError) {
+    if matches!(e, inspect::InspectError::Timeout) {
+        guard
+            .shard()
+            .stats
+            .listener(guard.scope(), ListenerStat::DownstreamPreCxTimeout);
+    }
+}
+
 /// Chooses the connection's filter chain and spawns its terminal filter on it.
 fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a: Accepted) {
     let plan = &cfg.listeners[index];
@@ -181,7 +199,9 @@ fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a:
         a.facts.learn(a.stream.tcp());
     }
     let Some(chain) = plan.selector.select(&a.facts.get()) else {
-        a.guard.shard().stats.inc(Counter::NoFilterChainMatch);
+        let stats = a.guard.shard().stats;
+        stats.inc(Counter::NoFilterChainMatch);
+        stats.listener(a.guard.scope(), ListenerStat::NoFilterChainMatch);
         log::debug!(
             "{}: no filter chain matches a connection; closing",
             listener.name
@@ -275,7 +295,7 @@ async fn terminate(
     };
     let deadline = limit.map(|d| std::time::Instant::now() + d);
     let done = crate::tls::TlsStream::handshake(tcp, conn, deadline).await;
-    crate::tls::count_handshake(stats, false, done.as_ref());
+    crate::tls::count_handshake(stats, false, a.guard.scope(), done.as_ref());
     match done {
         Ok(s) => {
             if a.facts.server_name.is_none() {

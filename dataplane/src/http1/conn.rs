@@ -45,6 +45,9 @@ pub async fn serve(
     // HTTP/1.1 parser refuses the preface's request line (version 2.0), so the check costs
     // nothing on an HTTP/1.1 connection.
     let mut first = conn.manager().codec == CodecType::Auto;
+    if !first {
+        guard.codec(false);
+    }
     loop {
         let hcm = conn.manager();
         let limits = Limits {
@@ -70,10 +73,12 @@ pub async fn serve(
                 return;
             }
             Err(_) if first && down.buf.starts_with(crate::http2::PREFACE_START) => {
+                guard.codec(true);
                 let early = std::mem::take(&mut down.buf);
                 return crate::http2::conn::run(shard, conn, down.stream, early).await;
             }
             Err(e) => {
+                guard.codec(false);
                 if let Some((status, why)) = conn.refused(shard, &e) {
                     let date = shard.http_date();
                     let extra = crate::http::hcm::headers::local_headers(hcm, &date);
@@ -83,6 +88,9 @@ pub async fn serve(
                 return;
             }
         };
+        if first {
+            guard.codec(false);
+        }
         first = false;
         conn.begin_stream(shard, Some(down.stream.tcp()));
         let started = down.last.get();

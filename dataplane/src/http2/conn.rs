@@ -50,6 +50,7 @@ pub async fn serve(
     // The downstream socket is shut at the drain deadline, whatever its streams are doing.
     let fd = stream.as_raw_fd();
     let _tracked = Tracked::new(&listener, [fd, fd]);
+    guard.codec(true);
     run(guard.shard(), conn, stream, Vec::new()).await;
 }
 
@@ -57,6 +58,7 @@ pub async fn serve(
 /// of the preface, found by `codec_type: AUTO`).
 pub async fn run(shard: &Rc<Shard>, mut conn: Connection, stream: Sock, early: Vec<u8>) {
     conn.learn(stream.tcp());
+    conn.set_h2();
     let io = match Io::new(early, stream) {
         Ok(io) => io,
         Err(e) => {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{ClusterStat, Counter};
 
 use crate::config::ClusterPlan;
 use crate::error::{Kind, ProxyError};
@@ -116,6 +116,10 @@ pub fn response_failed(
         // The per-try timeout, not the route's.
         Kind::UpstreamTimeout if try_deadline != t.deadline => {
             t.shard.stats.inc(Counter::UpstreamRqPerTryTimeout);
+            t.shard.stats.cluster(
+                t.cluster.cluster.stats,
+                ClusterStat::UpstreamRqPerTryTimeout,
+            );
             e = Kind::PerTryTimeout.into();
             Some(Failure::PerTryTimeout)
         }

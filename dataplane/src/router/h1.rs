@@ -4,7 +4,7 @@
 use std::pin::Pin;
 
 use monoio::time::Sleep;
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{ClusterStat, Counter};
 
 use super::attempt::{AbandonGuard, Answer, Attempt, Try};
 use super::{Failed, Outgoing, RequestBody};
@@ -43,7 +43,11 @@ pub async fn attempt<D: Downstream>(
     // The request breaker is asked once the request has a connection, as Envoy's pool asks
     // it when it attaches a stream; full, the connection goes back unused.
     let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
-    let in_flight = match shard.upstreams.breakers.request(slot, limits, stats) {
+    let in_flight = match shard
+        .upstreams
+        .breakers
+        .request(slot, limits, cluster.charge(stats))
+    {
         Ok(held) => held,
         Err(e) => {
             shard.upstreams.release_unused(conn, cluster);
@@ -51,6 +55,7 @@ pub async fn attempt<D: Downstream>(
         }
     };
     stats.inc(Counter::UpstreamRqTotal);
+    stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamRqTotal);
     let try_deadline = t.try_deadline();
     // Declared after `conn`, so dropped before it: if this future is dropped mid-exchange
     // (the client left), the upstream sees the end at once instead of after the ring has

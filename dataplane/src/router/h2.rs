@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use monoio::time::Sleep;
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{ClusterStat, Counter};
 use zerohop_proto::Http2Options;
 
 use super::attempt::{Answer, Attempt, Try};
@@ -47,11 +47,16 @@ pub async fn attempt<D: Downstream>(
         Err(e) => return super::attempt::connect_failed(e),
     };
     let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
-    let in_flight = match shard.upstreams.breakers.request(slot, limits, stats) {
+    let in_flight = match shard
+        .upstreams
+        .breakers
+        .request(slot, limits, cluster.charge(stats))
+    {
         Ok(held) => held,
         Err(e) => return Attempt::Fatal(e),
     };
     stats.inc(Counter::UpstreamRqTotal);
+    stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamRqTotal);
     let try_deadline = t.try_deadline();
     let Some(head) = request_head(request, headers) else {
         return Attempt::Fatal(Kind::MalformedRequest("invalid request for HTTP/2").into());

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{ClusterStat, Counter};
 
 use crate::config::ClusterPlan;
 use crate::error::{Kind, ProxyError};
@@ -71,7 +71,11 @@ async fn send(
         .http_connection(stats, cluster, endpoint, started, deadline, None)
         .await?;
     let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
-    let _in_flight = match shard.upstreams.breakers.request(slot, limits, stats) {
+    let _in_flight = match shard
+        .upstreams
+        .breakers
+        .request(slot, limits, cluster.charge(stats))
+    {
         Ok(held) => held,
         Err(e) => {
             shard.upstreams.release_unused(conn, cluster);
@@ -79,6 +83,7 @@ async fn send(
         }
     };
     stats.inc(Counter::UpstreamRqTotal);
+    stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamRqTotal);
     let (sent, head) = conn.send_head(head).await;
     shard.pools.give_vec(head);
     sent?;

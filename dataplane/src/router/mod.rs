@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::time::Sleep;
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{ClusterStat, Counter};
 use zerohop_proto::{Forward, UpstreamProtocol};
 
 use crate::config::{ClusterPlan, Generation};
@@ -266,6 +266,7 @@ pub async fn forward<'g, D: Downstream>(
     };
     let stats = shard.stats;
     let cluster: &'g ClusterPlan = gen.pick_target(&out.forward.targets, pick, &shard.rng);
+    let cs = cluster.cluster.stats;
     info.upstream_cluster = Some(&cluster.cluster.name);
     // The request's hash, only for a hashing balancer and a route that says what to hash.
     let hash = match LbStates::hashes(&cluster.lb) && !out.forward.hash_policy.is_empty() {
@@ -278,6 +279,8 @@ pub async fn forward<'g, D: Downstream>(
             .pick_request(cluster, &shard.rng, hash.map(HashKey::new))
     else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
+        stats.cluster(cs, ClusterStat::UpstreamCxNoneHealthy);
+        stats.cluster_code(cs, 503);
         return Err(Kind::NoHealthyUpstream.into());
     };
     let started = out.started;
@@ -286,7 +289,10 @@ pub async fn forward<'g, D: Downstream>(
     let max_at = out.max_at;
     let timed_out = |stats: ShardStats| match max_duration_reached(max_at) {
         true => stats.inc(Counter::DownstreamRqMaxDurationReached),
-        false => stats.inc(Counter::UpstreamRqTimeout),
+        false => {
+            stats.inc(Counter::UpstreamRqTimeout);
+            stats.cluster(cs, ClusterStat::UpstreamRqTimeout);
+        }
     };
 
     // The head is built once (again for each attempt only to count attempts in it).
@@ -362,6 +368,7 @@ pub async fn forward<'g, D: Downstream>(
         })
         .filter(|h| !h.is_empty());
     let mut retry = RetryState::new(plan.as_deref(), out.req, &out.body);
+    retry.scope = cs;
     let per_try = plan.as_ref().and_then(|p| p.policy.per_try_timeout);
     let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
     let breakers = &shard.upstreams.breakers;
@@ -411,7 +418,7 @@ pub async fn forward<'g, D: Downstream>(
             Attempt::Answered(answer) => {
                 report(index, Outcome::Status(answer.resp.status));
                 let header = |n: &str| response_header(&answer.resp, &answer.buf, n);
-                let breaker = || breakers.retry(slot, limits, stats);
+                let breaker = || breakers.retry(slot, limits, cluster.charge(stats));
                 match retry.on_response(answer.resp.status, header, stats, &shard.rng, breaker) {
                     // The response is dropped with its connection (or stream), as Envoy
                     // resets the upstream stream.
@@ -421,6 +428,7 @@ pub async fn forward<'g, D: Downstream>(
                         Next::Again(wait)
                     }
                     Decision::No | Decision::Replay => {
+                        stats.cluster_code(cs, answer.resp.status);
                         let Answer {
                             abandon,
                             resp,
@@ -446,7 +454,7 @@ pub async fn forward<'g, D: Downstream>(
         let wait = match next {
             Next::Again(wait) => wait,
             Next::Failed(failed) => {
-                let breaker = || breakers.retry(slot, limits, stats);
+                let breaker = || breakers.retry(slot, limits, cluster.charge(stats));
                 let decision = retry.on_failure(&failed, stats, &shard.rng, breaker);
                 let mut e = failed.error;
                 if decision != Decision::Replay {
@@ -487,6 +495,7 @@ pub async fn forward<'g, D: Downstream>(
             Some((host, (i, now_active))) => (endpoint, index, active) = (host, i, now_active),
             None => {
                 stats.inc(Counter::UpstreamCxNoHealthyUpstream);
+                stats.cluster(cs, ClusterStat::UpstreamCxNoneHealthy);
                 break Err(Kind::NoHealthyUpstream.into());
             }
         }
@@ -502,6 +511,15 @@ pub async fn forward<'g, D: Downstream>(
         }
     };
     shard.pools.give_vec(head);
+    // A request that ends in a local reply for its upstream's failure is charged its code
+    // (503, 504), as Envoy's router charges an upstream abort.
+    if let Err(e) = &result {
+        if e.fault != crate::error::Fault::Downstream {
+            if let Some((code, _)) = e.local_reply() {
+                stats.cluster_code(cs, code);
+            }
+        }
+    }
     result.map_err(|e| match e.kind {
         Kind::UpstreamTimeout if max_duration_reached(out.max_at) => Kind::MaxStreamDuration.into(),
         _ => e,

@@ -16,8 +16,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use zerohop_proto::stats::Counter;
-use zerohop_proto::RetryOn;
+use zerohop_proto::stats::{ClusterStat, Counter};
+use zerohop_proto::{RetryOn, StatScope};
 
 use crate::error::ProxyError;
 use crate::http::message::{Framing, Request};
@@ -71,6 +71,8 @@ pub struct RetryState<'p> {
     pending: bool,
     /// The hosts tried, under `previous_hosts`.
     tried: Vec<SocketAddr>,
+    /// The cluster's `cluster.<name>.upstream_rq_retry*`.
+    pub scope: StatScope,
 }
 
 impl<'p> RetryState<'p> {
@@ -90,6 +92,7 @@ impl<'p> RetryState<'p> {
             held: None,
             pending: false,
             tried: Vec::new(),
+            scope: StatScope::NONE,
         }
     }
 
@@ -154,12 +157,14 @@ impl<'p> RetryState<'p> {
         self.held = None;
         if std::mem::take(&mut self.pending) && !would {
             stats.inc(Counter::UpstreamRqRetrySuccess);
+            stats.cluster(self.scope, ClusterStat::UpstreamRqRetrySuccess);
         }
         let Some(plan) = self.plan.filter(|_| would && self.replayable) else {
             return Decision::No;
         };
         if self.left == 0 {
             stats.inc(Counter::UpstreamRqRetryLimitExceeded);
+            stats.cluster(self.scope, ClusterStat::UpstreamRqRetryLimitExceeded);
             return Decision::No;
         }
         self.left -= 1;
@@ -170,6 +175,7 @@ impl<'p> RetryState<'p> {
         self.pending = true;
         self.retries += 1;
         stats.inc(Counter::UpstreamRqRetry);
+        stats.cluster(self.scope, ClusterStat::UpstreamRqRetry);
         let p = &plan.policy;
         let wait = match rate_limited.filter(|w| w.as_millis() > 1) {
             Some(w) => {

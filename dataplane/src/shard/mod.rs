@@ -214,7 +214,7 @@ async fn main(spec: Spec) {
     let shard = Shard::new(
         id,
         line,
-        ShardStats::new(seg.shard_counters(line)),
+        ShardStats::new(crate::stats::Blocks::of(seg, line)),
         latest,
         Some((seg, mailbox, graveyard)),
         drain_timeout,
@@ -366,7 +366,7 @@ impl Shard {
         Shard::new(
             id,
             id,
-            ShardStats::new(counters),
+            ShardStats::new(crate::stats::Blocks::detached(counters)),
             latest,
             None,
             Duration::from_secs(1),

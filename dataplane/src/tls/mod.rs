@@ -20,7 +20,7 @@ use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs1KeyDer,
     PrivatePkcs8KeyDer, PrivateSec1KeyDer,
 };
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{Counter, ListenerStat};
 use zerohop_proto::{DownstreamTls, KeyFormat, TlsCertificate, TlsCommon, TlsVersion, UpstreamTls};
 
 pub use poll::TlsIo;
@@ -245,11 +245,27 @@ pub fn client_config(t: &UpstreamTls) -> Result<Arc<ClientConfig>, String> {
 /// Counts a handshake's outcome as Envoy does: `handshake` (with `session_reused`, and
 /// downstream `no_certificate` when the client sent none) for one that completed; for one
 /// that failed, the verification counter its reason names, else `connection_error`.
+/// Downstream, the listener's `listener.<address>.ssl.*` (`listener`) count too.
 pub fn count_handshake(
     stats: crate::stats::ShardStats,
     upstream: bool,
+    listener: zerohop_proto::StatScope,
     outcome: Result<&TlsStream, &HandshakeError>,
 ) {
+    let inc = |c: Counter| {
+        stats.inc(c);
+        let scoped = match c {
+            Counter::SslHandshake => ListenerStat::SslHandshake,
+            Counter::SslSessionReused => ListenerStat::SslSessionReused,
+            Counter::SslConnectionError => ListenerStat::SslConnectionError,
+            Counter::SslFailVerifySan => ListenerStat::SslFailVerifySan,
+            Counter::SslFailVerifyError => ListenerStat::SslFailVerifyError,
+            Counter::SslNoCertificate => ListenerStat::SslNoCertificate,
+            Counter::SslFailVerifyNoCert => ListenerStat::SslFailVerifyNoCert,
+            _ => return,
+        };
+        stats.listener(listener, scoped);
+    };
     let (ok, reused, err, san, verify) = match upstream {
         false => (
             Counter::SslHandshake,
@@ -268,21 +284,21 @@ pub fn count_handshake(
     };
     match outcome {
         Ok(s) => {
-            stats.inc(ok);
+            inc(ok);
             if s.resumed() {
-                stats.inc(reused);
+                inc(reused);
             }
             if !upstream && !s.has_peer_certificate() {
-                stats.inc(Counter::SslNoCertificate);
+                inc(Counter::SslNoCertificate);
             }
         }
         Err(HandshakeError::Tls(Error::InvalidCertificate(
             CertificateError::ApplicationVerificationFailure,
-        ))) => stats.inc(san),
-        Err(HandshakeError::Tls(Error::InvalidCertificate(_))) => stats.inc(verify),
+        ))) => inc(san),
+        Err(HandshakeError::Tls(Error::InvalidCertificate(_))) => inc(verify),
         Err(HandshakeError::Tls(Error::NoCertificatesPresented)) if !upstream => {
-            stats.inc(Counter::SslFailVerifyNoCert)
+            inc(Counter::SslFailVerifyNoCert)
         }
-        Err(_) => stats.inc(err),
+        Err(_) => inc(err),
     }
 }

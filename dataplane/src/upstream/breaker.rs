@@ -29,9 +29,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
-use zerohop_proto::stats::Counter;
-use zerohop_proto::CircuitBreakers;
+use zerohop_proto::stats::{ClusterHist, ClusterStat, Counter};
+use zerohop_proto::{CircuitBreakers, StatScope};
 
 use crate::error::{Kind, ProxyError};
 use crate::stats::ShardStats;
@@ -87,13 +88,46 @@ enum Resource {
 pub struct Held {
     open: Rc<Open>,
     resource: Resource,
+    /// The cluster's `cluster.<name>.*`: each resource held is its gauge
+    /// (`upstream_cx_active`, `upstream_rq_pending_active`, `upstream_rq_active`), and a
+    /// connection's life its `upstream_cx_length_ms`.
+    charge: Charge,
+    since: Instant,
+}
+
+/// Where a held resource is counted.
+#[derive(Clone, Copy, Debug)]
+pub struct Charge {
+    pub stats: ShardStats,
+    pub scope: StatScope,
+}
+
+impl Resource {
+    fn gauge(self) -> Option<ClusterStat> {
+        match self {
+            Resource::Connection => Some(ClusterStat::UpstreamCxActive),
+            Resource::Pending => Some(ClusterStat::UpstreamRqPendingActive),
+            Resource::Request => Some(ClusterStat::UpstreamRqActive),
+            Resource::Retry => None,
+        }
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         let c = self.open.cell(self.resource);
         c.set(c.get().saturating_sub(1));
+        let Charge { stats, scope } = self.charge;
+        if let Some(g) = self.resource.gauge() {
+            stats.cluster_dec(scope, g);
+        }
         if let Resource::Connection = self.resource {
+            stats.cluster(scope, ClusterStat::UpstreamCxDestroy);
+            stats.cluster_ms(
+                scope,
+                ClusterHist::UpstreamCxLengthMs,
+                crate::stats::ms_since(self.since),
+            );
             self.open.freed();
         }
     }
@@ -127,8 +161,8 @@ impl Breakers {
         by_slot[slot].clone()
     }
 
-    fn take(&self, slot: usize, resource: Resource, max: u32) -> Option<Held> {
-        take_from(self.open(slot), resource, max)
+    fn take(&self, slot: usize, resource: Resource, max: u32, charge: Charge) -> Option<Held> {
+        take_from(self.open(slot), resource, max, charge)
     }
 
     /// A request in flight to cluster `slot`, or the overflow (counted) if it is full.
@@ -136,10 +170,10 @@ impl Breakers {
         &self,
         slot: usize,
         limits: &CircuitBreakers,
-        stats: ShardStats,
+        charge: Charge,
     ) -> Result<Held, ProxyError> {
-        self.take(slot, Resource::Request, limits.max_requests)
-            .ok_or_else(|| overflow(stats, Counter::UpstreamRqPendingOverflow))
+        self.take(slot, Resource::Request, limits.max_requests, charge)
+            .ok_or_else(|| overflow(charge, Counter::UpstreamRqPendingOverflow))
     }
 
     /// A request waiting for a new connection to cluster `slot`, or the overflow (counted).
@@ -147,10 +181,15 @@ impl Breakers {
         &self,
         slot: usize,
         limits: &CircuitBreakers,
-        stats: ShardStats,
+        charge: Charge,
     ) -> Result<Held, ProxyError> {
-        self.take(slot, Resource::Pending, limits.max_pending_requests)
-            .ok_or_else(|| overflow(stats, Counter::UpstreamRqPendingOverflow))
+        let held = self
+            .take(slot, Resource::Pending, limits.max_pending_requests, charge)
+            .ok_or_else(|| overflow(charge, Counter::UpstreamRqPendingOverflow))?;
+        charge
+            .stats
+            .cluster(charge.scope, ClusterStat::UpstreamRqPendingTotal);
+        Ok(held)
     }
 
     /// A new connection to cluster `slot` for a pool. If the cluster holds its share already
@@ -161,15 +200,18 @@ impl Breakers {
         &self,
         slot: usize,
         limits: &CircuitBreakers,
-        stats: ShardStats,
+        charge: Charge,
     ) -> Result<Held, Freed> {
         let open = self.open(slot);
         let max = match open.connections.get() {
             0 => 1,
             _ => limits.max_connections,
         };
-        take_from(open.clone(), Resource::Connection, max).ok_or_else(|| {
-            stats.inc(Counter::UpstreamCxOverflow);
+        take_from(open.clone(), Resource::Connection, max, charge).ok_or_else(|| {
+            charge.stats.inc(Counter::UpstreamCxOverflow);
+            charge
+                .stats
+                .cluster(charge.scope, ClusterStat::UpstreamCxOverflow);
             let seen = open.freed.get();
             Freed { open, seen }
         })
@@ -182,15 +224,15 @@ impl Breakers {
         &self,
         slot: usize,
         limits: &CircuitBreakers,
-        stats: ShardStats,
+        charge: Charge,
     ) -> Result<Held, ProxyError> {
-        self.take(slot, Resource::Connection, limits.max_connections)
-            .ok_or_else(|| overflow(stats, Counter::UpstreamCxOverflow))
+        self.take(slot, Resource::Connection, limits.max_connections, charge)
+            .ok_or_else(|| overflow(charge, Counter::UpstreamCxOverflow))
     }
 
     /// A retry of a request to cluster `slot`, held while the retry runs; `None` (counted as
     /// Envoy's `upstream_rq_retry_overflow`) when the retry breaker is full: no retry then.
-    pub fn retry(&self, slot: usize, limits: &CircuitBreakers, stats: ShardStats) -> Option<Held> {
+    pub fn retry(&self, slot: usize, limits: &CircuitBreakers, charge: Charge) -> Option<Held> {
         // A retry budget: a share of the requests active and pending, at least its
         // minimum concurrency, instead of `max_retries` (as Envoy's).
         let max = match limits.retry_budget {
@@ -202,9 +244,12 @@ impl Breakers {
             }
             None => limits.max_retries,
         };
-        let held = self.take(slot, Resource::Retry, max);
+        let held = self.take(slot, Resource::Retry, max, charge);
         if held.is_none() {
-            stats.inc(Counter::UpstreamRqRetryOverflow);
+            charge.stats.inc(Counter::UpstreamRqRetryOverflow);
+            charge
+                .stats
+                .cluster(charge.scope, ClusterStat::UpstreamRqRetryOverflow);
         }
         held
     }
@@ -218,18 +263,31 @@ impl Breakers {
 }
 
 /// One unit of `resource` of the cluster `open` counts for, unless it holds `max` already.
-fn take_from(open: Rc<Open>, resource: Resource, max: u32) -> Option<Held> {
+fn take_from(open: Rc<Open>, resource: Resource, max: u32, charge: Charge) -> Option<Held> {
     let c = open.cell(resource);
     if c.get() >= max {
         return None;
     }
     c.set(c.get() + 1);
-    Some(Held { open, resource })
+    if let Some(g) = resource.gauge() {
+        charge.stats.cluster(charge.scope, g);
+    }
+    Some(Held {
+        open,
+        resource,
+        charge,
+        since: Instant::now(),
+    })
 }
 
-/// Counts an overflow in `counter`: the request gets 503 UO.
-fn overflow(stats: ShardStats, counter: Counter) -> ProxyError {
-    stats.inc(counter);
+/// Counts an overflow in `counter` (and the cluster's): the request gets 503 UO.
+fn overflow(charge: Charge, counter: Counter) -> ProxyError {
+    charge.stats.inc(counter);
+    let scoped = match counter {
+        Counter::UpstreamCxOverflow => ClusterStat::UpstreamCxOverflow,
+        _ => ClusterStat::UpstreamRqPendingOverflow,
+    };
+    charge.stats.cluster(charge.scope, scoped);
     Kind::UpstreamOverflow.into()
 }
 
@@ -258,13 +316,16 @@ impl Future for Freed {
 mod tests {
     use super::*;
 
-    fn stats() -> ShardStats {
+    fn stats() -> Charge {
         let block: &'static [std::sync::atomic::AtomicU64] = Vec::leak(
             (0..Counter::ALL.len())
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
         );
-        ShardStats::new(block)
+        Charge {
+            stats: ShardStats::new(crate::stats::Blocks::detached(block)),
+            scope: StatScope::NONE,
+        }
     }
 
     fn limits(connections: u32, pending: u32, requests: u32) -> CircuitBreakers {
@@ -302,7 +363,7 @@ mod tests {
         let c3 = b.connection(3, &l, s).unwrap();
         assert!(b.connection_strict(3, &l, s).is_err());
         drop(c3);
-        assert_eq!(s.get(Counter::UpstreamCxOverflow), 2);
+        assert_eq!(s.stats.get(Counter::UpstreamCxOverflow), 2);
         let r = b.request(3, &l, s).unwrap();
         assert!(b.request(3, &l, s).is_err());
         drop(r);
@@ -312,12 +373,12 @@ mod tests {
         assert_eq!(e.kind, Kind::UpstreamOverflow);
         assert_eq!(e.local_reply().map(|r| r.0), Some(503));
         drop(p);
-        assert_eq!(s.get(Counter::UpstreamRqPendingOverflow), 2);
+        assert_eq!(s.stats.get(Counter::UpstreamRqPendingOverflow), 2);
         let retry = b.retry(3, &l, s).unwrap();
         assert!(b.retry(3, &l, s).is_none());
         drop(retry);
         assert!(b.retry(3, &l, s).is_some());
-        assert_eq!(s.get(Counter::UpstreamRqRetryOverflow), 1);
+        assert_eq!(s.stats.get(Counter::UpstreamRqRetryOverflow), 1);
     }
 
     #[test]
@@ -349,6 +410,6 @@ mod tests {
         assert!(freed.as_mut().poll(&mut cx).is_pending());
         drop(held);
         assert!(freed.as_mut().poll(&mut cx).is_ready());
-        assert_eq!(s.get(Counter::UpstreamCxOverflow), 2);
+        assert_eq!(s.stats.get(Counter::UpstreamCxOverflow), 2);
     }
 }

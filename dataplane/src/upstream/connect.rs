@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use monoio::net::TcpStream;
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{ClusterHist, ClusterStat, Counter};
 use zerohop_proto::Cluster;
 
 use crate::config::ClusterPlan;
@@ -83,7 +83,7 @@ pub async fn connect(
             ));
         }
     }
-    crate::tls::count_handshake(stats, true, done.as_ref());
+    crate::tls::count_handshake(stats, true, zerohop_proto::StatScope::NONE, done.as_ref());
     match done {
         Ok(s) => Ok(Sock::Tls(Box::new(s))),
         Err(e) => {
@@ -106,9 +106,18 @@ async fn connect_tcp(
     addr: SocketAddr,
 ) -> Result<TcpStream, ProxyError> {
     let connect = TcpStream::connect_addr(addr);
+    let started = Instant::now();
+    // Envoy counts a cluster's connection when it is made, before it connects.
+    let scope = cluster.stats;
+    stats.cluster(scope, ClusterStat::UpstreamCxTotal);
     let (counter, kind, why) = match monoio::time::timeout(cluster.connect_timeout, connect).await {
         Ok(Ok(s)) => {
             stats.inc(Counter::UpstreamCxTotal);
+            stats.cluster_ms(
+                scope,
+                ClusterHist::UpstreamCxConnectMs,
+                crate::stats::ms_since(started),
+            );
             let _ = s.set_nodelay(true);
             match sys::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&s)) {
                 Ok(()) => return Ok(s),
@@ -136,6 +145,13 @@ async fn connect_tcp(
         ),
     };
     stats.inc(counter);
+    stats.cluster(
+        scope,
+        match counter {
+            Counter::UpstreamCxConnectTimeout => ClusterStat::UpstreamCxConnectTimeout,
+            _ => ClusterStat::UpstreamCxConnectFail,
+        },
+    );
     log::debug!("connect to {addr} ({}): {why}", cluster.name);
     Err(ProxyError::new(kind))
 }

@@ -492,7 +492,7 @@ mod tests {
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
         );
-        ShardStats::new(block)
+        ShardStats::new(crate::stats::Blocks::detached(block))
     }
 
     fn cfg() -> OutlierDetection {
@@ -525,6 +525,7 @@ mod tests {
 
     fn cluster(od: Option<OutlierDetection>, n: u16, panic: f64) -> Cluster {
         Cluster {
+            stats: Default::default(),
             name: "c".into(),
             connect_timeout: Duration::from_secs(1),
             lb_policy: zerohop_proto::LbPolicy::RoundRobin,

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use monoio::time::Sleep;
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{ClusterStat, Counter};
 
 use crate::config::ClusterPlan;
 use crate::error::{Kind, ProxyError};
@@ -119,7 +119,8 @@ impl Upstreams {
     ) -> Result<Held, ProxyError> {
         let slot = cluster.slot as usize;
         let limits = &cluster.breakers;
-        self.breakers.connection_strict(slot, limits, stats)
+        self.breakers
+            .connection_strict(slot, limits, cluster.charge(stats))
     }
 
     /// An endpoint of `cluster` for the next request or connection; `None` when it has none.
@@ -206,6 +207,7 @@ impl Upstreams {
         // Boxed: a connect carries a timer of its own, which would otherwise make every
         // request's future larger (and cache-line aligned) for what pooling makes rare.
         let stream = Box::pin(connect::connect(stats, cluster, endpoint, server_name)).await?;
+        stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamCxHttp1Total);
         Ok(UpstreamConn {
             stream,
             key,
@@ -228,9 +230,12 @@ impl Upstreams {
     ) -> Result<Result<Held, T>, ProxyError> {
         let (slot, limits) = (cluster.slot as usize, &cluster.breakers);
         // Pending until it has a connection, as Envoy counts it.
-        let _pending = self.breakers.pending(slot, limits, stats)?;
+        let _pending = self.breakers.pending(slot, limits, cluster.charge(stats))?;
         loop {
-            let freed = match self.breakers.connection(slot, limits, stats) {
+            let freed = match self
+                .breakers
+                .connection(slot, limits, cluster.charge(stats))
+            {
                 Ok(held) => return Ok(Ok(held)),
                 Err(freed) => freed,
             };
@@ -279,6 +284,7 @@ impl Upstreams {
                 Ok(held) => {
                     let connect = connect::connect(stats, cluster, endpoint, server_name);
                     let tcp = Box::pin(connect).await?;
+                    stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamCxHttp2Total);
                     let conn = http2::handshake(
                         stats,
                         &self.h2,

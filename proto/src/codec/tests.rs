@@ -5,6 +5,7 @@ fn sample() -> Snapshot {
     Snapshot {
         clusters: vec![
             Cluster {
+                stats: Default::default(),
                 name: "backend".into(),
                 connect_timeout: Duration::from_millis(250),
                 lb_policy: LbPolicy::RoundRobin,
@@ -29,6 +30,7 @@ fn sample() -> Snapshot {
                 health_checks: Vec::new(),
             },
             Cluster {
+                stats: Default::default(),
                 name: "empty".into(),
                 connect_timeout: Duration::from_secs(5),
                 lb_policy: LbPolicy::Random,
@@ -59,6 +61,7 @@ fn sample() -> Snapshot {
         ],
         listeners: vec![
             Listener {
+                stats: Default::default(),
                 name: "l".into(),
                 address: "0.0.0.0:10000".parse().unwrap(),
                 listener_filters: vec![],
@@ -166,6 +169,7 @@ fn http_listener() -> Listener {
         }],
     };
     let http = NetworkFilter::Http(HttpManager {
+        stats: Default::default(),
         server_name: "edge".into(),
         server_header: ServerHeader::AppendIfAbsent,
         path: PathNormalization {
@@ -331,6 +335,7 @@ fn http_listener() -> Listener {
         source_ports: vec![1, 65535],
     };
     Listener {
+        stats: Default::default(),
         name: "web".into(),
         address: "127.0.0.1:8000".parse().unwrap(),
         listener_filters: vec![ListenerFilter::HttpInspector],

@@ -87,6 +87,7 @@ mod tests {
             slot_size: 4096,
             shard_capacity: 2,
             health_slots: 64,
+            stat_words: 512,
         })
         .unwrap();
         assert!(!seg.host_failed(7));

@@ -62,6 +62,7 @@ impl Segment {
         if h.slot_count.load(Ordering::Relaxed) != g.slot_count
             || h.slot_size.load(Ordering::Relaxed) != g.slot_size
             || h.shard_capacity.load(Ordering::Relaxed) != g.shard_capacity
+            || h.stat_words.load(Ordering::Relaxed) != u64::from(g.stat_words)
             || h.total_size.load(Ordering::Relaxed) != g.total_size() as u64
         {
             return Some("geometry changed");
@@ -150,9 +151,22 @@ impl Segment {
             new_file.set_len(self.len as u64)?;
             let fresh = Segment::map_file(new_file.try_clone()?, self.len, g)?;
             fresh.init_header();
+            let used = self.stat_words_used();
+            fresh.set_stat_words_used(used);
             for line in 0..g.shard_capacity as usize {
                 copy_words(self.ack_words(line), fresh.ack_words(line));
                 copy_words(self.shard_counters(line), fresh.shard_counters(line));
+            }
+            // The stat spaces of the serving data plane's lines only: the rest of the file
+            // stays sparse.
+            for line in registration.base
+                ..(registration.base + registration.shards).min(g.shard_capacity as usize)
+            {
+                copy_words(
+                    &self.shard_space(line)[..used],
+                    &fresh.shard_space(line)[..used],
+                );
+                copy_words(self.shard_codes(line), fresh.shard_codes(line));
             }
             if let Some((generation, bytes)) = serving {
                 fresh.install(generation, bytes)?;
@@ -241,6 +255,9 @@ impl Segment {
 
 fn copy_words(from: &[AtomicU64], to: &[AtomicU64]) {
     for (f, t) in from.iter().zip(to) {
-        t.store(f.load(Ordering::Relaxed), Ordering::Relaxed);
+        let v = f.load(Ordering::Relaxed);
+        if v != 0 {
+            t.store(v, Ordering::Relaxed);
+        }
     }
 }

@@ -6,6 +6,7 @@ fn small() -> Geometry {
         slot_size: 4096,
         shard_capacity: 4,
         health_slots: 16,
+        stat_words: 512,
     }
 }
 
@@ -129,7 +130,7 @@ fn the_fuzz_seed_segment_image_is_valid() {
         "/../fuzz/seeds/snapshot_read/raw-valid"
     ))
     .unwrap();
-    let mut words = vec![0u64; 4096];
+    let mut words = vec![0u64; 16384];
     for (w, chunk) in words.iter_mut().zip(raw[1..].chunks(8)) {
         let mut b = [0u8; 8];
         b[..chunk.len()].copy_from_slice(chunk);
@@ -150,6 +151,7 @@ fn write_fuzz_seeds() {
     use crate::snapshot::*;
     let snapshot = Snapshot {
         clusters: vec![Cluster {
+            stats: Default::default(),
             name: "backend".into(),
             connect_timeout: std::time::Duration::from_millis(250),
             lb_policy: LbPolicy::RoundRobin,
@@ -180,6 +182,7 @@ fn write_fuzz_seeds() {
         slot_size: 4096,
         shard_capacity: 1,
         health_slots: 16,
+        stat_words: 512,
     })
     .unwrap();
     seg.publish(&bytes).unwrap();

@@ -6,6 +6,7 @@ use super::*;
 
 fn cluster(name: &str, ports: &[u16]) -> Cluster {
     Cluster {
+        stats: Default::default(),
         name: name.into(),
         connect_timeout: Duration::from_secs(1),
         lb_policy: LbPolicy::RoundRobin,
@@ -57,6 +58,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
         "web",
         ([127, 0, 0, 1], 8000).into(),
         NetworkFilter::Http(HttpManager {
+            stats: Default::default(),
             server_name: "envoy".into(),
             server_header: ServerHeader::Overwrite,
             path: PathNormalization::default(),

@@ -26,7 +26,7 @@ use monoio::net::TcpStream;
 
 use crate::net::transport::Sock;
 use monoio::time::Sleep;
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{Counter, HttpHist, HttpStat};
 use zerohop_proto::HttpManager;
 
 use crate::config::{HttpPlan, Terminal};
@@ -57,6 +57,8 @@ pub struct Connection {
     peer: Option<std::net::IpAddr>,
     /// The connection is TLS.
     tls: bool,
+    /// The codec is HTTP/2 (`downstream_rq_http2_total`).
+    h2: bool,
 }
 
 impl Connection {
@@ -77,8 +79,10 @@ impl Connection {
         let _ = stream.tcp().set_nodelay(true);
         let peer = stream.tcp().peer_addr().ok();
         let rbac = http.needs_addresses;
+        let scope = http.manager.stats;
         let mut conn = Connection::new(cfg, listener.clone(), http, facts, peer);
         conn.tls = matches!(stream, Sock::Tls(_));
+        guard.http(scope, conn.tls);
         if rbac {
             // Destination address and port, for RBAC's permissions.
             conn.facts.learn(stream.tcp());
@@ -110,7 +114,13 @@ impl Connection {
             peer_ip,
             peer: peer.map(|p| p.ip().to_canonical()),
             tls: false,
+            h2: false,
         }
+    }
+
+    /// The connection speaks HTTP/2 (its streams count as `downstream_rq_http2_total`).
+    pub fn set_h2(&mut self) {
+        self.h2 = true;
     }
 
     /// The connection manager's settings the codec needs (limits, timeouts).
@@ -131,12 +141,41 @@ impl Connection {
             Kind::RequestHeadersTimeout => Counter::DownstreamRqHeadersTimeout,
             _ => Counter::DownstreamRqMalformed,
         });
+        let scope = self.http.manager.stats;
+        self.request_stats(shard, scope);
+        if e.kind == Kind::RequestHeadersTimeout {
+            shard.stats.http(scope, HttpStat::DownstreamRqHeaderTimeout);
+        }
         log::debug!("{}: refused a request: {e}", self.listener.name);
         let reply = e.local_reply();
         if let Some((status, _)) = reply {
             count_status(shard, status);
+            self.response_stats(shard, scope, status);
         }
+        shard.stats.http_dec(scope, HttpStat::DownstreamRqActive);
         reply
+    }
+
+    /// A request begins: `downstream_rq_total`, by protocol, and `downstream_rq_active`.
+    fn request_stats(&self, shard: &Shard, scope: zerohop_proto::StatScope) {
+        let stats = shard.stats;
+        stats.http(scope, HttpStat::DownstreamRqTotal);
+        stats.http(
+            scope,
+            match self.h2 {
+                true => HttpStat::DownstreamRqHttp2Total,
+                false => HttpStat::DownstreamRqHttp1Total,
+            },
+        );
+        stats.http(scope, HttpStat::DownstreamRqActive);
+    }
+
+    /// A response went out: `downstream_rq_<N>xx` and `downstream_rq_completed`.
+    fn response_stats(&self, shard: &Shard, scope: zerohop_proto::StatScope, status: u16) {
+        if let Some(class) = zerohop_proto::stats::scope::http_class(status) {
+            shard.stats.http(scope, class);
+        }
+        shard.stats.http(scope, HttpStat::DownstreamRqCompleted);
     }
 
     /// The listener the connection was accepted on.
@@ -179,6 +218,8 @@ impl Connection {
         started: Instant,
     ) -> bool {
         let mut info = StreamInfo::new(started, req.raw.len());
+        let scope = self.http.manager.stats;
+        self.request_stats(shard, scope);
         let keep = Stream {
             shard,
             gen: &self.cfg,
@@ -195,6 +236,22 @@ impl Connection {
         }
         .serve(req, &mut info)
         .await;
+        let stats = shard.stats;
+        stats.http_dec(scope, HttpStat::DownstreamRqActive);
+        if let Some(code) = info.response_code {
+            self.response_stats(shard, scope, code);
+            stats.http_ms(
+                scope,
+                HttpHist::DownstreamRqTime,
+                crate::stats::ms_since(started),
+            );
+        }
+        stats.http_add(
+            scope,
+            HttpStat::DownstreamCxRxBytesTotal,
+            info.bytes_received,
+        );
+        stats.http_add(scope, HttpStat::DownstreamCxTxBytesTotal, info.bytes_sent);
         log::trace!(
             "{} {} -> {:?} {} {}",
             String::from_utf8_lossy(req.method()),

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::time::Sleep;
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{Counter, HttpStat};
 use zerohop_proto::Redirect;
 
 use super::path::Verdict;
@@ -78,6 +78,11 @@ impl<D> std::fmt::Debug for Stream<'_, D> {
 }
 
 impl<'a, D: Downstream> Stream<'a, D> {
+    /// Counts `s` in the connection manager's `http.<stat_prefix>.*`.
+    fn hstat(&self, s: HttpStat) {
+        self.shard.stats.http(self.http.manager.stats, s);
+    }
+
     /// Serves `req`, recording what happened in `info`; returns whether the connection
     /// stays open for the next request.
     pub async fn serve(mut self, req: &Request, info: &mut StreamInfo<'a>) -> bool {
@@ -96,6 +101,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 self.shard
                     .stats
                     .inc(Counter::DownstreamRqFailedPathNormalization);
+                self.hstat(HttpStat::DownstreamRqFailedPathNormalization);
                 info.response_code_details = "path_normalization_failed";
                 return self.local(400, "", &[], true, info).await;
             }
@@ -103,6 +109,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 self.shard
                     .stats
                     .inc(Counter::DownstreamRqRedirectedWithNormalizedPath);
+                self.hstat(HttpStat::DownstreamRqRedirectedWithNormalizedPath);
                 info.response_code_details = "path_normalization_failed";
                 let location = match req.query() {
                     Some(q) => format!("{p}?{q}"),
@@ -138,6 +145,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
             if !super::upgrade_allowed(token, per_route, &http.manager.upgrades) {
                 // Envoy closes the connection after it.
                 self.shard.stats.inc(Counter::DownstreamRqWsOnNonWsRoute);
+                self.hstat(HttpStat::DownstreamRqWsOnNonWsRoute);
                 info.response_code_details = "upgrade_failed";
                 return self.local(403, "", &[], true, info).await;
             }
@@ -247,6 +255,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
         // The router.
         let Some(route) = route else {
             self.shard.stats.inc(Counter::RouteNotFound);
+            self.hstat(HttpStat::NoRoute);
             let e = ProxyError::new(Kind::NoRoute);
             info.flags.insert(e.response_flag());
             info.response_code_details = e.details();
@@ -257,6 +266,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
         match &route.action {
             Action::Direct { status, body } => {
                 info.response_code_details = "direct_response";
+                self.hstat(HttpStat::RqDirectResponse);
                 let extra = response_edits(route, Vec::new());
                 let (status, close) = (*status, close_after_local);
                 let filters = Some((&chain, &ctx));
@@ -265,6 +275,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
             }
             Action::Redirect(rd) => {
                 info.response_code_details = "direct_response";
+                self.hstat(HttpStat::RqRedirect);
                 let location = redirect_location(rd, route, req);
                 let extra =
                     response_edits(route, vec![(b"location", location.into_bytes().into())]);
@@ -344,6 +355,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                             ex = forwarded => ex,
                             _ = gone => {
                                 shard.stats.inc(Counter::DownstreamCxDestroyRemoteActiveRq);
+                                shard.stats.http(http.manager.stats, HttpStat::DownstreamCxDestroyRemoteActiveRq);
                                 Err(Kind::DownstreamClosed.into())
                             }
                         };
@@ -399,6 +411,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
             }
             Err(BodyEnd::Sink) => {
                 self.shard.stats.inc(Counter::DownstreamRqTooLarge);
+                self.hstat(HttpStat::DownstreamRqTooLarge);
                 Err(Kind::PayloadTooLarge.into())
             }
             Err(BodyEnd::Source(Some(_))) => {

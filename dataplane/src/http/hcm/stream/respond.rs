@@ -4,6 +4,7 @@
 use super::*;
 use crate::http::downstream::BodySource;
 use crate::upstream::UpstreamSide;
+use zerohop_proto::stats::ClusterHist;
 
 impl<D: Downstream> Stream<'_, D> {
     /// The upstream answered: its head through the response-headers phase and out, then
@@ -90,6 +91,12 @@ impl<D: Downstream> Stream<'_, D> {
                     Kind::MaxStreamDuration => Counter::DownstreamRqMaxDurationReached,
                     _ => Counter::UpstreamRqReset,
                 });
+                if e.kind == Kind::MaxStreamDuration {
+                    stats.http(
+                        self.http.manager.stats,
+                        HttpStat::DownstreamRqMaxDurationReached,
+                    );
+                }
                 // The head was not sent yet: the client gets a local reply.
                 return match e.kind {
                     Kind::UpstreamClosed => {
@@ -155,6 +162,7 @@ impl<D: Downstream> Stream<'_, D> {
             };
             if let (true, UpstreamSide::H1(up)) = (upgrade, &up) {
                 stats.inc(Counter::UpgradesTotal);
+                stats.http(self.http.manager.stats, HttpStat::DownstreamCxUpgradesTotal);
                 count_status(shard, 101);
                 let idle = self.http.manager.stream_idle_timeout;
                 let early = &ubuf[resp.len..];
@@ -221,6 +229,12 @@ impl<D: Downstream> Stream<'_, D> {
         shard.pools.give_vec(ubuf);
         match end {
             BodyEnd::Done => {
+                // The whole response is in: `upstream_rq_time` (from the request's arrival).
+                stats.cluster_ms(
+                    cluster.cluster.stats,
+                    ClusterHist::UpstreamRqTime,
+                    crate::stats::ms_since(info.start),
+                );
                 // Only after a complete, delimited exchange (an HTTP/2 stream's place goes
                 // back as it drops).
                 if let UpstreamSide::H1(up) = up {
@@ -239,6 +253,12 @@ impl<D: Downstream> Stream<'_, D> {
                     (true, false) => Counter::UpstreamRqTimeout,
                     (false, _) => Counter::UpstreamRqReset,
                 });
+                if by_max {
+                    stats.http(
+                        self.http.manager.stats,
+                        HttpStat::DownstreamRqMaxDurationReached,
+                    );
+                }
                 info.flags.insert(match (timed_out, by_max) {
                     (true, true) => ResponseFlags::DURATION_TIMEOUT,
                     (true, false) => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,

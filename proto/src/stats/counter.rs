@@ -198,10 +198,13 @@ pub enum Counter {
     /// The CORS filter, Envoy's `http.<prefix>.cors.origin_valid` / `origin_invalid`.
     CorsOriginValid,
     CorsOriginInvalid,
+    /// Response codes not counted by code (`upstream_rq_<code>`) because the shard's code
+    /// table had no room (see [`super::codes`]); their class counters still were.
+    StatsCodeOverflow,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 99] = [
+    pub const ALL: [Counter; 100] = [
         Counter::DownstreamCxTotal,
         Counter::DownstreamCxActive,
         Counter::DownstreamCxRxBytes,
@@ -301,6 +304,7 @@ impl Counter {
         Counter::CsrfRequestValid,
         Counter::CorsOriginValid,
         Counter::CorsOriginInvalid,
+        Counter::StatsCodeOverflow,
     ];
 
     pub const fn index(self) -> usize {
@@ -426,6 +430,7 @@ impl Counter {
             Counter::CsrfRequestValid => "csrf_request_valid",
             Counter::CorsOriginValid => "cors_origin_valid",
             Counter::CorsOriginInvalid => "cors_origin_invalid",
+            Counter::StatsCodeOverflow => "stats_code_overflow",
         }
     }
 
