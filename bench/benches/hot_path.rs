@@ -46,6 +46,7 @@ fn snapshot(clusters: usize, eps: usize) -> Snapshot {
         "front",
         ([127, 0, 0, 1], 10000).into(),
         NetworkFilter::TcpProxy(TcpProxy {
+            stats: Default::default(),
             stat_prefix: "front".into(),
             targets: vec![WeightedCluster {
                 cluster: ClusterId(0),

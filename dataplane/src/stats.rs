@@ -7,7 +7,7 @@ use std::time::Instant;
 use zerohop_proto::stats::hist::{bucket, SUM};
 use zerohop_proto::stats::{
     codes, ClusterHist, ClusterStat, Counter, HttpHist, HttpStat, ListenerHist, ListenerStat,
-    StatScope,
+    StatScope, TcpStat,
 };
 
 /// One shard's blocks: written only by that shard.
@@ -167,6 +167,13 @@ impl ShardStats {
     #[inline]
     pub fn cluster_ms(&self, scope: StatScope, h: ClusterHist, ms: u64) {
         self.record(scope, h.word(), ms);
+    }
+
+    #[inline]
+    pub fn tcp_add(&self, scope: StatScope, s: TcpStat, n: u64) {
+        if let Some(w) = self.scoped(scope, s.word()) {
+            bump(w, n);
+        }
     }
 
     /// A response code charged to a cluster, as Envoy's router does: `upstream_rq_<code>`,

@@ -115,6 +115,58 @@ fn settle(port: u16, listener: &str) -> String {
     admin::request(port, "GET", "/stats/prometheus").1
 }
 
+/// Reads both proxies' Prometheus output once they are idle and compares `series`.
+fn compare(python: &std::path::Path, z: (u16, &str), e: (u16, &str), when: &str) {
+    compare_series(
+        python,
+        SERIES,
+        (settle(z.0, z.1), z.1),
+        (settle(e.0, e.1), e.1),
+        when,
+    );
+}
+
+/// Compares `series` in two Prometheus outputs (with each one's listener address).
+fn compare_series(
+    python: &std::path::Path,
+    series: &str,
+    (zprom, zl): (String, &str),
+    (eprom, el): (String, &str),
+    when: &str,
+) {
+    let (zf, ef, sf) = (
+        support::scratch("zerohop.prom"),
+        support::scratch("envoy.prom"),
+        support::scratch("series.txt"),
+    );
+    std::fs::write(&zf, &zprom).unwrap();
+    std::fs::write(&ef, &eprom).unwrap();
+    std::fs::write(&sf, series).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/stats/compare.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args([&zf, &ef, &sf])
+        .args([zl, el])
+        .output()
+        .expect("run compare.py");
+    assert!(
+        out.status.success(),
+        "compare.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wanted = series.lines().filter(|l| !l.trim().is_empty()).count();
+    assert_eq!(
+        report["compared"], wanted,
+        "{when}: every series in both outputs: {report:#}\nzerohop:\n{zprom}"
+    );
+    assert_eq!(
+        report["different"].as_array().map(Vec::len),
+        Some(0),
+        "{when}: {report:#}"
+    );
+}
+
 #[test]
 fn envoys_dashboard_series_have_envoys_values() {
     if !envoy::available() {
@@ -148,38 +200,91 @@ fn envoys_dashboard_series_have_envoys_values() {
 
     let zl = format!("127.0.0.1_{zport}");
     let el = format!("127.0.0.1_{eport}");
-    let zprom = settle(zadmin, &zl);
-    let eprom = settle(eadmin, &el);
-    let (zf, ef, sf) = (
-        support::scratch("zerohop.prom"),
-        support::scratch("envoy.prom"),
-        support::scratch("series.txt"),
+    compare(&python, (zadmin, &zl), (eadmin, &el), "after the requests");
+
+    // `POST /reset_counters` on both, the same requests again: counters count from the
+    // reset, gauges and histograms go on.
+    for port in [zadmin, eadmin] {
+        assert_eq!(admin::request(port, "POST", "/reset_counters").0, 200);
+    }
+    assert_eq!(traffic(zaddr), zs);
+    assert_eq!(traffic(eaddr), es);
+    compare(
+        &python,
+        (zadmin, &zl),
+        (eadmin, &el),
+        "after /reset_counters",
     );
-    std::fs::write(&zf, &zprom).unwrap();
-    std::fs::write(&ef, &eprom).unwrap();
-    std::fs::write(&sf, SERIES).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/stats/compare.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .args([&zf, &ef, &sf])
-        .args([&zl, &el])
-        .output()
-        .expect("run compare.py");
-    assert!(
-        out.status.success(),
-        "compare.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let wanted = SERIES.lines().filter(|l| !l.trim().is_empty()).count();
-    assert_eq!(
-        report["compared"], wanted,
-        "every series in both outputs: {report:#}\nzerohop:\n{zprom}"
-    );
-    assert_eq!(
-        report["different"].as_array().map(Vec::len),
-        Some(0),
-        "{report:#}"
+    drop(proxy);
+}
+
+/// `tcp.<stat_prefix>.*` and the tcp_proxy's listener and cluster: the same connections
+/// (each sends 1,000 bytes and reads them echoed back) through Envoy and zerohop.
+#[test]
+fn tcp_proxy_series_have_envoys_values() {
+    if !envoy::available() {
+        return;
+    }
+    let Some(python) = support::xds::grpc_python() else {
+        return;
+    };
+    let echo = support::echo_upstream();
+    let (zadmin, eadmin) = (envoy::free_port(), envoy::free_port());
+    let (zport, eport) = (envoy::free_port(), envoy::free_port());
+    let config = |admin_port: u16, port: u16| {
+        format!(
+            "{}{}",
+            admin_prefix(admin_port),
+            support::tcp_proxy_listeners(&["tcpx"], &[echo], "", "1s")
+        )
+        .replace("port_value: 0 }", &format!("port_value: {port} }}"))
+    };
+    let proxy = Proxy::start(&config(zadmin, zport));
+    let zaddr: SocketAddr = ([127, 0, 0, 1], zport).into();
+    let mut e = envoy::spawn(&config(eadmin, eport));
+    let eaddr: SocketAddr = ([127, 0, 0, 1], eport).into();
+    envoy::wait_accepting(&mut e, eaddr, Duration::from_secs(30));
+    drop(std::net::TcpStream::connect(zaddr).unwrap());
+    for addr in [zaddr, eaddr] {
+        for _ in 0..4 {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(&[7u8; 1000]).unwrap();
+            let mut back = [0u8; 1000];
+            c.read_exact(&mut back).unwrap();
+        }
+    }
+    let idle = |port: u16, listener: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, text) = admin::request(port, "GET", "/stats");
+            let open = admin::stat(&text, &format!("listener.{listener}.downstream_cx_active"));
+            let done = admin::stat(&text, "tcp.tcpx.downstream_cx_rx_bytes_total") == 4000;
+            if (open == 0 && done) || Instant::now() > deadline {
+                return admin::request(port, "GET", "/stats/prometheus").1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (zl, el) = (format!("127.0.0.1_{zport}"), format!("127.0.0.1_{eport}"));
+    let series = r#"
+envoy_tcp_downstream_cx_total{envoy_tcp_prefix="tcpx"}
+envoy_tcp_downstream_cx_rx_bytes_total{envoy_tcp_prefix="tcpx"}
+envoy_tcp_downstream_cx_tx_bytes_total{envoy_tcp_prefix="tcpx"}
+envoy_tcp_idle_timeout{envoy_tcp_prefix="tcpx"}
+envoy_listener_downstream_cx_total{envoy_listener_address="LISTENER"}
+envoy_listener_downstream_cx_active{envoy_listener_address="LISTENER"}
+envoy_cluster_upstream_cx_total{envoy_cluster_name="backend"}
+envoy_cluster_upstream_cx_active{envoy_cluster_name="backend"}
+envoy_cluster_upstream_cx_destroy{envoy_cluster_name="backend"}
+"#;
+    compare_series(
+        &python,
+        series,
+        (idle(zadmin, &zl), &zl),
+        (idle(eadmin, &el), &el),
+        "tcp_proxy",
     );
     drop(proxy);
 }

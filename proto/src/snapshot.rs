@@ -226,6 +226,8 @@ pub struct TcpProxy {
     pub targets: Vec<WeightedCluster>,
     /// `None` disables the idle timeout (Envoy: an explicit `0s`). Envoy's default is 1 h.
     pub idle_timeout: Option<Duration>,
+    /// Where `tcp.<stat_prefix>.*` lives in the shards' stat space.
+    pub stats: StatScope,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

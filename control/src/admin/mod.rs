@@ -46,6 +46,8 @@ pub struct State {
     pub runtime_done: u64,
     /// What publishes added, changed and removed (`cluster_manager.*`, `listener_manager.*`).
     pub changes: stats::Changes,
+    /// Counter values at the last `POST /reset_counters`.
+    pub counter_base: std::collections::HashMap<String, u64>,
 }
 
 impl State {
@@ -95,7 +97,8 @@ fn serve(mut conn: TcpStream, seg: &Segment, state: &Shared) -> std::io::Result<
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (status, ctype, body) = match (method, path) {
         ("POST", "/runtime_modify") => runtime_modify(query, state),
-        (_, "/runtime_modify") => (
+        ("POST", "/reset_counters") => stats::reset_counters(seg, state),
+        (_, "/runtime_modify" | "/reset_counters") => (
             405,
             "text/plain",
             format!("Method {method} not allowed, POST required.\n"),

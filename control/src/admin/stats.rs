@@ -221,7 +221,21 @@ pub fn facts(st: &State, seg: &Segment) -> Facts {
         let gauge = name.ends_with("connected_state");
         lines.push((name, v, gauge));
     }
-    Facts { lines }
+    Facts {
+        lines,
+        base: st.counter_base.clone(),
+    }
+}
+
+/// `POST /reset_counters`: every counter reads 0 from now on (gauges and histograms are
+/// left, as Envoy's).
+pub fn reset_counters(seg: &Segment, state: &Shared) -> (u16, &'static str, String) {
+    let mut st = state.lock().expect("admin state lock");
+    let facts = facts(&st, seg);
+    st.counter_base = stats::counters_now(seg, &st.snapshot, &facts)
+        .into_iter()
+        .collect();
+    (200, "text/plain", "OK\n".into())
 }
 
 /// The data plane's anonymous and whole resident memory, in bytes (`/proc/<pid>/status`).

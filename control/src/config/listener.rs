@@ -446,6 +446,7 @@ fn tcp_proxy(tp: &DynamicMessage, path: &str, clusters: &Names) -> Result<TcpPro
         None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
     };
     Ok(TcpProxy {
+        stats: Default::default(),
         stat_prefix,
         targets,
         idle_timeout,

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use zerohop_proto::shm::Segment;
 use zerohop_proto::stats::hist::{Merged, HIST_WORDS};
-use zerohop_proto::stats::{codes, ClusterScope, HttpScope, ListenerScope, ScopeKind, StatScope};
+use zerohop_proto::stats::{
+    codes, ClusterScope, HttpScope, ListenerScope, ScopeKind, StatScope, TcpScope,
+};
 use zerohop_proto::Snapshot;
 
 use super::scopes::{visit, Kind};
@@ -46,6 +48,16 @@ pub struct Stats {
 pub struct Facts {
     /// `(name, value, gauge)` in Envoy's names.
     pub lines: Vec<(String, u64, bool)>,
+    /// Counter values at the last `POST /reset_counters`, by name: shown as the difference
+    /// (the shards' words only ever count up).
+    pub base: std::collections::HashMap<String, u64>,
+}
+
+impl Facts {
+    /// `v`, a counter named `name`, since the last reset.
+    pub fn since_reset(&self, name: &str, v: u64) -> u64 {
+        v.saturating_sub(self.base.get(name).copied().unwrap_or(0))
+    }
 }
 
 /// The tags Envoy's default extractors take out of a scoped stat's name.
@@ -54,6 +66,7 @@ fn scope_tags(kind: Kind, scope: &str, stat: &str) -> (String, Vec<(&'static str
         Kind::Listener => ("listener", "envoy_listener_address"),
         Kind::Http => ("http", "envoy_http_conn_manager_prefix"),
         Kind::Cluster => ("cluster", "envoy_cluster_name"),
+        Kind::Tcp => ("tcp", "envoy_tcp_prefix"),
     };
     let mut tags = Vec::new();
     let mut stat = stat.to_owned();
@@ -88,6 +101,7 @@ fn prefix(kind: Kind) -> &'static str {
         Kind::Listener => ListenerScope::PREFIX,
         Kind::Http => HttpScope::PREFIX,
         Kind::Cluster => ClusterScope::PREFIX,
+        Kind::Tcp => TcpScope::PREFIX,
     }
 }
 
@@ -144,6 +158,7 @@ pub fn collect(seg: &Segment, snap: &Snapshot, facts: &Facts) -> Stats {
                 scope_stats::<ClusterScope>(kind, name, &words, &mut out);
                 clusters.insert(*scope, name.to_owned());
             }
+            Kind::Tcp => scope_stats::<TcpScope>(kind, name, &words, &mut out),
         }
     });
     // upstream_rq_<code>, summed over the shards' code tables.
@@ -166,6 +181,9 @@ pub fn collect(seg: &Segment, snap: &Snapshot, facts: &Facts) -> Stats {
     }
     for (name, v, gauge) in &facts.lines {
         out.values.push(plain(name, *v, *gauge));
+    }
+    for v in out.values.iter_mut().filter(|v| !v.gauge) {
+        v.value = facts.since_reset(&v.name, v.value);
     }
     out.values.sort_by(|a, b| a.name.cmp(&b.name));
     out.hists.sort_by(|a, b| a.name.cmp(&b.name));

@@ -26,9 +26,13 @@ fn total(shards: &[Vec<u64>], c: Counter) -> u64 {
 
 /// zerohop's own counters as `(name, value)`: `zerohop.<name>` (all shards), then
 /// `zerohop.shard.<n>.<name>`, those `sel` lets through.
-pub fn extras(shards: &[Vec<u64>], sel: &Select) -> Vec<(String, u64)> {
+pub fn extras(shards: &[Vec<u64>], sel: &Select, facts: &Facts) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     let mut push = |name: String, v: u64, gauge: bool| {
+        let v = match gauge {
+            true => v,
+            false => facts.since_reset(&name, v),
+        };
         let keep = if gauge { sel.gauges } else { sel.counters };
         if keep
             && (!sel.used_only || v != 0)
@@ -56,11 +60,31 @@ pub fn extras(shards: &[Vec<u64>], sel: &Select) -> Vec<(String, u64)> {
     out
 }
 
+/// Every counter's value now, by name (for `POST /reset_counters`).
+pub fn counters_now(seg: &Segment, snap: &Snapshot, facts: &Facts) -> Vec<(String, u64)> {
+    let raw = Facts {
+        lines: facts.lines.clone(),
+        base: Default::default(),
+    };
+    let mut out: Vec<(String, u64)> = envoy::collect(seg, snap, &raw)
+        .values
+        .into_iter()
+        .filter(|v| !v.gauge)
+        .map(|v| (v.name, v.value))
+        .collect();
+    let counters = Select {
+        gauges: false,
+        ..Select::parse(&[]).expect("no parameters")
+    };
+    out.extend(extras(&read(seg), &counters, &raw));
+    out
+}
+
 /// `/stats`: Envoy's stats, then zerohop's own.
 pub fn text(seg: &Segment, snap: &Snapshot, facts: &Facts, sel: &Select) -> String {
     let mut out = String::new();
     render::text(&envoy::collect(seg, snap, facts), sel, &mut out);
-    for (name, v) in extras(&read(seg), sel) {
+    for (name, v) in extras(&read(seg), sel, facts) {
         let _ = writeln!(out, "{name}: {v}");
     }
     out
@@ -71,7 +95,7 @@ pub fn json(seg: &Segment, snap: &Snapshot, facts: &Facts, sel: &Select) -> serd
     render::json(
         &envoy::collect(seg, snap, facts),
         sel,
-        &extras(&read(seg), sel),
+        &extras(&read(seg), sel, facts),
     )
 }
 

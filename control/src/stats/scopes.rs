@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use zerohop_proto::shm::Segment;
-use zerohop_proto::stats::{codes, ClusterScope, HttpScope, ListenerScope, ScopeKind, StatScope};
+use zerohop_proto::stats::{
+    codes, ClusterScope, HttpScope, ListenerScope, ScopeKind, StatScope, TcpScope,
+};
 use zerohop_proto::{NetworkFilter, Snapshot};
 
 /// The kind of a scope.
@@ -23,6 +25,7 @@ pub enum Kind {
     Listener,
     Http,
     Cluster,
+    Tcp,
 }
 
 impl Kind {
@@ -31,6 +34,7 @@ impl Kind {
             Kind::Listener => ListenerScope::WORDS,
             Kind::Http => HttpScope::WORDS,
             Kind::Cluster => ClusterScope::WORDS,
+            Kind::Tcp => TcpScope::WORDS,
         }) as u32
     }
 }
@@ -50,8 +54,10 @@ pub fn visit(snap: &mut Snapshot, mut f: impl FnMut(Kind, &str, &mut StatScope))
             .chain(&mut l.default_filter_chain)
         {
             for filter in &mut chain.filters {
-                if let NetworkFilter::Http(h) = filter {
-                    f(Kind::Http, &h.stat_prefix, &mut h.stats);
+                match filter {
+                    NetworkFilter::Http(h) => f(Kind::Http, &h.stat_prefix, &mut h.stats),
+                    NetworkFilter::TcpProxy(t) => f(Kind::Tcp, &t.stat_prefix, &mut t.stats),
+                    _ => {}
                 }
             }
         }

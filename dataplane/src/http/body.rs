@@ -364,6 +364,7 @@ pub fn pump_ctx<'a>(
         stats: shard.stats,
         last_activity: last,
         bytes,
+        tcp: None,
     }
 }
 

@@ -221,8 +221,14 @@ impl Downstream for ServerConn {
         if ok {
             self.buf.clear();
             // Boxed: a tunnel's pumps and idle timer are rare on this path.
-            let tunnel =
-                crate::net::tunnel::tunnel(&shard.pools, shard.stats, &self.stream, up, idle);
+            let tunnel = crate::net::tunnel::tunnel(
+                &shard.pools,
+                shard.stats,
+                &self.stream,
+                up,
+                idle,
+                zerohop_proto::StatScope::NONE,
+            );
             Box::pin(tunnel).await;
         }
         ok

@@ -36,6 +36,11 @@ pub async fn serve(
     let shard: &Shard = guard.shard();
     let listener: &BoundListener = &listener;
     let stats = shard.stats;
+    stats.tcp_add(
+        tcp.proxy.stats,
+        zerohop_proto::stats::TcpStat::DownstreamCxTotal,
+        1,
+    );
     let cluster = gen.pick_target(&tcp.proxy.targets, &tcp.pick, &shard.rng);
     // Hosts that are out (ejected, failing health checks) are passed over, as for HTTP.
     let Some((addr, (index, _))) = shard.upstreams.pick_request(cluster, &shard.rng, None) else {
@@ -87,6 +92,7 @@ pub async fn serve(
         &down,
         &up,
         tcp.proxy.idle_timeout,
+        tcp.proxy.stats,
     )
     .await;
 }

@@ -32,6 +32,8 @@ pub struct Ctx<'a> {
     pub last_activity: &'a Cell<Instant>,
     /// Which byte counter this direction adds to.
     pub bytes: Counter,
+    /// A tcp_proxy's `tcp.<stat_prefix>.downstream_cx_{rx,tx}_bytes_total` too.
+    pub tcp: Option<(zerohop_proto::StatScope, zerohop_proto::stats::TcpStat)>,
 }
 
 enum Step {
@@ -144,6 +146,9 @@ impl Ctx<'_> {
         self.last_activity.set(Instant::now());
         self.stats.add(self.bytes, n as u64);
         self.stats.add(how, n as u64);
+        if let Some((scope, stat)) = self.tcp {
+            self.stats.tcp_add(scope, stat, n as u64);
+        }
     }
 }
 

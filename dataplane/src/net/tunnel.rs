@@ -11,30 +11,41 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use crate::net::transport::Sock;
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{Counter, TcpStat};
+use zerohop_proto::StatScope;
 
 use super::pump::{pump, Ctx, End};
 use super::{sys, Pools};
 use crate::stats::ShardStats;
 
 /// Runs both directions until both end (or one resets, or `idle` passes with no bytes).
+/// A tcp_proxy's bytes and idle timeouts count in its `tcp.<stat_prefix>.*` (`tcp`; an
+/// upgraded HTTP connection has none).
 pub async fn tunnel(
     pools: &Pools,
     stats: ShardStats,
     down: &Sock,
     up: &Sock,
     idle: Option<Duration>,
+    tcp: StatScope,
 ) {
     let last = Cell::new(Instant::now());
-    let ctx = |bytes| Ctx {
+    let ctx = |bytes, scoped| Ctx {
         pools,
         stats,
         last_activity: &last,
         bytes,
+        tcp: (!tcp.is_none()).then_some((tcp, scoped)),
     };
     let (rx, tx) = (
-        ctx(Counter::DownstreamCxRxBytes),
-        ctx(Counter::DownstreamCxTxBytes),
+        ctx(
+            Counter::DownstreamCxRxBytes,
+            TcpStat::DownstreamCxRxBytesTotal,
+        ),
+        ctx(
+            Counter::DownstreamCxTxBytes,
+            TcpStat::DownstreamCxTxBytesTotal,
+        ),
     );
     let mut upstream = pin!(pump(down, up, &rx));
     let mut downstream = pin!(pump(up, down, &tx));
@@ -46,6 +57,7 @@ pub async fn tunnel(
             e = &mut downstream, if !down_done => { down_done = true; (e, up, down) }
             _ = &mut idle_timer => {
                 stats.inc(Counter::IdleTimeout);
+                stats.tcp_add(tcp, TcpStat::IdleTimeout, 1);
                 return; // dropping both streams closes them with FIN
             }
         };

@@ -69,6 +69,7 @@ fn sample() -> Snapshot {
                 continue_on_listener_filters_timeout: false,
                 default_filter_chain: None,
                 filter_chains: vec![chain(NetworkFilter::TcpProxy(TcpProxy {
+                    stats: Default::default(),
                     stat_prefix: "tcp".into(),
                     targets: vec![
                         WeightedCluster {

@@ -167,6 +167,7 @@ fn write_fuzz_seeds() {
             "front",
             "127.0.0.1:10000".parse().unwrap(),
             NetworkFilter::TcpProxy(TcpProxy {
+                stats: Default::default(),
                 stat_prefix: "front".into(),
                 targets: vec![WeightedCluster {
                     cluster: ClusterId(0),

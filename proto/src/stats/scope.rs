@@ -61,7 +61,6 @@ macro_rules! scope_kind {
 
         /// Histograms of the scope, in layout order (milliseconds).
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        #[repr(u16)]
         pub enum $hist { $($(#[$hm])* $h),* }
 
         impl $stat {
@@ -216,6 +215,18 @@ scope_kind! {
         UpstreamCxLengthMs = "upstream_cx_length_ms",
         UpstreamRqTime = "upstream_rq_time",
     }
+}
+
+scope_kind! {
+    /// `tcp.<stat_prefix>.*`: a tcp_proxy's connections and bytes.
+    TcpScope prefix "tcp",
+    TcpStat {
+        DownstreamCxTotal = "downstream_cx_total": counter,
+        DownstreamCxRxBytesTotal = "downstream_cx_rx_bytes_total": counter,
+        DownstreamCxTxBytesTotal = "downstream_cx_tx_bytes_total": counter,
+        IdleTimeout = "idle_timeout": counter,
+    },
+    TcpHist {}
 }
 
 /// The class counter (`upstream_rq_2xx`) of a status code.
