@@ -92,7 +92,8 @@ pub struct Held {
     /// (`upstream_cx_active`, `upstream_rq_pending_active`, `upstream_rq_active`), and a
     /// connection's life its `upstream_cx_length_ms`.
     charge: Charge,
-    since: Instant,
+    /// When a connection's place was taken (its `upstream_cx_length_ms`).
+    since: Option<Instant>,
 }
 
 /// Where a held resource is counted.
@@ -123,11 +124,13 @@ impl Drop for Held {
         }
         if let Resource::Connection = self.resource {
             stats.cluster(scope, ClusterStat::UpstreamCxDestroy);
-            stats.cluster_ms(
-                scope,
-                ClusterHist::UpstreamCxLengthMs,
-                crate::stats::ms_since(self.since),
-            );
+            if let Some(since) = self.since {
+                stats.cluster_ms(
+                    scope,
+                    ClusterHist::UpstreamCxLengthMs,
+                    crate::stats::ms_since(since),
+                );
+            }
             self.open.freed();
         }
     }
@@ -276,7 +279,7 @@ fn take_from(open: Rc<Open>, resource: Resource, max: u32, charge: Charge) -> Op
         open,
         resource,
         charge,
-        since: Instant::now(),
+        since: matches!(resource, Resource::Connection).then(Instant::now),
     })
 }
 

@@ -31,7 +31,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use zerohop_proto::stats::Counter;
+use zerohop_proto::stats::{ClusterStat, Counter};
 use zerohop_proto::{Cluster, OutlierDetection};
 
 use crate::stats::ShardStats;
@@ -99,6 +99,37 @@ pub struct Hosts {
     traffic_told: AtomicBool,
     /// Milliseconds since `start` of the next success-rate / failure-percentage sweep.
     next_sweep: AtomicU64,
+    /// The cluster's `cluster.<name>.outlier_detection.*`.
+    scope: zerohop_proto::StatScope,
+}
+
+/// The cluster's own counter (`cluster.<name>.outlier_detection.*`) for a detector's
+/// ejection counter.
+fn scoped(c: Counter) -> Option<ClusterStat> {
+    Some(match c {
+        Counter::OutlierEjectionsEnforcedConsecutive5xx => {
+            ClusterStat::OutlierEjectionsEnforcedConsecutive5xx
+        }
+        Counter::OutlierEjectionsEnforcedConsecutiveGatewayFailure => {
+            ClusterStat::OutlierEjectionsEnforcedConsecutiveGatewayFailure
+        }
+        Counter::OutlierEjectionsEnforcedConsecutiveLocalOriginFailure => {
+            ClusterStat::OutlierEjectionsEnforcedConsecutiveLocalOriginFailure
+        }
+        Counter::OutlierEjectionsEnforcedSuccessRate => {
+            ClusterStat::OutlierEjectionsEnforcedSuccessRate
+        }
+        Counter::OutlierEjectionsEnforcedFailurePercentage => {
+            ClusterStat::OutlierEjectionsEnforcedFailurePercentage
+        }
+        Counter::OutlierEjectionsEnforcedLocalOriginSuccessRate => {
+            ClusterStat::OutlierEjectionsEnforcedLocalOriginSuccessRate
+        }
+        Counter::OutlierEjectionsEnforcedLocalOriginFailurePercentage => {
+            ClusterStat::OutlierEjectionsEnforcedLocalOriginFailurePercentage
+        }
+        _ => return None,
+    })
 }
 
 impl Hosts {
@@ -126,6 +157,7 @@ impl Hosts {
                     .outlier_detection
                     .map_or(0, |od| od.interval.as_millis() as u64),
             ),
+            scope: cluster.stats,
         };
         for (h, e) in hosts.hosts.iter().zip(&cluster.endpoints) {
             if e.eds_unhealthy {
@@ -358,6 +390,7 @@ impl Hosts {
             || (cfg.always_eject_one_host && ejected == 0);
         if !allowed {
             stats.inc(Counter::OutlierEjectionsOverflow);
+            stats.cluster(self.scope, ClusterStat::OutlierEjectionsOverflow);
             return false;
         }
         let n = h.ejections.fetch_add(1, Relaxed) + 1;
@@ -381,6 +414,10 @@ impl Hosts {
         self.set(h, EJECTED);
         stats.inc(Counter::OutlierEjectionsEnforcedTotal);
         stats.inc(counter);
+        stats.cluster(self.scope, ClusterStat::OutlierEjectionsEnforcedTotal);
+        if let Some(scoped) = scoped(counter) {
+            stats.cluster(self.scope, scoped);
+        }
         true
     }
 

@@ -209,6 +209,16 @@ scope_kind! {
         UpstreamRqRetrySuccess = "upstream_rq_retry_success": counter,
         UpstreamRqRetryOverflow = "upstream_rq_retry_overflow": counter,
         UpstreamRqRetryLimitExceeded = "upstream_rq_retry_limit_exceeded": counter,
+        /// Outlier detection's ejections, made and refused by `max_ejection_percent`.
+        OutlierEjectionsEnforcedTotal = "outlier_detection.ejections_enforced_total": counter,
+        OutlierEjectionsOverflow = "outlier_detection.ejections_overflow": counter,
+        OutlierEjectionsEnforcedConsecutive5xx = "outlier_detection.ejections_enforced_consecutive_5xx": counter,
+        OutlierEjectionsEnforcedConsecutiveGatewayFailure = "outlier_detection.ejections_enforced_consecutive_gateway_failure": counter,
+        OutlierEjectionsEnforcedConsecutiveLocalOriginFailure = "outlier_detection.ejections_enforced_consecutive_local_origin_failure": counter,
+        OutlierEjectionsEnforcedSuccessRate = "outlier_detection.ejections_enforced_success_rate": counter,
+        OutlierEjectionsEnforcedFailurePercentage = "outlier_detection.ejections_enforced_failure_percentage": counter,
+        OutlierEjectionsEnforcedLocalOriginSuccessRate = "outlier_detection.ejections_enforced_local_origin_success_rate": counter,
+        OutlierEjectionsEnforcedLocalOriginFailurePercentage = "outlier_detection.ejections_enforced_local_origin_failure_percentage": counter,
     },
     ClusterHist {
         UpstreamCxConnectMs = "upstream_cx_connect_ms",
