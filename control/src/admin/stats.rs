@@ -3,6 +3,8 @@
 //! membership, the cluster and listener managers' counts, `server.*`, and the xDS and DNS
 //! clients' counters.
 
+use std::collections::HashMap;
+
 use zerohop_proto::shm::Segment;
 use zerohop_proto::stats::Counter;
 
@@ -21,53 +23,41 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// Counts what `next` adds, changes and removes against `prev` (names as keys).
+    /// Counts what `next` adds, changes and removes against `prev`, by name. (A name keeps
+    /// its stat place, so the place never makes a resource look changed.)
     pub fn record(&mut self, prev: &zerohop_proto::Snapshot, next: &zerohop_proto::Snapshot) {
-        let diff = |old: Vec<(&str, String)>, new: Vec<(&str, String)>| {
-            let old: std::collections::HashMap<_, _> = old.into_iter().collect();
-            let new: std::collections::HashMap<_, _> = new.into_iter().collect();
-            let added = new.keys().filter(|k| !old.contains_key(*k)).count() as u64;
-            let removed = old.keys().filter(|k| !new.contains_key(*k)).count() as u64;
-            let modified = new
-                .iter()
-                .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
-                .count() as u64;
-            (added, modified, removed)
-        };
-        // Compared without their stat places, which only say where the counts live.
-        let clusters = |s: &zerohop_proto::Snapshot| {
-            s.clusters
-                .iter()
-                .map(|c| {
-                    let mut c = c.clone();
-                    c.stats = Default::default();
-                    (c.name.as_str().to_owned(), format!("{c:?}"))
-                })
-                .collect::<Vec<_>>()
-        };
-        let listeners = |s: &zerohop_proto::Snapshot| {
-            s.listeners
-                .iter()
-                .map(|l| (l.name.clone(), format!("{:?}", l.filter_chains)))
-                .collect::<Vec<_>>()
-        };
-        let (po, no) = (clusters(prev), clusters(next));
         let (a, m, r) = diff(
-            po.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
-            no.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
+            prev.clusters.iter().map(|c| (c.name.as_str(), c)).collect(),
+            next.clusters.iter().map(|c| (c.name.as_str(), c)).collect(),
         );
         self.cluster_added += a;
         self.cluster_modified += m;
         self.cluster_removed += r;
-        let (po, no) = (listeners(prev), listeners(next));
         let (a, m, r) = diff(
-            po.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
-            no.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
+            prev.listeners
+                .iter()
+                .map(|l| (l.name.as_str(), l))
+                .collect(),
+            next.listeners
+                .iter()
+                .map(|l| (l.name.as_str(), l))
+                .collect(),
         );
         self.listener_added += a;
         self.listener_modified += m;
         self.listener_removed += r;
     }
+}
+
+/// `(added, modified, removed)` between two sets of named resources.
+fn diff<T: PartialEq>(old: HashMap<&str, &T>, new: HashMap<&str, &T>) -> (u64, u64, u64) {
+    let added = new.keys().filter(|k| !old.contains_key(*k)).count() as u64;
+    let removed = old.keys().filter(|k| !new.contains_key(*k)).count() as u64;
+    let modified = new
+        .iter()
+        .filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v))
+        .count() as u64;
+    (added, modified, removed)
 }
 
 /// Serves one of the three stats paths; `None` when `path` is not one.
