@@ -121,7 +121,8 @@ fn publishes_into_the_segment_and_an_invalid_reload_publishes_nothing() {
         "the error names the field: {log}"
     );
 
-    // stats reads the segment (no data plane attached: no shards to show).
+    // stats reads the segment: Envoy's stats of the scopes the served snapshot names, in
+    // Envoy's JSON shape (no data plane attached: all 0, and no per-shard view).
     let out = control()
         .arg("stats")
         .arg("--shm")
@@ -131,6 +132,17 @@ fn publishes_into_the_segment_and_an_invalid_reload_publishes_nothing() {
         .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["shards"].as_array().unwrap().len(), 0);
+    let stats = v["stats"].as_array().unwrap();
+    let value = |n: &str| {
+        stats
+            .iter()
+            .find(|s| s["name"] == n)
+            .map(|s| s["value"].clone())
+    };
+    assert_eq!(value("cluster.backend.upstream_rq_total"), Some(0.into()));
+    assert_eq!(value("zerohop.downstream_cx_total"), Some(0.into()));
+    assert!(!stats.iter().any(|s| s["name"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("zerohop.shard."))));
     std::fs::remove_file(&shm).unwrap();
 }
