@@ -5,10 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use zerohop_proto::stats::hist::{bucket, SUM};
-use zerohop_proto::stats::{
-    codes, ClusterHist, ClusterStat, Counter, HttpHist, HttpStat, ListenerHist, ListenerStat,
-    StatScope, TcpStat,
-};
+use zerohop_proto::stats::{codes, ClusterStat, Counter, ScopedHist, ScopedStat, StatScope};
 
 /// One shard's blocks: written only by that shard.
 #[derive(Debug)]
@@ -107,73 +104,31 @@ impl ShardStats {
         }
     }
 
+    /// Adds `n` to stat `s` of `scope` (`listener.*`, `http.*`, `cluster.*`, `tcp.*`).
     #[inline]
-    pub fn listener(&self, scope: StatScope, s: ListenerStat) {
-        if let Some(w) = self.scoped(scope, s.word()) {
-            bump(w, 1);
-        }
-    }
-
-    #[inline]
-    pub fn listener_dec(&self, scope: StatScope, s: ListenerStat) {
-        if let Some(w) = self.scoped(scope, s.word()) {
-            drop_one(w);
-        }
-    }
-
-    #[inline]
-    pub fn listener_ms(&self, scope: StatScope, h: ListenerHist, ms: u64) {
-        self.record(scope, h.word(), ms);
-    }
-
-    #[inline]
-    pub fn http(&self, scope: StatScope, s: HttpStat) {
-        self.http_add(scope, s, 1);
-    }
-
-    #[inline]
-    pub fn http_add(&self, scope: StatScope, s: HttpStat, n: u64) {
+    pub fn count_n<S: ScopedStat>(&self, scope: StatScope, s: S, n: u64) {
         if let Some(w) = self.scoped(scope, s.word()) {
             bump(w, n);
         }
     }
 
     #[inline]
-    pub fn http_dec(&self, scope: StatScope, s: HttpStat) {
+    pub fn count<S: ScopedStat>(&self, scope: StatScope, s: S) {
+        self.count_n(scope, s, 1);
+    }
+
+    /// Takes one from gauge `s` of `scope`.
+    #[inline]
+    pub fn uncount<S: ScopedStat>(&self, scope: StatScope, s: S) {
         if let Some(w) = self.scoped(scope, s.word()) {
             drop_one(w);
         }
     }
 
+    /// Records `ms` in histogram `h` of `scope`.
     #[inline]
-    pub fn http_ms(&self, scope: StatScope, h: HttpHist, ms: u64) {
+    pub fn record_ms<H: ScopedHist>(&self, scope: StatScope, h: H, ms: u64) {
         self.record(scope, h.word(), ms);
-    }
-
-    #[inline]
-    pub fn cluster(&self, scope: StatScope, s: ClusterStat) {
-        if let Some(w) = self.scoped(scope, s.word()) {
-            bump(w, 1);
-        }
-    }
-
-    #[inline]
-    pub fn cluster_dec(&self, scope: StatScope, s: ClusterStat) {
-        if let Some(w) = self.scoped(scope, s.word()) {
-            drop_one(w);
-        }
-    }
-
-    #[inline]
-    pub fn cluster_ms(&self, scope: StatScope, h: ClusterHist, ms: u64) {
-        self.record(scope, h.word(), ms);
-    }
-
-    #[inline]
-    pub fn tcp_add(&self, scope: StatScope, s: TcpStat, n: u64) {
-        if let Some(w) = self.scoped(scope, s.word()) {
-            bump(w, n);
-        }
     }
 
     /// A response code charged to a cluster, as Envoy's router does: `upstream_rq_<code>`,
@@ -183,9 +138,9 @@ impl ShardStats {
             return;
         }
         if let Some(class) = zerohop_proto::stats::scope::cluster_class(code) {
-            self.cluster(scope, class);
+            self.count(scope, class);
         }
-        self.cluster(scope, ClusterStat::UpstreamRqCompleted);
+        self.count(scope, ClusterStat::UpstreamRqCompleted);
         if !codes::add(self.0.codes, scope, code, 1) {
             self.inc(Counter::StatsCodeOverflow);
         }

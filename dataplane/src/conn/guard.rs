@@ -33,8 +33,8 @@ impl ActiveGuard {
         let stats = &shard.stats;
         stats.inc(Counter::DownstreamCxTotal);
         stats.inc(Counter::DownstreamCxActive);
-        stats.listener(scope, ListenerStat::DownstreamCxTotal);
-        stats.listener(scope, ListenerStat::DownstreamCxActive);
+        stats.count(scope, ListenerStat::DownstreamCxTotal);
+        stats.count(scope, ListenerStat::DownstreamCxActive);
         shard.active.set(shard.active.get() + 1);
         ActiveGuard {
             shard: shard.clone(),
@@ -52,11 +52,11 @@ impl ActiveGuard {
         let stats = &self.shard.stats;
         self.http.set(scope);
         self.tls.set(tls);
-        stats.http(scope, HttpStat::DownstreamCxTotal);
-        stats.http(scope, HttpStat::DownstreamCxActive);
+        stats.count(scope, HttpStat::DownstreamCxTotal);
+        stats.count(scope, HttpStat::DownstreamCxActive);
         if tls {
-            stats.http(scope, HttpStat::DownstreamCxSslTotal);
-            stats.http(scope, HttpStat::DownstreamCxSslActive);
+            stats.count(scope, HttpStat::DownstreamCxSslTotal);
+            stats.count(scope, HttpStat::DownstreamCxSslActive);
         }
     }
 
@@ -68,8 +68,8 @@ impl ActiveGuard {
         }
         self.codec.set(Some(h2));
         let (total, active) = codec_stats(h2);
-        self.shard.stats.http(self.http.get(), total);
-        self.shard.stats.http(self.http.get(), active);
+        self.shard.stats.count(self.http.get(), total);
+        self.shard.stats.count(self.http.get(), active);
     }
 
     pub fn shard(&self) -> &Rc<Shard> {
@@ -86,24 +86,24 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let stats = &self.shard.stats;
         stats.dec(Counter::DownstreamCxActive);
-        stats.listener_dec(self.scope, ListenerStat::DownstreamCxActive);
-        stats.listener(self.scope, ListenerStat::DownstreamCxDestroy);
-        stats.listener_ms(
+        stats.uncount(self.scope, ListenerStat::DownstreamCxActive);
+        stats.count(self.scope, ListenerStat::DownstreamCxDestroy);
+        stats.record_ms(
             self.scope,
             ListenerHist::DownstreamCxLengthMs,
             crate::stats::ms_since(self.since),
         );
         let http = self.http.get();
         if !http.is_none() {
-            stats.http_dec(http, HttpStat::DownstreamCxActive);
-            stats.http(http, HttpStat::DownstreamCxDestroy);
+            stats.uncount(http, HttpStat::DownstreamCxActive);
+            stats.count(http, HttpStat::DownstreamCxDestroy);
             if self.tls.get() {
-                stats.http_dec(http, HttpStat::DownstreamCxSslActive);
+                stats.uncount(http, HttpStat::DownstreamCxSslActive);
             }
             if let Some(h2) = self.codec.get() {
-                stats.http_dec(http, codec_stats(h2).1);
+                stats.uncount(http, codec_stats(h2).1);
             }
-            stats.http_ms(
+            stats.record_ms(
                 http,
                 HttpHist::DownstreamCxLengthMs,
                 crate::stats::ms_since(self.since),

@@ -188,7 +188,7 @@ fn pre_cx_timeout(guard: &ActiveGuard, e: &inspect::InspectError) {
         guard
             .shard()
             .stats
-            .listener(guard.scope(), ListenerStat::DownstreamPreCxTimeout);
+            .count(guard.scope(), ListenerStat::DownstreamPreCxTimeout);
     }
 }
 
@@ -201,7 +201,7 @@ fn start(cfg: Rc<ShardConfig>, index: usize, listener: Rc<BoundListener>, mut a:
     let Some(chain) = plan.selector.select(&a.facts.get()) else {
         let stats = a.guard.shard().stats;
         stats.inc(Counter::NoFilterChainMatch);
-        stats.listener(a.guard.scope(), ListenerStat::NoFilterChainMatch);
+        stats.count(a.guard.scope(), ListenerStat::NoFilterChainMatch);
         log::debug!(
             "{}: no filter chain matches a connection; closing",
             listener.name

@@ -36,7 +36,7 @@ pub async fn serve(
     let shard: &Shard = guard.shard();
     let listener: &BoundListener = &listener;
     let stats = shard.stats;
-    stats.tcp_add(
+    stats.count_n(
         tcp.proxy.stats,
         zerohop_proto::stats::TcpStat::DownstreamCxTotal,
         1,

@@ -147,7 +147,7 @@ impl Ctx<'_> {
         self.stats.add(self.bytes, n as u64);
         self.stats.add(how, n as u64);
         if let Some((scope, stat)) = self.tcp {
-            self.stats.tcp_add(scope, stat, n as u64);
+            self.stats.count_n(scope, stat, n as u64);
         }
     }
 }

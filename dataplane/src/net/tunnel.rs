@@ -57,7 +57,7 @@ pub async fn tunnel(
             e = &mut downstream, if !down_done => { down_done = true; (e, up, down) }
             _ = &mut idle_timer => {
                 stats.inc(Counter::IdleTimeout);
-                stats.tcp_add(tcp, TcpStat::IdleTimeout, 1);
+                stats.count_n(tcp, TcpStat::IdleTimeout, 1);
                 return; // dropping both streams closes them with FIN
             }
         };

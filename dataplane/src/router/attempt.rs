@@ -116,7 +116,7 @@ pub fn response_failed(
         // The per-try timeout, not the route's.
         Kind::UpstreamTimeout if try_deadline != t.deadline => {
             t.shard.stats.inc(Counter::UpstreamRqPerTryTimeout);
-            t.shard.stats.cluster(
+            t.shard.stats.count(
                 t.cluster.cluster.stats,
                 ClusterStat::UpstreamRqPerTryTimeout,
             );

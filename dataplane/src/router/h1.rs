@@ -55,7 +55,7 @@ pub async fn attempt<D: Downstream>(
         }
     };
     stats.inc(Counter::UpstreamRqTotal);
-    stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamRqTotal);
+    stats.count(cluster.cluster.stats, ClusterStat::UpstreamRqTotal);
     let try_deadline = t.try_deadline();
     // Declared after `conn`, so dropped before it: if this future is dropped mid-exchange
     // (the client left), the upstream sees the end at once instead of after the ring has

@@ -56,7 +56,7 @@ pub async fn attempt<D: Downstream>(
         Err(e) => return Attempt::Fatal(e),
     };
     stats.inc(Counter::UpstreamRqTotal);
-    stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamRqTotal);
+    stats.count(cluster.cluster.stats, ClusterStat::UpstreamRqTotal);
     let try_deadline = t.try_deadline();
     let Some(head) = request_head(request, headers) else {
         return Attempt::Fatal(Kind::MalformedRequest("invalid request for HTTP/2").into());

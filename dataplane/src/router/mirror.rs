@@ -83,7 +83,7 @@ async fn send(
         }
     };
     stats.inc(Counter::UpstreamRqTotal);
-    stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamRqTotal);
+    stats.count(cluster.cluster.stats, ClusterStat::UpstreamRqTotal);
     let (sent, head) = conn.send_head(head).await;
     shard.pools.give_vec(head);
     sent?;

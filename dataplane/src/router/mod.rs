@@ -279,7 +279,7 @@ pub async fn forward<'g, D: Downstream>(
             .pick_request(cluster, &shard.rng, hash.map(HashKey::new))
     else {
         stats.inc(Counter::UpstreamCxNoHealthyUpstream);
-        stats.cluster(cs, ClusterStat::UpstreamCxNoneHealthy);
+        stats.count(cs, ClusterStat::UpstreamCxNoneHealthy);
         stats.cluster_code(cs, 503);
         return Err(Kind::NoHealthyUpstream.into());
     };
@@ -291,7 +291,7 @@ pub async fn forward<'g, D: Downstream>(
         true => stats.inc(Counter::DownstreamRqMaxDurationReached),
         false => {
             stats.inc(Counter::UpstreamRqTimeout);
-            stats.cluster(cs, ClusterStat::UpstreamRqTimeout);
+            stats.count(cs, ClusterStat::UpstreamRqTimeout);
         }
     };
 
@@ -495,7 +495,7 @@ pub async fn forward<'g, D: Downstream>(
             Some((host, (i, now_active))) => (endpoint, index, active) = (host, i, now_active),
             None => {
                 stats.inc(Counter::UpstreamCxNoHealthyUpstream);
-                stats.cluster(cs, ClusterStat::UpstreamCxNoneHealthy);
+                stats.count(cs, ClusterStat::UpstreamCxNoneHealthy);
                 break Err(Kind::NoHealthyUpstream.into());
             }
         }

@@ -157,14 +157,14 @@ impl<'p> RetryState<'p> {
         self.held = None;
         if std::mem::take(&mut self.pending) && !would {
             stats.inc(Counter::UpstreamRqRetrySuccess);
-            stats.cluster(self.scope, ClusterStat::UpstreamRqRetrySuccess);
+            stats.count(self.scope, ClusterStat::UpstreamRqRetrySuccess);
         }
         let Some(plan) = self.plan.filter(|_| would && self.replayable) else {
             return Decision::No;
         };
         if self.left == 0 {
             stats.inc(Counter::UpstreamRqRetryLimitExceeded);
-            stats.cluster(self.scope, ClusterStat::UpstreamRqRetryLimitExceeded);
+            stats.count(self.scope, ClusterStat::UpstreamRqRetryLimitExceeded);
             return Decision::No;
         }
         self.left -= 1;
@@ -175,7 +175,7 @@ impl<'p> RetryState<'p> {
         self.pending = true;
         self.retries += 1;
         stats.inc(Counter::UpstreamRqRetry);
-        stats.cluster(self.scope, ClusterStat::UpstreamRqRetry);
+        stats.count(self.scope, ClusterStat::UpstreamRqRetry);
         let p = &plan.policy;
         let wait = match rate_limited.filter(|w| w.as_millis() > 1) {
             Some(w) => {

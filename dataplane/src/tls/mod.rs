@@ -264,7 +264,7 @@ pub fn count_handshake(
             Counter::SslFailVerifyNoCert => ListenerStat::SslFailVerifyNoCert,
             _ => return,
         };
-        stats.listener(listener, scoped);
+        stats.count(listener, scoped);
     };
     let (ok, reused, err, san, verify) = match upstream {
         false => (

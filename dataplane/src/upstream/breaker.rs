@@ -120,12 +120,12 @@ impl Drop for Held {
         c.set(c.get().saturating_sub(1));
         let Charge { stats, scope } = self.charge;
         if let Some(g) = self.resource.gauge() {
-            stats.cluster_dec(scope, g);
+            stats.uncount(scope, g);
         }
         if let Resource::Connection = self.resource {
-            stats.cluster(scope, ClusterStat::UpstreamCxDestroy);
+            stats.count(scope, ClusterStat::UpstreamCxDestroy);
             if let Some(since) = self.since {
-                stats.cluster_ms(
+                stats.record_ms(
                     scope,
                     ClusterHist::UpstreamCxLengthMs,
                     crate::stats::ms_since(since),
@@ -191,7 +191,7 @@ impl Breakers {
             .ok_or_else(|| overflow(charge, Counter::UpstreamRqPendingOverflow))?;
         charge
             .stats
-            .cluster(charge.scope, ClusterStat::UpstreamRqPendingTotal);
+            .count(charge.scope, ClusterStat::UpstreamRqPendingTotal);
         Ok(held)
     }
 
@@ -214,7 +214,7 @@ impl Breakers {
             charge.stats.inc(Counter::UpstreamCxOverflow);
             charge
                 .stats
-                .cluster(charge.scope, ClusterStat::UpstreamCxOverflow);
+                .count(charge.scope, ClusterStat::UpstreamCxOverflow);
             let seen = open.freed.get();
             Freed { open, seen }
         })
@@ -252,7 +252,7 @@ impl Breakers {
             charge.stats.inc(Counter::UpstreamRqRetryOverflow);
             charge
                 .stats
-                .cluster(charge.scope, ClusterStat::UpstreamRqRetryOverflow);
+                .count(charge.scope, ClusterStat::UpstreamRqRetryOverflow);
         }
         held
     }
@@ -273,7 +273,7 @@ fn take_from(open: Rc<Open>, resource: Resource, max: u32, charge: Charge) -> Op
     }
     c.set(c.get() + 1);
     if let Some(g) = resource.gauge() {
-        charge.stats.cluster(charge.scope, g);
+        charge.stats.count(charge.scope, g);
     }
     Some(Held {
         open,
@@ -290,7 +290,7 @@ fn overflow(charge: Charge, counter: Counter) -> ProxyError {
         Counter::UpstreamCxOverflow => ClusterStat::UpstreamCxOverflow,
         _ => ClusterStat::UpstreamRqPendingOverflow,
     };
-    charge.stats.cluster(charge.scope, scoped);
+    charge.stats.count(charge.scope, scoped);
     Kind::UpstreamOverflow.into()
 }
 

@@ -109,11 +109,11 @@ async fn connect_tcp(
     let started = Instant::now();
     // Envoy counts a cluster's connection when it is made, before it connects.
     let scope = cluster.stats;
-    stats.cluster(scope, ClusterStat::UpstreamCxTotal);
+    stats.count(scope, ClusterStat::UpstreamCxTotal);
     let (counter, kind, why) = match monoio::time::timeout(cluster.connect_timeout, connect).await {
         Ok(Ok(s)) => {
             stats.inc(Counter::UpstreamCxTotal);
-            stats.cluster_ms(
+            stats.record_ms(
                 scope,
                 ClusterHist::UpstreamCxConnectMs,
                 crate::stats::ms_since(started),
@@ -145,7 +145,7 @@ async fn connect_tcp(
         ),
     };
     stats.inc(counter);
-    stats.cluster(
+    stats.count(
         scope,
         match counter {
             Counter::UpstreamCxConnectTimeout => ClusterStat::UpstreamCxConnectTimeout,

@@ -390,7 +390,7 @@ impl Hosts {
             || (cfg.always_eject_one_host && ejected == 0);
         if !allowed {
             stats.inc(Counter::OutlierEjectionsOverflow);
-            stats.cluster(self.scope, ClusterStat::OutlierEjectionsOverflow);
+            stats.count(self.scope, ClusterStat::OutlierEjectionsOverflow);
             return false;
         }
         let n = h.ejections.fetch_add(1, Relaxed) + 1;
@@ -414,9 +414,9 @@ impl Hosts {
         self.set(h, EJECTED);
         stats.inc(Counter::OutlierEjectionsEnforcedTotal);
         stats.inc(counter);
-        stats.cluster(self.scope, ClusterStat::OutlierEjectionsEnforcedTotal);
+        stats.count(self.scope, ClusterStat::OutlierEjectionsEnforcedTotal);
         if let Some(scoped) = scoped(counter) {
-            stats.cluster(self.scope, scoped);
+            stats.count(self.scope, scoped);
         }
         true
     }

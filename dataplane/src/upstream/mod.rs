@@ -207,7 +207,7 @@ impl Upstreams {
         // Boxed: a connect carries a timer of its own, which would otherwise make every
         // request's future larger (and cache-line aligned) for what pooling makes rare.
         let stream = Box::pin(connect::connect(stats, cluster, endpoint, server_name)).await?;
-        stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamCxHttp1Total);
+        stats.count(cluster.cluster.stats, ClusterStat::UpstreamCxHttp1Total);
         Ok(UpstreamConn {
             stream,
             key,
@@ -284,7 +284,7 @@ impl Upstreams {
                 Ok(held) => {
                     let connect = connect::connect(stats, cluster, endpoint, server_name);
                     let tcp = Box::pin(connect).await?;
-                    stats.cluster(cluster.cluster.stats, ClusterStat::UpstreamCxHttp2Total);
+                    stats.count(cluster.cluster.stats, ClusterStat::UpstreamCxHttp2Total);
                     let conn = http2::handshake(
                         stats,
                         &self.h2,

@@ -20,5 +20,5 @@ pub mod scope;
 pub use counter::Counter;
 pub use scope::{
     ClusterHist, ClusterScope, ClusterStat, HttpHist, HttpScope, HttpStat, ListenerHist,
-    ListenerScope, ListenerStat, ScopeKind, StatScope, TcpScope, TcpStat,
+    ListenerScope, ListenerStat, ScopeKind, ScopedHist, ScopedStat, StatScope, TcpScope, TcpStat,
 };

@@ -29,6 +29,16 @@ impl Default for StatScope {
     }
 }
 
+/// A counter or gauge of some scope: its word within the scope.
+pub trait ScopedStat: Copy {
+    fn word(self) -> usize;
+}
+
+/// A histogram of some scope: its first word within the scope.
+pub trait ScopedHist: Copy {
+    fn word(self) -> usize;
+}
+
 /// A kind of scope: its stats and histograms and how many words it takes.
 pub trait ScopeKind {
     /// The scope's name prefix (`cluster`, `http`, `listener`).
@@ -87,6 +97,20 @@ macro_rules! scope_kind {
             #[inline]
             pub const fn word(self) -> usize {
                 $stat::ALL.len() + self as usize * HIST_WORDS
+            }
+        }
+
+        impl ScopedStat for $stat {
+            #[inline]
+            fn word(self) -> usize {
+                $stat::word(self)
+            }
+        }
+
+        impl ScopedHist for $hist {
+            #[inline]
+            fn word(self) -> usize {
+                $hist::word(self)
             }
         }
 

@@ -144,7 +144,9 @@ impl Connection {
         let scope = self.http.manager.stats;
         self.request_stats(shard, scope);
         if e.kind == Kind::RequestHeadersTimeout {
-            shard.stats.http(scope, HttpStat::DownstreamRqHeaderTimeout);
+            shard
+                .stats
+                .count(scope, HttpStat::DownstreamRqHeaderTimeout);
         }
         log::debug!("{}: refused a request: {e}", self.listener.name);
         let reply = e.local_reply();
@@ -152,30 +154,30 @@ impl Connection {
             count_status(shard, status);
             self.response_stats(shard, scope, status);
         }
-        shard.stats.http_dec(scope, HttpStat::DownstreamRqActive);
+        shard.stats.uncount(scope, HttpStat::DownstreamRqActive);
         reply
     }
 
     /// A request begins: `downstream_rq_total`, by protocol, and `downstream_rq_active`.
     fn request_stats(&self, shard: &Shard, scope: zerohop_proto::StatScope) {
         let stats = shard.stats;
-        stats.http(scope, HttpStat::DownstreamRqTotal);
-        stats.http(
+        stats.count(scope, HttpStat::DownstreamRqTotal);
+        stats.count(
             scope,
             match self.h2 {
                 true => HttpStat::DownstreamRqHttp2Total,
                 false => HttpStat::DownstreamRqHttp1Total,
             },
         );
-        stats.http(scope, HttpStat::DownstreamRqActive);
+        stats.count(scope, HttpStat::DownstreamRqActive);
     }
 
     /// A response went out: `downstream_rq_<N>xx` and `downstream_rq_completed`.
     fn response_stats(&self, shard: &Shard, scope: zerohop_proto::StatScope, status: u16) {
         if let Some(class) = zerohop_proto::stats::scope::http_class(status) {
-            shard.stats.http(scope, class);
+            shard.stats.count(scope, class);
         }
-        shard.stats.http(scope, HttpStat::DownstreamRqCompleted);
+        shard.stats.count(scope, HttpStat::DownstreamRqCompleted);
     }
 
     /// The listener the connection was accepted on.
@@ -237,21 +239,21 @@ impl Connection {
         .serve(req, &mut info)
         .await;
         let stats = shard.stats;
-        stats.http_dec(scope, HttpStat::DownstreamRqActive);
+        stats.uncount(scope, HttpStat::DownstreamRqActive);
         if let Some(code) = info.response_code {
             self.response_stats(shard, scope, code);
-            stats.http_ms(
+            stats.record_ms(
                 scope,
                 HttpHist::DownstreamRqTime,
                 crate::stats::ms_since(started),
             );
         }
-        stats.http_add(
+        stats.count_n(
             scope,
             HttpStat::DownstreamCxRxBytesTotal,
             info.bytes_received,
         );
-        stats.http_add(scope, HttpStat::DownstreamCxTxBytesTotal, info.bytes_sent);
+        stats.count_n(scope, HttpStat::DownstreamCxTxBytesTotal, info.bytes_sent);
         log::trace!(
             "{} {} -> {:?} {} {}",
             String::from_utf8_lossy(req.method()),

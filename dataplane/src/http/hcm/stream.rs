@@ -80,7 +80,7 @@ impl<D> std::fmt::Debug for Stream<'_, D> {
 impl<'a, D: Downstream> Stream<'a, D> {
     /// Counts `s` in the connection manager's `http.<stat_prefix>.*`.
     fn hstat(&self, s: HttpStat) {
-        self.shard.stats.http(self.http.manager.stats, s);
+        self.shard.stats.count(self.http.manager.stats, s);
     }
 
     /// Serves `req`, recording what happened in `info`; returns whether the connection
@@ -355,7 +355,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                             ex = forwarded => ex,
                             _ = gone => {
                                 shard.stats.inc(Counter::DownstreamCxDestroyRemoteActiveRq);
-                                shard.stats.http(http.manager.stats, HttpStat::DownstreamCxDestroyRemoteActiveRq);
+                                shard.stats.count(http.manager.stats, HttpStat::DownstreamCxDestroyRemoteActiveRq);
                                 Err(Kind::DownstreamClosed.into())
                             }
                         };

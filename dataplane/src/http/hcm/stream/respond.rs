@@ -92,7 +92,7 @@ impl<D: Downstream> Stream<'_, D> {
                     _ => Counter::UpstreamRqReset,
                 });
                 if e.kind == Kind::MaxStreamDuration {
-                    stats.http(
+                    stats.count(
                         self.http.manager.stats,
                         HttpStat::DownstreamRqMaxDurationReached,
                     );
@@ -162,7 +162,7 @@ impl<D: Downstream> Stream<'_, D> {
             };
             if let (true, UpstreamSide::H1(up)) = (upgrade, &up) {
                 stats.inc(Counter::UpgradesTotal);
-                stats.http(self.http.manager.stats, HttpStat::DownstreamCxUpgradesTotal);
+                stats.count(self.http.manager.stats, HttpStat::DownstreamCxUpgradesTotal);
                 count_status(shard, 101);
                 let idle = self.http.manager.stream_idle_timeout;
                 let early = &ubuf[resp.len..];
@@ -230,7 +230,7 @@ impl<D: Downstream> Stream<'_, D> {
         match end {
             BodyEnd::Done => {
                 // The whole response is in: `upstream_rq_time` (from the request's arrival).
-                stats.cluster_ms(
+                stats.record_ms(
                     cluster.cluster.stats,
                     ClusterHist::UpstreamRqTime,
                     crate::stats::ms_since(info.start),
@@ -254,7 +254,7 @@ impl<D: Downstream> Stream<'_, D> {
                     (false, _) => Counter::UpstreamRqReset,
                 });
                 if by_max {
-                    stats.http(
+                    stats.count(
                         self.http.manager.stats,
                         HttpStat::DownstreamRqMaxDurationReached,
                     );
