@@ -47,6 +47,7 @@ fn snapshot(clusters: usize, eps: usize) -> Snapshot {
         ([127, 0, 0, 1], 10000).into(),
         NetworkFilter::TcpProxy(TcpProxy {
             stats: Default::default(),
+            access_log: Default::default(),
             stat_prefix: "front".into(),
             targets: vec![WeightedCluster {
                 cluster: ClusterId(0),

@@ -12,6 +12,7 @@
 //! running proxy; [`stats`] reads the per-shard counters; [`source`] watches the config
 //! file and keeps the last good snapshot on disk.
 
+pub mod accesslog;
 pub mod admin;
 pub mod config;
 pub mod dns;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use zerohop_control::config::{self, Bootstrap, Format};
 use zerohop_control::dns::Discovery;
 use zerohop_control::health::Checker;
@@ -219,13 +219,15 @@ fn run() -> anyhow::Result<()> {
     SERVING.store(true, std::sync::atomic::Ordering::Relaxed);
     // Registered before anything is published: a SIGHUP sent as soon as the first
     // generation appears must reload, not take SIGHUP's default action (exit).
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1])?;
     let mut geometry = Geometry::default();
     if let Some(n) = a.slot_size {
         geometry.slot_size = n;
     }
     let publisher = Arc::new(Publisher::create_or_attach(&shm, geometry)?);
     publisher.watch_header()?;
+    // Access-log records from the shards' rings, formatted and written off the data path.
+    zerohop_control::accesslog::spawn(publisher.clone())?;
     let cache = a.snapshot_cache.clone().map(|path| SnapshotCache { path });
     let state: admin::Shared = Arc::new(Mutex::new(admin::State {
         started_at: Some(std::time::SystemTime::now()),
@@ -317,6 +319,12 @@ fn run() -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGUSR1 {
+                    // Access log files are reopened before the next write (logrotate).
+                    zerohop_control::accesslog::REOPEN
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
                 if events.send(Event::Signal(sig)).is_err() {
                     return;
                 }

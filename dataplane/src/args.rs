@@ -58,7 +58,8 @@ ENVOY'S FLAGS (so that a wrapper that runs `envoy` runs zerohop when `envoy` lin
                              --upgrade, where the old process drains for its --drain-time-s)
 
 SIGNALS:
-    SIGTERM/SIGINT drain and exit 0; SIGHUP is passed to zerohop-control (reload the config file).
+    SIGTERM/SIGINT drain and exit 0; SIGHUP is passed to zerohop-control (reload the config file),
+    and SIGUSR1 too (reopen the access log files, for log rotation).
 ";
 
 #[derive(Debug, Default)]

@@ -129,6 +129,15 @@ pub struct ProxyError {
 }
 
 impl ProxyError {
+    /// Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%` for a failed connect (its wording: the
+    /// connect's error, delivered after the non-blocking connect); empty otherwise.
+    pub fn transport_failure_reason(&self) -> &'static str {
+        match self.kind {
+            Kind::ConnectRefused => "delayed_connect_error:_Connection_refused",
+            _ => "",
+        }
+    }
+
     pub fn new(kind: Kind) -> ProxyError {
         use Kind::*;
         let (fault, retry) = match kind {

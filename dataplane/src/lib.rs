@@ -15,6 +15,7 @@
 //! defined in `zerohop-proto`. Nothing on the connection path crosses shards.
 #![deny(unsafe_code)]
 
+pub mod accesslog;
 pub mod app;
 pub mod args;
 pub mod config;

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         // Published: a well-formed segment whose slot holds arbitrary snapshot bytes.
-        let seg = Segment::new_in_memory(Geometry { slot_count: 2, slot_size: 1 << 16, shard_capacity: 1, health_slots: 16, stat_words: 512 })
+        let seg = Segment::new_in_memory(Geometry { slot_count: 2, slot_size: 1 << 16, shard_capacity: 1, health_slots: 16, stat_words: 512, log_bytes: 4096 })
             .expect("valid geometry");
         if seg.publish(rest).is_ok() {
             match seg.read_current(0) {

@@ -9,6 +9,7 @@
 //! This crate depends on neither side; both depend on it. A change to any byte layout here
 //! bumps [`codec::FORMAT_VERSION`] or [`shm::LAYOUT_VERSION`].
 
+pub mod accesslog;
 pub mod codec;
 pub mod shm;
 pub mod snapshot;

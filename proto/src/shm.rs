@@ -13,6 +13,8 @@
 //! health   the host health table: one byte per health slot written by control (the host
 //!          failed its active health checks), one per slot written by the data plane (the
 //!          host's cluster has had traffic); see `shm/health.rs`
+//! logs     one access-log ring per shard, pushed by its shard, drained by control; see
+//!          `shm/logring.rs`
 //! ```
 //!
 //! Publishing is a seqlock per slot: control marks the slot odd (`2g+1`), writes the bytes,
@@ -43,7 +45,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP\x01");
 /// Bumped on any change to the layout described above or to [`Counter::ALL`]. (A change to
 /// a scope kind's list of stats bumps [`crate::codec::FORMAT_VERSION`]: control and the
 /// data plane must agree on it, and the snapshot names the scopes.)
-pub const LAYOUT_VERSION: u32 = 9;
+pub const LAYOUT_VERSION: u32 = 10;
 pub const MAX_SLOTS: usize = 8;
 pub const MAX_SHARDS: usize = 256;
 const HEADER_SIZE: usize = 4096;
@@ -84,6 +86,8 @@ struct Header {
     /// mark: what a new data plane's lines zero and a re-created file copies).
     stat_words: AtomicU64,
     stat_words_used: AtomicU64,
+    /// Bytes of each shard's access-log ring.
+    log_bytes: AtomicU64,
     slots: [SlotDesc; MAX_SLOTS],
 }
 
@@ -119,6 +123,8 @@ pub struct Geometry {
     pub health_slots: u32,
     /// Words of each shard's stat space (at most [`MAX_STAT_WORDS`], a multiple of 512).
     pub stat_words: u32,
+    /// Bytes of each shard's access-log ring (a power of two, 4 KiB to 64 MiB).
+    pub log_bytes: u32,
 }
 
 impl Default for Geometry {
@@ -131,6 +137,7 @@ impl Default for Geometry {
             shard_capacity: MAX_SHARDS as u32,
             health_slots: HEALTH_SLOTS as u32,
             stat_words: 1 << 20,
+            log_bytes: 512 << 10,
         }
     }
 }
@@ -169,8 +176,17 @@ impl Geometry {
             PAGE,
         )
     }
+    fn log_stride(&self) -> usize {
+        logring::RING_CONTROL + self.log_bytes as usize
+    }
+    fn logs_offset(&self) -> usize {
+        round_up(
+            self.health_offset() + round_up(2 * self.health_slots as usize, 8),
+            PAGE,
+        )
+    }
     fn total_size(&self) -> usize {
-        self.health_offset() + round_up(2 * self.health_slots as usize, 8)
+        self.logs_offset() + self.shard_capacity as usize * self.log_stride()
     }
     fn check(&self) -> Result<(), AttachError> {
         if !(2..=MAX_SLOTS as u32).contains(&self.slot_count) {
@@ -182,6 +198,11 @@ impl Geometry {
         if self.stat_words > MAX_STAT_WORDS || !self.stat_words.is_multiple_of(512) {
             return Err(AttachError::Layout(
                 "stat_words must be a multiple of 512 up to 16777216",
+            ));
+        }
+        if !self.log_bytes.is_power_of_two() || !(4096..=64 << 20).contains(&self.log_bytes) {
+            return Err(AttachError::Layout(
+                "log_bytes must be a power of two from 4096 to 67108864",
             ));
         }
         if self.health_slots as usize > HEALTH_SLOTS {
@@ -377,6 +398,7 @@ impl Segment {
                 shard_capacity: 0,
                 health_slots: 0,
                 stat_words: 0,
+                log_bytes: 0,
             },
         )?;
         seg.validated()
@@ -396,6 +418,7 @@ impl Segment {
                 shard_capacity: 0,
                 health_slots: 0,
                 stat_words: 0,
+                log_bytes: 0,
             },
         )
         .validated()
@@ -423,6 +446,8 @@ impl Segment {
             .store(u64::from(geometry.health_slots), Ordering::Relaxed);
         h.stat_words
             .store(u64::from(geometry.stat_words), Ordering::Relaxed);
+        h.log_bytes
+            .store(u64::from(geometry.log_bytes), Ordering::Relaxed);
         h.counters_per_shard
             .store(Counter::ALL.len() as u32, Ordering::Relaxed);
         h.slot_size.store(geometry.slot_size, Ordering::Relaxed);
@@ -496,6 +521,7 @@ impl Segment {
             shard_capacity: h.shard_capacity.load(Ordering::Relaxed),
             health_slots: u32::try_from(h.health_slots.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
             stat_words: u32::try_from(h.stat_words.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+            log_bytes: u32::try_from(h.log_bytes.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
         };
         g.check()?;
         if h.total_size.load(Ordering::Relaxed) != g.total_size() as u64
@@ -786,11 +812,13 @@ impl Segment {
 }
 
 mod health;
+mod logring;
 mod os;
 mod repair;
 mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use logring::{Drained, LogRing};
 pub use os::{monotonic_ns, pid_alive, wake_address};
 pub use repair::{PathState, Registration};

@@ -228,6 +228,8 @@ pub struct TcpProxy {
     pub idle_timeout: Option<Duration>,
     /// Where `tcp.<stat_prefix>.*` lives in the shards' stat space.
     pub stats: StatScope,
+    /// `access_log`: what each connection's record carries (disabled: none).
+    pub access_log: crate::accesslog::AccessLogSpec,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +376,8 @@ pub struct HttpManager {
     pub user_agent: Option<LocalNode>,
     /// Where `http.<stat_prefix>.*` lives in the shards' stat space.
     pub stats: StatScope,
+    /// `access_log`: what each stream's record carries (disabled: none).
+    pub access_log: crate::accesslog::AccessLogSpec,
 }
 
 /// The bootstrap's `node.cluster` and `node.id` (`--service-cluster`, `--service-node`).

@@ -207,6 +207,32 @@ pub fn facts(st: &State, seg: &Segment) -> Facts {
         ("server.memory_physical_size".into(), rss, true),
         ("server.hot_restart_epoch".into(), 0, true),
     ]);
+    // The access logs' drain (control/src/accesslog): records written, dropped by a full
+    // ring, invalid, and failed writes.
+    let al = &crate::accesslog::COUNTS;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    lines.extend([
+        (
+            "zerohop.access_log.records".into(),
+            load(&al.records),
+            false,
+        ),
+        (
+            "zerohop.access_log.dropped".into(),
+            crate::accesslog::dropped(seg),
+            false,
+        ),
+        (
+            "zerohop.access_log.invalid".into(),
+            load(&al.invalid),
+            false,
+        ),
+        (
+            "zerohop.access_log.write_failed".into(),
+            load(&al.write_failed),
+            false,
+        ),
+    ]);
     for (name, v) in super::control_lines_of(st) {
         let gauge = name.ends_with("connected_state");
         lines.push((name, v, gauge));

@@ -203,8 +203,10 @@ pub(super) fn http_manager(
     let upgrades = super::hcm_options::upgrade_configs(hcm, path)?;
     let (server_name, server_header) = super::hcm_options::server(hcm, path)?;
     let path_normalization = super::hcm_options::path_normalization(hcm, path)?;
+    let access_log = super::accesslog::access_logs(hcm, path, &clusters.runtime)?;
     Ok(HttpManager {
         stats: Default::default(),
+        access_log,
         upgrades,
         server_name,
         server_header,

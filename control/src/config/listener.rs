@@ -445,8 +445,10 @@ fn tcp_proxy(tp: &DynamicMessage, path: &str, clusters: &Names) -> Result<TcpPro
         Some(d) => Some(duration(d, &format!("{path}.idle_timeout"))?).filter(|d| !d.is_zero()),
         None => Some(DEFAULT_TCP_IDLE_TIMEOUT),
     };
+    let access_log = super::accesslog::access_logs(tp, path, &clusters.runtime)?;
     Ok(TcpProxy {
         stats: Default::default(),
+        access_log,
         stat_prefix,
         targets,
         idle_timeout,

@@ -4,6 +4,7 @@
 //! ([`envoy`]), checked field by field against what zerohop implements ([`supported`]), and
 //! compiled ([`compile`]). xDS resources will enter at the second step as decoded messages.
 
+mod accesslog;
 mod builder;
 mod compile;
 mod dns;

@@ -210,6 +210,7 @@ mod tests {
             shard_capacity: 1,
             health_slots: 16,
             stat_words: 1024,
+            log_bytes: 4096,
         })
         .unwrap()
     }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use zerohop_proto::shm::{ReadOutcome, Registration, Segment};
 use zerohop_proto::{codec, Snapshot};
 
@@ -292,13 +292,14 @@ fn serve(
     .map_err(|e| err(format!("config thread: {e}")))?;
     log::info!("zerohop serving generation {generation} on {shards} shards");
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1])
         .map_err(|e| err(e.to_string()))?;
     for sig in signals.forever() {
-        if sig == SIGHUP {
+        // SIGHUP reloads the config file, SIGUSR1 reopens the access logs: both control's.
+        if sig == SIGHUP || sig == SIGUSR1 {
             match supervisor {
-                Some(s) => s.signal(SIGHUP),
-                None => log::info!("SIGHUP: control runs separately; send it there"),
+                Some(s) => s.signal(sig),
+                None => log::info!("signal {sig}: control runs separately; send it there"),
             }
             continue;
         }

@@ -109,10 +109,10 @@ impl Slots {
                     Some(NetworkFilter::Http(mut manager)) => {
                         let rc = std::mem::take(&mut manager.route_config);
                         let routes = self.table(rc, &manager.http_filters, &mut tables)?;
-                        let needs_addresses = manager
-                            .http_filters
-                            .iter()
-                            .any(|f| matches!(f.config, zerohop_proto::HttpFilterConfig::Rbac(_)));
+                        let needs_addresses =
+                            manager.http_filters.iter().any(|f| {
+                                matches!(f.config, zerohop_proto::HttpFilterConfig::Rbac(_))
+                            }) || manager.access_log.enabled();
                         Terminal::Http(Arc::new(HttpPlan {
                             manager,
                             routes,

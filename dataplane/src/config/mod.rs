@@ -148,7 +148,8 @@ pub struct TcpPlan {
 pub struct HttpPlan {
     pub manager: HttpManager,
     pub routes: Arc<RouteTable>,
-    /// A filter reads the connection's addresses (RBAC): learnt once per connection.
+    /// A filter (RBAC) or the access log reads the connection's addresses: learnt once per
+    /// connection.
     pub needs_addresses: bool,
 }
 

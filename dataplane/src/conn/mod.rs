@@ -67,6 +67,11 @@ impl Facts {
         self.addrs.map(|(local, _)| local)
     }
 
+    /// The peer (source) address, if it was learnt.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.addrs.map(|(_, peer)| peer)
+    }
+
     /// The facts, as the chain match takes them (addresses unspecified if never learnt).
     pub fn get(&self) -> ConnFacts<'_> {
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));

@@ -365,6 +365,7 @@ pub fn pump_ctx<'a>(
         last_activity: last,
         bytes,
         tcp: None,
+        total: Cell::new(0),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Ctx<'a> {
     pub bytes: Counter,
     /// A tcp_proxy's `tcp.<stat_prefix>.downstream_cx_{rx,tx}_bytes_total` too.
     pub tcp: Option<(zerohop_proto::StatScope, zerohop_proto::stats::TcpStat)>,
+    /// Bytes this direction moved (a tcp_proxy's access log reads it).
+    pub total: Cell<u64>,
 }
 
 enum Step {
@@ -146,6 +148,7 @@ impl Ctx<'_> {
         self.last_activity.set(Instant::now());
         self.stats.add(self.bytes, n as u64);
         self.stats.add(how, n as u64);
+        self.total.set(self.total.get() + n as u64);
         if let Some((scope, stat)) = self.tcp {
             self.stats.count_n(scope, stat, n as u64);
         }

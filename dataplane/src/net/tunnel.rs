@@ -18,9 +18,9 @@ use super::pump::{pump, Ctx, End};
 use super::{sys, Pools};
 use crate::stats::ShardStats;
 
-/// Runs both directions until both end (or one resets, or `idle` passes with no bytes).
-/// A tcp_proxy's bytes and idle timeouts count in its `tcp.<stat_prefix>.*` (`tcp`; an
-/// upgraded HTTP connection has none).
+/// Runs both directions until both end (or one resets, or `idle` passes with no bytes);
+/// returns the bytes moved from `down` and to it. A tcp_proxy's bytes and idle timeouts
+/// count in its `tcp.<stat_prefix>.*` (`tcp`; an upgraded HTTP connection has none).
 pub async fn tunnel(
     pools: &Pools,
     stats: ShardStats,
@@ -28,7 +28,7 @@ pub async fn tunnel(
     up: &Sock,
     idle: Option<Duration>,
     tcp: StatScope,
-) {
+) -> (u64, u64) {
     let last = Cell::new(Instant::now());
     let ctx = |bytes, scoped| Ctx {
         pools,
@@ -36,6 +36,7 @@ pub async fn tunnel(
         last_activity: &last,
         bytes,
         tcp: (!tcp.is_none()).then_some((tcp, scoped)),
+        total: Cell::new(0),
     };
     let (rx, tx) = (
         ctx(
@@ -51,6 +52,7 @@ pub async fn tunnel(
     let mut downstream = pin!(pump(up, down, &tx));
     let mut idle_timer = pin!(idle_timeout(&last, idle));
     let (mut up_done, mut down_done) = (false, false);
+    let moved = || (rx.total.get(), tx.total.get());
     while !(up_done && down_done) {
         let (end, source, sink) = monoio::select! {
             e = &mut upstream, if !up_done => { up_done = true; (e, down, up) }
@@ -58,15 +60,22 @@ pub async fn tunnel(
             _ = &mut idle_timer => {
                 stats.inc(Counter::IdleTimeout);
                 stats.count_n(tcp, TcpStat::IdleTimeout, 1);
-                return; // dropping both streams closes them with FIN
+                return moved(); // dropping both streams closes them with FIN
             }
         };
         match end {
             End::Eof => {}
-            End::SourceReset => return reset(stats, sink),
-            End::SinkReset => return reset(stats, source),
+            End::SourceReset => {
+                reset(stats, sink);
+                return moved();
+            }
+            End::SinkReset => {
+                reset(stats, source);
+                return moved();
+            }
         }
     }
+    moved()
 }
 
 /// Makes the close of `s` (when its owner drops it) a RST.

@@ -413,6 +413,7 @@ pub async fn forward<'g, D: Downstream>(
             }
             Attempt::Failed(failed, outcome) => {
                 report(index, outcome);
+                info.failure_reason = failed.error.transport_failure_reason();
                 Next::Failed(failed)
             }
             Attempt::Answered(answer) => {

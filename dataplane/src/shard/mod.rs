@@ -79,6 +79,8 @@ pub struct Shard {
     /// such hang-ups are then noticed at the next read or write).
     pub hangups: Option<Rc<crate::net::hangup::Hangups>>,
     pub rng: Rng,
+    /// Access-log records into this shard's ring.
+    pub log: crate::accesslog::AccessLog,
     /// The `date` header's value, made again when the second changes (Envoy's date
     /// provider, per shard): the second it was made for, and the text.
     date: Cell<(u64, [u8; 29])>,
@@ -339,6 +341,7 @@ impl Shard {
                 }
             },
             rng: Rng::new(seed(id)),
+            log: crate::accesslog::AccessLog::new(attached.map(|a| a.0.shard_log(line)), id),
             active: Cell::new(0),
             accepting: Cell::new(0),
             listeners: RefCell::default(),
@@ -441,6 +444,7 @@ impl Shard {
         if self.date.get().0 == secs {
             return;
         }
+        self.log.refresh_clock();
         let mut text = [b' '; 29];
         let s = httpdate::fmt_http_date(now);
         let n = s.len().min(29);

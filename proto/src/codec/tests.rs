@@ -70,6 +70,7 @@ fn sample() -> Snapshot {
                 default_filter_chain: None,
                 filter_chains: vec![chain(NetworkFilter::TcpProxy(TcpProxy {
                     stats: Default::default(),
+                    access_log: Default::default(),
                     stat_prefix: "tcp".into(),
                     targets: vec![
                         WeightedCluster {
@@ -171,6 +172,7 @@ fn http_listener() -> Listener {
     };
     let http = NetworkFilter::Http(HttpManager {
         stats: Default::default(),
+        access_log: Default::default(),
         server_name: "edge".into(),
         server_header: ServerHeader::AppendIfAbsent,
         path: PathNormalization {

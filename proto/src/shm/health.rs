@@ -88,6 +88,7 @@ mod tests {
             shard_capacity: 2,
             health_slots: 64,
             stat_words: 512,
+            log_bytes: 4096,
         })
         .unwrap();
         assert!(!seg.host_failed(7));

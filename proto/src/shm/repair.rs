@@ -63,6 +63,7 @@ impl Segment {
             || h.slot_size.load(Ordering::Relaxed) != g.slot_size
             || h.shard_capacity.load(Ordering::Relaxed) != g.shard_capacity
             || h.stat_words.load(Ordering::Relaxed) != u64::from(g.stat_words)
+            || h.log_bytes.load(Ordering::Relaxed) != u64::from(g.log_bytes)
             || h.total_size.load(Ordering::Relaxed) != g.total_size() as u64
         {
             return Some("geometry changed");

@@ -7,6 +7,7 @@ fn small() -> Geometry {
         shard_capacity: 4,
         health_slots: 16,
         stat_words: 512,
+        log_bytes: 4096,
     }
 }
 
@@ -168,6 +169,7 @@ fn write_fuzz_seeds() {
             "127.0.0.1:10000".parse().unwrap(),
             NetworkFilter::TcpProxy(TcpProxy {
                 stats: Default::default(),
+                access_log: Default::default(),
                 stat_prefix: "front".into(),
                 targets: vec![WeightedCluster {
                     cluster: ClusterId(0),
@@ -184,6 +186,7 @@ fn write_fuzz_seeds() {
         shard_capacity: 1,
         health_slots: 16,
         stat_words: 512,
+        log_bytes: 4096,
     })
     .unwrap();
     seg.publish(&bytes).unwrap();

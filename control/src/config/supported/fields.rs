@@ -277,6 +277,7 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
             "cluster",
             "weighted_clusters",
             "idle_timeout",
+            "access_log",
         ],
     ),
     (
@@ -493,7 +494,57 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
             "xff_num_trusted_hops",
             "preserve_external_request_id",
             "add_user_agent",
+            "access_log",
         ],
+    ),
+    // Access logs (config/accesslog.rs): file, stdout and stderr loggers, their formats
+    // and filters.
+    (
+        "envoy.config.accesslog.v3.AccessLog",
+        &["name", "filter", "typed_config"],
+    ),
+    (
+        "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        &["path", "log_format", "format", "json_format", "typed_json_format"],
+    ),
+    (
+        "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        &["log_format"],
+    ),
+    (
+        "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+        &["log_format"],
+    ),
+    (
+        "envoy.config.core.v3.SubstitutionFormatString",
+        &["text_format", "text_format_source", "json_format", "omit_empty_values"],
+    ),
+    (
+        "envoy.config.accesslog.v3.AccessLogFilter",
+        &[
+            "status_code_filter",
+            "duration_filter",
+            "not_health_check_filter",
+            "runtime_filter",
+            "and_filter",
+            "or_filter",
+            "response_flag_filter",
+        ],
+    ),
+    ("envoy.config.accesslog.v3.StatusCodeFilter", &["comparison"]),
+    ("envoy.config.accesslog.v3.DurationFilter", &["comparison"]),
+    ("envoy.config.accesslog.v3.NotHealthCheckFilter", &[]),
+    (
+        "envoy.config.accesslog.v3.RuntimeFilter",
+        &["runtime_key", "percent_sampled", "use_independent_randomness"],
+    ),
+    ("envoy.config.accesslog.v3.AndFilter", &["filters"]),
+    ("envoy.config.accesslog.v3.OrFilter", &["filters"]),
+    ("envoy.config.accesslog.v3.ResponseFlagFilter", &["flags"]),
+    ("envoy.config.accesslog.v3.ComparisonFilter", &["op", "value"]),
+    (
+        "envoy.config.core.v3.RuntimeUInt32",
+        &["default_value", "runtime_key"],
     ),
     // `filters` (an upgrade's own filter chain) is not implemented: refused by name.
     (

@@ -59,6 +59,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
         ([127, 0, 0, 1], 8000).into(),
         NetworkFilter::Http(HttpManager {
             stats: Default::default(),
+            access_log: Default::default(),
             server_name: "envoy".into(),
             server_header: ServerHeader::Overwrite,
             path: PathNormalization::default(),

@@ -12,6 +12,7 @@
 //! A connection whose listener a generation removed (or whose chain is no longer HTTP)
 //! keeps the configuration it had, as a draining connection.
 
+pub mod access;
 pub mod headers;
 pub mod path;
 mod stream;
@@ -59,6 +60,8 @@ pub struct Connection {
     tls: bool,
     /// The codec is HTTP/2 (`downstream_rq_http2_total`).
     h2: bool,
+    /// `%CONNECTION_ID%`, numbered at its first logged stream (0: not yet).
+    id: std::cell::Cell<u64>,
 }
 
 impl Connection {
@@ -115,6 +118,7 @@ impl Connection {
             peer: peer.map(|p| p.ip().to_canonical()),
             tls: false,
             h2: false,
+            id: std::cell::Cell::new(0),
         }
     }
 
@@ -220,6 +224,7 @@ impl Connection {
         started: Instant,
     ) -> bool {
         let mut info = StreamInfo::new(started, req.raw.len());
+        info.request_captured = !self.http.manager.access_log.enabled();
         let scope = self.http.manager.stats;
         self.request_stats(shard, scope);
         let keep = Stream {
@@ -254,6 +259,10 @@ impl Connection {
             info.bytes_received,
         );
         stats.count_n(scope, HttpStat::DownstreamCxTxBytesTotal, info.bytes_sent);
+        let spec = &self.http.manager.access_log;
+        if spec.enabled() {
+            self.log_stream(shard, req, &mut info, spec);
+        }
         log::trace!(
             "{} {} -> {:?} {} {}",
             String::from_utf8_lossy(req.method()),

@@ -283,7 +283,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     .await
             }
             Action::Forward { forward, .. } => {
-                let (shard, gen, peer_ip) = (self.shard, self.gen, self.peer_ip);
+                let (shard, gen) = (self.shard, self.gen);
                 let hcm = &http.manager;
                 let mut peer_text = [0u8; 45];
                 let external = match hcm.use_remote_address {
@@ -292,20 +292,10 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     }
                     false => None,
                 };
-                let mut headers = RequestHeaders::new(
-                    req,
-                    peer_ip.filter(|_| hcm.use_remote_address && !hcm.skip_xff_append),
-                    hcm.use_remote_address,
-                    hcm.generate_request_id.then_some(&shard.rng),
-                    route.edits_requests.then_some(&route.edits[..]),
-                );
-                headers.suppress_envoy_headers = hcm.suppress_envoy_headers;
+                let mut headers =
+                    self.request_headers(req, route.edits_requests.then_some(&route.edits[..]));
                 headers.external_address = external;
-                headers.replace_request_id =
-                    hcm.use_remote_address && !hcm.preserve_external_request_id;
                 headers.drop_accept_encoding = decisions.drop_accept_encoding;
-                headers.user_agent = hcm.user_agent.as_ref();
-                headers.tls = self.tls;
                 let max_at = hcm.max_stream_duration.map(|d| info.start + d);
                 let peer_addr = self.peer;
                 // A body that a retry could send again, or a mirror copy, is held (as Envoy
@@ -314,6 +304,7 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 let copies = forward.retry.is_some() || !forward.mirrors.is_empty();
                 if copies && buffered.is_none() && req.framing != Framing::Empty {
                     buffered = self.down.take_received_body(req.framing, SMALL_BODY);
+                    info.bytes_received += buffered.as_ref().map_or(0, |b| b.len() as u64);
                     match req.framing {
                         _ if buffered.is_some() => {}
                         Framing::Length(n) if n <= u64::from(forward.buffer_limit) => {
@@ -333,13 +324,16 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     peer: peer_addr,
                     ..outgoing(req, route, forward, &headers, framing, body, routed_at)
                 };
-                let (exchange, complete) = match whole_body(self.down, buffered, req) {
+                let (exchange, complete) = match whole_body(self.down, buffered, req, info) {
                     // The whole request is in hand: while the upstream answers, the client is
                     // watched, and its leaving abandons the upstream request (as Envoy resets
                     // the stream of a closed downstream connection). Otherwise a chain of
                     // requests whose clients have gone (a cluster that loops back to its own
                     // listener) would outlive them.
                     Some(body) => {
+                        if !info.request_captured {
+                            info.request_done = Some(Instant::now());
+                        }
                         let mut out = with_body(body);
                         let forwarded = std::pin::pin!(router::forward(
                             shard,
@@ -365,9 +359,19 @@ impl<'a, D: Downstream> Stream<'a, D> {
                         let mut out = with_body(streamed_body(shard, self.down, http, req));
                         let exchange =
                             router::forward(shard, gen, &mut out, info, self.timer.as_mut()).await;
-                        (exchange, out.body.complete())
+                        let complete = out.body.complete();
+                        if complete && !info.request_captured {
+                            // The body went up whole before the answer came (an upper bound).
+                            info.request_done = Some(Instant::now());
+                        }
+                        (exchange, complete)
                     }
                 };
+                if !info.request_captured {
+                    // The access log sees the request as forwarded, as Envoy's.
+                    let spec = &hcm.access_log;
+                    super::access::capture_request(spec, req, self.tls, &headers, info);
+                }
                 match exchange {
                     Ok(ex) => {
                         // From the request's start: routing before the send is
@@ -387,6 +391,32 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 }
             }
         }
+    }
+
+    /// The request's headers as the connection manager sends them on (`edits`: the
+    /// route's, when it edits requests).
+    fn request_headers<'r>(
+        &self,
+        req: &'r Request,
+        edits: Option<&'r [zerohop_proto::HeaderEdits]>,
+    ) -> RequestHeaders<'r>
+    where
+        'a: 'r,
+    {
+        let hcm = &self.http.manager;
+        let peer_ip = self.peer_ip;
+        let mut headers = RequestHeaders::new(
+            req,
+            peer_ip.filter(|_| hcm.use_remote_address && !hcm.skip_xff_append),
+            hcm.use_remote_address,
+            hcm.generate_request_id.then_some(&self.shard.rng),
+            edits,
+        );
+        headers.suppress_envoy_headers = hcm.suppress_envoy_headers;
+        headers.replace_request_id = hcm.use_remote_address && !hcm.preserve_external_request_id;
+        headers.user_agent = hcm.user_agent.as_ref();
+        headers.tls = self.tls;
+        headers
     }
 
     /// Reads the whole request body for a filter that asked for it, under `request_timeout`
@@ -497,6 +527,32 @@ impl<'a, D: Downstream> Stream<'a, D> {
             (Some(b), false) => LocalBody::Encoded(b),
             (None, false) => LocalBody::Text(body),
         };
+        let spec = &self.http.manager.access_log;
+        if !info.request_captured {
+            // The request as the connection manager had made it (x-request-id, x-forwarded-*).
+            let headers = self.request_headers(self.request, None);
+            super::access::capture_request(spec, self.request, self.tls, &headers, info);
+        }
+        if spec.enabled() {
+            let mut digits = [0u8; 20];
+            let len = match &body {
+                // Envoy's codec adds `content-length: 0` after the log has its headers.
+                LocalBody::Text(t) if !t.is_empty() => Some(decimal(t.len() as u64, &mut digits)),
+                LocalBody::Text(_) => None,
+                LocalBody::Encoded(_) | LocalBody::Grpc { .. } => None,
+            };
+            let mut with = with.clone();
+            if matches!(&body, LocalBody::Text(t) if !t.is_empty()) {
+                with.push((b"content-type", Cow::Borrowed(b"text/plain")));
+            }
+            let pairs = crate::accesslog::Pairs(&with);
+            super::access::capture_response(spec, &pairs, len, info);
+        }
+        info.body_sent += match &body {
+            LocalBody::Text(t) => t.len() as u64,
+            LocalBody::Encoded(b) => b.len() as u64,
+            LocalBody::Grpc { .. } => 0,
+        };
         let sent = self.down.local_reply(status, body, &with, close).await;
         sent && !close
     }
@@ -543,6 +599,7 @@ fn whole_body<'b, D: Downstream>(
     down: &mut D,
     buffered: Option<Vec<u8>>,
     req: &Request,
+    info: &mut StreamInfo<'_>,
 ) -> Option<RequestBody<'b, D>> {
     if let Some(b) = buffered {
         return Some(RequestBody::Buffered(b));
@@ -550,8 +607,9 @@ fn whole_body<'b, D: Downstream>(
     if matches!(req.framing, Framing::Empty | Framing::UntilClose) {
         return Some(RequestBody::None);
     }
-    down.take_received_body(req.framing, SMALL_BODY)
-        .map(RequestBody::Buffered)
+    let body = down.take_received_body(req.framing, SMALL_BODY)?;
+    info.bytes_received += body.len() as u64;
+    Some(RequestBody::Buffered(body))
 }
 
 /// The request body streamed from the client, once [`whole_body`] has found it is not

@@ -148,6 +148,20 @@ impl<D: Downstream> Stream<'_, D> {
                 coding: coding.as_ref(),
                 filter_headers,
             };
+            let spec = &self.http.manager.access_log;
+            if spec.upstream_local {
+                if let UpstreamSide::H1(up) = &up {
+                    info.upstream_local = up.stream.tcp().local_addr().ok();
+                }
+            }
+            if spec.enabled() {
+                let mut n = [0u8; 20];
+                let length = match framing_out {
+                    Framing::Length(len) => Some(decimal(len, &mut n)),
+                    _ => content_length,
+                };
+                super::super::access::capture_response(spec, &headers, length, info);
+            }
             let head = ResponseHead {
                 status: resp.status,
                 reason: resp.reason.clone().map(|r| &ubuf[r]),
@@ -188,6 +202,7 @@ impl<D: Downstream> Stream<'_, D> {
         };
         stats.add(Counter::DownstreamCxTxBytes, out_len);
         info.bytes_sent += out_len;
+        info.body_sent += body_len as u64;
 
         // The body, under the route timeout (until the whole response has been relayed, as
         // Envoy's) and the stream idle timeout.
@@ -225,6 +240,7 @@ impl<D: Downstream> Stream<'_, D> {
             }
         };
         info.bytes_sent += moved;
+        info.body_sent += moved;
         let leftover = !ubuf.is_empty();
         shard.pools.give_vec(ubuf);
         match end {
