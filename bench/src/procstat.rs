@@ -1,8 +1,26 @@
 //! What a proxy process costs, read from /proc: CPU time (all threads) and resident memory.
 
-/// User + system CPU seconds of process `pid` (all its threads).
+/// User + system CPU seconds of process `pid` (all its threads) and of its child processes
+/// (zerohop's control, which writes the access logs; the other proxies run one process).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+    let own = stat_cpu_seconds(&format!("/proc/{pid}/stat"));
+    own + children(pid).into_iter().map(cpu_seconds).sum::<f64>()
+}
+
+/// The live child processes of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// User + system CPU seconds of the calling thread.

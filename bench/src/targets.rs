@@ -20,6 +20,9 @@ pub enum Kind {
     /// check (TCP, every second) and a local rate limit whose bucket never runs out; its
     /// cost is its ratio to `zerohop` in the same run.
     ZerohopResilient,
+    /// This zerohop (HTTP only) writing an access log line for every request to a file, in
+    /// Envoy's default format; its cost is its ratio to `zerohop` in the same run.
+    ZerohopLogged,
     /// HAProxy in TCP mode, one thread; `splice` adds `option splice-auto`.
     Haproxy {
         splice: bool,
@@ -30,6 +33,8 @@ pub enum Kind {
     /// Envoy with `--concurrency 1`: tcp_proxy, or the HTTP connection manager and router
     /// (zerohop runs the same two configs).
     Envoy,
+    /// Envoy with the access log of `ZerohopLogged`.
+    EnvoyLogged,
 }
 
 /// What the proxies are configured to proxy.
@@ -165,10 +170,12 @@ impl Kind {
             Kind::Zerohop => "zerohop",
             Kind::ZerohopBaseline => "zerohop-baseline",
             Kind::ZerohopResilient => "zerohop+resilience",
+            Kind::ZerohopLogged => "zerohop+accesslog",
             Kind::Haproxy { splice: false } => "haproxy",
             Kind::Haproxy { splice: true } => "haproxy+splice",
             Kind::Nginx => "nginx",
             Kind::Envoy => "envoy",
+            Kind::EnvoyLogged => "envoy+accesslog",
         }
     }
 
@@ -178,13 +185,15 @@ impl Kind {
             "zerohop" => Kind::Zerohop,
             "zerohop-baseline" => Kind::ZerohopBaseline,
             "zerohop+resilience" => Kind::ZerohopResilient,
+            "zerohop+accesslog" => Kind::ZerohopLogged,
+            "envoy+accesslog" => Kind::EnvoyLogged,
             "haproxy" => Kind::Haproxy { splice: false },
             "haproxy+splice" => Kind::Haproxy { splice: true },
             "nginx" => Kind::Nginx,
             "envoy" => Kind::Envoy,
             _ => {
                 return Err(format!(
-                    "unknown target {s:?} (direct, zerohop, zerohop-baseline, haproxy, haproxy+splice, nginx, envoy)"
+                    "unknown target {s:?} (direct, zerohop, zerohop-baseline, zerohop+resilience, zerohop+accesslog, haproxy, haproxy+splice, nginx, envoy, envoy+accesslog)"
                 ));
             }
         })
@@ -293,7 +302,12 @@ pub fn start(
     // Envoy reads a bootstrap as YAML only when its name says so.
     let ext = if matches!(
         kind,
-        Kind::Zerohop | Kind::ZerohopBaseline | Kind::ZerohopResilient | Kind::Envoy
+        Kind::Zerohop
+            | Kind::ZerohopBaseline
+            | Kind::ZerohopResilient
+            | Kind::ZerohopLogged
+            | Kind::Envoy
+            | Kind::EnvoyLogged
     ) {
         "yaml"
     } else {
@@ -302,11 +316,13 @@ pub fn start(
     let cfg = std::env::temp_dir().join(format!("zerohop-bench-{tag}.{ext}"));
     let mut files = vec![cfg.clone()];
     let cmd = match kind {
-        Kind::Zerohop | Kind::ZerohopBaseline | Kind::ZerohopResilient => {
+        Kind::Zerohop | Kind::ZerohopBaseline | Kind::ZerohopResilient | Kind::ZerohopLogged => {
             let resilient = kind == Kind::ZerohopResilient;
+            let log = (kind == Kind::ZerohopLogged).then(|| cfg.with_extension("log"));
+            files.extend(log.clone());
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                _ => envoy_http_config(port, upstream, mode, resilient),
+                _ => envoy_http_config(port, upstream, mode, resilient, log.as_deref()),
             };
             std::fs::write(&cfg, yaml).unwrap();
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
@@ -336,10 +352,12 @@ pub fn start(
             c.arg("-p").arg(&dir).arg("-c").arg(&cfg);
             with_cpu(c, proxy_cpu)
         }
-        Kind::Envoy => {
+        Kind::Envoy | Kind::EnvoyLogged => {
+            let log = (kind == Kind::EnvoyLogged).then(|| cfg.with_extension("log"));
+            files.extend(log.clone());
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                _ => envoy_http_config(port, upstream, mode, false),
+                _ => envoy_http_config(port, upstream, mode, false, log.as_deref()),
             };
             std::fs::write(&cfg, yaml).unwrap();
             with_cpu(envoy_command(tools, &cfg), proxy_cpu)
@@ -501,8 +519,22 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
 /// `resilient` adds a retry policy (with a per-try timeout) to the route, and explicit
 /// circuit breakers and outlier detection to the cluster, none of which the benchmark's
 /// traffic triggers. In `H2c` mode the listener takes h2c (AUTO, 100 streams, as zerohop's
-/// default) and the cluster may speak HTTP/2.
-fn envoy_http_config(port: u16, upstream: SocketAddr, mode: Mode, resilient: bool) -> String {
+/// default) and the cluster may speak HTTP/2. With `log`, the connection manager writes an
+/// access log line for every request to that file (Envoy's default format).
+fn envoy_http_config(
+    port: u16,
+    upstream: SocketAddr,
+    mode: Mode,
+    resilient: bool,
+    log: Option<&std::path::Path>,
+) -> String {
+    let access_log = match log {
+        Some(p) => format!(
+            "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: {} }}\n",
+            p.display()
+        ),
+        None => String::new(),
+    };
     let gzip = mode == Mode::HttpGzip;
     let (codec, protocol) = match mode {
         Mode::H2c { upstream_h2 } => (
@@ -617,7 +649,7 @@ fn envoy_http_config(port: u16, upstream: SocketAddr, mode: Mode, resilient: boo
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: front
-{codec}          route_config:
+{codec}{access_log}          route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]

@@ -217,6 +217,12 @@ fn run() -> anyhow::Result<()> {
         .clone()
         .context("--shm PATH is required (see --help)")?;
     SERVING.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The access-log writer first, at normal priority; then this thread, and every thread
+    // it starts, at background priority (config work must not hold a CPU a shard wants).
+    let access_log = zerohop_control::accesslog::start()?;
+    if let Err(e) = zerohop_proto::shm::background_priority(0) {
+        log::debug!("background priority: {e}");
+    }
     // Registered before anything is published: a SIGHUP sent as soon as the first
     // generation appears must reload, not take SIGHUP's default action (exit).
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM, SIGUSR1])?;
@@ -227,7 +233,7 @@ fn run() -> anyhow::Result<()> {
     let publisher = Arc::new(Publisher::create_or_attach(&shm, geometry)?);
     publisher.watch_header()?;
     // Access-log records from the shards' rings, formatted and written off the data path.
-    zerohop_control::accesslog::spawn(publisher.clone())?;
+    let _ = access_log.send(publisher.clone());
     let cache = a.snapshot_cache.clone().map(|path| SnapshotCache { path });
     let state: admin::Shared = Arc::new(Mutex::new(admin::State {
         started_at: Some(std::time::SystemTime::now()),

@@ -820,5 +820,5 @@ mod stats;
 mod tests;
 
 pub use logring::{Drained, LogRing};
-pub use os::{monotonic_ns, pid_alive, wake_address};
+pub use os::{background_priority, monotonic_ns, pid_alive, priority, wake_address};
 pub use repair::{PathState, Registration};

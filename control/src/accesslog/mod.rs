@@ -111,26 +111,47 @@ pub fn dropped(seg: &Segment) -> u64 {
     (base..end).map(|l| seg.shard_log(l).dropped()).sum()
 }
 
-/// How often an idle drain looks at the rings.
+/// How often an idle drain looks at the rings (a ring holds ~30 ms of records at 70,000
+/// requests a second).
 const IDLE_POLL: Duration = Duration::from_millis(5);
+/// How often it looks whether any access log is configured at all.
+const UNUSED_POLL: Duration = Duration::from_millis(100);
 
-/// Starts the thread that drains the shards' rings (in `publisher`'s segment, which moves
-/// with it if it is re-created) for as long as the process runs.
-pub fn spawn(publisher: Arc<crate::publish::Publisher>) -> std::io::Result<()> {
+/// Starts the thread that drains the shards' rings, once it is given the publisher (whose
+/// segment moves with it if it is re-created); it runs for as long as the process does.
+/// Called before control puts its other threads at background priority: this one does
+/// per-request work, so it keeps the normal priority (with the short slice where the
+/// kernel takes one) and competes for the CPU as the proxy's own work.
+pub fn start() -> std::io::Result<std::sync::mpsc::Sender<Arc<crate::publish::Publisher>>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Arc<crate::publish::Publisher>>();
     let ctx = Ctx {
         hostname: hostname(),
     };
     std::thread::Builder::new()
         .name("access-log".into())
         .spawn(move || {
+            if let Err(e) = zerohop_proto::shm::priority(0, 0) {
+                log::debug!("access-log thread: priority: {e}");
+            }
+            let Ok(publisher) = rx.recv() else { return };
             let mut drain = Drain::new(ctx);
             loop {
+                // No logger was ever configured: no shard pushes records, nothing to poll.
+                if SETS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .map
+                    .is_empty()
+                {
+                    std::thread::sleep(UNUSED_POLL);
+                    continue;
+                }
                 if !drain.once(publisher.segment()) {
                     std::thread::sleep(IDLE_POLL);
                 }
             }
         })?;
-    Ok(())
+    Ok(tx)
 }
 
 /// The drain's state between rounds.

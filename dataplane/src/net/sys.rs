@@ -325,72 +325,16 @@ pub fn die_with_parent() -> io::Result<()> {
     check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } as isize).map(drop)
 }
 
-/// `struct sched_attr` of sched_setattr(2) (not in the libc crate).
-#[repr(C)]
-struct SchedAttr {
-    size: u32,
-    sched_policy: u32,
-    sched_flags: u64,
-    sched_nice: i32,
-    sched_priority: u32,
-    sched_runtime: u64,
-    sched_deadline: u64,
-    sched_period: u64,
-    sched_util_min: u32,
-    sched_util_max: u32,
-}
+pub use zerohop_proto::shm::background_priority;
 
-/// Background priority for process (or thread) `pid` (0: the caller): nice 19 and, on
-/// Linux 6.12+, a 100 us scheduler slice. Config work then never starves (SCHED_IDLE did,
-/// on a busy host and in a busy test run), and a waking shard waits at most ~100 us for the
-/// CPU instead of the default ~3 ms slice, which measured as an 11x p99 hit under one
-/// reload per second. Falls back to plain nice 19 where the slice cannot be set.
-/// Async-signal-safe (raw syscalls only), so usable between fork and exec.
-pub fn background_priority(pid: u32) -> io::Result<()> {
-    let attr = SchedAttr {
-        size: std::mem::size_of::<SchedAttr>() as u32,
-        sched_policy: libc::SCHED_OTHER as u32,
-        sched_flags: 0,
-        sched_nice: 19,
-        sched_priority: 0,
-        sched_runtime: 100_000, // ns: the requested slice
-        sched_deadline: 0,
-        sched_period: 0,
-        sched_util_min: 0,
-        sched_util_max: 0,
-    };
-    // SAFETY: sched_setattr with a pointer to a live, fully initialised sched_attr whose
-    // `size` field states its size; flags 0.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_sched_setattr,
-            pid as libc::pid_t,
-            &attr as *const SchedAttr,
-            0u32,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    // SAFETY: setpriority on a pid; no memory is passed.
-    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 19) } as isize)
-        .map(drop)
-}
-
-/// Spawns `cmd` so that it gets SIGTERM if this process dies (even by SIGKILL), at
-/// background priority (see [`background_priority`]).
+/// Spawns `cmd` so that it gets SIGTERM if this process dies (even by SIGKILL). Control
+/// puts its own threads at background priority (all but its access-log writer, which does
+/// per-request work).
 pub fn spawn_tied_to_parent(cmd: &mut std::process::Command) -> io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and calls only prctl and
-    // setpriority, which are async-signal-safe; it touches no memory shared with the parent.
-    // A refused priority change (seccomp) is not fatal.
-    unsafe {
-        cmd.pre_exec(|| {
-            die_with_parent()?;
-            let _ = background_priority(0);
-            Ok(())
-        })
-    };
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl, which
+    // is async-signal-safe; it touches no memory shared with the parent.
+    unsafe { cmd.pre_exec(die_with_parent) };
     cmd.spawn()
 }
 
