@@ -62,29 +62,38 @@ fn loggers(dir: &Path) -> String {
     .concat()
 }
 
-fn config(admin: u16, port: u16, dir: &Path, a: u16, down: u16) -> String {
-    let manager = format!(
+/// A connection manager with `loggers` (its `access_log` entries) and `routes` (indented 14).
+fn manager(loggers: &str, routes: &str) -> String {
+    format!(
         r#"          access_log:
-{}          route_config:
+{loggers}          route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
               routes:
-              - name: to_a
-                match: {{ prefix: "/a" }}
-                route: {{ cluster: a }}
+{routes}          http_filters:
+{ROUTER}"#
+    )
+}
+
+fn config(admin: u16, port: u16, dir: &Path, a: u16, down: u16) -> String {
+    let routes = r#"              - name: to_a
+                match: { prefix: "/a" }
+                route: { cluster: a }
               - name: to_down
-                match: {{ prefix: "/down" }}
-                route: {{ cluster: down }}
+                match: { prefix: "/down" }
+                route: { cluster: down }
               - name: direct
-                match: {{ prefix: "/d" }}
-                direct_response: {{ status: 201, body: {{ inline_string: "made here" }} }}
-          http_filters:
-{ROUTER}"#,
-        loggers(dir)
-    );
+                match: { prefix: "/d" }
+                direct_response: { status: 201, body: { inline_string: "made here" } }
+"#;
     let clusters = format!("{}{}", static_cluster("a", a), static_cluster("down", down));
-    manager_bootstrap(&admin_prefix(admin), port, &manager, &clusters)
+    manager_bootstrap(
+        &admin_prefix(admin),
+        port,
+        &manager(&loggers(dir), routes),
+        &clusters,
+    )
 }
 
 /// The requests, each on its own connection.
@@ -313,25 +322,11 @@ fn tcp_proxy_connections_are_logged_as_envoy_logs_them() {
 }
 
 fn http_one_logger(admin: u16, port: u16, log: &Path, a: u16) -> String {
-    let manager = format!(
-        r#"          access_log:
-{}          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: a }}
-          http_filters:
-{ROUTER}"#,
-        file_logger(log, &text_format("%REQ(:PATH)% %RESPONSE_CODE%\n"))
-    );
-    manager_bootstrap(
-        &admin_prefix(admin),
-        port,
-        &manager,
-        &static_cluster("a", a),
-    )
+    let logger = file_logger(log, &text_format("%REQ(:PATH)% %RESPONSE_CODE%\n"));
+    let routes =
+        "              - match: { prefix: \"/\" }\n                route: { cluster: a }\n";
+    let m = manager(&logger, routes);
+    manager_bootstrap(&admin_prefix(admin), port, &m, &static_cluster("a", a))
 }
 
 #[test]
