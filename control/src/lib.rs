@@ -21,4 +21,5 @@ pub mod publish;
 mod random;
 pub mod source;
 pub mod stats;
+pub mod tracing;
 pub mod xds;

@@ -11,7 +11,8 @@
 //! record  := len:u32 kind:u8 protocol:u8 code:u16 flags:u32 log_id:u64 start_unix_ns:u64
 //!            duration_ns:u64 request_duration_ns:u64 response_duration_ns:u64
 //!            bytes_received:u64 bytes_sent:u64 connection_id:u64 attempts:u32
-//!            addr{4} str{5} headers_len:u16 (slot:u8 len:u16 value){*}
+//!            span addr{4} str{6} headers_len:u16 (slot:u8 len:u16 value){*}
+//! span    := 0 | 1 trace_hi:u64 trace_lo:u64 span:u64 parent:u64 flags:u8
 //! addr    := 0 | 4 ip:[4] port:u16 | 6 ip:[16] port:u16
 //! str     := len:u16 utf8
 //! ```
@@ -128,6 +129,9 @@ pub struct AccessLogSpec {
     pub response_trailers: Vec<String>,
     /// A format prints `%UPSTREAM_LOCAL_ADDRESS%` (read from the socket only then).
     pub upstream_local: bool,
+    /// The set has access loggers: every stream is recorded. Without, the set only traces
+    /// and just sampled streams are.
+    pub every_stream: bool,
 }
 
 /// The first slot of a response header, and of a trailer; each list holds at most
@@ -193,6 +197,8 @@ pub struct Record<'a> {
     pub bytes_sent: u64,
     pub connection_id: u64,
     pub attempts: u32,
+    /// The span the stream made (with tracing).
+    pub span: Option<crate::tracing::SpanIds>,
     pub downstream_remote: Option<SocketAddr>,
     pub downstream_local: Option<SocketAddr>,
     pub upstream_host: Option<SocketAddr>,
@@ -202,6 +208,8 @@ pub struct Record<'a> {
     pub details: &'a str,
     pub sni: &'a str,
     pub failure_reason: &'a str,
+    /// The route's decorator operation (with tracing).
+    pub operation: &'a str,
     /// The captured headers: `(slot, value)` entries, see [`push_header`] and [`Headers`].
     pub headers: &'a [u8],
 }
@@ -263,6 +271,16 @@ impl<'a> Record<'a> {
             out.extend_from_slice(&n.to_le_bytes());
         }
         out.extend_from_slice(&self.attempts.to_le_bytes());
+        match &self.span {
+            None => out.push(0),
+            Some(s) => {
+                out.push(1);
+                for n in [s.trace_hi, s.trace_lo, s.span, s.parent] {
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+                out.push(s.flags);
+            }
+        }
         for a in [
             self.downstream_remote,
             self.downstream_local,
@@ -277,6 +295,7 @@ impl<'a> Record<'a> {
             self.details,
             self.sni,
             self.failure_reason,
+            self.operation,
         ] {
             let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
             let b = match std::str::from_utf8(b) {
@@ -329,6 +348,17 @@ impl<'a> Record<'a> {
             bytes_sent: r.u64()?,
             connection_id: r.u64()?,
             attempts: r.u32()?,
+            span: match r.u8()? {
+                0 => None,
+                1 => Some(crate::tracing::SpanIds {
+                    trace_hi: r.u64()?,
+                    trace_lo: r.u64()?,
+                    span: r.u64()?,
+                    parent: r.u64()?,
+                    flags: r.u8()?,
+                }),
+                _ => return Err("unknown span marker"),
+            },
             downstream_remote: r.addr()?,
             downstream_local: r.addr()?,
             upstream_host: r.addr()?,
@@ -338,6 +368,7 @@ impl<'a> Record<'a> {
             details: r.str()?,
             sni: r.str()?,
             failure_reason: r.str()?,
+            operation: r.str()?,
             headers: {
                 let n = r.u16()? as usize;
                 r.take(n)?
@@ -436,6 +467,13 @@ mod tests {
             bytes_sent: 91,
             connection_id: 42,
             attempts: 2,
+            span: Some(crate::tracing::SpanIds {
+                trace_hi: 1,
+                trace_lo: u64::MAX,
+                span: 7,
+                parent: 0,
+                flags: 3,
+            }),
             downstream_remote: Some("127.0.0.1:5555".parse().unwrap()),
             downstream_local: Some("[::1]:10000".parse().unwrap()),
             upstream_host: None,
@@ -445,6 +483,7 @@ mod tests {
             details: "upstream_reset_before_response_started{connection_failure}",
             sni: "",
             failure_reason: "connection refused",
+            operation: "checkout",
             headers,
         }
     }

@@ -23,7 +23,7 @@ use crate::snapshot::*;
 
 const MAGIC: &[u8; 4] = b"ZHSN";
 /// Bumped on any change to the snapshot types (their serde encoding is the layout).
-pub const FORMAT_VERSION: u16 = 24;
+pub const FORMAT_VERSION: u16 = 25;
 
 /// Why a byte string is not a valid snapshot. Always the writer's (or the memory's) fault;
 /// the reader keeps its previous configuration.

@@ -14,5 +14,6 @@ pub mod codec;
 pub mod shm;
 pub mod snapshot;
 pub mod stats;
+pub mod tracing;
 
 pub use snapshot::*;

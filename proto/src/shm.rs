@@ -45,7 +45,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"ZEROHOP\x01");
 /// Bumped on any change to the layout described above or to [`Counter::ALL`]. (A change to
 /// a scope kind's list of stats bumps [`crate::codec::FORMAT_VERSION`]: control and the
 /// data plane must agree on it, and the snapshot names the scopes.)
-pub const LAYOUT_VERSION: u32 = 10;
+pub const LAYOUT_VERSION: u32 = 11;
 pub const MAX_SLOTS: usize = 8;
 pub const MAX_SHARDS: usize = 256;
 const HEADER_SIZE: usize = 4096;

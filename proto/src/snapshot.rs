@@ -378,6 +378,10 @@ pub struct HttpManager {
     pub stats: StatScope,
     /// `access_log`: what each stream's record carries (disabled: none).
     pub access_log: crate::accesslog::AccessLogSpec,
+    /// `tracing`: how streams are sampled and their context propagated (`None`: no
+    /// tracing). A sampled stream's record goes to `access_log`'s set, which holds the
+    /// tracer.
+    pub tracing: Option<crate::tracing::TracingSpec>,
 }
 
 /// The bootstrap's `node.cluster` and `node.id` (`--service-cluster`, `--service-node`).

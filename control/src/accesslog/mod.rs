@@ -40,13 +40,21 @@ pub struct Logger {
 pub struct LoggerSet {
     pub loggers: Vec<Logger>,
     pub captures: Captures,
+    /// The connection manager's tracer: a record that carries a sampled span is made into
+    /// one and exported.
+    pub tracer: Option<Arc<crate::tracing::Tracer>>,
 }
 
 impl LoggerSet {
     /// Registers the set and returns what the snapshot carries for it.
     pub fn register(self) -> AccessLogSpec {
-        if self.loggers.is_empty() {
+        if self.loggers.is_empty() && self.tracer.is_none() {
             return AccessLogSpec::default();
+        }
+        if self.tracer.is_some() {
+            crate::tracing::export::COUNTS
+                .configured
+                .store(true, Ordering::Relaxed);
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         format!("{self:?}").hash(&mut h);
@@ -58,6 +66,7 @@ impl LoggerSet {
             response_headers: self.captures.response.clone(),
             response_trailers: self.captures.trailers.clone(),
             upstream_local: self.captures.upstream_local,
+            every_stream: !self.loggers.is_empty(),
         };
         let mut sets = SETS.lock().unwrap_or_else(|e| e.into_inner());
         if !sets.map.contains_key(&id) {
@@ -163,6 +172,8 @@ struct Drain {
     out: HashMap<Sink, String>,
     /// Each shard line's dropped count last seen.
     dropped_seen: HashMap<usize, u64>,
+    /// Where sampled spans go.
+    exporters: crate::tracing::export::Exporters,
 }
 
 impl Drain {
@@ -173,6 +184,7 @@ impl Drain {
             buf: Vec::with_capacity(1 << 16),
             out: HashMap::new(),
             dropped_seen: HashMap::new(),
+            exporters: Default::default(),
         }
     }
 
@@ -245,6 +257,11 @@ impl Drain {
     }
 
     fn apply(&mut self, set: &LoggerSet, rec: &Record<'_>) {
+        if let Some(tracer) = &set.tracer {
+            if let Some(span) = tracer.span(rec) {
+                self.exporters.submit(tracer, span);
+            }
+        }
         let mut random = crate::random::u64;
         for logger in &set.loggers {
             if logger

@@ -233,6 +233,35 @@ pub fn facts(st: &State, seg: &Segment) -> Facts {
             false,
         ),
     ]);
+    // Envoy's OpenTelemetry tracer's counters, once a tracer is configured, and the spans
+    // zerohop's exporters could not queue.
+    let tr = &crate::tracing::export::COUNTS;
+    if tr.configured.load(std::sync::atomic::Ordering::Relaxed) {
+        lines.extend(
+            [
+                ("tracing.opentelemetry.spans_sent", load(&tr.spans_sent)),
+                (
+                    "tracing.opentelemetry.timer_flushed",
+                    load(&tr.timer_flushed),
+                ),
+                (
+                    "tracing.opentelemetry.http_reports_sent",
+                    load(&tr.http_reports_sent),
+                ),
+                (
+                    "tracing.opentelemetry.http_reports_success",
+                    load(&tr.http_reports_success),
+                ),
+                (
+                    "tracing.opentelemetry.http_reports_failed",
+                    load(&tr.http_reports_failed),
+                ),
+                ("zerohop.tracing.spans_dropped", load(&tr.spans_dropped)),
+                ("zerohop.tracing.reports_failed", load(&tr.reports_failed)),
+            ]
+            .map(|(n, v)| (n.to_string(), v, false)),
+        );
+    }
     for (name, v) in super::control_lines_of(st) {
         let gauge = name.ends_with("connected_state");
         lines.push((name, v, gauge));

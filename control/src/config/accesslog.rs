@@ -14,6 +14,79 @@ use crate::accesslog::format::{Captures, Format, JsonValue, Template, Which, DEF
 use crate::accesslog::sink::Sink;
 use crate::accesslog::{Logger, LoggerSet};
 
+/// The fields zerohop implements of the access-log messages: file, stdout and stderr
+/// loggers, their formats and filters.
+pub(super) const FIELDS: &[(&str, &[&str])] = &[
+    (
+        "envoy.config.accesslog.v3.AccessLog",
+        &["name", "filter", "typed_config"],
+    ),
+    (
+        "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        &[
+            "path",
+            "log_format",
+            "format",
+            "json_format",
+            "typed_json_format",
+        ],
+    ),
+    (
+        "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        &["log_format"],
+    ),
+    (
+        "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+        &["log_format"],
+    ),
+    (
+        "envoy.config.core.v3.SubstitutionFormatString",
+        &[
+            "text_format",
+            "text_format_source",
+            "json_format",
+            "omit_empty_values",
+        ],
+    ),
+    (
+        "envoy.config.accesslog.v3.AccessLogFilter",
+        &[
+            "status_code_filter",
+            "duration_filter",
+            "not_health_check_filter",
+            "runtime_filter",
+            "and_filter",
+            "or_filter",
+            "response_flag_filter",
+        ],
+    ),
+    (
+        "envoy.config.accesslog.v3.StatusCodeFilter",
+        &["comparison"],
+    ),
+    ("envoy.config.accesslog.v3.DurationFilter", &["comparison"]),
+    ("envoy.config.accesslog.v3.NotHealthCheckFilter", &[]),
+    (
+        "envoy.config.accesslog.v3.RuntimeFilter",
+        &[
+            "runtime_key",
+            "percent_sampled",
+            "use_independent_randomness",
+        ],
+    ),
+    ("envoy.config.accesslog.v3.AndFilter", &["filters"]),
+    ("envoy.config.accesslog.v3.OrFilter", &["filters"]),
+    ("envoy.config.accesslog.v3.ResponseFlagFilter", &["flags"]),
+    (
+        "envoy.config.accesslog.v3.ComparisonFilter",
+        &["op", "value"],
+    ),
+    (
+        "envoy.config.core.v3.RuntimeUInt32",
+        &["default_value", "runtime_key"],
+    ),
+];
+
 const FILE: &str = "envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const STDOUT: &str = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const STDERR: &str = "envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
@@ -25,6 +98,15 @@ pub(super) fn access_logs(
     path: &str,
     runtime: &Runtime,
 ) -> Result<AccessLogSpec, ConfigError> {
+    Ok(logger_set(m, path, runtime)?.register())
+}
+
+/// `m.access_log` compiled, not yet registered (the connection manager adds its tracer).
+pub(super) fn logger_set(
+    m: &DynamicMessage,
+    path: &str,
+    runtime: &Runtime,
+) -> Result<LoggerSet, ConfigError> {
     let mut set = LoggerSet::default();
     for (i, v) in list(m, "access_log").iter().enumerate() {
         let al = as_msg(v);
@@ -32,7 +114,7 @@ pub(super) fn access_logs(
         let logger = logger(al, &at, runtime, &mut set.captures)?;
         set.loggers.push(logger);
     }
-    Ok(set.register())
+    Ok(set)
 }
 
 fn logger(

@@ -144,7 +144,9 @@ impl Builder {
                 .unwrap_or_default(),
             id: node_id.clone(),
         };
-        let names = names.with_runtime(&runtime, &local);
+        let names = names
+            .with_runtime(&runtime, &local)
+            .with_endpoints(&self.clusters);
         let mut snapshot = Snapshot {
             clusters: self.clusters.clone(),
             listeners: Vec::new(),

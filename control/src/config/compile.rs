@@ -36,6 +36,8 @@ pub(crate) struct Names {
     pub(crate) node: zerohop_proto::LocalNode,
     /// The secrets TLS contexts may name.
     pub(crate) secrets: SecretLookup,
+    /// Each cluster's first endpoint, where control itself sends (a tracer's collector).
+    pub(crate) first_endpoints: HashMap<String, std::net::SocketAddr>,
 }
 
 impl Names {
@@ -46,6 +48,7 @@ impl Names {
             runtime: Default::default(),
             node: Default::default(),
             secrets: Default::default(),
+            first_endpoints: HashMap::new(),
         }
     }
 
@@ -56,6 +59,7 @@ impl Names {
             runtime: Default::default(),
             node: Default::default(),
             secrets: Default::default(),
+            first_endpoints: HashMap::new(),
         }
     }
 
@@ -67,6 +71,15 @@ impl Names {
     ) -> Names {
         self.runtime = runtime.clone();
         self.node = node.clone();
+        self
+    }
+
+    /// With the clusters control itself may send to (their first endpoints).
+    pub(crate) fn with_endpoints(mut self, clusters: &[Cluster]) -> Names {
+        self.first_endpoints = clusters
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), c.endpoints.first()?.address)))
+            .collect();
         self
     }
 
@@ -89,6 +102,11 @@ impl Names {
             }
         };
         Some(ClusterId((self.ids.len() + at) as u32))
+    }
+
+    /// Names may be defined later (xDS).
+    pub(crate) fn is_lenient(&self) -> bool {
+        self.missing.is_some()
     }
 
     /// The names that were referenced but not defined, in id order.

@@ -203,8 +203,11 @@ pub(super) fn http_manager(
     let upgrades = super::hcm_options::upgrade_configs(hcm, path)?;
     let (server_name, server_header) = super::hcm_options::server(hcm, path)?;
     let path_normalization = super::hcm_options::path_normalization(hcm, path)?;
-    let access_log = super::accesslog::access_logs(hcm, path, &clusters.runtime)?;
+    let mut logs = super::accesslog::logger_set(hcm, path, &clusters.runtime)?;
+    let tracing = super::tracing::tracing(hcm, path, clusters, &mut logs)?;
+    let access_log = logs.register();
     Ok(HttpManager {
+        tracing,
         stats: Default::default(),
         access_log,
         upgrades,

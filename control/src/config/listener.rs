@@ -82,7 +82,7 @@ pub(crate) fn listener(
         }
         filter_chains.push(chain);
     }
-    let default_filter_chain = match msg(l, "default_filter_chain") {
+    let mut default_filter_chain = match msg(l, "default_filter_chain") {
         Some(c) => {
             let cpath = format!("{path}.default_filter_chain");
             if c.has_field_by_name("filter_chain_match") {
@@ -100,6 +100,19 @@ pub(crate) fn listener(
             format!("{path}.filter_chains"),
             "a listener needs a filter chain or a default_filter_chain",
         ));
+    }
+    // `traffic_direction` OUTBOUND makes a connection manager's spans egress ones.
+    if super::compile::enum_name(l, "traffic_direction") == "OUTBOUND" {
+        let chains = filter_chains
+            .iter_mut()
+            .chain(default_filter_chain.as_mut());
+        for f in chains.flat_map(|c| c.filters.iter_mut()) {
+            if let NetworkFilter::Http(m) = f {
+                if let Some(t) = &mut m.tracing {
+                    t.egress = true;
+                }
+            }
+        }
     }
     Ok(Listener {
         stats: Default::default(),

@@ -27,6 +27,7 @@ pub mod runtime;
 mod secret;
 mod supported;
 mod tls;
+mod tracing;
 
 use std::fmt;
 
@@ -247,3 +248,5 @@ mod secret_tests;
 mod tests;
 #[cfg(test)]
 mod tls_tests;
+#[cfg(test)]
+mod tracing_tests;

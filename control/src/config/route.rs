@@ -227,6 +227,7 @@ fn route(
         action,
         headers: edits(r, path)?,
         per_filter: per_filter(r, path, &clusters.runtime)?,
+        decorator: super::tracing::decorator(r, path)?,
     })
 }
 

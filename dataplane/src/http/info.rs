@@ -49,6 +49,9 @@ pub struct StreamInfo<'g> {
     pub upstream_local: Option<SocketAddr>,
     /// Why the upstream connection failed, as Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
     pub failure_reason: &'static str,
+    /// Tracing: the stream's span, and its route's decorator operation.
+    pub span: Option<zerohop_proto::tracing::SpanIds>,
+    pub operation: &'g str,
 }
 
 impl StreamInfo<'_> {
@@ -72,6 +75,8 @@ impl StreamInfo<'_> {
             head_received: head_bytes as u64,
             upstream_local: None,
             failure_reason: "",
+            span: None,
+            operation: "",
         }
     }
 }

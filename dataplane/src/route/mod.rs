@@ -241,6 +241,8 @@ pub struct Route {
     /// Per HTTP filter of the connection manager (by index), the override of the most
     /// specific level that names it.
     per_filter: Box<[Option<FilterOverride>]>,
+    /// `decorator` (tracing): the span's name on this route.
+    pub decorator: Option<zerohop_proto::tracing::Decorator>,
 }
 
 #[derive(Debug)]
@@ -396,6 +398,7 @@ impl RouteTable {
                     edits_responses: levels.iter().any(HeaderEdits::edits_responses),
                     edits: Vec::from(levels),
                     per_filter,
+                    decorator: r.decorator.clone(),
                 });
             }
             t.vhosts.push(VirtualHost {

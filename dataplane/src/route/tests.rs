@@ -36,6 +36,7 @@ fn route(name: &str, path: PathMatch, action: RouteAction) -> zerohop_proto::Rou
         action,
         headers: HeaderEdits::default(),
         per_filter: vec![],
+        decorator: None,
     }
 }
 

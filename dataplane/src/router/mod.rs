@@ -83,17 +83,21 @@ struct RouterHeaders<'a> {
 
 impl HeaderSource for RouterHeaders<'_> {
     fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
-        let Some(n) = self.attempt else {
-            return self.envoy_headers(f);
-        };
-        let mut digits = [0u8; 20];
-        let n = crate::http::hcm::decimal(u64::from(n), &mut digits);
-        self.envoy_headers(|name, v| {
-            if name != b"x-envoy-attempt-count" {
-                f(name, v)
+        match self.attempt {
+            None => self.envoy_headers(&mut f),
+            Some(n) => {
+                let mut digits = [0u8; 20];
+                let n = crate::http::hcm::decimal(u64::from(n), &mut digits);
+                self.envoy_headers(|name, v| {
+                    if name != b"x-envoy-attempt-count" {
+                        f(name, v)
+                    }
+                });
+                f(b"x-envoy-attempt-count", n);
             }
-        });
-        f(b"x-envoy-attempt-count", n);
+        }
+        // The span's context last, as Envoy's upstream request injects it.
+        self.inner.trace_context(f);
     }
 }
 

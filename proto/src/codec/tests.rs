@@ -169,6 +169,7 @@ fn http_listener() -> Listener {
                 max_request_bytes: 10,
             })),
         }],
+        decorator: None,
     };
     let http = NetworkFilter::Http(HttpManager {
         stats: Default::default(),
@@ -319,6 +320,7 @@ fn http_listener() -> Listener {
                 ],
             }],
         },
+        tracing: None,
     });
     let matcher = FilterChainMatch {
         destination_port: Some(8000),

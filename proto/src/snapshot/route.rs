@@ -69,6 +69,8 @@ pub struct Route {
     pub action: RouteAction,
     pub headers: HeaderEdits,
     pub per_filter: Vec<PerFilterConfig>,
+    /// `decorator`: the span's name on this route (with tracing).
+    pub decorator: Option<crate::tracing::Decorator>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -152,6 +152,14 @@ pub(super) fn api_config_source(
             .unwrap_or_default(),
         _ => String::new(),
     };
+    if let Some(Value::Message(g)) = services.first() {
+        if g.has_field_by_name("timeout") {
+            return Err(ConfigError::at(
+                format!("{path}.grpc_services[0].timeout"),
+                "a timeout on an xDS stream is not supported by zerohop (streams do not end)",
+            ));
+        }
+    }
     if services.len() != 1 || cluster_name.is_empty() {
         return Err(ConfigError::at(
             format!("{path}.grpc_services[0].envoy_grpc.cluster_name"),

@@ -609,6 +609,7 @@ impl Resources {
             .collect();
         let names = Names::lenient(ids)
             .with_runtime(&d.runtime, &d.local)
+            .with_endpoints(&clusters)
             .with_secrets(self.lookup(d, true));
         let routes = Routes::Rds(&self.routes);
         let mut snapshot = Snapshot {

@@ -50,7 +50,8 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
             "set_node_on_first_message_only",
         ],
     ),
-    ("envoy.config.core.v3.GrpcService", &["envoy_grpc"]),
+    // `timeout`: a tracer's collector honours it; the xDS and SDS streams refuse it.
+    ("envoy.config.core.v3.GrpcService", &["envoy_grpc", "timeout"]),
     (
         "envoy.config.core.v3.GrpcService.EnvoyGrpc",
         &["cluster_name"],
@@ -495,56 +496,8 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
             "preserve_external_request_id",
             "add_user_agent",
             "access_log",
+            "tracing",
         ],
-    ),
-    // Access logs (config/accesslog.rs): file, stdout and stderr loggers, their formats
-    // and filters.
-    (
-        "envoy.config.accesslog.v3.AccessLog",
-        &["name", "filter", "typed_config"],
-    ),
-    (
-        "envoy.extensions.access_loggers.file.v3.FileAccessLog",
-        &["path", "log_format", "format", "json_format", "typed_json_format"],
-    ),
-    (
-        "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-        &["log_format"],
-    ),
-    (
-        "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
-        &["log_format"],
-    ),
-    (
-        "envoy.config.core.v3.SubstitutionFormatString",
-        &["text_format", "text_format_source", "json_format", "omit_empty_values"],
-    ),
-    (
-        "envoy.config.accesslog.v3.AccessLogFilter",
-        &[
-            "status_code_filter",
-            "duration_filter",
-            "not_health_check_filter",
-            "runtime_filter",
-            "and_filter",
-            "or_filter",
-            "response_flag_filter",
-        ],
-    ),
-    ("envoy.config.accesslog.v3.StatusCodeFilter", &["comparison"]),
-    ("envoy.config.accesslog.v3.DurationFilter", &["comparison"]),
-    ("envoy.config.accesslog.v3.NotHealthCheckFilter", &[]),
-    (
-        "envoy.config.accesslog.v3.RuntimeFilter",
-        &["runtime_key", "percent_sampled", "use_independent_randomness"],
-    ),
-    ("envoy.config.accesslog.v3.AndFilter", &["filters"]),
-    ("envoy.config.accesslog.v3.OrFilter", &["filters"]),
-    ("envoy.config.accesslog.v3.ResponseFlagFilter", &["flags"]),
-    ("envoy.config.accesslog.v3.ComparisonFilter", &["op", "value"]),
-    (
-        "envoy.config.core.v3.RuntimeUInt32",
-        &["default_value", "runtime_key"],
     ),
     // `filters` (an upgrade's own filter chain) is not implemented: refused by name.
     (
@@ -615,7 +568,7 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
             "response_headers_to_add",
             "response_headers_to_remove",
             "typed_per_filter_config",
-            // Kept for tracing: no span is made yet (tracing is refused), so it is metadata.
+            // The span's name with tracing (config/tracing.rs).
             "decorator",
             "per_request_buffer_limit_bytes",
             "request_body_buffer_limit",

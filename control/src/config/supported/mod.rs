@@ -24,10 +24,15 @@ fn known_fields(type_name: &str) -> Option<&'static [&'static str]> {
         .map(|(_, f)| *f)
         .or_else(|| super::filters::fields(type_name))
         .or_else(|| {
-            super::retry::FIELDS
-                .iter()
-                .find(|(t, _)| *t == type_name)
-                .map(|(_, f)| *f)
+            [
+                super::retry::FIELDS,
+                super::accesslog::FIELDS,
+                super::tracing::FIELDS,
+            ]
+            .iter()
+            .flat_map(|t| t.iter())
+            .find(|(t, _)| *t == type_name)
+            .map(|(_, f)| *f)
         })
 }
 

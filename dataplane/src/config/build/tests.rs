@@ -53,6 +53,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
         }),
         headers: HeaderEdits::default(),
         per_filter: vec![],
+        decorator: None,
     };
     Listener::simple(
         "web",
@@ -97,6 +98,7 @@ fn http_listener(route_name: &str, regex: &str) -> Listener {
                 }],
                 ..RouteConfig::default()
             },
+            tracing: None,
         }),
     )
 }

@@ -163,6 +163,8 @@ impl Connection {
             details: info.response_code_details,
             sni: self.facts.server_name.as_deref().unwrap_or(""),
             failure_reason: info.failure_reason,
+            span: info.span,
+            operation: info.operation,
             headers: &info.log_headers,
         };
         shard.log.push(&rec);

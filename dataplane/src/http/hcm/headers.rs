@@ -98,6 +98,13 @@ pub struct RequestHeaders<'r> {
     pub user_agent: Option<&'r LocalNode>,
     /// The client connection is TLS: the scheme the connection manager sets is `https`.
     pub tls: bool,
+    /// Tracing: the `x-request-id` (when tracing made or marked it) and the context the
+    /// request carries on (`traceparent`, in place of the client's).
+    pub trace: Option<super::trace::Trace>,
+    /// An egress span's decorator operation, propagated in `x-envoy-decorator-operation`.
+    pub operation: Option<&'r str>,
+    /// An ingress span took the caller's `x-envoy-decorator-operation` (not forwarded).
+    pub drop_operation: bool,
     id: std::cell::OnceCell<[u8; 36]>,
 }
 
@@ -121,6 +128,9 @@ impl<'r> RequestHeaders<'r> {
             drop_accept_encoding: false,
             user_agent: None,
             tls: false,
+            trace: None,
+            operation: None,
+            drop_operation: false,
             id: std::cell::OnceCell::new(),
         }
     }
@@ -132,6 +142,11 @@ impl RequestHeaders<'_> {
         let raw = &req.raw[..];
         let (mut xff_seen, mut xfp_seen, mut id_seen) = (false, false, false);
         let mut ua_seen = false;
+        let trace_id = self.trace.as_ref().and_then(|t| t.request_id.as_ref());
+        let traceparent = self
+            .trace
+            .as_ref()
+            .and_then(|t| t.span.map(|_| &t.traceparent));
         for h in &req.headers {
             let n = &raw[h.name.clone()];
             let v = &raw[h.value.clone()];
@@ -149,7 +164,10 @@ impl RequestHeaders<'_> {
             let hop = (HOP_BY_HOP.contains(&n) && !(upgrade && n == b"connection"))
                 || sanitized(n, self.use_remote_address)
                 || (self.external_address.is_some() && n == b"x-envoy-external-address")
-                || (self.replace_request_id && n == b"x-request-id")
+                || ((self.replace_request_id || trace_id.is_some()) && n == b"x-request-id")
+                || (traceparent.is_some() && (n == b"traceparent" || n == b"tracestate"))
+                || ((self.operation.is_some() || self.drop_operation)
+                    && n == b"x-envoy-decorator-operation")
                 || (self.drop_accept_encoding && n == b"accept-encoding")
                 || self.user_agent.is_some_and(|u| {
                     n == b"x-envoy-downstream-service-cluster"
@@ -211,7 +229,9 @@ impl RequestHeaders<'_> {
                 );
             }
         }
-        if let (Some(rng), false) = (self.request_id, id_seen) {
+        if let Some(id) = trace_id {
+            emit(b"x-request-id", Cow::Borrowed(id));
+        } else if let (Some(rng), false) = (self.request_id, id_seen) {
             let id = self.id.get_or_init(|| {
                 let mut id = [0u8; 36];
                 write_request_id(rng, &mut id);
@@ -219,6 +239,32 @@ impl RequestHeaders<'_> {
             });
             emit(b"x-request-id", Cow::Borrowed(id));
         }
+        if let Some(op) = self.operation {
+            emit(b"x-envoy-decorator-operation", Cow::Borrowed(op.as_bytes()));
+        }
+    }
+
+    /// The span's context, as Envoy's upstream request injects it after every other
+    /// header: `traceparent`, then the span's `tracestate` (its parent's, empty for a new
+    /// trace). Nothing without a span.
+    pub fn trace_context(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        if let Some(t) = self.trace.as_ref().filter(|t| t.span.is_some()) {
+            f(b"traceparent", &t.traceparent);
+            let state = self.req.header("tracestate").unwrap_or("");
+            f(b"tracestate", state.as_bytes());
+        }
+    }
+}
+
+/// A request's headers as they went upstream with the span's context (what Envoy's
+/// access log and tracer read: the header map the router injected into).
+#[derive(Debug)]
+pub struct WithContext<'h, 'r>(pub &'h RequestHeaders<'r>);
+
+impl HeaderSource for WithContext<'_, '_> {
+    fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        self.0.for_each(&mut f);
+        self.0.trace_context(f);
     }
 }
 
@@ -425,4 +471,4 @@ pub fn write_request_id(rng: &Rng, out: &mut [u8; 36]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,6 +16,7 @@ pub mod access;
 pub mod headers;
 pub mod path;
 mod stream;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -240,6 +241,7 @@ impl Connection {
             facts: &self.facts,
             draining: &self.listener.stop_accepting,
             request: req,
+            trace: None,
         }
         .serve(req, &mut info)
         .await;
@@ -260,7 +262,7 @@ impl Connection {
         );
         stats.count_n(scope, HttpStat::DownstreamCxTxBytesTotal, info.bytes_sent);
         let spec = &self.http.manager.access_log;
-        if spec.enabled() {
+        if spec.enabled() && (spec.every_stream || info.span.is_some_and(|s| s.sampled())) {
             self.log_stream(shard, req, &mut info, spec);
         }
         log::trace!(

@@ -67,6 +67,8 @@ pub struct Stream<'a, D> {
     /// application/grpc...`) is gRPC-shaped, as Envoy's, and the content type is looked up
     /// only when there is a local reply to shape.
     pub request: &'a Request,
+    /// Tracing: the stream's decision and span context, once routed.
+    pub trace: Option<super::trace::Trace>,
 }
 
 impl<D> std::fmt::Debug for Stream<'_, D> {
@@ -135,6 +137,9 @@ impl<'a, D: Downstream> Stream<'a, D> {
             http.routes.route(&r).map(|(_, route)| route)
         };
         info.route_name = route.map(|r| r.name.as_str());
+        if let Some(spec) = &http.manager.tracing {
+            self.trace = Some(self.start_trace(spec, req, route, info));
+        }
         // An upgrade neither the route nor the connection manager enables: 403, before any
         // filter runs (Envoy refuses it when it builds the stream's filter chain).
         if let Some(token) = req.upgrade.as_ref().map(|r| &req.raw[r.clone()]) {
@@ -296,6 +301,11 @@ impl<'a, D: Downstream> Stream<'a, D> {
                     self.request_headers(req, route.edits_requests.then_some(&route.edits[..]));
                 headers.external_address = external;
                 headers.drop_accept_encoding = decisions.drop_accept_encoding;
+                if hcm.tracing.as_ref().is_some_and(|t| t.egress) {
+                    // An egress span's operation goes on for the next hop's span.
+                    let d = route.decorator.as_ref().filter(|d| d.propagate);
+                    headers.operation = d.map(|d| d.operation.as_str());
+                }
                 let max_at = hcm.max_stream_duration.map(|d| info.start + d);
                 let peer_addr = self.peer;
                 // A body that a retry could send again, or a mirror copy, is held (as Envoy
@@ -370,7 +380,8 @@ impl<'a, D: Downstream> Stream<'a, D> {
                 if !info.request_captured {
                     // The access log sees the request as forwarded, as Envoy's.
                     let spec = &hcm.access_log;
-                    super::access::capture_request(spec, req, self.tls, &headers, info);
+                    let forwarded = super::headers::WithContext(&headers);
+                    super::access::capture_request(spec, req, self.tls, &forwarded, info);
                 }
                 match exchange {
                     Ok(ex) => {
@@ -416,6 +427,8 @@ impl<'a, D: Downstream> Stream<'a, D> {
         headers.replace_request_id = hcm.use_remote_address && !hcm.preserve_external_request_id;
         headers.user_agent = hcm.user_agent.as_ref();
         headers.tls = self.tls;
+        headers.trace = self.trace;
+        headers.drop_operation = hcm.tracing.as_ref().is_some_and(|t| !t.egress);
         headers
     }
 
@@ -531,7 +544,8 @@ impl<'a, D: Downstream> Stream<'a, D> {
         if !info.request_captured {
             // The request as the connection manager had made it (x-request-id, x-forwarded-*).
             let headers = self.request_headers(self.request, None);
-            super::access::capture_request(spec, self.request, self.tls, &headers, info);
+            let made = super::headers::WithContext(&headers);
+            super::access::capture_request(spec, self.request, self.tls, &made, info);
         }
         if spec.enabled() {
             let mut digits = [0u8; 20];
@@ -728,6 +742,7 @@ fn external_address<'a>(
 }
 
 mod respond;
+mod tracing;
 
 /// Headers a filter asked for, as a local reply takes them.
 fn header_list<N: AsRef<str>>(headers: &[(N, String)]) -> Vec<(&[u8], Cow<'_, [u8]>)> {

@@ -3,7 +3,7 @@ use crate::http::message::{Framing, Header, Version};
 use zerohop_proto::{HttpManager, ServerHeader};
 
 /// A request with `headers` (lower-case names), as the codec hands it over.
-fn request(headers: &[(&str, &str)]) -> Request {
+pub(crate) fn request(headers: &[(&str, &str)]) -> Request {
     let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
     let mut hs = Vec::new();
     let mut connection = Vec::new();

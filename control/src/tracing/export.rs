@@ -1,0 +1,295 @@
+//! Exporting spans: one thread per collector (and service name), fed through a bounded
+//! queue by the access-log drain, which never waits for it. Spans are batched as Envoy's
+//! OpenTelemetry tracer batches them: a report when `min_flush_spans` are pending (5) and
+//! on a timer (`flush_interval_ms`, 5 s), sent as an OTLP `ExportTraceServiceRequest` over
+//! gRPC or HTTP with the collector's timeout. A collector that stalls holds its own thread
+//! only: the queue fills, and further spans are dropped and counted
+//! (`zerohop.tracing.spans_dropped`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Collector, Tracer, Transport};
+
+/// Spans waiting for one exporter, at most (about 10 s of spans at 1,000 a second).
+const QUEUE: usize = 16_384;
+
+/// Envoy's `tracing.opentelemetry.*` counters, and zerohop's drops (admin `/stats`).
+#[derive(Debug)]
+pub struct Counts {
+    pub spans_sent: AtomicU64,
+    pub timer_flushed: AtomicU64,
+    pub http_reports_sent: AtomicU64,
+    pub http_reports_success: AtomicU64,
+    pub http_reports_failed: AtomicU64,
+    /// Spans not exported: the exporter's queue was full, or the collector's cluster had
+    /// no endpoint.
+    pub spans_dropped: AtomicU64,
+    /// Reports that failed (connection, timeout, or an error status).
+    pub reports_failed: AtomicU64,
+    /// A tracer was configured (the counters are shown from then on, as Envoy's exist
+    /// once its tracer does).
+    pub configured: std::sync::atomic::AtomicBool,
+}
+
+pub static COUNTS: Counts = Counts {
+    spans_sent: AtomicU64::new(0),
+    timer_flushed: AtomicU64::new(0),
+    http_reports_sent: AtomicU64::new(0),
+    http_reports_success: AtomicU64::new(0),
+    http_reports_failed: AtomicU64::new(0),
+    spans_dropped: AtomicU64::new(0),
+    reports_failed: AtomicU64::new(0),
+    configured: std::sync::atomic::AtomicBool::new(false),
+};
+
+/// What one exporter thread serves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    collector: Collector,
+    service_name: String,
+    min_flush_spans: usize,
+    flush_interval: Duration,
+}
+
+/// The drain thread's handles to the exporters it started.
+#[derive(Debug, Default)]
+pub struct Exporters {
+    queues: HashMap<Key, SyncSender<Span>>,
+}
+
+impl Exporters {
+    /// Queues `span` for `tracer`'s collector (dropped and counted when the queue is full).
+    pub fn submit(&mut self, tracer: &Tracer, span: Span) {
+        if tracer.collector.address.is_none() {
+            COUNTS.spans_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let key = Key {
+            collector: tracer.collector.clone(),
+            service_name: tracer.service_name.clone(),
+            min_flush_spans: tracer.min_flush_spans,
+            flush_interval: tracer.flush_interval,
+        };
+        let queue = match self.queues.get(&key) {
+            Some(q) => q,
+            None => match start(key.clone()) {
+                Ok(q) => self.queues.entry(key.clone()).or_insert(q),
+                Err(e) => {
+                    log::error!("tracing: cannot start an exporter thread: {e}");
+                    COUNTS.spans_dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+        };
+        match queue.try_send(span) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                COUNTS.spans_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                COUNTS.spans_dropped.fetch_add(1, Ordering::Relaxed);
+                self.queues.remove(&key);
+            }
+        }
+    }
+}
+
+fn start(key: Key) -> std::io::Result<SyncSender<Span>> {
+    let (tx, rx) = sync_channel(QUEUE);
+    std::thread::Builder::new()
+        .name("span-export".into())
+        .spawn(move || run(key, rx))?;
+    Ok(tx)
+}
+
+/// The exporter's loop: batch, flush on count and on the timer, for as long as the drain
+/// holds the queue.
+fn run(key: Key, rx: Receiver<Span>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("tracing: exporter runtime: {e}");
+            return;
+        }
+    };
+    let mut sender = Sender {
+        key: &key,
+        grpc: None,
+    };
+    let mut batch = Vec::new();
+    let mut next = Instant::now() + key.flush_interval;
+    loop {
+        match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Ok(span) => {
+                batch.push(span);
+                if batch.len() >= key.min_flush_spans {
+                    rt.block_on(sender.flush(std::mem::take(&mut batch)));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                COUNTS.timer_flushed.fetch_add(1, Ordering::Relaxed);
+                if !batch.is_empty() {
+                    rt.block_on(sender.flush(std::mem::take(&mut batch)));
+                }
+                next = Instant::now() + key.flush_interval;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+struct Sender<'k> {
+    key: &'k Key,
+    grpc: Option<TraceServiceClient<Channel>>,
+}
+
+impl Sender<'_> {
+    async fn flush(&mut self, spans: Vec<Span>) {
+        let n = spans.len() as u64;
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(
+                                self.key.service_name.clone(),
+                            )),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        COUNTS.spans_sent.fetch_add(n, Ordering::Relaxed);
+        let c = &self.key.collector;
+        let Some(addr) = c.address else { return };
+        let outcome = match &c.transport {
+            Transport::Http { host, path } => {
+                COUNTS.http_reports_sent.fetch_add(1, Ordering::Relaxed);
+                let sent = tokio::time::timeout(
+                    c.timeout,
+                    post(addr, host, path, request.encode_to_vec()),
+                )
+                .await;
+                match sent {
+                    Ok(Ok(status)) => {
+                        COUNTS.http_reports_success.fetch_add(1, Ordering::Relaxed);
+                        if status == 200 {
+                            Ok(())
+                        } else {
+                            Err(format!("the collector answered {status}"))
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        COUNTS.http_reports_failed.fetch_add(1, Ordering::Relaxed);
+                        Err(e)
+                    }
+                    Err(_) => {
+                        COUNTS.http_reports_failed.fetch_add(1, Ordering::Relaxed);
+                        Err(format!("no answer within {:?}", c.timeout))
+                    }
+                }
+            }
+            Transport::Grpc { authority } => {
+                let sent =
+                    tokio::time::timeout(c.timeout, self.grpc_export(addr, authority, request))
+                        .await;
+                match sent {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.grpc = None;
+                        Err(format!("no answer within {:?}", c.timeout))
+                    }
+                }
+            }
+        };
+        if let Err(e) = outcome {
+            COUNTS.reports_failed.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "tracing: a report of {n} spans to cluster {:?} ({addr}) failed: {e}",
+                c.cluster
+            );
+        }
+    }
+
+    async fn grpc_export(
+        &mut self,
+        addr: std::net::SocketAddr,
+        authority: &str,
+        request: ExportTraceServiceRequest,
+    ) -> Result<(), String> {
+        if self.grpc.is_none() {
+            let origin: tonic::transport::Uri = format!("http://{authority}")
+                .parse()
+                .map_err(|e| format!("authority {authority:?}: {e}"))?;
+            let channel = Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| e.to_string())?
+                .origin(origin)
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            self.grpc = Some(TraceServiceClient::new(channel));
+        }
+        let client = self.grpc.as_mut().expect("connected above");
+        match client.export(request).await {
+            Ok(_) => Ok(()),
+            Err(status) => {
+                // A broken connection is made again for the next report.
+                self.grpc = None;
+                Err(status.to_string())
+            }
+        }
+    }
+}
+
+/// One OTLP/HTTP report on its own connection; the answer's status.
+async fn post(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<u16, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post(path)
+        .header("host", host)
+        .header("content-type", "application/x-protobuf")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    // Read the answer whole so the connection ends cleanly.
+    let _ = resp.into_body().collect().await;
+    Ok(status)
+}

@@ -1,0 +1,133 @@
+use super::*;
+
+fn spec(random: u32, overall: u32) -> TracingSpec {
+    TracingSpec {
+        client_sampling: 10_000,
+        random_sampling: random,
+        overall_sampling: overall,
+        egress: false,
+    }
+}
+
+use crate::http::hcm::headers::tests::request;
+
+const ID: &[u8] = b"00000101-5e6f-4a2b-9c3d-1234567890ab";
+
+#[test]
+fn random_sampling_follows_the_request_ids_number_and_marks_it() {
+    let rng = Rng::new(7);
+    // 0x101 % 10000 = 257.
+    let t = decide(&spec(258, 10_000), &request(&[]), Some(ID), false, &rng);
+    assert_eq!(t.request_id.unwrap()[14], b'9');
+    assert!(t.span.unwrap().sampled());
+    let t = decide(&spec(257, 10_000), &request(&[]), Some(ID), false, &rng);
+    assert!(t.request_id.is_none(), "nothing changed, nothing written");
+    assert!(!t.span.unwrap().sampled());
+    // Overall sampling caps it, and says so in the id.
+    let t = decide(&spec(10_000, 257), &request(&[]), Some(ID), false, &rng);
+    assert_eq!(t.request_id.unwrap()[14], b'4');
+    assert!(!t.span.unwrap().sampled());
+}
+
+#[test]
+fn a_marked_id_keeps_its_reason_and_an_unreadable_one_is_not_traced() {
+    let rng = Rng::new(7);
+    let mut marked = ID.to_vec();
+    marked[14] = b'b';
+    let t = decide(&spec(0, 10_000), &request(&[]), Some(&marked), false, &rng);
+    assert!(t.span.unwrap().sampled());
+    assert!(t.request_id.is_none());
+    let t = decide(
+        &spec(10_000, 10_000),
+        &request(&[]),
+        Some(b"zz"),
+        false,
+        &rng,
+    );
+    assert!(!t.span.unwrap().sampled());
+    let t = decide(&spec(10_000, 10_000), &request(&[]), None, false, &rng);
+    assert!(!t.span.unwrap().sampled());
+}
+
+#[test]
+fn the_client_can_force_a_trace() {
+    let rng = Rng::new(7);
+    let t = decide(
+        &spec(0, 10_000),
+        &request(&[("x-client-trace-id", "abc")]),
+        Some(ID),
+        false,
+        &rng,
+    );
+    assert_eq!(t.request_id.unwrap()[14], b'b');
+    assert!(t.span.unwrap().sampled());
+}
+
+#[test]
+fn a_parent_context_is_continued_with_its_sampled_flag() {
+    let rng = Rng::new(7);
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let t = decide(
+        &spec(0, 10_000),
+        &request(&[("traceparent", tp)]),
+        Some(ID),
+        false,
+        &rng,
+    );
+    let s = t.span.unwrap();
+    assert_eq!(
+        (s.trace_hi, s.trace_lo),
+        (0x0af7651916cd43dd, 0x8448eb211c80319c)
+    );
+    assert_eq!(s.parent, 0xb7ad6b7169203331);
+    assert!(s.sampled());
+    let out = std::str::from_utf8(&t.traceparent).unwrap();
+    assert!(out.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+    assert!(out.ends_with("-01"));
+    assert_ne!(&out[36..52], "b7ad6b7169203331");
+    let off = tp.replace("-01", "-00");
+    let t = decide(
+        &spec(10_000, 10_000),
+        &request(&[("traceparent", &off)]),
+        Some(ID),
+        false,
+        &rng,
+    );
+    assert!(!t.span.unwrap().sampled());
+    assert!(std::str::from_utf8(&t.traceparent)
+        .unwrap()
+        .ends_with("-00"));
+}
+
+#[test]
+fn an_unreadable_traceparent_makes_no_span() {
+    let rng = Rng::new(7);
+    for bad in [
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ] {
+        let t = decide(
+            &spec(10_000, 10_000),
+            &request(&[("traceparent", bad)]),
+            Some(ID),
+            false,
+            &rng,
+        );
+        assert!(t.span.is_none(), "{bad}");
+    }
+}
+
+#[test]
+fn a_generated_id_carries_the_decision() {
+    let rng = Rng::new(7);
+    let t = decide(&spec(10_000, 10_000), &request(&[]), None, true, &rng);
+    let id = t.request_id.unwrap();
+    assert_eq!(id[14], b'9');
+    assert!(t.span.unwrap().sampled());
+    let t = decide(&spec(0, 10_000), &request(&[]), None, true, &rng);
+    assert_eq!(t.request_id.unwrap()[14], b'4');
+    assert!(!t.span.unwrap().sampled());
+}
