@@ -35,6 +35,11 @@ pub enum Kind {
     Envoy,
     /// Envoy with the access log of `ZerohopLogged`.
     EnvoyLogged,
+    /// `ZerohopLogged` with tracing too: `envoy.tracers.opentelemetry` at 100% sampling,
+    /// spans exported over OTLP/HTTP (to the benchmark's upstream, which takes the POSTs).
+    ZerohopTraced,
+    /// Envoy with the access log and tracing of `ZerohopTraced`.
+    EnvoyTraced,
 }
 
 /// What the proxies are configured to proxy.
@@ -176,6 +181,8 @@ impl Kind {
             Kind::Nginx => "nginx",
             Kind::Envoy => "envoy",
             Kind::EnvoyLogged => "envoy+accesslog",
+            Kind::ZerohopTraced => "zerohop+log+trace",
+            Kind::EnvoyTraced => "envoy+log+trace",
         }
     }
 
@@ -187,13 +194,15 @@ impl Kind {
             "zerohop+resilience" => Kind::ZerohopResilient,
             "zerohop+accesslog" => Kind::ZerohopLogged,
             "envoy+accesslog" => Kind::EnvoyLogged,
+            "zerohop+log+trace" => Kind::ZerohopTraced,
+            "envoy+log+trace" => Kind::EnvoyTraced,
             "haproxy" => Kind::Haproxy { splice: false },
             "haproxy+splice" => Kind::Haproxy { splice: true },
             "nginx" => Kind::Nginx,
             "envoy" => Kind::Envoy,
             _ => {
                 return Err(format!(
-                    "unknown target {s:?} (direct, zerohop, zerohop-baseline, zerohop+resilience, zerohop+accesslog, haproxy, haproxy+splice, nginx, envoy, envoy+accesslog)"
+                    "unknown target {s:?} (direct, zerohop, zerohop-baseline, zerohop+resilience, zerohop+accesslog, zerohop+log+trace, haproxy, haproxy+splice, nginx, envoy, envoy+accesslog, envoy+log+trace)"
                 ));
             }
         })
@@ -306,8 +315,10 @@ pub fn start(
             | Kind::ZerohopBaseline
             | Kind::ZerohopResilient
             | Kind::ZerohopLogged
+            | Kind::ZerohopTraced
             | Kind::Envoy
             | Kind::EnvoyLogged
+            | Kind::EnvoyTraced
     ) {
         "yaml"
     } else {
@@ -316,13 +327,23 @@ pub fn start(
     let cfg = std::env::temp_dir().join(format!("zerohop-bench-{tag}.{ext}"));
     let mut files = vec![cfg.clone()];
     let cmd = match kind {
-        Kind::Zerohop | Kind::ZerohopBaseline | Kind::ZerohopResilient | Kind::ZerohopLogged => {
+        Kind::Zerohop
+        | Kind::ZerohopBaseline
+        | Kind::ZerohopResilient
+        | Kind::ZerohopLogged
+        | Kind::ZerohopTraced => {
             let resilient = kind == Kind::ZerohopResilient;
-            let log = (kind == Kind::ZerohopLogged).then(|| cfg.with_extension("log"));
+            let traced = kind == Kind::ZerohopTraced;
+            let logged = kind == Kind::ZerohopLogged || traced;
+            let log = logged.then(|| cfg.with_extension("log"));
             files.extend(log.clone());
+            let observe = Observe {
+                log: log.as_deref(),
+                trace: traced,
+            };
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                _ => envoy_http_config(port, upstream, mode, resilient, log.as_deref()),
+                _ => envoy_http_config(port, upstream, mode, resilient, observe),
             };
             std::fs::write(&cfg, yaml).unwrap();
             let shm = PathBuf::from(format!("/dev/shm/zerohop-bench-{tag}"));
@@ -352,12 +373,17 @@ pub fn start(
             c.arg("-p").arg(&dir).arg("-c").arg(&cfg);
             with_cpu(c, proxy_cpu)
         }
-        Kind::Envoy | Kind::EnvoyLogged => {
-            let log = (kind == Kind::EnvoyLogged).then(|| cfg.with_extension("log"));
+        Kind::Envoy | Kind::EnvoyLogged | Kind::EnvoyTraced => {
+            let traced = kind == Kind::EnvoyTraced;
+            let log = (kind == Kind::EnvoyLogged || traced).then(|| cfg.with_extension("log"));
             files.extend(log.clone());
+            let observe = Observe {
+                log: log.as_deref(),
+                trace: traced,
+            };
             let yaml = match mode {
                 Mode::Tcp => crate::config::yaml(1, 1, front, upstream, 0),
-                _ => envoy_http_config(port, upstream, mode, false, log.as_deref()),
+                _ => envoy_http_config(port, upstream, mode, false, observe),
             };
             std::fs::write(&cfg, yaml).unwrap();
             with_cpu(envoy_command(tools, &cfg), proxy_cpu)
@@ -515,20 +541,41 @@ fn nginx_config(mode: Mode, dir: &std::path::Path, port: u16, upstream: SocketAd
     }
 }
 
+/// What a connection manager observes: an access log to a file (Envoy's default format)
+/// and tracing.
+#[derive(Clone, Copy, Debug, Default)]
+struct Observe<'a> {
+    log: Option<&'a std::path::Path>,
+    trace: bool,
+}
+
 /// The HTTP connection manager with one route to the upstream: Envoy and zerohop both run it.
 /// `resilient` adds a retry policy (with a per-try timeout) to the route, and explicit
 /// circuit breakers and outlier detection to the cluster, none of which the benchmark's
 /// traffic triggers. In `H2c` mode the listener takes h2c (AUTO, 100 streams, as zerohop's
-/// default) and the cluster may speak HTTP/2. With `log`, the connection manager writes an
-/// access log line for every request to that file (Envoy's default format).
+/// default) and the cluster may speak HTTP/2. `observe` adds an access log and tracing.
 fn envoy_http_config(
     port: u16,
     upstream: SocketAddr,
     mode: Mode,
     resilient: bool,
-    log: Option<&std::path::Path>,
+    observe: Observe<'_>,
 ) -> String {
-    let access_log = match log {
+    // Every request traced (Envoy's default sampling, 100%), its span exported over
+    // OTLP/HTTP in Envoy's batches to the upstream, which answers the POSTs.
+    let tracing = match observe.trace {
+        true => "          tracing:\n            provider:\n              name: envoy.tracers.opentelemetry\n              typed_config:\n                \"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig\n                service_name: bench\n                http_service: { http_uri: { uri: \"http://collector/v1/traces\", cluster: collector, timeout: 1s } }\n",
+        false => "",
+    };
+    let collector = match observe.trace {
+        true => format!(
+            "  - name: collector\n    load_assignment:\n      cluster_name: collector\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
+            upstream.ip(),
+            upstream.port()
+        ),
+        false => String::new(),
+    };
+    let access_log = match observe.log {
         Some(p) => format!(
             "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: {} }}\n",
             p.display()
@@ -649,7 +696,7 @@ fn envoy_http_config(
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: front
-{codec}{access_log}          route_config:
+{codec}{access_log}{tracing}          route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
@@ -668,7 +715,7 @@ fn envoy_http_config(
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: {ip}, port_value: {up} }} }} }}
-"#,
+{collector}"#,
         ip = upstream.ip(),
         up = upstream.port()
     )

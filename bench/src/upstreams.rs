@@ -175,20 +175,21 @@ async fn serve_http1(mut s: monoio::net::TcpStream, mut buf: Vec<u8>, body: Byte
             }
             continue;
         };
-        if chunked {
-            // Not needed by the benchmarks: refuse rather than misframe.
-            let _ = s
-                .write_all(b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec())
-                .await;
-            return;
-        }
-        // The request body, discarded.
-        while buf.len() < head + length {
-            if !read_more(&mut s, &mut buf).await {
-                return;
+        // The request body, discarded (a chunked one: an exporter's report).
+        let end = if chunked {
+            match chunked_end(&mut s, &mut buf, head).await {
+                Some(end) => end,
+                None => return,
             }
-        }
-        buf.drain(..head + length);
+        } else {
+            while buf.len() < head + length {
+                if !read_more(&mut s, &mut buf).await {
+                    return;
+                }
+            }
+            head + length
+        };
+        buf.drain(..end);
         let mut out = Vec::with_capacity(head_ok.len() + 24 + body.len());
         out.extend_from_slice(head_ok.as_bytes());
         if close {
@@ -199,6 +200,37 @@ async fn serve_http1(mut s: monoio::net::TcpStream, mut buf: Vec<u8>, body: Byte
         let (r, _) = s.write_all(out).await;
         if r.is_err() || close {
             return;
+        }
+    }
+}
+
+/// Where a chunked body that starts at `at` ends (reading until it has), without trailers.
+async fn chunked_end(
+    s: &mut monoio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    mut at: usize,
+) -> Option<usize> {
+    loop {
+        let line = loop {
+            if let Some(i) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            if !read_more(s, buf).await {
+                return None;
+            }
+        };
+        let text = std::str::from_utf8(&buf[at..at + line]).ok()?;
+        let size = usize::from_str_radix(text.split(';').next()?.trim(), 16).ok()?;
+        // The size line, the data and its CRLF (the last chunk: the final CRLF).
+        let need = at + line + 2 + size + 2;
+        while buf.len() < need {
+            if !read_more(s, buf).await {
+                return None;
+            }
+        }
+        at = need;
+        if size == 0 {
+            return Some(at);
         }
     }
 }

@@ -172,7 +172,7 @@ pub(super) fn tracing(
     let service_name = Some(string(&cfg, "service_name"))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown_service:envoy".into());
-    let tracer = Tracer {
+    let mut tracer = Tracer {
         service_name,
         collector,
         custom_tags,
@@ -201,7 +201,9 @@ pub(super) fn tracing(
                 .integer("tracing.opentelemetry.flush_interval_ms", 5000)
                 .max(1),
         ),
+        exporter: 0,
     };
+    tracer.exporter = crate::tracing::export::exporter_id(&tracer);
     set.tracer = Some(std::sync::Arc::new(tracer));
     let percent = |field: &str, key: &str| -> Result<u32, ConfigError> {
         let value = match msg(t, field) {

@@ -26,6 +26,8 @@ use super::{Collector, Tracer, Transport};
 
 /// Spans waiting for one exporter, at most (about 10 s of spans at 1,000 a second).
 const QUEUE: usize = 16_384;
+/// Spans a report takes beyond the `min_flush_spans` that started it, at most.
+const MAX_BATCH: usize = 1_024;
 
 /// Envoy's `tracing.opentelemetry.*` counters, and zerohop's drops (admin `/stats`).
 #[derive(Debug)]
@@ -65,10 +67,30 @@ struct Key {
     flush_interval: Duration,
 }
 
-/// The drain thread's handles to the exporters it started.
+impl Key {
+    fn of(tracer: &Tracer) -> Key {
+        Key {
+            collector: tracer.collector.clone(),
+            service_name: tracer.service_name.clone(),
+            min_flush_spans: tracer.min_flush_spans,
+            flush_interval: tracer.flush_interval,
+        }
+    }
+}
+
+/// Which exporter thread serves `tracer`'s spans: a hash of what the thread is made of
+/// (tracers with the same collector, service name and batching share one).
+pub fn exporter_id(tracer: &Tracer) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    Key::of(tracer).hash(&mut h);
+    h.finish()
+}
+
+/// The drain thread's handles to the exporters it started, by [`Tracer::exporter`].
 #[derive(Debug, Default)]
 pub struct Exporters {
-    queues: HashMap<Key, SyncSender<Span>>,
+    queues: HashMap<u64, SyncSender<Span>>,
 }
 
 impl Exporters {
@@ -78,16 +100,11 @@ impl Exporters {
             COUNTS.spans_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let key = Key {
-            collector: tracer.collector.clone(),
-            service_name: tracer.service_name.clone(),
-            min_flush_spans: tracer.min_flush_spans,
-            flush_interval: tracer.flush_interval,
-        };
-        let queue = match self.queues.get(&key) {
+        let id = tracer.exporter;
+        let queue = match self.queues.get(&id) {
             Some(q) => q,
-            None => match start(key.clone()) {
-                Ok(q) => self.queues.entry(key.clone()).or_insert(q),
+            None => match start(Key::of(tracer)) {
+                Ok(q) => self.queues.entry(id).or_insert(q),
                 Err(e) => {
                     log::error!("tracing: cannot start an exporter thread: {e}");
                     COUNTS.spans_dropped.fetch_add(1, Ordering::Relaxed);
@@ -102,7 +119,7 @@ impl Exporters {
             }
             Err(TrySendError::Disconnected(_)) => {
                 COUNTS.spans_dropped.fetch_add(1, Ordering::Relaxed);
-                self.queues.remove(&key);
+                self.queues.remove(&id);
             }
         }
     }
@@ -132,15 +149,20 @@ fn run(key: Key, rx: Receiver<Span>) {
     let mut sender = Sender {
         key: &key,
         grpc: None,
+        http: None,
     };
-    let mut batch = Vec::new();
+    let mut batch = Vec::with_capacity(key.min_flush_spans + MAX_BATCH);
     let mut next = Instant::now() + key.flush_interval;
     loop {
         match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
             Ok(span) => {
                 batch.push(span);
                 if batch.len() >= key.min_flush_spans {
-                    rt.block_on(sender.flush(std::mem::take(&mut batch)));
+                    // What queued while the last report was out goes in this one.
+                    batch.extend(rx.try_iter().take(MAX_BATCH));
+                    let cap = batch.capacity();
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(cap));
+                    rt.block_on(sender.flush(full));
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
@@ -158,6 +180,8 @@ fn run(key: Key, rx: Receiver<Span>) {
 struct Sender<'k> {
     key: &'k Key,
     grpc: Option<TraceServiceClient<Channel>>,
+    /// The OTLP/HTTP connection, kept for the next report.
+    http: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
 }
 
 impl Sender<'_> {
@@ -190,11 +214,11 @@ impl Sender<'_> {
         let outcome = match &c.transport {
             Transport::Http { host, path } => {
                 COUNTS.http_reports_sent.fetch_add(1, Ordering::Relaxed);
-                let sent = tokio::time::timeout(
-                    c.timeout,
-                    post(addr, host, path, request.encode_to_vec()),
-                )
-                .await;
+                let body = request.encode_to_vec();
+                let sent = tokio::time::timeout(c.timeout, self.post(addr, host, path, body)).await;
+                if !matches!(sent, Ok(Ok(_))) {
+                    self.http = None;
+                }
                 match sent {
                     Ok(Ok(status)) => {
                         COUNTS.http_reports_success.fetch_add(1, Ordering::Relaxed);
@@ -267,29 +291,41 @@ impl Sender<'_> {
     }
 }
 
-/// One OTLP/HTTP report on its own connection; the answer's status.
-async fn post(
-    addr: std::net::SocketAddr,
-    host: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<u16, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = hyper::Request::post(path)
-        .header("host", host)
-        .header("content-type", "application/x-protobuf")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    // Read the answer whole so the connection ends cleanly.
-    let _ = resp.into_body().collect().await;
-    Ok(status)
+impl Sender<'_> {
+    /// One OTLP/HTTP report, on the kept connection (made again when it is gone); the
+    /// answer's status.
+    async fn post(
+        &mut self,
+        addr: std::net::SocketAddr,
+        host: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<u16, String> {
+        if self.http.as_ref().is_none_or(|s| s.is_closed()) {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            self.http = Some(send);
+        }
+        let send = self.http.as_mut().expect("connected above");
+        send.ready().await.map_err(|e| e.to_string())?;
+        let req = hyper::Request::post(path)
+            .header("host", host)
+            .header("content-type", "application/x-protobuf")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        // Read the answer whole so the connection can take the next report.
+        resp.into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(status)
+    }
 }

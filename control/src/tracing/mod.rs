@@ -80,6 +80,8 @@ pub struct Tracer {
     /// `tracing.opentelemetry.min_flush_spans` / `flush_interval_ms` (runtime).
     pub min_flush_spans: usize,
     pub flush_interval: Duration,
+    /// Its exporter thread ([`export::exporter_id`]).
+    pub exporter: u64,
 }
 
 impl Tracer {
