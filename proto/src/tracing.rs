@@ -16,6 +16,19 @@ pub struct TracingSpec {
     /// The listener's `traffic_direction` is OUTBOUND: spans are Envoy's egress (client)
     /// spans, and a route decorator's operation is propagated upstream.
     pub egress: bool,
+    /// How the span's context is read from the request and written upstream.
+    pub propagation: Propagation,
+}
+
+/// The tracer's context headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    /// W3C `traceparent` / `tracestate` (`envoy.tracers.opentelemetry`).
+    W3c,
+    /// B3, multi-header (`x-b3-*`) or the single `b3` header (`envoy.tracers.zipkin`):
+    /// `trace_id_128bit`, and `shared_span_context` (an ingress span shares its caller's
+    /// span id).
+    B3 { trace_id_128: bool, shared: bool },
 }
 
 /// All of [`TracingSpec`]'s percentages at 100%.
@@ -36,8 +49,11 @@ pub struct SpanIds {
 impl SpanIds {
     /// The span is exported.
     pub const SAMPLED: u8 = 1;
-    /// An egress (client) span.
+    /// A client span (an egress one; with B3, also an ingress one that does not share its
+    /// caller's context).
     pub const EGRESS: u8 = 2;
+    /// A B3 server span whose context is shared with its caller (Zipkin's `shared`).
+    pub const SHARED: u8 = 4;
 
     pub fn sampled(&self) -> bool {
         self.flags & Self::SAMPLED != 0
@@ -45,6 +61,10 @@ impl SpanIds {
 
     pub fn egress(&self) -> bool {
         self.flags & Self::EGRESS != 0
+    }
+
+    pub fn shared(&self) -> bool {
+        self.flags & Self::SHARED != 0
     }
 }
 

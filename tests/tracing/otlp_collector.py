@@ -1,5 +1,5 @@
-"""An OpenTelemetry collector for the tracing tests: OTLP over gRPC (TraceService/Export)
-and over HTTP (POST /v1/traces, protobuf), on 127.0.0.1.
+"""A trace collector for the tracing tests: OTLP over gRPC (TraceService/Export) and over
+HTTP (POST /v1/traces, protobuf), and Zipkin's JSON v2 (POST /api/v2/spans), on 127.0.0.1.
 
 Prints "GRPC_PORT HTTP_PORT" on its first line, then one JSON line per span received:
 transport, service (the resource's service.name), hex ids, name, kind, times, trace_state
@@ -76,6 +76,12 @@ class Http(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.body()
         time.sleep(STALL)
+        if self.path.startswith("/api/v2/spans"):
+            self.zipkin(json.loads(body))
+            self.send_response(202)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         request = trace_service_pb2.ExportTraceServiceRequest()
         request.ParseFromString(body)
         emit("http", request)
@@ -85,6 +91,33 @@ class Http(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
+
+    def zipkin(self, spans):
+        with LOCK:
+            for s in spans:
+                start = s.get("timestamp", 0)
+                endpoint = s.get("localEndpoint", {})
+                print(json.dumps({
+                    "transport": "zipkin " + self.headers.get("content-type", ""),
+                    "service": endpoint.get("serviceName", ""),
+                    "trace_id": s.get("traceId", ""),
+                    "span_id": s.get("id", ""),
+                    "parent": s.get("parentId", ""),
+                    "name": s.get("name", ""),
+                    "kind": s.get("kind", ""),
+                    "start": start * 1000,
+                    "end": (start + s.get("duration", 0)) * 1000,
+                    "trace_state": "",
+                    "status": 0,
+                    "attrs": s.get("tags", {}),
+                    "zipkin": {
+                        "shared": s.get("shared", False),
+                        "annotations": [a.get("value") for a in s.get("annotations", [])],
+                        "endpoint": sorted(endpoint.keys()),
+                        "port": endpoint.get("port"),
+                        "keys": sorted(s.keys()),
+                    },
+                }), flush=True)
 
     def log_message(self, *args):
         pass

@@ -239,6 +239,16 @@ pub fn facts(st: &State, seg: &Segment) -> Facts {
     if tr.configured.load(std::sync::atomic::Ordering::Relaxed) {
         lines.extend(
             [
+                ("tracing.zipkin.spans_sent", load(&tr.zipkin_spans_sent)),
+                (
+                    "tracing.zipkin.timer_flushed",
+                    load(&tr.zipkin_timer_flushed),
+                ),
+                ("tracing.zipkin.reports_sent", load(&tr.zipkin_reports_sent)),
+                (
+                    "tracing.zipkin.reports_dropped",
+                    load(&tr.zipkin_reports_dropped),
+                ),
                 ("tracing.opentelemetry.spans_sent", load(&tr.spans_sent)),
                 (
                     "tracing.opentelemetry.timer_flushed",

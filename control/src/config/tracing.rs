@@ -1,13 +1,14 @@
 //! `HttpConnectionManager.tracing` and a route's `decorator`: the sampling the shards apply
 //! ([`TracingSpec`], in the snapshot) and the tracer control builds spans with
-//! ([`Tracer`], kept in the connection manager's logger set). The provider is
-//! `envoy.tracers.opentelemetry` (OTLP over gRPC or HTTP); anything else is refused by name.
+//! ([`Tracer`], kept in the connection manager's logger set). The providers are
+//! `envoy.tracers.opentelemetry` (OTLP over gRPC or HTTP) and `envoy.tracers.zipkin` (JSON
+//! v2 over HTTP); anything else is refused by name.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use prost_reflect::{DynamicMessage, ReflectMessage, Value};
-use zerohop_proto::tracing::{Decorator, TracingSpec, FULL};
+use zerohop_proto::tracing::{Decorator, Propagation, TracingSpec, FULL};
 use zerohop_proto::Fraction;
 
 use super::compile::{as_msg, duration, list, msg, plain_bool, string, u32_value, Names};
@@ -15,7 +16,7 @@ use super::supported::unpack_any;
 use super::ConfigError;
 use crate::accesslog::format::Which;
 use crate::accesslog::LoggerSet;
-use crate::tracing::{Collector, CustomTag, TagValue, Tracer, Transport};
+use crate::tracing::{Collector, CustomTag, TagValue, Tracer, Transport, Zipkin};
 
 /// The fields zerohop implements of tracing's messages.
 pub(super) const FIELDS: &[(&str, &[&str])] = &[
@@ -40,6 +41,17 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
     (
         "envoy.config.trace.v3.OpenTelemetryConfig",
         &["grpc_service", "http_service", "service_name"],
+    ),
+    (
+        "envoy.config.trace.v3.ZipkinConfig",
+        &[
+            "collector_cluster",
+            "collector_endpoint",
+            "collector_endpoint_version",
+            "collector_hostname",
+            "trace_id_128bit",
+            "shared_span_context",
+        ],
     ),
     (
         "envoy.config.core.v3.HttpService",
@@ -69,6 +81,7 @@ pub(super) const FIELDS: &[(&str, &[&str])] = &[
 ];
 
 const OTEL: &str = "envoy.config.trace.v3.OpenTelemetryConfig";
+const ZIPKIN: &str = "envoy.config.trace.v3.ZipkinConfig";
 /// Envoy's default `max_path_tag_length`.
 const MAX_PATH_TAG: usize = 256;
 /// A collector's request timeout when the config gives none.
@@ -102,7 +115,7 @@ pub(super) fn tracing(
     let Some(provider) = msg(t, "provider") else {
         return Err(ConfigError::at(
             format!("{path}.provider"),
-            "zerohop needs a tracing provider (envoy.tracers.opentelemetry)",
+            "zerohop needs a tracing provider (envoy.tracers.opentelemetry or envoy.tracers.zipkin)",
         ));
     };
     let ppath = format!("{path}.provider.typed_config");
@@ -115,16 +128,24 @@ pub(super) fn tracing(
             ))
         }
     };
-    if cfg.descriptor().full_name() != OTEL {
-        return Err(ConfigError::at(
-            ppath,
-            format!(
-                "tracer {} is not supported by zerohop (envoy.tracers.opentelemetry)",
-                cfg.descriptor().full_name()
-            ),
-        ));
-    }
-    let collector = collector(&cfg, &ppath, names)?;
+    let (collector, zipkin, propagation) = match cfg.descriptor().full_name() {
+        OTEL => (collector(&cfg, &ppath, names)?, None, Propagation::W3c),
+        ZIPKIN => {
+            let (c, z, p) = zipkin(&cfg, &ppath, names)?;
+            (c, Some(z), p)
+        }
+        other => {
+            return Err(ConfigError::at(
+                ppath,
+                format!("tracer {other} is not supported by zerohop (envoy.tracers.opentelemetry, envoy.tracers.zipkin)"),
+            ))
+        }
+    };
+    // The batching runtime keys are the tracer's own.
+    let prefix = match zipkin {
+        Some(_) => "tracing.zipkin",
+        None => "tracing.opentelemetry",
+    };
     let captures = &mut set.captures;
     let mut slot = |name: &str| {
         captures
@@ -174,6 +195,7 @@ pub(super) fn tracing(
         .unwrap_or_else(|| "unknown_service:envoy".into());
     let mut tracer = Tracer {
         service_name,
+        zipkin,
         collector,
         custom_tags,
         max_path,
@@ -193,12 +215,12 @@ pub(super) fn tracing(
         },
         min_flush_spans: names
             .runtime
-            .integer("tracing.opentelemetry.min_flush_spans", 5)
+            .integer(&format!("{prefix}.min_flush_spans"), 5)
             .max(1) as usize,
         flush_interval: Duration::from_millis(
             names
                 .runtime
-                .integer("tracing.opentelemetry.flush_interval_ms", 5000)
+                .integer(&format!("{prefix}.flush_interval_ms"), 5000)
                 .max(1),
         ),
         exporter: 0,
@@ -232,23 +254,87 @@ pub(super) fn tracing(
         random_sampling: percent("random_sampling", "tracing.random_sampling")?,
         overall_sampling: percent("overall_sampling", "tracing.global_enabled")?,
         egress: false,
+        propagation,
     }))
+}
+
+/// The endpoint of a collector's cluster.
+fn endpoint(names: &Names, cluster: &str, at: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match names.first_endpoints.get(cluster) {
+        Some(a) => Ok(Some(*a)),
+        // Under xDS the cluster may come later: spans wait for it (counted as dropped).
+        None if names.is_lenient() => Ok(None),
+        None => Err(ConfigError::at(
+            at,
+            format!("cluster {cluster:?} is not defined with an endpoint"),
+        )),
+    }
+}
+
+/// `ZipkinConfig`: the collector (JSON v2 over HTTP), the spans' local endpoint, B3.
+fn zipkin(
+    cfg: &DynamicMessage,
+    path: &str,
+    names: &Names,
+) -> Result<(Collector, Zipkin, Propagation), ConfigError> {
+    let cluster = string(cfg, "collector_cluster");
+    if cluster.is_empty() {
+        return Err(ConfigError::at(
+            format!("{path}.collector_cluster"),
+            "must name the collector's cluster",
+        ));
+    }
+    let endpoint_path = string(cfg, "collector_endpoint");
+    if endpoint_path.is_empty() {
+        return Err(ConfigError::at(
+            format!("{path}.collector_endpoint"),
+            "must be set with collector_cluster (e.g. /api/v2/spans)",
+        ));
+    }
+    let version = super::compile::enum_name(cfg, "collector_endpoint_version");
+    if version != "HTTP_JSON" {
+        return Err(ConfigError::at(
+            format!("{path}.collector_endpoint_version"),
+            format!("{version} is not supported by zerohop (HTTP_JSON)"),
+        ));
+    }
+    let address = endpoint(names, &cluster, &format!("{path}.collector_cluster"))?;
+    let host = Some(string(cfg, "collector_hostname"))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| cluster.clone());
+    let shared = match msg(cfg, "shared_span_context") {
+        Some(v) => plain_bool(v, "value"),
+        None => true,
+    };
+    let collector = Collector {
+        cluster,
+        address,
+        timeout: Duration::from_millis(
+            names
+                .runtime
+                .integer("tracing.zipkin.request_timeout", 5000)
+                .max(1),
+        ),
+        transport: Transport::Zipkin {
+            host,
+            path: endpoint_path,
+        },
+    };
+    let zipkin = Zipkin {
+        service: names.node.cluster.clone(),
+        local_ip: crate::tracing::local_ipv4(),
+    };
+    let propagation = Propagation::B3 {
+        trace_id_128: plain_bool(cfg, "trace_id_128bit"),
+        shared,
+    };
+    Ok((collector, zipkin, propagation))
 }
 
 /// Where spans go: `grpc_service` (`envoy_grpc`) or `http_service`, on a cluster with an
 /// endpoint.
 fn collector(cfg: &DynamicMessage, path: &str, names: &Names) -> Result<Collector, ConfigError> {
-    let endpoint = |cluster: &str, at: &str| -> Result<Option<SocketAddr>, ConfigError> {
-        match names.first_endpoints.get(cluster) {
-            Some(a) => Ok(Some(*a)),
-            // Under xDS the cluster may come later: spans wait for it (counted as dropped).
-            None if names.is_lenient() => Ok(None),
-            None => Err(ConfigError::at(
-                at,
-                format!("cluster {cluster:?} is not defined with an endpoint"),
-            )),
-        }
-    };
+    let endpoint = |cluster: &str, at: &str| endpoint(names, cluster, at);
     match (msg(cfg, "grpc_service"), msg(cfg, "http_service")) {
         (Some(g), None) => {
             let gpath = format!("{path}.grpc_service");

@@ -40,12 +40,41 @@ fn sampling_and_the_tracer_compile() {
 }
 
 #[test]
+fn zipkin_compiles_with_b3() {
+    let yaml = with_tracing(
+        r#"{ provider: { name: envoy.tracers.zipkin, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_cluster: a, collector_endpoint: /api/v2/spans, collector_endpoint_version: HTTP_JSON, trace_id_128bit: true, shared_span_context: false } } }"#,
+    );
+    let b = load(&yaml, Format::Yaml).unwrap();
+    let NetworkFilter::Http(h) = &b.snapshot.listeners[0].filter_chains[0].filters[0] else {
+        panic!("http expected")
+    };
+    let t = h.tracing.as_ref().expect("tracing");
+    assert_eq!(
+        t.propagation,
+        zerohop_proto::tracing::Propagation::B3 {
+            trace_id_128: true,
+            shared: false
+        }
+    );
+}
+
+#[test]
 fn what_zerohop_does_not_trace_with_is_refused_by_name() {
     let cases = [
         (
-            r#"{ provider: { name: envoy.tracers.zipkin, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_cluster: a, collector_endpoint: /api/v2/spans, collector_endpoint_version: HTTP_JSON } } }"#.to_string(),
+            r#"{ provider: { name: envoy.tracers.zipkin, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_cluster: a, collector_endpoint: /api/v2/spans, collector_endpoint_version: HTTP_PROTO } } }"#.to_string(),
+            ".collector_endpoint_version",
+            "HTTP_PROTO",
+        ),
+        (
+            r#"{ provider: { name: envoy.tracers.zipkin, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_cluster: a, collector_endpoint: /api/v2/spans, split_spans_for_request: true } } }"#.to_string(),
+            ".split_spans_for_request",
+            "not supported",
+        ),
+        (
+            r#"{ provider: { name: envoy.tracers.datadog, typed_config: { "@type": type.googleapis.com/envoy.config.trace.v3.DatadogConfig, collector_cluster: a, service_name: s } } }"#.to_string(),
             ".tracing.provider.typed_config",
-            "ZipkinConfig",
+            "DatadogConfig",
         ),
         (
             format!("{{ verbose: true, {OTEL_GRPC} }}"),

@@ -42,6 +42,12 @@ pub struct Counts {
     pub spans_dropped: AtomicU64,
     /// Reports that failed (connection, timeout, or an error status).
     pub reports_failed: AtomicU64,
+    /// Envoy's `tracing.zipkin.*`: spans handed to reports, reports the collector accepted
+    /// (202) and reports it answered otherwise.
+    pub zipkin_spans_sent: AtomicU64,
+    pub zipkin_reports_sent: AtomicU64,
+    pub zipkin_reports_dropped: AtomicU64,
+    pub zipkin_timer_flushed: AtomicU64,
     /// A tracer was configured (the counters are shown from then on, as Envoy's exist
     /// once its tracer does).
     pub configured: std::sync::atomic::AtomicBool,
@@ -55,6 +61,10 @@ pub static COUNTS: Counts = Counts {
     http_reports_failed: AtomicU64::new(0),
     spans_dropped: AtomicU64::new(0),
     reports_failed: AtomicU64::new(0),
+    zipkin_spans_sent: AtomicU64::new(0),
+    zipkin_reports_sent: AtomicU64::new(0),
+    zipkin_reports_dropped: AtomicU64::new(0),
+    zipkin_timer_flushed: AtomicU64::new(0),
     configured: std::sync::atomic::AtomicBool::new(false),
 };
 
@@ -87,15 +97,23 @@ pub fn exporter_id(tracer: &Tracer) -> u64 {
     h.finish()
 }
 
+/// A span on its way to the collector, in its tracer's form.
+#[derive(Debug)]
+pub enum Item {
+    Otlp(Box<Span>),
+    /// A Zipkin JSON v2 span object.
+    Zipkin(String),
+}
+
 /// The drain thread's handles to the exporters it started, by [`Tracer::exporter`].
 #[derive(Debug, Default)]
 pub struct Exporters {
-    queues: HashMap<u64, SyncSender<Span>>,
+    queues: HashMap<u64, SyncSender<Item>>,
 }
 
 impl Exporters {
     /// Queues `span` for `tracer`'s collector (dropped and counted when the queue is full).
-    pub fn submit(&mut self, tracer: &Tracer, span: Span) {
+    pub fn submit(&mut self, tracer: &Tracer, span: Item) {
         if tracer.collector.address.is_none() {
             COUNTS.spans_dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -125,7 +143,7 @@ impl Exporters {
     }
 }
 
-fn start(key: Key) -> std::io::Result<SyncSender<Span>> {
+fn start(key: Key) -> std::io::Result<SyncSender<Item>> {
     let (tx, rx) = sync_channel(QUEUE);
     std::thread::Builder::new()
         .name("span-export".into())
@@ -135,7 +153,7 @@ fn start(key: Key) -> std::io::Result<SyncSender<Span>> {
 
 /// The exporter's loop: batch, flush on count and on the timer, for as long as the drain
 /// holds the queue.
-fn run(key: Key, rx: Receiver<Span>) {
+fn run(key: Key, rx: Receiver<Item>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -166,7 +184,11 @@ fn run(key: Key, rx: Receiver<Span>) {
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                COUNTS.timer_flushed.fetch_add(1, Ordering::Relaxed);
+                let timer = match key.collector.transport {
+                    Transport::Zipkin { .. } => &COUNTS.zipkin_timer_flushed,
+                    _ => &COUNTS.timer_flushed,
+                };
+                timer.fetch_add(1, Ordering::Relaxed);
                 if !batch.is_empty() {
                     rt.block_on(sender.flush(std::mem::take(&mut batch)));
                 }
@@ -185,8 +207,60 @@ struct Sender<'k> {
 }
 
 impl Sender<'_> {
-    async fn flush(&mut self, spans: Vec<Span>) {
-        let n = spans.len() as u64;
+    async fn flush(&mut self, items: Vec<Item>) {
+        let n = items.len() as u64;
+        let c = &self.key.collector;
+        let Some(addr) = c.address else { return };
+        if let Transport::Zipkin { host, path } = &c.transport {
+            let mut body = Vec::with_capacity(items.len() * 900);
+            body.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if let Item::Zipkin(json) = item {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    body.extend_from_slice(json.as_bytes());
+                }
+            }
+            body.push(b']');
+            COUNTS.zipkin_spans_sent.fetch_add(n, Ordering::Relaxed);
+            let sent = tokio::time::timeout(
+                c.timeout,
+                self.post(addr, host, path, "application/json", body),
+            )
+            .await;
+            let outcome = match sent {
+                // Envoy counts a report sent when the collector accepted it (202).
+                Ok(Ok(202)) => {
+                    COUNTS.zipkin_reports_sent.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Ok(Ok(status)) => {
+                    COUNTS
+                        .zipkin_reports_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(format!("the collector answered {status}"))
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!("no answer within {:?}", c.timeout)),
+            };
+            if let Err(e) = outcome {
+                self.http = None;
+                COUNTS.reports_failed.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "tracing: a Zipkin report of {n} spans to cluster {:?} ({addr}) failed: {e}",
+                    c.cluster
+                );
+            }
+            return;
+        }
+        let spans: Vec<Span> = items
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Otlp(s) => Some(*s),
+                Item::Zipkin(_) => None,
+            })
+            .collect();
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
@@ -209,13 +283,12 @@ impl Sender<'_> {
             }],
         };
         COUNTS.spans_sent.fetch_add(n, Ordering::Relaxed);
-        let c = &self.key.collector;
-        let Some(addr) = c.address else { return };
         let outcome = match &c.transport {
             Transport::Http { host, path } => {
                 COUNTS.http_reports_sent.fetch_add(1, Ordering::Relaxed);
                 let body = request.encode_to_vec();
-                let sent = tokio::time::timeout(c.timeout, self.post(addr, host, path, body)).await;
+                let post = self.post(addr, host, path, "application/x-protobuf", body);
+                let sent = tokio::time::timeout(c.timeout, post).await;
                 if !matches!(sent, Ok(Ok(_))) {
                     self.http = None;
                 }
@@ -238,6 +311,7 @@ impl Sender<'_> {
                     }
                 }
             }
+            Transport::Zipkin { .. } => unreachable!("sent above"),
             Transport::Grpc { authority } => {
                 let sent =
                     tokio::time::timeout(c.timeout, self.grpc_export(addr, authority, request))
@@ -299,6 +373,7 @@ impl Sender<'_> {
         addr: std::net::SocketAddr,
         host: &str,
         path: &str,
+        content_type: &str,
         body: Vec<u8>,
     ) -> Result<u16, String> {
         if self.http.as_ref().is_none_or(|s| s.is_closed()) {
@@ -316,7 +391,7 @@ impl Sender<'_> {
         send.ready().await.map_err(|e| e.to_string())?;
         let req = hyper::Request::post(path)
             .header("host", host)
-            .header("content-type", "application/x-protobuf")
+            .header("content-type", content_type)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = send.send_request(req).await.map_err(|e| e.to_string())?;

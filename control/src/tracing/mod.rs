@@ -7,6 +7,7 @@
 //! (counted), never a request.
 
 pub mod export;
+mod zipkin;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use zerohop_proto::accesslog::{Record, ResponseFlags};
+use zerohop_proto::tracing::SpanIds;
 
 /// Where a tracer's spans go.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -32,6 +34,26 @@ pub enum Transport {
     Grpc { authority: String },
     /// OTLP/HTTP (protobuf), POSTed to `path` with this `Host`.
     Http { host: String, path: String },
+    /// Zipkin's JSON v2, POSTed to `path` with this `Host`.
+    Zipkin { host: String, path: String },
+}
+
+/// A Zipkin tracer's own: the spans' `localEndpoint`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Zipkin {
+    /// The bootstrap's `node.cluster`.
+    pub service: String,
+    /// The host's address, as Envoy's local address (its first non-loopback IPv4).
+    pub local_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// The host's first non-loopback IPv4 address.
+pub fn local_ipv4() -> Option<std::net::Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|i| Some(i.address?.as_sockaddr_in()?.ip()))
+        .map(std::net::Ipv4Addr::from)
+        .find(|ip| !ip.is_loopback())
 }
 
 /// One of `custom_tags`.
@@ -68,8 +90,10 @@ pub struct Slots {
 /// A connection manager's tracer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tracer {
-    /// The resource's `service.name`.
+    /// The resource's `service.name` (OpenTelemetry).
     pub service_name: String,
+    /// A Zipkin tracer (B3, JSON v2), else OpenTelemetry.
+    pub zipkin: Option<Zipkin>,
     pub collector: Collector,
     pub custom_tags: Vec<CustomTag>,
     /// `max_path_tag_length`: `http.url` is cut there.
@@ -85,23 +109,41 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// The span of a stream's record, when the record carries a sampled one.
-    pub fn span(&self, rec: &Record<'_>) -> Option<Span> {
+    /// The span of a stream's record, when the record carries a sampled one, in the
+    /// tracer's form.
+    pub fn span(&self, rec: &Record<'_>) -> Option<export::Item> {
         let ids = rec.span.filter(|s| s.sampled())?;
+        let (name, tags) = self.name_and_tags(rec, &ids);
+        Some(match &self.zipkin {
+            Some(z) => export::Item::Zipkin(zipkin::span(z, rec, &ids, &name, &tags)),
+            None => export::Item::Otlp(Box::new(self.otlp(rec, &ids, name, tags))),
+        })
+    }
+
+    /// The span's name and Envoy's tags (an empty value is left out by Zipkin's tracer).
+    fn name_and_tags(&self, rec: &Record<'_>, ids: &SpanIds) -> (String, Vec<(String, String)>) {
         let header = |slot: u8| rec.header(slot).map(|v| String::from_utf8_lossy(v));
         let s = &self.slots;
         let authority = header(s.authority).unwrap_or_default();
         let name = match (ids.egress(), header(s.decorator)) {
             // An ingress span takes the operation the caller's proxy propagated.
-            (false, Some(op)) if !op.is_empty() => op.into_owned(),
+            (_, Some(op)) if !op.is_empty() => op.into_owned(),
             _ if !rec.operation.is_empty() => rec.operation.to_owned(),
+            // Zipkin's spans are named by the host.
+            _ if self.zipkin.is_some() => authority.clone().into_owned(),
             (true, _) => format!("egress {authority}"),
             (false, _) => "ingress".to_owned(),
         };
         let mut tags: Vec<(String, String)> = Vec::with_capacity(24);
-        let mut tag = |k: &str, v: String| match tags.iter_mut().find(|(n, _)| n == k) {
-            Some(t) => t.1 = v,
-            None => tags.push((k.to_owned(), v)),
+        let zipkin = self.zipkin.is_some();
+        let mut tag = |k: &str, v: String| {
+            if zipkin && v.is_empty() {
+                return;
+            }
+            match tags.iter_mut().find(|(n, _)| n == k) {
+                Some(t) => t.1 = v,
+                None => tags.push((k.to_owned(), v)),
+            }
         };
         tag("node_id", self.node_id.clone());
         tag("zone", String::new());
@@ -165,13 +207,25 @@ impl Tracer {
                 }
             }
         }
+        (name, tags)
+    }
+
+    /// The OTLP span.
+    fn otlp(
+        &self,
+        rec: &Record<'_>,
+        ids: &SpanIds,
+        name: String,
+        tags: Vec<(String, String)>,
+    ) -> Span {
         let mut trace_id = Vec::with_capacity(16);
         trace_id.extend_from_slice(&ids.trace_hi.to_be_bytes());
         trace_id.extend_from_slice(&ids.trace_lo.to_be_bytes());
-        Some(Span {
+        let tracestate = rec.header(self.slots.tracestate).unwrap_or_default();
+        Span {
             trace_id,
             span_id: ids.span.to_be_bytes().to_vec(),
-            trace_state: header(s.tracestate).unwrap_or_default().into_owned(),
+            trace_state: String::from_utf8_lossy(tracestate).into_owned(),
             parent_span_id: match ids.parent {
                 0 => Vec::new(),
                 p => p.to_be_bytes().to_vec(),
@@ -205,6 +259,6 @@ impl Tracer {
                 })
             },
             ..Default::default()
-        })
+        }
     }
 }

@@ -47,6 +47,7 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto",
     "envoy/extensions/load_balancing_policies/random/v3/random.proto",
     "envoy/config/trace/v3/opentelemetry.proto",
+    "envoy/config/trace/v3/zipkin.proto",
     "udpa/type/v1/typed_struct.proto",
     "xds/type/v3/typed_struct.proto",
 ];

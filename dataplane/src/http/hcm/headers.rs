@@ -143,10 +143,12 @@ impl RequestHeaders<'_> {
         let (mut xff_seen, mut xfp_seen, mut id_seen) = (false, false, false);
         let mut ua_seen = false;
         let trace_id = self.trace.as_ref().and_then(|t| t.request_id.as_ref());
-        let traceparent = self
+        // The context headers the span is written in replace the client's.
+        let context = self
             .trace
             .as_ref()
-            .and_then(|t| t.span.map(|_| &t.traceparent));
+            .filter(|t| t.span.is_some())
+            .map(|t| t.format);
         for h in &req.headers {
             let n = &raw[h.name.clone()];
             let v = &raw[h.value.clone()];
@@ -165,7 +167,7 @@ impl RequestHeaders<'_> {
                 || sanitized(n, self.use_remote_address)
                 || (self.external_address.is_some() && n == b"x-envoy-external-address")
                 || ((self.replace_request_id || trace_id.is_some()) && n == b"x-request-id")
-                || (traceparent.is_some() && (n == b"traceparent" || n == b"tracestate"))
+                || context.is_some_and(|f| f.writes(n))
                 || ((self.operation.is_some() || self.drop_operation)
                     && n == b"x-envoy-decorator-operation")
                 || (self.drop_accept_encoding && n == b"accept-encoding")
@@ -245,13 +247,11 @@ impl RequestHeaders<'_> {
     }
 
     /// The span's context, as Envoy's upstream request injects it after every other
-    /// header: `traceparent`, then the span's `tracestate` (its parent's, empty for a new
-    /// trace). Nothing without a span.
-    pub fn trace_context(&self, mut f: impl FnMut(&[u8], &[u8])) {
-        if let Some(t) = self.trace.as_ref().filter(|t| t.span.is_some()) {
-            f(b"traceparent", &t.traceparent);
+    /// header ([`super::trace::Trace::context`]). Nothing without a span.
+    pub fn trace_context(&self, f: impl FnMut(&[u8], &[u8])) {
+        if let Some(t) = &self.trace {
             let state = self.req.header("tracestate").unwrap_or("");
-            f(b"tracestate", state.as_bytes());
+            t.context(state.as_bytes(), f);
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Tracing on the shard: whether a stream is traced, as Envoy's connection manager decides
-//! it (the reason packed into `x-request-id`), and the span's context as Envoy's
-//! OpenTelemetry tracer makes it (W3C `traceparent` / `tracestate` taken from the request
-//! and injected into the upstream request). Sans-I/O: the stream asks [`decide`] once,
-//! after routing, and carries the [`Trace`]; the span itself is built by control from the
-//! stream's record.
+//! it (the reason packed into `x-request-id`), and the span's context as Envoy's tracers
+//! make it: the OpenTelemetry tracer's W3C `traceparent` / `tracestate`, the Zipkin
+//! tracer's B3 ([`b3`]), taken from the request and injected into the upstream request.
+//! Sans-I/O: the stream asks [`decide`] once, after routing, and carries the [`Trace`]; the
+//! span itself is built by control from the stream's record.
 
-use zerohop_proto::tracing::{SpanIds, TracingSpec};
+mod b3;
+
+use zerohop_proto::tracing::{Propagation, SpanIds, TracingSpec};
 
 use crate::http::message::Request;
 use crate::upstream::lb::Rng;
@@ -51,11 +53,65 @@ impl Reason {
 pub struct Trace {
     /// `x-request-id` as it goes on, when tracing generated it or rewrote its reason.
     pub request_id: Option<[u8; UUID_LEN]>,
-    /// The span (`None`: an unreadable `traceparent`, for which Envoy makes a null span:
+    /// The span (`None`: an unreadable context header, for which Envoy makes a null span:
     /// nothing is injected or exported).
     pub span: Option<SpanIds>,
-    /// `traceparent` for the upstream request (with the span).
-    pub traceparent: [u8; 55],
+    /// The headers the span's context goes upstream in.
+    pub format: Format,
+}
+
+/// How a span's context is written into the upstream request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `traceparent` and `tracestate`.
+    W3c,
+    /// `x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`, `x-b3-sampled`.
+    B3Multi,
+    /// One `b3` header (the request came with one).
+    B3Single,
+}
+
+impl Format {
+    /// Whether `name` is a header this format writes (the client's is not passed on).
+    pub fn writes(self, name: &[u8]) -> bool {
+        match self {
+            Format::W3c => name == b"traceparent" || name == b"tracestate",
+            Format::B3Multi => matches!(
+                name,
+                b"x-b3-traceid" | b"x-b3-spanid" | b"x-b3-parentspanid" | b"x-b3-sampled"
+            ),
+            Format::B3Single => name == b"b3",
+        }
+    }
+}
+
+/// Writes `n`'s low `digits` hex digits into `out`.
+pub fn hex(n: u64, digits: usize, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, o) in out[..digits].iter_mut().enumerate() {
+        *o = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+}
+
+impl Trace {
+    /// The span's context headers for the upstream request: `tracestate` is the client's
+    /// (W3C: the span keeps its parent's, empty for a new trace). Nothing without a span.
+    pub fn context(&self, tracestate: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
+        let Some(s) = &self.span else { return };
+        match self.format {
+            Format::W3c => {
+                let mut tp = [b'-'; 55];
+                hex(0, 2, &mut tp[0..]);
+                hex(s.trace_hi, 16, &mut tp[3..]);
+                hex(s.trace_lo, 16, &mut tp[19..]);
+                hex(s.span, 16, &mut tp[36..]);
+                hex(u64::from(s.sampled()), 2, &mut tp[53..]);
+                f(b"traceparent", &tp);
+                f(b"tracestate", tracestate);
+            }
+            Format::B3Multi | Format::B3Single => b3::inject(s, self.format, &mut f),
+        }
+    }
 }
 
 /// Decides `req`'s tracing under `spec`. `client_id` is the client's `x-request-id` when
@@ -71,7 +127,7 @@ pub fn decide(
     let mut out = Trace {
         request_id: None,
         span: None,
-        traceparent: [0; 55],
+        format: Format::W3c,
     };
     let mut made = [0u8; UUID_LEN];
     let id = match client_id {
@@ -88,6 +144,16 @@ pub fn decide(
         None => Reason::NotTraceable,
     };
     let traced = reason != Reason::NotTraceable;
+    if let Propagation::B3 {
+        trace_id_128,
+        shared,
+    } = spec.propagation
+    {
+        let ingress_shared = shared && !spec.egress;
+        (out.span, out.format) =
+            b3::span(req, traced, spec.egress, ingress_shared, trace_id_128, rng);
+        return out;
+    }
     let flags = if spec.egress { SpanIds::EGRESS } else { 0 };
     out.span = match req.header("traceparent").map(str::as_bytes) {
         // No propagation header: a new trace, sampled as decided.
@@ -108,9 +174,6 @@ pub fn decide(
             flags: flags | if p.sampled { SpanIds::SAMPLED } else { 0 },
         }),
     };
-    if let Some(s) = &out.span {
-        write_traceparent(s, &mut out.traceparent);
-    }
     out
 }
 
@@ -195,23 +258,6 @@ fn parse_traceparent(v: &[u8]) -> Option<Parent> {
         span,
         sampled: flags & 1 == 1,
     })
-}
-
-fn write_traceparent(s: &SpanIds, out: &mut [u8; 55]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut put = |at: usize, n: u64, digits: usize| {
-        for i in 0..digits {
-            out[at + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
-        }
-    };
-    put(0, 0, 2);
-    put(3, s.trace_hi, 16);
-    put(19, s.trace_lo, 16);
-    put(36, s.span, 16);
-    put(53, u64::from(s.sampled()), 2);
-    for at in [2, 35, 52] {
-        out[at] = b'-';
-    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,21 @@ fn spec(random: u32, overall: u32) -> TracingSpec {
         random_sampling: random,
         overall_sampling: overall,
         egress: false,
+        propagation: zerohop_proto::tracing::Propagation::W3c,
     }
 }
 
 use crate::http::hcm::headers::tests::request;
+
+fn traceparent(t: &Trace) -> String {
+    let mut out = String::new();
+    t.context(b"", |n, v| {
+        if n == b"traceparent" {
+            out = String::from_utf8(v.to_vec()).unwrap();
+        }
+    });
+    out
+}
 
 const ID: &[u8] = b"00000101-5e6f-4a2b-9c3d-1234567890ab";
 
@@ -81,7 +92,8 @@ fn a_parent_context_is_continued_with_its_sampled_flag() {
     );
     assert_eq!(s.parent, 0xb7ad6b7169203331);
     assert!(s.sampled());
-    let out = std::str::from_utf8(&t.traceparent).unwrap();
+    let out = traceparent(&t);
+    let out = out.as_str();
     assert!(out.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
     assert!(out.ends_with("-01"));
     assert_ne!(&out[36..52], "b7ad6b7169203331");
@@ -94,9 +106,7 @@ fn a_parent_context_is_continued_with_its_sampled_flag() {
         &rng,
     );
     assert!(!t.span.unwrap().sampled());
-    assert!(std::str::from_utf8(&t.traceparent)
-        .unwrap()
-        .ends_with("-00"));
+    assert!(traceparent(&t).ends_with("-00"));
 }
 
 #[test]
@@ -130,4 +140,60 @@ fn a_generated_id_carries_the_decision() {
     let t = decide(&spec(0, 10_000), &request(&[]), None, true, &rng);
     assert_eq!(t.request_id.unwrap()[14], b'4');
     assert!(!t.span.unwrap().sampled());
+}
+
+fn b3_spec(egress: bool) -> TracingSpec {
+    TracingSpec {
+        egress,
+        propagation: zerohop_proto::tracing::Propagation::B3 {
+            trace_id_128: false,
+            shared: true,
+        },
+        ..spec(10_000, 10_000)
+    }
+}
+
+#[test]
+fn b3_spans_are_envoys_zipkin_spans() {
+    let rng = Rng::new(7);
+    // A root span: its id is its trace's.
+    let t = decide(&b3_spec(false), &request(&[]), Some(ID), false, &rng);
+    let s = t.span.unwrap();
+    assert_eq!((s.trace_hi, s.trace_lo), (0, s.span));
+    assert!(s.sampled() && s.shared() && !s.egress());
+    // An ingress span shares its caller's; an egress one is its child.
+    let ctx = [
+        ("x-b3-traceid", "8448eb211c80319c"),
+        ("x-b3-spanid", "b7ad6b7169203331"),
+        ("x-b3-parentspanid", "2222222222222222"),
+        ("x-b3-sampled", "0"),
+    ];
+    let t = decide(&b3_spec(false), &request(&ctx), Some(ID), false, &rng);
+    let s = t.span.unwrap();
+    assert_eq!((s.span, s.parent), (0xb7ad6b7169203331, 0x2222222222222222));
+    assert!(!s.sampled(), "the caller's flag wins");
+    let t = decide(&b3_spec(true), &request(&ctx), Some(ID), false, &rng);
+    let s = t.span.unwrap();
+    assert_eq!(s.parent, 0xb7ad6b7169203331);
+    assert_ne!(s.span, 0xb7ad6b7169203331);
+    assert!(s.egress() && !s.shared());
+    assert_eq!(t.format, Format::B3Multi);
+    // A single header is answered in kind; an unreadable one makes no span.
+    let t = decide(
+        &b3_spec(false),
+        &request(&[("b3", "8448eb211c80319c-b7ad6b7169203331-1")]),
+        Some(ID),
+        false,
+        &rng,
+    );
+    assert_eq!(t.format, Format::B3Single);
+    assert!(t.span.unwrap().sampled());
+    let t = decide(
+        &b3_spec(false),
+        &request(&[("b3", "zz-yy-1")]),
+        Some(ID),
+        false,
+        &rng,
+    );
+    assert!(t.span.is_none());
 }
