@@ -35,24 +35,7 @@ fn trace_python() -> Option<std::path::PathBuf> {
                 .join("../target/ci/trace-venv/bin/python3")
         });
     let check = "import grpc; from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans; ResourceSpans().scope_spans";
-    let ok = Command::new(&python)
-        .args(["-c", check])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("ZEROHOP_REQUIRE_PEERS").is_none(),
-            "{} with grpcio and opentelemetry-proto is required here (ZEROHOP_REQUIRE_PEERS)",
-            python.display()
-        );
-        eprintln!(
-            "no trace collector Python at {}: test skipped",
-            python.display()
-        );
-        return None;
-    }
-    Some(python)
+    support::python_has(&python, check, "grpcio and opentelemetry-proto").then_some(python)
 }
 
 /// The collector: its ports and the spans it printed.

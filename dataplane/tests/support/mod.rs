@@ -37,6 +37,29 @@ pub fn same(what: &str, z: &[String], e: &[String]) {
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether `python` runs `check` (its imports). When it does not, a test that needs it
+/// fails under ZEROHOP_REQUIRE_PEERS (CI) and is skipped otherwise; `what` names what the
+/// Python must have.
+pub fn python_has(python: &std::path::Path, check: &str, what: &str) -> bool {
+    let ok = std::process::Command::new(python)
+        .args(["-c", check])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("ZEROHOP_REQUIRE_PEERS").is_none(),
+            "{} with {what} is required here (ZEROHOP_REQUIRE_PEERS)",
+            python.display()
+        );
+        eprintln!(
+            "no Python with {what} at {}: test skipped",
+            python.display()
+        );
+    }
+    ok
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_zerohop"))
 }

@@ -198,19 +198,5 @@ pub fn with_unknown_filter(mut listener: Value, optional: bool) -> Value {
 /// when it is missing (and peers are not required).
 pub fn grpc_python() -> Option<std::path::PathBuf> {
     let python = ads::default_python();
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import grpc"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("ZEROHOP_REQUIRE_PEERS").is_none(),
-            "{} with grpcio is required here (ZEROHOP_REQUIRE_PEERS)",
-            python.display()
-        );
-        eprintln!("no grpcio Python at {}: test skipped", python.display());
-        return None;
-    }
-    Some(python)
+    super::python_has(&python, "import grpc", "grpcio").then_some(python)
 }

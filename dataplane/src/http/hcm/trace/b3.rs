@@ -275,38 +275,33 @@ mod tests {
             parent: 0,
             flags: SpanIds::SAMPLED,
         };
-        let mut got = Vec::new();
-        inject(&s, Format::B3Multi, &mut |n, v| {
-            got.push(format!(
-                "{}: {}",
-                String::from_utf8_lossy(n),
-                String::from_utf8_lossy(v)
-            ))
-        });
+        let injected = |s: &SpanIds, format| {
+            let mut got = Vec::new();
+            inject(s, format, &mut |n, v| {
+                got.push(format!(
+                    "{}: {}",
+                    String::from_utf8_lossy(n),
+                    String::from_utf8_lossy(v)
+                ))
+            });
+            got
+        };
         assert_eq!(
-            got,
+            injected(&s, Format::B3Multi),
             [
                 "x-b3-traceid: 00000000000000ab",
                 "x-b3-spanid: 00000000000000cd",
                 "x-b3-sampled: 1"
             ]
         );
-        got.clear();
         let s = SpanIds {
             trace_hi: 1,
             parent: 2,
             flags: 0,
             ..s
         };
-        inject(&s, Format::B3Single, &mut |n, v| {
-            got.push(format!(
-                "{}: {}",
-                String::from_utf8_lossy(n),
-                String::from_utf8_lossy(v)
-            ))
-        });
         assert_eq!(
-            got,
+            injected(&s, Format::B3Single),
             ["b3: 000000000000000100000000000000ab-00000000000000cd-0-0000000000000002"]
         );
     }
