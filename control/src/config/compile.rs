@@ -569,6 +569,18 @@ pub(super) fn msg<'a>(m: &'a DynamicMessage, field: &str) -> Option<&'a DynamicM
     }
 }
 
+/// `m.typed_config` unpacked (`path` names it; `missing` says what lacks one).
+pub(super) fn typed_config(
+    m: &DynamicMessage,
+    path: &str,
+    missing: &str,
+) -> Result<DynamicMessage, ConfigError> {
+    let Some(any) = msg(m, "typed_config") else {
+        return Err(ConfigError::at(path, missing));
+    };
+    unpack_any(any).map_err(|e| ConfigError::at(path, e))
+}
+
 pub(super) fn as_msg(v: &Value) -> &DynamicMessage {
     match v {
         Value::Message(m) => m,

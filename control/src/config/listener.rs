@@ -246,10 +246,7 @@ fn filter_chain(
 
 /// A network filter's `typed_config`, decoded.
 fn typed_config(f: &DynamicMessage, path: &str) -> Result<DynamicMessage, ConfigError> {
-    let Some(any) = msg(f, "typed_config") else {
-        return Err(ConfigError::at(path, "a filter needs a typed_config"));
-    };
-    unpack_any(any).map_err(|e| ConfigError::at(path, e))
+    super::compile::typed_config(f, path, "a filter needs a typed_config")
 }
 
 const NETWORK_LIMIT: &str = "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";

@@ -11,8 +11,9 @@ use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use zerohop_proto::tracing::{Decorator, Propagation, TracingSpec, FULL};
 use zerohop_proto::Fraction;
 
-use super::compile::{as_msg, duration, list, msg, plain_bool, string, u32_value, Names};
-use super::supported::unpack_any;
+use super::compile::{
+    as_msg, duration, list, msg, plain_bool, string, typed_config, u32_value, Names,
+};
 use super::ConfigError;
 use crate::accesslog::format::Which;
 use crate::accesslog::LoggerSet;
@@ -119,15 +120,7 @@ pub(super) fn tracing(
         ));
     };
     let ppath = format!("{path}.provider.typed_config");
-    let cfg = match msg(provider, "typed_config") {
-        Some(any) => unpack_any(any).map_err(|e| ConfigError::at(&ppath, e))?,
-        None => {
-            return Err(ConfigError::at(
-                ppath,
-                "a tracing provider needs typed_config",
-            ))
-        }
-    };
+    let cfg = typed_config(provider, &ppath, "a tracing provider needs typed_config")?;
     let (collector, zipkin, propagation) = match cfg.descriptor().full_name() {
         OTEL => (collector(&cfg, &ppath, names)?, None, Propagation::W3c),
         ZIPKIN => {
@@ -350,14 +343,15 @@ fn collector(cfg: &DynamicMessage, path: &str, names: &Names) -> Result<Collecto
                 Some(d) => duration(d, &format!("{gpath}.timeout"))?,
                 None => DEFAULT_EXPORT_TIMEOUT,
             };
-            let authority = Some(string(e, "authority"))
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| cluster.clone());
+            // `:authority` is the cluster's name, as Envoy's without `envoy_grpc.authority`
+            // (which zerohop refuses).
             Ok(Collector {
+                transport: Transport::Grpc {
+                    authority: cluster.clone(),
+                },
                 cluster,
                 address,
                 timeout,
-                transport: Transport::Grpc { authority },
             })
         }
         (None, Some(h)) => {

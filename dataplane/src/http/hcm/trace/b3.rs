@@ -204,17 +204,16 @@ pub(super) fn inject(s: &SpanIds, format: Format, f: &mut impl FnMut(&[u8], &[u8
     hex(s.parent, 16, &mut parent);
     let flag: &[u8] = if s.sampled() { b"1" } else { b"0" };
     if format == Format::B3Single {
-        let mut v = Vec::with_capacity(68);
-        v.extend_from_slice(trace);
-        v.push(b'-');
-        v.extend_from_slice(&span);
-        v.push(b'-');
-        v.extend_from_slice(flag);
-        if s.parent != 0 {
-            v.push(b'-');
-            v.extend_from_slice(&parent);
+        // `{trace}-{span}-{flag}[-{parent}]`, at most 32 + 1 + 16 + 2 + 17 bytes.
+        let mut v = [0u8; 68];
+        let mut len = 0;
+        let parent: &[u8] = if s.parent != 0 { &parent } else { b"" };
+        let sep: &[u8] = if s.parent != 0 { b"-" } else { b"" };
+        for part in [trace, b"-", &span, b"-", flag, sep, parent] {
+            v[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
         }
-        return f(b"b3", &v);
+        return f(b"b3", &v[..len]);
     }
     f(b"x-b3-traceid", trace);
     f(b"x-b3-spanid", &span);
